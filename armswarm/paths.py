@@ -21,14 +21,26 @@ def extension_dir(ext_type: str) -> Path:
     return tree_root() / f"_{ext_type}"
 
 
-def file_roots() -> list[str]:
+def file_roots(extensions_root: Path | None = None) -> list[str]:
     """file_roots for a master serving armswarm as a formula.
 
     ``salt/`` holds the SLS trees (``salt://armnode``), the tree root holds ``_modules/`` …
-    so that ``saltutil.sync_all`` finds them at ``salt://_modules``.
+    so that ``saltutil.sync_all`` finds them at ``salt://_modules``. ``extensions_root`` is a
+    directory made by :func:`link_extensions` (a checkout's root also holds .venv, .git …, which
+    the master's fileserver would otherwise list).
     """
     root = tree_root()
-    return [str(root / "salt"), str(root)]
+    return [str(root / "salt"), str(extensions_root or root)]
+
+
+def link_extensions(dest: Path) -> Path:
+    """Make ``dest`` hold symlinks to the extension directories only; return it."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for ext_type in EXT_TYPES:
+        source, link = extension_dir(ext_type), dest / f"_{ext_type}"
+        if source.is_dir() and not link.is_symlink():
+            link.symlink_to(source)
+    return dest
 
 
 def pillar_root() -> str:

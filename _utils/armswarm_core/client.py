@@ -23,7 +23,7 @@ def missing_dependency():
 
 
 def engine_settings(opts=None, pillar=None) -> dict:
-    """Engine endpoint and timeout from config/pillar (``armswarm:docker:base_url``, ``timeout``)."""
+    """Engine endpoint and timeout (``armswarm:docker:base_url`` and ``…:timeout``)."""
     return {
         "base_url": config.get("docker.base_url", opts, pillar, DEFAULT_BASE_URL),
         "timeout": int(config.get("docker.timeout", opts, pillar, DEFAULT_TIMEOUT)),

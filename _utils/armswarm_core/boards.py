@@ -1,0 +1,468 @@
+"""Which ARM board a node is, how its CPUs are split, where its root and kernel command line live.
+
+Pure logic behind the ``armnode`` grain: every function takes the paths (device tree, sysfs,
+boot root) or texts (mount table, cpuinfo) it reads, so tests and the lab can point them at
+fixture trees instead of the real ``/proc/device-tree`` and ``/sys``.
+"""
+
+import os
+import re
+
+GENERIC = "generic"
+
+# Matched against the device-tree ``compatible`` list, most specific entry first, so a board
+# string always wins over the SoC string that follows it.
+BOARDS = {
+    "odroid-hc1": {
+        "compatible": ("hardkernel,odroid-hc1",),
+        "soc": "exynos5422",
+        "arch": "armv7",
+        "cpus": 8,
+        "little_cores": [0, 1, 2, 3],  # Cortex-A7
+        "big_cores": [4, 5, 6, 7],  # Cortex-A15
+    },
+    "odroid-xu4": {
+        "compatible": ("hardkernel,odroid-xu4",),
+        "soc": "exynos5422",
+        "arch": "armv7",
+        "cpus": 8,
+        "little_cores": [0, 1, 2, 3],
+        "big_cores": [4, 5, 6, 7],
+    },
+    "rockpro64": {
+        # Mainline: v2.1 boards use rk3399-rockpro64.dts, v2.0 boards rk3399-rockpro64-v2.dts.
+        "compatible": ("pine64,rockpro64", "pine64,rockpro64-v2.0", "pine64,rockpro64-v2.1"),
+        "soc": "rk3399",
+        "arch": "aarch64",
+        "cpus": 6,
+        "little_cores": [0, 1, 2, 3],  # Cortex-A53
+        "big_cores": [4, 5],  # Cortex-A72
+    },
+    "sopine": {
+        # Clusterboard nodes usually run the baseboard device tree too.
+        "compatible": ("pine64,sopine-baseboard", "pine64,sopine"),
+        "soc": "a64",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],  # 4 x Cortex-A53
+        "big_cores": [],
+    },
+    "rpi4": {
+        "compatible": ("raspberrypi,4-model-b",),
+        "soc": "bcm2711",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],  # 4 x Cortex-A72
+        "big_cores": [],
+    },
+    "rpi5": {
+        "compatible": ("raspberrypi,5-model-b",),
+        "soc": "bcm2712",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],  # 4 x Cortex-A76
+        "big_cores": [],
+    },
+    "rpi-cm5": {
+        # bcm2712-rpi-cm5.dtsi (raspberrypi/linux): "raspberrypi,5-compute-module", "brcm,bcm2712"
+        "compatible": ("raspberrypi,5-compute-module",),
+        "soc": "bcm2712",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],
+        "big_cores": [],
+    },
+}
+
+_BY_COMPATIBLE = {compat: board for board, info in BOARDS.items() for compat in info["compatible"]}
+
+# /proc/cpuinfo "CPU part" → relative core performance, used only for boards not in BOARDS
+# that expose no cpu_capacity (ARM Ltd. parts; higher is faster).
+_CPU_PART_RANK = {
+    "0xc07": 10,  # Cortex-A7
+    "0xc09": 20,  # Cortex-A9
+    "0xc0d": 30,  # Cortex-A12
+    "0xc0e": 30,  # Cortex-A17
+    "0xc0f": 40,  # Cortex-A15
+    "0xd04": 15,  # Cortex-A35
+    "0xd03": 20,  # Cortex-A53
+    "0xd05": 25,  # Cortex-A55
+    "0xd07": 45,  # Cortex-A57
+    "0xd08": 50,  # Cortex-A72
+    "0xd09": 55,  # Cortex-A73
+    "0xd0a": 60,  # Cortex-A75
+    "0xd0b": 65,  # Cortex-A76
+    "0xd0d": 70,  # Cortex-A77
+    "0xd41": 75,  # Cortex-A78
+}
+
+_ARCH_ALIASES = {
+    "arm64": "aarch64",
+    "armv8": "aarch64",
+    "armv7l": "armv7",
+    "armv7hl": "armv7",
+    # armv8l = 32-bit ARM userland/personality on an ARMv8 core: it runs armv7 binaries.
+    "armv8l": "armv7",
+    "armv6l": "armv6",
+    "armv5tel": "armv5",
+    "amd64": "x86_64",
+    "i686": "x86",
+    "i586": "x86",
+    "i386": "x86",
+}
+
+BOOT_FLAVOURS = ("armbianEnv", "boot.txt", "u-boot-menu", "extlinux", "rpi-cmdline", "unknown")
+
+# A disk behind a USB host sits under a ``usbN`` bus directory in its sysfs device path.
+_USB_BUS = re.compile(r"/usb\d+/")
+
+_PARTITION_PATTERNS = (
+    # (regex on the partition or disk name, kind) – group 1 is the whole disk.
+    (re.compile(r"^(mmcblk\d+)(?:p\d+)?$"), "mmc"),
+    (re.compile(r"^(nvme\d+n\d+)(?:p\d+)?$"), "nvme"),
+    (re.compile(r"^(sd[a-z]+)\d*$"), "sd"),
+)
+
+
+# --- device tree -----------------------------------------------------------------------------
+
+
+def parse_dt_strings(data) -> list[str]:
+    """Split a device-tree string property (NUL-terminated, NUL-separated) into its strings."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", errors="replace")
+    return [item for item in data.split("\0") if item.strip()]
+
+
+def parse_dt_string(data) -> str:
+    """Return the first string of a device-tree string property (e.g. ``model``), or ``""``."""
+    items = parse_dt_strings(data)
+    return items[0].strip() if items else ""
+
+
+def _read_bytes(path) -> bytes | None:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _read_text(path) -> str | None:
+    data = _read_bytes(path)
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def read_device_tree(devicetree_root) -> tuple[str, list[str]]:
+    """Return ``(model, compatible)`` read from a device-tree directory (missing → ``("", [])``)."""
+    model = _read_bytes(os.path.join(devicetree_root, "model"))
+    compatible = _read_bytes(os.path.join(devicetree_root, "compatible"))
+    return (
+        parse_dt_string(model) if model is not None else "",
+        parse_dt_strings(compatible) if compatible is not None else [],
+    )
+
+
+def match_board(compatible) -> str:
+    """Return the board id for a compatible list, ``generic`` when no entry is known."""
+    for entry in compatible:
+        board = _BY_COMPATIBLE.get(entry.strip())
+        if board:
+            return board
+    return GENERIC
+
+
+def soc_from_compatible(compatible) -> str:
+    """Guess the SoC of an unknown board: the last compatible entry names it by convention."""
+    if len(compatible) < 2:
+        return ""
+    return compatible[-1].split(",", 1)[-1]
+
+
+def normalise_arch(machine: str) -> str:
+    """Map ``platform.machine()`` spellings onto one CPU architecture name."""
+    machine = (machine or "").strip().lower()
+    return _ARCH_ALIASES.get(machine, machine)
+
+
+# --- CPU topology ----------------------------------------------------------------------------
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """Parse a sysfs CPU list such as ``0-3,6`` into ``[0, 1, 2, 3, 6]``."""
+    cpus = []
+    for raw in (text or "").strip().split(","):
+        part = raw.strip()
+        if not part:
+            continue
+        if "-" in part:
+            low, high = part.split("-", 1)
+            cpus.extend(range(int(low), int(high) + 1))
+        else:
+            cpus.append(int(part))
+    return sorted(set(cpus))
+
+
+def sysfs_cpus(sysfs_root) -> list[int]:
+    """CPU ids the kernel knows about (``present``, which still counts offlined cores)."""
+    cpu_dir = os.path.join(sysfs_root, "devices", "system", "cpu")
+    text = _read_text(os.path.join(cpu_dir, "present"))
+    if text:
+        try:
+            return parse_cpu_list(text)
+        except ValueError:
+            pass
+    try:
+        names = os.listdir(cpu_dir)
+    except OSError:
+        return []
+    return sorted(int(name[3:]) for name in names if re.fullmatch(r"cpu\d+", name))
+
+
+def sysfs_capacities(sysfs_root, cpus) -> dict[int, int]:
+    """``{cpu: cpu_capacity}``, empty unless every CPU has a readable capacity."""
+    capacities = {}
+    for cpu in cpus:
+        text = _read_text(
+            os.path.join(sysfs_root, "devices", "system", "cpu", f"cpu{cpu}", "cpu_capacity")
+        )
+        try:
+            capacities[cpu] = int((text or "").strip())
+        except ValueError:
+            return {}
+    return capacities
+
+
+def split_by_rank(ranks: dict[int, int]) -> tuple[list[int], list[int]]:
+    """``(big, little)``: the top-ranked CPUs are big only when ranks differ."""
+    if not ranks:
+        return [], []
+    top = max(ranks.values())
+    if min(ranks.values()) == top:
+        return [], sorted(ranks)
+    big = sorted(cpu for cpu, rank in ranks.items() if rank == top)
+    little = sorted(cpu for cpu, rank in ranks.items() if rank != top)
+    return big, little
+
+
+def cpuinfo_parts(cpuinfo_text: str) -> dict[int, str]:
+    """``{cpu: "CPU part"}`` from /proc/cpuinfo text (ARM kernels only print it)."""
+    parts, current = {}, None
+    for line in (cpuinfo_text or "").splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip().lower(), value.strip()
+        if key == "processor":
+            try:
+                current = int(value)
+            except ValueError:
+                current = None
+        elif key == "cpu part" and current is not None:
+            parts[current] = value.lower()
+    return parts
+
+
+def cpu_topology(sysfs_root, board=GENERIC, cpuinfo_text=None) -> dict:
+    """Return ``{"cpus", "big_cores", "little_cores"}``.
+
+    ``big_cores`` are the fastest cluster of a big.LITTLE SoC and empty on homogeneous SoCs,
+    ``little_cores`` are all other CPUs (so together they list every CPU).
+    Sources, first usable wins: sysfs ``cpu_capacity`` (unless it shows no big cores where
+    the table has some); for a known board, the board table; for an unknown one,
+    /proc/cpuinfo "CPU part", else the sysfs CPU list as one cluster.
+    """
+    info = BOARDS.get(board)
+    cpus = sysfs_cpus(sysfs_root)
+    # A known board whose sysfs disagrees on the CPU count is being impersonated (lab node on
+    # a foreign host): the table is then the truth for the board.
+    if cpus and (info is None or len(cpus) == info["cpus"]):
+        capacities = sysfs_capacities(sysfs_root, cpus)
+        if capacities:
+            big, little = split_by_rank(capacities)
+            # Flat capacities prove little: a device tree without capacity-dmips-mhz makes
+            # every CPU read 1024, so only trust them where the table agrees there is no big.
+            if big or (info is not None and not info["big_cores"]):
+                return {"cpus": len(cpus), "big_cores": big, "little_cores": little}
+    if info is not None:
+        return {
+            "cpus": info["cpus"],
+            "big_cores": list(info["big_cores"]),
+            "little_cores": list(info["little_cores"]),
+        }
+    parts = cpuinfo_parts(cpuinfo_text)
+    if parts and (not cpus or set(parts) == set(cpus)):
+        ranks = {cpu: _CPU_PART_RANK.get(part, 0) for cpu, part in parts.items()}
+        big, little = split_by_rank(ranks)
+        return {"cpus": len(parts), "big_cores": big, "little_cores": little}
+    return {"cpus": len(cpus), "big_cores": [], "little_cores": list(cpus)}
+
+
+# --- root device -----------------------------------------------------------------------------
+
+
+def _unescape_mount_field(field: str) -> str:
+    # The kernel octal-escapes space, tab, newline and backslash in /proc/*/mounts.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def root_source(mounts_text: str) -> str:
+    """Source of the ``/`` mount in mount-table text; the last entry wins (it shadows others)."""
+    source = ""
+    for line in (mounts_text or "").splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and _unescape_mount_field(fields[1]) == "/":
+            source = _unescape_mount_field(fields[0])
+    return source
+
+
+def _device_of_path(path, sysfs_root) -> str:
+    """Block device name holding ``path``, via its st_dev and ``<sysfs>/dev/block/MAJ:MIN``."""
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return ""
+    link = os.path.join(sysfs_root, "dev", "block", f"{os.major(dev)}:{os.minor(dev)}")
+    if not os.path.exists(link):
+        return ""
+    return os.path.basename(os.path.realpath(link))
+
+
+def resolve_block_name(source: str, sysfs_root="/sys", root_dir="/") -> str:
+    """Turn a mount source into a block device name (``/dev/mmcblk0p2`` → ``mmcblk0p2``).
+
+    ``/dev/root`` (what the kernel calls a root given as ``root=PARTUUID=…``) and udev symlinks
+    are resolved; anything that is not a ``/dev`` path gives ``""``.
+    """
+    if not source.startswith("/dev/"):
+        return ""
+    if source == "/dev/root":
+        return _device_of_path(root_dir, sysfs_root)
+    if source.startswith(("/dev/disk/", "/dev/mapper/")):
+        source = os.path.realpath(source)
+    return os.path.basename(source)
+
+
+def classify_block_device(name: str, sysfs_root="/sys") -> tuple[str, str]:
+    """Return ``(kind, disk)`` for a block device name; kind is mmc/nvme/ssd/hdd/usb/other."""
+    for pattern, kind in _PARTITION_PATTERNS:
+        match = pattern.match(name)
+        if not match:
+            continue
+        disk = match.group(1)
+        if kind != "sd":
+            return kind, disk
+        block = os.path.join(sysfs_root, "block", disk)
+        # USB first: USB-SATA bridges (the HC1's included) often report rotational=1 for SSDs.
+        if _USB_BUS.search(os.path.realpath(block)):
+            return "usb", disk
+        if (_read_text(os.path.join(block, "queue", "rotational")) or "").strip() == "1":
+            return "hdd", disk
+        return "ssd", disk
+    return "other", ""
+
+
+def root_device(mounts_text: str, sysfs_root="/sys", root_dir="/") -> dict:
+    """``{"root_device", "root_kind", "root_disk"}`` for the ``/`` mount.
+
+    For kind ``other`` (overlay, tmpfs, virtio …) ``root_device`` is the raw mount source.
+    """
+    source = root_source(mounts_text)
+    name = resolve_block_name(source, sysfs_root, root_dir)
+    kind, disk = classify_block_device(name, sysfs_root) if name else ("other", "")
+    if kind == "other":
+        return {"root_device": source, "root_kind": "other", "root_disk": ""}
+    return {"root_device": name, "root_kind": kind, "root_disk": disk}
+
+
+# --- boot flavour ----------------------------------------------------------------------------
+
+
+def _is_file(root_dir, relative) -> bool:
+    return os.path.isfile(os.path.join(root_dir, relative))
+
+
+def _is_rpi_stub(path) -> bool:
+    # Raspberry Pi OS Bookworm leaves /boot/cmdline.txt saying the file moved to /boot/firmware.
+    return "DO NOT EDIT" in (_read_text(path) or "")
+
+
+def boot_flavour(root_dir="/") -> tuple[str, str]:
+    """Return ``(flavour, cmdline_file)`` for the boot files under ``root_dir``.
+
+    ``cmdline_file`` is the file to edit to change the kernel command line (joined onto
+    ``root_dir``; ``""`` when unknown). For ``u-boot-menu`` that is ``/etc/default/u-boot``
+    (``U_BOOT_PARAMETERS``), since extlinux.conf is regenerated from it by ``u-boot-update``.
+    The order settles images carrying several: Armbian ships boot.scr too, and an u-boot
+    script overrides whatever a Raspberry Pi firmware cmdline.txt says.
+    """
+    join = os.path.join
+    if _is_file(root_dir, "boot/armbianEnv.txt"):
+        return "armbianEnv", join(root_dir, "boot/armbianEnv.txt")
+    if _is_file(root_dir, "boot/boot.txt"):
+        return "boot.txt", join(root_dir, "boot/boot.txt")
+    if _is_file(root_dir, "boot/extlinux/extlinux.conf"):
+        if _is_file(root_dir, "etc/default/u-boot"):
+            return "u-boot-menu", join(root_dir, "etc/default/u-boot")
+        return "extlinux", join(root_dir, "boot/extlinux/extlinux.conf")
+    if _is_file(root_dir, "boot/firmware/cmdline.txt"):
+        return "rpi-cmdline", join(root_dir, "boot/firmware/cmdline.txt")
+    legacy = join(root_dir, "boot/cmdline.txt")
+    if os.path.isfile(legacy) and not _is_rpi_stub(legacy):
+        return "rpi-cmdline", legacy
+    return "unknown", ""
+
+
+# --- everything ------------------------------------------------------------------------------
+
+
+def empty_result(machine: str = "", error: str = "") -> dict:
+    """The shape :func:`detect` returns, for a node nothing could be read about."""
+    result = {
+        "board": GENERIC,
+        "model": "",
+        "compatible": [],
+        "soc": "",
+        "arch": normalise_arch(machine),
+        "machine": machine or "",
+        "cpus": 0,
+        "big_cores": [],
+        "little_cores": [],
+        "root_device": "",
+        "root_kind": "other",
+        "root_disk": "",
+        "boot_flavour": "unknown",
+        "cmdline_file": "",
+    }
+    if error:
+        result["error"] = error
+    return result
+
+
+def detect(
+    devicetree_root="/proc/device-tree",
+    sysfs_root="/sys",
+    mounts_text="",
+    root_dir="/",
+    machine="",
+    *,
+    cpuinfo_text=None,
+) -> dict:
+    """Describe the node: board, SoC, CPU clusters, root device and boot flavour.
+
+    Unknown hardware is never an error: it is board ``generic`` with what could be read.
+    """
+    model, compatible = read_device_tree(devicetree_root)
+    board = match_board(compatible)
+    info = BOARDS.get(board, {})
+    result = empty_result(machine)
+    result.update(
+        board=board,
+        model=model,
+        compatible=compatible,
+        soc=info.get("soc") or soc_from_compatible(compatible),
+        arch=info.get("arch") or normalise_arch(machine),
+    )
+    result.update(cpu_topology(sysfs_root, board, cpuinfo_text))
+    result.update(root_device(mounts_text, sysfs_root, root_dir))
+    flavour, cmdline_file = boot_flavour(root_dir)
+    result.update(boot_flavour=flavour, cmdline_file=cmdline_file)
+    return result

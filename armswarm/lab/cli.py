@@ -1,0 +1,89 @@
+"""``armswarm-lab``: bring the lab cluster up or down, inspect it, talk to its master and nodes."""
+
+import argparse
+import json
+import os
+import sys
+
+from armswarm.lab.cluster import Lab, LabError
+
+USAGE_EXAMPLES = """
+examples:
+  armswarm-lab up                    # build (cached), start, run the main job, print a summary
+  armswarm-lab status --json
+  armswarm-lab salt "*" test.ping    # salt / salt-run / salt-key against the lab master
+  armswarm-lab salt-run jobs.list_jobs
+  armswarm-lab exec node1 docker info
+  armswarm-lab down
+"""
+
+
+def _lab(args) -> Lab:
+    return Lab(name=args.name, subnet=args.subnet)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="armswarm-lab",
+        description="The armswarm lab: a salt-master, a TLS registry and board-impersonating "
+        "Docker nodes on this machine.",
+        epilog=USAGE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--name", default=os.environ.get("ARMSWARM_LAB_NAME", "armswarm-lab"))
+    parser.add_argument("--subnet", default=os.environ.get("ARMSWARM_LAB_SUBNET", "10.77.0.0/24"))
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="bring the lab up (if it is up, report) and run the main job")
+    up.add_argument("--no-main-job", action="store_true", help="only start the cluster")
+    sub.add_parser("down", help="remove everything the lab created")
+    status = sub.add_parser("status", help="show nodes, boards, addresses, registry, master")
+    status.add_argument("--json", action="store_true")
+    sub.add_parser("summary", help="nodes and boards, swarm node table, registry contents")
+    for tool in ("salt", "salt-run", "salt-key", "salt-cp"):
+        passthrough = sub.add_parser(tool, help=f"{tool} … against the lab master", add_help=False)
+        passthrough.add_argument("args", nargs=argparse.REMAINDER)
+    execp = sub.add_parser("exec", help="run a command on a node")
+    execp.add_argument("node")
+    execp.add_argument("cmd", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    lab = _lab(args)
+    try:
+        if args.command == "up":
+            lab.up(main_job=not args.no_main_job)
+            print(lab.summary())
+        elif args.command == "down":
+            lab.down()
+        elif args.command == "status":
+            status_data = lab.status()
+            if args.json:
+                print(json.dumps(status_data, indent=2))
+            else:
+                print(f"lab {status_data['name']}: {'up' if status_data['up'] else 'down'}")
+                for node in status_data["nodes"]:
+                    print(
+                        f"  {node['name']:<7} {node['address']:<14} {node['board']:<20} "
+                        f"{node['state']}"
+                    )
+                print(
+                    f"  registry {status_data['registry']['url']} "
+                    f"CA {status_data['registry']['ca_file']}"
+                )
+                print(f"  master config {status_data['master']['config_dir']}")
+        elif args.command == "summary":
+            print(lab.summary())
+        elif args.command in ("salt", "salt-run", "salt-key", "salt-cp"):
+            os.execv(lab.salt_argv(args.command)[0], lab.salt_argv(args.command, *args.args))
+        elif args.command == "exec":
+            if not args.cmd:
+                parser.error("exec needs a command")
+            code, out = lab.exec(args.node, args.cmd)
+            sys.stdout.write(out)
+            return code
+    except LabError as exc:
+        print(f"armswarm-lab: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

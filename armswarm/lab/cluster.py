@@ -1,0 +1,615 @@
+"""The embedded lab cluster: a salt-master and a TLS registry on the host, board nodes.
+
+Each node is a container with its own root filesystem (Debian bookworm), systemd as PID 1, its
+own dockerd and its own salt-minion. Everything the lab creates carries the label
+``io.armswarm.lab=<lab name>`` (containers, volumes, networks) or lives under the lab's state
+directory (master, registry, keys), so ``down`` removes exactly that.
+"""
+
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+import requests
+import salt.crypt
+import yaml
+
+from armswarm import paths
+from armswarm.lab import image, pki
+
+log = logging.getLogger(__name__)
+
+LABEL = "io.armswarm.lab"
+NODE_LABEL = "io.armswarm.lab.node"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "boards"
+STATE_ROOT = Path(os.environ.get("ARMSWARM_LAB_STATE", "/var/lib/armswarm-lab"))
+CACHE_DIR = Path(os.environ.get("ARMSWARM_LAB_CACHE", "/var/cache/armswarm-lab"))
+# Where a node's minion finds the device tree of the board it impersonates.
+NODE_DEVICE_TREE = "/etc/armswarm-lab/device-tree"
+HOST_DOCKER_LOG = CACHE_DIR / "dockerd.log"
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    board: str
+    host: int  # last octet of the node's address
+
+
+# The example pillar (pillar/) makes node1-3 managers and node4-5 workers.
+DEFAULT_NODES = (
+    NodeSpec("node1", "odroid-hc1", 11),
+    NodeSpec("node2", "rockpro64", 12),
+    NodeSpec("node3", "rockpro64-extlinux", 13),
+    NodeSpec("node4", "sopine", 14),
+    NodeSpec("node5", "rpi4", 15),
+)
+
+
+class LabError(RuntimeError):
+    pass
+
+
+def _log_progress(message):
+    print(f"armswarm-lab: {message}", flush=True)
+
+
+@dataclass
+class Lab:
+    """One lab, named so that several (a user's and the tests') can coexist."""
+
+    name: str = "armswarm-lab"
+    subnet: str = "10.77.0.0/24"
+    nodes: tuple = DEFAULT_NODES
+    registry_port: int = 5443
+    progress: object = field(default=_log_progress, repr=False)
+
+    def __post_init__(self):
+        net = ipaddress.ip_network(self.subnet)
+        self.gateway = str(net.network_address + 1)
+        self.state_dir = STATE_ROOT / self.name
+        self.master_root = self.state_dir / "master"
+        self.master_conf_dir = self.master_root / "etc"
+        self.registry_dir = self.state_dir / "registry"
+        self.pki_dir = self.state_dir / "pki"
+        self._client = None
+
+    # -- small helpers --------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = docker.from_env(timeout=120)
+        return self._client
+
+    @property
+    def registry(self) -> str:
+        return f"{self.gateway}:{self.registry_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.pki_dir / "ca.crt"
+
+    def node_address(self, node: NodeSpec) -> str:
+        return str(ipaddress.ip_network(self.subnet).network_address + node.host)
+
+    def container_name(self, node: NodeSpec) -> str:
+        return f"{self.name}-{node.name}"
+
+    def node(self, name: str) -> NodeSpec:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise LabError(f"no node {name!r} in lab {self.name} (nodes: {self.node_names()})")
+
+    def node_names(self) -> list[str]:
+        return [node.name for node in self.nodes]
+
+    def _labels(self, **extra) -> dict:
+        return {LABEL: self.name, **extra}
+
+    def _salt_bin(self, tool: str) -> str:
+        return str(Path(sys.executable).parent / tool)
+
+    # -- host dockerd ---------------------------------------------------------------------
+    @staticmethod
+    def ensure_host_dockerd(timeout: float = 60) -> bool:
+        """Start the host's dockerd when none answers; leave a running one alone.
+
+        Returns True when this call started it.
+        """
+        try:
+            docker.from_env(timeout=5).ping()
+            return False
+        except docker.errors.DockerException:
+            pass
+        if not shutil.which("dockerd"):
+            raise LabError("dockerd is not installed (apt-get install docker.io)")
+        HOST_DOCKER_LOG.parent.mkdir(parents=True, exist_ok=True)
+        with open(HOST_DOCKER_LOG, "ab") as logf:
+            subprocess.Popen(
+                ["dockerd"],
+                stdout=logf,
+                stderr=logf,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                docker.from_env(timeout=5).ping()
+                return True
+            except docker.errors.DockerException:
+                time.sleep(0.5)
+        raise LabError(f"dockerd did not come up within {timeout}s (see {HOST_DOCKER_LOG})")
+
+    # -- state ----------------------------------------------------------------------------
+    def containers(self):
+        return self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.name}"})
+
+    def is_up(self) -> bool:
+        running = [c for c in self.containers() if c.status == "running"]
+        return (
+            len(running) == len(self.nodes)
+            and self._pid_alive("master")
+            and self._pid_alive("registry")
+        )
+
+    def _pidfile(self, what: str) -> Path:
+        return self.state_dir / f"{what}.pid"
+
+    def _pid_alive(self, what: str) -> int | None:
+        """The pid of the lab's ``what`` process if it is running (checked by its command line)."""
+        pidfile = self._pidfile(what)
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.state_dir).encode() in cmdline else None
+
+    def _spawn(self, what: str, argv: list[str], logfile: Path):
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(logfile, "ab") as logf:
+            proc = subprocess.Popen(
+                argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self._pidfile(what).write_text(f"{proc.pid}\n")
+        return proc
+
+    def _stop(self, what: str, timeout: float = 30):
+        pid = self._pid_alive(what)
+        if pid:
+            # The process leads its own session: signal the whole group (salt-master forks).
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and _group_alive(pid):
+                time.sleep(0.2)
+            if _group_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        self._pidfile(what).unlink(missing_ok=True)
+
+    # -- network --------------------------------------------------------------------------
+    def _ensure_network(self):
+        existing = self.client.networks.list(names=[self.name], filters={"label": LABEL})
+        if existing:
+            return existing[0]
+        for route in subprocess.run(
+            ["ip", "-4", "route"], capture_output=True, text=True, check=True
+        ).stdout.splitlines():
+            dest = route.split()[0]
+            if dest != "default" and ipaddress.ip_network(dest, strict=False).overlaps(
+                ipaddress.ip_network(self.subnet)
+            ):
+                raise LabError(f"subnet {self.subnet} overlaps an existing route: {route}")
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet=self.subnet, gateway=self.gateway)]
+        )
+        return self.client.networks.create(
+            self.name, driver="bridge", ipam=ipam, labels=self._labels(), check_duplicate=True
+        )
+
+    # -- registry -------------------------------------------------------------------------
+    def _start_registry(self):
+        if self._pid_alive("registry"):
+            return
+        binary = shutil.which("docker-registry")
+        if not binary:
+            raise LabError("docker-registry is not installed (apt-get install docker-registry)")
+        cert, key = pki.issue_server_cert(self.pki_dir, "registry", self.gateway)
+        config = {
+            "version": 0.1,
+            "log": {"level": "info", "formatter": "text"},
+            "storage": {
+                "filesystem": {"rootdirectory": str(self.registry_dir / "data")},
+                "delete": {"enabled": True},
+            },
+            "http": {
+                "addr": self.registry,
+                "tls": {"certificate": str(cert), "key": str(key)},
+                "headers": {"X-Content-Type-Options": ["nosniff"]},
+            },
+        }
+        conf_file = self.registry_dir / "config.yml"
+        conf_file.parent.mkdir(parents=True, exist_ok=True)
+        conf_file.write_text(yaml.safe_dump(config))
+        self._spawn("registry", [binary, "serve", str(conf_file)], self.registry_dir / "log")
+        self._wait(
+            lambda: (
+                requests.get(
+                    f"https://{self.registry}/v2/", verify=str(self.ca_file), timeout=2
+                ).status_code
+                == 200
+            ),
+            30,
+            "registry",
+        )
+
+    # -- master ---------------------------------------------------------------------------
+    def master_config(self) -> dict:
+        root = self.master_root
+        return {
+            "id": f"{self.name}-master",
+            "interface": self.gateway,
+            "user": "root",
+            "root_dir": str(root),
+            "pki_dir": str(root / "pki"),
+            "cachedir": str(root / "cache"),
+            "sock_dir": str(root / "sock"),
+            "pidfile": str(root / "salt-master.pid"),
+            "log_file": str(root / "log" / "master"),
+            "key_logfile": str(root / "log" / "key"),
+            "log_level_logfile": "info",
+            "file_roots": {"base": paths.file_roots(paths.link_extensions(root / "extensions"))},
+            "pillar_roots": {"base": [paths.pillar_root()]},
+            "worker_threads": 4,
+            "timeout": 30,
+            "gather_job_timeout": 20,
+            "state_output": "mixed",
+        }
+
+    def _start_master(self):
+        if self._pid_alive("master"):
+            return
+        self.master_conf_dir.mkdir(parents=True, exist_ok=True)
+        (self.master_conf_dir / "master").write_text(yaml.safe_dump(self.master_config()))
+        accepted = self.master_root / "pki" / "minions"
+        accepted.mkdir(parents=True, exist_ok=True)
+        # Keys are made by the lab and accepted up front: no auto-accept, and re-created nodes
+        # never meet a stale key.
+        for node in self.nodes:
+            priv, pub = self._minion_keys(node)
+            (accepted / node.name).write_text(pub)
+        self._spawn(
+            "master",
+            [self._salt_bin("salt-master"), "-c", str(self.master_conf_dir), "-l", "quiet"],
+            self.master_root / "log" / "console",
+        )
+        sock = self.master_root / "sock"
+        self._wait(lambda: any(sock.glob("master_event_pub*")), 60, "salt-master")
+
+    def _minion_keys(self, node: NodeSpec) -> tuple[str, str]:
+        keydir = self.state_dir / "minion-keys"
+        priv_path, pub_path = keydir / f"{node.name}.pem", keydir / f"{node.name}.pub"
+        if not priv_path.exists():
+            keydir.mkdir(parents=True, exist_ok=True)
+            priv, pub = salt.crypt.gen_keys(2048)
+            priv_path.write_text(priv)
+            priv_path.chmod(0o600)
+            pub_path.write_text(pub)
+        return priv_path.read_text(), pub_path.read_text()
+
+    # -- nodes ----------------------------------------------------------------------------
+    def _node_files(self, node: NodeSpec) -> dict:
+        """Files placed into a node before it boots: minion config and keys, board fixtures."""
+        priv, pub = self._minion_keys(node)
+        board_dir = FIXTURES / node.board
+        if not board_dir.is_dir():
+            raise LabError(f"no fixtures for board {node.board!r} in {FIXTURES}")
+        board = yaml.safe_load((board_dir / "board.yaml").read_text())
+        minion_conf = {
+            "master": self.gateway,
+            "id": node.name,
+            "acceptance_wait_time": 1,
+            "random_reauth_delay": 0,
+            "log_level_logfile": "info",
+            "armnode.device_tree": NODE_DEVICE_TREE,
+            # The node's CPU is the host's; report the architecture of the board it plays.
+            "armnode.machine": board["uname_m"],
+        }
+        files = {
+            "etc/salt/minion.d/armswarm-lab.conf": yaml.safe_dump(minion_conf),
+            "etc/salt/pki/minion/minion.pem": (priv, 0o400),
+            "etc/salt/pki/minion/minion.pub": pub,
+            f"etc/docker/certs.d/{self.registry}/ca.crt": self.ca_file.read_bytes(),
+        }
+        for src in sorted(p for p in board_dir.rglob("*") if p.is_file()):
+            rel = src.relative_to(board_dir)
+            content = (src.read_bytes(), src.stat().st_mode & 0o777)
+            if rel.parts[0] == "device-tree":
+                files[f"{NODE_DEVICE_TREE.lstrip('/')}/{'/'.join(rel.parts[1:])}"] = content
+            elif rel.parts[0] == "rootfs":
+                files["/".join(rel.parts[1:])] = content
+        return files
+
+    def _create_node(self, node: NodeSpec, tag: str):
+        name = self.container_name(node)
+        try:
+            return self.client.containers.get(name)
+        except docker.errors.NotFound:
+            pass
+        volume = self.client.volumes.create(
+            f"{name}-docker", labels=self._labels(**{NODE_LABEL: node.name})
+        )
+        api = self.client.api
+        host_config = api.create_host_config(
+            # --privileged fails on this VM; this set is what works (see docs/lab.rst).
+            cap_add=["ALL"],
+            cap_drop=["SYS_RESOURCE"],
+            security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+            device_cgroup_rules=["a *:* rwm"],
+            cgroupns="private",
+            tmpfs={"/run": "rw,exec,mode=755", "/run/lock": "rw", "/tmp": "rw,exec,mode=1777"},
+            binds={volume.name: {"bind": "/var/lib/docker", "mode": "rw"}},
+            network_mode=self.name,
+        )
+        # `--security-opt systempaths=unconfined` of the CLI: the SDK has no option for it.
+        host_config["MaskedPaths"] = []
+        host_config["ReadonlyPaths"] = []
+        created = api.create_container(
+            tag,
+            name=name,
+            hostname=node.name,
+            labels=self._labels(**{NODE_LABEL: node.name}),
+            stop_signal="SIGRTMIN+3",
+            host_config=host_config,
+            networking_config=api.create_networking_config(
+                {self.name: api.create_endpoint_config(ipv4_address=self.node_address(node))}
+            ),
+        )
+        container = self.client.containers.get(created["Id"])
+        container.put_archive("/", image.tar_bytes(self._node_files(node)))
+        return container
+
+    # -- salt -----------------------------------------------------------------------------
+    def salt_argv(self, tool: str, *args: str) -> list[str]:
+        return [self._salt_bin(tool), "-c", str(self.master_conf_dir), *args]
+
+    def run_salt(self, tool: str, *args: str, check=True, capture=True):
+        proc = subprocess.run(
+            self.salt_argv(tool, *args), capture_output=capture, text=True, check=False
+        )
+        if check and proc.returncode != 0:
+            raise LabError(
+                f"{tool} {' '.join(args)} failed ({proc.returncode}):\n"
+                f"{proc.stdout or ''}{proc.stderr or ''}"
+            )
+        return proc
+
+    def salt_json(self, *args: str, tool="salt", check=True):
+        proc = self.run_salt(tool, "--out=json", "--static", *args, check=check)
+        out = proc.stdout.strip()
+        return json.loads(out) if out else {}
+
+    def wait_minions(self, timeout: float = 120):
+        expected = set(self.node_names())
+        deadline = time.monotonic() + timeout
+        seen = set()
+        while time.monotonic() < deadline:
+            ret = self.salt_json("*", "test.ping", "--timeout=5", check=False)
+            seen = {mid for mid, ok in ret.items() if ok is True}
+            if seen >= expected:
+                return
+            time.sleep(1)
+        raise LabError(f"minions not answering after {timeout}s: {sorted(expected - seen)}")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def up(self, main_job: bool = True) -> dict:
+        """Bring the lab up (idempotent) and run the main job; return the status."""
+        started = time.monotonic()
+        if self.is_up():
+            self.progress(f"lab {self.name} is already up")
+            return self.status()
+        self.ensure_host_dockerd()
+        tag = image.ensure_node_image(self.client, CACHE_DIR, progress=self.progress)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_network()
+        pki.ensure_ca(self.pki_dir, self.name)
+        self._start_registry()
+        self.progress(f"registry at https://{self.registry} (CA {self.ca_file})")
+        self._start_master()
+        self.progress("salt-master up")
+        for node in self.nodes:
+            container = self._create_node(node, tag)
+            if container.status != "running":
+                container.start()
+        self.progress(f"nodes started: {', '.join(self.node_names())}")
+        self.wait_minions()
+        self.progress(f"minions answering after {time.monotonic() - started:.0f}s")
+        self.run_salt("salt", "*", "saltutil.sync_all", "--timeout=60")
+        if main_job:
+            self.main_job()
+        self.progress(f"lab up in {time.monotonic() - started:.0f}s")
+        return self.status()
+
+    def main_job(self):
+        """The package's main job, each step as soon as the tree ships it."""
+        root = paths.tree_root()
+        steps = [
+            (
+                "state.apply armnode",
+                root / "salt/armnode/init.sls",
+                ("salt", "*", "state.apply", "armnode", "--state-verbose=False"),
+            ),
+            (
+                "state.orch swarm.init",
+                root / "salt/swarm/init.sls",
+                ("salt-run", "state.orch", "swarm.init"),
+            ),
+            ("imagebuild.run", root / "_runners/imagebuild.py", ("salt-run", "imagebuild.run")),
+        ]
+        for title, marker, argv in steps:
+            if not marker.exists():
+                self.progress(f"main job: {title}: not in this release yet, skipped")
+                continue
+            self.progress(f"main job: {title}")
+            self.run_salt(argv[0], *argv[1:], capture=False)
+
+    def down(self):
+        """Remove every container, volume and network with the lab's label, its processes
+        and its state directory. The node image stays cached (``purge_image`` removes it)."""
+        started = time.monotonic()
+        try:
+            containers = self.containers()
+        except docker.errors.DockerException:
+            containers = []
+        for container in containers:
+            container.remove(force=True, v=True)
+        for volume in self.client.volumes.list(filters={"label": f"{LABEL}={self.name}"}):
+            volume.remove(force=True)
+        for network in self.client.networks.list(filters={"label": f"{LABEL}={self.name}"}):
+            network.remove()
+        self._stop("master")
+        self._stop("registry")
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        self.progress(f"lab {self.name} down in {time.monotonic() - started:.0f}s")
+
+    def leftovers(self) -> dict:
+        """What of this lab still exists (empty lists after a clean ``down``)."""
+        flt = {"label": f"{LABEL}={self.name}"}
+        procs = []
+        for pid_dir in Path("/proc").iterdir():
+            if pid_dir.name.isdigit():
+                try:
+                    cmdline = (pid_dir / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if str(self.state_dir).encode() in cmdline:
+                    procs.append(int(pid_dir.name))
+        return {
+            "containers": [c.name for c in self.client.containers.list(all=True, filters=flt)],
+            "volumes": [v.name for v in self.client.volumes.list(filters=flt)],
+            "networks": [n.name for n in self.client.networks.list(filters=flt)],
+            "processes": procs,
+            "state_dir": [str(self.state_dir)] if self.state_dir.exists() else [],
+        }
+
+    def status(self) -> dict:
+        nodes = []
+        containers = {c.labels.get(NODE_LABEL): c for c in self.containers()}
+        for node in self.nodes:
+            container = containers.get(node.name)
+            nodes.append(
+                {
+                    "name": node.name,
+                    "board": node.board,
+                    "address": self.node_address(node),
+                    "container": self.container_name(node),
+                    "state": container.status if container else "absent",
+                }
+            )
+        return {
+            "name": self.name,
+            "up": self.is_up(),
+            "subnet": self.subnet,
+            "master": {
+                "address": self.gateway,
+                "config_dir": str(self.master_conf_dir),
+                "cache_dir": str(self.master_root / "cache"),
+                "running": bool(self._pid_alive("master")),
+            },
+            "registry": {
+                "url": f"https://{self.registry}",
+                "ca_file": str(self.ca_file),
+                "running": bool(self._pid_alive("registry")),
+            },
+            "nodes": nodes,
+        }
+
+    # -- exec -----------------------------------------------------------------------------
+    def exec(self, node_name: str, argv: list[str]) -> tuple[int, str]:
+        """Run ``argv`` on a node; return (exit code, combined output)."""
+        node = self.node(node_name)
+        container = self.client.containers.get(self.container_name(node))
+        result = container.exec_run(argv, demux=False)
+        return result.exit_code, result.output.decode(errors="replace")
+
+    # -- summary --------------------------------------------------------------------------
+    def summary(self) -> str:
+        lines = [f"lab {self.name}: master {self.gateway}, registry https://{self.registry}"]
+        grains = self.salt_json("*", "grains.item", "armnode", "--timeout=15", check=False)
+        lines.append(f"{'node':<7} {'address':<14} {'board':<20} {'model':<32} boot")
+        for node in self.nodes:
+            info = (grains.get(node.name) or {}).get("armnode") or {}
+            lines.append(
+                f"{node.name:<7} {self.node_address(node):<14} {info.get('board', '?'):<20} "
+                f"{str(info.get('model', '?'))[:32]:<32} {info.get('boot_flavour', '?')}"
+            )
+        lines.append("swarm:")
+        lines.extend("  " + line for line in self.swarm_table())
+        lines.append("registry:")
+        lines.extend("  " + line for line in self.registry_listing())
+        return "\n".join(lines)
+
+    def swarm_table(self) -> list[str]:
+        for node in self.nodes:
+            code, out = self.exec(
+                node.name, ["docker", "info", "--format", "{{.Swarm.ControlAvailable}}"]
+            )
+            if code == 0 and out.strip() == "true":
+                code, out = self.exec(node.name, ["docker", "node", "ls"])
+                return out.rstrip().splitlines()
+        return ["no swarm formed (no node is a manager)"]
+
+    def registry_listing(self) -> list[str]:
+        base = f"https://{self.registry}/v2"
+        verify = str(self.ca_file)
+        try:
+            repos = requests.get(f"{base}/_catalog", verify=verify, timeout=10).json()
+        except (requests.RequestException, ValueError) as exc:
+            return [f"registry not reachable: {exc}"]
+        lines = []
+        for repo in repos.get("repositories") or []:
+            tags = requests.get(f"{base}/{repo}/tags/list", verify=verify, timeout=10).json()
+            lines.append(f"{repo}: {', '.join(sorted(tags.get('tags') or []))}")
+        return lines or ["(empty)"]
+
+    # -- helpers --------------------------------------------------------------------------
+    @staticmethod
+    def _wait(predicate, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                if predicate():
+                    return
+            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+                last = exc
+            time.sleep(0.3)
+        raise LabError(f"{what} not ready after {timeout}s ({last})")
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        # Reap our own child first, or its zombie keeps the group "alive".
+        os.waitpid(pgid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False

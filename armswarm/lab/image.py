@@ -1,0 +1,297 @@
+"""The lab's node image: Debian bookworm from debootstrap, systemd as PID 1, dockerd, a salt-minion.
+
+No image can be pulled here, so the root filesystem is made with debootstrap and turned into an
+image with ``docker import``. The image is tagged with a hash of everything that goes into it,
+so a second ``up`` (or a CI run on the same machine) reuses it.
+"""
+
+import hashlib
+import importlib.metadata
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Bump when the build steps change in a way the hashed inputs below do not show.
+RECIPE = "4"
+SUITE = "bookworm"
+IMAGE_REPO = "armswarm-lab-node"
+LABEL = "io.armswarm.lab.node-image"
+
+PACKAGES = (
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "docker.io",
+    "iproute2",
+    "iptables",
+    "procps",
+    "kmod",
+    "python3",
+    "python3-venv",
+    "ca-certificates",
+)
+# The minion's Python dependencies, pinned to what the host's venv runs so master and minions match.
+MINION_DISTRIBUTIONS = ("salt", "docker", "PyYAML", "requests")
+
+# systemd cannot remount the read-only /sys and cgroup mounts Docker gives an unprivileged
+# container, and nested containers need them writable: remount, then hand over to systemd.
+INIT_SCRIPT = """#!/bin/sh
+mount -o remount,rw /sys 2>/dev/null || true
+for m in $(awk '$3 == "cgroup" {print $2}' /proc/self/mounts); do
+    mount -o remount,bind,rw "$m" || echo "armswarm-lab-init: cannot remount $m rw" >&2
+done
+exec /lib/systemd/systemd --system
+"""
+
+MINION_UNIT = """[Unit]
+Description=The Salt Minion (armswarm lab)
+After=network.target
+
+[Service]
+KillMode=process
+Type=simple
+LimitNOFILE=8192
+ExecStart=/opt/salt/bin/salt-minion
+Restart=on-failure
+RestartSec=2
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Units that make no sense in a container, or that would race the tests (apt locks).
+MASKED_UNITS = (
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "console-getty.service",
+    "getty@tty1.service",
+    "systemd-remount-fs.service",
+    "e2scrub_reap.service",
+)
+
+
+def host_apt_mirror() -> str:
+    """The Debian mirror the host's apt uses (the lab must use what the machine can reach)."""
+    override = os.environ.get("ARMSWARM_LAB_MIRROR")
+    if override:
+        return override
+    candidates = sorted(Path("/etc/apt/sources.list.d").glob("*.sources"))
+    for path in candidates:
+        text = path.read_text(errors="replace")
+        for stanza in text.split("\n\n"):
+            if (
+                re.search(rf"^Suites:.*\b{SUITE}\b", stanza, re.M)
+                and "debian-security" not in stanza
+            ):
+                match = re.search(r"^URIs:\s*(\S+)", stanza, re.M)
+                if match:
+                    return match.group(1)
+    sources = Path("/etc/apt/sources.list")
+    if sources.exists():
+        for line in sources.read_text(errors="replace").splitlines():
+            match = re.match(rf"deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+{SUITE}\s", line)
+            if match and "security" not in match.group(1):
+                return match.group(1)
+    raise RuntimeError(
+        "cannot find the Debian mirror in the host's apt sources; set ARMSWARM_LAB_MIRROR"
+    )
+
+
+def minion_requirements() -> list[str]:
+    """``name==version`` for the minion's Python packages, as installed on the host."""
+    return [f"{dist}=={importlib.metadata.version(dist)}" for dist in MINION_DISTRIBUTIONS]
+
+
+def content_hash(mirror: str, requirements: list[str]) -> str:
+    recipe = {
+        "recipe": RECIPE,
+        "suite": SUITE,
+        "mirror": mirror,
+        "packages": PACKAGES,
+        "requirements": requirements,
+        "init": INIT_SCRIPT,
+        "unit": MINION_UNIT,
+        "masked": MASKED_UNITS,
+    }
+    blob = json.dumps(recipe, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def image_tag(digest: str) -> str:
+    return f"{IMAGE_REPO}:{digest}"
+
+
+def _run(cmd, **kwargs):
+    log.debug("run: %s", cmd)
+    return subprocess.run(cmd, check=True, **kwargs)
+
+
+def _chroot(rootfs: Path, *argv: str):
+    # env -i: the host's PIP_* variables and pip config point at paths the chroot lacks.
+    env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
+    _run(["chroot", str(rootfs), *env, *argv])
+
+
+def build_wheelhouse(cache_dir: Path, requirements: list[str]) -> Path:
+    """Wheels for the minion venv, built on the host (pip inside a chroot has no index config)."""
+    wheelhouse = cache_dir / "wheelhouse"
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--find-links",
+            str(wheelhouse),
+            "-w",
+            str(wheelhouse),
+            *requirements,
+        ]
+    )
+    return wheelhouse
+
+
+def _write(rootfs: Path, path: str, text: str, mode: int = 0o644):
+    target = rootfs / path.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    target.chmod(mode)
+
+
+def _configure_rootfs(rootfs: Path):
+    _write(rootfs, "/usr/local/sbin/armswarm-lab-init", INIT_SCRIPT, 0o755)
+    _write(rootfs, "/etc/systemd/system/salt-minion.service", MINION_UNIT)
+    wants = rootfs / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "salt-minion.service"
+    if not link.is_symlink():
+        link.symlink_to("/etc/systemd/system/salt-minion.service")
+    for unit in MASKED_UNITS:
+        masked = rootfs / "etc/systemd/system" / unit
+        if not masked.is_symlink():
+            masked.symlink_to("/dev/null")
+    # An empty machine-id makes systemd create a fresh one per node at boot.
+    (rootfs / "etc/machine-id").write_text("")
+    for link_name in ("salt-call", "salt-minion"):
+        target = rootfs / "usr/local/bin" / link_name
+        if not target.is_symlink():
+            target.symlink_to(f"/opt/salt/bin/{link_name}")
+    (rootfs / "etc/salt/minion.d").mkdir(parents=True, exist_ok=True)
+
+
+def build_rootfs(rootfs: Path, mirror: str, wheelhouse: Path, requirements: list[str]):
+    _run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(PACKAGES)}",
+            SUITE,
+            str(rootfs),
+            mirror,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    staged = rootfs / "tmp/wheelhouse"
+    shutil.copytree(wheelhouse, staged)
+    proc = rootfs / "proc"
+    _run(["mount", "-t", "proc", "proc", str(proc)])
+    try:
+        _chroot(rootfs, "python3", "-m", "venv", "/opt/salt")
+        _chroot(
+            rootfs,
+            "/opt/salt/bin/pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            "/tmp/wheelhouse",
+            *requirements,
+        )
+    finally:
+        _run(["umount", str(proc)])
+    shutil.rmtree(staged)
+    _configure_rootfs(rootfs)
+    _run(["chroot", str(rootfs), "apt-get", "clean"])
+
+
+def _import(rootfs: Path, tag: str, digest: str):
+    """``tar | docker import`` with the init as CMD and the hash as a label.
+
+    The stop signal (SIGRTMIN+3, systemd's halt) is set when the node container is created:
+    ``docker import --change`` does not accept STOPSIGNAL.
+    """
+    changes = [
+        'CMD ["/usr/local/sbin/armswarm-lab-init"]',
+        "ENV container=docker",
+        f"LABEL {LABEL}={digest}",
+    ]
+    cmd = ["docker", "import"]
+    for change in changes:
+        cmd += ["--change", change]
+    cmd += ["-", tag]
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    try:
+        _run(cmd, stdin=tar.stdout, stdout=subprocess.DEVNULL)
+    except BaseException:
+        tar.kill()
+        raise
+    finally:
+        tar.stdout.close()
+    if tar.wait() != 0:
+        raise RuntimeError("tar of the node root filesystem failed")
+
+
+def ensure_node_image(client, cache_dir: Path, progress=print) -> str:
+    """Return the node image tag, building it only when no image has this content hash."""
+    mirror = host_apt_mirror()
+    requirements = minion_requirements()
+    digest = content_hash(mirror, requirements)
+    tag = image_tag(digest)
+    if client.images.list(filters={"label": f"{LABEL}={digest}"}):
+        progress(f"node image {tag} is cached")
+        return tag
+    progress(f"building node image {tag} (debootstrap {SUITE}, minion venv)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    wheelhouse = build_wheelhouse(cache_dir, requirements)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        build_rootfs(rootfs, mirror, wheelhouse, requirements)
+        _import(rootfs, tag, digest)
+    progress(f"node image {tag} built")
+    return tag
+
+
+def tar_bytes(files: dict, mode: int = 0o644) -> bytes:
+    """An in-memory tar of ``{relative path: content or (content, mode)}`` for ``put_archive``."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        dirs = set()
+        for name in sorted(files):
+            parts = Path(name).parts
+            for i in range(1, len(parts)):
+                parent = "/".join(parts[:i])
+                if parent not in dirs:
+                    info = tarfile.TarInfo(parent)
+                    info.type = tarfile.DIRTYPE
+                    info.mode = 0o755
+                    tar.addfile(info)
+                    dirs.add(parent)
+            data, file_mode = files[name] if isinstance(files[name], tuple) else (files[name], mode)
+            data = data.encode() if isinstance(data, str) else data
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = file_mode
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()

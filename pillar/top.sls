@@ -1,0 +1,4 @@
+# Example pillar for a 5-board cluster; the lab serves exactly this tree.
+base:
+  '*':
+    - armswarm

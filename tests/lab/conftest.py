@@ -1,0 +1,26 @@
+"""The lab cluster as a session fixture: the same code as `armswarm-lab up` / `down`.
+
+Set ARMSWARM_LAB_KEEP=1 to leave the test lab running after the session (faster re-runs).
+"""
+
+import os
+
+import pytest
+
+from armswarm.lab.cluster import Lab
+
+TEST_LAB = "armswarm-test"
+TEST_SUBNET = "10.77.9.0/24"
+
+
+def _progress(message):
+    print(f"[lab] {message}", flush=True)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    lab = Lab(name=TEST_LAB, subnet=TEST_SUBNET, progress=_progress)
+    lab.up()
+    yield lab
+    if not os.environ.get("ARMSWARM_LAB_KEEP"):
+        lab.down()

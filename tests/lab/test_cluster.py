@@ -1,0 +1,132 @@
+"""The lab cluster itself: nodes, boards, their own root and dockerd, the TLS registry, the CLI."""
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import requests
+
+from armswarm.lab.cluster import NODE_DEVICE_TREE
+
+EXPECTED_BOOT = {
+    "odroid-hc1": "boot.txt",
+    "rockpro64": "armbianEnv",
+    "rpi4": "rpi-cmdline",
+}
+
+
+def test_every_minion_answers(lab):
+    ret = lab.salt_json("*", "test.ping", "--timeout=20")
+    assert ret == {name: True for name in lab.node_names()}
+
+
+def test_every_node_impersonates_its_board(lab):
+    grains = lab.salt_json("*", "grains.item", "armnode", "--timeout=20")
+    for node in lab.nodes:
+        info = grains[node.name]["armnode"]
+        expected_board = node.board.split("-extlinux")[0]
+        assert info["board"] == expected_board, (node.name, info)
+        if node.board in EXPECTED_BOOT:
+            assert info["boot_flavour"] == EXPECTED_BOOT[node.board], (node.name, info)
+    # The grain read the fixture device tree, whose files end in NUL like the kernel's.
+    code, out = lab.exec("node1", ["od", "-c", f"{NODE_DEVICE_TREE}/model"])
+    assert code == 0 and "\\0" in out
+
+
+def test_nodes_run_systemd_their_own_dockerd_and_root(lab):
+    ids = set()
+    for node in lab.node_names():
+        code, comm = lab.exec(node, ["cat", "/proc/1/comm"])
+        assert comm.strip() == "systemd"
+        code, state = lab.exec(node, ["systemctl", "is-active", "docker", "salt-minion"])
+        assert state.split() == ["active", "active"], (node, state)
+        code, out = lab.exec(node, ["docker", "info", "--format", "{{.ID}}"])
+        assert code == 0, out
+        ids.add(out.strip())
+    assert len(ids) == len(lab.nodes)
+    lab.exec("node1", ["sh", "-c", "echo only-on-node1 > /root/marker"])
+    code, _ = lab.exec("node2", ["test", "-e", "/root/marker"])
+    assert code != 0
+
+
+def _busybox_image_tar() -> bytes:
+    """A tiny root filesystem with Debian's static busybox (nothing can be pulled here)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add("/bin/busybox", arcname="bin/busybox")
+        for applet in ("sh", "echo", "cat"):
+            info = tarfile.TarInfo(f"bin/{applet}")
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def test_registry_over_tls_from_every_node(lab):
+    ref = f"{lab.registry}/lab/busybox:smoke"
+    node1 = lab.client.containers.get(lab.container_name(lab.node("node1")))
+    node1.put_archive("/root", _tar_file("busybox.tar", _busybox_image_tar()))
+    code, out = lab.exec("node1", ["docker", "import", "/root/busybox.tar", ref])
+    assert code == 0, out
+    code, out = lab.exec("node1", ["docker", "push", ref])
+    assert code == 0, out
+    tags = requests.get(
+        f"https://{lab.registry}/v2/lab/busybox/tags/list", verify=str(lab.ca_file), timeout=10
+    ).json()
+    assert "smoke" in tags["tags"]
+    for node in ("node4", "node5"):
+        code, out = lab.exec(node, ["docker", "run", "--rm", ref, "/bin/echo", "pulled-ok"])
+        assert code == 0 and "pulled-ok" in out, (node, out)
+    assert any("lab/busybox: smoke" in line for line in lab.registry_listing())
+
+
+def _tar_file(name: str, data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _cli(lab, *args) -> subprocess.CompletedProcess:
+    cli = Path(sys.executable).parent / "armswarm-lab"
+    return subprocess.run(
+        [str(cli), "--name", lab.name, "--subnet", lab.subnet, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_cli_status_json_exec_and_passthrough(lab):
+    proc = _cli(lab, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["up"] is True
+    assert [n["board"] for n in status["nodes"]] == [n.board for n in lab.nodes]
+    assert status["registry"]["url"] == f"https://{lab.registry}"
+    assert Path(status["registry"]["ca_file"]).is_file()
+    assert Path(status["master"]["config_dir"], "master").is_file()
+
+    proc = _cli(lab, "exec", "node3", "hostname")
+    assert proc.returncode == 0 and proc.stdout.strip() == "node3"
+
+    proc = _cli(lab, "salt", "node5", "test.ping", "--out=json", "--static")
+    assert proc.returncode == 0 and json.loads(proc.stdout) == {"node5": True}
+
+    proc = _cli(lab, "salt-key", "-L", "--out=json")
+    assert sorted(json.loads(proc.stdout)["minions"]) == lab.node_names()
+
+    # `up` on a running lab only reports.
+    proc = _cli(lab, "up")
+    assert proc.returncode == 0 and "already up" in proc.stdout
+
+
+def test_pillar_is_the_example_pillar(lab):
+    ret = lab.salt_json("node1", "pillar.get", "armswarm:swarm:managers")
+    assert ret["node1"] == ["node1", "node2", "node3"]

@@ -1,0 +1,350 @@
+"""armswarm_core.boards: board, CPU clusters, root device and boot flavour detection."""
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from armswarm_core import boards
+
+pytestmark = pytest.mark.unit
+
+FIXTURES = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
+
+# fixture dir → (board, boot flavour, cmdline file relative to rootfs/)
+EXPECTED = {
+    "odroid-hc1": ("odroid-hc1", "boot.txt", "boot/boot.txt"),
+    "rockpro64": ("rockpro64", "armbianEnv", "boot/armbianEnv.txt"),
+    "rockpro64-extlinux": ("rockpro64", "extlinux", "boot/extlinux/extlinux.conf"),
+    "sopine": ("sopine", "u-boot-menu", "etc/default/u-boot"),
+    "rpi4": ("rpi4", "rpi-cmdline", "boot/firmware/cmdline.txt"),
+}
+
+MOUNTS_MMC = "/dev/mmcblk0p2 / ext4 rw,noatime 0 0\nproc /proc proc rw 0 0\n"
+
+
+def _write(path: Path, text) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+def _detect_fixture(name, sysfs, uname_m):
+    fixture = FIXTURES / name
+    return boards.detect(
+        devicetree_root=str(fixture / "device-tree"),
+        sysfs_root=str(sysfs),
+        mounts_text=MOUNTS_MMC,
+        root_dir=str(fixture / "rootfs"),
+        machine=uname_m,
+    )
+
+
+def test_every_fixture_is_expected():
+    assert sorted(p.name for p in FIXTURES.iterdir() if p.is_dir()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fixture_board_detected(name, tmp_path):
+    board, flavour, cmdline = EXPECTED[name]
+    meta = yaml.safe_load((FIXTURES / name / "board.yaml").read_text())
+    assert meta["board"] == board
+    assert meta["uname_m"] in ("armv7l", "aarch64")
+    assert meta["description"]
+
+    # An empty sysfs: CPU layout must come from the board table.
+    result = _detect_fixture(name, tmp_path, meta["uname_m"])
+
+    assert result["board"] == board
+    assert result["machine"] == meta["uname_m"]
+    assert result["cpus"] == meta["cpus"] == boards.BOARDS[board]["cpus"]
+    assert result["arch"] == boards.BOARDS[board]["arch"]
+    assert result["soc"] == boards.BOARDS[board]["soc"]
+    assert sorted(result["big_cores"] + result["little_cores"]) == list(range(meta["cpus"]))
+    assert result["boot_flavour"] == flavour
+    assert result["cmdline_file"] == os.path.join(str(FIXTURES / name / "rootfs"), cmdline)
+    assert result["root_device"] == "mmcblk0p2"
+    assert result["root_kind"] == "mmc"
+
+
+def test_fixture_device_tree_files_are_kernel_format():
+    for name in EXPECTED:
+        for prop in ("model", "compatible"):
+            data = (FIXTURES / name / "device-tree" / prop).read_bytes()
+            assert data.endswith(b"\0") and not data.endswith(b"\0\0"), (name, prop)
+            assert b"\n" not in data, (name, prop)
+
+
+def test_hc1_fixture_values(tmp_path):
+    result = _detect_fixture("odroid-hc1", tmp_path, "armv7l")
+    assert result["model"] == "Hardkernel Odroid HC1"
+    assert result["compatible"] == [
+        "hardkernel,odroid-hc1",
+        "samsung,exynos5800",
+        "samsung,exynos5",
+    ]
+    assert result["arch"] == "armv7"
+    assert result["little_cores"] == [0, 1, 2, 3]
+    assert result["big_cores"] == [4, 5, 6, 7]
+
+
+def test_rockpro64_table_clusters(tmp_path):
+    result = _detect_fixture("rockpro64-extlinux", tmp_path, "aarch64")
+    assert result["model"] == "Pine64 RockPro64 v2.0"
+    assert (result["little_cores"], result["big_cores"]) == ([0, 1, 2, 3], [4, 5])
+
+
+def test_sopine_has_no_big_cores(tmp_path):
+    result = _detect_fixture("sopine", tmp_path, "aarch64")
+    assert result["big_cores"] == []
+    assert result["little_cores"] == [0, 1, 2, 3]
+
+
+# --- NUL handling ----------------------------------------------------------------------------
+
+
+def test_parse_dt_strings_nul_separated_and_terminated():
+    data = b"pine64,rockpro64-v2.1\0pine64,rockpro64\0rockchip,rk3399\0"
+    assert boards.parse_dt_strings(data) == [
+        "pine64,rockpro64-v2.1",
+        "pine64,rockpro64",
+        "rockchip,rk3399",
+    ]
+
+
+def test_parse_dt_strings_tolerates_missing_terminator_and_padding():
+    assert boards.parse_dt_strings(b"raspberrypi,4-model-b\0brcm,bcm2711") == [
+        "raspberrypi,4-model-b",
+        "brcm,bcm2711",
+    ]
+    assert boards.parse_dt_strings(b"a,b\0\0\0") == ["a,b"]
+    assert boards.parse_dt_strings(b"") == []
+
+
+def test_parse_dt_string_model():
+    assert boards.parse_dt_string(b"Hardkernel Odroid HC1\0") == "Hardkernel Odroid HC1"
+    assert boards.parse_dt_string("SoPine with baseboard\0") == "SoPine with baseboard"
+    assert boards.parse_dt_string(b"") == ""
+
+
+# --- unknown / generic -----------------------------------------------------------------------
+
+
+def test_unknown_board_is_generic(tmp_path):
+    dt = tmp_path / "dt"
+    _write(dt / "model", b"Radxa ROCK 5B\0")
+    _write(dt / "compatible", b"radxa,rock-5b\0rockchip,rk3588\0")
+    result = boards.detect(str(dt), str(tmp_path / "sys"), "", str(tmp_path / "root"), "aarch64")
+    assert result["board"] == "generic"
+    assert result["model"] == "Radxa ROCK 5B"
+    assert result["soc"] == "rk3588"
+    assert result["arch"] == "aarch64"
+    assert result["boot_flavour"] == "unknown"
+    assert result["cmdline_file"] == ""
+    assert result["root_kind"] == "other"
+
+
+def test_no_device_tree_at_all(tmp_path):
+    result = boards.detect(
+        str(tmp_path / "missing"), str(tmp_path / "missing"), "", str(tmp_path), "x86_64"
+    )
+    assert result["board"] == "generic"
+    assert result["model"] == ""
+    assert result["compatible"] == []
+    assert result["soc"] == ""
+    assert result["arch"] == "x86_64"
+    assert result["cpus"] == 0
+    assert (result["big_cores"], result["little_cores"]) == ([], [])
+
+
+def test_result_keys_are_stable(tmp_path):
+    result = boards.detect(str(tmp_path), str(tmp_path), "", str(tmp_path), "armv7l")
+    assert set(result) == set(boards.empty_result())
+    assert result["arch"] == "armv7"
+
+
+@pytest.mark.parametrize(
+    ("machine", "arch"),
+    [("armv7l", "armv7"), ("aarch64", "aarch64"), ("arm64", "aarch64"), ("x86_64", "x86_64")],
+)
+def test_normalise_arch(machine, arch):
+    assert boards.normalise_arch(machine) == arch
+
+
+def test_generic_clusters_from_cpuinfo(tmp_path):
+    cpuinfo = "".join(
+        f"processor\t: {cpu}\nCPU implementer\t: 0x41\nCPU part\t: {part}\n\n"
+        for cpu, part in enumerate(["0xd03"] * 4 + ["0xd08"] * 2)
+    )
+    topo = boards.cpu_topology(str(tmp_path), "generic", cpuinfo)
+    assert topo == {"cpus": 6, "big_cores": [4, 5], "little_cores": [0, 1, 2, 3]}
+
+
+# --- big.LITTLE from sysfs -------------------------------------------------------------------
+
+
+def _sysfs_cpus(root: Path, capacities, present=True):
+    cpu_dir = root / "devices" / "system" / "cpu"
+    if present:
+        _write(cpu_dir / "present", f"0-{len(capacities) - 1}\n")
+    for cpu, capacity in enumerate(capacities):
+        _write(cpu_dir / f"cpu{cpu}" / "cpu_capacity", f"{capacity}\n")
+    return root
+
+
+def test_big_little_from_cpu_capacity(tmp_path):
+    sysfs = _sysfs_cpus(tmp_path / "sys", [381, 381, 381, 381, 1024, 1024])
+    topo = boards.cpu_topology(str(sysfs))
+    assert topo == {"cpus": 6, "big_cores": [4, 5], "little_cores": [0, 1, 2, 3]}
+
+
+def test_cpu_capacity_overrides_table(tmp_path):
+    # Real topology wins over the table (here: an unusual numbering, big cluster first).
+    sysfs = _sysfs_cpus(tmp_path / "sys", [1024] * 4 + [446] * 4, present=False)
+    topo = boards.cpu_topology(str(sysfs), "odroid-hc1")
+    assert topo == {"cpus": 8, "big_cores": [0, 1, 2, 3], "little_cores": [4, 5, 6, 7]}
+
+
+def test_equal_capacities_mean_no_big_cores(tmp_path):
+    sysfs = _sysfs_cpus(tmp_path / "sys", [1024] * 4)
+    assert boards.cpu_topology(str(sysfs)) == {
+        "cpus": 4,
+        "big_cores": [],
+        "little_cores": [0, 1, 2, 3],
+    }
+
+
+def test_foreign_sysfs_does_not_override_known_board(tmp_path):
+    # A lab node impersonating an HC1 on a 16-CPU host: the host's sysfs is not the board's.
+    sysfs = _sysfs_cpus(tmp_path / "sys", [1024] * 8 + [512] * 8)
+    topo = boards.cpu_topology(str(sysfs), "odroid-hc1")
+    assert topo == {"cpus": 8, "big_cores": [4, 5, 6, 7], "little_cores": [0, 1, 2, 3]}
+
+
+def test_flat_capacities_do_not_hide_known_big_little(tmp_path):
+    # Kernels without capacity-dmips-mhz in the device tree report 1024 for every CPU.
+    sysfs = _sysfs_cpus(tmp_path / "sys", [1024] * 6)
+    topo = boards.cpu_topology(str(sysfs), "rockpro64")
+    assert topo == {"cpus": 6, "big_cores": [4, 5], "little_cores": [0, 1, 2, 3]}
+
+
+def test_parse_cpu_list():
+    assert boards.parse_cpu_list("0-3,6\n") == [0, 1, 2, 3, 6]
+    assert boards.parse_cpu_list("0") == [0]
+
+
+# --- root device -----------------------------------------------------------------------------
+
+
+def _root(mounts, sysfs):
+    return boards.root_device(mounts, str(sysfs), "/nonexistent")
+
+
+def test_root_mmc(tmp_path):
+    assert _root(MOUNTS_MMC, tmp_path) == {
+        "root_device": "mmcblk0p2",
+        "root_kind": "mmc",
+        "root_disk": "mmcblk0",
+    }
+
+
+def test_root_nvme(tmp_path):
+    assert _root("/dev/nvme0n1p1 / ext4 rw 0 0\n", tmp_path) == {
+        "root_device": "nvme0n1p1",
+        "root_kind": "nvme",
+        "root_disk": "nvme0n1",
+    }
+
+
+def test_root_sata_ssd(tmp_path):
+    sysfs = tmp_path / "sys"
+    disk = sysfs / "devices" / "platform" / "ahci" / "ata1" / "host0" / "block" / "sda"
+    _write(disk / "queue" / "rotational", "0\n")
+    (sysfs / "block").mkdir(parents=True)
+    (sysfs / "block" / "sda").symlink_to(disk)
+    assert _root("/dev/sda1 / ext4 rw 0 0\n", sysfs) == {
+        "root_device": "sda1",
+        "root_kind": "ssd",
+        "root_disk": "sda",
+    }
+
+
+def test_root_hdd(tmp_path):
+    sysfs = tmp_path / "sys"
+    _write(sysfs / "block" / "sdb" / "queue" / "rotational", "1\n")
+    assert _root("/dev/sdb2 / ext4 rw 0 0\n", sysfs)["root_kind"] == "hdd"
+
+
+def test_root_usb(tmp_path):
+    sysfs = tmp_path / "sys"
+    disk = (
+        sysfs
+        / "devices/platform/soc/12110000.usb/usb4/4-1/4-1:1.0/host0/target0:0:0/0:0:0:0/block/sda"
+    )
+    # USB-SATA bridges often claim rotational=1: USB must still win.
+    _write(disk / "queue" / "rotational", "1\n")
+    (sysfs / "block").mkdir(parents=True)
+    (sysfs / "block" / "sda").symlink_to(disk)
+    assert _root("/dev/sda1 / ext4 rw 0 0\n", sysfs) == {
+        "root_device": "sda1",
+        "root_kind": "usb",
+        "root_disk": "sda",
+    }
+
+
+def test_root_overlay_keeps_raw_source(tmp_path):
+    mounts = (
+        "overlay / overlay rw,relatime,lowerdir=/var/lib/docker/overlay2/l/X 0 0\n"
+        "proc /proc proc rw,nosuid 0 0\n"
+    )
+    assert _root(mounts, tmp_path) == {
+        "root_device": "overlay",
+        "root_kind": "other",
+        "root_disk": "",
+    }
+
+
+def test_root_virtio_is_other(tmp_path):
+    assert _root("/dev/vda1 / ext4 rw 0 0\n", tmp_path)["root_kind"] == "other"
+    assert _root("/dev/vda1 / ext4 rw 0 0\n", tmp_path)["root_device"] == "/dev/vda1"
+
+
+def test_last_root_mount_wins(tmp_path):
+    mounts = "/dev/mmcblk0p2 / ext4 rw 0 0\n/dev/sda1 /mnt/ssd ext4 rw 0 0\n"
+    mounts += "/dev/nvme0n1p2 / ext4 rw 0 0\n"
+    assert _root(mounts, tmp_path)["root_device"] == "nvme0n1p2"
+
+
+def test_no_root_mount(tmp_path):
+    assert _root("", tmp_path) == {"root_device": "", "root_kind": "other", "root_disk": ""}
+
+
+# --- boot flavour ----------------------------------------------------------------------------
+
+
+def test_armbian_wins_over_boot_scr(tmp_path):
+    _write(tmp_path / "boot" / "armbianEnv.txt", "verbosity=1\n")
+    _write(tmp_path / "boot" / "boot.scr", b"\x27\x05\x19\x56")
+    _write(tmp_path / "boot" / "boot.cmd", "setenv load_addr 0x9000000\n")
+    assert boards.boot_flavour(str(tmp_path)) == (
+        "armbianEnv",
+        str(tmp_path / "boot" / "armbianEnv.txt"),
+    )
+
+
+def test_extlinux_without_u_boot_menu(tmp_path):
+    conf = _write(tmp_path / "boot" / "extlinux" / "extlinux.conf", "default l0\n")
+    assert boards.boot_flavour(str(tmp_path)) == ("extlinux", str(conf))
+
+
+def test_rpi_legacy_cmdline(tmp_path):
+    cmdline = _write(tmp_path / "boot" / "cmdline.txt", "console=tty1 root=/dev/mmcblk0p2\n")
+    assert boards.boot_flavour(str(tmp_path)) == ("rpi-cmdline", str(cmdline))
+
+
+def test_rpi_do_not_edit_stub_alone_is_unknown(tmp_path):
+    _write(tmp_path / "boot" / "cmdline.txt", "DO NOT EDIT THIS FILE\n")
+    assert boards.boot_flavour(str(tmp_path)) == ("unknown", "")
