@@ -7,6 +7,7 @@ import sys
 
 from armswarm.lab.cluster import Lab, LabError
 
+PASSTHROUGH = ("salt", "salt-run", "salt-key", "salt-cp")
 USAGE_EXAMPLES = """
 examples:
   armswarm-lab up                    # build (cached), start, run the main job, print a summary
@@ -39,13 +40,14 @@ def main(argv=None) -> int:
     status = sub.add_parser("status", help="show nodes, boards, addresses, registry, master")
     status.add_argument("--json", action="store_true")
     sub.add_parser("summary", help="nodes and boards, swarm node table, registry contents")
-    for tool in ("salt", "salt-run", "salt-key", "salt-cp"):
-        passthrough = sub.add_parser(tool, help=f"{tool} … against the lab master", add_help=False)
-        passthrough.add_argument("args", nargs=argparse.REMAINDER)
-    execp = sub.add_parser("exec", help="run a command on a node")
-    execp.add_argument("node")
-    execp.add_argument("cmd", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    for tool in PASSTHROUGH:
+        sub.add_parser(tool, help=f"{tool} … against the lab master")
+    sub.add_parser("exec", help="exec NODE CMD…: run a command on a node")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after a pass-through command belongs to it (argparse would read its options).
+    split = next((i for i, arg in enumerate(argv) if arg in (*PASSTHROUGH, "exec")), len(argv))
+    args = parser.parse_args(argv[: split + 1])
+    rest = argv[split + 1 :]
     lab = _lab(args)
     try:
         if args.command == "up":
@@ -71,12 +73,12 @@ def main(argv=None) -> int:
                 print(f"  master config {status_data['master']['config_dir']}")
         elif args.command == "summary":
             print(lab.summary())
-        elif args.command in ("salt", "salt-run", "salt-key", "salt-cp"):
-            os.execv(lab.salt_argv(args.command)[0], lab.salt_argv(args.command, *args.args))
+        elif args.command in PASSTHROUGH:
+            os.execv(lab.salt_argv(args.command)[0], lab.salt_argv(args.command, *rest))
         elif args.command == "exec":
-            if not args.cmd:
-                parser.error("exec needs a command")
-            code, out = lab.exec(args.node, args.cmd)
+            if len(rest) < 2:
+                parser.error("usage: armswarm-lab exec NODE CMD…")
+            code, out = lab.exec(rest[0], rest[1:])
             sys.stdout.write(out)
             return code
     except LabError as exc:

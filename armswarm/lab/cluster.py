@@ -158,7 +158,7 @@ class Lab:
 
     def is_up(self) -> bool:
         running = [c for c in self.containers() if c.status == "running"]
-        return (
+        return bool(
             len(running) == len(self.nodes)
             and self._pid_alive("master")
             and self._pid_alive("registry")
@@ -419,10 +419,14 @@ class Lab:
     def up(self, main_job: bool = True) -> dict:
         """Bring the lab up (idempotent) and run the main job; return the status."""
         started = time.monotonic()
+        self.ensure_host_dockerd()
         if self.is_up():
             self.progress(f"lab {self.name} is already up")
             return self.status()
-        self.ensure_host_dockerd()
+        if any(self.leftovers().values()):
+            # A half-up lab (a crash, a reboot, a killed session): start again from clean.
+            self.progress(f"lab {self.name} is partly up: removing it first")
+            self.down()
         tag = image.ensure_node_image(self.client, CACHE_DIR, progress=self.progress)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._ensure_network()
