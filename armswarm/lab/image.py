@@ -146,20 +146,21 @@ def build_wheelhouse(cache_dir: Path, requirements: list[str]) -> Path:
     """Wheels for the minion venv, built on the host (pip inside a chroot has no index config)."""
     wheelhouse = cache_dir / "wheelhouse"
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--find-links",
-            str(wheelhouse),
-            "-w",
-            str(wheelhouse),
-            *requirements,
-        ]
-    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--find-links",
+        str(wheelhouse),
+        "-w",
+        str(wheelhouse),
+        *requirements,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip wheel failed:\n{proc.stdout}{proc.stderr}")
     return wheelhouse
 
 

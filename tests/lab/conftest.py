@@ -24,3 +24,8 @@ def lab():
     yield lab
     if not os.environ.get("ARMSWARM_LAB_KEEP"):
         lab.down()
+
+
+def pytest_collection_modifyitems(config, items):
+    # The lifecycle test takes the session's lab down and up again: run it last.
+    items.sort(key=lambda item: item.module.__name__.endswith("test_lifecycle"))

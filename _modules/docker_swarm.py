@@ -1,0 +1,243 @@
+"""Docker Swarm: the local node's swarm state, init/join/leave, nodes, tokens.
+
+A thin façade over :mod:`armswarm_core.swarm`. The engine endpoint is ``armswarm:docker:base_url``
+in the minion config or pillar (default: the local socket).
+
+Join tokens never appear in returns unless asked for (``reveal=True``): the orchestration moves
+them sealed for the joining minion's key (:func:`sealed_join_token` on a manager, then
+:func:`join` with ``sealed_token`` on the joiner), so job returns, the job cache and events
+only carry ciphertext that just the joiner can open.
+"""
+
+import logging
+import os
+
+from armswarm_core import ArmswarmError, client, sealed, swarm
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "docker_swarm"
+
+
+def __virtual__():
+    reason = client.missing_dependency()
+    if reason:
+        return False, f"docker_swarm: {reason}"
+    return __virtualname__
+
+
+def _client():
+    try:
+        return client.connect(__opts__, __pillar__)
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _call(func, *args, **kwargs):
+    try:
+        return func(_client(), *args, **kwargs)
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def state():
+    """
+    This node's swarm state: ``state`` (inactive, pending, active, locked, error), node ID and
+    address, whether it is a manager, cluster ID, manager and node counts.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' docker_swarm.state
+    """
+    return _call(swarm.local_state)
+
+
+def init(advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN, force_new_cluster=False):
+    """
+    Create a swarm with this node as first manager. Does nothing (``changed: False``) when the
+    node is already in a swarm: ``init`` never makes a second cluster.
+
+    advertise_addr
+        Address (or interface) other nodes reach this one at.
+    listen_addr
+        Address for the raft and control traffic (default ``0.0.0.0:2377``).
+    force_new_cluster
+        Re-create a single-manager cluster from this node's state (disaster recovery).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.init advertise_addr=10.0.0.11
+    """
+    current = state()
+    if current["state"] != "inactive" and not force_new_cluster:
+        return {
+            "changed": False,
+            "comment": f"already in a swarm ({current['state']})",
+            "state": current,
+        }
+    options = {"force_new_cluster": True} if force_new_cluster else {}
+    new = _call(swarm.init, advertise_addr=advertise_addr, listen_addr=listen_addr, **options)
+    return {"changed": True, "comment": "swarm initialised", "state": new}
+
+
+def sealed_join_token(role, recipient_pub):
+    """
+    The join token for ``role`` (``worker`` or ``manager``), sealed for the minion whose public
+    key is ``recipient_pub`` (PEM): only that minion can open it. Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.sealed_join_token worker "$(cat /etc/salt/pki/master/minions/node4)"
+    """
+    if role not in swarm.ROLES:
+        raise CommandExecutionError(f"role must be manager or worker, not {role!r}")
+    token = _call(swarm.join_tokens)[role]
+    try:
+        return sealed.seal(token, recipient_pub)
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def join_token(role="worker", reveal=False):
+    """
+    The join token for ``role``. Returns it only with ``reveal=True`` (it then lands in the
+    job cache); otherwise says whether one exists.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.join_token manager reveal=True
+    """
+    token = _call(swarm.join_tokens).get(role)
+    if reveal:
+        return token
+    return {"role": role, "available": bool(token), "hint": "reveal=True prints it"}
+
+
+def rotate_join_tokens(worker=True, manager=False):
+    """
+    Rotate join tokens (nodes already in the swarm are not affected). Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.rotate_join_tokens worker=True manager=True
+    """
+    _call(swarm.rotate_join_tokens, worker=worker, manager=manager)
+    return {"rotated": [r for r, flag in (("worker", worker), ("manager", manager)) if flag]}
+
+
+def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN):
+    """
+    Join the swarm managed at ``remote_addrs`` (a list or comma-separated ``host:port``),
+    with a token sealed for this minion (:func:`sealed_join_token`). Does nothing when the
+    node is already in a swarm.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node4 docker_swarm.join 10.0.0.11:2377 sealed_token=armswarm-sealed-v1:...
+    """
+    current = state()
+    if current["state"] != "inactive":
+        return {
+            "changed": False,
+            "comment": f"already in a swarm ({current['state']})",
+            "state": current,
+        }
+    if isinstance(remote_addrs, str):
+        remote_addrs = [a.strip() for a in remote_addrs.split(",") if a.strip()]
+    key_file = os.path.join(__opts__["pki_dir"], "minion.pem")
+    try:
+        with open(key_file, "rb") as fh:
+            token = sealed.unseal(sealed_token, fh.read())
+    except (OSError, ArmswarmError) as exc:
+        raise CommandExecutionError(f"cannot open the join token: {exc}") from exc
+    new = _call(
+        swarm.join, remote_addrs, token, advertise_addr=advertise_addr, listen_addr=listen_addr
+    )
+    return {
+        "changed": True,
+        "comment": f"joined as {'manager' if new['is_manager'] else 'worker'}",
+        "state": new,
+    }
+
+
+def leave(force=False):
+    """
+    Leave the swarm. A manager needs ``force=True`` (it may cost the cluster its quorum).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node5 docker_swarm.leave
+    """
+    current = state()
+    if current["state"] == "inactive":
+        return {"changed": False, "comment": "not in a swarm", "state": current}
+    new = _call(swarm.leave, force=force)
+    return {"changed": True, "comment": "left the swarm", "state": new}
+
+
+def nodes():
+    """
+    Every node of the swarm (ID, hostname, role, availability, labels, state, leader,
+    reachability). Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.nodes
+    """
+    return _call(swarm.nodes)
+
+
+def update_node(
+    node, labels=None, availability=None, role=None, remove_undeclared_labels=False, test=False
+):
+    """
+    Reconcile one node: ``labels`` (a dict, merged unless ``remove_undeclared_labels``),
+    ``availability`` (active, pause, drain), ``role`` (manager, worker; a demotion that would
+    lose quorum is refused). Returns the changes; ``test=True`` only computes them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.update_node node4 labels='{board: sopine}' availability=drain
+    """
+    return _call(
+        swarm.update_node,
+        node,
+        labels=labels,
+        availability=availability,
+        role=role,
+        remove_undeclared_labels=remove_undeclared_labels,
+        test=test,
+    )
+
+
+def remove_node(node, force=False):
+    """
+    Remove a node from the swarm; a manager is demoted first when quorum allows.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.remove_node node5 force=True
+    """
+    removed = _call(swarm.remove_node, node, force=force)
+    return {"removed": removed["hostname"], "id": removed["id"]}

@@ -1,0 +1,245 @@
+"""Docker Swarm operations over the docker SDK, shared by the execution, state and runner modules.
+
+Functions take a ``docker.DockerClient`` (see :mod:`armswarm_core.client`) and return plain data.
+Pure helpers (``node_changes``, ``quorum``) hold the decisions so they can be unit-tested.
+Join tokens and unlock keys are returned only by the functions whose name says so; nothing here
+logs them.
+"""
+
+import logging
+
+from armswarm_core import ArmswarmError
+
+try:
+    import docker.errors
+except ImportError:  # pragma: no cover - client.missing_dependency() reports it
+    docker = None
+
+log = logging.getLogger(__name__)
+
+ROLES = ("manager", "worker")
+AVAILABILITIES = ("active", "pause", "drain")
+DEFAULT_LISTEN = "0.0.0.0:2377"
+
+
+def _api_error(action: str, exc) -> ArmswarmError:
+    explanation = getattr(exc, "explanation", None) or str(exc)
+    return ArmswarmError(f"{action}: {explanation}")
+
+
+# -- local node ---------------------------------------------------------------------------------
+def local_state(client) -> dict:
+    """This engine's view of the swarm (no secrets)."""
+    info = client.info().get("Swarm") or {}
+    cluster = info.get("Cluster") or {}
+    return {
+        "state": info.get("LocalNodeState") or "inactive",
+        "node_id": info.get("NodeID") or None,
+        "node_addr": info.get("NodeAddr") or None,
+        "is_manager": bool(info.get("ControlAvailable")),
+        "cluster_id": cluster.get("ID") or None,
+        "managers": info.get("Managers"),
+        "nodes": info.get("Nodes"),
+        "remote_managers": sorted(m.get("Addr") for m in info.get("RemoteManagers") or []),
+        "error": info.get("Error") or None,
+    }
+
+
+def init(client, advertise_addr=None, listen_addr=DEFAULT_LISTEN, **options) -> dict:
+    """Create a new swarm with this engine as its first manager; return the new local state."""
+    try:
+        client.swarm.init(advertise_addr=advertise_addr, listen_addr=listen_addr, **options)
+    except docker.errors.APIError as exc:
+        raise _api_error("swarm init failed", exc) from exc
+    return local_state(client)
+
+
+def join(client, remote_addrs, token, advertise_addr=None, listen_addr=DEFAULT_LISTEN) -> dict:
+    """Join an existing swarm; the role comes from the token."""
+    try:
+        client.swarm.join(
+            remote_addrs=list(remote_addrs),
+            join_token=token,
+            listen_addr=listen_addr,
+            advertise_addr=advertise_addr,
+        )
+    except docker.errors.APIError as exc:
+        # The engine's message can quote the token: keep only what does not.
+        message = str(getattr(exc, "explanation", "") or exc)
+        if "SWMTKN-" in message:
+            message = "the engine refused the join (token or address)"
+        raise ArmswarmError(f"swarm join failed: {message}") from exc
+    return local_state(client)
+
+
+def leave(client, force=False) -> dict:
+    try:
+        client.swarm.leave(force=force)
+    except docker.errors.APIError as exc:
+        raise _api_error("swarm leave failed", exc) from exc
+    return local_state(client)
+
+
+# -- cluster (manager only) ---------------------------------------------------------------------
+def _swarm_attrs(client) -> dict:
+    try:
+        client.swarm.reload()
+    except docker.errors.APIError as exc:
+        raise _api_error("this node is not a swarm manager", exc) from exc
+    return client.swarm.attrs
+
+
+def join_tokens(client) -> dict:
+    """``{"worker": …, "manager": …}``: secrets, for callers that seal or reveal them."""
+    tokens = _swarm_attrs(client).get("JoinTokens") or {}
+    return {"worker": tokens.get("Worker"), "manager": tokens.get("Manager")}
+
+
+def rotate_join_tokens(client, worker=True, manager=False) -> None:
+    attrs = _swarm_attrs(client)
+    try:
+        client.api.update_swarm(
+            version=attrs["Version"]["Index"],
+            swarm_spec=attrs["Spec"],
+            rotate_worker_token=worker,
+            rotate_manager_token=manager,
+        )
+    except docker.errors.APIError as exc:
+        raise _api_error("token rotation failed", exc) from exc
+
+
+def normalise_node(raw: dict) -> dict:
+    """A node as plain data: what states compare and tables print."""
+    spec = raw.get("Spec") or {}
+    status = raw.get("Status") or {}
+    manager = raw.get("ManagerStatus") or {}
+    description = raw.get("Description") or {}
+    return {
+        "id": raw.get("ID"),
+        "hostname": description.get("Hostname"),
+        "role": spec.get("Role"),
+        "availability": spec.get("Availability"),
+        "labels": dict(spec.get("Labels") or {}),
+        "state": status.get("State"),
+        "addr": status.get("Addr"),
+        "leader": bool(manager.get("Leader")),
+        "reachability": manager.get("Reachability"),
+        "manager_addr": manager.get("Addr"),
+        "engine_labels": dict((description.get("Engine") or {}).get("Labels") or {}),
+        "version": (raw.get("Version") or {}).get("Index"),
+    }
+
+
+def nodes(client) -> list[dict]:
+    try:
+        raw = client.api.nodes()
+    except docker.errors.APIError as exc:
+        raise _api_error("cannot list nodes (is this a manager?)", exc) from exc
+    return sorted((normalise_node(n) for n in raw), key=lambda n: (n["hostname"] or "", n["id"]))
+
+
+def find_node(client, name: str) -> dict:
+    """A node by ID or hostname; a hostname used by several nodes is an error, not a guess."""
+    matches = [n for n in nodes(client) if name in (n["id"], n["hostname"])]
+    if not matches:
+        raise ArmswarmError(f"no swarm node named {name!r}")
+    if len(matches) > 1:
+        ids = ", ".join(f"{n['id'][:12]} ({n['state']})" for n in matches)
+        raise ArmswarmError(f"several swarm nodes are named {name!r}: {ids}; use the node ID")
+    return matches[0]
+
+
+def quorum(managers: int) -> int:
+    """Managers that must be reachable for the raft cluster to work."""
+    return managers // 2 + 1
+
+
+def node_changes(
+    current: dict, labels=None, availability=None, role=None, remove_undeclared_labels=False
+) -> dict:
+    """What an update would change: ``{field: {"old": …, "new": …}}``; empty when converged.
+
+    Labels are strings in the engine, so declared values are compared as strings. Undeclared
+    labels stay unless ``remove_undeclared_labels`` (another tool may own them).
+    """
+    changes = {}
+    if labels is not None or remove_undeclared_labels:
+        old = dict(current.get("labels") or {})
+        new = {} if remove_undeclared_labels else dict(old)
+        new.update({str(k): "" if v is None else str(v) for k, v in (labels or {}).items()})
+        if new != old:
+            changes["labels"] = {"old": old, "new": new}
+    if availability is not None:
+        if availability not in AVAILABILITIES:
+            raise ArmswarmError(
+                f"availability must be one of {', '.join(AVAILABILITIES)}, not {availability!r}"
+            )
+        if availability != current.get("availability"):
+            changes["availability"] = {"old": current.get("availability"), "new": availability}
+    if role is not None:
+        if role not in ROLES:
+            raise ArmswarmError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+        if role != current.get("role"):
+            changes["role"] = {"old": current.get("role"), "new": role}
+    return changes
+
+
+def check_demotion(all_nodes: list[dict], node: dict) -> None:
+    """Refuse to demote (or remove) a manager when the rest could not keep quorum."""
+    if node["role"] != "manager":
+        return
+    managers = [n for n in all_nodes if n["role"] == "manager"]
+    remaining = [n for n in managers if n["id"] != node["id"]]
+    reachable = [n for n in remaining if n["reachability"] == "reachable"]
+    if not remaining:
+        raise ArmswarmError(f"{node['hostname']} is the last manager: demoting it ends the swarm")
+    if len(reachable) < quorum(len(remaining)):
+        raise ArmswarmError(
+            f"demoting {node['hostname']} would leave {len(reachable)} reachable of "
+            f"{len(remaining)} managers, below quorum ({quorum(len(remaining))})"
+        )
+
+
+def update_node(
+    client,
+    name: str,
+    labels=None,
+    availability=None,
+    role=None,
+    remove_undeclared_labels=False,
+    test=False,
+) -> dict:
+    """Reconcile one node's labels, availability and role; return the changes (made or not)."""
+    node = find_node(client, name)
+    changes = node_changes(node, labels, availability, role, remove_undeclared_labels)
+    if not changes or test:
+        return changes
+    if changes.get("role", {}).get("new") == "worker":
+        check_demotion(nodes(client), node)
+    raw = client.api.inspect_node(node["id"])
+    spec = dict(raw["Spec"])
+    if "labels" in changes:
+        spec["Labels"] = changes["labels"]["new"]
+    if "availability" in changes:
+        spec["Availability"] = availability
+    if "role" in changes:
+        spec["Role"] = role
+    try:
+        client.api.update_node(node["id"], raw["Version"]["Index"], spec)
+    except docker.errors.APIError as exc:
+        raise _api_error(f"updating node {name} failed", exc) from exc
+    return changes
+
+
+def remove_node(client, name: str, force=False) -> dict:
+    """Remove a node from the swarm (a manager is demoted first, if quorum allows)."""
+    node = find_node(client, name)
+    all_nodes = nodes(client)
+    if node["role"] == "manager":
+        check_demotion(all_nodes, node)
+        update_node(client, node["id"], role="worker")
+    try:
+        client.api.remove_node(node["id"], force=force)
+    except docker.errors.APIError as exc:
+        raise _api_error(f"removing node {name} failed", exc) from exc
+    return node
