@@ -55,6 +55,39 @@ def state():
     return _call(swarm.local_state)
 
 
+def facts():
+    """
+    What the swarm orchestration needs to know about this node, in one call (no secrets):
+    its swarm state, IPv4 addresses per interface and the default-route interface (to pick
+    the advertise address), and the ``armnode`` board facts used for node labels.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' docker_swarm.facts
+    """
+    try:
+        with open("/proc/net/route", encoding="ascii") as fh:
+            default_interface = swarm.default_route_interface(fh.read())
+    except OSError:
+        default_interface = None
+    return {
+        "id": __opts__["id"],
+        "hostname": __grains__.get("host"),
+        "swarm": state(),
+        "interfaces": {
+            iface: addrs
+            for iface, addrs in (__grains__.get("ip4_interfaces") or {}).items()
+            if addrs and iface != "lo"
+        },
+        "default_interface": default_interface,
+        "armnode": __grains__.get("armnode") or {},
+        "num_cpus": __grains__.get("num_cpus"),
+        "cpuarch": __grains__.get("cpuarch"),
+    }
+
+
 def init(advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN, force_new_cluster=False):
     """
     Create a swarm with this node as first manager. Does nothing (``changed: False``) when the

@@ -48,7 +48,7 @@ def local_state(client) -> dict:
 def init(client, advertise_addr=None, listen_addr=DEFAULT_LISTEN, **options) -> dict:
     """Create a new swarm with this engine as its first manager; return the new local state."""
     try:
-        client.swarm.init(advertise_addr=advertise_addr, listen_addr=listen_addr, **options)
+        client.api.init_swarm(advertise_addr=advertise_addr, listen_addr=listen_addr, **options)
     except docker.errors.APIError as exc:
         raise _api_error("swarm init failed", exc) from exc
     return local_state(client)
@@ -57,7 +57,7 @@ def init(client, advertise_addr=None, listen_addr=DEFAULT_LISTEN, **options) -> 
 def join(client, remote_addrs, token, advertise_addr=None, listen_addr=DEFAULT_LISTEN) -> dict:
     """Join an existing swarm; the role comes from the token."""
     try:
-        client.swarm.join(
+        client.api.join_swarm(
             remote_addrs=list(remote_addrs),
             join_token=token,
             listen_addr=listen_addr,
@@ -73,20 +73,30 @@ def join(client, remote_addrs, token, advertise_addr=None, listen_addr=DEFAULT_L
 
 
 def leave(client, force=False) -> dict:
+    # The low-level API throughout: ``client.swarm`` inspects the swarm when it is created, which
+    # fails on a manager that lost quorum, exactly when a forced leave is needed.
     try:
-        client.swarm.leave(force=force)
+        client.api.leave_swarm(force=force)
     except docker.errors.APIError as exc:
         raise _api_error("swarm leave failed", exc) from exc
     return local_state(client)
 
 
+def default_route_interface(route_table: str) -> str | None:
+    """The interface of the IPv4 default route, from ``/proc/net/route`` text."""
+    for line in route_table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000":
+            return fields[0]
+    return None
+
+
 # -- cluster (manager only) ---------------------------------------------------------------------
 def _swarm_attrs(client) -> dict:
     try:
-        client.swarm.reload()
+        return client.api.inspect_swarm()
     except docker.errors.APIError as exc:
         raise _api_error("this node is not a swarm manager", exc) from exc
-    return client.swarm.attrs
 
 
 def join_tokens(client) -> dict:

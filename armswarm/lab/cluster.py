@@ -277,7 +277,7 @@ class Lab:
             "worker_threads": 4,
             "timeout": 30,
             "gather_job_timeout": 20,
-            "state_output": "mixed",
+            "state_output": "changes",
         }
 
     def _start_master(self):
@@ -455,6 +455,8 @@ class Lab:
         self.wait_minions()
         self.progress(f"minions answering after {time.monotonic() - started:.0f}s")
         self.run_salt("salt", "*", "saltutil.sync_all", "--timeout=60")
+        # Orchestration states (swarm_cluster) run on the master: it needs them too.
+        self.run_salt("salt-run", "saltutil.sync_all")
         if main_job:
             self.main_job()
         self.progress(f"lab up in {time.monotonic() - started:.0f}s")

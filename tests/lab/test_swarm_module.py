@@ -19,9 +19,13 @@ def _one(lab, target, *args):
 
 @pytest.fixture(scope="module")
 def swarm(lab):
+    # Start from no swarm (the lab's main job formed one), and give it back formed.
+    for node in reversed(lab.node_names()):
+        _one(lab, node, "docker_swarm.leave", "force=True")
     yield lab
     for node in reversed(lab.node_names()):
         _one(lab, node, "docker_swarm.leave", "force=True")
+    lab.run_salt("salt-run", "state.orch", "swarm.init")
 
 
 def test_init_join_label_leave(swarm):

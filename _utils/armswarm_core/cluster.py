@@ -1,0 +1,370 @@
+"""Swarm layout from pillar: validation and the plan that forms, grows and repairs the cluster.
+
+Pure logic: inputs are the pillar layout and facts gathered from the minions
+(``docker_swarm.facts``) plus the current node list; outputs are errors or an ordered plan.
+The orchestration state (``swarm_cluster.converged``) executes the plan.
+"""
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from armswarm_core.swarm import AVAILABILITIES, node_changes, quorum
+
+LABEL_PREFIX = "armswarm."
+DEFAULT_PORT = 2377
+
+
+@dataclass
+class NodeSettings:
+    advertise_addr: str | None = None
+    advertise_interface: str | None = None
+    labels: dict = field(default_factory=dict)
+    availability: str | None = None
+
+
+@dataclass
+class Layout:
+    managers: list
+    workers: list
+    nodes: dict
+    allow_even_managers: bool = False
+    prune: bool = False
+    remove_undeclared_labels: bool = False
+    grain_labels: bool = True
+    listen_port: int = DEFAULT_PORT
+
+    @property
+    def members(self) -> list:
+        return [*self.managers, *self.workers]
+
+    def role(self, minion_id: str) -> str:
+        return "manager" if minion_id in self.managers else "worker"
+
+
+def _target(value, key: str, errors: list):
+    """A list of minion ids, or ``{tgt: …, tgt_type: …}`` to expand on the master."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    if isinstance(value, dict) and "tgt" in value:
+        return {"tgt": value["tgt"], "tgt_type": value.get("tgt_type", "compound")}
+    errors.append(f"armswarm:swarm:{key}: a list of minion ids or {{tgt: …, tgt_type: …}}")
+    return []
+
+
+def parse_layout(conf) -> tuple[Layout | None, list, dict]:
+    """``(layout, errors, targets)``; ``targets``: managers/workers given as targets to expand."""
+    errors: list = []
+    if not isinstance(conf, dict):
+        return None, ["pillar armswarm:swarm is missing or not a mapping"], {}
+    targets = {}
+    lists = {}
+    for key in ("managers", "workers"):
+        value = _target(conf.get(key), key, errors)
+        if isinstance(value, dict):
+            targets[key] = value
+            lists[key] = []
+        else:
+            lists[key] = value
+    nodes = {}
+    for minion_id, settings in (conf.get("nodes") or {}).items():
+        if not isinstance(settings, dict):
+            errors.append(f"armswarm:swarm:nodes:{minion_id}: must be a mapping")
+            continue
+        unknown = set(settings) - {
+            "advertise_addr",
+            "advertise_interface",
+            "labels",
+            "availability",
+        }
+        if unknown:
+            errors.append(f"armswarm:swarm:nodes:{minion_id}: unknown keys {sorted(unknown)}")
+        labels = settings.get("labels") or {}
+        if not isinstance(labels, dict):
+            errors.append(f"armswarm:swarm:nodes:{minion_id}:labels: must be a mapping")
+            labels = {}
+        availability = settings.get("availability")
+        if availability is not None and availability not in AVAILABILITIES:
+            errors.append(
+                f"armswarm:swarm:nodes:{minion_id}:availability: {availability!r} is not one of "
+                f"{', '.join(AVAILABILITIES)}"
+            )
+        addr = settings.get("advertise_addr")
+        if addr is not None:
+            try:
+                ipaddress.ip_address(_strip_port(str(addr)))
+            except ValueError:
+                errors.append(
+                    f"armswarm:swarm:nodes:{minion_id}:advertise_addr: {addr!r} "
+                    "is not an IP address"
+                )
+        nodes[minion_id] = NodeSettings(
+            advertise_addr=addr,
+            advertise_interface=settings.get("advertise_interface"),
+            labels={str(k): str(v) for k, v in labels.items()},
+            availability=availability,
+        )
+    layout = Layout(
+        managers=lists["managers"],
+        workers=lists["workers"],
+        nodes=nodes,
+        allow_even_managers=bool(conf.get("allow_even_managers", False)),
+        prune=bool(conf.get("prune", False)),
+        remove_undeclared_labels=bool(conf.get("remove_undeclared_labels", False)),
+        grain_labels=bool(conf.get("grain_labels", True)),
+        listen_port=int(conf.get("listen_port", DEFAULT_PORT)),
+    )
+    return layout, errors, targets
+
+
+def check_counts(layout: Layout) -> list:
+    errors = []
+    if not layout.managers:
+        errors.append("armswarm:swarm:managers: at least one manager is needed")
+    elif len(layout.managers) % 2 == 0 and not layout.allow_even_managers:
+        errors.append(
+            f"armswarm:swarm:managers: {len(layout.managers)} managers is an even number "
+            f"({', '.join(layout.managers)}); quorum needs {quorum(len(layout.managers))}, so "
+            "one more manager adds no fault tolerance. Use an odd number or set "
+            "armswarm:swarm:allow_even_managers: true"
+        )
+    both = sorted(set(layout.managers) & set(layout.workers))
+    if both:
+        errors.append(f"armswarm:swarm: {', '.join(both)} listed as manager and as worker")
+    for key in ("managers", "workers"):
+        seen = set()
+        for minion_id in getattr(layout, key):
+            if minion_id in seen:
+                errors.append(f"armswarm:swarm:{key}: {minion_id} is listed twice")
+            seen.add(minion_id)
+    stray = sorted(set(layout.nodes) - set(layout.members))
+    if stray:
+        errors.append(
+            f"armswarm:swarm:nodes: settings for {', '.join(stray)}, which is neither a "
+            "manager nor a worker"
+        )
+    return errors
+
+
+def _strip_port(addr: str) -> str:
+    """``10.0.0.1:2377`` → ``10.0.0.1`` (IPv6 addresses keep their colons)."""
+    host, sep, port = addr.rpartition(":")
+    return host if sep and port.isdigit() and host.count(":") == 0 else addr
+
+
+def advertise_addr(minion_id: str, layout: Layout, facts: dict) -> str | None:
+    """The address a node advertises: pillar address, else pillar interface, else the node's
+    default-route interface."""
+    settings = layout.nodes.get(minion_id) or NodeSettings()
+    if settings.advertise_addr:
+        return _strip_port(str(settings.advertise_addr))
+    iface = settings.advertise_interface or facts.get("default_interface")
+    addrs = (facts.get("interfaces") or {}).get(iface) or []
+    return addrs[0] if addrs else None
+
+
+def grain_labels(facts: dict) -> dict:
+    """Placement labels every node gets from its grains (``node.labels.armswarm.board == …``)."""
+    armnode = facts.get("armnode") or {}
+    labels = {
+        "board": armnode.get("board") or "generic",
+        "arch": armnode.get("arch") or facts.get("cpuarch") or "",
+        "cpus": str(armnode.get("cpus") or facts.get("num_cpus") or ""),
+        "big-cores": str(len(armnode.get("big_cores") or [])),
+        "storage": armnode.get("root_kind") or "",
+    }
+    return {f"{LABEL_PREFIX}{k}": v for k, v in labels.items() if v != ""}
+
+
+def desired_labels(minion_id: str, layout: Layout, facts: dict) -> dict:
+    labels = grain_labels(facts) if layout.grain_labels else {}
+    labels.update((layout.nodes.get(minion_id) or NodeSettings()).labels)
+    return labels
+
+
+@dataclass
+class Plan:
+    cluster_id: str | None = None
+    init: str | None = None
+    leave: list = field(default_factory=list)  # nodes in a foreign swarm (force only)
+    join_managers: list = field(default_factory=list)
+    join_workers: list = field(default_factory=list)
+    promote: list = field(default_factory=list)
+    demote: list = field(default_factory=list)
+    updates: dict = field(default_factory=dict)  # minion id -> node_changes() for known nodes
+    new_node_settings: dict = field(default_factory=dict)  # joiners: labels/availability to set
+    prune: list = field(default_factory=list)  # swarm node dicts to remove
+    stale: list = field(default_factory=list)  # down entries of nodes that join again
+    down: list = field(default_factory=list)  # pillar nodes that did not answer
+    addresses: dict = field(default_factory=dict)
+
+    def changes(self) -> dict:
+        """The plan as state ``changes`` (what a run makes, what test=True predicts)."""
+        out = {}
+        if self.init:
+            out["init"] = self.init
+        for key in ("leave", "join_managers", "join_workers", "promote", "demote"):
+            if getattr(self, key):
+                out[key] = list(getattr(self, key))
+        node_updates = {k: v for k, v in self.updates.items() if v}
+        for minion_id, settings in self.new_node_settings.items():
+            node_updates[minion_id] = settings
+        if node_updates:
+            out["nodes"] = node_updates
+        if self.prune:
+            out["prune"] = [n["hostname"] or n["id"] for n in self.prune]
+        if self.stale:
+            out["remove_stale"] = [f"{n['hostname']} ({n['id'][:12]})" for n in self.stale]
+        return out
+
+
+def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool = False):
+    """``(plan, errors)``. ``facts`` holds only the minions that answered; ``swarm_nodes`` is
+    the node list of the cluster the pillar's managers are in (None when there is none)."""
+    errors = []
+    plan = Plan()
+    plan.down = [m for m in layout.members if m not in facts]
+
+    # Addresses: every answering node needs one, and no two may share it.
+    owners: dict = {}
+    for minion_id in layout.members:
+        if minion_id not in facts:
+            continue
+        addr = advertise_addr(minion_id, layout, facts[minion_id])
+        if not addr:
+            errors.append(
+                f"armswarm:swarm:nodes:{minion_id}: no advertise address (set "
+                "advertise_addr or advertise_interface)"
+            )
+            continue
+        plan.addresses[minion_id] = addr
+        owners.setdefault(addr, []).append(minion_id)
+    for addr, ids in owners.items():
+        if len(ids) > 1:
+            errors.append(f"armswarm:swarm: {', '.join(ids)} share the advertise address {addr}")
+
+    # Which cluster is ours: the one the pillar's managers are in.
+    clusters: dict = {}
+    for minion_id in layout.managers:
+        swarm_state = (facts.get(minion_id) or {}).get("swarm") or {}
+        if swarm_state.get("state") == "active" and swarm_state.get("is_manager"):
+            if not swarm_state.get("cluster_id"):
+                errors.append(
+                    f"{minion_id}: manager of a swarm without a leader (quorum lost?): "
+                    f"{swarm_state.get('error') or 'no cluster information'}; recover with "
+                    "`docker swarm init --force-new-cluster` on a surviving manager"
+                )
+                continue
+            clusters.setdefault(swarm_state.get("cluster_id"), []).append(minion_id)
+    if errors:
+        return plan, errors
+    if len(clusters) > 1:
+        detail = "; ".join(f"cluster {cid[:12]}: {', '.join(ids)}" for cid, ids in clusters.items())
+        errors.append(f"armswarm:swarm:managers: the managers are in different swarms ({detail})")
+        return plan, errors
+    plan.cluster_id = next(iter(clusters), None)
+    member_ids = {n["id"]: n for n in swarm_nodes or []}
+
+    for minion_id in layout.members:
+        node_facts = facts.get(minion_id)
+        if node_facts is None:
+            continue
+        swarm_state = node_facts.get("swarm") or {}
+        local = swarm_state.get("state")
+        node_id = swarm_state.get("node_id")
+        want = layout.role(minion_id)
+        if local in ("pending", "locked", "error"):
+            errors.append(
+                f"{minion_id}: its swarm state is {local!r}"
+                + (f" ({swarm_state.get('error')})" if swarm_state.get("error") else "")
+                + "; fix it by hand (unlock, or leave) and re-run"
+            )
+            continue
+        if local == "active" and node_id in member_ids:
+            current = member_ids[node_id]
+            if current["role"] != want:
+                (plan.promote if want == "manager" else plan.demote).append(minion_id)
+            settings = layout.nodes.get(minion_id) or NodeSettings()
+            plan.updates[minion_id] = node_changes(
+                current,
+                labels=desired_labels(minion_id, layout, node_facts),
+                availability=settings.availability,
+                remove_undeclared_labels=layout.remove_undeclared_labels,
+            )
+            continue
+        if local == "active":
+            # In a swarm, but not in ours (or ours does not exist yet).
+            if not force:
+                errors.append(
+                    f"{minion_id}: already in another swarm"
+                    + (
+                        f" (cluster {swarm_state['cluster_id'][:12]})"
+                        if swarm_state.get("cluster_id")
+                        else ""
+                    )
+                    + "; refusing to take it over (set force: true to make it leave)"
+                )
+                continue
+            plan.leave.append(minion_id)
+        settings = layout.nodes.get(minion_id) or NodeSettings()
+        # A node that joins starts with no labels and availability "active".
+        new = node_changes(
+            {"labels": {}, "availability": "active"},
+            labels=desired_labels(minion_id, layout, node_facts),
+            availability=settings.availability,
+        )
+        if new:
+            plan.new_node_settings[minion_id] = new
+        # Its earlier self (same hostname, now down) is a stale entry to clear after the join.
+        plan.stale.extend(
+            n
+            for n in swarm_nodes or []
+            if n["hostname"] == (node_facts.get("hostname") or minion_id) and n["state"] == "down"
+        )
+        if plan.cluster_id is None and plan.init is None and want == "manager":
+            plan.init = minion_id
+        elif want == "manager":
+            plan.join_managers.append(minion_id)
+        else:
+            plan.join_workers.append(minion_id)
+
+    if plan.init is None and plan.cluster_id is None and (plan.join_managers or plan.join_workers):
+        errors.append("armswarm:swarm:managers: no manager answers, nothing to form a swarm on")
+
+    # Demotions must keep quorum among the managers that stay.
+    if plan.demote and swarm_nodes:
+        managers = [n for n in swarm_nodes if n["role"] == "manager"]
+        demoted = {facts[m]["swarm"]["node_id"] for m in plan.demote}
+        staying = [n for n in managers if n["id"] not in demoted]
+        reachable = [n for n in staying if n["reachability"] == "reachable"]
+        if not staying or len(reachable) < quorum(len(staying)):
+            errors.append(
+                f"demoting {', '.join(plan.demote)} would leave {len(reachable)} "
+                f"reachable managers, below quorum"
+            )
+
+    if layout.prune and swarm_nodes:
+        ours = {(facts.get(m) or {}).get("swarm", {}).get("node_id") for m in layout.members}
+        down_hostnames = set(plan.down)
+        for node in swarm_nodes:
+            # A pillar node that is down keeps its place: it is not answering, not unwanted.
+            if node["id"] in ours or node["hostname"] in down_hostnames:
+                continue
+            plan.prune.append(node)
+    return plan, errors
+
+
+def node_table(swarm_nodes: list) -> list[str]:
+    """The end-of-run table: hostname, role, leader/reachability, availability, labels."""
+    rows = [f"{'hostname':<12} {'role':<8} {'manager':<12} {'avail':<7} {'state':<6} labels"]
+    for node in sorted(swarm_nodes, key=lambda n: (n["role"] != "manager", n["hostname"] or "")):
+        status = "leader" if node["leader"] else (node["reachability"] or "")
+        labels = ",".join(f"{k}={v}" for k, v in sorted(node["labels"].items()))
+        rows.append(
+            f"{node['hostname'] or node['id'][:12]:<12} {node['role']:<8} {status:<12} "
+            f"{node['availability']:<7} {node['state']:<6} {labels}"
+        )
+    return rows

@@ -1,0 +1,192 @@
+"""`salt-run state.orch swarm.init` on the 5-node lab: formation, idempotence, prediction,
+bad pillar, a node in another swarm, a dead leader, and no join token anywhere."""
+
+import json
+import subprocess
+import time
+
+import pytest
+
+TOKEN_PATTERN = "SWMTKN-1-[0-9a-z]{20,}"
+
+
+def orch(lab, *extra) -> dict:
+    """The swarm_cluster.converged state's return from one orchestration run."""
+    proc = lab.run_salt("salt-run", "state.orch", "swarm.init", "--out=json", *extra, check=False)
+    data = json.loads(proc.stdout)
+    (states,) = data["data"].values()
+    (ret,) = states.values()
+    return ret
+
+
+def swarm_nodes(lab, manager="node2") -> dict:
+    ret = lab.salt_json(manager, "docker_swarm.nodes", "--timeout=60")
+    return {n["hostname"]: n for n in ret[manager] if n["state"] != "down"}
+
+
+def call(lab, node, *args):
+    return lab.salt_json(node, *args, "--timeout=60")[node]
+
+
+@pytest.fixture(scope="module")
+def events(lab, tmp_path_factory):
+    """Everything on the master's event bus while these tests run."""
+    capture = tmp_path_factory.mktemp("events") / "bus.txt"
+    with open(capture, "w") as out:
+        proc = subprocess.Popen(
+            lab.salt_argv("salt-run", "state.event", "pretty=False"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    time.sleep(2)
+    yield capture
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def formed(lab, events):
+    """`up` formed the swarm, but a kept lab (ARMSWARM_LAB_KEEP) may be in any state: start
+    these tests from a swarm the orchestration formed from nothing."""
+    for node in reversed(lab.node_names()):
+        call(lab, node, "docker_swarm.leave", "force=True")
+    ret = orch(lab)
+    assert ret["result"] is True and ret["changes"]["init"] == "node1", ret["comment"]
+
+
+def test_formed_by_up_and_rerun_changes_nothing(lab):
+    # 3 managers, 2 workers, labels from the board grains.
+    nodes = swarm_nodes(lab)
+    assert sorted(nodes) == lab.node_names()
+    assert sorted(n for n, v in nodes.items() if v["role"] == "manager") == [
+        "node1",
+        "node2",
+        "node3",
+    ]
+    assert nodes["node4"]["labels"]["armswarm.board"] == "sopine"
+    assert nodes["node1"]["labels"]["armswarm.arch"] == "armv7"
+    assert nodes["node2"]["labels"]["armswarm.big-cores"] == "2"
+    for extra in ((), ("test=True",)):
+        ret = orch(lab, *extra)
+        assert ret["result"] is True and ret["changes"] == {}, ret["comment"]
+        assert "The swarm matches the layout." in ret["comment"]
+
+
+def wait_down(lab, hostnames, via="node1", timeout=60):
+    """Until the swarm marks the nodes that left as down (takes a few seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        states = {n["hostname"]: n["state"] for n in call(lab, via, "docker_swarm.nodes")}
+        if all(states.get(h) == "down" for h in hostnames):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{hostnames} not marked down: {states}")
+
+
+def test_half_formed_swarm_prediction_is_what_the_run_does(lab):
+    call(lab, "node5", "docker_swarm.leave")
+    call(lab, "node3", "docker_swarm.leave", "force=True")
+    wait_down(lab, ["node3", "node5"])
+    predicted = orch(lab, "test=True")
+    assert predicted["result"] is None
+    changes = predicted["changes"]
+    assert changes["join_managers"] == ["node3"] and changes["join_workers"] == ["node5"]
+    assert sorted(changes["nodes"]) == ["node3", "node5"]
+    assert len(changes["remove_stale"]) == 2
+    applied = orch(lab)
+    assert applied["result"] is True, applied["comment"]
+    assert applied["changes"] == changes
+    assert sorted(swarm_nodes(lab)) == lab.node_names()
+    again = orch(lab)
+    assert again["result"] is True and again["changes"] == {}, again["comment"]
+    # The stale (down) entries of node3 and node5 were removed.
+    all_nodes = call(lab, "node1", "docker_swarm.nodes")
+    assert len(all_nodes) == 5 and all(n["state"] == "ready" for n in all_nodes)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"managers": ["node1", "node2"]}, "2 managers is an even number"),
+        ({"workers": ["node4", "node5", "node9"]}, "node9 is not a known minion"),
+        ({"nodes": {"node5": {"advertise_addr": "NODE4"}}}, "node4, node5 share the advertise"),
+        ({"managers": []}, "at least one manager is needed"),
+        ({"nodes": {"node4": {"availability": "paused"}}}, "node4:availability"),
+    ],
+)
+def test_bad_pillar_is_refused_and_nothing_changes(lab, override, message):
+    before = swarm_nodes(lab)
+    text = json.dumps(override).replace("NODE4", lab.node_address(lab.node("node4")))
+    ret = orch(lab, f'pillar={{"armswarm": {{"swarm": {text}}}}}')
+    assert ret["result"] is False and ret["changes"] == {}
+    assert message in ret["comment"], ret["comment"]
+    assert swarm_nodes(lab) == before
+
+
+def test_node_in_another_swarm_needs_force(lab):
+    call(lab, "node5", "docker_swarm.leave")
+    address = lab.node_address(lab.node("node5"))
+    call(lab, "node5", "docker_swarm.init", f"advertise_addr={address}")
+    ret = orch(lab)
+    assert ret["result"] is False and ret["changes"] == {}
+    assert "node5: already in another swarm" in ret["comment"], ret["comment"]
+    ret = orch(lab, 'pillar={"armswarm": {"swarm": {"force": true}}}')
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["leave"] == ["node5"] and ret["changes"]["join_workers"] == ["node5"]
+    assert orch(lab)["changes"] == {}
+
+
+def _leader(lab, via):
+    for node in call(lab, via, "docker_swarm.nodes"):
+        if node["leader"]:
+            return node["hostname"]
+    return None
+
+
+def test_dead_leader_keeps_quorum_and_comes_back(lab):
+    leader = _leader(lab, "node2")
+    others = [n for n in ("node1", "node2", "node3") if n != leader]
+    container = lab.client.containers.get(lab.container_name(lab.node(leader)))
+    container.kill()
+    deadline = time.monotonic() + 90
+    new_leader = None
+    while time.monotonic() < deadline and new_leader in (None, leader):
+        time.sleep(2)
+        try:
+            new_leader = _leader(lab, others[0])
+        except (KeyError, TypeError, AttributeError):
+            new_leader = None
+    assert new_leader in others, "the two other managers did not elect a leader"
+
+    ret = orch(lab)
+    assert ret["result"] is False and ret["changes"] == {}
+    assert f"Not answering (left as they are): {leader}" in ret["comment"]
+
+    # The node comes back with its swarm state wiped: the re-run joins it again.
+    container.start()
+    lab.wait_minions()
+    call(lab, leader, "docker_swarm.leave", "force=True")
+    wait_down(lab, [leader], via=others[0])
+    ret = orch(lab)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["join_managers"] == [leader]
+    assert orch(lab)["changes"] == {}
+    managers = [n for n in call(lab, others[0], "docker_swarm.nodes") if n["role"] == "manager"]
+    assert len(managers) == 3 and all(m["reachability"] == "reachable" for m in managers)
+
+
+def test_no_join_token_in_job_cache_events_or_logs(lab, events):
+    time.sleep(2)  # let the capture flush
+    assert events.stat().st_size > 0
+    hits = subprocess.run(
+        ["grep", "-rlE", TOKEN_PATTERN, str(lab.master_root), str(events)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert hits.returncode == 1 and hits.stdout == "", hits.stdout
+    for node in lab.node_names():
+        code, out = lab.exec(
+            node, ["grep", "-rlE", TOKEN_PATTERN, "/var/log/salt", "/var/cache/salt"]
+        )
+        assert code == 1 and out.strip() == "", (node, out)
