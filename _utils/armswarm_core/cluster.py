@@ -334,17 +334,22 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
     if plan.init is None and plan.cluster_id is None and (plan.join_managers or plan.join_workers):
         errors.append("armswarm:swarm:managers: no manager answers, nothing to form a swarm on")
 
-    # Demotions must keep quorum among the managers that stay.
+    # Demotions go one at a time, unreachable managers first; each step must keep quorum
+    # among the managers that stay (swarmkit would refuse otherwise, halfway through).
     if plan.demote and swarm_nodes:
-        managers = [n for n in swarm_nodes if n["role"] == "manager"]
-        demoted = {facts[m]["swarm"]["node_id"] for m in plan.demote}
-        staying = [n for n in managers if n["id"] not in demoted]
-        reachable = [n for n in staying if n["reachability"] == "reachable"]
-        if not staying or len(reachable) < quorum(len(staying)):
-            errors.append(
-                f"demoting {', '.join(plan.demote)} would leave {len(reachable)} "
-                f"reachable managers, below quorum"
-            )
+        by_id = {n["id"]: n for n in swarm_nodes}
+        node_of = {m: by_id[facts[m]["swarm"]["node_id"]] for m in plan.demote}
+        plan.demote.sort(key=lambda m: node_of[m]["reachability"] == "reachable")
+        staying = [n for n in swarm_nodes if n["role"] == "manager"]
+        for minion_id in plan.demote:
+            staying = [n for n in staying if n["id"] != node_of[minion_id]["id"]]
+            reachable = sum(1 for n in staying if n["reachability"] == "reachable")
+            if not staying or reachable < quorum(len(staying)):
+                errors.append(
+                    f"demoting {minion_id} would leave {reachable} reachable of "
+                    f"{len(staying)} managers, below quorum ({quorum(len(staying))})"
+                )
+                break
 
     if layout.prune and swarm_nodes:
         ours = {(facts.get(m) or {}).get("swarm", {}).get("node_id") for m in layout.members}

@@ -1,0 +1,227 @@
+"""The swarm layout: validation and the plan, from pillar and minion facts (no daemons)."""
+
+import pytest
+from armswarm_core import cluster, swarm
+
+BASE = {"managers": ["m1", "m2", "m3"], "workers": ["w1", "w2"]}
+
+
+def layout(**overrides):
+    parsed, errors, targets = cluster.parse_layout({**BASE, **overrides})
+    assert errors == [] and targets == {}
+    return parsed
+
+
+def fact(n, state="inactive", manager=False, cluster_id=None, node_id=None, board="rockpro64"):
+    return {
+        "hostname": n,
+        "swarm": {
+            "state": state,
+            "is_manager": manager,
+            "cluster_id": cluster_id,
+            "node_id": node_id,
+            "error": None,
+        },
+        "interfaces": {"eth0": [f"10.0.0.{sum(map(ord, n)) % 200 + 10}"]},
+        "default_interface": "eth0",
+        "armnode": {
+            "board": board,
+            "arch": "aarch64",
+            "cpus": 6,
+            "big_cores": [4, 5],
+            "root_kind": "ssd",
+        },
+    }
+
+
+def swarm_node(n, role="worker", state="ready", reach=None, labels=None, addr=None):
+    return {
+        "id": f"id-{n}",
+        "hostname": n,
+        "role": role,
+        "availability": "active",
+        "labels": labels or {},
+        "state": state,
+        "addr": addr,
+        "leader": False,
+        "reachability": reach,
+    }
+
+
+ALL = ["m1", "m2", "m3", "w1", "w2"]
+
+
+def test_fresh_cluster_inits_first_manager_then_joins():
+    facts = {n: fact(n) for n in ALL}
+    plan, errors = cluster.make_plan(layout(), facts, None)
+    assert errors == []
+    assert plan.init == "m1"
+    assert plan.join_managers == ["m2", "m3"] and plan.join_workers == ["w1", "w2"]
+    labels = plan.new_node_settings["w1"]["labels"]["new"]
+    assert labels == {
+        "armswarm.board": "rockpro64",
+        "armswarm.arch": "aarch64",
+        "armswarm.cpus": "6",
+        "armswarm.big-cores": "2",
+        "armswarm.storage": "ssd",
+    }
+
+
+def test_converged_cluster_has_an_empty_plan():
+    labels = cluster.grain_labels(fact("x"))
+    facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL}
+    nodes = [
+        swarm_node(
+            n,
+            "manager" if n.startswith("m") else "worker",
+            reach="reachable" if n.startswith("m") else None,
+            labels=labels,
+        )
+        for n in ALL
+    ]
+    plan, errors = cluster.make_plan(layout(), facts, nodes)
+    assert errors == [] and plan.changes() == {}
+
+
+def test_even_managers_refused_unless_allowed():
+    errors = cluster.check_counts(layout(managers=["m1", "m2"]))
+    assert "2 managers is an even number" in errors[0]
+    assert cluster.check_counts(layout(managers=["m1", "m2"], allow_even_managers=True)) == []
+    assert "at least one manager" in cluster.check_counts(layout(managers=[]))[0]
+
+
+def test_bad_node_settings_name_the_key():
+    _, errors, _ = cluster.parse_layout(
+        {
+            **BASE,
+            "nodes": {
+                "w1": {"availability": "paused", "colour": "red"},
+                "w2": {"advertise_addr": "not-an-ip"},
+            },
+        }
+    )
+    text = "\n".join(errors)
+    assert "armswarm:swarm:nodes:w1:availability" in text
+    assert "armswarm:swarm:nodes:w1: unknown keys ['colour']" in text
+    assert "armswarm:swarm:nodes:w2:advertise_addr" in text
+
+
+def test_targets_are_left_for_the_master_to_expand():
+    parsed, errors, targets = cluster.parse_layout(
+        {"managers": ["m1"], "workers": {"tgt": "G@armnode:board:sopine"}}
+    )
+    assert errors == [] and targets == {
+        "workers": {"tgt": "G@armnode:board:sopine", "tgt_type": "compound"}
+    }
+
+
+def test_duplicate_advertise_address_is_an_error():
+    conf = layout(
+        nodes={"w2": {"advertise_addr": "10.9.9.9"}, "w1": {"advertise_addr": "10.9.9.9"}}
+    )
+    plan, errors = cluster.make_plan(conf, {n: fact(n) for n in ALL}, None)
+    assert any("w1, w2 share the advertise address 10.9.9.9" in e for e in errors)
+
+
+def test_node_in_another_swarm_refused_without_force():
+    facts = {n: fact(n) for n in ALL}
+    facts["w2"] = fact("w2", "active", True, "FOREIGN", "id-x")
+    _, errors = cluster.make_plan(layout(), facts, None)
+    assert any("w2: already in another swarm" in e for e in errors)
+    plan, errors = cluster.make_plan(layout(), facts, None, force=True)
+    assert errors == [] and plan.leave == ["w2"] and "w2" in plan.join_workers
+
+
+def test_managers_in_two_swarms_is_an_error():
+    facts = {n: fact(n) for n in ALL}
+    facts["m1"] = fact("m1", "active", True, "A" * 20, "id-m1")
+    facts["m3"] = fact("m3", "active", True, "B" * 20, "id-m3")
+    _, errors = cluster.make_plan(layout(), facts, [swarm_node("m1", "manager")])
+    assert "the managers are in different swarms" in errors[0]
+
+
+def test_down_node_is_reported_not_touched():
+    facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL if n != "m1"}
+    labels = cluster.grain_labels(fact("x"))
+    nodes = [
+        swarm_node(
+            n,
+            "manager" if n.startswith("m") else "worker",
+            labels=labels,
+            reach="reachable" if n.startswith("m") else None,
+        )
+        for n in ALL
+    ]
+    nodes[0]["state"], nodes[0]["reachability"] = "down", "unreachable"
+    plan, errors = cluster.make_plan(layout(prune=True), facts, nodes)
+    assert errors == [] and plan.down == ["m1"] and plan.changes() == {}
+
+
+def test_rejoining_node_clears_its_stale_entry():
+    labels = cluster.grain_labels(fact("x"))
+    facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL}
+    facts["w2"] = fact("w2")  # wiped: inactive
+    nodes = [
+        swarm_node(
+            n,
+            "manager" if n.startswith("m") else "worker",
+            labels=labels,
+            reach="reachable" if n.startswith("m") else None,
+        )
+        for n in ALL
+    ]
+    nodes[-1]["state"] = "down"
+    plan, errors = cluster.make_plan(layout(), facts, nodes)
+    assert errors == [] and plan.join_workers == ["w2"]
+    assert [n["id"] for n in plan.stale] == ["id-w2"]
+
+
+def test_demotion_that_loses_quorum_is_refused():
+    facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL}
+    nodes = [
+        swarm_node(
+            n,
+            "manager" if n.startswith("m") else "worker",
+            reach="reachable" if n.startswith("m") else None,
+        )
+        for n in ALL
+    ]
+    nodes[2]["reachability"] = "unreachable"  # m3 is down
+    # Demoting m2 leaves m1 and the dead m3: 1 reachable of 2, below quorum.
+    unsafe = layout(managers=["m1", "m3"], workers=["m2", "w1", "w2"], allow_even_managers=True)
+    _, errors = cluster.make_plan(unsafe, facts, nodes)
+    assert any("demoting m2 would leave 1 reachable of 2 managers" in e for e in errors)
+    # Demoting both m2 and m3 is safe when the dead one goes first.
+    safe = layout(managers=["m1"], workers=["m2", "m3", "w1", "w2"])
+    plan, errors = cluster.make_plan(safe, facts, nodes)
+    assert errors == [] and plan.demote == ["m3", "m2"]
+
+
+def test_prune_removes_only_nodes_outside_the_layout():
+    labels = cluster.grain_labels(fact("x"))
+    facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL}
+    nodes = [
+        swarm_node(
+            n,
+            "manager" if n.startswith("m") else "worker",
+            labels=labels,
+            reach="reachable" if n.startswith("m") else None,
+        )
+        for n in ALL
+    ]
+    nodes.append(swarm_node("old", labels=labels))
+    plan, _ = cluster.make_plan(layout(), facts, nodes)
+    assert plan.prune == []
+    plan, _ = cluster.make_plan(layout(prune=True), facts, nodes)
+    assert [n["hostname"] for n in plan.prune] == ["old"]
+
+
+@pytest.mark.parametrize(
+    ("table", "iface"),
+    [
+        ("Iface\tDestination\tGateway\neth0\t00000000\t0100000A\n", "eth0"),
+        ("Iface\tDestination\tGateway\neth1\t0000000A\t00000000\n", None),
+    ],
+)
+def test_default_route_interface(table, iface):
+    assert swarm.default_route_interface(table) == iface
