@@ -1,6 +1,7 @@
 """The lab cluster as a session fixture: the same code as `armswarm-lab up` / `down`.
 
-Set ARMSWARM_LAB_KEEP=1 to leave the test lab running after the session (faster re-runs).
+Set ARMSWARM_LAB_KEEP=1 to leave the test lab running after the session (faster re-runs), and
+ARMSWARM_TEST_LAB / ARMSWARM_TEST_LAB_SUBNET to use another lab.
 """
 
 import os
@@ -9,8 +10,9 @@ import pytest
 
 from armswarm.lab.cluster import Lab
 
-TEST_LAB = "armswarm-test"
-TEST_SUBNET = "10.77.9.0/24"
+# Overridable so a developer can run the lab tests beside a CI run on the same machine.
+TEST_LAB = os.environ.get("ARMSWARM_TEST_LAB", "armswarm-test")
+TEST_SUBNET = os.environ.get("ARMSWARM_TEST_LAB_SUBNET", "10.77.9.0/24")
 
 
 def _progress(message):

@@ -1,0 +1,358 @@
+"""States for one swarm node: initialised, joined, left, node configured, overlay network, stack.
+
+For forming a whole cluster from pillar use the orchestration (``swarm_cluster.converged``,
+``salt-run state.orch swarm.init``); these states manage one node or one object each.
+
+.. code-block:: yaml
+
+    swarm-initialised:
+      docker_swarm.initialised:
+        - advertise_addr: 10.0.0.11
+
+    node4-labels:
+      docker_swarm.node_configured:
+        - name: node4
+        - labels: {rack: a, ssd: "yes"}
+        - availability: active
+
+    backend-net:
+      docker_swarm.network_present:
+        - attachable: true
+"""
+
+import os
+import tempfile
+
+from armswarm_core import ArmswarmError, client, networks, sealed, stacks, swarm
+from salt.utils.data import traverse_dict_and_list
+
+__virtualname__ = "docker_swarm"
+
+
+def __virtual__():
+    reason = client.missing_dependency()
+    if reason:
+        return False, f"docker_swarm: {reason}"
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "changes": {}, "result": True, "comment": ""}
+
+
+def _client():
+    return client.connect(__opts__, __pillar__)
+
+
+def initialised(name="swarm", advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN):
+    """
+    This node is a manager of a swarm: a new one is created only when the node is in none.
+    A node that is a worker elsewhere fails (use ``left`` first).
+    """
+    ret = _ret(name)
+    try:
+        engine = _client()
+        current = swarm.local_state(engine)
+        if current["state"] == "active" and current["is_manager"]:
+            ret["comment"] = f"Already a manager of swarm {current['cluster_id']}"
+            return ret
+        if current["state"] != "inactive":
+            ret["result"] = False
+            ret["comment"] = (
+                f"This node is {current['state']}"
+                f"{' as a worker' if current['state'] == 'active' else ''} in a swarm:"
+                " refusing to create another one"
+            )
+            return ret
+        ret["changes"] = {"swarm": {"old": "inactive", "new": "manager (new swarm)"}}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = "A new swarm would be initialised"
+            return ret
+        new = swarm.init(engine, advertise_addr=advertise_addr, listen_addr=listen_addr)
+        ret["comment"] = f"Initialised swarm {new['cluster_id']}"
+    except ArmswarmError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def joined(
+    name,
+    remote_addrs,
+    sealed_token=None,
+    join_token_pillar=None,
+    advertise_addr=None,
+    listen_addr=swarm.DEFAULT_LISTEN,
+):
+    """
+    This node is in the swarm managed at ``remote_addrs``. The token is either ``sealed_token``
+    (made by ``docker_swarm.sealed_join_token`` for this minion) or read from the pillar key
+    ``join_token_pillar``; it never appears in the state's return.
+    """
+    ret = _ret(name)
+    try:
+        engine = _client()
+        current = swarm.local_state(engine)
+        if current["state"] == "active":
+            wanted = {a if ":" in a else f"{a}:2377" for a in _addrs(remote_addrs)}
+            if wanted & set(current["remote_managers"]) or not current["remote_managers"]:
+                ret["comment"] = "Already in the swarm"
+                return ret
+            ret["result"] = False
+            ret["comment"] = (
+                f"In another swarm (managers {', '.join(current['remote_managers'])});"
+                " leave it first"
+            )
+            return ret
+        if current["state"] != "inactive":
+            ret["result"] = False
+            ret["comment"] = f"Swarm state is {current['state']}: fix it before joining"
+            return ret
+        token = _token(sealed_token, join_token_pillar)
+        ret["changes"] = {"swarm": {"old": "inactive", "new": "joined"}}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Would join the swarm at {', '.join(_addrs(remote_addrs))}"
+            return ret
+        new = swarm.join(
+            engine,
+            _addrs(remote_addrs),
+            token,
+            advertise_addr=advertise_addr,
+            listen_addr=listen_addr,
+        )
+        ret["changes"]["swarm"]["new"] = "manager" if new["is_manager"] else "worker"
+        ret["comment"] = "Joined the swarm"
+    except ArmswarmError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def _addrs(remote_addrs):
+    if isinstance(remote_addrs, str):
+        remote_addrs = remote_addrs.split(",")
+    return [a.strip() for a in remote_addrs if a and a.strip()]
+
+
+def _token(sealed_token, join_token_pillar):
+    if sealed_token:
+        with open(os.path.join(__opts__["pki_dir"], "minion.pem"), "rb") as fh:
+            return sealed.unseal(sealed_token, fh.read())
+    if join_token_pillar:
+        # Read pillar directly: Salt 3008's pillar.get redacts values unless unmasked.
+        token = traverse_dict_and_list(__pillar__, join_token_pillar, None)
+        if token:
+            return str(token)
+        raise ArmswarmError(f"pillar key {join_token_pillar} has no join token")
+    raise ArmswarmError("a join token is needed: sealed_token or join_token_pillar")
+
+
+def left(name="swarm", force=False):
+    """This node is in no swarm. A manager needs ``force: true``."""
+    ret = _ret(name)
+    try:
+        engine = _client()
+        current = swarm.local_state(engine)
+        if current["state"] == "inactive":
+            ret["comment"] = "Not in a swarm"
+            return ret
+        if current["is_manager"] and not force:
+            ret["result"] = False
+            ret["comment"] = "This node is a manager: leaving may cost quorum; set force: true"
+            return ret
+        ret["changes"] = {"swarm": {"old": current["state"], "new": "inactive"}}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = "Would leave the swarm"
+            return ret
+        swarm.leave(engine, force=force)
+        ret["comment"] = "Left the swarm"
+    except ArmswarmError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def node_configured(
+    name, labels=None, availability=None, role=None, remove_undeclared_labels=False
+):
+    """
+    Swarm node ``name`` (hostname or ID) has these labels, availability and role. Run on a
+    manager. Undeclared labels are kept unless ``remove_undeclared_labels``; a demotion that
+    would lose quorum fails before anything changes.
+    """
+    ret = _ret(name)
+    try:
+        engine = _client()
+        changes = swarm.update_node(
+            engine,
+            name,
+            labels=labels,
+            availability=availability,
+            role=role,
+            remove_undeclared_labels=remove_undeclared_labels,
+            test=True,
+        )
+        if not changes:
+            ret["comment"] = f"Node {name} is configured"
+            return ret
+        if changes.get("role", {}).get("new") == "worker":
+            swarm.check_demotion(swarm.nodes(engine), swarm.find_node(engine, name))
+        ret["changes"] = changes
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Node {name} would be updated"
+            return ret
+        swarm.update_node(
+            engine,
+            name,
+            labels=labels,
+            availability=availability,
+            role=role,
+            remove_undeclared_labels=remove_undeclared_labels,
+        )
+        ret["comment"] = f"Node {name} updated"
+    except ArmswarmError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def network_present(
+    name,
+    driver="overlay",
+    attachable=False,
+    internal=False,
+    subnet=None,
+    gateway=None,
+    encrypted=False,
+    labels=None,
+):
+    """
+    An overlay network exists with these settings. A network in use is never re-created: a
+    difference is then an error naming what differs. Run on a manager.
+    """
+    ret = _ret(name)
+    try:
+        engine = _client()
+        desired = networks.desired(
+            driver=driver,
+            attachable=attachable,
+            internal=internal,
+            subnet=subnet,
+            gateway=gateway,
+            encrypted=encrypted,
+            labels=labels,
+        )
+        current = networks.current(engine, name)
+        diff = networks.diff(current, desired)
+        if current and not diff:
+            ret["comment"] = f"Network {name} is as specified"
+            return ret
+        if current and networks.in_use(engine, name):
+            ret["result"] = False
+            ret["comment"] = (
+                f"Network {name} differs ({', '.join(sorted(diff))}) but is in use;"
+                " networks cannot be changed in place: detach its services first"
+            )
+            return ret
+        ret["changes"] = {"network": {"old": current, "new": desired}}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Network {name} would be {'re-created' if current else 'created'}"
+            return ret
+        if current:
+            networks.remove(engine, name)
+        networks.create(engine, name, desired)
+        ret["comment"] = f"Network {name} {'re-created' if current else 'created'}"
+    except ArmswarmError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def stack_deployed(
+    name,
+    compose,
+    template=None,
+    context=None,
+    prune=False,
+    with_registry_auth=True,
+    registry_auth_pillar=None,
+    wait=True,
+    timeout=300,
+    saltenv="base",
+):
+    """
+    Stack ``name`` runs the services of the compose file ``compose`` (a ``salt://`` path or a
+    local path; ``template: jinja`` with ``context`` renders it first). Only services whose
+    definition changed are updated (they roll out by their ``update_config``); ``prune``
+    removes services no longer in the file. Registry credentials come from the pillar key
+    ``registry_auth_pillar`` (``{registry, username, password}``) and never appear in the
+    return. Run on a manager.
+    """
+    ret = _ret(name)
+    try:
+        text = _compose_text(compose, template, context, saltenv)
+        engine = _client()
+        stamped, hashes = stacks.load_and_stamp(text)
+        changes = stacks.plan(hashes, stacks.current(engine, name), prune)
+        if not changes:
+            ret["comment"] = f"Stack {name} is up to date ({len(hashes)} services)"
+            return ret
+        ret["changes"] = changes
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Stack {name} would be deployed"
+            return ret
+        auth = None
+        if registry_auth_pillar:
+            auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
+            if not isinstance(auth, dict):
+                raise ArmswarmError(f"pillar key {registry_auth_pillar} holds no registry auth")
+        stacks.deploy(
+            name,
+            stamped,
+            client.engine_settings(__opts__, __pillar__)["base_url"],
+            prune=prune,
+            with_registry_auth=with_registry_auth,
+            registry_auth=auth,
+            timeout=timeout,
+        )
+        pending = {}
+        if wait:
+            rolled = changes.get("create", []) + changes.get("update", [])
+            pending = stacks.wait_converged(engine, name, rolled, timeout=timeout)
+        if pending:
+            ret["result"] = False
+            ret["comment"] = (
+                f"Stack {name} deployed, but not converged after {timeout}s: "
+                + ", ".join(f"{s} ({state})" for s, state in sorted(pending.items()))
+            )
+        else:
+            ret["comment"] = f"Stack {name} deployed"
+    except ArmswarmError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def _compose_text(compose, template, context, saltenv):
+    if compose.startswith("salt://"):
+        if template:
+            with tempfile.TemporaryDirectory(prefix="armswarm-compose-") as tmp:
+                dest = os.path.join(tmp, "compose.yml")
+                cached = __salt__["cp.get_template"](
+                    compose, dest, template=template, context=context or {}, saltenv=saltenv
+                )
+                if not cached:
+                    raise ArmswarmError(f"cannot render {compose}")
+                with open(cached, encoding="utf-8") as fh:
+                    return fh.read()
+        cached = __salt__["cp.cache_file"](compose, saltenv=saltenv)
+        if not cached:
+            raise ArmswarmError(f"{compose} is not in the file server")
+        compose = cached
+    elif template:
+        raise ArmswarmError("template needs a salt:// compose file")
+    try:
+        with open(compose, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ArmswarmError(f"cannot read {compose}: {exc}") from exc

@@ -1,0 +1,110 @@
+"""Overlay networks: the desired settings, the engine's current ones, and what differs."""
+
+from armswarm_core import ArmswarmError
+
+try:
+    import docker.errors
+    import docker.types
+except ImportError:  # pragma: no cover - client.missing_dependency() reports it
+    docker = None
+
+ENCRYPTED = "encrypted"
+
+
+def desired(
+    driver="overlay",
+    attachable=False,
+    internal=False,
+    subnet=None,
+    gateway=None,
+    encrypted=False,
+    labels=None,
+) -> dict:
+    return {
+        "driver": driver,
+        "attachable": bool(attachable),
+        "internal": bool(internal),
+        "subnet": subnet,
+        "gateway": gateway,
+        "encrypted": bool(encrypted),
+        "labels": {str(k): str(v) for k, v in (labels or {}).items()},
+    }
+
+
+def normalise(raw: dict) -> dict:
+    """The engine's network as the same shape as :func:`desired`."""
+    pools = (raw.get("IPAM") or {}).get("Config") or []
+    pool = pools[0] if pools else {}
+    return {
+        "driver": raw.get("Driver"),
+        "attachable": bool(raw.get("Attachable")),
+        "internal": bool(raw.get("Internal")),
+        "subnet": pool.get("Subnet"),
+        "gateway": pool.get("Gateway"),
+        "encrypted": ENCRYPTED in (raw.get("Options") or {}),
+        "labels": dict(raw.get("Labels") or {}),
+    }
+
+
+def diff(current: dict | None, want: dict) -> dict:
+    """Fields that differ; an unset subnet/gateway accepts whatever IPAM chose."""
+    if current is None:
+        return dict(want)
+    out = {}
+    for key, value in want.items():
+        if key in ("subnet", "gateway") and value is None:
+            continue
+        if current.get(key) != value:
+            out[key] = {"old": current.get(key), "new": value}
+    return out
+
+
+def current(client, name: str) -> dict | None:
+    """The swarm-scoped network called exactly ``name``, or None."""
+    try:
+        found = [n for n in client.api.networks(names=[name]) if n.get("Name") == name]
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"cannot list networks: {exc.explanation or exc}") from exc
+    if not found:
+        return None
+    return normalise(client.api.inspect_network(found[0]["Id"]))
+
+
+def in_use(client, name: str) -> bool:
+    """Whether any service of the swarm is attached to the network."""
+    net = client.api.inspect_network(name)
+    for service in client.api.services():
+        spec = service.get("Spec") or {}
+        attached = (spec.get("TaskTemplate") or {}).get("Networks") or spec.get("Networks") or []
+        if any(a.get("Target") in (net["Id"], name) for a in attached):
+            return True
+    return bool(net.get("Containers"))
+
+
+def create(client, name: str, want: dict):
+    ipam = None
+    if want.get("subnet"):
+        ipam = docker.types.IPAMConfig(
+            pool_configs=[docker.types.IPAMPool(subnet=want["subnet"], gateway=want.get("gateway"))]
+        )
+    options = {ENCRYPTED: ""} if want.get("encrypted") else None
+    try:
+        client.api.create_network(
+            name,
+            driver=want["driver"],
+            scope="swarm",
+            attachable=want["attachable"],
+            internal=want["internal"],
+            ipam=ipam,
+            labels=want["labels"] or None,
+            options=options,
+        )
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"creating network {name} failed: {exc.explanation or exc}") from exc
+
+
+def remove(client, name: str):
+    try:
+        client.api.remove_network(name)
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"removing network {name} failed: {exc.explanation or exc}") from exc
