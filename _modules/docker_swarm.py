@@ -14,6 +14,7 @@ import os
 
 from armswarm_core import ArmswarmError, client, sealed, swarm
 from salt.exceptions import CommandExecutionError
+from salt.utils.data import traverse_dict_and_list
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,57 @@ def rotate_join_tokens(worker=True, manager=False):
     """
     _call(swarm.rotate_join_tokens, worker=worker, manager=manager)
     return {"rotated": [r for r, flag in (("worker", worker), ("manager", manager)) if flag]}
+
+
+def autolock(enabled=True):
+    """
+    Turn manager autolock on or off. With autolock, a restarted manager stays locked until
+    :func:`unlock` gets the unlock key (:func:`unlock_key`). Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.autolock enabled=True
+    """
+    changed = _call(swarm.set_autolock, bool(enabled))
+    return {"changed": changed, "autolock": bool(enabled)}
+
+
+def unlock_key(reveal=False):
+    """
+    The unlock key of an autolocked swarm. Returns it only with ``reveal=True`` (it then lands
+    in the job cache); otherwise says whether there is one.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.unlock_key reveal=True
+    """
+    key = _call(swarm.unlock_key)
+    if reveal:
+        return key
+    return {"available": bool(key), "hint": "reveal=True prints it"}
+
+
+def unlock(key=None, key_pillar=None):
+    """
+    Unlock this (locked) manager with the swarm's unlock key, given as ``key`` or, better, read
+    from the pillar key ``key_pillar``: a ``key`` argument is stored in the job cache like any
+    argument, a pillar value is not. The key is never returned or logged.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node2 docker_swarm.unlock key_pillar=armswarm:swarm:unlock_key
+    """
+    if key_pillar:
+        key = traverse_dict_and_list(__pillar__, key_pillar, None)
+    if not key:
+        raise CommandExecutionError("an unlock key is needed: key or key_pillar")
+    return _call(swarm.unlock, str(key))
 
 
 def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN):

@@ -118,6 +118,44 @@ def rotate_join_tokens(client, worker=True, manager=False) -> None:
         raise _api_error("token rotation failed", exc) from exc
 
 
+def set_autolock(client, enabled: bool) -> bool:
+    """Turn manager autolock on or off; return whether anything changed."""
+    attrs = _swarm_attrs(client)
+    spec = dict(attrs["Spec"])
+    encryption = dict(spec.get("EncryptionConfig") or {})
+    if bool(encryption.get("AutoLockManagers")) == bool(enabled):
+        return False
+    encryption["AutoLockManagers"] = bool(enabled)
+    spec["EncryptionConfig"] = encryption
+    try:
+        client.api.update_swarm(version=attrs["Version"]["Index"], swarm_spec=spec)
+    except docker.errors.APIError as exc:
+        raise _api_error("changing autolock failed", exc) from exc
+    return True
+
+
+def autolock_enabled(client) -> bool:
+    spec = _swarm_attrs(client).get("Spec") or {}
+    return bool((spec.get("EncryptionConfig") or {}).get("AutoLockManagers"))
+
+
+def unlock_key(client) -> str | None:
+    """The key that unlocks a restarted manager when autolock is on (a secret)."""
+    try:
+        return client.api.get_unlock_key().get("UnlockKey") or None
+    except docker.errors.APIError as exc:
+        raise _api_error("cannot read the unlock key", exc) from exc
+
+
+def unlock(client, key: str) -> dict:
+    try:
+        client.api.unlock_swarm(key)
+    except docker.errors.APIError as exc:
+        # Never echo the key.
+        raise ArmswarmError("unlocking the swarm failed (wrong key?)") from exc
+    return local_state(client)
+
+
 def normalise_node(raw: dict) -> dict:
     """A node as plain data: what states compare and tables print."""
     spec = raw.get("Spec") or {}
