@@ -1,0 +1,103 @@
+"""Kernel command-line editing per boot flavour, on the lab's real-format fixture files."""
+
+import difflib
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from armswarm_core import ArmswarmError, bootargs
+
+BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
+FILES = {
+    "boot.txt": BOARDS / "odroid-hc1/rootfs/boot/boot.txt",
+    "armbianEnv": BOARDS / "rockpro64/rootfs/boot/armbianEnv.txt",
+    "extlinux": BOARDS / "rockpro64-extlinux/rootfs/boot/extlinux/extlinux.conf",
+    "u-boot-menu": BOARDS / "sopine/rootfs/etc/default/u-boot",
+    "rpi-cmdline": BOARDS / "rpi4/rootfs/boot/firmware/cmdline.txt",
+}
+
+
+@pytest.mark.parametrize("flavour", sorted(FILES))
+def test_add_once_keeps_the_rest_of_the_file(flavour):
+    text = FILES[flavour].read_text()
+    edited = bootargs.edit(flavour, text, ["fsck.mode=force", "fsck.repair=yes"])
+    args = bootargs.read(flavour, edited)
+    assert args.count("fsck.mode=force") == 1 and args.count("fsck.repair=yes") == 1
+    # Only the command-line line changed.
+    changed = [
+        line
+        for line in difflib.ndiff(text.splitlines(), edited.splitlines())
+        if line.startswith(("+ ", "- "))
+    ]
+    assert len(changed) == 2, changed
+    # Idempotent: a second edit changes nothing.
+    assert bootargs.edit(flavour, edited, ["fsck.mode=force", "fsck.repair=yes"]) == edited
+    # And removal gives the original arguments back.
+    assert bootargs.read(
+        flavour, bootargs.edit(flavour, edited, absent=["fsck.mode", "fsck.repair"])
+    ) == [a for a in bootargs.read(flavour, text) if not a.startswith(("fsck.mode", "fsck.repair"))]
+
+
+def test_value_of_an_existing_key_is_replaced_not_duplicated():
+    assert bootargs.edit_args(["root=/dev/a", "fsck.repair=no"], ["fsck.repair=yes"]) == [
+        "root=/dev/a",
+        "fsck.repair=yes",
+    ]
+    assert bootargs.edit_args(["quiet", "quiet"], ["quiet"]) == ["quiet"]
+    # console= may repeat: a new console is added, not substituted.
+    assert bootargs.edit_args(["console=tty1"], ["console=ttyS2,1500000"]) == [
+        "console=tty1",
+        "console=ttyS2,1500000",
+    ]
+
+
+def test_missing_line_is_appended_where_the_flavour_allows_it():
+    assert bootargs.edit("armbianEnv", "verbosity=1\n", ["fsck.mode=force"]) == (
+        "verbosity=1\nextraargs=fsck.mode=force\n"
+    )
+    with pytest.raises(ArmswarmError, match="/boot/boot.txt: no kernel command line"):
+        bootargs.edit("boot.txt", "echo hi\n", ["quiet"], path="/boot/boot.txt")
+
+
+@pytest.mark.parametrize("bad", ["two words", 'quote"d', "", "tab\targ"])
+def test_bad_arguments_are_refused(bad):
+    with pytest.raises(ArmswarmError, match="not a single word"):
+        bootargs.edit("rpi-cmdline", "root=/dev/x\n", [bad])
+
+
+def test_unknown_flavour_is_an_error():
+    with pytest.raises(ArmswarmError, match="no kernel command line editor"):
+        bootargs.read("grub", "")
+
+
+@pytest.mark.skipif(not shutil.which("mkimage"), reason="mkimage (u-boot-tools) not installed")
+def test_boot_scr_from_real_mkimage_decodes_back(tmp_path):
+    script = bootargs.edit("boot.txt", FILES["boot.txt"].read_text(), ["fsck.mode=force"])
+    (tmp_path / "boot.txt").write_text(script)
+    subprocess.run(
+        [
+            "mkimage",
+            "-A",
+            "arm",
+            "-O",
+            "linux",
+            "-T",
+            "script",
+            "-C",
+            "none",
+            "-n",
+            "U-Boot boot script",
+            "-d",
+            "boot.txt",
+            "boot.scr",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    data = (tmp_path / "boot.scr").read_bytes()
+    assert bootargs.decode_script_image(data) == script
+    corrupted = data[:-3] + b"xyz"
+    with pytest.raises(ArmswarmError, match="checksum"):
+        bootargs.decode_script_image(corrupted)
