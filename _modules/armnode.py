@@ -1,0 +1,79 @@
+"""Board-level node settings: the kernel command line of each boot flavour, reboot marker.
+
+A thin façade over :mod:`armswarm_core.bootconfig`. The boot files are looked up under the
+minion option ``armnode.boot_root`` (default ``/``; the lab and tests point it elsewhere).
+"""
+
+from armswarm_core import ArmswarmError, bootconfig
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "armnode"
+
+
+def __virtual__():
+    if __grains__.get("kernel") != "Linux":
+        return False, "armnode: Linux only"
+    return __virtualname__
+
+
+def _boot_root():
+    return __opts__.get("armnode.boot_root", "/")
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return value.split(",") if "," in value and " " not in value else value.split()
+    return [str(v) for v in value]
+
+
+def kernel_args():
+    """
+    The kernel command line in the boot configuration (not ``/proc/cmdline``, which shows the
+    running kernel's): boot flavour, file and arguments.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' armnode.kernel_args
+    """
+    try:
+        return bootconfig.current(_boot_root())
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def set_kernel_args(present=None, absent=None, test=False):
+    """
+    Make each ``present`` argument appear exactly once and no ``absent`` one, in the file of
+    the board's boot flavour; regenerate ``boot.scr`` (u-boot script) or run ``u-boot-update``
+    (u-boot-menu) and set the reboot-required marker. Returns the change (empty when none).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 armnode.set_kernel_args present='[fsck.mode=force, fsck.repair=yes]'
+    """
+    try:
+        change = bootconfig.plan(_boot_root(), _as_list(present), _as_list(absent))
+        if change and not test:
+            bootconfig.apply(_boot_root(), change)
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    return {k: v for k, v in change.items() if k != "text"}
+
+
+def reboot_required():
+    """
+    Why this node needs a reboot (changes made since it booted), or an empty list.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' armnode.reboot_required
+    """
+    return bootconfig.reboot_required(_boot_root())
