@@ -75,7 +75,8 @@ def facts():
         default_interface = None
     return {
         "id": __opts__["id"],
-        "hostname": __grains__.get("host"),
+        # What the engine reports as the node hostname (os.Hostname), not the short "host".
+        "hostname": __grains__.get("nodename") or __grains__.get("host"),
         "swarm": state(),
         "interfaces": {
             iface: addrs
@@ -114,6 +115,11 @@ def init(advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN, force_new_cluste
             "comment": f"already in a swarm ({current['state']})",
             "state": current,
         }
+    if force_new_cluster and current["cluster_id"]:
+        # A manager that still sees its cluster would split it off: recovery only.
+        raise CommandExecutionError(
+            "force_new_cluster is for a manager whose swarm lost quorum; this one has a leader"
+        )
     options = {"force_new_cluster": True} if force_new_cluster else {}
     new = _call(swarm.init, advertise_addr=advertise_addr, listen_addr=listen_addr, **options)
     return {"changed": True, "comment": "swarm initialised", "state": new}

@@ -121,8 +121,8 @@ def joined(
             advertise_addr=advertise_addr,
             listen_addr=listen_addr,
         )
-        ret["changes"]["swarm"]["new"] = "manager" if new["is_manager"] else "worker"
-        ret["comment"] = "Joined the swarm"
+        # The role comes from the token, unknown to test=True: keep the changes it predicted.
+        ret["comment"] = f"Joined the swarm as {'manager' if new['is_manager'] else 'worker'}"
     except ArmswarmError as exc:
         ret.update(result=False, changes={}, comment=str(exc))
     return ret

@@ -120,11 +120,26 @@ def _join(minions, opts, joiner, role, token_from, remote_addrs, addr, port):
     return ret["state"]["node_id"]
 
 
-def _execute(minions, opts, layout, plan, facts, manager):
-    """Carry the plan out; return the manager to ask for the final node list."""
+def _remote_addrs(manager, plan, swarm_nodes, port) -> list:
+    """Where joiners find the swarm: the engine uses the first address only, so it must be a
+    manager now (not a node waiting for promotion): the manager we talk to, then the other
+    reachable managers."""
+    addrs = [f"{plan.addresses[manager]}:{port}"] if manager in plan.addresses else []
+    for node in swarm_nodes or []:
+        if node["role"] == "manager" and node["reachability"] == "reachable":
+            addr = node.get("manager_addr") or f"{node['addr']}:{port}"
+            if addr not in addrs:
+                addrs.append(addr)
+    return addrs
+
+
+def _execute(minions, opts, layout, plan, facts, manager, swarm_nodes, done):
+    """Carry the plan out, recording each step in ``done`` (the changes made so far, also when
+    a step fails); return the manager to ask for the final node list."""
     port = layout.listen_port
     for minion_id in plan.leave:
         minions.one(minion_id, "docker_swarm.leave", kwarg={"force": True})
+        done.setdefault("leave", []).append(minion_id)
         _progress(opts, "left", minion=minion_id)
     node_ids = {m: (facts[m].get("swarm") or {}).get("node_id") for m in facts}
     if plan.init:
@@ -136,18 +151,20 @@ def _execute(minions, opts, layout, plan, facts, manager):
         )
         node_ids[plan.init] = ret["state"]["node_id"]
         manager = plan.init
+        done["init"] = plan.init
         _progress(opts, "initialised", minion=plan.init, address=addr)
-    managers_in = [
-        m
-        for m in layout.managers
-        if m in plan.addresses and m not in (plan.join_managers + plan.leave)
-    ]
-    remote = [f"{plan.addresses[m]}:{port}" for m in managers_in]
+    # Promotions first: a promoted node then serves joins as a manager.
+    for minion_id in plan.promote:
+        minions.one(manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "manager"})
+        done.setdefault("promote", []).append(minion_id)
+        _progress(opts, "promoted", minion=minion_id)
+    remote = _remote_addrs(manager, plan, swarm_nodes, port)
     # Managers one at a time: each join changes the raft membership.
     for minion_id in plan.join_managers:
         node_ids[minion_id] = _join(
             minions, opts, minion_id, "manager", manager, remote, plan.addresses[minion_id], port
         )
+        done.setdefault("join_managers", []).append(minion_id)
         remote.append(f"{plan.addresses[minion_id]}:{port}")
     # Workers in parallel: they do not vote.
     if plan.join_workers:
@@ -166,19 +183,25 @@ def _execute(minions, opts, layout, plan, facts, manager):
                 )
                 for m in plan.join_workers
             }
+            failures = []
             for minion_id, future in futures.items():
-                node_ids[minion_id] = future.result()
-    for minion_id in plan.promote:
-        minions.one(manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "manager"})
-        _progress(opts, "promoted", minion=minion_id)
+                try:
+                    node_ids[minion_id] = future.result()
+                    done.setdefault("join_workers", []).append(minion_id)
+                except ArmswarmError as exc:
+                    failures.append(str(exc))
+            if failures:
+                raise ArmswarmError("; ".join(failures))
     for minion_id in plan.demote:
         minions.one(manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "worker"})
+        done.setdefault("demote", []).append(minion_id)
         _progress(opts, "demoted", minion=minion_id)
     for node in plan.stale:
         # The dead earlier self of a node that joined again: demote, then remove it.
         if node["role"] == "manager":
             minions.one(manager, "docker_swarm.update_node", [node["id"]], {"role": "worker"})
         minions.one(manager, "docker_swarm.remove_node", [node["id"]], {"force": True})
+        done.setdefault("remove_stale", []).append(f"{node['hostname']} ({node['id'][:12]})")
         _progress(opts, "stale-removed", node=node["hostname"], id=node["id"])
     updates = {m: c for m, c in plan.updates.items() if c}
     updates.update(plan.new_node_settings)
@@ -189,9 +212,17 @@ def _execute(minions, opts, layout, plan, facts, manager):
         if "availability" in change:
             kwarg["availability"] = change["availability"]["new"]
         minions.one(manager, "docker_swarm.update_node", [node_ids[minion_id]], kwarg)
+        done.setdefault("nodes", {})[minion_id] = change
         _progress(opts, "node-configured", minion=minion_id)
+    for node in plan.drain:
+        minions.one(manager, "docker_swarm.update_node", [node["id"]], {"availability": "drain"})
+        done.setdefault("drain", []).append(node["hostname"] or node["id"])
+        _progress(opts, "drained", node=node["hostname"] or node["id"])
     for node in plan.prune:
+        if node["role"] == "manager":
+            minions.one(manager, "docker_swarm.update_node", [node["id"]], {"role": "worker"})
         minions.one(manager, "docker_swarm.remove_node", [node["id"]], {"force": True})
+        done.setdefault("prune", []).append(node["hostname"] or node["id"])
         _progress(opts, "pruned", node=node["hostname"] or node["id"])
     return manager
 
@@ -248,12 +279,18 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
     _progress(
         opts, "facts", answered=sorted(facts), missing=sorted(set(parsed.members) - set(facts))
     )
+    # Ask a manager that sees its cluster (one without a leader cannot list nodes; make_plan
+    # explains that case).
     live_managers = [
         m
         for m in parsed.managers
-        if m in facts and facts[m]["swarm"]["state"] == "active" and facts[m]["swarm"]["is_manager"]
+        if m in facts
+        and facts[m]["swarm"]["state"] == "active"
+        and facts[m]["swarm"]["is_manager"]
+        and facts[m]["swarm"]["cluster_id"]
     ]
     manager = live_managers[0] if live_managers else None
+    done: dict = {}
     try:
         swarm_nodes = minions.one(manager, "docker_swarm.nodes") if manager else None
         plan, errors = cluster.make_plan(parsed, facts, swarm_nodes, force=force)
@@ -262,6 +299,11 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
             return ret
         changes = plan.changes()
         down = f"\nNot answering (left as they are): {', '.join(plan.down)}" if plan.down else ""
+        if plan.drain:
+            down += (
+                f"\nDrained, not in the layout: {', '.join(changes['drain'])}; they are "
+                "removed once they leave the swarm (or go down)"
+            )
         if not changes:
             ret["result"] = not plan.down
             ret["comment"] = "The swarm matches the layout." + down
@@ -271,12 +313,14 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
             ret["comment"] = "The swarm would be changed." + down
             return ret
         else:
-            manager = _execute(minions, opts, parsed, plan, facts, manager)
+            manager = _execute(minions, opts, parsed, plan, facts, manager, swarm_nodes, done)
             ret["changes"] = changes
             ret["result"] = not plan.down
             ret["comment"] = "The swarm was changed." + down
         table = cluster.node_table(minions.one(manager, "docker_swarm.nodes")) if manager else []
     except ArmswarmError as exc:
+        # What was done before the failure is still a change.
+        ret["changes"] = done
         ret["result"] = False
         ret["comment"] = f"{exc}"
         return ret

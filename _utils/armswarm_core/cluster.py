@@ -55,6 +55,31 @@ def _target(value, key: str, errors: list):
     return []
 
 
+def _flag(conf: dict, key: str, default: bool, errors: list) -> bool:
+    """A pillar boolean; a quoted "false" is false, anything unclear is an error."""
+    value = conf.get(key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0", ""):
+        return False
+    errors.append(f"armswarm:swarm:{key}: {value!r} is not true or false")
+    return default
+
+
+def _port(conf: dict, errors: list) -> int:
+    try:
+        port = int(conf.get("listen_port", DEFAULT_PORT))
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536:
+        errors.append(f"armswarm:swarm:listen_port: {conf.get('listen_port')!r} is not a port")
+        return DEFAULT_PORT
+    return port
+
+
 def parse_layout(conf) -> tuple[Layout | None, list, dict]:
     """``(layout, errors, targets)``; ``targets``: managers/workers given as targets to expand."""
     errors: list = []
@@ -70,7 +95,11 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         else:
             lists[key] = value
     nodes = {}
-    for minion_id, settings in (conf.get("nodes") or {}).items():
+    node_conf = conf.get("nodes") or {}
+    if not isinstance(node_conf, dict):
+        errors.append("armswarm:swarm:nodes: must be a mapping of minion id to settings")
+        node_conf = {}
+    for minion_id, settings in node_conf.items():
         if not isinstance(settings, dict):
             errors.append(f"armswarm:swarm:nodes:{minion_id}: must be a mapping")
             continue
@@ -111,11 +140,11 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         managers=lists["managers"],
         workers=lists["workers"],
         nodes=nodes,
-        allow_even_managers=bool(conf.get("allow_even_managers", False)),
-        prune=bool(conf.get("prune", False)),
-        remove_undeclared_labels=bool(conf.get("remove_undeclared_labels", False)),
-        grain_labels=bool(conf.get("grain_labels", True)),
-        listen_port=int(conf.get("listen_port", DEFAULT_PORT)),
+        allow_even_managers=_flag(conf, "allow_even_managers", False, errors),
+        prune=_flag(conf, "prune", False, errors),
+        remove_undeclared_labels=_flag(conf, "remove_undeclared_labels", False, errors),
+        grain_labels=_flag(conf, "grain_labels", True, errors),
+        listen_port=_port(conf, errors),
     )
     return layout, errors, targets
 
@@ -179,8 +208,15 @@ def grain_labels(facts: dict) -> dict:
     return {f"{LABEL_PREFIX}{k}": v for k, v in labels.items() if v != ""}
 
 
+MINION_LABEL = f"{LABEL_PREFIX}minion"
+
+
 def desired_labels(minion_id: str, layout: Layout, facts: dict) -> dict:
-    labels = grain_labels(facts) if layout.grain_labels else {}
+    # The minion id on the node: stale entries and prune candidates are matched by it, since
+    # hostnames and minion ids need not agree.
+    labels = {MINION_LABEL: minion_id}
+    if layout.grain_labels:
+        labels.update(grain_labels(facts))
     labels.update((layout.nodes.get(minion_id) or NodeSettings()).labels)
     return labels
 
@@ -198,6 +234,7 @@ class Plan:
     new_node_settings: dict = field(default_factory=dict)  # joiners: labels/availability to set
     prune: list = field(default_factory=list)  # swarm node dicts to remove
     stale: list = field(default_factory=list)  # down entries of nodes that join again
+    drain: list = field(default_factory=list)  # running nodes outside the layout (prune)
     down: list = field(default_factory=list)  # pillar nodes that did not answer
     addresses: dict = field(default_factory=dict)
 
@@ -216,6 +253,8 @@ class Plan:
             out["nodes"] = node_updates
         if self.prune:
             out["prune"] = [n["hostname"] or n["id"] for n in self.prune]
+        if self.drain:
+            out["drain"] = [n["hostname"] or n["id"] for n in self.drain]
         if self.stale:
             out["remove_stale"] = [f"{n['hostname']} ({n['id'][:12]})" for n in self.stale]
         return out
@@ -318,11 +357,18 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
         )
         if new:
             plan.new_node_settings[minion_id] = new
-        # Its earlier self (same hostname, now down) is a stale entry to clear after the join.
+        # Its earlier self is a stale entry to clear after the join: labelled with this
+        # minion id, or same hostname and down or at this node's address (the engine says it
+        # is in no swarm, so that entry is not it).
+        hostname = node_facts.get("hostname") or minion_id
         plan.stale.extend(
             n
             for n in swarm_nodes or []
-            if n["hostname"] == (node_facts.get("hostname") or minion_id) and n["state"] == "down"
+            if n["labels"].get(MINION_LABEL) == minion_id
+            or (
+                n["hostname"] == hostname
+                and (n["state"] == "down" or n["addr"] == plan.addresses.get(minion_id))
+            )
         )
         if plan.cluster_id is None and plan.init is None and want == "manager":
             plan.init = minion_id
@@ -331,6 +377,13 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
         else:
             plan.join_workers.append(minion_id)
 
+    down_managers = [m for m in layout.managers if m in plan.down]
+    if plan.init and down_managers and not force:
+        # They may well be in a swarm: a new one would be a second cluster.
+        errors.append(
+            f"cannot tell whether {', '.join(down_managers)} (not answering) are in a swarm: "
+            "refusing to initialise a new one; re-run when they answer, or set force: true"
+        )
     if plan.init is None and plan.cluster_id is None and (plan.join_managers or plan.join_workers):
         errors.append("armswarm:swarm:managers: no manager answers, nothing to form a swarm on")
 
@@ -353,12 +406,22 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
 
     if layout.prune and swarm_nodes:
         ours = {(facts.get(m) or {}).get("swarm", {}).get("node_id") for m in layout.members}
-        down_hostnames = set(plan.down)
+        members = set(layout.members)
+        stale_ids = {n["id"] for n in plan.stale}
         for node in swarm_nodes:
-            # A pillar node that is down keeps its place: it is not answering, not unwanted.
-            if node["id"] in ours or node["hostname"] in down_hostnames:
+            # A layout node that is down keeps its place: it is not answering, not unwanted.
+            if (
+                node["id"] in ours
+                or node["id"] in stale_ids
+                or node["labels"].get(MINION_LABEL) in members
+                or node["hostname"] in plan.down
+            ):
                 continue
-            plan.prune.append(node)
+            if node["state"] == "down":
+                plan.prune.append(node)
+            elif node["availability"] != "drain":
+                # Still running: drain it; it is removed once it left (or went down).
+                plan.drain.append(node)
     return plan, errors
 
 

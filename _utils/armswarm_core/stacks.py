@@ -19,6 +19,11 @@ import yaml
 
 from armswarm_core import ArmswarmError
 
+try:
+    import docker.errors
+except ImportError:  # pragma: no cover - client.missing_dependency() reports it
+    docker = None
+
 HASH_LABEL = "io.armswarm.stack.hash"
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 
@@ -60,11 +65,13 @@ def stamp(compose: dict) -> tuple[dict, dict]:
             )
             refs[kind] = {u: (compose.get(kind) or {}).get(u) for u in used}
         blob = json.dumps({"service": service, "refs": refs}, sort_keys=True, default=str)
-        digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
+        # The "h" keeps an all-digit digest from reading as a number when YAML is parsed.
+        digest = "h" + hashlib.sha256(blob.encode()).hexdigest()[:16]
         hashes[name] = digest
         target = stamped["services"].setdefault(name, {}) or {}
         stamped["services"][name] = target
-        deploy = target.setdefault("deploy", {})
+        deploy = target.get("deploy") or {}
+        target["deploy"] = deploy
         labels = _labels_dict(deploy.get("labels"))
         labels[HASH_LABEL] = digest
         deploy["labels"] = labels
@@ -73,7 +80,12 @@ def stamp(compose: dict) -> tuple[dict, dict]:
 
 def current(client, stack: str) -> dict:
     """``{service: {"id", "hash", "image"}}`` for the stack's services in the swarm."""
-    services = client.api.services(filters={"label": f"{NAMESPACE_LABEL}={stack}"})
+    try:
+        services = client.api.services(filters={"label": f"{NAMESPACE_LABEL}={stack}"})
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(
+            f"cannot list services (is this a manager?): {exc.explanation or exc}"
+        ) from exc
     out = {}
     for service in services:
         spec = service.get("Spec") or {}
@@ -96,6 +108,15 @@ def plan(hashes: dict, existing: dict, prune: bool) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
+def _cli_host(base_url: str | None) -> str | None:
+    """DOCKER_HOST for the CLI when the engine is not the default socket."""
+    if not base_url or base_url in ("unix://var/run/docker.sock", "unix:///var/run/docker.sock"):
+        return None
+    if base_url.startswith("unix://") and not base_url.startswith("unix:///"):
+        return "unix:///" + base_url[len("unix://") :]
+    return base_url
+
+
 def deploy(
     stack: str,
     compose: dict,
@@ -105,31 +126,52 @@ def deploy(
     registry_auth=None,
     timeout=300,
 ):
-    """Run ``docker stack deploy`` with the stamped compose file (and a throw-away docker
-    config holding the registry login, when given)."""
+    """Run ``docker stack deploy`` with the stamped compose file.
+
+    The file is written as JSON (valid YAML): a YAML 1.1 dump would leave strings such as
+    ``"1e3"`` unquoted, and the CLI (YAML 1.2) would read them as numbers. With registry
+    credentials, the login goes to a throw-away docker config (seeded with root's own, so
+    other logins still work) through standard input.
+    """
     cli = shutil.which("docker")
     if not cli:
         raise ArmswarmError(
             "the docker CLI is needed for stack deploys (package docker.io/docker-ce-cli)"
         )
     with tempfile.TemporaryDirectory(prefix="armswarm-stack-") as tmp:
-        env = {**os.environ, "DOCKER_CONFIG": os.path.join(tmp, "config")}
-        if base_url and not base_url.startswith("unix://"):
-            env["DOCKER_HOST"] = base_url
+        env = dict(os.environ)
+        host = _cli_host(base_url)
+        if host:
+            env["DOCKER_HOST"] = host
         if registry_auth:
+            config_dir = os.path.join(tmp, "config")
+            os.makedirs(config_dir, mode=0o700)
+            existing = os.path.join(
+                os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
+            )
+            if os.path.isfile(existing):
+                shutil.copy(existing, os.path.join(config_dir, "config.json"))
+            env["DOCKER_CONFIG"] = config_dir
             _login(cli, env, registry_auth)
-        path = os.path.join(tmp, "compose.yml")
+        path = os.path.join(tmp, "compose.json")
         with open(path, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(compose, fh, sort_keys=False)
-        argv = [cli, "stack", "deploy", "--compose-file", path]
+            json.dump(compose, fh, default=str)
+        # --resolve-image changed: do not roll services whose definition is unchanged just
+        # because a tag now points at another digest.
+        argv = [cli, "stack", "deploy", "--compose-file", path, "--resolve-image", "changed"]
         if with_registry_auth:
             argv.append("--with-registry-auth")
         if prune:
             argv.append("--prune")
         argv.append(stack)
-        proc = subprocess.run(
-            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        try:
+            proc = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ArmswarmError(
+                f"docker stack deploy {stack} did not finish in {timeout}s"
+            ) from exc
         if proc.returncode != 0:
             raise ArmswarmError(
                 f"docker stack deploy {stack} failed: {(proc.stderr or proc.stdout).strip()}"
@@ -142,57 +184,87 @@ def _login(cli, env, auth: dict):
     if missing:
         raise ArmswarmError(f"registry auth needs {', '.join(missing)}")
     # The password goes through stdin: never on a command line, in a log or a return.
-    proc = subprocess.run(
-        [
-            cli,
-            "login",
-            "--username",
-            str(auth["username"]),
-            "--password-stdin",
-            str(auth["registry"]),
-        ],
-        input=str(auth["password"]),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [
+                cli,
+                "login",
+                "--username",
+                str(auth["username"]),
+                "--password-stdin",
+                str(auth["registry"]),
+            ],
+            input=str(auth["password"]),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ArmswarmError(f"docker login to {auth['registry']} timed out") from exc
     if proc.returncode != 0:
         raise ArmswarmError(
             f"docker login to {auth['registry']} failed for user {auth['username']}"
         )
 
 
+FAILED_UPDATES = ("rollback_started", "rollback_paused", "rollback_completed", "paused")
+
+
+def _service_state(client, stack: str, name: str) -> str | None:
+    """None when the service runs its current definition on all replicas, else why not.
+
+    Right after a deploy the engine resets the update status and the old tasks still run, so
+    convergence is judged from the tasks: each running one must carry the service's current
+    container spec.
+    """
+    full = f"{stack}_{name}"
+    matches = [s for s in client.api.services(filters={"name": full}) if s["Spec"]["Name"] == full]
+    if not matches:
+        return "missing"
+    service = matches[0]
+    update = (service.get("UpdateStatus") or {}).get("State")
+    if update in FAILED_UPDATES:
+        raise ArmswarmError(
+            f"service {full}: update {update}: "
+            f"{(service.get('UpdateStatus') or {}).get('Message', '')}"
+        )
+    if update == "updating":
+        return "updating"
+    wanted_spec = (service["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    tasks = client.api.tasks(filters={"service": full, "desired-state": "running"})
+    current = [
+        t
+        for t in tasks
+        if (t.get("Status") or {}).get("State") == "running"
+        and ((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Image")
+        == wanted_spec.get("Image")
+    ]
+    mode = service["Spec"].get("Mode") or {}
+    wanted = (mode.get("Replicated") or {}).get("Replicas")
+    if wanted is None:  # global: every task the scheduler wants must run the current spec
+        wanted = len(tasks)
+    if len(current) < wanted or len(current) < len(tasks):
+        return f"{len(current)}/{wanted} running the current definition"
+    return None
+
+
 def wait_converged(client, stack: str, services: list, timeout: float = 300) -> dict:
-    """Wait until the named services finished their rolling update and run their replicas;
-    return ``{service: state}`` for the ones that did not."""
+    """Wait until the named services run their current definition on every replica; return
+    ``{service: state}`` for the ones that did not (a rolled-back update raises)."""
     deadline = time.monotonic() + timeout
     pending = {}
-    while time.monotonic() < deadline:
-        pending = {}
-        for name in services:
-            full = f"{stack}_{name}"
-            matches = [
-                s for s in client.api.services(filters={"name": full}) if s["Spec"]["Name"] == full
-            ]
-            if not matches:
-                pending[name] = "missing"
-                continue
-            service = matches[0]
-            update = (service.get("UpdateStatus") or {}).get("State")
-            if update in ("updating", "rollback_started", "paused", "rollback_paused"):
-                pending[name] = f"update {update}"
-                continue
-            mode = service["Spec"].get("Mode") or {}
-            wanted = (mode.get("Replicated") or {}).get("Replicas")
-            if wanted is None:
-                continue
-            tasks = client.api.tasks(filters={"service": full, "desired-state": "running"})
-            running = sum(1 for t in tasks if (t.get("Status") or {}).get("State") == "running")
-            if running < wanted:
-                pending[name] = f"{running}/{wanted} running"
-        if not pending:
-            return {}
-        time.sleep(2)
+    try:
+        while time.monotonic() < deadline:
+            pending = {}
+            for name in services:
+                state = _service_state(client, stack, name)
+                if state:
+                    pending[name] = state
+            if not pending:
+                return {}
+            time.sleep(2)
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"cannot follow the rollout: {exc.explanation or exc}") from exc
     return pending

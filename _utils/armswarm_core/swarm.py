@@ -7,6 +7,7 @@ logs them.
 """
 
 import logging
+import time
 
 from armswarm_core import ArmswarmError
 
@@ -54,7 +55,23 @@ def init(client, advertise_addr=None, listen_addr=DEFAULT_LISTEN, **options) -> 
     return local_state(client)
 
 
-def join(client, remote_addrs, token, advertise_addr=None, listen_addr=DEFAULT_LISTEN) -> dict:
+def _wait_local(client, done, timeout: float) -> dict:
+    deadline = time.monotonic() + timeout
+    state = local_state(client)
+    while not done(state) and time.monotonic() < deadline:
+        time.sleep(1)
+        state = local_state(client)
+    return state
+
+
+def join(
+    client,
+    remote_addrs,
+    token,
+    advertise_addr=None,
+    listen_addr=DEFAULT_LISTEN,
+    timeout: float = 90,
+) -> dict:
     """Join an existing swarm; the role comes from the token."""
     try:
         client.api.join_swarm(
@@ -68,11 +85,37 @@ def join(client, remote_addrs, token, advertise_addr=None, listen_addr=DEFAULT_L
         message = str(getattr(exc, "explanation", "") or exc)
         if "SWMTKN-" in message:
             message = "the engine refused the join (token or address)"
-        raise ArmswarmError(f"swarm join failed: {message}") from exc
-    return local_state(client)
+        if "continue in the background" not in message:
+            raise ArmswarmError(f"swarm join failed: {message}") from exc
+        # A slow join (over the engine's 20 s) goes on in the background: wait for it.
+    state = _wait_local(client, lambda s: s["state"] in ("active", "error"), timeout)
+    if state["state"] != "active":
+        raise ArmswarmError(f"swarm join did not complete: {state['state']} ({state['error']})")
+    return state
 
 
-def leave(client, force=False) -> dict:
+def leave(client, force=False, timeout: float = 60) -> dict:
+    """Leave the swarm. A manager needs ``force``; it then steps down first (demoted by the
+    leader, once the quorum check allows it) and leaves as a worker, so the managers that stay
+    keep their quorum. The last manager, or one whose swarm has no leader (recovery), leaves
+    with the engine's forced leave.
+    """
+    current = local_state(client)
+    if current["state"] == "inactive":
+        return current
+    if current["is_manager"]:
+        if not force:
+            raise ArmswarmError("this node is a manager: leaving needs force (quorum)")
+        try:
+            all_nodes = nodes(client)
+        except ArmswarmError:
+            all_nodes = None  # no leader: nothing to protect, recovery
+        me = next((n for n in all_nodes or [] if n["id"] == current["node_id"]), None)
+        others = [n for n in all_nodes or [] if n["role"] == "manager" and n is not me]
+        if me and others:
+            check_demotion(all_nodes, me)
+            update_node(client, me["id"], role="worker")
+            _wait_local(client, lambda s: not s["is_manager"], timeout)
     # The low-level API throughout: ``client.swarm`` inspects the swarm when it is created, which
     # fails on a manager that lost quorum, exactly when a forced leave is needed.
     try:

@@ -420,8 +420,15 @@ class Lab:
                 if code == 0:
                     ready.add(name)
             time.sleep(0.5)
-        ret = self.salt_json("*", "test.ping", "--timeout=20", check=False)
-        answering = {mid for mid, ok in ret.items() if ok is True}
+        # A restarted node's log already says "ready" from its last boot: ping until it answers.
+        answering: set = set()
+        while True:
+            missing = ",".join(sorted(expected - answering))
+            ret = self.salt_json("-L", missing, "test.ping", "--timeout=10", check=False)
+            answering |= {mid for mid, ok in ret.items() if ok is True}
+            if answering == expected or time.monotonic() > deadline:
+                break
+            time.sleep(1)
         if answering != expected:
             raise LabError(
                 f"minions not answering after {timeout}s: {sorted(expected - answering)}"
@@ -454,13 +461,16 @@ class Lab:
         self.progress(f"nodes started: {', '.join(self.node_names())}")
         self.wait_minions()
         self.progress(f"minions answering after {time.monotonic() - started:.0f}s")
-        self.run_salt("salt", "*", "saltutil.sync_all", "--timeout=60")
-        # Orchestration states (swarm_cluster) run on the master: it needs them too.
-        self.run_salt("salt-run", "saltutil.sync_all")
+        self.sync()
         if main_job:
             self.main_job()
         self.progress(f"lab up in {time.monotonic() - started:.0f}s")
         return self.status()
+
+    def sync(self):
+        """Ship the tree's modules to the minions and to the master (orchestration states)."""
+        self.run_salt("salt", "*", "saltutil.sync_all", "--timeout=60")
+        self.run_salt("salt-run", "saltutil.sync_all")
 
     def main_job(self):
         """The package's main job, each step as soon as the tree ships it."""

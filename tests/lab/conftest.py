@@ -23,6 +23,7 @@ def _progress(message):
 def lab():
     lab = Lab(name=TEST_LAB, subnet=TEST_SUBNET, progress=_progress)
     lab.up()
+    lab.sync()  # a kept lab (ARMSWARM_LAB_KEEP) runs the modules of this checkout
     yield lab
     if not os.environ.get("ARMSWARM_LAB_KEEP"):
         lab.down()

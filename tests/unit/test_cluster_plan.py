@@ -35,12 +35,14 @@ def fact(n, state="inactive", manager=False, cluster_id=None, node_id=None, boar
 
 
 def swarm_node(n, role="worker", state="ready", reach=None, labels=None, addr=None):
+    # Nodes the orchestration configured carry their minion id as a label.
+    labels = {**labels, cluster.MINION_LABEL: n} if labels is not None else {}
     return {
         "id": f"id-{n}",
         "hostname": n,
         "role": role,
         "availability": "active",
-        "labels": labels or {},
+        "labels": labels,
         "state": state,
         "addr": addr,
         "leader": False,
@@ -59,6 +61,7 @@ def test_fresh_cluster_inits_first_manager_then_joins():
     assert plan.join_managers == ["m2", "m3"] and plan.join_workers == ["w1", "w2"]
     labels = plan.new_node_settings["w1"]["labels"]["new"]
     assert labels == {
+        "armswarm.minion": "w1",
         "armswarm.board": "rockpro64",
         "armswarm.arch": "aarch64",
         "armswarm.cpus": "6",
@@ -197,7 +200,7 @@ def test_demotion_that_loses_quorum_is_refused():
     assert errors == [] and plan.demote == ["m3", "m2"]
 
 
-def test_prune_removes_only_nodes_outside_the_layout():
+def converged(extra=()):
     labels = cluster.grain_labels(fact("x"))
     facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL}
     nodes = [
@@ -209,11 +212,49 @@ def test_prune_removes_only_nodes_outside_the_layout():
         )
         for n in ALL
     ]
-    nodes.append(swarm_node("old", labels=labels))
+    return facts, nodes + list(extra)
+
+
+def test_prune_removes_down_nodes_outside_the_layout_and_drains_running_ones():
+    facts, nodes = converged([swarm_node("old", state="down"), swarm_node("spare")])
     plan, _ = cluster.make_plan(layout(), facts, nodes)
-    assert plan.prune == []
-    plan, _ = cluster.make_plan(layout(prune=True), facts, nodes)
+    assert plan.prune == [] and plan.drain == []
+    plan, errors = cluster.make_plan(layout(prune=True), facts, nodes)
+    assert errors == []
     assert [n["hostname"] for n in plan.prune] == ["old"]
+    assert [n["hostname"] for n in plan.drain] == ["spare"]
+
+
+def test_down_layout_node_with_another_hostname_is_not_pruned():
+    facts, nodes = converged()
+    del facts["w1"]  # w1's minion is down; its swarm hostname is w1-host
+    nodes[3]["hostname"], nodes[3]["state"] = "w1-host", "down"
+    plan, errors = cluster.make_plan(layout(prune=True), facts, nodes)
+    assert errors == [] and plan.prune == [] and plan.down == ["w1"]
+
+
+def test_stale_entry_is_not_also_pruned():
+    facts, nodes = converged()
+    facts["w2"] = fact("w2")  # wiped, joins again
+    nodes[4]["state"] = "down"
+    plan, errors = cluster.make_plan(layout(prune=True), facts, nodes)
+    assert errors == [] and [n["id"] for n in plan.stale] == ["id-w2"] and plan.prune == []
+
+
+def test_no_new_swarm_while_managers_do_not_answer():
+    facts = {"m3": fact("m3"), "w1": fact("w1"), "w2": fact("w2")}  # m1, m2 down
+    _, errors = cluster.make_plan(layout(), facts, None)
+    assert any("cannot tell whether m1, m2 (not answering) are in a swarm" in e for e in errors)
+
+
+def test_quoted_booleans_and_bad_port():
+    parsed, errors, _ = cluster.parse_layout(
+        {**BASE, "prune": "false", "force": "no", "listen_port": "x"}
+    )
+    assert parsed.prune is False
+    assert errors == ["armswarm:swarm:listen_port: 'x' is not a port"]
+    _, errors, _ = cluster.parse_layout({**BASE, "prune": "maybe"})
+    assert errors == ["armswarm:swarm:prune: 'maybe' is not true or false"]
 
 
 @pytest.mark.parametrize(
