@@ -136,8 +136,11 @@ def _addrs(remote_addrs):
 
 def _token(sealed_token, join_token_pillar):
     if sealed_token:
-        with open(os.path.join(__opts__["pki_dir"], "minion.pem"), "rb") as fh:
-            return sealed.unseal(sealed_token, fh.read())
+        try:
+            with open(os.path.join(__opts__["pki_dir"], "minion.pem"), "rb") as fh:
+                return sealed.unseal(sealed_token, fh.read())
+        except OSError as exc:
+            raise ArmswarmError(f"cannot read this minion's key: {exc}") from exc
     if join_token_pillar:
         # Read pillar directly: Salt 3008's pillar.get redacts values unless unmasked.
         token = traverse_dict_and_list(__pillar__, join_token_pillar, None)

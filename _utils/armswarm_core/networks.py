@@ -27,7 +27,8 @@ def desired(
         "subnet": subnet,
         "gateway": gateway,
         "encrypted": bool(encrypted),
-        "labels": {str(k): str(v) for k, v in (labels or {}).items()},
+        # None: whatever labels the network has; a mapping: exactly these.
+        "labels": None if labels is None else {str(k): str(v) for k, v in labels.items()},
     }
 
 
@@ -52,7 +53,7 @@ def diff(current: dict | None, want: dict) -> dict:
         return dict(want)
     out = {}
     for key, value in want.items():
-        if key in ("subnet", "gateway") and value is None:
+        if key in ("subnet", "gateway", "labels") and value is None:
             continue
         if current.get(key) != value:
             out[key] = {"old": current.get(key), "new": value}
@@ -72,8 +73,12 @@ def current(client, name: str) -> dict | None:
 
 def in_use(client, name: str) -> bool:
     """Whether any service of the swarm is attached to the network."""
-    net = client.api.inspect_network(name)
-    for service in client.api.services():
+    try:
+        net = client.api.inspect_network(name)
+        services = client.api.services()
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"cannot inspect network {name}: {exc.explanation or exc}") from exc
+    for service in services:
         spec = service.get("Spec") or {}
         attached = (spec.get("TaskTemplate") or {}).get("Networks") or spec.get("Networks") or []
         if any(a.get("Target") in (net["Id"], name) for a in attached):

@@ -307,18 +307,23 @@ def update_node(
         return changes
     if changes.get("role", {}).get("new") == "worker":
         check_demotion(nodes(client), node)
-    raw = client.api.inspect_node(node["id"])
-    spec = dict(raw["Spec"])
-    if "labels" in changes:
-        spec["Labels"] = changes["labels"]["new"]
-    if "availability" in changes:
-        spec["Availability"] = availability
-    if "role" in changes:
-        spec["Role"] = role
-    try:
-        client.api.update_node(node["id"], raw["Version"]["Index"], spec)
-    except docker.errors.APIError as exc:
-        raise _api_error(f"updating node {name} failed", exc) from exc
+    for attempt in (1, 2):
+        try:
+            raw = client.api.inspect_node(node["id"])
+            spec = dict(raw["Spec"])
+            if "labels" in changes:
+                spec["Labels"] = changes["labels"]["new"]
+            if "availability" in changes:
+                spec["Availability"] = availability
+            if "role" in changes:
+                spec["Role"] = role
+            client.api.update_node(node["id"], raw["Version"]["Index"], spec)
+            break
+        except docker.errors.APIError as exc:
+            # A node that just joined may still be updating its own entry: re-read, try again.
+            if attempt == 1 and "out of sequence" in str(exc.explanation or exc):
+                continue
+            raise _api_error(f"updating node {name} failed", exc) from exc
     return changes
 
 
