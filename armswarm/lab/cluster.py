@@ -73,6 +73,8 @@ class Lab:
     nodes: tuple = DEFAULT_NODES
     registry_port: int = 5443
     progress: object = field(default=_log_progress, repr=False)
+    # The pillar tree the master serves (default: the package's example pillar).
+    pillar_root: str | None = None
 
     def __post_init__(self):
         net = ipaddress.ip_network(self.subnet)
@@ -273,7 +275,7 @@ class Lab:
             "key_logfile": str(root / "log" / "key"),
             "log_level_logfile": "info",
             "file_roots": {"base": paths.file_roots(paths.link_extensions(root / "extensions"))},
-            "pillar_roots": {"base": [paths.pillar_root()]},
+            "pillar_roots": {"base": [self.pillar_root or paths.pillar_root()]},
             "worker_threads": 4,
             "timeout": 30,
             "gather_job_timeout": 20,
