@@ -145,6 +145,26 @@ def sealed_join_token(role, recipient_pub):
         raise CommandExecutionError(str(exc)) from exc
 
 
+def sealed_join_tokens(role, recipients):
+    """
+    :func:`sealed_join_token` for many joiners in one call: ``recipients`` maps minion ids to
+    their public keys; returns minion id → sealed token. Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.sealed_join_tokens worker '{node4: "MIIBIjAN...", node5: "..."}'
+    """
+    if role not in swarm.ROLES:
+        raise CommandExecutionError(f"role must be manager or worker, not {role!r}")
+    token = _call(swarm.join_tokens)[role]
+    try:
+        return {minion: sealed.seal(token, pub) for minion, pub in dict(recipients).items()}
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
 def join_token(role="worker", reveal=False):
     """
     The join token for ``role``. Returns it only with ``reveal=True`` (it then lands in the
@@ -318,6 +338,24 @@ def update_node(
         remove_undeclared_labels=remove_undeclared_labels,
         test=test,
     )
+
+
+def update_nodes(updates):
+    """
+    :func:`update_node` for many nodes in one call: ``updates`` maps node IDs or hostnames to
+    ``{labels, availability, role, remove_undeclared_labels}``; returns node → changes.
+    Stops at the first error (the nodes before it are updated). Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.update_nodes '{node4: {labels: {pool: a}}, node5: {role: worker}}'
+    """
+    done = {}
+    for node, settings in dict(updates).items():
+        done[node] = _call(swarm.update_node, node, **dict(settings))
+    return done
 
 
 def remove_node(node, force=False):

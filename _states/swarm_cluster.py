@@ -106,18 +106,21 @@ def _expand(opts, targets: dict, layout):
         setattr(layout, key, sorted(found.get("minions") or []))
 
 
-def _join(minions, opts, joiner, role, token_from, remote_addrs, addr, port):
-    sealed_token = minions.one(
-        token_from, "docker_swarm.sealed_join_token", [role, _public_key(opts, joiner)]
-    )
+def _join(minions, opts, joiner, sealed_token, remote_addrs, addr, port):
     ret = minions.one(
         joiner,
         "docker_swarm.join",
         [",".join(remote_addrs)],
         {"sealed_token": sealed_token, "advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"},
     )
-    _progress(opts, "joined", minion=joiner, role=role)
+    _progress(opts, "joined", minion=joiner, manager=ret["state"]["is_manager"])
     return ret["state"]["node_id"]
+
+
+def _sealed_tokens(minions, opts, manager, role, joiners) -> dict:
+    """One call to the manager for every joiner's token, each sealed for that joiner."""
+    recipients = {m: _public_key(opts, m) for m in joiners}
+    return minions.one(manager, "docker_swarm.sealed_join_tokens", [role, recipients])
 
 
 def _remote_addrs(manager, plan, swarm_nodes, port) -> list:
@@ -161,22 +164,23 @@ def _execute(minions, opts, layout, plan, facts, manager, swarm_nodes, done):
     remote = _remote_addrs(manager, plan, swarm_nodes, port)
     # Managers one at a time: each join changes the raft membership.
     for minion_id in plan.join_managers:
+        token = _sealed_tokens(minions, opts, manager, "manager", [minion_id])[minion_id]
         node_ids[minion_id] = _join(
-            minions, opts, minion_id, "manager", manager, remote, plan.addresses[minion_id], port
+            minions, opts, minion_id, token, remote, plan.addresses[minion_id], port
         )
         done.setdefault("join_managers", []).append(minion_id)
         remote.append(f"{plan.addresses[minion_id]}:{port}")
     # Workers in parallel: they do not vote.
     if plan.join_workers:
-        with ThreadPoolExecutor(max_workers=min(8, len(plan.join_workers))) as pool:
+        tokens = _sealed_tokens(minions, opts, manager, "worker", plan.join_workers)
+        with ThreadPoolExecutor(max_workers=min(16, len(plan.join_workers))) as pool:
             futures = {
                 m: pool.submit(
                     _join,
                     _Minions(opts, minions.timeout),
                     opts,
                     m,
-                    "worker",
-                    manager,
+                    tokens[m],
                     remote,
                     plan.addresses[m],
                     port,
@@ -205,15 +209,19 @@ def _execute(minions, opts, layout, plan, facts, manager, swarm_nodes, done):
         _progress(opts, "stale-removed", node=node["hostname"], id=node["id"])
     updates = {m: c for m, c in plan.updates.items() if c}
     updates.update(plan.new_node_settings)
+    batch = {}
     for minion_id, change in updates.items():
-        kwarg = {"remove_undeclared_labels": layout.remove_undeclared_labels}
+        settings = {"remove_undeclared_labels": layout.remove_undeclared_labels}
         if "labels" in change:
-            kwarg["labels"] = change["labels"]["new"]
+            settings["labels"] = change["labels"]["new"]
         if "availability" in change:
-            kwarg["availability"] = change["availability"]["new"]
-        minions.one(manager, "docker_swarm.update_node", [node_ids[minion_id]], kwarg)
-        done.setdefault("nodes", {})[minion_id] = change
-        _progress(opts, "node-configured", minion=minion_id)
+            settings["availability"] = change["availability"]["new"]
+        batch[node_ids[minion_id]] = settings
+    if batch:
+        # One call for every node: a per-node call would make the run grow with the cluster.
+        minions.one(manager, "docker_swarm.update_nodes", [batch])
+        done["nodes"] = updates
+        _progress(opts, "nodes-configured", minions=sorted(updates))
     for node in plan.drain:
         minions.one(manager, "docker_swarm.update_node", [node["id"]], {"availability": "drain"})
         done.setdefault("drain", []).append(node["hostname"] or node["id"])
