@@ -136,13 +136,7 @@ def sealed_join_token(role, recipient_pub):
 
         salt node1 docker_swarm.sealed_join_token worker "$(cat /etc/salt/pki/master/minions/node4)"
     """
-    if role not in swarm.ROLES:
-        raise CommandExecutionError(f"role must be manager or worker, not {role!r}")
-    token = _call(swarm.join_tokens)[role]
-    try:
-        return sealed.seal(token, recipient_pub)
-    except ArmswarmError as exc:
-        raise CommandExecutionError(str(exc)) from exc
+    return sealed_join_tokens(role, {"recipient": recipient_pub})["recipient"]
 
 
 def sealed_join_tokens(role, recipients):

@@ -1,13 +1,12 @@
 """The lab cluster itself: nodes, boards, their own root and dockerd, the TLS registry, the CLI."""
 
-import io
 import json
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import requests
+from helpers import busybox_rootfs, push_image
 
 from armswarm.lab.cluster import NODE_DEVICE_TREE
 
@@ -52,27 +51,9 @@ def test_nodes_run_systemd_their_own_dockerd_and_root(lab):
     assert code != 0
 
 
-def _busybox_image_tar() -> bytes:
-    """A tiny root filesystem with Debian's static busybox (nothing can be pulled here)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add("/bin/busybox", arcname="bin/busybox")
-        for applet in ("sh", "echo", "cat"):
-            info = tarfile.TarInfo(f"bin/{applet}")
-            info.type = tarfile.SYMTYPE
-            info.linkname = "busybox"
-            tar.addfile(info)
-    return buf.getvalue()
-
-
 def test_registry_over_tls_from_every_node(lab):
     ref = f"{lab.registry}/lab/busybox:smoke"
-    node1 = lab.client.containers.get(lab.container_name(lab.node("node1")))
-    node1.put_archive("/root", _tar_file("busybox.tar", _busybox_image_tar()))
-    code, out = lab.exec("node1", ["docker", "import", "/root/busybox.tar", ref])
-    assert code == 0, out
-    code, out = lab.exec("node1", ["docker", "push", ref])
-    assert code == 0, out
+    push_image(lab, "node1", ref, busybox_rootfs())
     tags = requests.get(
         f"https://{lab.registry}/v2/lab/busybox/tags/list", verify=str(lab.ca_file), timeout=10
     ).json()
@@ -81,15 +62,6 @@ def test_registry_over_tls_from_every_node(lab):
         code, out = lab.exec(node, ["docker", "run", "--rm", ref, "/bin/echo", "pulled-ok"])
         assert code == 0 and "pulled-ok" in out, (node, out)
     assert any("lab/busybox: smoke" in line for line in lab.registry_listing())
-
-
-def _tar_file(name: str, data: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _cli(lab, *args) -> subprocess.CompletedProcess:

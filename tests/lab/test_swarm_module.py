@@ -1,9 +1,9 @@
 """docker_swarm execution module on the lab: init, sealed join tokens, node updates, leave."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import assert_no_join_token
 
 
 def _pub_body(lab, minion_id: str) -> str:
@@ -72,22 +72,7 @@ def test_init_join_label_leave(swarm):
     assert "availability must be one of" in str(refused)
 
 
-# A real token, not the string in our own source that guards against printing one.
-TOKEN_PATTERN = "SWMTKN-1-[0-9a-z]{20,}"
-
-
 def test_no_join_token_anywhere_on_the_master(swarm):
     # The module returned sealed blobs only: nothing in the job cache or logs has a token.
-    hits = subprocess.run(
-        ["grep", "-rlE", TOKEN_PATTERN, str(swarm.master_root)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert hits.returncode == 1 and hits.stdout == "", hits.stdout
-    for node in swarm.node_names():
-        code, out = swarm.exec(
-            node, ["grep", "-rlE", TOKEN_PATTERN, "/var/log/salt", "/var/cache/salt"]
-        )
-        assert code == 1 and out.strip() == "", (node, out)
+    assert_no_join_token(swarm)
     assert Path(swarm.master_root / "cache" / "jobs").is_dir()

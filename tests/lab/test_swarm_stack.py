@@ -1,52 +1,21 @@
 """Stack and overlay-network states on the lab swarm: check → apply → re-apply → check, and a
 rolling update when an image tag changes. Images come from the lab registry (no pulls)."""
 
-import io
 import json
-import tarfile
 
 import pytest
+from helpers import busybox_rootfs, push_image
 
 STACK_SLS = "salt://swarm/stacks/demo.yml"
-
-
-def _image_tar(page: str) -> bytes:
-    """A busybox root filesystem serving ``page`` (Debian's static busybox; nothing is pulled)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add("/bin/busybox", arcname="bin/busybox")
-        for applet in ("sh", "httpd", "wget", "sleep", "cat"):
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-        data = page.encode()
-        info = tarfile.TarInfo("www/index.html")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _wrap(name: str, data: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+APPLETS = ("sh", "httpd", "wget", "sleep", "cat")
 
 
 @pytest.fixture(scope="module")
 def images(lab):
-    node1 = lab.client.containers.get(lab.container_name(lab.node("node1")))
     repo = f"{lab.registry}/armswarm/busybox"
     for tag in ("v1", "v2"):
-        node1.put_archive("/root", _wrap(f"{tag}.tar", _image_tar(f"demo {tag}\n")))
-        for argv in (
-            ["docker", "import", f"/root/{tag}.tar", f"{repo}:{tag}"],
-            ["docker", "push", f"{repo}:{tag}"],
-        ):
-            code, out = lab.exec("node1", argv)
-            assert code == 0, out
+        rootfs = busybox_rootfs(APPLETS, {"www/index.html": f"demo {tag}\n"})
+        push_image(lab, "node1", f"{repo}:{tag}", rootfs)
     yield repo
     lab.exec("node1", ["docker", "stack", "rm", "demo"])
     lab.exec("node1", ["docker", "network", "rm", "armswarm-test-net"])

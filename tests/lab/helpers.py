@@ -1,0 +1,53 @@
+"""Helpers shared by the lab tests."""
+
+import io
+import subprocess
+import tarfile
+
+from armswarm.lab.image import tar_bytes
+
+# A real token, not the string in our own source that guards against printing one.
+TOKEN_PATTERN = "SWMTKN-1-[0-9a-z]{20,}"
+
+
+def busybox_rootfs(applets=("sh", "echo", "cat"), files=None) -> bytes:
+    """A root filesystem with Debian's static busybox (no image can be pulled here)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add("/bin/busybox", arcname="bin/busybox")
+        for applet in applets:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+        for name, text in (files or {}).items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def push_image(lab, node: str, ref: str, rootfs: bytes):
+    """``docker import`` a root filesystem on ``node`` as ``ref`` and push it to the registry."""
+    container = lab.client.containers.get(lab.container_name(lab.node(node)))
+    container.put_archive("/root", tar_bytes({"image.tar": rootfs}))
+    for argv in (["docker", "import", "/root/image.tar", ref], ["docker", "push", ref]):
+        code, out = lab.exec(node, argv)
+        assert code == 0, out
+
+
+def assert_no_join_token(lab, *extra_paths):
+    """No swarm join token in the master's tree (job cache, logs), ``extra_paths``, nor in any
+    minion's logs and cache."""
+    hits = subprocess.run(
+        ["grep", "-rlE", TOKEN_PATTERN, str(lab.master_root), *map(str, extra_paths)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert hits.returncode == 1 and hits.stdout == "", hits.stdout
+    for node in lab.node_names():
+        code, out = lab.exec(
+            node, ["grep", "-rlE", TOKEN_PATTERN, "/var/log/salt", "/var/cache/salt"]
+        )
+        assert code == 1 and out.strip() == "", (node, out)
