@@ -1,6 +1,10 @@
 """States for board-level settings (see the ``armnode`` formula for the whole node)."""
 
-from armswarm_core import ArmswarmError, bootconfig
+import os
+import shutil
+import subprocess
+
+from armswarm_core import ArmswarmError, bootconfig, iosched
 
 __virtualname__ = "armnode"
 
@@ -44,5 +48,64 @@ def kernel_args(name="kernel-args", present=(), absent=()):
         bootconfig.apply(boot_root, change)
         ret["comment"] = f"{change['file']} changed; reboot to apply"
     except ArmswarmError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def io_scheduler(name="io-schedulers", schedulers=None):
+    """
+    I/O scheduler per device class (``mmc``, ``ssd``, ``hdd``, ``nvme``, ``usb``): a udev rule
+    that applies it to every matching disk when it appears, and the scheduler of the disks
+    present now switched through sysfs. ``deadline``, ``cfq`` and ``noop`` are refused: the
+    kernel replaced them with ``mq-deadline``, ``bfq`` and ``none``.
+
+    .. code-block:: yaml
+
+        io-schedulers:
+          armnode.io_scheduler:
+            - schedulers: {mmc: mq-deadline, ssd: mq-deadline, usb: mq-deadline}
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    rules_dir = __opts__.get("armnode.udev_rules_dir", "/etc/udev/rules.d")
+    sysfs = __opts__.get("armnode.sysfs", "/sys")
+    rule_file = os.path.join(rules_dir, iosched.RULE_FILE)
+    try:
+        wanted = iosched.validate(
+            schedulers if schedulers is not None else {"mmc": "mq-deadline", "ssd": "mq-deadline"}
+        )
+        rules = iosched.render_rules(wanted)
+        try:
+            with open(rule_file, encoding="utf-8") as fh:
+                current_rules = fh.read()
+        except FileNotFoundError:
+            current_rules = None
+        live = iosched.live_plan(sysfs, wanted)
+        if current_rules != rules:
+            ret["changes"]["rule"] = {"file": rule_file, "new": rules}
+        if live:
+            ret["changes"]["devices"] = live
+        if not ret["changes"]:
+            ret["comment"] = "I/O schedulers are as specified"
+            return ret
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = "I/O schedulers would be set"
+            return ret
+        if "rule" in ret["changes"]:
+            os.makedirs(rules_dir, exist_ok=True)
+            with open(rule_file, "w", encoding="utf-8") as fh:
+                fh.write(rules)
+            # Only where a udev daemon runs (not in containers): it re-reads rules itself
+            # otherwise at its next start.
+            if os.path.exists("/run/udev/control") and shutil.which("udevadm"):
+                subprocess.run(
+                    ["udevadm", "control", "--reload-rules"],
+                    check=False,
+                    capture_output=True,
+                    timeout=30,
+                )
+        iosched.apply_live(sysfs, live)
+        ret["comment"] = "I/O schedulers set"
+    except (ArmswarmError, OSError) as exc:
         ret.update(result=False, changes={}, comment=str(exc))
     return ret

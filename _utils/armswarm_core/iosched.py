@@ -1,0 +1,114 @@
+"""I/O schedulers per device class: a persistent udev rule plus a live switch through sysfs.
+
+Legacy ``deadline``, ``cfq`` and ``noop`` left the kernel in 2018 (blk-mq offers
+``mq-deadline``, ``bfq``, ``kyber``, ``none``), and the ``elevator=`` kernel argument is no
+longer reliable, so the rule is what makes a choice survive reboots and hot-plugs.
+"""
+
+import os
+
+from armswarm_core import ArmswarmError, boards
+
+SCHEDULERS = ("mq-deadline", "bfq", "kyber", "none")
+LEGACY = {"deadline": "mq-deadline", "cfq": "bfq", "noop": "none"}
+RULE_FILE = "60-armswarm-io-schedulers.rules"
+
+# Later lines win in udev: USB disks (the HC1's SATA bridge) after the generic sd rules.
+_MATCHES = {
+    "mmc": 'KERNEL=="mmcblk[0-9]*", ENV{DEVTYPE}=="disk"',
+    "nvme": 'KERNEL=="nvme[0-9]*n[0-9]*", ENV{DEVTYPE}=="disk"',
+    "ssd": 'KERNEL=="sd[a-z]*", ENV{DEVTYPE}=="disk", ATTR{queue/rotational}=="0"',
+    "hdd": 'KERNEL=="sd[a-z]*", ENV{DEVTYPE}=="disk", ATTR{queue/rotational}=="1"',
+    "usb": 'KERNEL=="sd[a-z]*", ENV{DEVTYPE}=="disk", SUBSYSTEMS=="usb"',
+}
+CLASSES = tuple(_MATCHES)
+
+
+def validate(schedulers: dict) -> dict:
+    """The mapping class → scheduler, checked; errors name the class and the value."""
+    if not isinstance(schedulers, dict):
+        raise ArmswarmError("schedulers must map device classes to schedulers")
+    out = {}
+    for device_class, scheduler in schedulers.items():
+        if device_class not in _MATCHES:
+            raise ArmswarmError(
+                f"unknown device class {device_class!r} (known: {', '.join(CLASSES)})"
+            )
+        if scheduler in LEGACY:
+            raise ArmswarmError(
+                f"{device_class}: scheduler {scheduler!r} no longer exists in the kernel; "
+                f"use {LEGACY[scheduler]!r}"
+            )
+        if scheduler not in SCHEDULERS:
+            raise ArmswarmError(
+                f"{device_class}: unknown scheduler {scheduler!r} (one of {', '.join(SCHEDULERS)})"
+            )
+        out[device_class] = scheduler
+    return out
+
+
+def render_rules(schedulers: dict) -> str:
+    lines = ["# Managed by Salt (armnode): I/O scheduler per device class."]
+    for device_class in CLASSES:
+        if device_class in schedulers:
+            lines.append(
+                f'ACTION=="add|change", {_MATCHES[device_class]}, '
+                f'ATTR{{queue/scheduler}}="{schedulers[device_class]}"'
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _parse_scheduler_file(text: str) -> tuple[str | None, list[str]]:
+    """``"mq-deadline [none] bfq"`` → ``("none", ["mq-deadline", "none", "bfq"])``."""
+    words = text.split()
+    if len(words) == 1 and not words[0].startswith("["):
+        # What a plain write leaves in a file that is not the kernel's (a test sysfs).
+        return words[0], words
+    available, current = [], None
+    for word in words:
+        name = word.strip("[]")
+        if name != word:
+            current = name
+        available.append(name)
+    return current, available
+
+
+def live_plan(sysfs_root: str, schedulers: dict) -> dict:
+    """``{device: {"old", "new"}}`` for whole disks whose class has a scheduler and whose
+    current one differs. A scheduler the device does not offer is an error."""
+    block = os.path.join(sysfs_root, "block")
+    try:
+        devices = sorted(os.listdir(block))
+    except OSError:
+        return {}
+    changes = {}
+    for device in devices:
+        kind, disk = boards.classify_block_device(device, sysfs_root)
+        if disk != device or kind not in schedulers:
+            continue
+        path = os.path.join(block, device, "queue", "scheduler")
+        try:
+            with open(path, encoding="ascii") as fh:
+                current, available = _parse_scheduler_file(fh.read())
+        except OSError:
+            continue
+        wanted = schedulers[kind]
+        if current == wanted:
+            continue
+        if wanted not in available:
+            raise ArmswarmError(
+                f"{device} ({kind}) does not offer {wanted!r} (available: "
+                f"{', '.join(available) or 'none'})"
+            )
+        changes[device] = {"old": current, "new": wanted}
+    return changes
+
+
+def apply_live(sysfs_root: str, changes: dict):
+    for device, change in changes.items():
+        path = os.path.join(sysfs_root, "block", device, "queue", "scheduler")
+        try:
+            with open(path, "w", encoding="ascii") as fh:
+                fh.write(change["new"])
+        except OSError as exc:
+            raise ArmswarmError(f"cannot set the scheduler of {device}: {exc}") from exc
