@@ -4,7 +4,7 @@ A thin façade over :mod:`armswarm_core.bootconfig`. The boot files are looked u
 minion option ``armnode.boot_root`` (default ``/``; the lab and tests point it elsewhere).
 """
 
-from armswarm_core import ArmswarmError, bootconfig
+from armswarm_core import ArmswarmError, bootconfig, rootmove
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "armnode"
@@ -77,3 +77,27 @@ def reboot_required():
         salt '*' armnode.reboot_required
     """
     return bootconfig.reboot_required(_boot_root())
+
+
+def move_root(target, dry_run=True, source="/"):
+    """
+    Move the root file system to ``target`` (a disk, partitioned with one partition, or a
+    partition): dry-run unless ``dry_run=False``. Refuses a target that is mounted, holds the
+    current root, or is smaller than the used space; then formats it (ext4), copies the root,
+    points the copy's fstab and the board's boot configuration at it (``boot.scr`` or
+    ``u-boot-update`` regenerated as the boot flavour needs) and sets the reboot-required
+    marker. Not part of any state run: a person asks for it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 armnode.move_root /dev/sda
+        salt node1 armnode.move_root /dev/sda dry_run=False
+    """
+    try:
+        return rootmove.run(
+            str(target), source=source, boot_root=_boot_root(), dry_run=bool(dry_run)
+        )
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
