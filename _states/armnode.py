@@ -4,7 +4,8 @@ import os
 import shutil
 import subprocess
 
-from armswarm_core import ArmswarmError, bootconfig, iosched
+from armswarm_core import ArmswarmError, bootconfig, iosched, nodeconf
+from salt.utils.data import traverse_dict_and_list
 
 __virtualname__ = "armnode"
 
@@ -44,6 +45,8 @@ def kernel_args(name="kernel-args", present=(), absent=()):
         if __opts__["test"]:
             ret["result"] = None
             ret["comment"] = f"{change['file']} would be changed (a reboot applies it)"
+            if change["missing_tool"]:
+                ret["comment"] += f"; needs {change['missing_tool']}, not installed yet"
             return ret
         bootconfig.apply(boot_root, change)
         ret["comment"] = f"{change['file']} changed; reboot to apply"
@@ -108,4 +111,114 @@ def io_scheduler(name="io-schedulers", schedulers=None):
         ret["comment"] = "I/O schedulers set"
     except (ArmswarmError, OSError) as exc:
         ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def logrotate_compress(name="/etc/logrotate.conf"):
+    """
+    logrotate compresses rotated logs: the ``#compress`` line of its configuration is
+    uncommented. The file comes with the logrotate package, so a check before the package is
+    installed predicts the change instead of failing.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    try:
+        with open(name, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        if __opts__["test"]:
+            ret.update(
+                result=None,
+                changes={"compress": True},
+                comment=f"{name} (logrotate not installed yet) would get compress",
+            )
+        else:
+            ret.update(result=False, comment=f"{name} does not exist (is logrotate installed?)")
+        return ret
+    new = nodeconf.enable_logrotate_compress(text)
+    if new == text:
+        ret["comment"] = "logrotate compresses rotated logs"
+        return ret
+    ret["changes"] = {"compress": True}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"{name} would get compress"
+        return ret
+    with open(name, "w", encoding="utf-8") as fh:
+        fh.write(new)
+    ret["comment"] = f"{name}: compress enabled"
+    return ret
+
+
+def settings_valid(name="armnode-settings", settings=None):
+    """
+    The merged armnode settings (``map.jinja``) are valid: every other armnode state requires
+    this one, so bad pillar stops the run before anything changes. Errors name the pillar key;
+    secret values are never shown.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": "Settings are valid"}
+    errors = nodeconf.validate(settings or {}, __opts__.get("armnode.boot_root", "/"))
+    if errors:
+        ret["result"] = False
+        ret["comment"] = "Invalid armnode settings, nothing changed:\n" + "\n".join(errors)
+    return ret
+
+
+def mail_relay(
+    name="mail-relay",
+    relay="msmtp",
+    host="",
+    port=587,
+    tls=True,
+    sender="",
+    user="",
+    password_pillar="",
+    root_alias="",
+):
+    """
+    The mail relay's configuration (msmtp or ssmtp) and root's alias. The password comes from
+    the pillar key ``password_pillar`` and is written to a root-only file; it never appears in
+    the return (changes name the files, not their contents).
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    password = None
+    if password_pillar:
+        password = traverse_dict_and_list(__pillar__, password_pillar, None)
+        if not password:
+            ret.update(result=False, comment=f"pillar key {password_pillar} holds no password")
+            return ret
+    files = nodeconf.render_mail_config(
+        relay,
+        host,
+        port,
+        tls,
+        sender,
+        user,
+        None if password is None else str(password),
+        root_alias,
+    )
+    changed = []
+    for path, (content, mode) in files.items():
+        try:
+            with open(path, encoding="utf-8") as fh:
+                same = fh.read() == content and (os.stat(path).st_mode & 0o777) == mode
+        except FileNotFoundError:
+            same = False
+        if not same:
+            changed.append(path)
+    if not changed:
+        ret["comment"] = "The mail relay is configured"
+        return ret
+    ret["changes"] = {"files": changed}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = "The mail relay would be configured"
+        return ret
+    for path in changed:
+        content, mode = files[path]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+        os.chmod(path, mode)
+    ret["comment"] = "The mail relay was configured"
     return ret

@@ -51,17 +51,15 @@ def plan(boot_root: str, present=(), absent=()) -> dict:
     if new_text == text:
         return {}
     tool = TOOLS.get(flavour)
-    if tool and not shutil.which(tool):
-        raise ArmswarmError(
-            f"{path}: changing a {flavour} command line needs {tool}, which is not installed "
-            f"({'u-boot-tools' if tool == 'mkimage' else 'u-boot-menu'} package)"
-        )
     return {
         "file": str(path),
         "flavour": flavour,
         "old": bootargs.read(flavour, text),
         "new": bootargs.read(flavour, new_text),
         "text": new_text,
+        # What the flavour runs afterwards, when it is not installed (yet): apply refuses then,
+        # a prediction notes it (the same state run may install it first).
+        "missing_tool": tool if tool and not shutil.which(tool) else None,
     }
 
 
@@ -117,6 +115,12 @@ def regenerate(flavour: str, path: Path):
 
 def apply(boot_root: str, change: dict):
     path = Path(change["file"])
+    tool = TOOLS.get(change["flavour"])
+    if tool and not shutil.which(tool):
+        raise ArmswarmError(
+            f"{path}: changing a {change['flavour']} command line needs {tool}, which is not "
+            f"installed ({'u-boot-tools' if tool == 'mkimage' else 'u-boot-menu'} package)"
+        )
     _write_atomic(path, change["text"])
     regenerate(change["flavour"], path)
     mark_reboot_required(boot_root, f"kernel command line changed in {path}")

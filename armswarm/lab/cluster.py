@@ -36,6 +36,8 @@ STATE_ROOT = Path(os.environ.get("ARMSWARM_LAB_STATE", "/var/lib/armswarm-lab"))
 CACHE_DIR = Path(os.environ.get("ARMSWARM_LAB_CACHE", "/var/cache/armswarm-lab"))
 # Where a node's minion finds the device tree of the board it impersonates.
 NODE_DEVICE_TREE = "/etc/armswarm-lab/device-tree"
+# The node's /sys is the host's: states that write block-device settings get a board fixture.
+NODE_SYSFS = "/etc/armswarm-lab/sys"
 HOST_DOCKER_LOG = CACHE_DIR / "dockerd.log"
 
 
@@ -328,6 +330,7 @@ class Lab:
             "random_reauth_delay": 0,
             "log_level_logfile": "info",
             "armnode.device_tree": NODE_DEVICE_TREE,
+            "armnode.sysfs": NODE_SYSFS,
             # The node's CPU is the host's; report the architecture of the board it plays.
             "armnode.machine": board["uname_m"],
         }
@@ -342,6 +345,8 @@ class Lab:
             content = (src.read_bytes(), src.stat().st_mode & 0o777)
             if rel.parts[0] == "device-tree":
                 files[f"{NODE_DEVICE_TREE.lstrip('/')}/{'/'.join(rel.parts[1:])}"] = content
+            elif rel.parts[0] == "sysfs":
+                files[f"{NODE_SYSFS.lstrip('/')}/{'/'.join(rel.parts[1:])}"] = content
             elif rel.parts[0] == "rootfs":
                 files["/".join(rel.parts[1:])] = content
         return files

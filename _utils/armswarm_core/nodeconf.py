@@ -1,0 +1,136 @@
+"""The armnode formula's settings: validation before any change, and the mail relay files."""
+
+import re
+from urllib.parse import urlparse
+
+from armswarm_core import ArmswarmError, bootargs, bootconfig, iosched
+
+# crypt(3) prefixes: MD5, bcrypt, SHA-256, SHA-512, yescrypt, gost-yescrypt, scrypt.
+_HASH = re.compile(r"^\$(1|2[abxy]?|5|6|y|gy|7)\$[^\s:]+$")
+_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+RELAYS = ("msmtp", "ssmtp")
+
+
+def _url_ok(url) -> bool:
+    parsed = urlparse(str(url))
+    if parsed.scheme == "file":
+        return bool(parsed.path)
+    return parsed.scheme in ("http", "https", "ftp") and bool(parsed.netloc)
+
+
+def validate(settings: dict, boot_root: str = "/") -> list[str]:
+    """Every problem, each naming its pillar key (values that may be secret are not shown)."""
+    errors = []
+    admin = settings.get("admin") or {}
+    if not _USER.match(str(admin.get("name", ""))):
+        errors.append(f"armnode:admin:name: {admin.get('name')!r} is not a valid user name")
+    password = admin.get("password_hash") or ""
+    if password and not _HASH.match(str(password)):
+        errors.append(
+            "armnode:admin:password_hash: this is not a crypt(3) hash (a plaintext "
+            "password?); refusing it. Make one with: mkpasswd -m sha-512"
+        )
+    mirrors = settings.get("mirrors") or {}
+    for key, value in mirrors.items():
+        if key == "components":
+            continue
+        for url in value if isinstance(value, list) else [value]:
+            if not _url_ok(url):
+                errors.append(
+                    f"armnode:mirrors:{key}: {url!r} is not a URL "
+                    "(http://, https://, ftp:// or file://)"
+                )
+    try:
+        iosched.validate(settings.get("io_schedulers") or {})
+    except ArmswarmError as exc:
+        errors.append(f"armnode:io_schedulers: {exc}")
+    kernel = settings.get("kernel_args") or {}
+    present, absent = list(kernel.get("present") or []), list(kernel.get("absent") or [])
+    try:
+        bootargs._validate(present, absent)  # noqa: SLF001 - the editor's own rule
+        if present or absent:
+            bootconfig.locate(boot_root)
+    except ArmswarmError as exc:
+        errors.append(f"armnode:kernel_args: {exc}")
+    mail = settings.get("mail") or {}
+    if mail.get("enabled"):
+        if mail.get("relay") not in RELAYS:
+            errors.append(
+                f"armnode:mail:relay: {mail.get('relay')!r} is not one of {', '.join(RELAYS)}"
+            )
+        if not mail.get("host"):
+            errors.append("armnode:mail:host: the relay host is required")
+        if not str(mail.get("port", "")).isdigit():
+            errors.append(f"armnode:mail:port: {mail.get('port')!r} is not a port")
+        for key in ("from", "root_alias"):
+            if mail.get(key) and not _EMAIL.match(str(mail[key])):
+                errors.append(f"armnode:mail:{key}: {mail[key]!r} is not an e-mail address")
+    docker = settings.get("docker") or {}
+    if not isinstance(docker.get("daemon", {}), dict):
+        errors.append("armnode:docker:daemon: must be a mapping (daemon.json)")
+    if docker.get("registry_ca") and not docker.get("registry"):
+        errors.append("armnode:docker:registry: needed with registry_ca (host:port)")
+    return errors
+
+
+def enable_logrotate_compress(text: str) -> str:
+    """``#compress`` uncommented; a global ``compress`` added when there is none at all."""
+    if re.search(r"^\s*compress\s*$", text, re.M):
+        return text
+    if re.search(r"^#\s*compress\s*$", text, re.M):
+        return re.sub(r"^#\s*compress\s*$", "compress", text, count=1, flags=re.M)
+    return "compress\n" + text
+
+
+def render_mail_config(
+    relay: str,
+    host: str,
+    port,
+    tls: bool,
+    sender: str,
+    user: str,
+    password: str | None,
+    root_alias: str,
+) -> dict:
+    """``{path: (content, mode)}`` for the relay's files."""
+    if relay == "msmtp":
+        lines = [
+            "# Managed by Salt (armnode)",
+            "defaults",
+            f"tls {'on' if tls else 'off'}",
+            "tls_trust_file /etc/ssl/certs/ca-certificates.crt",
+            "syslog LOG_MAIL",
+            "aliases /etc/aliases",
+            "",
+            "account default",
+            f"host {host}",
+            f"port {port}",
+        ]
+        if sender:
+            lines.append(f"from {sender}")
+        if user:
+            lines += ["auth on", f"user {user}"]
+            if password:
+                lines.append(f"password {password}")
+        files = {"/etc/msmtprc": ("\n".join(lines) + "\n", 0o600)}
+    else:
+        lines = [
+            "# Managed by Salt (armnode)",
+            f"mailhub={host}:{port}",
+            "FromLineOverride=YES",
+            f"UseSTARTTLS={'YES' if tls else 'NO'}",
+        ]
+        if root_alias:
+            lines.append(f"root={root_alias}")
+        if user:
+            lines.append(f"AuthUser={user}")
+            if password:
+                lines.append(f"AuthPass={password}")
+        files = {"/etc/ssmtp/ssmtp.conf": ("\n".join(lines) + "\n", 0o600)}
+    if root_alias:
+        files["/etc/aliases"] = (
+            f"# Managed by Salt (armnode)\nroot: {root_alias}\ndefault: {root_alias}\n",
+            0o644,
+        )
+    return files

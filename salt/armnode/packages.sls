@@ -1,0 +1,56 @@
+{%- from "armnode/map.jinja" import armnode with context %}
+{%- set boot_tools = armnode.boot_tools.get(armnode.boot_flavour, []) %}
+{%- set mirrors = armnode.mirrors %}
+{%- if grains.os_family == "Debian" and mirrors.get("debian") %}
+{%- set components = mirrors.get("components", "main contrib non-free-firmware") %}
+armnode-mirrors-managed:
+  file.managed:
+    - name: {{ armnode.mirror_file }}
+    - contents: |
+        # Managed by Salt (armnode)
+        deb {{ mirrors.debian }} {{ grains.oscodename }} {{ components }}
+        deb {{ mirrors.debian }} {{ grains.oscodename }}-updates {{ components }}
+        {%- if mirrors.get("security") %}
+        deb {{ mirrors.security }} {{ grains.oscodename }}-security {{ components }}
+        {%- endif %}
+    - require:
+      - armnode: armnode-settings-valid
+    - require_in:
+      - pkg: armnode-packages-installed
+{%- elif grains.os_family == "Arch" and mirrors.get("arch") %}
+armnode-mirrors-managed:
+  file.managed:
+    - name: {{ armnode.mirror_file }}
+    - contents: |
+        # Managed by Salt (armnode)
+        {%- for url in mirrors.arch %}
+        Server = {{ url }}/$arch/$repo
+        {%- endfor %}
+    - require:
+      - armnode: armnode-settings-valid
+    - require_in:
+      - pkg: armnode-packages-installed
+{%- endif %}
+
+armnode-packages-installed:
+  pkg.installed:
+    - pkgs: {{ (armnode.packages + armnode.os_packages + boot_tools) | unique | list | json }}
+    - require:
+      - armnode: armnode-settings-valid
+
+{%- for name, content in armnode.scripts.items() %}
+armnode-script-{{ name }}-managed:
+  file.managed:
+    - name: /usr/local/sbin/{{ name }}
+    - mode: '0755'
+    - contents: {{ content | json }}
+    - require:
+      - armnode: armnode-settings-valid
+{%- endfor %}
+
+armnode-cron-running:
+  service.running:
+    - name: {{ armnode.cron_service }}
+    - enable: true
+    - require:
+      - pkg: armnode-packages-installed

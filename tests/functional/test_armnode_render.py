@@ -1,0 +1,117 @@
+"""The armnode formula rendered for Arch Linux ARM on an ODROID HC1 (no Arch root is available
+here) and for Debian: what map.jinja's os_family and board parameters produce."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from armswarm import paths
+
+BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
+
+
+def show_sls(tmp_path, grains, board="odroid-hc1", pillar=None):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    pillar_root = paths.pillar_root()
+    if pillar is not None:
+        pillar_dir = tmp_path / "pillar"
+        pillar_dir.mkdir()
+        (pillar_dir / "top.sls").write_text("base:\n  '*':\n    - p\n")
+        (pillar_dir / "p.sls").write_text(json.dumps(pillar))
+        pillar_root = str(pillar_dir)
+    (conf / "minion").write_text(
+        yaml.safe_dump(
+            {
+                "id": "render-test",
+                "file_client": "local",
+                "root_dir": str(tmp_path / "root"),
+                "file_roots": {"base": paths.file_roots(paths.link_extensions(tmp_path / "ext"))},
+                "pillar_roots": {"base": [pillar_root]},
+                "grains": grains,
+                "armnode.boot_root": str(BOARDS / board / "rootfs"),
+                "log_level": "quiet",
+            }
+        )
+    )
+    salt_call = Path(sys.executable).parent / "salt-call"
+    proc = subprocess.run(
+        [str(salt_call), "-c", str(conf), "--local", "--out=json", "state.show_sls", "armnode"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)["local"]
+
+
+def _arg(state: dict, module: str, key: str):
+    for item in state[module]:
+        if isinstance(item, dict) and key in item:
+            return item[key]
+    return None
+
+
+ARCH = {
+    "os_family": "Arch",
+    "os": "Arch ARM",
+    "oscodename": "",
+    "virtual": "physical",
+    "armnode": {"board": "odroid-hc1", "boot_flavour": "boot.txt"},
+}
+
+
+def test_arch_linux_arm_on_an_hc1(tmp_path):
+    high = show_sls(
+        tmp_path,
+        ARCH,
+        pillar={"armnode": {"mirrors": {"arch": ["http://mirror.example.org/archlinuxarm"]}}},
+    )
+    packages = _arg(high["armnode-packages-installed"], "pkg", "pkgs")
+    assert {"cronie", "logrotate", "uboot-tools"} <= set(packages)
+    assert _arg(high["armnode-cron-running"], "service", "name") == "cronie"
+    assert _arg(high["armnode-admin-user-present"], "user", "groups") == ["wheel"]
+    assert _arg(high["armnode-docker-installed"], "pkg", "name") == "docker"
+    mirror = high["armnode-mirrors-managed"]
+    assert _arg(mirror, "file", "name") == "/etc/pacman.d/mirrorlist"
+    assert "Server = http://mirror.example.org/archlinuxarm/$arch/$repo" in _arg(
+        mirror, "file", "contents"
+    )
+    # systemd-timesyncd is part of systemd on Arch: a service, no package.
+    assert "armnode-timesync-running" in high and "armnode-timesync-installed" not in high
+    schedulers = _arg(high["armnode-io-schedulers"], "armnode", "schedulers")
+    assert schedulers["usb"] == "mq-deadline"
+
+
+def test_debian_rpi4_renders_apt_and_sudo(tmp_path):
+    grains = {
+        **ARCH,
+        "os_family": "Debian",
+        "os": "Raspbian",
+        "oscodename": "bookworm",
+        "armnode": {"board": "rpi4", "boot_flavour": "rpi-cmdline"},
+    }
+    high = show_sls(
+        tmp_path,
+        grains,
+        board="rpi4",
+        pillar={"armnode": {"mirrors": {"debian": "http://mirror.example.org/debian"}}},
+    )
+    packages = _arg(high["armnode-packages-installed"], "pkg", "pkgs")
+    assert {"cron", "logrotate"} <= set(packages) and "u-boot-tools" not in packages
+    assert _arg(high["armnode-admin-user-present"], "user", "groups") == ["sudo"]
+    assert "deb http://mirror.example.org/debian bookworm main" in _arg(
+        high["armnode-mirrors-managed"], "file", "contents"
+    )
+    assert _arg(high["armnode-timesync-installed"], "pkg", "name") == "systemd-timesyncd"
+
+
+@pytest.mark.parametrize("virtual", ["container"])
+def test_no_time_sync_in_a_container(tmp_path, virtual):
+    high = show_sls(tmp_path, {**ARCH, "virtual": virtual})
+    assert "armnode-timesync-running" not in high
