@@ -2,7 +2,7 @@
 
 One grain, ``armnode``, a dict from :func:`armswarm_core.boards.detect` (board, model,
 compatible, soc, arch, machine, cpus, big_cores, little_cores, root_device, root_kind,
-root_disk, boot_flavour, cmdline_file).
+root_disk, boot_flavour, cmdline_file, and reboot_required: why a reboot is pending, or []).
 
 Minion config options (the lab points them at a board fixture to impersonate it):
 
@@ -17,11 +17,11 @@ import logging
 import platform
 
 try:
-    from armswarm_core import boards
+    from armswarm_core import boards, bootconfig
 
     IMPORT_ERROR = ""
 except ImportError as exc:  # pragma: no cover - armswarm_core neither installed nor synced
-    boards = None
+    boards = bootconfig = None
     IMPORT_ERROR = str(exc)
 
 log = logging.getLogger(__name__)
@@ -77,4 +77,6 @@ def armnode():
     except Exception as exc:  # noqa: BLE001 - a grain must never break the minion
         log.exception("armnode grain: board detection failed")
         data = boards.empty_result(machine, error=f"{type(exc).__name__}: {exc}")
+    # Changes made since this boot that only a reboot applies (kernel command line, new root).
+    data["reboot_required"] = bootconfig.reboot_required(_option("armnode.boot_root"))
     return {"armnode": data}

@@ -88,6 +88,10 @@ def test_node_settings_in_place(lab):
     assert out.strip() == "mq-deadline"
     code, out = lab.exec("node1", ["grep", "-c", "compress", "/etc/logrotate.conf"])
     assert code == 0
+    # The pending reboot shows in the grain too.
+    lab.salt_json("node1", "saltutil.refresh_grains", "--timeout=60")
+    pending = lab.salt_json("node1", "grains.get", "armnode:reboot_required")["node1"]
+    assert any("kernel command line changed" in reason for reason in pending), pending
 
 
 def _pillar(data) -> str:
