@@ -4,7 +4,7 @@ import os
 import shutil
 import subprocess
 
-from armswarm_core import ArmswarmError, bootconfig, iosched, nodeconf
+from armswarm_core import ArmswarmError, bootconfig, iosched, nodeconf, tuning
 from salt.utils.data import traverse_dict_and_list
 
 __virtualname__ = "armnode"
@@ -77,16 +77,8 @@ def io_scheduler(name="io-schedulers", schedulers=None):
             schedulers if schedulers is not None else {"mmc": "mq-deadline", "ssd": "mq-deadline"}
         )
         rules = iosched.render_rules(wanted)
-        try:
-            with open(rule_file, encoding="utf-8") as fh:
-                current_rules = fh.read()
-        except FileNotFoundError:
-            current_rules = None
         live = iosched.live_plan(sysfs, wanted)
-        if current_rules != rules:
-            ret["changes"]["rule"] = {"file": rule_file, "new": rules}
-        if live:
-            ret["changes"]["devices"] = live
+        ret["changes"] = _file_and_live_changes(rule_file, rules, live, "devices")
         if not ret["changes"]:
             ret["comment"] = "I/O schedulers are as specified"
             return ret
@@ -95,9 +87,7 @@ def io_scheduler(name="io-schedulers", schedulers=None):
             ret["comment"] = "I/O schedulers would be set"
             return ret
         if "rule" in ret["changes"]:
-            os.makedirs(rules_dir, exist_ok=True)
-            with open(rule_file, "w", encoding="utf-8") as fh:
-                fh.write(rules)
+            _write(rule_file, rules)
             # Only where a udev daemon runs (not in containers): it re-reads rules itself
             # otherwise at its next start.
             if os.path.exists("/run/udev/control") and shutil.which("udevadm"):
@@ -222,3 +212,82 @@ def mail_relay(
         os.chmod(path, mode)
     ret["comment"] = "The mail relay was configured"
     return ret
+
+
+def cpu_governor(name="cpu-governor", governor="ondemand"):
+    """
+    Every CPU uses the frequency governor ``governor``: a udev rule for the next boots and the
+    live setting through sysfs (``armnode.sysfs``). A governor the CPUs do not offer fails
+    before anything changes.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    rule_file = os.path.join(
+        __opts__.get("armnode.udev_rules_dir", "/etc/udev/rules.d"), tuning.GOVERNOR_RULE_FILE
+    )
+    try:
+        live = tuning.governor_plan(__opts__.get("armnode.sysfs", "/sys"), governor)
+        rule = tuning.governor_rule(governor)
+        ret["changes"] = _file_and_live_changes(rule_file, rule, live, "cpus")
+        if not ret["changes"]:
+            ret["comment"] = f"The CPUs use the {governor} governor"
+            return ret
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"The CPUs would use the {governor} governor"
+            return ret
+        if "rule" in ret["changes"]:
+            _write(rule_file, rule)
+        tuning.governor_apply(__opts__.get("armnode.sysfs", "/sys"), live)
+        ret["comment"] = f"The CPUs use the {governor} governor"
+    except (ArmswarmError, OSError) as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def mount_options(name="/", options=("noatime", "lazytime"), fstab="/etc/fstab"):
+    """
+    The ``/etc/fstab`` entry of mount point ``name`` carries ``options`` (``noatime``
+    replaces ``relatime``/``atime``): fewer writes to flash. Applies at the next mount (the
+    reboot marker says so); other entries and comments stay as they are.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    try:
+        with open(fstab, encoding="utf-8") as fh:
+            text = fh.read()
+        new = tuning.fstab_with_options(text, name, list(options))
+        if new == text:
+            ret["comment"] = f"{name} is mounted with {', '.join(options)}"
+            return ret
+        ret["changes"] = {"fstab": fstab, "options": list(options)}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"{fstab} would give {name} {', '.join(options)}"
+            return ret
+        _write(fstab, new)
+        bootconfig.mark_reboot_required(
+            __opts__.get("armnode.boot_root", "/"), f"mount options of {name} changed in {fstab}"
+        )
+        ret["comment"] = f"{fstab}: {name} gets {', '.join(options)} at its next mount"
+    except (ArmswarmError, OSError) as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def _file_and_live_changes(path, content, live, key):
+    changes = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            same = fh.read() == content
+    except FileNotFoundError:
+        same = False
+    if not same:
+        changes["rule"] = {"file": path, "new": content}
+    if live:
+        changes[key] = live
+    return changes
+
+
+def _write(path, content):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(content)

@@ -66,6 +66,16 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
         for key in ("from", "root_alias"):
             if mail.get(key) and not _EMAIL.match(str(mail[key])):
                 errors.append(f"armnode:mail:{key}: {mail[key]!r} is not an e-mail address")
+    tuning = settings.get("tuning") or {}
+    governor = tuning.get("cpu_governor") or ""
+    if governor and not re.match(r"^[a-z0-9_]+$", str(governor)):
+        errors.append(f"armnode:tuning:cpu_governor: {governor!r} is not a governor name")
+    for option in tuning.get("root_mount_options") or []:
+        if not re.match(r"^[a-z0-9_=.-]+$", str(option)):
+            errors.append(f"armnode:tuning:root_mount_options: {option!r} is not a mount option")
+    zram = tuning.get("zram") or {}
+    if zram.get("enabled") and not 0 < int(zram.get("percent") or 0) <= 100:
+        errors.append(f"armnode:tuning:zram:percent: {zram.get('percent')!r} is not 1-100")
     docker = settings.get("docker") or {}
     if not isinstance(docker.get("daemon", {}), dict):
         errors.append("armnode:docker:daemon: must be a mapping (daemon.json)")

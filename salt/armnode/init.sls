@@ -8,3 +8,4 @@ include:
   - armnode.mail
   - armnode.docker
   - armnode.time
+  - armnode.tuning

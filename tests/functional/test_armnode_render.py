@@ -115,3 +115,39 @@ def test_debian_rpi4_renders_apt_and_sudo(tmp_path):
 def test_no_time_sync_in_a_container(tmp_path, virtual):
     high = show_sls(tmp_path, {**ARCH, "virtual": virtual})
     assert "armnode-timesync-running" not in high
+
+
+@pytest.mark.parametrize(
+    ("family", "package", "service"),
+    [
+        ("Debian", "zram-tools", "zramswap"),
+        ("Arch", "zram-generator", "systemd-zram-setup@zram0"),
+    ],
+)
+def test_optional_tuning_renders_when_asked(tmp_path, family, package, service):
+    high = show_sls(
+        tmp_path,
+        {**ARCH, "os_family": family},
+        pillar={
+            "armnode": {
+                "tuning": {
+                    "zram": {"enabled": True},
+                    "root_mount_options": ["noatime"],
+                    "cpu_governor": "schedutil",
+                }
+            }
+        },
+    )
+    assert _arg(high["armnode-zram-installed"], "pkg", "name") == package
+    assert _arg(high["armnode-zram-running"], "service", "name") == service
+    assert _arg(high["armnode-root-mount-options"], "armnode", "options") == ["noatime"]
+    assert _arg(high["armnode-cpu-governor"], "armnode", "governor") == "schedutil"
+
+
+def test_optional_tuning_is_off_by_default(tmp_path):
+    high = show_sls(tmp_path, ARCH)
+    assert not {
+        "armnode-zram-installed",
+        "armnode-root-mount-options",
+        "armnode-cpu-governor",
+    } & set(high)

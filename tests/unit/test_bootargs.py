@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from armswarm_core import ArmswarmError, bootargs, bootconfig
+from armswarm_core import ArmswarmError, bootargs, bootconfig, nodeconf
 
 BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
 FILES = {
@@ -80,3 +80,35 @@ def test_boot_scr_from_real_mkimage_decodes_back(tmp_path):
     corrupted = data[:-3] + b"xyz"
     with pytest.raises(ArmswarmError, match="checksum"):
         bootargs.decode_script_image(corrupted)
+
+
+def test_settings_validation_names_keys_and_hides_secrets():
+    settings = {
+        "admin": {"name": "admin", "password_hash": "correct horse battery"},
+        "mirrors": {"debian": "ftp.example.org/debian", "arch": ["http://a.example/arm"]},
+        "io_schedulers": {"mmc": "noop"},
+        "kernel_args": {"present": ["quiet"]},
+        "mail": {"enabled": True, "relay": "postfix", "host": "", "port": "x"},
+        "tuning": {
+            "cpu_governor": "Fast!",
+            "root_mount_options": ["noatime", "a b"],
+            "zram": {"enabled": True, "percent": 150},
+        },
+    }
+    errors = "\n".join(nodeconf.validate(settings, boot_root=str(FILES["rpi-cmdline"].parents[2])))
+    for key in (
+        "armnode:admin:password_hash",
+        "armnode:mirrors:debian",
+        "armnode:io_schedulers",
+        "armnode:mail:relay",
+        "armnode:mail:host",
+        "armnode:mail:port",
+        "armnode:tuning:cpu_governor",
+        "armnode:tuning:root_mount_options",
+        "armnode:tuning:zram:percent",
+    ):
+        assert key in errors, key
+    assert "armnode:mirrors:arch" not in errors and "armnode:kernel_args" not in errors
+    assert "correct horse" not in errors
+    good = {"admin": {"name": "admin", "password_hash": "$6$salt$abcdefgh"}}
+    assert nodeconf.validate(good) == []

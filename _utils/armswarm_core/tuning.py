@@ -1,0 +1,88 @@
+"""Optional board tuning: CPU frequency governor, root mount options.
+
+Pure functions over a sysfs root and fstab text, so tests (and the lab) point them at
+fixtures. The governor is made persistent with a udev rule, like the I/O schedulers.
+"""
+
+import os
+import re
+
+from armswarm_core import ArmswarmError
+
+GOVERNOR_RULE_FILE = "61-armswarm-cpufreq.rules"
+_GOVERNOR = re.compile(r"^[a-z0-9_]+$")
+
+
+def governor_rule(governor: str) -> str:
+    return (
+        "# Managed by Salt (armnode): CPU frequency governor.\n"
+        'ACTION=="add", SUBSYSTEM=="cpu", KERNEL=="cpu[0-9]*", '
+        f'ATTR{{cpufreq/scaling_governor}}="{governor}"\n'
+    )
+
+
+def governor_plan(sysfs_root: str, governor: str) -> dict:
+    """``{cpuN: {"old", "new"}}`` for CPUs whose governor differs; a governor a CPU does
+    not offer is an error naming the ones it does."""
+    if not _GOVERNOR.match(governor or ""):
+        raise ArmswarmError(f"governor {governor!r} is not a governor name")
+    base = os.path.join(sysfs_root, "devices", "system", "cpu")
+    changes = {}
+    try:
+        cpus = sorted(
+            (c for c in os.listdir(base) if re.fullmatch(r"cpu\d+", c)), key=lambda c: int(c[3:])
+        )
+    except OSError:
+        return {}
+    for cpu in cpus:
+        cpufreq = os.path.join(base, cpu, "cpufreq")
+        try:
+            with open(os.path.join(cpufreq, "scaling_governor"), encoding="ascii") as fh:
+                current = fh.read().strip()
+            with open(os.path.join(cpufreq, "scaling_available_governors"), encoding="ascii") as fh:
+                available = fh.read().split()
+        except OSError:
+            continue  # no cpufreq for this CPU (or this kernel)
+        if current == governor:
+            continue
+        if governor not in available:
+            raise ArmswarmError(
+                f"{cpu} does not offer the {governor!r} governor (available: "
+                f"{', '.join(available)})"
+            )
+        changes[cpu] = {"old": current, "new": governor}
+    return changes
+
+
+def governor_apply(sysfs_root: str, changes: dict):
+    for cpu, change in changes.items():
+        path = os.path.join(
+            sysfs_root, "devices", "system", "cpu", cpu, "cpufreq", "scaling_governor"
+        )
+        try:
+            with open(path, "w", encoding="ascii") as fh:
+                fh.write(change["new"])
+        except OSError as exc:
+            raise ArmswarmError(f"cannot set the governor of {cpu}: {exc}") from exc
+
+
+def fstab_with_options(text: str, mount_point: str, options: list[str]) -> str:
+    """``text`` with ``options`` added to the entry of ``mount_point`` (others untouched).
+    ``atime``-family options replace each other (noatime wins over relatime)."""
+    out, found = [], False
+    for line in text.splitlines(keepends=True):
+        fields = line.split()
+        if len(fields) >= 4 and not line.lstrip().startswith("#") and fields[1] == mount_point:
+            found = True
+            original = fields[3].split(",")
+            kept = original
+            if "noatime" in options:
+                kept = [o for o in original if o not in ("atime", "relatime", "strictatime")]
+            merged = kept + [o for o in options if o not in kept]
+            if merged != original:
+                fields[3] = ",".join(merged)
+                line = "\t".join(fields) + ("\n" if line.endswith("\n") else "")  # noqa: PLW2901
+        out.append(line)
+    if not found:
+        raise ArmswarmError(f"/etc/fstab has no entry for {mount_point}")
+    return "".join(out)

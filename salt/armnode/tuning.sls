@@ -1,0 +1,50 @@
+{%- from "armnode/map.jinja" import armnode with context %}
+{%- set tuning = armnode.tuning %}
+# Optional tuning, all off by default.
+{%- if tuning.zram.enabled %}
+armnode-zram-installed:
+  pkg.installed:
+    - name: {{ armnode.zram_package }}
+    - require:
+      - armnode: armnode-settings-valid
+
+armnode-zram-config:
+  file.managed:
+    - name: {{ armnode.zram_config }}
+    - contents: |
+        # Managed by Salt (armnode)
+        {%- if grains.os_family == "Arch" %}
+        [zram0]
+        zram-size = ram * {{ tuning.zram.percent }} / 100
+        compression-algorithm = {{ tuning.zram.algorithm }}
+        {%- else %}
+        ALGO={{ tuning.zram.algorithm }}
+        PERCENT={{ tuning.zram.percent }}
+        {%- endif %}
+    - require:
+      - pkg: armnode-zram-installed
+
+armnode-zram-running:
+  service.running:
+    - name: {{ armnode.zram_service }}
+    - enable: true
+    - watch:
+      - file: armnode-zram-config
+{%- endif %}
+
+{%- if tuning.root_mount_options %}
+armnode-root-mount-options:
+  armnode.mount_options:
+    - name: /
+    - options: {{ tuning.root_mount_options | json }}
+    - require:
+      - armnode: armnode-settings-valid
+{%- endif %}
+
+{%- if tuning.cpu_governor %}
+armnode-cpu-governor:
+  armnode.cpu_governor:
+    - governor: {{ tuning.cpu_governor }}
+    - require:
+      - armnode: armnode-settings-valid
+{%- endif %}
