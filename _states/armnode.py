@@ -4,7 +4,7 @@ import os
 import shutil
 import subprocess
 
-from armswarm_core import ArmswarmError, bootconfig, iosched, nodeconf, tuning
+from armswarm_core import ArmswarmError, bootconfig, iosched, irq, nodeconf, tuning
 from salt.utils.data import traverse_dict_and_list
 
 __virtualname__ = "armnode"
@@ -275,12 +275,7 @@ def mount_options(name="/", options=("noatime", "lazytime"), fstab="/etc/fstab")
 
 def _file_and_live_changes(path, content, live, key):
     changes = {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            same = fh.read() == content
-    except FileNotFoundError:
-        same = False
-    if not same:
+    if _read(path) != content:
         changes["rule"] = {"file": path, "new": content}
     if live:
         changes[key] = live
@@ -291,3 +286,56 @@ def _write(path, content):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write(content)
+
+
+def irq_affinity(name="irq-affinity", pattern="eth|xhci|ehci|ahci|dwc", cpus=None):
+    """
+    Interrupts whose ``/proc/interrupts`` description matches ``pattern`` run on ``cpus``
+    (default: the board's big cores from the ``armnode`` grain; nothing to do without them).
+    Applied live and kept for the next boots by the ``armswarm-irq-affinity`` unit, whose
+    files this state writes (enable the unit with ``service.enabled``).
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    if cpus is None:
+        cpus = __grains__.get("armnode", {}).get("big_cores") or []
+    if not cpus:
+        ret["comment"] = "This board has no big cores: IRQs stay where they are"
+        return ret
+    procfs = __opts__.get("armnode.procfs", "/proc")
+    root = __opts__.get("armnode.boot_root", "/")
+    files = {
+        os.path.join(root, irq.CONF.lstrip("/")): (irq.conf_text(pattern, cpus), 0o644),
+        os.path.join(root, irq.SCRIPT.lstrip("/")): (irq.BOOT_SCRIPT, 0o755),
+        os.path.join(root, irq.UNIT.lstrip("/")): (irq.UNIT_TEXT, 0o644),
+    }
+    try:
+        live = irq.plan(procfs, pattern, cpus)
+        stale = [path for path, (content, _) in files.items() if _read(path) != content]
+        if stale:
+            ret["changes"]["files"] = stale
+        if live:
+            ret["changes"]["irqs"] = live
+        if not ret["changes"]:
+            ret["comment"] = f"IRQs matching {pattern!r} run on CPUs {irq.cpu_list(cpus)}"
+            return ret
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"IRQs matching {pattern!r} would move to CPUs {irq.cpu_list(cpus)}"
+            return ret
+        for path in stale:
+            content, mode = files[path]
+            _write(path, content)
+            os.chmod(path, mode)
+        irq.apply(procfs, live)
+        ret["comment"] = f"IRQs matching {pattern!r} run on CPUs {irq.cpu_list(cpus)}"
+    except (ArmswarmError, OSError) as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret
+
+
+def _read(path):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None

@@ -73,6 +73,12 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
     for option in tuning.get("root_mount_options") or []:
         if not re.match(r"^[a-z0-9_=.-]+$", str(option)):
             errors.append(f"armnode:tuning:root_mount_options: {option!r} is not a mount option")
+    irq_conf = tuning.get("irq_affinity") or {}
+    if irq_conf.get("enabled"):
+        try:
+            re.compile(str(irq_conf.get("pattern") or ""))
+        except re.error as exc:
+            errors.append(f"armnode:tuning:irq_affinity:pattern: not a regular expression: {exc}")
     zram = tuning.get("zram") or {}
     if zram.get("enabled") and not 0 < int(zram.get("percent") or 0) <= 100:
         errors.append(f"armnode:tuning:zram:percent: {zram.get('percent')!r} is not 1-100")

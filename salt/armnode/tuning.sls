@@ -48,3 +48,20 @@ armnode-cpu-governor:
     - require:
       - armnode: armnode-settings-valid
 {%- endif %}
+
+{%- if tuning.irq_affinity.enabled %}
+armnode-irq-affinity:
+  armnode.irq_affinity:
+    - pattern: {{ tuning.irq_affinity.pattern | json }}
+    {%- if tuning.irq_affinity.cpus %}
+    - cpus: {{ tuning.irq_affinity.cpus | json }}
+    {%- endif %}
+    - require:
+      - armnode: armnode-settings-valid
+
+armnode-irq-affinity-unit-enabled:
+  service.enabled:
+    - name: armswarm-irq-affinity
+    - require:
+      - armnode: armnode-irq-affinity
+{%- endif %}

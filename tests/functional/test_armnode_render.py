@@ -134,6 +134,7 @@ def test_optional_tuning_renders_when_asked(tmp_path, family, package, service):
                     "zram": {"enabled": True},
                     "root_mount_options": ["noatime"],
                     "cpu_governor": "schedutil",
+                    "irq_affinity": {"enabled": True},
                 }
             }
         },
@@ -142,6 +143,8 @@ def test_optional_tuning_renders_when_asked(tmp_path, family, package, service):
     assert _arg(high["armnode-zram-running"], "service", "name") == service
     assert _arg(high["armnode-root-mount-options"], "armnode", "options") == ["noatime"]
     assert _arg(high["armnode-cpu-governor"], "armnode", "governor") == "schedutil"
+    assert _arg(high["armnode-irq-affinity"], "armnode", "pattern") == "eth|xhci|ehci|ahci|dwc"
+    assert "armnode-irq-affinity-unit-enabled" in high
 
 
 def test_optional_tuning_is_off_by_default(tmp_path):

@@ -2,6 +2,7 @@
 sysfs) and root mount options in fstab, each check → apply → re-apply → check."""
 
 import copy
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,39 @@ def test_missing_mount_point_is_named(env):
     states.opts["test"] = False
     ret = states["armnode.mount_options"](name="/srv", fstab=str(tmp / "fstab"))
     assert ret["result"] is False and "no entry for /srv" in ret["comment"]
+
+
+INTERRUPTS = """       CPU0   CPU1   CPU2   CPU3   CPU4   CPU5
+ 25:   12034      0      0      0      0      0  GICv3  44 Level  eth0
+ 26:    8000      0      0      0      0      0  GICv3  45 Level  xhci-hcd:usb1
+ 30:     500    400      0      0      0      0  GICv3  30 Level  arch_timer
+IPI0:   1000   1000   1000   1000   1000   1000  Rescheduling interrupts
+"""
+
+
+def test_irq_affinity_cycle(env, tmp_path):
+    states, tmp = env
+    procfs = tmp / "proc"
+    procfs.mkdir()
+    (procfs / "interrupts").write_text(INTERRUPTS)
+    for number in (25, 26, 30):
+        (procfs / "irq" / str(number)).mkdir(parents=True)
+        (procfs / "irq" / str(number) / "smp_affinity_list").write_text("0-5\n")
+    states.opts["armnode.procfs"] = str(procfs)
+    applied = cycle(states, "armnode.irq_affinity", pattern="eth|xhci", cpus=[4, 5])
+    assert sorted(applied["changes"]["irqs"]) == [25, 26]
+    assert (procfs / "irq/25/smp_affinity_list").read_text() == "4-5"
+    assert (procfs / "irq/30/smp_affinity_list").read_text() == "0-5\n"  # timer untouched
+    conf = tmp / "etc/armswarm/irq-affinity.conf"
+    assert conf.read_text().splitlines()[-1] == "4-5 eth|xhci"
+    script = tmp / "usr/local/sbin/armswarm-irq-affinity"
+    assert script.stat().st_mode & 0o111
+    subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+def test_irq_affinity_without_big_cores_does_nothing(env):
+    states, _ = env
+    states.opts["test"] = False
+    states.opts["grains"] = {"kernel": "Linux", "armnode": {"big_cores": []}}
+    ret = states["armnode.irq_affinity"](pattern="eth")
+    assert ret["result"] is True and ret["changes"] == {} and "no big cores" in ret["comment"]

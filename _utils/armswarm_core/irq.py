@@ -1,0 +1,108 @@
+"""IRQ affinity: interrupts of busy devices (network, USB/SATA) on the big cores.
+
+Interrupts are chosen by a regular expression over their description in ``/proc/interrupts``
+(what follows the per-CPU counts: controller, type, device names). The setting is applied
+live through ``<procfs>/irq/<n>/smp_affinity_list`` and kept for the next boots by a oneshot
+unit that reads the same patterns from ``CONF``.
+"""
+
+import os
+import re
+
+from armswarm_core import ArmswarmError, boards
+
+CONF = "/etc/armswarm/irq-affinity.conf"
+SCRIPT = "/usr/local/sbin/armswarm-irq-affinity"
+UNIT = "/etc/systemd/system/armswarm-irq-affinity.service"
+
+BOOT_SCRIPT = """#!/bin/sh
+# Managed by Salt (armnode): IRQ affinity from /etc/armswarm/irq-affinity.conf, at boot.
+conf=/etc/armswarm/irq-affinity.conf
+[ -r "$conf" ] || exit 0
+grep -v '^#' "$conf" | while read -r cpus pattern; do
+    [ -n "$pattern" ] || continue
+    sed -n 's/^ *\\([0-9][0-9]*\\):[ 0-9]*\\(.*\\)$/\\1 \\2/p' /proc/interrupts |
+    while read -r irq desc; do
+        if echo "$desc" | grep -Eq "$pattern"; then
+            echo "$cpus" > "/proc/irq/$irq/smp_affinity_list" 2>/dev/null || true
+        fi
+    done
+done
+"""
+
+UNIT_TEXT = f"""[Unit]
+Description=IRQ affinity for busy devices (armswarm)
+After=network.target
+
+[Service]
+Type=oneshot
+ExecStart={SCRIPT}
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+_LINE = re.compile(r"^\s*(\d+):[\s\d]*(.*)$")
+
+
+def cpu_list(cpus) -> str:
+    """``[4, 5, 6, 7]`` → ``"4-7"`` (the smp_affinity_list format)."""
+    cpus = sorted(set(int(c) for c in cpus))
+    ranges, start = [], None
+    for i, cpu in enumerate(cpus):
+        if start is None:
+            start = cpu
+        if i + 1 == len(cpus) or cpus[i + 1] != cpu + 1:
+            ranges.append(f"{start}-{cpu}" if cpu != start else str(cpu))
+            start = None
+    return ",".join(ranges)
+
+
+def matching(interrupts_text: str, pattern: str) -> dict:
+    """``{irq: description}`` of the interrupts whose description matches ``pattern``."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ArmswarmError(f"IRQ pattern {pattern!r} is not a regular expression: {exc}") from exc
+    out = {}
+    for line in interrupts_text.splitlines()[1:]:
+        match = _LINE.match(line)
+        if match and regex.search(match.group(2)):
+            out[int(match.group(1))] = match.group(2).strip()
+    return out
+
+
+def plan(procfs_root: str, pattern: str, cpus) -> dict:
+    """``{irq: {"device", "old", "new"}}`` for matching IRQs not yet on ``cpus``."""
+    wanted = cpu_list(cpus)
+    try:
+        with open(os.path.join(procfs_root, "interrupts"), encoding="ascii") as fh:
+            interrupts = fh.read()
+    except OSError as exc:
+        raise ArmswarmError(f"cannot read {procfs_root}/interrupts: {exc}") from exc
+    changes = {}
+    for irq, description in matching(interrupts, pattern).items():
+        path = os.path.join(procfs_root, "irq", str(irq), "smp_affinity_list")
+        try:
+            with open(path, encoding="ascii") as fh:
+                current = fh.read().strip()
+        except OSError:
+            continue  # per-CPU or chained interrupts have no affinity to set
+        if boards.parse_cpu_list(current) != boards.parse_cpu_list(wanted):
+            changes[irq] = {"device": description, "old": current, "new": wanted}
+    return changes
+
+
+def apply(procfs_root: str, changes: dict):
+    for irq, change in changes.items():
+        path = os.path.join(procfs_root, "irq", str(irq), "smp_affinity_list")
+        try:
+            with open(path, "w", encoding="ascii") as fh:
+                fh.write(change["new"])
+        except OSError as exc:
+            raise ArmswarmError(f"cannot set the affinity of IRQ {irq}: {exc}") from exc
+
+
+def conf_text(pattern: str, cpus) -> str:
+    return f"# Managed by Salt (armnode): <cpu list> <pattern>\n{cpu_list(cpus)} {pattern}\n"
