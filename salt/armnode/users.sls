@@ -38,7 +38,16 @@ armnode-admin-sudoers-managed:
 {%- for line in salt["cmd.run_stdout"]("who", python_shell=False).splitlines() %}
 {%- if line.strip() %}{% do logged_in.append(line.split()[0]) %}{% endif %}
 {%- endfor %}
-{%- for name in armnode.default_users %}
+{%- set candidates = armnode.default_users | list %}
+{#- Armbian asks for its first user at first login (UID 1000): that one is a default user too. #}
+{%- if salt["file.file_exists"]("/etc/armbian-release") %}
+{%- for name in salt["user.list_users"]() %}
+{%- if salt["user.info"](name).get("uid") == 1000 and name not in candidates %}
+{%- do candidates.append(name) %}
+{%- endif %}
+{%- endfor %}
+{%- endif %}
+{%- for name in candidates %}
 {%- if name != admin.name and name not in logged_in and salt["user.info"](name) %}
 armnode-default-user-{{ name }}-absent:
   user.absent:

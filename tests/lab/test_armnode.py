@@ -24,7 +24,8 @@ BOOT_FILES = {
 
 
 def apply(lab, target="*", *args):
-    ret = lab.salt_json(target, "state.apply", "armnode", *args, "--timeout=600")
+    tgt = ["-L", target[2:]] if target.startswith("L@") else [target]
+    ret = lab.salt_json(*tgt, "state.apply", "armnode", *args, "--timeout=600")
     assert ret, "no minion returned"
     return ret
 
@@ -151,3 +152,18 @@ def test_mail_relay_configured_and_password_never_returned(lab):
             ["grep", "-rl", "lab-relay-password", "/var/log/salt", "/var/cache/salt/minion/proc"],
         )
         assert out.strip() == "", (node, out)
+
+
+def test_default_users_removed_never_the_admin(lab):
+    # Raspberry Pi OS's `pi`, and on Armbian (node2) the first user, UID 1000, whatever its name.
+    lab.exec("node5", ["useradd", "-M", "pi"])
+    lab.exec("node2", ["useradd", "-M", "-o", "-u", "1000", "armbianfirst"])
+    ret = apply(lab, "L@node2,node5")
+    assert any("default-user-pi-absent" in sid for sid in changes(ret["node5"]))
+    assert any("default-user-armbianfirst-absent" in sid for sid in changes(ret["node2"]))
+    for node in ("node2", "node5"):
+        code, _ = lab.exec(node, ["id", "clusteradm"])
+        assert code == 0, f"the admin must stay on {node}"
+    assert lab.exec("node5", ["id", "pi"])[0] != 0
+    assert lab.exec("node2", ["id", "armbianfirst"])[0] != 0
+    assert all(not changes(states) for states in apply(lab, "L@node2,node5").values())
