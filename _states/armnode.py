@@ -339,3 +339,37 @@ def _read(path):
             return fh.read()
     except FileNotFoundError:
         return None
+
+
+def rebooted_if_required(name="reboot-if-required", delay_minutes=1):
+    """
+    Opt-in: when a change this boot has not applied yet is pending (kernel command line, new
+    root), schedule a reboot in ``delay_minutes`` with ``shutdown -r`` (cancel with
+    ``shutdown -c``). Nothing happens when no reboot is required.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    reasons = bootconfig.reboot_required(__opts__.get("armnode.boot_root", "/"))
+    if not reasons:
+        ret["comment"] = "No reboot required"
+        return ret
+    ret["changes"] = {"reboot_in_minutes": int(delay_minutes), "because": reasons}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = f"A reboot would be scheduled in {int(delay_minutes)} min"
+        return ret
+    proc = subprocess.run(
+        ["shutdown", "-r", f"+{int(delay_minutes)}", "armnode: " + "; ".join(reasons)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    if proc.returncode != 0:
+        ret.update(
+            result=False,
+            changes={},
+            comment=f"shutdown -r failed: {(proc.stderr or proc.stdout).strip()}",
+        )
+        return ret
+    ret["comment"] = f"Reboot scheduled in {int(delay_minutes)} min (cancel: shutdown -c)"
+    return ret

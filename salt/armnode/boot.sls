@@ -13,3 +13,11 @@ armnode-io-schedulers:
     - schedulers: {{ armnode.io_schedulers | json }}
     - require:
       - armnode: armnode-settings-valid
+
+{%- if armnode.reboot_when_required %}
+# Opt-in: reboot (after a delay) when a change needs one; runs after everything else.
+armnode-reboot-if-required:
+  armnode.rebooted_if_required:
+    - delay_minutes: {{ armnode.reboot_delay_minutes }}
+    - order: last
+{%- endif %}

@@ -147,6 +147,14 @@ def test_optional_tuning_renders_when_asked(tmp_path, family, package, service):
     assert "armnode-irq-affinity-unit-enabled" in high
 
 
+def test_reboot_is_opt_in(tmp_path):
+    assert "armnode-reboot-if-required" not in show_sls(tmp_path, ARCH)
+    on = tmp_path / "on"
+    on.mkdir()
+    high = show_sls(on, ARCH, pillar={"armnode": {"reboot_when_required": True}})
+    assert _arg(high["armnode-reboot-if-required"], "armnode", "delay_minutes") == 1
+
+
 def test_optional_tuning_is_off_by_default(tmp_path):
     high = show_sls(tmp_path, ARCH)
     assert not {

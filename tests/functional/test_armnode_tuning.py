@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import salt.config
 import salt.loader
-from armswarm_core import tuning
+from armswarm_core import bootconfig, tuning
 
 REPO = Path(__file__).resolve().parents[2]
 FSTAB = """# /etc/fstab: static file system information.
@@ -132,3 +132,18 @@ def test_irq_affinity_without_big_cores_does_nothing(env):
     states.opts["grains"] = {"kernel": "Linux", "armnode": {"big_cores": []}}
     ret = states["armnode.irq_affinity"](pattern="eth")
     assert ret["result"] is True and ret["changes"] == {} and "no big cores" in ret["comment"]
+
+
+def test_reboot_only_when_required(env):
+    states, tmp = env
+    states.opts["test"] = False
+    ret = states["armnode.rebooted_if_required"]()
+    assert ret["result"] is True and ret["changes"] == {} and ret["comment"] == "No reboot required"
+    bootconfig.mark_reboot_required(str(tmp), "kernel command line changed in /boot/boot.txt")
+    states.opts["test"] = True  # a real run would call shutdown -r
+    ret = states["armnode.rebooted_if_required"](delay_minutes=5)
+    assert ret["result"] is None
+    assert ret["changes"] == {
+        "reboot_in_minutes": 5,
+        "because": ["kernel command line changed in /boot/boot.txt"],
+    }
