@@ -1,15 +1,11 @@
 """armnode.io_scheduler through Salt's real state loader on a test sysfs and rules directory:
 check → apply → re-apply → check; legacy and unknown schedulers refused before any change."""
 
-import copy
 from pathlib import Path
 
 import pytest
-import salt.config
-import salt.loader
 from armswarm_core import iosched
-
-REPO = Path(__file__).resolve().parents[2]
+from conftest import load_states
 
 
 def _disk(sysfs: Path, name: str, scheduler_line: str, rotational="0"):
@@ -26,21 +22,9 @@ def env(tmp_path):
     _disk(sysfs, "sda", "[mq-deadline] bfq none")  # already right
     _disk(sysfs, "sdb", "mq-deadline [bfq] none", rotational="1")  # hdd: not managed here
     rules = tmp_path / "rules.d"
-    opts = copy.deepcopy(salt.config.minion_config(None))
-    opts.update(
-        {
-            "file_client": "local",
-            "cachedir": str(tmp_path / "cache"),
-            "module_dirs": [str(REPO / "_modules")],
-            "states_dirs": [str(REPO / "_states")],
-            "utils_dirs": [str(REPO / "_utils")],
-            "armnode.sysfs": str(sysfs),
-            "armnode.udev_rules_dir": str(rules),
-            "grains": {"kernel": "Linux"},
-        }
+    states = load_states(
+        tmp_path, **{"armnode.sysfs": str(sysfs), "armnode.udev_rules_dir": str(rules)}
     )
-    funcs = salt.loader.minion_mods(opts)
-    states = salt.loader.states(opts, funcs, salt.loader.utils(opts), {})
     return states, sysfs, rules
 
 

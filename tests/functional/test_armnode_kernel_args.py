@@ -1,14 +1,12 @@
 """armnode.kernel_args through Salt's real state loader, on copies of the boards' boot files:
 check → apply → re-apply → check, boot.scr from a real mkimage, bad input changes nothing."""
 
-import copy
 import shutil
 from pathlib import Path
 
 import pytest
-import salt.config
-import salt.loader
 from armswarm_core import bootargs, bootconfig
+from conftest import load_states
 
 REPO = Path(__file__).resolve().parents[2]
 BOARDS = REPO / "armswarm" / "lab" / "fixtures" / "boards"
@@ -20,20 +18,8 @@ def states(tmp_path, request):
     board = request.param
     root = tmp_path / "root"
     shutil.copytree(BOARDS / board / "rootfs", root)
-    opts = copy.deepcopy(salt.config.minion_config(None))
-    opts.update(
-        {
-            "file_client": "local",
-            "cachedir": str(tmp_path / "cache"),
-            "module_dirs": [str(REPO / "_modules")],
-            "states_dirs": [str(REPO / "_states")],
-            "utils_dirs": [str(REPO / "_utils")],
-            "armnode.boot_root": str(root),
-            "grains": {"kernel": "Linux"},
-        }
-    )
-    funcs = salt.loader.minion_mods(opts)
-    loaded = salt.loader.states(opts, funcs, salt.loader.utils(opts), {})
+    loaded = load_states(tmp_path, **{"armnode.boot_root": str(root)})
+    opts = loaded.opts
     return loaded, opts, root
 
 

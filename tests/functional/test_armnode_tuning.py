@@ -1,16 +1,12 @@
 """Optional tuning states through Salt's real state loader: the CPU governor (udev rule + live
 sysfs) and root mount options in fstab, each check → apply → re-apply → check."""
 
-import copy
 import subprocess
-from pathlib import Path
 
 import pytest
-import salt.config
-import salt.loader
 from armswarm_core import bootconfig, tuning
+from conftest import load_states
 
-REPO = Path(__file__).resolve().parents[2]
 FSTAB = """# /etc/fstab: static file system information.
 UUID=1111-2222\t/boot\tvfat\tdefaults\t0\t2
 UUID=abcd\t/\text4\tdefaults,relatime\t0\t1
@@ -26,22 +22,14 @@ def env(tmp_path):
         (cpufreq / "scaling_governor").write_text(current + "\n")
         (cpufreq / "scaling_available_governors").write_text("performance schedutil ondemand\n")
     (tmp_path / "fstab").write_text(FSTAB)
-    opts = copy.deepcopy(salt.config.minion_config(None))
-    opts.update(
-        {
-            "file_client": "local",
-            "cachedir": str(tmp_path / "cache"),
-            "module_dirs": [str(REPO / "_modules")],
-            "states_dirs": [str(REPO / "_states")],
-            "utils_dirs": [str(REPO / "_utils")],
+    states = load_states(
+        tmp_path,
+        **{
             "armnode.sysfs": str(sysfs),
             "armnode.udev_rules_dir": str(tmp_path / "rules.d"),
             "armnode.boot_root": str(tmp_path),
-            "grains": {"kernel": "Linux"},
-        }
+        },
     )
-    funcs = salt.loader.minion_mods(opts)
-    states = salt.loader.states(opts, funcs, salt.loader.utils(opts), {})
     return states, tmp_path
 
 
