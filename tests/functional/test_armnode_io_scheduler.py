@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from armswarm_core import iosched
-from conftest import load_states
+from loaders import load_states
 
 
 def _disk(sysfs: Path, name: str, scheduler_line: str, rotational="0"):

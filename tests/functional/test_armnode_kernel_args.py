@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from armswarm_core import bootargs, bootconfig
-from conftest import load_states
+from loaders import load_states
 
 REPO = Path(__file__).resolve().parents[2]
 BOARDS = REPO / "armswarm" / "lab" / "fixtures" / "boards"

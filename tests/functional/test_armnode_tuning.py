@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 from armswarm_core import bootconfig, tuning
-from conftest import load_states
+from loaders import load_states
 
 FSTAB = """# /etc/fstab: static file system information.
 UUID=1111-2222\t/boot\tvfat\tdefaults\t0\t2
