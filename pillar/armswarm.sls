@@ -29,3 +29,17 @@ armswarm:
     remove_undeclared_labels: false
     grain_labels: true
     force: false
+  # Distributed image builds: `salt-run imagebuild.run` (docs/imagebuild.rst).
+  imagebuild:
+    # A tree of image directories: salt://… or a directory on the master.
+    source: salt://imagebuild/images
+    # The build nodes.
+    target: '*'
+    tgt_type: glob
+    strategy: dynamic
+    retries: 2
+  # The cluster registry (the lab sets host and ca_file in its master config).
+  # registry:
+  #   host: registry.local.lan:5000
+  #   ca_file: /etc/docker/certs.d/registry.local.lan:5000/ca.crt
+  #   keep: 7

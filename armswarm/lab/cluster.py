@@ -282,6 +282,9 @@ class Lab:
             "timeout": 30,
             "gather_job_timeout": 20,
             "state_output": "changes",
+            # The lab registry's address depends on the lab's subnet: the master config, read
+            # before pillar, says where it is.
+            "armswarm": {"registry": {"host": self.registry, "ca_file": str(self.ca_file)}},
         }
 
     def _start_master(self):
@@ -406,7 +409,8 @@ class Lab:
         return proc
 
     def salt_json(self, *args: str, tool="salt", check=True):
-        proc = self.run_salt(tool, "--out=json", "--static", *args, check=check)
+        static = ("--static",) if tool == "salt" else ()  # salt-run has no --static
+        proc = self.run_salt(tool, "--out=json", *static, *args, check=check)
         out = proc.stdout.strip()
         return json.loads(out) if out else {}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Bump when the build steps change in a way the hashed inputs below do not show.
-RECIPE = "4"
+RECIPE = "5"
 SUITE = "bookworm"
 IMAGE_REPO = "armswarm-lab-node"
 LABEL = "io.armswarm.lab.node-image"
@@ -32,6 +32,8 @@ PACKAGES = (
     "systemd-sysv",
     "dbus",
     "docker.io",
+    # /bin/busybox: image builds start from scratch (nothing can be pulled here)
+    "busybox-static",
     "iproute2",
     "iptables",
     "procps",

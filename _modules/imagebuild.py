@@ -1,0 +1,107 @@
+"""Build one image of an image tree on this node and push it to the cluster registry.
+
+The ``imagebuild`` runner calls :func:`build` on the node it schedules; users rarely call it by
+hand. Registry credentials come from this minion's pillar (``armswarm:registry:username`` and
+``…:password``) and never travel in the job's arguments or its answer.
+"""
+
+import logging
+
+from armswarm_core import ArmswarmError, buildjob, client, registry
+from salt.exceptions import CommandExecutionError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "imagebuild"
+
+
+def __virtual__():
+    reason = client.missing_dependency()
+    if reason:
+        return False, f"imagebuild: {reason}"
+    return __virtualname__
+
+
+def _auth():
+    try:
+        conf = registry.settings(__opts__, __pillar__)
+    except ArmswarmError:
+        return None  # no registry settings on this minion: push without credentials
+    if conf.username:
+        return {"username": conf.username, "password": conf.password or ""}
+    return None
+
+
+def build(
+    image,
+    ref,
+    context,
+    dockerfile=None,
+    script=None,
+    pins=None,
+    build_args=None,
+    registry_host=None,
+    timeout=1800,
+):
+    """
+    Build ``image`` from ``context`` (base64 of a gzip tar of its directory), tag it ``ref``
+    (``<registry>/<image>:<tag>``) and push it. ``pins`` maps the repositories of parent images
+    to the exact references this run built (``<registry>/base@sha256:…``): FROM and
+    ``COPY --from`` lines naming them are rewritten, so a child never builds on an older
+    parent. ``script`` builds the image with a script instead of a Dockerfile (it must create
+    ``$ARMSWARM_IMAGE``).
+
+    Returns ``status`` (``ok``/``failed``), ``digest``, ``error``, ``transient`` (worth
+    retrying), timings and the last lines of build output.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node2 imagebuild.build web reg.lan:5000/web:20261122 "$(tar -C web -cz . | base64 -w0)"
+    """
+    try:
+        engine = client.connect(__opts__, __pillar__)
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    log.info("imagebuild: building %s as %s", image, ref)
+    answer = buildjob.run(
+        engine,
+        image,
+        ref,
+        context,
+        dockerfile_name=dockerfile,
+        script=script,
+        pins=pins,
+        build_args=build_args,
+        registry=registry_host,
+        auth=_auth(),
+        timeout=int(timeout),
+    )
+    answer["node"] = __opts__["id"]
+    if answer["status"] != "ok":
+        log.warning("imagebuild: %s failed: %s", image, answer.get("error"))
+    return answer
+
+
+def images(prefix=None):
+    """
+    Local images (``repository:tag`` → image ID), optionally only those starting with
+    ``prefix`` (e.g. the registry host): what a node has cached from earlier builds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' imagebuild.images reg.lan:5000/
+    """
+    try:
+        engine = client.connect(__opts__, __pillar__)
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    out = {}
+    for image in engine.images.list():
+        for tag in image.tags:
+            if not prefix or tag.startswith(prefix):
+                out[tag] = image.id
+    return out

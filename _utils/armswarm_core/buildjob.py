@@ -1,0 +1,235 @@
+"""One image build on one node: unpack the context, pin parents, build, push.
+
+The runner sends the image's directory as a compressed tar; the node builds it with its own
+dockerd, pushes the dated tag and answers with the pushed digest. Errors that another try may
+cure (the registry or the network) are marked ``transient`` so the runner retries them.
+"""
+
+import base64
+import io
+import os
+import subprocess
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+from armswarm_core import ArmswarmError, dockerfile
+
+try:
+    import docker.errors
+except ImportError:  # pragma: no cover - the module's __virtual__ reports it
+    docker = None
+
+LOG_TAIL = 40
+PUSH_TRIES = 4
+# Messages of failures that are about reaching something, not about the image.
+TRANSIENT_MARKERS = (
+    "connection refused",
+    "connection reset",
+    "i/o timeout",
+    "tls handshake timeout",
+    "no route to host",
+    "temporary failure",
+    "service unavailable",
+    "502 bad gateway",
+    "503 service",
+    "eof",
+    "timeout",
+    "too many requests",
+)
+
+
+def is_transient(message: str) -> bool:
+    lower = message.lower()
+    return any(marker in lower for marker in TRANSIENT_MARKERS)
+
+
+def pack(directory) -> str:
+    """A build context as base64 of a gzip tar (what the runner sends)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(str(directory), arcname=".")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _unpack(context: str, dest: Path):
+    data = base64.b64decode(context)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            # Python < 3.11.4 (Debian 12's) has no extraction filters: refuse what would
+            # land outside the build directory.
+            target = (dest / member.name).resolve()
+            if not target.is_relative_to(dest.resolve()) or member.isdev():
+                raise ArmswarmError(f"build context: refusing {member.name}")
+            if member.issym() or member.islnk():
+                link = (target.parent / member.linkname).resolve()
+                if not link.is_relative_to(dest.resolve()):
+                    raise ArmswarmError(f"build context: refusing link {member.name}")
+        tar.extractall(dest)  # noqa: S202 - members checked above
+
+
+def _split(ref: str) -> tuple:
+    name, _, tag = ref.rpartition(":")
+    if not name or "/" in tag:
+        raise ArmswarmError(f"{ref}: expected repository:tag")
+    return name, tag
+
+
+class Job:
+    """One build. ``log`` keeps the last lines of output for the report."""
+
+    def __init__(self, client, ref, registry=None, auth=None, log_tail=LOG_TAIL):
+        self.client = client
+        self.ref = ref
+        self.registry = registry
+        self.auth = auth  # {"username", "password"} or None; never returned
+        self.lines: list = []
+        self.log_tail = log_tail
+        self.push_tries = 0
+
+    def _log(self, text):
+        for line in str(text).splitlines():
+            if line.strip():
+                self.lines.append(line.rstrip())
+        del self.lines[: -self.log_tail]
+
+    def build_dockerfile(self, workdir: Path, name: str, pins: dict, build_args: dict, timeout):
+        source = workdir / name
+        pinned = dockerfile.pin(source.read_text(encoding="utf-8"), pins, self.registry, build_args)
+        target = workdir / ".armswarm.Dockerfile"
+        target.write_text(pinned, encoding="utf-8")
+        api = self.client.api
+        saved, api.timeout = api.timeout, timeout  # a build may take long between outputs
+        try:
+            stream = api.build(
+                path=str(workdir),
+                dockerfile=target.name,
+                tag=self.ref,
+                buildargs=build_args or None,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    self._log(chunk["stream"])
+                if "error" in chunk:
+                    message = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    self._log(message)
+                    raise ArmswarmError(f"build failed: {message.strip()}")
+        except docker.errors.DockerException as exc:
+            raise ArmswarmError(f"build failed: {exc}") from exc
+        finally:
+            api.timeout = saved
+
+    def build_script(self, workdir: Path, script: str, timeout):
+        path = workdir / script
+        argv = [str(path)] if os.access(path, os.X_OK) else ["/bin/sh", str(path)]
+        env = {**os.environ, "ARMSWARM_IMAGE": self.ref, "ARMSWARM_REGISTRY": self.registry or ""}
+        try:
+            proc = subprocess.run(
+                argv,
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ArmswarmError(f"build script {script} ran longer than {timeout} s") from exc
+        self._log(proc.stdout)
+        self._log(proc.stderr)
+        if proc.returncode != 0:
+            raise ArmswarmError(f"build script {script} exited {proc.returncode}")
+        try:
+            self.client.images.get(self.ref)
+        except docker.errors.ImageNotFound:
+            raise ArmswarmError(
+                f"build script {script} succeeded but made no image {self.ref} "
+                "(it must create the image named in $ARMSWARM_IMAGE)"
+            ) from None
+
+    def push(self) -> str:
+        """Push with retries and backoff; returns the pushed manifest digest."""
+        repo, tag = _split(self.ref)
+        delay, last = 2.0, ""
+        for attempt in range(1, PUSH_TRIES + 1):
+            self.push_tries = attempt
+            digest, error = None, None
+            try:
+                for chunk in self.client.api.push(
+                    repo, tag=tag, stream=True, decode=True, auth_config=self.auth
+                ):
+                    if "error" in chunk:
+                        error = chunk.get("errorDetail", {}).get("message") or chunk["error"]
+                    digest = (chunk.get("aux") or {}).get("Digest") or digest
+            except docker.errors.DockerException as exc:
+                error = str(exc)
+            if not error and digest:
+                return digest
+            last = (error or "no digest in the push answer").strip()
+            self._log(f"push {attempt}/{PUSH_TRIES} failed: {last}")
+            if attempt < PUSH_TRIES:
+                time.sleep(delay)
+                delay *= 2
+        raise ArmswarmError(f"push of {self.ref} failed {PUSH_TRIES} times: {last}")
+
+
+def run(
+    client,
+    image: str,
+    ref: str,
+    context: str,
+    dockerfile_name=None,
+    script=None,
+    pins=None,
+    build_args=None,
+    registry=None,
+    auth=None,
+    timeout=1800,
+) -> dict:
+    """Build ``image`` as ``ref`` and push it. Never raises for a failed build: the answer
+    says ``status`` (``ok`` or ``failed``), ``error`` and whether it is ``transient``."""
+    started = time.time()
+    job = Job(client, ref, registry=registry, auth=auth)
+    answer = {"image": image, "ref": ref, "status": "failed", "transient": False}
+    phase = "build"
+    try:
+        with tempfile.TemporaryDirectory(prefix="armswarm-build-") as tmp:
+            workdir = Path(tmp)
+            _unpack(context, workdir)
+            if script:
+                job.build_script(workdir, script, timeout)
+            else:
+                job.build_dockerfile(
+                    workdir, dockerfile_name or "Dockerfile", pins or {}, build_args or {}, timeout
+                )
+        built = time.time()
+        phase = "push"
+        answer["digest"] = job.push()
+        answer["status"] = "ok"
+        answer["build_seconds"] = round(built - started, 3)
+        answer["push_seconds"] = round(time.time() - built, 3)
+    except (
+        ArmswarmError,
+        OSError,
+        tarfile.TarError,
+        ValueError,
+        docker.errors.DockerException,
+    ) as exc:
+        answer["error"] = str(exc)
+        # A push that keeps failing, or a build that could not fetch its base, is about the
+        # network or the registry; a failing RUN step is not.
+        answer["transient"] = (
+            phase == "push"
+            or ("pull" in str(exc).lower() or "manifest" in str(exc).lower())
+            and is_transient(str(exc))
+        )
+    answer["started"] = started
+    answer["finished"] = time.time()
+    answer["seconds"] = round(answer["finished"] - started, 3)
+    answer["push_tries"] = job.push_tries
+    answer["log"] = job.lines
+    return answer

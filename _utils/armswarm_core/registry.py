@@ -1,0 +1,299 @@
+"""The cluster registry over its HTTP API v2: listing, dated tags, retention.
+
+Pillar (or master config) ``armswarm:registry``:
+
+.. code-block:: yaml
+
+    armswarm:
+      registry:
+        host: registry.local.lan:5000   # what image references start with
+        url: https://registry.local.lan:5000   # default: https://<host>
+        ca_file: /etc/docker/certs.d/registry.local.lan:5000/ca.crt
+        username: builder               # optional basic auth …
+        password: …                     # … never shown in returns or logs
+        tag_format: "%Y%m%d"            # dated tags, UTC
+        keep: 7                         # retention: dated tags kept per repository
+"""
+
+import datetime
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+
+from armswarm_core import ArmswarmError, config
+
+try:
+    import requests
+
+    HAS_REQUESTS = True
+except ImportError:  # pragma: no cover - exercised by __virtual__
+    requests = None
+    HAS_REQUESTS = False
+
+DEFAULT_TAG_FORMAT = "%Y%m%d"
+DEFAULT_KEEP = 7
+LATEST = "latest"
+# Ask for every manifest kind, or the registry may answer with a converted schema and a
+# digest that no tag points to.
+MANIFEST_TYPES = (
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+_SUFFIX = re.compile(r"^(?P<base>.+?)(?:\.(?P<n>\d+))?$")
+
+
+@dataclass
+class Settings:
+    host: str
+    url: str
+    ca_file: str | None = None
+    username: str | None = None
+    password: str | None = None
+    tag_format: str = DEFAULT_TAG_FORMAT
+    keep: int = DEFAULT_KEEP
+
+    def __repr__(self):  # never print the password
+        return f"Settings(host={self.host!r}, url={self.url!r}, username={self.username!r})"
+
+
+def settings(opts=None, pillar=None, **overrides) -> Settings:
+    """Registry settings from ``armswarm:registry`` (opts, then pillar), with ``overrides``."""
+    conf = dict(config.get("registry", opts, pillar, {}) or {})
+    conf.update({k: v for k, v in overrides.items() if v is not None})
+    host = conf.get("host")
+    if not host:
+        raise ArmswarmError("armswarm:registry:host is not set (e.g. registry.local.lan:5000)")
+    try:
+        keep = int(conf.get("keep", DEFAULT_KEEP))
+    except (TypeError, ValueError):
+        keep = -1
+    if keep < 1:
+        raise ArmswarmError("armswarm:registry:keep must be a whole number ≥ 1")
+    return Settings(
+        host=str(host).rstrip("/"),
+        url=str(conf.get("url") or f"https://{host}").rstrip("/"),
+        ca_file=conf.get("ca_file"),
+        username=conf.get("username"),
+        password=conf.get("password"),
+        tag_format=str(conf.get("tag_format") or DEFAULT_TAG_FORMAT),
+        keep=keep,
+    )
+
+
+# -- dated tags -------------------------------------------------------------------------------
+def run_tag(existing_tags, when: datetime.datetime | None = None, fmt=DEFAULT_TAG_FORMAT) -> str:
+    """This run's tag: the UTC date; ``<date>.2``, ``.3`` … when an earlier run of the same
+    day published one (in any repository of ``existing_tags``), so no dated tag is ever
+    overwritten."""
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    base = when.strftime(fmt)
+    taken = set(existing_tags)
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}.{n}" in taken:
+        n += 1
+    return f"{base}.{n}"
+
+
+def dated_key(tag: str, fmt=DEFAULT_TAG_FORMAT):
+    """A sort key for a dated tag (``(date, suffix)``), or None for other tags."""
+    match = _SUFFIX.match(tag)
+    try:
+        day = datetime.datetime.strptime(match.group("base"), fmt)
+    except ValueError:
+        return None
+    return (day, int(match.group("n") or 1))
+
+
+def retention(tags: dict, keep: int, fmt=DEFAULT_TAG_FORMAT) -> dict:
+    """What to remove from one repository (``tags``: tag → digest): all but the newest
+    ``keep`` dated tags. Tags that are not dated, and ``latest``, are always kept.
+
+    Returns ``{"keep": [...], "delete": [(tag, digest)], "untag": [(tag, digest)]}``: a digest
+    that a kept tag also points to is never deleted (that would delete the kept tag too); its
+    old tag is only untagged."""
+    dated = sorted((t for t in tags if dated_key(t, fmt)), key=lambda t: dated_key(t, fmt))
+    old = dated[: max(len(dated) - keep, 0)]
+    kept = sorted(set(tags) - set(old))
+    kept_digests = {tags[t] for t in kept}
+    plan = {"keep": kept, "delete": [], "untag": []}
+    deleted = set()
+    for tag in old:
+        digest = tags[tag]
+        if digest in kept_digests:
+            plan["untag"].append((tag, digest))
+        elif digest in deleted:
+            # another old tag on the same digest: removed with it
+            plan["delete"].append((tag, digest))
+        else:
+            deleted.add(digest)
+            plan["delete"].append((tag, digest))
+    return plan
+
+
+# -- the API ----------------------------------------------------------------------------------
+class Registry:
+    """A small registry API v2 client (basic auth, TLS with the cluster CA)."""
+
+    def __init__(self, conf: Settings, timeout: float = 30, retries: int = 3):
+        if not HAS_REQUESTS:
+            raise ArmswarmError("the requests package is not installed")
+        self.conf = conf
+        self.timeout = timeout
+        self.retries = retries
+        self.session = requests.Session()
+        # Passed with every request: a session-wide verify loses to REQUESTS_CA_BUNDLE.
+        self.verify = conf.ca_file or True
+        if conf.username:
+            self.session.auth = (conf.username, conf.password or "")
+
+    def _request(self, method, path, ok=(200,), **kwargs):
+        url = path if path.startswith("http") else f"{self.conf.url}/v2/{path}"
+        delay = 1.0
+        for attempt in range(self.retries):
+            try:
+                response = self.session.request(
+                    method, url, timeout=self.timeout, verify=self.verify, **kwargs
+                )
+            except requests.RequestException as exc:
+                if attempt + 1 == self.retries:
+                    raise ArmswarmError(
+                        f"registry {self.conf.url} unreachable after {self.retries} tries: "
+                        f"{type(exc).__name__}: {str(exc)[:200]}"
+                    ) from None
+                time.sleep(delay)
+                delay *= 2
+                continue
+            if response.status_code in ok:
+                return response
+            if response.status_code >= 500 and attempt + 1 < self.retries:
+                time.sleep(delay)
+                delay *= 2
+                continue
+            raise ArmswarmError(
+                f"registry {method} {url.split('?')[0]}: HTTP {response.status_code} "
+                f"{response.text[:200].strip()}"
+            )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _paged(self, path, key):
+        out, url = [], f"{path}?n=1000"
+        while url:
+            response = self._request("GET", url)
+            out.extend(response.json().get(key) or [])
+            found = _NEXT.search(response.headers.get("Link", ""))
+            url = None
+            if found:
+                nxt = found.group(1)
+                url = nxt if nxt.startswith("http") else self.conf.url + nxt
+        return out
+
+    def ping(self) -> bool:
+        self._request("GET", "")
+        return True
+
+    def catalog(self) -> list:
+        return sorted(self._paged("_catalog", "repositories"))
+
+    def tags(self, repo: str) -> list:
+        try:
+            return sorted(self._paged(f"{repo}/tags/list", "tags"))
+        except ArmswarmError as exc:
+            if "HTTP 404" in str(exc):
+                return []
+            raise
+
+    def manifest(self, repo: str, ref: str) -> tuple:
+        """``(body bytes, media type, digest)`` of a tag or digest."""
+        response = self._request(
+            "GET", f"{repo}/manifests/{ref}", headers={"Accept": ", ".join(MANIFEST_TYPES)}
+        )
+        digest = response.headers.get("Docker-Content-Digest") or (
+            "sha256:" + hashlib.sha256(response.content).hexdigest()
+        )
+        return response.content, response.headers.get("Content-Type", ""), digest
+
+    def digest(self, repo: str, ref: str) -> str | None:
+        try:
+            response = self._request(
+                "HEAD", f"{repo}/manifests/{ref}", headers={"Accept": ", ".join(MANIFEST_TYPES)}
+            )
+        except ArmswarmError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+        return response.headers.get("Docker-Content-Digest")
+
+    def tag_digests(self, repo: str) -> dict:
+        return {tag: self.digest(repo, tag) for tag in self.tags(repo)}
+
+    def put_manifest(self, repo: str, tag: str, body: bytes, media_type: str) -> str:
+        response = self._request(
+            "PUT",
+            f"{repo}/manifests/{tag}",
+            ok=(201,),
+            data=body,
+            headers={"Content-Type": media_type},
+        )
+        return response.headers.get("Docker-Content-Digest", "")
+
+    def retag(self, repo: str, source: str, tag: str) -> str:
+        """Point ``tag`` at the manifest of ``source`` (no layers move)."""
+        body, media_type, _ = self.manifest(repo, source)
+        return self.put_manifest(repo, tag, body, media_type)
+
+    def delete(self, repo: str, digest: str):
+        if not digest.startswith("sha256:"):
+            raise ArmswarmError(f"refusing to delete {repo}:{digest}: not a digest")
+        self._request("DELETE", f"{repo}/manifests/{digest}", ok=(202,))
+
+    def untag(self, repo: str, tag: str):
+        """Remove ``tag`` without touching the manifest it points to: move it onto a unique
+        empty manifest, then delete that one (the registry can only delete by digest)."""
+        config_blob = json.dumps(
+            {"architecture": "none", "os": "none", "armswarm-untag": f"{tag}@{time.time()}"}
+        ).encode()
+        config_digest = self._upload_blob(repo, config_blob)
+        body = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "size": len(config_blob),
+                    "digest": config_digest,
+                },
+                "layers": [],
+            }
+        ).encode()
+        digest = self.put_manifest(
+            repo, tag, body, "application/vnd.docker.distribution.manifest.v2+json"
+        )
+        self.delete(repo, digest or "sha256:" + hashlib.sha256(body).hexdigest())
+
+    def _upload_blob(self, repo: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        start = self._request("POST", f"{repo}/blobs/uploads/", ok=(202,))
+        location = start.headers["Location"]
+        if not location.startswith("http"):
+            location = self.conf.url + location
+        separator = "&" if "?" in location else "?"
+        self._request(
+            "PUT",
+            f"{location}{separator}digest={digest}",
+            ok=(201,),
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        return digest
+
+    def layers(self, repo: str, ref: str) -> list:
+        """Layer digests of an image manifest (for a single-platform image)."""
+        body, _, _ = self.manifest(repo, ref)
+        return [layer["digest"] for layer in json.loads(body).get("layers", [])]

@@ -1,0 +1,279 @@
+"""Distributed image builds on the lab: the example tree across all nodes into the registry,
+failure isolation, a node killed mid-build, the registry going away, retention."""
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import salt.config
+import salt.utils.event
+
+from armswarm import paths
+
+pytestmark = pytest.mark.lab
+
+EXAMPLE = paths.tree_root() / "salt/imagebuild/images"
+
+
+def _api(lab, path, method="GET", **kwargs):
+    return requests.request(
+        method, f"https://{lab.registry}/v2/{path}", verify=str(lab.ca_file), timeout=10, **kwargs
+    )
+
+
+def _digest(lab, repo, ref):
+    accept = (
+        "application/vnd.docker.distribution.manifest.v2+json,"
+        "application/vnd.oci.image.manifest.v1+json"
+    )
+    response = _api(lab, f"{repo}/manifests/{ref}", "HEAD", headers={"Accept": accept})
+    return response.headers.get("Docker-Content-Digest") if response.ok else None
+
+
+def _layers(lab, repo, ref):
+    accept = "application/vnd.docker.distribution.manifest.v2+json"
+    response = _api(lab, f"{repo}/manifests/{ref}", headers={"Accept": accept})
+    response.raise_for_status()
+    return [layer["digest"] for layer in response.json()["layers"]]
+
+
+def _run(lab, *args, check=True):
+    proc = lab.run_salt("salt-run", "--out=json", "imagebuild.run", *args, check=False)
+    report = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    if check:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc, report
+
+
+def _tree(tmp_path, names=None, edits=None) -> Path:
+    """A copy of the example tree (only ``names`` and what they need), with file ``edits``."""
+    root = tmp_path / "tree"
+    shutil.copytree(EXAMPLE, root)
+    if names:
+        for path in sorted(root.rglob("*"), reverse=True):
+            is_image = (path / "Dockerfile").exists() or (path / "build.sh").exists()
+            if is_image and path.relative_to(root).as_posix() not in names:
+                shutil.rmtree(path)
+    for rel, text in (edits or {}).items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        if rel.endswith(".sh"):
+            target.chmod(0o755)
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(lab):
+    """The example tree built once, with the master's events recorded."""
+    opts = salt.config.client_config(str(lab.master_conf_dir / "master"))
+    listener = salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=True)
+    events = []
+    stop = threading.Event()
+
+    def listen():
+        while not stop.is_set():
+            data = listener.get_event(wait=0.5, tag="armswarm/imagebuild/", full=True)
+            if data:
+                events.append(data["tag"])
+
+    thread = threading.Thread(target=listen, daemon=True)
+    thread.start()
+    proc, report = _run(lab, "source=salt://imagebuild/images")
+    stop.set()
+    thread.join()
+    listener.destroy()
+    return proc, report, events
+
+
+def test_example_tree_builds_across_nodes_into_the_registry(lab, first_run):
+    proc, report, events = first_run
+    images = {item["image"]: item for item in report["images"]}
+    assert len(images) >= 10
+    assert all(item["status"] == "done" for item in images.values()), report
+    # The work was spread: several nodes built something.
+    assert len({item["node"] for item in images.values()}) >= 3
+    tag = report["tag"]
+    for name, item in images.items():
+        assert _digest(lab, name, tag) == item["digest"]
+        assert _digest(lab, name, "latest") == item["digest"]
+    # Children are built on this run's parents: their layers start with the parent's.
+    for child, parent in (("runtime", "base"), ("web", "runtime"), ("queue", "worker")):
+        parent_layers = _layers(lab, parent, tag)
+        assert _layers(lab, child, tag)[: len(parent_layers)] == parent_layers
+    # The report, its timeline, progress in the output and one event per job start/finish.
+    assert json.loads(Path(report["report"]).read_text())["tag"] == tag
+    assert Path(report["timeline"]).read_text().startswith("<svg")
+    assert "done" in proc.stderr and "image" in proc.stderr  # progress lines
+    starts = [e for e in events if e.endswith("/job/start")]
+    dones = [e for e in events if e.endswith("/job/done")]
+    assert len(starts) == len(dones) == len(images)
+
+
+def test_plan_builds_nothing(lab, first_run):
+    catalog = _api(lab, "_catalog").json()
+    plan = lab.salt_json("imagebuild.plan", "source=salt://imagebuild/images", tool="salt-run")
+    assert plan["critical_path"][0] == "base"
+    assert plan["order"]["depth 1"] == ["base"]
+    assert len(plan["nodes"]) == len(lab.node_names())
+    assert plan["expected_makespan_seconds"] >= plan["lower_bound_seconds"] > 0
+    assert _api(lab, "_catalog").json() == catalog
+
+
+def test_a_second_run_the_same_day_gets_a_new_tag(lab, first_run, tmp_path):
+    _, first, _ = first_run
+    root = _tree(tmp_path, names={"base", "monitor"})
+    _, second = _run(lab, f"source={root}")
+    day = first["tag"].split(".")[0]
+    assert second["tag"].startswith(f"{day}.") and second["tag"] != first["tag"]
+    first_base = next(i for i in first["images"] if i["image"] == "base")["digest"]
+    assert _digest(lab, "base", first["tag"]) == first_base  # earlier tag intact
+    assert _digest(lab, "base", "latest") != first_base  # latest moved to this run
+
+
+def test_a_broken_image_skips_only_its_descendants(lab, first_run, tmp_path):
+    names = {"base", "runtime", "web", "worker", "queue", "tools", "monitor"}
+    root = _tree(tmp_path, names=names, edits={"runtime/Dockerfile": "FROM base\nRUN false\n"})
+    latest_before = _digest(lab, "runtime", "latest")
+    proc, report = _run(lab, f"source={root}", check=False)
+    assert proc.returncode == 1
+    status = {item["image"]: item["status"] for item in report["images"]}
+    assert status == {
+        "base": "done",
+        "monitor": "done",
+        "tools": "done",
+        "runtime": "failed",
+        "web": "skipped",
+        "worker": "skipped",
+        "queue": "skipped",
+    }
+    failed = next(i for i in report["images"] if i["image"] == "runtime")
+    assert "RUN false" in " ".join(failed["log"]) or "non-zero" in failed["error"]
+    assert _digest(lab, "runtime", "latest") == latest_before
+    assert _digest(lab, "tools", report["tag"]) is not None
+
+
+def test_bad_trees_fail_before_building(lab, first_run, tmp_path):
+    root = _tree(tmp_path, names={"base", "tools"}, edits={"base/Dockerfile": "FROM tools\n"})
+    (root / "base/build.sh").unlink()
+    (root / "base/image.yaml").unlink()
+    proc, _ = _run(lab, f"source={root}", check=False)
+    assert proc.returncode != 0
+    assert "dependency cycle" in proc.stdout + proc.stderr
+
+
+def test_a_node_killed_mid_build_has_its_job_finish_elsewhere(lab, first_run, tmp_path):
+    root = _tree(
+        tmp_path,
+        names={"base", "slow"},
+        edits={"slow/Dockerfile": "FROM base\nRUN sleep 20 && echo slow > /slow\n"},
+    )
+    argv = lab.salt_argv(
+        "salt-run",
+        "--out=json",
+        "imagebuild.run",
+        f"source={root}",
+        "target=node4,node5",
+        "tgt_type=list",
+        "probe_every=3",
+        "probe_timeout=4",
+    )
+    runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    victim = None
+    deadline = time.monotonic() + 120
+    while victim is None and time.monotonic() < deadline:
+        for node in ("node4", "node5"):
+            code, out = lab.exec(node, ["sh", "-c", "docker ps -q --filter status=running"])
+            if code == 0 and out.strip():
+                victim = node
+        time.sleep(0.5)
+    assert victim, "the slow build never started"
+    container = lab.client.containers.get(lab.container_name(lab.node(victim)))
+    container.kill()
+    try:
+        out, _ = runner.communicate(timeout=240)
+    finally:
+        container.start()
+        lab.wait_minions()
+    report = json.loads(out)
+    slow = next(i for i in report["images"] if i["image"] == "slow")
+    assert slow["status"] == "done", out
+    assert [a["status"] for a in slow["attempts"]] == ["lost", "ok"]
+    assert slow["node"] != victim and report["lost_nodes"] == [victim]
+
+
+def test_registry_outage_during_push(lab, first_run, tmp_path):
+    slow_base = (EXAMPLE / "base/build.sh").read_text().replace("set -eu", "set -eu\nsleep 6")
+    root = _tree(tmp_path, names={"base"}, edits={"base/build.sh": slow_base})
+    # Back within the push retries: the image lands.
+    argv = lab.salt_argv("salt-run", "--out=json", "imagebuild.run", f"source={root}")
+    runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    lab._stop("registry")
+    time.sleep(8)
+    lab._start_registry()
+    out, _ = runner.communicate(timeout=240)
+    report = json.loads(out)
+    (base,) = report["images"]
+    assert base["status"] == "done", out
+    assert base["push_tries"] > 1
+    # Down for good: a clear error after the retries.
+    argv = lab.salt_argv("salt-run", "--out=json", "imagebuild.run", f"source={root}", "retries=0")
+    runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    lab._stop("registry")
+    try:
+        out, _ = runner.communicate(timeout=240)
+    finally:
+        lab._start_registry()
+    assert runner.returncode == 1
+    report = json.loads(out)
+    (base,) = report["images"]
+    assert base["status"] == "failed"
+    assert "push of" in base["error"] and "failed 4 times" in base["error"]
+
+
+def test_retention_keeps_latest_and_recent_tags(lab, first_run):
+    repo = "retention-demo"
+    node = "node1"
+    tags = ["20260101", "20260102", "20260103", "20260104", "20260105"]
+    for index, tag in enumerate(tags):
+        ref = f"{lab.registry}/{repo}:{tag}"
+        script = (
+            f"mkdir -p /tmp/r{index} && echo {index} > /tmp/r{index}/v && "
+            f"tar -C /tmp/r{index} -c . | docker import - {ref} && docker push {ref}"
+        )
+        code, out = lab.exec(node, ["sh", "-c", script])
+        assert code == 0, out
+    # latest is the same image as the oldest dated tag.
+    code, out = lab.exec(
+        node,
+        [
+            "sh",
+            "-c",
+            f"docker tag {lab.registry}/{repo}:20260101 {lab.registry}/{repo}:latest && "
+            f"docker push {lab.registry}/{repo}:latest",
+        ],
+    )
+    assert code == 0, out
+    shared = _digest(lab, repo, "latest")
+    assert shared == _digest(lab, repo, "20260101")
+
+    dry = lab.salt_json("imagebuild.prune", "keep=2", f"repositories={repo}", tool="salt-run")
+    assert dry["dry_run"] is True
+    entry = dry["repositories"][repo]
+    assert entry["deleted"] == ["20260102", "20260103"]
+    assert entry["untagged"] == ["20260101"]
+    assert len(_api(lab, f"{repo}/tags/list").json()["tags"]) == 6  # nothing changed
+
+    lab.salt_json(
+        "imagebuild.prune", "keep=2", f"repositories={repo}", "dry_run=False", tool="salt-run"
+    )
+    left = sorted(_api(lab, f"{repo}/tags/list").json()["tags"] or [])
+    assert left == ["20260104", "20260105", "latest"]
+    assert _digest(lab, repo, "latest") == shared  # the shared digest survived

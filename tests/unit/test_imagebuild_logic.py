@@ -1,0 +1,314 @@
+"""Pure logic of the image builds: Dockerfile references, the graph, scheduling, tags, retention,
+and the dispatcher's failure handling (driven by a simulated transport)."""
+
+import datetime
+import textwrap
+
+import pytest
+from armswarm_core import ArmswarmError, builddag, buildrun, dockerfile, registry, scheduler
+
+pytestmark = pytest.mark.unit
+
+REG = "reg.lan:5000"
+
+
+# -- Dockerfile ------------------------------------------------------------------------------
+def test_references_skip_stages_and_expand_args():
+    text = textwrap.dedent(
+        """\
+        # escape=\\
+        ARG BASE=base
+        ARG TAG
+        FROM --platform=linux/arm64 ${BASE}:${TAG:-latest} AS build
+        RUN --mount=type=cache,from=cachebox,target=/c make
+        FROM reg.lan:5000/runtime
+        COPY --from=build /out /out
+        COPY --from=0 /x /x
+        COPY --from=tools:1.2 \\
+             /opt/tools /opt/tools
+        FROM build
+        """
+    )
+    parsed = dockerfile.parse(text)
+    assert parsed.stages == ["build", None, None]
+    assert [(r.kind, r.value) for r in parsed.references] == [
+        ("from", "base:latest"),
+        ("mount", "cachebox"),
+        ("from", "reg.lan:5000/runtime"),
+        ("copy", "tools:1.2"),
+    ]
+    assert parsed.references[3].lines == (8, 9)
+    assert dockerfile.parse(text, {"BASE": "other"}).references[0].value == "other:latest"
+
+
+@pytest.mark.parametrize(
+    ("ref", "repo"),
+    [
+        ("base", "base"),
+        ("base:2026", "base"),
+        ("reg.lan:5000/armv7h/arch:20250101", "armv7h/arch"),
+        ("reg.lan:5000/base@sha256:abc", "base"),
+        ("other.lan/base", "other.lan/base"),
+    ],
+)
+def test_repository(ref, repo):
+    assert dockerfile.repository(ref, REG) == repo
+
+
+def test_pin_rewrites_only_named_images_and_keeps_the_rest():
+    text = (
+        "FROM base AS b\nRUN true \\\n  && echo hi\nFROM debian:12\n"
+        "COPY --from=tools:1 \\\n  /a /a\n"
+    )
+    pins = {"base": f"{REG}/base@sha256:1", "tools": f"{REG}/tools@sha256:2"}
+    pinned = dockerfile.pin(text, pins, REG)
+    assert pinned == (
+        f"FROM {REG}/base@sha256:1 AS b\nRUN true \\\n  && echo hi\nFROM debian:12\n"
+        f"COPY --from={REG}/tools@sha256:2 /a /a\n"
+    )
+
+
+@pytest.mark.parametrize("text", ["RUN true\n", "", "ARG X\nFROM ${X}\n"])
+def test_bad_dockerfiles(text):
+    with pytest.raises(ArmswarmError):
+        dockerfile.parse(text)
+
+
+# -- the graph -------------------------------------------------------------------------------
+def _tree(tmp_path, files: dict):
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path
+
+
+def test_graph_from_a_tree(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "base/build.sh": "true",
+            "a/Dockerfile": f"FROM {REG}/base:latest\n",
+            "b/Dockerfile": "FROM base AS s\nFROM a\nCOPY --from=s / /\n",
+            "ext/Dockerfile": "FROM debian:bookworm\n",
+            "nested/img/Dockerfile": "FROM b\n",
+            "nested/img/sub/Dockerfile": "FROM nothing-this-is-context\n",
+        },
+    )
+    graph = builddag.load(root, REG)
+    assert graph.order == ["base", "ext", "a", "b", "nested/img"]
+    assert graph.images["b"].parents == ["a", "base"]
+    assert graph.images["base"].script == "build.sh"
+    assert graph.depth() == 4
+    assert graph.descendants("a") == {"b", "nested/img"}
+    assert graph.critical_path({"base": 1, "ext": 9}) == ["base", "a", "b", "nested/img"]
+
+
+def test_cycle_and_missing_parents_are_reported_together(tmp_path):
+    root = _tree(
+        tmp_path,
+        {
+            "a/Dockerfile": "FROM b\n",
+            "b/Dockerfile": "FROM a\n",
+            "c/Dockerfile": f"FROM {REG}/gone\n",
+            "d/build.sh": "",
+            "d/image.yaml": "depends: [nope]\ncolour: red\n",
+            "Bad_Name/Dockerfile": "FROM a\n",
+        },
+    )
+    with pytest.raises(ArmswarmError) as err:
+        builddag.load(root, REG)
+    text = str(err.value)
+    assert "gone is in the cluster registry but not in the tree" in text
+    assert "depends on nope" in text and "unknown keys colour" in text and "Bad_Name" in text
+    (tmp_path / "c/Dockerfile").write_text("FROM a\n")
+    (tmp_path / "d/image.yaml").write_text("")
+    (tmp_path / "Bad_Name/Dockerfile").unlink()
+    with pytest.raises(ArmswarmError, match="dependency cycle a -> b -> a"):
+        builddag.load(root, REG)
+
+
+# -- scheduling ------------------------------------------------------------------------------
+def _graph(edges: dict, **reqs):
+    images = {
+        name: builddag.Image(name=name, path=None, parents=sorted(parents), **reqs.get(name, {}))
+        for name, parents in edges.items()
+    }
+    return builddag.Graph(images=images, order=builddag._toposort(images))
+
+
+def test_longest_path_first_beats_a_static_split():
+    # One long chain and many short leaves: the chain must start first.
+    edges = {"root": [], "c1": ["root"], "c2": ["c1"], "c3": ["c2"]}
+    edges.update({f"leaf{i}": ["root"] for i in range(6)})
+    graph = _graph(edges)
+    durations = {"root": 1, "c1": 5, "c2": 5, "c3": 5, **{f"leaf{i}": 2 for i in range(6)}}
+    nodes = {"n1": {}, "n2": {}}
+    dynamic = scheduler.simulate(graph, durations, nodes)["makespan"]
+    static = scheduler.simulate(graph, durations, nodes, "static")["makespan"]
+    bound = scheduler.lower_bound(graph, durations, 2)
+    assert dynamic == bound == 16
+    assert static > dynamic
+
+
+def test_requirements_and_lost_nodes():
+    graph = _graph({"base": [], "arm": ["base"]}, arm={"arch": ["aarch64"]})
+    nodes = {"x": {"arch": "x86_64"}, "a": {"arch": "arm64"}}
+    sched = scheduler.Scheduler(graph, {}, nodes)
+    assert sched.assign(["x", "a"]) == [("base", "x")]
+    sched.finished("base", ok=True)
+    assert sched.assign(["x"]) == []
+    assert sched.node_lost("a") == ["arm"]
+    with pytest.raises(ArmswarmError, match="no build node matches"):
+        scheduler.Scheduler(graph, {}, {"x": {"arch": "x86_64"}})
+
+
+def test_a_failure_skips_descendants_only():
+    graph = _graph({"base": [], "a": ["base"], "a1": ["a"], "b": ["base"]})
+    sched = scheduler.Scheduler(graph, {}, {"n": {}})
+    sched.assign(["n"])
+    sched.finished("base", ok=True)
+    ((image, _),) = sched.assign(["n"])
+    assert image == "a"  # longer remaining path than b
+    assert sched.finished("a", ok=False) == ["a1"]
+    assert sched.assign(["n"]) == [("b", "n")]
+
+
+# -- tags and retention ----------------------------------------------------------------------
+def test_run_tag_never_reuses_a_published_tag():
+    day = datetime.datetime(2026, 11, 22, 23, 59)
+    assert registry.run_tag(["20261121", "latest"], day) == "20261122"
+    assert registry.run_tag(["20261122", "20261122.2"], day) == "20261122.3"
+    assert registry.run_tag([], day, "%Y-%m-%d") == "2026-11-22"
+
+
+def test_retention_keeps_shared_digests():
+    tags = {
+        "20261101": "sha256:a",
+        "20261102": "sha256:b",
+        "20261102.2": "sha256:c",
+        "20261103": "sha256:d",
+        "20261104": "sha256:e",
+        "latest": "sha256:b",  # an old dated tag shares latest's digest
+        "stable": "sha256:a",
+    }
+    plan = registry.retention(tags, keep=2)
+    assert plan["keep"] == ["20261103", "20261104", "latest", "stable"]
+    assert plan["delete"] == [("20261102.2", "sha256:c")]
+    assert plan["untag"] == [("20261101", "sha256:a"), ("20261102", "sha256:b")]
+
+
+# -- the dispatcher, on a simulated cluster ---------------------------------------------------
+class FakeTransport:
+    """Nodes that finish each job after its duration; some fail, some die."""
+
+    def __init__(self, clock, durations, fail=(), transient=None, dead=(), connected=None):
+        self.clock = clock
+        self.durations = durations
+        self.fail = set(fail)
+        self.transient = dict(transient or {})  # image → transient failures before success
+        self.dead = set(dead)  # nodes that accept jobs and never answer
+        self.connected = connected
+        self.pending = []  # (due, jid, node, ret)
+        self.n = 0
+        self.started = []
+
+    def _jid(self):
+        self.n += 1
+        return f"j{self.n}"
+
+    def start(self, node, image, kwargs):
+        if self.connected is not None and node not in self.connected:
+            return None
+        jid = self._jid()
+        self.started.append((image, node, kwargs["pins"]))
+        if node in self.dead:
+            return jid
+        if self.transient.get(image):
+            self.transient[image] -= 1
+            answer = {"status": "failed", "transient": True, "error": "push: connection refused"}
+        elif image in self.fail:
+            answer = {"status": "failed", "transient": False, "error": "RUN false"}
+        else:
+            answer = {"status": "ok", "digest": f"sha256:{image}", "seconds": 1}
+        due = self.clock.now + self.durations.get(image, 1)
+        self.pending.append((due, jid, node, {"return": answer, "success": True}))
+        return jid
+
+    def probe(self, node, jid):
+        probe = self._jid()
+        if node not in self.dead:
+            running = any(j == jid for _, j, _, _ in self.pending)
+            answer = {"return": {"jid": jid} if running else {}}
+            self.pending.append((self.clock.now, probe, node, answer))
+        return probe
+
+    def events(self, wait):
+        self.clock.now += wait
+        due = [p for p in self.pending if p[0] <= self.clock.now]
+        self.pending = [p for p in self.pending if p[0] > self.clock.now]
+        return [(jid, node, ret) for _, jid, node, ret in due]
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _dispatch(graph, nodes, transport, clock, **kwargs):
+    sched = scheduler.Scheduler(graph, {}, nodes)
+    dispatcher = buildrun.Dispatcher(
+        sched,
+        transport,
+        lambda image, node, digests: {"pins": digests},
+        clock=clock,
+        retry_delay=1,
+        **kwargs,
+    )
+    return dispatcher, dispatcher.run()
+
+
+def test_dispatcher_pins_children_and_isolates_failures():
+    clock = Clock()
+    graph = _graph({"base": [], "a": ["base"], "a1": ["a"], "b": ["base"], "b1": ["b"]})
+    transport = FakeTransport(clock, {}, fail={"a"}, transient={"b": 1})
+    _, outcomes = _dispatch(graph, {"n1": {}, "n2": {}}, transport, clock)
+    status = {name: o.status for name, o in outcomes.items()}
+    assert status == {"base": "done", "a": "failed", "a1": "skipped", "b": "done", "b1": "done"}
+    pins = {image: p for image, _, p in transport.started}
+    assert pins["b1"] == {"base": "sha256:base", "b": "sha256:b"}
+    assert [a[3] for a in outcomes["b"].attempts] == ["failed", "ok"]
+
+
+def test_dispatcher_gives_up_on_persistent_transient_errors():
+    clock = Clock()
+    graph = _graph({"base": []})
+    transport = FakeTransport(clock, {}, transient={"base": 99})
+    _, outcomes = _dispatch(graph, {"n1": {}}, transport, clock, retries=2)
+    assert outcomes["base"].status == "failed"
+    assert "after 3 tries" in outcomes["base"].error
+
+
+def test_a_dead_node_has_its_job_built_elsewhere():
+    clock = Clock()
+    graph = _graph({"base": [], "a": ["base"], "b": ["base"]})
+    transport = FakeTransport(clock, {"a": 5, "b": 5}, dead={"n2"})
+    dispatcher, outcomes = _dispatch(
+        graph, {"n1": {}, "n2": {}}, transport, clock, probe_every=2, probe_timeout=2
+    )
+    assert all(o.status == "done" for o in outcomes.values())
+    assert dispatcher.lost_nodes == ["n2"]
+    lost = [o for o in outcomes.values() if any(a[3] == "lost" for a in o.attempts)]
+    assert len(lost) == 1 and lost[0].node == "n1"
+
+
+def test_no_node_left():
+    clock = Clock()
+    graph = _graph({"base": [], "a": ["base"]})
+    transport = FakeTransport(clock, {}, connected=set())
+    dispatcher, outcomes = _dispatch(graph, {"n1": {}}, transport, clock)
+    assert {o.status for o in outcomes.values()} == {"failed", "skipped"}
+    assert dispatcher.lost_nodes == ["n1"]
