@@ -438,7 +438,7 @@ def _write_report(run_id, tag, started, graph, outcomes, latest, lost_nodes) -> 
     return report
 
 
-def _prune(keep=None, dry_run=True, repositories=None):
+def _prune(keep=None, dry_run=True, repositories=None, gc=True):
     conf = _registry_settings()
     keep = int(keep) if keep is not None else conf.keep
     if keep < 1:
@@ -468,7 +468,29 @@ def _prune(keep=None, dry_run=True, repositories=None):
                 f"{len(entry['deleted']) + len(entry['untagged'])} tags"
             )
         result["repositories"][repo] = entry
+    result["garbage_collection"] = _collect(dry_run, gc, result)
     return result
+
+
+def _collect(dry_run, gc, result):
+    """Run the registry's garbage collection on its node after real deletions."""
+    removed = any(e["deleted"] or e["untagged"] for e in result["repositories"].values())
+    node = traverse_dict_and_list(__opts__, "armswarm:registry:node", None)
+    node = node or traverse_dict_and_list(_pillar(), "armswarm:registry:node", None)
+    if dry_run or not gc or not removed:
+        return "not needed" if not removed else "skipped"
+    if not node:
+        return (
+            "skipped: armswarm:registry:node is not set; run `registry garbage-collect` "
+            "with the registry read-only"
+        )
+    local = salt.client.get_local_client(__opts__["conf_file"])
+    rets = local.cmd(node, "docker_registry.garbage_collect", timeout=300, full_return=True)
+    ret = rets.get(node)
+    if not isinstance(ret, dict) or ret.get("retcode", 0) != 0:
+        raise ArmswarmError(f"garbage collection on {node} failed: {ret and ret.get('ret')}")
+    _say(f"garbage collection on {node}: {ret['ret']['freed_bytes']} bytes freed")
+    return ret["ret"]
 
 
 def plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
@@ -538,13 +560,13 @@ def run(
         return _failure(exc)
 
 
-def prune(keep=None, dry_run=True, repositories=None):
+def prune(keep=None, dry_run=True, repositories=None, gc=True):
     """
     Registry retention: keep the newest ``keep`` dated tags per repository (default
     ``armswarm:registry:keep``, 7), ``latest`` and every tag that is not dated. A digest that
     a kept tag also points to is never deleted: its old tag is only untagged. Dry-run unless
-    ``dry_run=False``. Space is given back by the registry's garbage collection, run with the
-    registry read-only.
+    ``dry_run=False``. After deleting, the registry's garbage collection runs on the registry
+    node (``armswarm:registry:node``, with the registry read-only) unless ``gc=False``.
 
     CLI Example:
 
@@ -554,6 +576,6 @@ def prune(keep=None, dry_run=True, repositories=None):
         salt-run imagebuild.prune keep=3 dry_run=False
     """
     try:
-        return _prune(keep=keep, dry_run=dry_run, repositories=repositories)
+        return _prune(keep=keep, dry_run=dry_run, repositories=repositories, gc=gc)
     except ArmswarmError as exc:
         return _failure(exc)

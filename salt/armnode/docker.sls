@@ -24,12 +24,21 @@ armnode-docker-daemon-json:
     - require:
       - pkg: armnode-docker-installed
 
-{%- if docker.registry and docker.registry_ca %}
+{#- The cluster registry: armnode:docker:registry, else armswarm:registry:host; its CA from
+    pillar, else from the mine where the registry formula put it. #}
+{%- set registry = docker.registry or salt["pillar.get"]("armswarm:registry:host", "") %}
+{%- set registry_ca = docker.registry_ca %}
+{%- set registry_node = salt["pillar.get"]("armswarm:registry:node", "") %}
+{%- if registry and not registry_ca and registry_node %}
+{%-   set mined = salt["mine.get"](registry_node, "armswarm_registry_ca") or {} %}
+{%-   set registry_ca = mined.get(registry_node) or "" %}
+{%- endif %}
+{%- if registry and registry_ca %}
 armnode-docker-registry-ca:
   file.managed:
-    - name: /etc/docker/certs.d/{{ docker.registry }}/ca.crt
+    - name: /etc/docker/certs.d/{{ registry }}/ca.crt
     - makedirs: true
-    - contents: {{ docker.registry_ca | json }}
+    - contents: {{ registry_ca | json }}
     - require:
       - pkg: armnode-docker-installed
 {%- endif %}

@@ -1,8 +1,11 @@
 """Helpers shared by the lab tests."""
 
 import io
+import shutil
 import subprocess
 import tarfile
+import tempfile
+from pathlib import Path
 
 from armswarm.lab.image import tar_bytes
 
@@ -51,3 +54,31 @@ def assert_no_join_token(lab, *extra_paths):
             node, ["grep", "-rlE", TOKEN_PATTERN, "/var/log/salt", "/var/cache/salt"]
         )
         assert code == 1 and out.strip() == "", (node, out)
+
+
+def load_registry_image(lab, node: str, ref: str = "armswarm-lab/registry:local") -> str:
+    """A registry image on ``node`` without pulling: Debian's docker-registry binary and the
+    libraries it links, ``FROM scratch``, built by the host's dockerd and loaded on the node."""
+    binary = shutil.which("docker-registry")
+    assert binary, "docker-registry is not installed on the host"
+    libs = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "rootfs"
+        (root / "bin").mkdir(parents=True)
+        shutil.copy2(binary, root / "bin/registry")
+        for word in libs.split():
+            if word.startswith("/") and Path(word).exists():
+                target = root / word.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(Path(word).resolve(), target)
+        (Path(tmp) / "Dockerfile").write_text(
+            "FROM scratch\nCOPY rootfs/ /\n"
+            'ENTRYPOINT ["/bin/registry", "serve", "/etc/docker/registry/config.yml"]\n'
+        )
+        lab.client.images.build(path=tmp, tag=ref, rm=True)
+    data = b"".join(lab.client.images.get(ref).save(named=True))
+    container = lab.client.containers.get(lab.container_name(lab.node(node)))
+    container.put_archive("/root", tar_bytes({"registry-image.tar": data}))
+    code, out = lab.exec(node, ["docker", "load", "-i", "/root/registry-image.tar"])
+    assert code == 0, out
+    return ref

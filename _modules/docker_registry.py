@@ -1,0 +1,78 @@
+"""The cluster registry's container on the registry node: status, CA, garbage collection.
+
+Deployed by the ``registry`` formula (``salt/registry``) from pillar ``armswarm:registry``;
+see :mod:`armswarm_core.registryhost`.
+"""
+
+from pathlib import Path
+
+from armswarm_core import ArmswarmError, client, config, registryhost
+from salt.exceptions import CommandExecutionError
+
+__virtualname__ = "docker_registry"
+
+
+def __virtual__():
+    reason = client.missing_dependency()
+    if reason:
+        return False, f"docker_registry: {reason}"
+    return __virtualname__
+
+
+def _conf():
+    return registryhost.settings(config.get("registry", __opts__, __pillar__, {}) or {})
+
+
+def status():
+    """
+    The registry container on this node: ``id``, ``status``, ``image``, the spec it was
+    created from and whether it is read-only; ``None`` when it is not deployed here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_registry.status
+    """
+    try:
+        return registryhost.current(client.connect(__opts__, __pillar__), _conf())
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def ca_cert():
+    """
+    The registry's CA certificate (PEM), published to the Salt mine as
+    ``armswarm_registry_ca`` so every node can trust it; ``None`` before the formula made it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_registry.ca_cert
+    """
+    try:
+        path = Path(_conf()["config_dir"]) / "ca.crt"
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    return path.read_text() if path.is_file() else None
+
+
+def garbage_collect(dry_run=False):
+    """
+    Free the storage of blobs no manifest references any more (after ``salt-run
+    imagebuild.prune dry_run=False``). The registry is read-only meanwhile: pulls keep
+    working, pushes are refused for the few seconds it takes. Returns bytes before and after.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_registry.garbage_collect
+        salt node1 docker_registry.garbage_collect dry_run=True
+    """
+    try:
+        engine = client.connect(__opts__, __pillar__)
+        return registryhost.garbage_collect(engine, _conf(), dry_run=bool(dry_run))
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc

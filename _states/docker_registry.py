@@ -1,0 +1,141 @@
+"""The cluster registry on its node: users, configuration, container, CA in the mine.
+
+Used by ``salt/registry/init.sls``; the settings are pillar ``armswarm:registry``
+(:mod:`armswarm_core.registryhost`). TLS files (``ca.crt``, ``tls.crt``, ``tls.key``) are made
+by Salt's ``x509`` states in the formula, before these run.
+
+.. code-block:: yaml
+
+    armswarm-registry:
+      docker_registry.running: []
+"""
+
+from pathlib import Path
+
+from armswarm_core import ArmswarmError, client, config, registryhost
+
+__virtualname__ = "docker_registry"
+MINE_KEY = "armswarm_registry_ca"
+
+
+def __virtual__():
+    reason = client.missing_dependency()
+    if reason:
+        return False, f"docker_registry: {reason}"
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "changes": {}, "result": True, "comment": ""}
+
+
+def _conf(overrides):
+    conf = dict(config.get("registry", __opts__, __pillar__, {}) or {})
+    conf.update({k: v for k, v in overrides.items() if v is not None})
+    return registryhost.settings(conf)
+
+
+def _write(path: Path, text: str, mode: int) -> bool:
+    """Write ``text`` unless it is already there; whether it changed."""
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    tmp.chmod(mode)
+    tmp.replace(path)
+    return True
+
+
+def running(name="armswarm-registry", image=None, port=None, storage=None, users=None):
+    """
+    The registry container runs with the current configuration: ``config.yml`` (filesystem
+    storage under ``storage``, deletes enabled, TLS, htpasswd auth when ``users`` are set) and
+    ``htpasswd`` are written to ``config_dir``, and the container is (re)created when any of
+    its inputs changed (settings, configuration, certificate, users). Arguments override
+    pillar ``armswarm:registry``. Passwords never appear in changes or comments.
+    """
+    ret = _ret(name)
+    try:
+        conf = _conf({"image": image, "port": port, "storage": storage, "users": users})
+        conf["name"] = name
+        config_dir = Path(conf["config_dir"])
+        for needed in ("tls.crt", "tls.key"):
+            if not (config_dir / needed).is_file() and not __opts__["test"]:
+                raise ArmswarmError(f"{config_dir / needed} is missing (made by the x509 states)")
+        text = registryhost.render_config(conf)
+        current_users = (
+            (config_dir / "htpasswd").read_text() if (config_dir / "htpasswd").is_file() else ""
+        )
+        users_text, users_changed = registryhost.htpasswd(conf["users"], current_users)
+        config_changes = (config_dir / "config.yml").is_file() is False or (
+            (config_dir / "config.yml").read_text() != text
+        )
+        engine = client.connect(__opts__, __pillar__)
+        before = registryhost.current(engine, conf)
+        changes = {}
+        if config_changes:
+            changes["config"] = str(config_dir / "config.yml")
+        if users_changed:
+            changes["users"] = users_changed
+        if __opts__["test"]:
+            if before is None or before["status"] != "running" or changes:
+                changes["container"] = "would be (re)created" if before else "would be created"
+            ret["changes"] = changes
+            ret["result"] = None if changes else True
+            ret["comment"] = (
+                "The registry would be updated" if changes else "The registry is up to date"
+            )
+            return ret
+        Path(conf["storage"]).mkdir(parents=True, exist_ok=True)
+        _write(config_dir / "config.yml", text, 0o644)
+        if users_text or current_users:
+            _write(config_dir / "htpasswd", users_text, 0o640)
+        spec = registryhost.spec_hash(conf, config_dir)
+        if before and before["status"] == "running" and before["spec"] == spec:
+            if not changes:
+                ret["comment"] = f"The registry runs on port {conf['port']} as configured"
+                return ret
+        registryhost.replace(engine, conf, spec)
+        registryhost.wait_serving(conf["port"])
+        changes["container"] = {
+            "old": before and {k: before[k] for k in ("id", "status", "spec")},
+            "new": {"spec": spec, "image": conf["image"], "port": conf["port"]},
+        }
+        ret["changes"] = changes
+        ret["comment"] = f"The registry runs on port {conf['port']}"
+    except ArmswarmError as exc:
+        ret["result"] = False
+        ret["comment"] = str(exc)
+    return ret
+
+
+def ca_published(name=MINE_KEY):
+    """
+    The registry's CA certificate is in the Salt mine under ``name`` (read by every node's
+    ``armnode`` formula to trust the registry). Sent only when the mine has another value.
+    """
+    ret = _ret(name)
+    try:
+        path = Path(_conf({})["config_dir"]) / "ca.crt"
+    except ArmswarmError as exc:
+        ret["result"], ret["comment"] = False, str(exc)
+        return ret
+    pem = path.read_text() if path.is_file() else None
+    if pem is None and not __opts__["test"]:
+        ret["result"], ret["comment"] = False, f"{path} does not exist"
+        return ret
+    mined = (__salt__["mine.get"](__opts__["id"], name) or {}).get(__opts__["id"])
+    if mined == pem:
+        ret["comment"] = "The CA is in the mine"
+        return ret
+    ret["changes"] = {"mine": name}
+    if __opts__["test"]:
+        ret["result"] = None
+        ret["comment"] = "The CA would be sent to the mine"
+        return ret
+    if not __salt__["mine.send"](name, mine_function="docker_registry.ca_cert"):
+        ret["result"], ret["comment"], ret["changes"] = False, "mine.send failed", {}
+        return ret
+    ret["comment"] = "The CA was sent to the mine"
+    return ret

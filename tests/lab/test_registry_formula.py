@@ -1,0 +1,136 @@
+"""The registry formula on a lab node: x509 CA and certificate made by Salt, the container,
+htpasswd users, the CA through the mine into other nodes' docker trust, garbage collection."""
+
+import json
+
+import pytest
+import requests
+from helpers import load_registry_image
+
+pytestmark = pytest.mark.lab
+
+NODE = "node1"
+PASSWORD = "lab-registry-pw-7f3a"  # only for this test registry
+
+
+def _remove(lab):
+    lab.exec(NODE, ["docker", "rm", "-f", "armswarm-registry"])
+    lab.exec(NODE, ["rm", "-rf", "/srv/registry", "/etc/armswarm/registry"])
+    lab.run_salt("salt", NODE, "mine.delete", "armswarm_registry_ca", check=False)
+
+
+@pytest.fixture(scope="module")
+def deployed(lab):
+    _remove(lab)  # a kept lab may hold an earlier run's
+    image = load_registry_image(lab, NODE)
+    host = f"{lab.node_address(lab.node(NODE))}:5000"
+    pillar = {
+        "armswarm": {
+            "registry": {
+                "node": NODE,
+                "host": host,
+                "image": image,
+                "storage": "/srv/registry",
+                "users": {"builder": PASSWORD},
+            }
+        }
+    }
+    yield host, pillar
+    _remove(lab)
+
+
+def _apply(lab, target, sls, pillar, test=False):
+    args = [target, "state.apply", sls, f"pillar={json.dumps(pillar)}"]
+    if test:
+        args.append("test=True")
+    proc = lab.run_salt("salt", "--out=json", "--static", *args, check=False)
+    assert PASSWORD not in proc.stdout + proc.stderr
+    states = json.loads(proc.stdout)[target]
+    assert isinstance(states, dict), states
+    return states
+
+
+def _ca_file(lab):
+    ca_file = lab.state_dir / "test-registry-ca.crt"
+    ca_file.write_text(lab.salt_json(NODE, "docker_registry.ca_cert")[NODE])
+    return str(ca_file)
+
+
+def _changed(states):
+    return {s["__id__"]: s["changes"] for s in states.values() if s["changes"]}
+
+
+def _results(states):
+    return {s["__id__"]: s["result"] for s in states.values()}
+
+
+def test_check_apply_reapply_check(lab, deployed):
+    _, pillar = deployed
+    check = _apply(lab, NODE, "registry", pillar, test=True)
+    assert "armswarm-registry-running" in _changed(check)
+    assert all(r in (None, True) for r in _results(check).values()), check
+    applied = _apply(lab, NODE, "registry", pillar)
+    assert all(_results(applied).values()), applied
+    changed = _changed(applied)
+    assert {
+        "armswarm-registry-ca",
+        "armswarm-registry-tls-cert",
+        "armswarm-registry-running",
+    } <= set(changed)
+    assert changed["armswarm-registry-running"]["users"] == ["builder"]
+    again = _apply(lab, NODE, "registry", pillar)
+    assert _changed(again) == {} and all(_results(again).values()), _changed(again)
+    check = _apply(lab, NODE, "registry", pillar, test=True)
+    assert _changed(check) == {} and all(r is True for r in _results(check).values())
+
+
+def test_nodes_trust_it_through_the_mine_and_push_with_credentials(lab, deployed):
+    host, pillar = deployed
+    states = _apply(lab, "node2", "armnode", pillar)
+    assert all(_results(states).values())
+    code, ca = lab.exec("node2", ["cat", f"/etc/docker/certs.d/{host}/ca.crt"])
+    assert code == 0 and "BEGIN CERTIFICATE" in ca
+    ref = f"{host}/smoke:1"
+    script = (
+        f"d=$(mktemp -d); echo hi > $d/hi; tar -C $d -c . | docker import - {ref} && "
+        f"echo {PASSWORD} | docker login -u builder --password-stdin {host} && docker push {ref}"
+    )
+    code, out = lab.exec("node2", ["sh", "-c", script])
+    assert code == 0, out
+    # Without credentials the registry refuses.
+    response = requests.get(f"https://{host}/v2/_catalog", verify=_ca_file(lab), timeout=10)
+    assert response.status_code == 401
+
+
+def test_garbage_collection_frees_deleted_images(lab, deployed):
+    host, _ = deployed
+    ca_file = _ca_file(lab)
+    auth = ("builder", PASSWORD)
+    script = (
+        f"d=$(mktemp -d); head -c 3000000 /dev/urandom > $d/blob; "
+        f"tar -C $d -c . | docker import - {host}/big:1 && docker push {host}/big:1"
+    )
+    code, out = lab.exec("node2", ["sh", "-c", script])
+    assert code == 0, out
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    head = requests.head(
+        f"https://{host}/v2/big/manifests/1",
+        headers=accept,
+        auth=auth,
+        verify=str(ca_file),
+        timeout=10,
+    )
+    digest = head.headers["Docker-Content-Digest"]
+    deleted = requests.delete(
+        f"https://{host}/v2/big/manifests/{digest}", auth=auth, verify=str(ca_file), timeout=10
+    )
+    assert deleted.status_code == 202
+    result = lab.salt_json(NODE, "docker_registry.garbage_collect")[NODE]
+    assert result["freed_bytes"] > 2_500_000, result
+    # Serving again, writable, and the other image is intact.
+    status = lab.salt_json(NODE, "docker_registry.status")[NODE]
+    assert status["status"] == "running" and status["readonly"] is False
+    catalog = requests.get(
+        f"https://{host}/v2/smoke/tags/list", auth=auth, verify=str(ca_file), timeout=10
+    )
+    assert catalog.json()["tags"] == ["1"]
