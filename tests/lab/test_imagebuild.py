@@ -125,10 +125,15 @@ def test_plan_builds_nothing(lab, first_run):
     assert _api(lab, "_catalog").json() == catalog
 
 
-def test_a_second_run_the_same_day_gets_a_new_tag(lab, first_run, tmp_path):
+def test_a_second_run_the_same_day_gets_a_new_tag_and_placement_is_respected(
+    lab, first_run, tmp_path
+):
     _, first, _ = first_run
-    root = _tree(tmp_path, names={"base", "monitor"})
+    # monitor may only build on the Raspberry Pi (a label from its grains): node5.
+    edits = {"monitor/image.yaml": "labels: {armswarm.board: rpi4}\n"}
+    root = _tree(tmp_path, names={"base", "monitor"}, edits=edits)
     _, second = _run(lab, f"source={root}")
+    assert next(i for i in second["images"] if i["image"] == "monitor")["node"] == "node5"
     day = first["tag"].split(".")[0]
     assert second["tag"].startswith(f"{day}.") and second["tag"] != first["tag"]
     first_base = next(i for i in first["images"] if i["image"] == "base")["digest"]
