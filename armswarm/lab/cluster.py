@@ -276,7 +276,7 @@ class Lab:
             "log_file": str(root / "log" / "master"),
             "key_logfile": str(root / "log" / "key"),
             "log_level_logfile": "info",
-            "file_roots": {"base": paths.file_roots(paths.link_extensions(root / "extensions"))},
+            "file_roots": {"base": self._file_roots(root)},
             "pillar_roots": {"base": [self.pillar_root or paths.pillar_root()]},
             "worker_threads": 4,
             "timeout": 30,
@@ -286,6 +286,15 @@ class Lab:
             # before pillar, says where it is.
             "armswarm": {"registry": {"host": self.registry, "ca_file": str(self.ca_file)}},
         }
+
+    @staticmethod
+    def _file_roots(root) -> list:
+        roots = paths.file_roots(paths.link_extensions(root / "extensions"))
+        # The worked examples (docs/examples/<name>/…) as salt://<name>/…, in a checkout.
+        examples = paths.tree_root() / "docs" / "examples"
+        if examples.is_dir():
+            roots.append(str(examples))
+        return roots
 
     def _start_master(self):
         if self._pid_alive("master"):

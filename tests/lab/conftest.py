@@ -31,4 +31,6 @@ def lab():
 
 def pytest_collection_modifyitems(config, items):
     # The lifecycle test takes the session's lab down and up again: run it last.
-    items.sort(key=lambda item: item.module.__name__.endswith("test_lifecycle"))
+    # The examples re-form the swarm (and restore it): just before that.
+    order = {"test_examples": 1, "test_lifecycle": 2}
+    items.sort(key=lambda item: order.get(item.module.__name__.rsplit(".", 1)[-1], 0))

@@ -1,0 +1,33 @@
+# Four ODROID HC1 in a 19" rack (Arch Linux ARM, root on each board's SSD), one Salt master on
+# the NAS: three managers and one worker, the registry on hc1-1, daily image builds.
+armswarm:
+  swarm:
+    managers: [hc1-1, hc1-2, hc1-3]
+    workers: [hc1-4]
+    nodes:
+      hc1-1:
+        labels: {role: registry}
+      hc1-4:
+        labels: {role: db}
+  registry:
+    node: hc1-1
+    host: registry.local.lan:5000
+    storage: /srv/registry          # on hc1-1's SSD
+    keep: 7
+  imagebuild:
+    source: salt://hc1-rack/images
+    target: 'hc1-*'
+  stacks:
+    apps:
+      compose: salt://hc1-rack/stacks/apps.yml
+      context: {tag: latest}
+      prune: true
+armnode:
+  admin:
+    name: jit
+  journald:
+    Storage: volatile               # flash-friendly: the journal stays in RAM
+  kernel_args:
+    present: [fsck.mode=force, fsck.repair=yes]   # fsck of the SSD root at every boot
+  tuning:
+    root_mount_options: [noatime]
