@@ -225,12 +225,18 @@ def verify(name, backup=None, kind="volumes"):
     return _call(backupops.verify, _conf(), kind, name, backup)
 
 
-def cleanup(dry_run=False):
+def cleanup(dry_run=False, max_age_hours=None, target=None):
     """
     Remove stopped containers older than ``cleanup:container_max_age_hours``, dangling images
     and unused volumes; never a volume in use, labelled ``io.armswarm.keep=true``, or with no
     backup newer than its last change (empty volumes excepted). Returns what was removed (or
-    would be, with ``dry_run=True``), why each volume was kept, and the bytes freed.
+    would be, with ``dry_run=True``), why each volume was kept, and the bytes freed. When the
+    backup target cannot be read, only empty volumes can go.
+
+    max_age_hours
+        Overrides ``cleanup:container_max_age_hours`` for this run.
+    target
+        Another target path than ``armswarm:backup:target:path``.
 
     CLI Example:
 
@@ -239,7 +245,10 @@ def cleanup(dry_run=False):
         salt '*' backup.cleanup dry_run=True
         salt '*' backup.cleanup
     """
-    conf = _conf()
+    conf = _conf(target)
     if not conf["cleanup"]["enabled"]:
         return {"dry_run": bool(dry_run), "comment": "clean-up is disabled"}
-    return _flag_errors(_call(backupops.cleanup, _engine(), conf, dry_run=bool(dry_run)))
+    result = _call(
+        backupops.cleanup, _engine(), conf, dry_run=bool(dry_run), max_age_hours=max_age_hours
+    )
+    return _flag_errors(result)

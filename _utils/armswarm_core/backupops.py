@@ -387,7 +387,8 @@ def restore_volume(engine, conf: dict, name: str, bid: str | None = None, force=
     _vol, data = _volume_dir(engine, name, create=False)
     if data is not None and not scan(data)["empty"] and not force:
         raise ArmswarmError(f"volume {name} has data: pass force=True to replace it")
-    if data is None:
+    created = data is None
+    if created:
         _vol, data = _volume_dir(engine, name, create=True)
     staging = data.parent / f"armswarm-restore.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -419,8 +420,13 @@ def restore_volume(engine, conf: dict, name: str, bid: str | None = None, force=
         st = staging.stat()
         os.chown(data, st.st_uid, st.st_gid)
         os.chmod(data, st.st_mode & 0o7777)
-    finally:
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            # Leave the node as it was: no empty volume made by a refused restore.
+            engine.api.remove_volume(name)
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
     return {
         "volume": name,
         "backup": item["id"],
@@ -717,13 +723,15 @@ def _finished(api, c) -> float:
         return float(c["Created"])
 
 
-def cleanup(engine, conf: dict, dry_run=False, now=None) -> dict:
+def cleanup(engine, conf: dict, dry_run=False, now=None, max_age_hours=None) -> dict:
     """Stopped containers older than the limit, dangling images, unused volumes that are
     safe to lose (see :func:`armswarm_core.backup.plan_cleanup`). Reports what went (or would
     go, with ``dry_run``) and the bytes freed."""
     api = engine.api
     now = time.time() if now is None else now
-    settings = conf["cleanup"]
+    settings = dict(conf["cleanup"])
+    if max_age_hours is not None:
+        settings["container_max_age_hours"] = float(max_age_hours)
     containers = []
     raw_containers = api.containers(all=True, size=True)
     for c in raw_containers:
