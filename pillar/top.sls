@@ -3,3 +3,4 @@ base:
   '*':
     - armswarm
     - armnode
+    - backup

@@ -39,6 +39,9 @@ NODE_DEVICE_TREE = "/etc/armswarm-lab/device-tree"
 # The node's /sys is the host's: states that write block-device settings get a board fixture.
 NODE_SYSFS = "/etc/armswarm-lab/sys"
 HOST_DOCKER_LOG = CACHE_DIR / "dockerd.log"
+# The lab's "network drive": a host directory under the lab's state directory, bind-mounted at
+# this path into every node (what a mounted NFS/SMB share is on real boards).
+NODE_BACKUP_SHARE = "/mnt/armswarm-backup"
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class Lab:
         self.master_conf_dir = self.master_root / "etc"
         self.registry_dir = self.state_dir / "registry"
         self.pki_dir = self.state_dir / "pki"
+        self.backup_share = self.state_dir / "backup-share"
         self._client = None
 
     # -- small helpers --------------------------------------------------------------------
@@ -381,7 +385,10 @@ class Lab:
             device_cgroup_rules=["a *:* rwm"],
             cgroupns="private",
             tmpfs={"/run": "rw,exec,mode=755", "/run/lock": "rw", "/tmp": "rw,exec,mode=1777"},
-            binds={volume.name: {"bind": "/var/lib/docker", "mode": "rw"}},
+            binds={
+                volume.name: {"bind": "/var/lib/docker", "mode": "rw"},
+                str(self.backup_share): {"bind": NODE_BACKUP_SHARE, "mode": "rw"},
+            },
             network_mode=self.name,
         )
         # `--security-opt systempaths=unconfined` of the CLI: the SDK has no option for it.
@@ -468,6 +475,7 @@ class Lab:
             self.down()
         tag = image.ensure_node_image(self.client, CACHE_DIR, progress=self.progress)
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.backup_share.mkdir(exist_ok=True)
         self._ensure_network()
         pki.ensure_ca(self.pki_dir, self.name)
         self._start_registry()

@@ -298,3 +298,87 @@ def tar_bytes(files: dict, mode: int = 0o644) -> bytes:
             info.mode = file_mode
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+# -- MariaDB test image --------------------------------------------------------------------
+# A database image for the backup tests: Debian's mariadb-server on a debootstrap root (no
+# image can be pulled), with the restore-on-first-start helper as image authors use it.
+MARIADB_RECIPE = "1"
+MARIADB_PACKAGES = ("mariadb-server", "mariadb-client")
+MARIADB_ENTRYPOINT = """#!/bin/sh
+# Initialise an empty data directory (root password from MARIADB_ROOT_PASSWORD), then run
+# mariadbd in the foreground.
+set -e
+mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+if [ ! -d /var/lib/mysql/mysql ]; then
+    chown mysql:mysql /var/lib/mysql
+    mariadb-install-db --user=mysql --datadir=/var/lib/mysql --skip-test-db >/dev/null
+    mariadbd --user=mysql --datadir=/var/lib/mysql --bootstrap <<SQL
+FLUSH PRIVILEGES;
+ALTER USER 'root'@'localhost' IDENTIFIED BY '${MARIADB_ROOT_PASSWORD:?set MARIADB_ROOT_PASSWORD}';
+SQL
+fi
+exec mariadbd --user=mysql --datadir=/var/lib/mysql --bind-address=0.0.0.0 --skip-name-resolve
+"""
+
+
+def helper_script() -> Path:
+    """The restore-on-first-start helper shipped with the backup formula."""
+    from armswarm import paths  # noqa: PLC0415 - paths imports nothing from the lab
+
+    return paths.tree_root() / "salt" / "backup" / "files" / "armswarm-restore"
+
+
+def mariadb_context(cache_dir: Path, progress=print) -> tuple[Path, str]:
+    """A tar holding ``rootfs.tar`` (the MariaDB root filesystem) for ``put_archive`` into a
+    node, and its content hash. Built once per hash and kept in ``cache_dir``."""
+    mirror = host_apt_mirror()
+    helper = helper_script().read_text()
+    recipe = {
+        "recipe": MARIADB_RECIPE,
+        "suite": SUITE,
+        "mirror": mirror,
+        "packages": MARIADB_PACKAGES,
+        "entrypoint": MARIADB_ENTRYPOINT,
+        "helper": helper,
+    }
+    digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    context = cache_dir / f"mariadb-{digest}.tar"
+    if context.exists():
+        progress(f"mariadb image {digest} is cached")
+        return context, digest
+    progress(f"building mariadb image {digest} (debootstrap {SUITE} + mariadb-server)")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="mariadb-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(MARIADB_PACKAGES)}",
+                SUITE,
+                str(rootfs),
+                mirror,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        _run(["chroot", str(rootfs), "apt-get", "clean"])
+        shutil.rmtree(rootfs / "var/lib/mysql", ignore_errors=True)
+        (rootfs / "var/lib/mysql").mkdir()
+        _write(rootfs, "/usr/local/bin/mariadb-entrypoint", MARIADB_ENTRYPOINT, 0o755)
+        _write(rootfs, "/usr/local/bin/armswarm-restore", helper, 0o755)
+        inner = Path(tmp) / "rootfs.tar"
+        _run(["tar", "-C", str(rootfs), "-cf", str(inner), "."])
+        partial = context.with_suffix(".partial")
+        with tarfile.open(partial, "w") as tar:
+            tar.add(inner, arcname="rootfs.tar")
+        partial.rename(context)
+    progress(f"mariadb image {digest} built")
+    return context, digest
+
+
+MARIADB_CHANGES = (
+    'ENTRYPOINT ["/usr/local/bin/armswarm-restore", "--", "/usr/local/bin/mariadb-entrypoint"]',
+    "ENV ARMSWARM_BACKUP_DIR=/armswarm-backup",
+    "VOLUME /var/lib/mysql",
+)

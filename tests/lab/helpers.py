@@ -22,10 +22,13 @@ def busybox_rootfs(applets=("sh", "echo", "cat"), files=None) -> bytes:
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
-        for name, text in (files or {}).items():
+        for name, content in (files or {}).items():
+            # text, or (text, mode) for an executable
+            text, mode = content if isinstance(content, tuple) else (content, 0o644)
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)
+            info.mode = mode
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
@@ -37,6 +40,21 @@ def push_image(lab, node: str, ref: str, rootfs: bytes):
     for argv in (["docker", "import", "/root/image.tar", ref], ["docker", "push", ref]):
         code, out = lab.exec(node, argv)
         assert code == 0, out
+
+
+def assert_not_in_salt_files(lab, pattern: str, *extra_paths):
+    """``pattern`` (a regular expression) is nowhere in the master's tree (job cache, logs),
+    ``extra_paths``, nor in any minion's logs and cache."""
+    hits = subprocess.run(
+        ["grep", "-rlE", pattern, str(lab.master_root), *map(str, extra_paths)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert hits.returncode == 1 and hits.stdout == "", hits.stdout
+    for node in lab.node_names():
+        code, out = lab.exec(node, ["grep", "-rlE", pattern, "/var/log/salt", "/var/cache/salt"])
+        assert code == 1 and out.strip() == "", (node, out)
 
 
 def assert_no_join_token(lab, *extra_paths):

@@ -1,0 +1,254 @@
+"""Volume backups to a network drive, MySQL/MariaDB dumps, restores and the daily clean-up.
+
+A thin façade over :mod:`armswarm_core.backupops`. Settings are ``armswarm:backup`` in the
+minion config or pillar (see ``salt/backup/pillar.example`` and the users' guide); the
+``backup`` formula schedules :func:`run`, :func:`mysql_dump` and :func:`cleanup` daily with cron.
+
+Database passwords are read on the node (container environment or a pillar key) and never
+appear in returns or logs.
+"""
+
+import logging
+
+from armswarm_core import ArmswarmError, backupops, client, config
+from armswarm_core import backup as plan
+from salt.exceptions import CommandExecutionError
+from salt.utils.data import traverse_dict_and_list
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "backup"
+
+
+def __virtual__():
+    reason = client.missing_dependency()
+    if reason:
+        return False, f"backup: {reason}"
+    return __virtualname__
+
+
+def _conf(target=None):
+    try:
+        conf = plan.settings(config.get("backup", __opts__, __pillar__, {}))
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    if target:
+        conf["target"]["path"] = str(target)
+    return conf
+
+
+def _call(func, *args, **kwargs):
+    try:
+        return func(*args, **kwargs)
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+
+
+def _engine():
+    return _call(client.connect, __opts__, __pillar__)
+
+
+def _pillar_get(key, default=None):
+    if not key:
+        return default
+    return traverse_dict_and_list(__pillar__, key, default, delimiter=":")
+
+
+def _names(value):
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [v for v in value.replace(",", " ").split() if v]
+    return [str(v) for v in value]
+
+
+def _flag_errors(result):
+    if result.get("errors"):
+        __context__["retcode"] = 1
+    return result
+
+
+def settings():
+    """
+    The effective backup settings (pillar ``armswarm:backup`` over the defaults), validated.
+    Credentials appear only as pillar key names.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.settings
+    """
+    return _conf()
+
+
+def run(volumes=None, force=False, target=None):
+    """
+    Back up this node's volumes to the target: one archive per volume (containers using it
+    paused for the copy), a manifest and ``SHA256SUMS``, then keep ``keep_daily`` days.
+    Skips volumes labelled ``io.armswarm.backup=false``, excluded ones, empty ones, and ones
+    unchanged since their newest backup (``force=True`` backs them up anyway). A target that
+    is missing, not mounted or read-only fails before anything is written or deleted.
+
+    volumes
+        Only these volumes (list or comma-separated).
+    target
+        Another mounted target path than ``armswarm:backup:target:path``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.run
+        salt node1 backup.run volumes=app_data force=True
+    """
+    conf = _conf(target)
+    result = _call(
+        backupops.backup_volumes,
+        _engine(),
+        conf,
+        __opts__["id"],
+        names=_names(volumes),
+        force=bool(force),
+    )
+    return _flag_errors(result)
+
+
+def mysql_dump(names=None, target=None):
+    """
+    Dump every MySQL/MariaDB container running on this node (detected by image name or the
+    label ``io.armswarm.backup.mysql=true``) with ``--single-transaction``, gzip it with a
+    manifest and checksums under ``mysql/<service or container>/``, then keep ``keep_daily``
+    days. Credentials come from pillar (``armswarm:backup:mysql:credentials``) or the
+    container's environment (``MARIADB_ROOT_PASSWORD``, ``MYSQL_ROOT_PASSWORD``, ``…_FILE``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.mysql_dump
+        salt node2 backup.mysql_dump names=db_mariadb
+    """
+    conf = _conf(target)
+    result = _call(
+        backupops.mysql_dump, _engine(), conf, __opts__["id"], _pillar_get, only=_names(names)
+    )
+    return _flag_errors(result)
+
+
+def mysql_restore(name, container=None, backup=None):
+    """
+    Load the newest good dump of ``name`` (or the dump ``backup``) into the running
+    ``container`` (default: the container called ``name``). The dump's checksum is checked
+    first: a damaged dump is refused before the database is touched.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node3 backup.mysql_restore db_mariadb container=db_mariadb.1.x7fa0
+    """
+    conf = _conf()
+    return _call(
+        backupops.mysql_restore,
+        _engine(),
+        conf,
+        name,
+        container or name,
+        _pillar_get,
+        bid=backup,
+    )
+
+
+def restore(volume, backup=None, force=False):
+    """
+    Restore ``volume`` on this node from its newest good backup (or ``backup``, an id from
+    :func:`list_backups`), creating the volume when it is missing. The archive's checksum is
+    verified while it is extracted to a staging directory; on a mismatch nothing is moved
+    into the volume. A volume with data is refused unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node5 backup.restore app_data
+        salt node5 backup.restore app_data backup=20250102T023000.000000Z_node4 force=True
+    """
+    conf = _conf()
+    return _call(backupops.restore_volume, _engine(), conf, volume, backup, bool(force))
+
+
+def volume_state(volume):
+    """
+    Whether ``volume`` is ``missing``, ``empty`` or has ``data`` on this node.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.volume_state app_data
+    """
+    return _call(backupops.volume_state, _engine(), volume)
+
+
+def list_backups(name=None, kind="volumes"):
+    """
+    Backups on the target per volume (``kind=volumes``) or dump set (``kind=mysql``), newest
+    first, with the node that made each, its size and status (``complete`` or what is
+    damaged).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 backup.list_backups
+        salt node1 backup.list_backups app_data
+        salt node1 backup.list_backups kind=mysql
+    """
+    if kind not in ("volumes", "mysql"):
+        raise CommandExecutionError("kind must be volumes or mysql")
+    return _call(backupops.listing, _conf(), kind, name)
+
+
+def verify(name, backup=None, kind="volumes"):
+    """
+    Re-read a backup (the newest good one by default) and compare its checksum.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 backup.verify app_data
+    """
+    if kind not in ("volumes", "mysql"):
+        raise CommandExecutionError("kind must be volumes or mysql")
+    return _call(backupops.verify, _conf(), kind, name, backup)
+
+
+def cleanup(dry_run=False, max_age_hours=None, target=None):
+    """
+    Remove stopped containers older than ``cleanup:container_max_age_hours``, dangling images
+    and unused volumes; never a volume in use, labelled ``io.armswarm.keep=true``, or with no
+    backup newer than its last change (empty volumes excepted). Returns what was removed (or
+    would be, with ``dry_run=True``), why each volume was kept, and the bytes freed. When the
+    backup target cannot be read, only empty volumes can go.
+
+    max_age_hours
+        Overrides ``cleanup:container_max_age_hours`` for this run.
+    target
+        Another target path than ``armswarm:backup:target:path``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' backup.cleanup dry_run=True
+        salt '*' backup.cleanup
+    """
+    conf = _conf(target)
+    if not conf["cleanup"]["enabled"]:
+        return {"dry_run": bool(dry_run), "comment": "clean-up is disabled"}
+    result = _call(
+        backupops.cleanup, _engine(), conf, dry_run=bool(dry_run), max_age_hours=max_age_hours
+    )
+    return _flag_errors(result)

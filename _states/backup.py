@@ -1,0 +1,67 @@
+"""States for volume backups: settings checked before any change, a volume restored before
+a stack is deployed.
+
+.. code-block:: yaml
+
+    app-data-restored:
+      backup.volume_restored:
+        - name: shop_db_data
+"""
+
+from armswarm_core import ArmswarmError, backupops, client, config
+from armswarm_core import backup as plan
+
+__virtualname__ = "backup"
+
+
+def __virtual__():
+    reason = client.missing_dependency()
+    if reason:
+        return False, f"backup: {reason}"
+    return __virtualname__
+
+
+def _ret(name):
+    return {"name": name, "changes": {}, "result": True, "comment": ""}
+
+
+def settings_valid(name="backup-settings", settings=None):
+    """
+    The formula's merged settings are valid; states that change things require this one, so
+    bad input stops the run before anything changes.
+    """
+    ret = _ret(name)
+    problems = plan.validate(settings or {})
+    if problems:
+        ret.update(result=False, comment="Invalid backup settings: " + "; ".join(problems))
+    else:
+        ret["comment"] = "Backup settings are valid"
+    return ret
+
+
+def volume_restored(name, backup=None):
+    """
+    Volume ``name`` exists on this node with data: when it is missing or empty, it is
+    restored from its newest good backup (or ``backup``). Run it on the node a service is
+    pinned to before deploying the stack; a volume that has data is never touched.
+    """
+    ret = _ret(name)
+    try:
+        conf = plan.settings(config.get("backup", __opts__, __pillar__, {}))
+        engine = client.connect(__opts__, __pillar__)
+        current = backupops.volume_state(engine, name)
+        if current == "data":
+            ret["comment"] = f"Volume {name} has data"
+            return ret
+        root = backupops.target_root(conf, write=False)
+        item = backupops.choose(root, "volumes", name, backup)
+        ret["changes"] = {"volume": {"old": current, "new": f"restored from {item['id']}"}}
+        if __opts__["test"]:
+            ret["result"] = None
+            ret["comment"] = f"Volume {name} ({current}) would be restored from {item['id']}"
+            return ret
+        done = backupops.restore_volume(engine, conf, name, item["id"])
+        ret["comment"] = f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
+    except ArmswarmError as exc:
+        ret.update(result=False, changes={}, comment=str(exc))
+    return ret

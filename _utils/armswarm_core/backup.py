@@ -1,0 +1,324 @@
+"""Volume backups: settings, names, manifests, retention and clean-up decisions (pure logic).
+
+The I/O (tar, docker, the backup target) is in :mod:`armswarm_core.backupops`. Layout on the
+backup target (a mounted network share)::
+
+    <target>/volumes/<volume>/<backup id>/{data.tar.gz | data.tar, manifest.json, SHA256SUMS}
+    <target>/mysql/<service or container>/<backup id>/{dump.sql.gz, manifest.json, SHA256SUMS}
+
+A backup id is ``<UTC start, microseconds>Z_<minion id>``, so names sort by time and the
+newest backup of a volume is found whichever node made it. A backup is written under a
+``.<id>.partial`` name and renamed when complete: readers never see a half-written one.
+``SHA256SUMS`` is in ``sha256sum`` format (``sha256sum -c`` checks it, also busybox's).
+"""
+
+import copy
+import fnmatch
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timezone
+
+from armswarm_core import ArmswarmError
+
+UTC = timezone.utc  # datetime.UTC needs Python 3.11
+
+# Labels users put on volumes and containers.
+LABEL_BACKUP = "io.armswarm.backup"  # "false" on a volume: never backed up
+LABEL_KEEP = "io.armswarm.keep"  # "true" on a volume or container: never cleaned up
+LABEL_MYSQL = "io.armswarm.backup.mysql"  # "true"/"false" on a container: dump it or not
+LABEL_PAUSE = "io.armswarm.backup.pause"  # "false" on a container: not paused for a copy
+SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
+
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+FORMAT = 1
+ARCHIVES = {"gzip": "data.tar.gz", "none": "data.tar"}
+DUMP = "dump.sql.gz"
+
+DEFAULTS = {
+    "target": {"path": "/mnt/armswarm-backup", "require_mount": True},
+    "keep_daily": 7,
+    "compression": "gzip",
+    "pause": True,
+    "exclude": [],
+    "mysql": {
+        "enabled": True,
+        "images": ["mysql", "mariadb"],
+        # <service or container name>: {user: root, password_pillar: <pillar key>}
+        "credentials": {},
+    },
+    "cleanup": {
+        "enabled": True,
+        "container_max_age_hours": 24,
+        "images": True,
+        "volumes": True,
+    },
+    "schedule": {
+        "enabled": True,
+        "backup": "30 2 * * *",
+        "mysql": "0 2 * * *",
+        "cleanup": "30 4 * * *",
+    },
+    # Where the formula installs the restore-on-first-start helper (image authors copy it).
+    "helper_path": "/usr/local/sbin/armswarm-restore",
+    # PATH for the cron jobs (salt-call lives in /usr/bin or /usr/local/bin).
+    "cron_path": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+}
+
+_ID = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)_(.+)$")
+_SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S.*)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
+
+
+def _merge(base: dict, over: Mapping) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (over or {}).items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def settings(pillar_value: Mapping | None) -> dict:
+    """``armswarm:backup`` from pillar over :data:`DEFAULTS`, validated (ArmswarmError)."""
+    merged = _merge(DEFAULTS, pillar_value or {})
+    problems = validate(merged)
+    if problems:
+        raise ArmswarmError("invalid armswarm:backup settings: " + "; ".join(problems))
+    return merged
+
+
+def validate(conf: Mapping) -> list[str]:
+    """Every problem with a merged settings dict (empty list when valid)."""
+    problems = []
+    unknown = sorted(set(conf) - set(DEFAULTS))
+    if unknown:
+        problems.append(f"unknown keys {unknown}")
+    target = conf.get("target") or {}
+    path = target.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        problems.append(f"target:path must be an absolute path, not {path!r}")
+    keep = conf.get("keep_daily")
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        problems.append(f"keep_daily must be an integer >= 1, not {keep!r}")
+    if conf.get("compression") not in ARCHIVES:
+        problems.append(f"compression must be one of {sorted(ARCHIVES)}")
+    if not isinstance(conf.get("exclude"), list):
+        problems.append("exclude must be a list of volume names or patterns")
+    mysql = conf.get("mysql") or {}
+    for name, cred in (mysql.get("credentials") or {}).items():
+        if not isinstance(cred, Mapping) or "password" in cred:
+            # A password written here would travel in the state's arguments and returns.
+            problems.append(
+                f"mysql:credentials:{name}: give password_pillar (a pillar key), not a password"
+            )
+    age = (conf.get("cleanup") or {}).get("container_max_age_hours")
+    if not isinstance(age, int | float) or isinstance(age, bool) or age < 0:
+        problems.append(f"cleanup:container_max_age_hours must be a number >= 0, not {age!r}")
+    for job in ("backup", "mysql", "cleanup"):
+        spec = (conf.get("schedule") or {}).get(job)
+        if cron_fields(spec) is None:
+            problems.append(f"schedule:{job} must be 5 cron fields, not {spec!r}")
+    return problems
+
+
+def cron_fields(spec) -> dict | None:
+    """``"30 2 * * *"`` → the ``cron.present`` arguments, or None when malformed."""
+    if not isinstance(spec, str):
+        return None
+    fields = spec.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        return None
+    return dict(zip(("minute", "hour", "daymonth", "month", "dayweek"), fields, strict=True))
+
+
+def check_name(name: str, what: str = "volume") -> str:
+    """A volume or dump-set name safe to use as a directory name on the target."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", ".."):
+        raise ArmswarmError(f"invalid {what} name {name!r}")
+    return name
+
+
+# -- backup ids ----------------------------------------------------------------------------
+def backup_id(started: datetime, node: str) -> str:
+    return f"{started.astimezone(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}_{node}"
+
+
+def parse_backup_id(name: str) -> tuple[datetime, str] | None:
+    """``(start time, node)`` of a complete backup's directory name; None for anything else."""
+    match = _ID.match(name)
+    if not match:
+        return None
+    started = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    return started, match.group(2)
+
+
+def partial_name(bid: str) -> str:
+    return f".{bid}.partial"
+
+
+# -- manifests -----------------------------------------------------------------------------
+def sums_text(sums: Mapping[str, str]) -> str:
+    return "".join(f"{digest}  {name}\n" for name, digest in sorted(sums.items()))
+
+
+def parse_sums(text: str) -> dict[str, str]:
+    """``SHA256SUMS`` → ``{file: hex digest}``; ArmswarmError on a malformed line."""
+    sums = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _SUM_LINE.match(line)
+        if not match or "/" in match.group(2):
+            raise ArmswarmError(f"{SUMS} line {number} is malformed")
+        sums[match.group(2)] = match.group(1)
+    if not sums:
+        raise ArmswarmError(f"{SUMS} is empty")
+    return sums
+
+
+def make_manifest(kind, name, node, started, finished, archive, size, digest, **extra) -> dict:
+    return {
+        "format": FORMAT,
+        "kind": kind,
+        "name": name,
+        "node": node,
+        "started": started.astimezone(UTC).isoformat(),
+        "finished": finished.astimezone(UTC).isoformat(),
+        "archive": archive,
+        "size": size,
+        "sha256": digest,
+        **extra,
+    }
+
+
+def parse_manifest(text: str, sums: Mapping[str, str]) -> dict:
+    """The manifest of a backup, checked against its ``SHA256SUMS`` (not the data itself)."""
+    try:
+        manifest = json.loads(text)
+    except ValueError as exc:
+        raise ArmswarmError(f"{MANIFEST} is not JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArmswarmError(f"{MANIFEST} has an unknown format")
+    missing = [k for k in ("kind", "name", "archive", "size", "sha256") if k not in manifest]
+    if missing:
+        raise ArmswarmError(f"{MANIFEST} lacks {missing}")
+    archive = manifest["archive"]
+    if archive not in (*ARCHIVES.values(), DUMP):
+        raise ArmswarmError(f"{MANIFEST} names an unexpected archive {archive!r}")
+    if sums.get(archive) != manifest["sha256"]:
+        raise ArmswarmError(f"{MANIFEST} and {SUMS} disagree about {archive}")
+    return manifest
+
+
+# -- retention -----------------------------------------------------------------------------
+def retention(ids: list[str], keep_daily: int) -> tuple[list[str], list[str]]:
+    """``(keep, delete)`` among complete backup ids of one volume: the newest backup of each
+    of the ``keep_daily`` most recent days that have one. Ids that do not parse are kept."""
+    dated = sorted(
+        ((parsed[0], bid) for bid in ids if (parsed := parse_backup_id(bid))), reverse=True
+    )
+    keep, delete, days = [], [], []
+    for started, bid in dated:
+        day = started.date()
+        if day not in days and len(days) < keep_daily:
+            days.append(day)
+            keep.append(bid)
+        else:
+            delete.append(bid)
+    keep += [bid for bid in ids if not parse_backup_id(bid)]
+    return sorted(keep), sorted(delete)
+
+
+def excluded(volume: str, labels: Mapping | None, patterns) -> str | None:
+    """Why ``volume`` is not backed up (opt-out label or exclude pattern), else None."""
+    if str((labels or {}).get(LABEL_BACKUP, "")).lower() in ("false", "no", "0", "off"):
+        return f"labelled {LABEL_BACKUP}=false"
+    for pattern in patterns or ():
+        if fnmatch.fnmatchcase(volume, str(pattern)):
+            return f"excluded by pattern {pattern!r}"
+    return None
+
+
+def is_true(value) -> bool:
+    return str(value or "").lower() in ("true", "yes", "1", "on")
+
+
+# -- clean-up ------------------------------------------------------------------------------
+STOPPED = ("exited", "created", "dead")
+
+
+def plan_cleanup(
+    containers: list[dict],
+    volumes: list[dict],
+    latest_backup: Mapping[str, float],
+    now: float,
+    max_age_hours: float,
+    target_problem: str | None = None,
+    clean_volumes: bool = True,
+) -> dict:
+    """What a clean-up removes, and why each volume is kept.
+
+    ``containers``: ``{id, name, state, finished, labels, volumes}`` (``finished`` in epoch
+    seconds, or the creation time for a container that never ran); ``volumes``: ``{name,
+    labels, last_change, empty}`` (``last_change`` None when it cannot be read);
+    ``latest_backup``: volume → start time of its newest complete backup (any node).
+
+    A stopped container goes once it has been stopped longer than ``max_age_hours`` unless
+    labelled keep. A volume goes only when no remaining container uses it, it is not labelled
+    keep, and it is empty or has a backup that started after its last change. When the backup
+    target cannot be read (``target_problem``) only empty volumes can go.
+    """
+    limit = now - max_age_hours * 3600
+    remove_containers = []
+    for c in containers:
+        if c["state"] not in STOPPED or is_true(c["labels"].get(LABEL_KEEP)):
+            continue
+        if c.get("finished") is not None and c["finished"] <= limit:
+            remove_containers.append(c["id"])
+    users: dict[str, list[str]] = {}
+    for c in containers:
+        if c["id"] not in remove_containers:
+            for vol in c.get("volumes", ()):
+                users.setdefault(vol, []).append(c["name"])
+    remove_volumes, kept = [], {}
+    for vol in volumes:
+        name = vol["name"]
+        if not clean_volumes:
+            continue
+        if name in users:
+            kept[name] = f"in use by {', '.join(sorted(users[name]))}"
+        elif is_true((vol.get("labels") or {}).get(LABEL_KEEP)):
+            kept[name] = f"labelled {LABEL_KEEP}=true"
+        elif vol.get("empty"):
+            remove_volumes.append(name)
+        elif vol.get("last_change") is None:
+            kept[name] = "its content cannot be read (not a local volume?)"
+        elif target_problem:
+            kept[name] = f"backups cannot be checked: {target_problem}"
+        elif name not in latest_backup:
+            kept[name] = "no backup"
+        elif latest_backup[name] <= vol["last_change"]:
+            kept[name] = "no backup newer than its last change"
+        else:
+            remove_volumes.append(name)
+    return {"containers": remove_containers, "volumes": remove_volumes, "kept": kept}
+
+
+def mysql_detected(image: str, labels: Mapping | None, names) -> bool:
+    """A container runs MySQL/MariaDB: its label says so, or its image's name matches."""
+    label = (labels or {}).get(LABEL_MYSQL)
+    if label is not None:
+        return is_true(label)
+    repo = image.split("@", maxsplit=1)[0]
+    last = repo.rsplit("/", 1)[-1].split(":")[0].lower()
+    return any(str(n).lower() in last for n in names or ())
+
+
+def dump_set_name(container_name: str, labels: Mapping | None) -> str:
+    """Dumps are filed under the swarm service's name (stable across nodes), else the
+    container's."""
+    return (labels or {}).get(SWARM_SERVICE_LABEL) or container_name.lstrip("/")

@@ -1,0 +1,6 @@
+# Daily volume backups, MySQL/MariaDB dumps and clean-up on every node:
+#   salt '*' state.apply backup
+include:
+  - backup.valid
+  - backup.helper
+  - backup.schedule

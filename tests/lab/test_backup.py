@@ -1,0 +1,394 @@
+"""Backups on the lab: volumes follow their service to another node (restore on first start),
+the formula's check → apply → re-apply → check, a corrupted archive refused, an unmounted or
+read-only target failing before anything changes, clean-up rules, and a MariaDB dump restored
+on another node with the password nowhere in Salt's files.
+
+The network drive is the lab's share (a host directory mounted at /mnt/armswarm-backup in every
+node). Images are built here and pushed to the lab registry: no pulls."""
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from helpers import assert_not_in_salt_files, busybox_rootfs, push_image
+
+from armswarm.lab import image
+from armswarm.lab.cluster import CACHE_DIR, NODE_BACKUP_SHARE
+
+APPLETS = (
+    "sh", "ls", "grep", "sort", "sha256sum", "tar", "gzip", "find", "rm", "mkdir", "sleep",
+    "cat", "echo", "cd",
+)  # fmt: skip
+HELPER = "/usr/local/bin/armswarm-restore"
+SERVICE = "bk_app"
+VOLUME = "bk_data"
+SECRET = "Lab-Backup-Pw-7Qz9xK"
+
+
+def salt(lab, node, fun, *args, timeout=300):
+    return lab.salt_json(node, fun, *args, f"--timeout={timeout}", check=False)[node]
+
+
+def sh(lab, node, script):
+    code, out = lab.exec(node, ["sh", "-c", script])
+    assert code == 0, (node, script, out)
+    return out
+
+
+def volume_checksums(lab, node, volume):
+    return sh(
+        lab,
+        node,
+        f'cd "$(docker volume inspect -f {{{{.Mountpoint}}}} {volume})" && '
+        "find . -type f | sort | xargs sha256sum",
+    )
+
+
+def share(lab) -> Path:
+    return lab.backup_share
+
+
+def backup_ids(lab, volume):
+    folder = share(lab) / "volumes" / volume
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def wait_task(lab, node, timeout=90):
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        code, out = lab.exec(
+            "node1",
+            [
+                "docker", "service", "ps", SERVICE, "--filter", "desired-state=running",
+                "--format", "{{.Node}} {{.CurrentState}}",
+            ],
+        )  # fmt: skip
+        if code == 0 and out.strip().startswith(f"{node} Running"):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{SERVICE} not running on {node}: {out}")
+
+
+@pytest.fixture(scope="module")
+def app_image(lab):
+    # A kept lab (ARMSWARM_LAB_KEEP) may hold a previous run's service, volumes and backups.
+    lab.exec("node1", ["docker", "service", "rm", SERVICE])
+    for node in lab.node_names():
+        lab.exec(
+            node,
+            [
+                "sh", "-c",
+                "docker rm -f bk_running bk_keepme bk_stopped bkdb >/dev/null 2>&1;"
+                " for i in $(seq 30); do docker container prune -f >/dev/null;"
+                " vols=$(docker volume ls -q | grep -E '^(bk_|bkdb_)');"
+                ' [ -z "$vols" ] && break; docker volume rm $vols >/dev/null 2>&1; sleep 1; done',
+            ],
+        )  # fmt: skip
+    for kind in ("volumes", "mysql"):
+        for folder in (share(lab) / kind).glob("bk*"):
+            shutil.rmtree(folder)
+    ref = f"{lab.registry}/armswarm/bk-app:1"
+    helper = image.helper_script().read_text()
+    push_image(lab, "node1", ref, busybox_rootfs(APPLETS, {HELPER[1:]: (helper, 0o755)}))
+    yield ref
+    lab.exec("node1", ["docker", "service", "rm", SERVICE])
+
+
+def test_formula_check_apply_reapply_check(lab):
+    predicted = lab.salt_json("*", "state.apply", "backup", "test=True", "--timeout=300")
+    applied = lab.salt_json("*", "state.apply", "backup", "--timeout=300")
+    for node in lab.node_names():
+        assert all(s["result"] is True for s in applied[node].values()), applied[node]
+        would = {sid for sid, s in predicted[node].items() if s["result"] is None}
+        made = {sid for sid, s in applied[node].items() if s["changes"]}
+        assert would == made, (node, sorted(would ^ made))
+    for extra in ((), ("test=True",)):
+        again = lab.salt_json("*", "state.apply", "backup", *extra, "--timeout=300")
+        for node, states in again.items():
+            assert all(s["result"] is True for s in states.values()), states
+            assert not any(s["changes"] for s in states.values()), (node, states)
+    crontab = sh(lab, "node2", "crontab -l")
+    for fun in ("backup.run", "backup.mysql_dump", "backup.cleanup"):
+        assert f"--out=quiet {fun} ||" in crontab, crontab
+    sh(lab, "node2", "test -x /usr/local/sbin/armswarm-restore")
+
+
+def test_bad_settings_change_nothing(lab):
+    ret = lab.salt_json(
+        "node5",
+        "state.apply",
+        "backup",
+        'pillar={"armswarm": {"backup": {"keep_daily": 0, "target": {"path": "rel"}}}}',
+        "--timeout=300",
+    )["node5"]
+    valid = next(s for sid, s in ret.items() if "settings_valid" in sid)
+    assert valid["result"] is False and "keep_daily" in valid["comment"], valid
+    assert not any(s["changes"] for s in ret.values())
+
+
+def test_volume_follows_its_service_to_another_node(lab, app_image):
+    command = ["sh", HELPER, f"/data={VOLUME}", "--", "sleep", "100000"]
+    code, out = lab.exec(
+        "node1",
+        [
+            "docker", "service", "create", "--detach", "--name", SERVICE,
+            "--constraint", "node.hostname==node4",
+            "--mount", f"type=volume,source={VOLUME},target=/data",
+            "--mount", f"type=bind,source={NODE_BACKUP_SHARE},target=/armswarm-backup,readonly",
+            app_image, *command,
+        ],
+    )  # fmt: skip
+    assert code == 0, out
+    wait_task(lab, "node4")
+    # Files and random binary data, written where the service runs.
+    sh(
+        lab,
+        "node4",
+        f'd="$(docker volume inspect -f {{{{.Mountpoint}}}} {VOLUME})" && mkdir -p "$d/deep/er" '
+        '&& head -c 3000000 /dev/urandom > "$d/deep/er/random.bin" '
+        '&& head -c 70000 /dev/urandom > "$d/small.bin" && echo hello > "$d/hello.txt"',
+    )
+    original = volume_checksums(lab, "node4", VOLUME)
+
+    ret = salt(lab, "node4", "backup.run")
+    done = ret["backed_up"][VOLUME]
+    assert done["paused"] and done["paused"][0].startswith(f"{SERVICE}.1."), ret
+    assert not ret["errors"], ret
+    code, out = lab.exec("node4", ["docker", "ps", "--filter", "status=paused", "-q"])
+    assert out.strip() == "", "a container was left paused"
+    # Unchanged since: the next run skips it.
+    assert "unchanged" in salt(lab, "node4", "backup.run")["skipped"][VOLUME]
+
+    # Remove the service's task and the volume from node4, then start it on node5.
+    sh(lab, "node1", f"docker service scale --detach {SERVICE}=0")
+    sh(
+        lab,
+        "node4",
+        f"for i in $(seq 30); do docker ps -q --filter volume={VOLUME} | grep -q . || break;"
+        f" sleep 1; done; docker container prune -f >/dev/null; docker volume rm {VOLUME}",
+    )
+    sh(
+        lab,
+        "node1",
+        f"docker service update --detach --constraint-rm node.hostname==node4 "
+        f"--constraint-add node.hostname==node5 --replicas 1 {SERVICE}",
+    )
+    wait_task(lab, "node5")
+    assert volume_checksums(lab, "node5", VOLUME) == original
+    logs = sh(lab, "node1", f"docker service logs --raw {SERVICE} 2>&1")
+    assert f"restored {VOLUME} into /data from backup {done['id']}" in logs, logs
+
+
+def test_state_restores_a_missing_volume_before_a_deploy(lab, app_image):
+    args = ("name=" + VOLUME,)
+    original = volume_checksums(lab, "node5", VOLUME)
+    results = []
+    for test in (True, False, False, True):
+        argv = ["node3", "state.single", "backup.volume_restored", *args, "--timeout=300"]
+        ret = lab.salt_json(*argv, *(["test=True"] if test else []))["node3"]
+        (result,) = ret.values()
+        results.append(result)
+    predicted, applied, again, check = results
+    assert predicted["result"] is None and predicted["changes"], predicted
+    assert applied["result"] is True and applied["changes"] == predicted["changes"], applied
+    for result in (again, check):
+        assert result["result"] is True and result["changes"] == {}, result
+    assert volume_checksums(lab, "node3", VOLUME) == original
+
+
+def test_corrupted_archive_is_refused_and_the_volume_untouched(lab, app_image):
+    good = backup_ids(lab, VOLUME)[-1]
+    folder = share(lab) / "volumes" / VOLUME
+    # A newer backup whose archive has one byte flipped (manifest and sums intact).
+    bad = good.replace(good[:8], str(int(good[:8]) + 1), 1)
+    shutil.copytree(folder / good, folder / bad)
+    archive = next((folder / bad).glob("data.tar*"))
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    try:
+        verified = salt(lab, "node2", "backup.verify", VOLUME, f"backup={bad}")
+        assert verified["ok"] is False
+        # Missing volume: refused, and no empty volume left behind.
+        ret = salt(lab, "node2", "backup.restore", VOLUME, f"backup={bad}")
+        assert isinstance(ret, str) and "checksum mismatch" in ret, ret
+        assert salt(lab, "node2", "backup.volume_state", VOLUME) == "missing"
+        # A volume with data, even with force: untouched.
+        sh(lab, "node2", f"docker volume create {VOLUME} >/dev/null")
+        sh(
+            lab,
+            "node2",
+            f'echo keep > "$(docker volume inspect -f {{{{.Mountpoint}}}} {VOLUME})/x"',
+        )
+        before = volume_checksums(lab, "node2", VOLUME)
+        ret = salt(lab, "node2", "backup.restore", VOLUME, f"backup={bad}", "force=True")
+        assert isinstance(ret, str) and "checksum mismatch" in ret, ret
+        assert volume_checksums(lab, "node2", VOLUME) == before
+        # Restore on first start skips the damaged newest backup for the newest good one.
+        sh(lab, "node2", f"docker volume rm {VOLUME} >/dev/null")
+        code, out = lab.exec(
+            "node2",
+            [
+                "docker", "run", "--rm", "-v", f"{VOLUME}:/data",
+                "-v", f"{NODE_BACKUP_SHARE}:/armswarm-backup:ro",
+                app_image, "sh", HELPER, f"/data={VOLUME}", "--", "true",
+            ],
+        )  # fmt: skip
+        assert code == 0, out
+        assert f"backup {bad} of {VOLUME}: checksum mismatch, skipped" in out, out
+        assert f"from backup {good}" in out, out
+        assert volume_checksums(lab, "node2", VOLUME) == volume_checksums(lab, "node5", VOLUME)
+    finally:
+        shutil.rmtree(folder / bad)
+        lab.exec("node2", ["docker", "volume", "rm", VOLUME])
+
+
+def test_unmounted_or_read_only_target_fails_clearly_and_deletes_nothing(lab, app_image):
+    before = sorted(str(p) for p in share(lab).rglob("*"))
+    sh(lab, "node4", "mkdir -p /srv/not-mounted /srv/ro")
+    sh(
+        lab,
+        "node4",
+        f"mount --bind {NODE_BACKUP_SHARE} /srv/ro && mount -o remount,ro,bind /srv/ro",
+    )
+    try:
+        for target, reason in (("/srv/not-mounted", "not a mount point"), ("/srv/ro", "read-only")):
+            for fun in ("backup.run", "backup.mysql_dump"):
+                ret = salt(lab, "node4", fun, f"target={target}")
+                assert isinstance(ret, str) and reason in ret, (fun, target, ret)
+        after = sorted(str(p) for p in share(lab).rglob("*"))
+        assert after == before, "the failed runs changed the share"
+        # Clean-up cannot check backups on an unmounted target: volumes with data stay.
+        sh(lab, "node4", "docker volume create bk_target >/dev/null")
+        sh(lab, "node4", 'echo x > "$(docker volume inspect -f {{.Mountpoint}} bk_target)/x"')
+        assert "bk_target" in salt(lab, "node4", "backup.run", "volumes=bk_target")["backed_up"]
+        ret = salt(lab, "node4", "backup.cleanup", "target=/srv/not-mounted")
+        assert "not a mount point" in ret["kept"]["volumes"]["bk_target"], ret
+        assert "bk_target" not in [v["name"] for v in ret["removed"]["volumes"]]
+        assert salt(lab, "node4", "backup.volume_state", "bk_target") == "data"
+    finally:
+        lab.exec("node4", ["umount", "/srv/ro"])
+
+
+def test_cleanup_rules_and_dry_run(lab, app_image):
+    node = "node3"
+    script = """
+set -e
+mk() { docker volume create "$@" >/dev/null; }
+put() { echo "$2" > "$(docker volume inspect -f {{.Mountpoint}} $1)/f"; }
+mk bk_fresh; put bk_fresh a
+mk bk_changed; put bk_changed a
+mk --label io.armswarm.keep=true bk_kept; put bk_kept a
+mk bk_nobackup
+mk bk_empty
+mk bk_used; put bk_used a
+docker create --name bk_stopped -v bk_used:/v APP true >/dev/null
+docker create --name bk_keepme --label io.armswarm.keep=true APP true >/dev/null
+docker run -d --name bk_running -v bk_used:/v2 APP sleep 100000 >/dev/null
+""".replace("APP", app_image)
+    sh(lab, node, script)
+    ret = salt(lab, node, "backup.run", "volumes=bk_fresh,bk_changed,bk_kept,bk_used")
+    assert sorted(ret["backed_up"]) == ["bk_changed", "bk_fresh", "bk_kept", "bk_used"], ret
+    time.sleep(0.05)
+    sh(lab, node, 'echo b > "$(docker volume inspect -f {{.Mountpoint}} bk_changed)/f"')
+    sh(lab, node, 'echo b > "$(docker volume inspect -f {{.Mountpoint}} bk_nobackup)/f"')
+
+    dry = salt(lab, node, "backup.cleanup", "dry_run=True", "max_age_hours=0")
+    removed = {
+        k: sorted(i.get("name") or i.get("id") for i in v) for k, v in dry["removed"].items()
+    }
+    assert "bk_stopped" in removed["containers"] and "bk_keepme" not in removed["containers"]
+    assert "bk_running" not in removed["containers"]
+    assert {"bk_fresh", "bk_empty"} <= set(removed["volumes"]), dry
+    kept = dry["kept"]["volumes"]
+    assert kept["bk_changed"] == "no backup newer than its last change"
+    assert kept["bk_nobackup"] == "no backup"
+    assert "keep" in kept["bk_kept"] and kept["bk_used"].startswith("in use by bk_running")
+    assert salt(lab, node, "backup.volume_state", "bk_fresh") == "data"  # dry run: still there
+
+    real = salt(lab, node, "backup.cleanup", "max_age_hours=0")
+    assert sorted(v["name"] for v in real["removed"]["volumes"]) == removed["volumes"], real
+    assert real["freed_bytes"] > 0 and not real["errors"], real
+    states = {v: salt(lab, node, "backup.volume_state", v) for v in ("bk_fresh", "bk_empty")}
+    assert states == {"bk_fresh": "missing", "bk_empty": "missing"}
+    for vol in ("bk_changed", "bk_nobackup", "bk_kept", "bk_used"):
+        assert salt(lab, node, "backup.volume_state", vol) == "data", vol
+    sh(lab, node, "docker rm -f bk_running bk_keepme >/dev/null")
+
+
+@pytest.fixture(scope="module")
+def mariadb_image(lab):
+    context, digest = image.mariadb_context(CACHE_DIR, progress=print)
+    ref = f"{lab.registry}/armswarm/mariadb:{digest}"
+    node1 = lab.client.containers.get(lab.container_name(lab.node("node1")))
+    with open(context, "rb") as fh:
+        node1.put_archive("/root", fh)
+    argv = ["docker", "import"]
+    for change in image.MARIADB_CHANGES:
+        argv += ["--change", change]
+    for cmd in (argv + ["/root/rootfs.tar", ref], ["docker", "push", ref]):
+        code, out = lab.exec("node1", cmd)
+        assert code == 0, out
+    lab.exec("node1", ["rm", "-f", "/root/rootfs.tar"])
+    return ref
+
+
+def start_mariadb(lab, node, ref):
+    sh(
+        lab,
+        node,
+        f"docker rm -f bkdb >/dev/null 2>&1; docker run -d --name bkdb "
+        f"-e MARIADB_ROOT_PASSWORD={SECRET} -v bkdb_data:/var/lib/mysql {ref} >/dev/null",
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        code, out = lab.exec(
+            node, ["docker", "exec", "-e", f"MYSQL_PWD={SECRET}", "bkdb", "mariadb-admin", "ping"]
+        )
+        if code == 0 and "alive" in out:
+            return
+        time.sleep(1)
+    _, logs = lab.exec(node, ["docker", "logs", "bkdb"])
+    raise AssertionError(f"mariadb on {node} not ready: {out}\n{logs}")
+
+
+def sql(lab, node, query):
+    code, out = lab.exec(
+        node,
+        ["docker", "exec", "-e", f"MYSQL_PWD={SECRET}", "bkdb", "mariadb", "-N", "-e", query],
+    )
+    assert code == 0, out
+    return out
+
+
+def test_mariadb_dump_restored_on_another_node(lab, mariadb_image):
+    start_mariadb(lab, "node2", mariadb_image)
+    sql(
+        lab,
+        "node2",
+        "DROP DATABASE IF EXISTS shop; CREATE DATABASE shop; CREATE TABLE shop.items "
+        "(id INT PRIMARY KEY, name VARCHAR(40), data BLOB) ENGINE=InnoDB; "
+        "USE shop; INSERT INTO shop.items SELECT seq, CONCAT('item-', seq), RANDOM_BYTES(200) "
+        "FROM seq_1_to_500;",
+    )
+    rows = sql(lab, "node2", "SELECT id, name, HEX(data) FROM shop.items ORDER BY id")
+    assert len(rows.splitlines()) == 500
+
+    ret = salt(lab, "node2", "backup.mysql_dump")
+    assert not ret["errors"], ret
+    dumped = ret["dumped"]["bkdb"]
+    dump_dir = share(lab) / "mysql" / "bkdb" / dumped["id"]
+    assert (dump_dir / "dump.sql.gz").stat().st_size == dumped["archive_bytes"]
+
+    start_mariadb(lab, "node3", mariadb_image)
+    ret = salt(lab, "node3", "backup.mysql_restore", "bkdb")
+    assert ret["backup"] == dumped["id"], ret
+    assert sql(lab, "node3", "SELECT id, name, HEX(data) FROM shop.items ORDER BY id") == rows
+
+    # Neither the master (job cache, logs) nor any minion's logs or cache hold the password.
+    assert_not_in_salt_files(lab, SECRET)
+    for node in ("node2", "node3"):
+        lab.exec(node, ["docker", "rm", "-f", "bkdb"])
+        lab.exec(node, ["docker", "volume", "rm", "bkdb_data"])
