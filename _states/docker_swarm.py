@@ -288,7 +288,7 @@ def stack_deployed(
     local path; ``template: jinja`` with ``context`` renders it first). Only services whose
     definition changed are updated (they roll out by their ``update_config``); ``prune``
     removes services no longer in the file. Registry credentials come from the pillar key
-    ``registry_auth_pillar`` (``{registry, username, password}``) and never appear in the
+    ``registry_auth_pillar`` (``{registry or host, username, password}``) and never appear in the
     return. Run on a manager.
     """
     ret = _ret(name)

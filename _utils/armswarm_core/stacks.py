@@ -180,6 +180,8 @@ def deploy(
 
 
 def _login(cli, env, auth: dict):
+    # armswarm:registry itself works: its "host" is the registry to log in to.
+    auth = {"registry": auth.get("host"), **{k: v for k, v in auth.items() if v}}
     missing = [k for k in ("registry", "username", "password") if not auth.get(k)]
     if missing:
         raise ArmswarmError(f"registry auth needs {', '.join(missing)}")

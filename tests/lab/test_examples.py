@@ -99,11 +99,15 @@ def _tasks(lab, manager, service, want, timeout=120):
 
 
 def _armnode_accepts(lab, pillar, targets):
+    _accepts(lab, pillar, targets, "armnode")
+
+
+def _accepts(lab, pillar, targets, sls):
     argv = [
         "-L",
         ",".join(targets),
         "state.apply",
-        "armnode",
+        sls,
         "test=True",
         f"pillar={json.dumps(pillar)}",
         "--timeout=120",
@@ -137,6 +141,9 @@ def test_hc1_rack(lab):
     assert sorted(_tasks(lab, manager, "apps_files", 2).values()) == [1, 1]
     assert _tasks(lab, manager, "apps_broker", 1) == {"node4": 1}
     _armnode_accepts(lab, pillar, ["node1"])
+    # The backup formula accepts the example's settings (the lab's share is elsewhere).
+    pillar["armswarm"]["backup"]["target"]["path"] = "/mnt/armswarm-backup"
+    _accepts(lab, pillar, ["node1"], "backup")
 
 
 def test_rockpro64_single(lab):

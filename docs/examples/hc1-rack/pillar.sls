@@ -17,6 +17,19 @@ armswarm:
   imagebuild:
     source: salt://hc1-rack/images
     target: 'hc1-*'
+  # Every volume of every board, daily, to the NAS (NFS-mounted on each HC1), kept 14 days;
+  # MariaDB dumped first; stopped containers, dangling images and safe volumes cleaned up.
+  backup:
+    target:
+      path: /mnt/nas/swarm-backup
+    keep_daily: 14
+    mysql:
+      credentials:
+        apps_db: {user: backup, password_pillar: 'secrets:apps_db:backup_password'}
+    schedule:
+      backup: '30 3 * * *'
+      mysql: '0 3 * * *'
+      cleanup: '30 5 * * *'
   stacks:
     apps:
       compose: salt://hc1-rack/stacks/apps.yml
