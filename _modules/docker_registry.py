@@ -19,14 +19,14 @@ def __virtual__():
     return __virtualname__
 
 
-def _conf():
-    return registryhost.settings(config.get("registry", __opts__, __pillar__, {}) or {})
+def _conf(name=registryhost.CONTAINER):
+    return registryhost.settings(config.get("registry", __opts__, __pillar__, {}) or {}, name)
 
 
-def status():
+def status(name=registryhost.CONTAINER):
     """
-    The registry container on this node: ``id``, ``status``, ``image``, the spec it was
-    created from and whether it is read-only; ``None`` when it is not deployed here.
+    The registry container ``name`` on this node: ``id``, ``status``, ``image``, the spec it
+    was created from and whether it is read-only; ``None`` when it is not deployed here.
 
     CLI Example:
 
@@ -35,7 +35,7 @@ def status():
         salt node1 docker_registry.status
     """
     try:
-        return registryhost.current(client.connect(__opts__, __pillar__), _conf())
+        return registryhost.current(client.connect(__opts__, __pillar__), _conf(name))
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
 
@@ -58,7 +58,7 @@ def ca_cert():
     return path.read_text() if path.is_file() else None
 
 
-def garbage_collect(dry_run=False):
+def garbage_collect(dry_run=False, name=registryhost.CONTAINER):
     """
     Free the storage of blobs no manifest references any more (after ``salt-run
     imagebuild.prune dry_run=False``). The registry is read-only meanwhile: pulls keep
@@ -73,6 +73,6 @@ def garbage_collect(dry_run=False):
     """
     try:
         engine = client.connect(__opts__, __pillar__)
-        return registryhost.garbage_collect(engine, _conf(), dry_run=bool(dry_run))
+        return registryhost.garbage_collect(engine, _conf(name), dry_run=bool(dry_run))
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc

@@ -29,10 +29,10 @@ def _ret(name):
     return {"name": name, "changes": {}, "result": True, "comment": ""}
 
 
-def _conf(overrides):
+def _conf(overrides, name=registryhost.CONTAINER):
     conf = dict(config.get("registry", __opts__, __pillar__, {}) or {})
     conf.update({k: v for k, v in overrides.items() if v is not None})
-    return registryhost.settings(conf)
+    return registryhost.settings(conf, name)
 
 
 def _write(path: Path, text: str, mode: int) -> bool:
@@ -57,8 +57,7 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
     """
     ret = _ret(name)
     try:
-        conf = _conf({"image": image, "port": port, "storage": storage, "users": users})
-        conf["name"] = name
+        conf = _conf({"image": image, "port": port, "storage": storage, "users": users}, name)
         config_dir = Path(conf["config_dir"])
         for needed in ("tls.crt", "tls.key"):
             if not (config_dir / needed).is_file() and not __opts__["test"]:

@@ -37,14 +37,15 @@ DEFAULTS = {
     "port": 5000,
     "storage": "/srv/registry",
     "config_dir": CONFIG_DIR,
-    "name": CONTAINER,
     "users": {},
 }
 
 
-def settings(conf: dict) -> dict:
-    """Deployment settings with defaults; errors name the pillar key."""
+def settings(conf: dict, name: str = CONTAINER) -> dict:
+    """Deployment settings with defaults; errors name the pillar key. ``name`` is the
+    container's name (the state's name)."""
     out = {**DEFAULTS, **{k: v for k, v in (conf or {}).items() if v is not None}}
+    out["name"] = name
     errors = []
     try:
         out["port"] = int(out["port"])

@@ -91,7 +91,10 @@ def test_stack_check_apply_reapply_and_rolling_update(lab, images):
 
 def test_bad_compose_is_refused_before_anything(lab, images):
     ret = state_single(
-        lab, "docker_swarm.stack_deployed", "name=broken", "compose=salt://swarm/init.sls"
+        lab,
+        "docker_swarm.stack_deployed",
+        "name=broken",
+        "compose=salt://armnode/parameters/defaults.yaml",
     )
     assert ret["result"] is False and "no services" in ret["comment"]
 
