@@ -12,7 +12,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from armswarm_core import ArmswarmError, dockerfile
 
@@ -57,16 +57,23 @@ def _unpack(context: str, dest: Path):
     data = base64.b64decode(context)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for member in tar.getmembers():
-            # Python < 3.11.4 (Debian 12's) has no extraction filters: refuse what would
-            # land outside the build directory.
-            target = (dest / member.name).resolve()
-            if not target.is_relative_to(dest.resolve()) or member.isdev():
+            # Refused: absolute names, "..", devices, and links that are absolute or use "..".
+            # Without ".." no link can point above the build directory, whatever the order in
+            # which links and files are extracted (a check by resolving paths could not see
+            # links that the archive itself creates).
+            parts = PurePosixPath(member.name).parts
+            if member.name.startswith("/") or ".." in parts or member.isdev():
                 raise ArmswarmError(f"build context: refusing {member.name}")
             if member.issym() or member.islnk():
-                link = (target.parent / member.linkname).resolve()
-                if not link.is_relative_to(dest.resolve()):
-                    raise ArmswarmError(f"build context: refusing link {member.name}")
-        tar.extractall(dest)  # noqa: S202 - members checked above
+                link = PurePosixPath(member.linkname)
+                if link.is_absolute() or ".." in link.parts:
+                    raise ArmswarmError(
+                        f"build context: refusing link {member.name} -> {member.linkname}"
+                    )
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(dest, filter="data")
+        else:  # Python < 3.11.4 (Debian 12's node Python) has no extraction filters
+            tar.extractall(dest)  # noqa: S202 - members checked above
 
 
 def _split(ref: str) -> tuple:

@@ -94,7 +94,7 @@ class Dispatcher:
         self.probe_timeout = probe_timeout
         self.retry_delay = retry_delay
         self.running: dict = {}  # jid → Attempt
-        self.held: dict = {}  # image → time it may run again
+        self.held: dict = {}  # image → (time it may run again, node whose try failed)
         self.tries: dict = {}  # image → transient failures so far
         self.digests: dict = {}
         self.outcomes = {name: Outcome(name) for name in scheduler.graph.order}
@@ -132,10 +132,10 @@ class Dispatcher:
 
     # -- the loop ----------------------------------------------------------------------------
     def _dispatch(self, now: float):
-        for image, until in list(self.held.items()):
+        for image, (until, node) in list(self.held.items()):
             if until <= now:
                 del self.held[image]
-                self.sched.requeue(image)
+                self.sched.requeue(image, failed_on=node)
         free = [n for n in self.sched.nodes if n not in self._busy()]
         for image, node in self.sched.assign(free):
             kwargs = self.job_kwargs(image, node, dict(self.digests))
@@ -161,14 +161,14 @@ class Dispatcher:
                     other.probe_jid, other.misses = None, 0
                     if isinstance(ret.get("return"), dict) and not ret["return"]:
                         if now - other.started > self.probe_every:
+                            # Counted as a try: a node that keeps losing jobs must not loop.
                             del self.running[other.jid]
                             self._close(other, "vanished", now)
-                            self.sched.requeue(other.image)
-                            self.progress(
-                                "requeue",
-                                image=other.image,
-                                node=other.node,
-                                why="the job vanished",
+                            self._retry_or_fail(
+                                other.image,
+                                f"{other.node}: the job vanished without a return",
+                                now,
+                                other.node,
                             )
                     return
             return  # an answer to a job of an earlier attempt
@@ -180,7 +180,7 @@ class Dispatcher:
             # The module raised (e.g. the node's dockerd is down): try another node.
             error = f"{node}: {str(answer).split(chr(10) * 2)[0][:500]}"
             self._close(attempt, "error", now)
-            return self._retry_or_fail(image, error, now)
+            return self._retry_or_fail(image, error, now, node)
         outcome.answer = answer
         if answer.get("status") == "ok":
             self._close(attempt, "ok", now)
@@ -193,16 +193,16 @@ class Dispatcher:
             return None
         self._close(attempt, "failed", now)
         if answer.get("transient"):
-            return self._retry_or_fail(image, answer.get("error", "failed"), now)
+            return self._retry_or_fail(image, answer.get("error", "failed"), now, node)
         return self._fail(image, answer.get("error", "failed"), now)
 
-    def _retry_or_fail(self, image, error, now):
+    def _retry_or_fail(self, image, error, now, node=None):
         tries = self.tries.get(image, 0) + 1
         self.tries[image] = tries
         if tries > self.retries:
             return self._fail(image, f"{error} (after {tries} tries)", now)
         delay = self.retry_delay * 2 ** (tries - 1)
-        self.held[image] = now + delay
+        self.held[image] = (now + delay, node)
         self.progress("retry", image=image, after=delay, error=error)
         return None
 

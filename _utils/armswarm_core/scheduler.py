@@ -42,6 +42,7 @@ class Scheduler:
         self.priority = graph.bottom_levels(durations)
         self.state = {name: WAITING for name in graph.order}
         self.where: dict = {}  # image → node it built (or builds) on
+        self.failed_on: dict = {}  # image → nodes where a try failed: tried last next time
         self.eligible = {
             name: sorted(
                 n
@@ -104,7 +105,10 @@ class Scheduler:
                 continue
             # A node that built a parent has its layers already: no pull.
             parents_at = {self.where.get(p) for p in self.graph.images[name].parents}
-            node = min(candidates, key=lambda n: (n not in parents_at, free.index(n)))
+            tried = self.failed_on.get(name, ())
+            node = min(
+                candidates, key=lambda n: (n in tried, n not in parents_at, free.index(n))
+            )
             free.remove(node)
             out.append((name, node))
             self._start(name, node)
@@ -128,10 +132,13 @@ class Scheduler:
         self._refresh()
         return []
 
-    def requeue(self, name: str):
-        """Run ``name`` again later (a transient error, or its node went away)."""
+    def requeue(self, name: str, failed_on: str | None = None):
+        """Run ``name`` again later (a transient error, or its node went away); another node
+        than ``failed_on`` is preferred when one is free."""
         self.state[name] = READY
         self.where.pop(name, None)
+        if failed_on:
+            self.failed_on.setdefault(name, set()).add(failed_on)
 
     def node_lost(self, node: str) -> list:
         """Stop using ``node``. Returns the images that now have nowhere to build, topmost

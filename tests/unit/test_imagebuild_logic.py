@@ -1,11 +1,22 @@
 """Pure logic of the image builds: Dockerfile references, the graph, scheduling, tags, retention,
 and the dispatcher's failure handling (driven by a simulated transport)."""
 
+import base64
 import datetime
+import io
+import tarfile
 import textwrap
 
 import pytest
-from armswarm_core import ArmswarmError, builddag, buildrun, dockerfile, registry, scheduler
+from armswarm_core import (
+    ArmswarmError,
+    builddag,
+    buildjob,
+    buildrun,
+    dockerfile,
+    registry,
+    scheduler,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -202,13 +213,25 @@ def test_retention_keeps_shared_digests():
 class FakeTransport:
     """Nodes that finish each job after its duration; some fail, some die."""
 
-    def __init__(self, clock, durations, fail=(), transient=None, dead=(), connected=None):
+    def __init__(
+        self,
+        clock,
+        durations,
+        fail=(),
+        transient=None,
+        dead=(),
+        connected=None,
+        vanish=(),
+        raises=(),
+    ):
         self.clock = clock
         self.durations = durations
         self.fail = set(fail)
         self.transient = dict(transient or {})  # image → transient failures before success
         self.dead = set(dead)  # nodes that accept jobs and never answer
         self.connected = connected
+        self.vanish = set(vanish)  # nodes that answer probes but lose every job
+        self.raises = set(raises)  # nodes whose module raises (Salt: success False)
         self.pending = []  # (due, jid, node, ret)
         self.n = 0
         self.started = []
@@ -222,7 +245,11 @@ class FakeTransport:
             return None
         jid = self._jid()
         self.started.append((image, node, kwargs["pins"]))
-        if node in self.dead:
+        if node in self.dead or node in self.vanish:
+            return jid
+        if node in self.raises:
+            ret = {"return": "Traceback ...\n\nConnectionError: dockerd", "success": False}
+            self.pending.append((self.clock.now + 1, jid, node, ret))
             return jid
         if self.transient.get(image):
             self.transient[image] -= 1
@@ -312,3 +339,88 @@ def test_no_node_left():
     dispatcher, outcomes = _dispatch(graph, {"n1": {}}, transport, clock)
     assert {o.status for o in outcomes.values()} == {"failed", "skipped"}
     assert dispatcher.lost_nodes == ["n1"]
+
+
+def test_a_node_that_loses_every_job_cannot_loop_forever():
+    clock = Clock()
+    graph = _graph({"base": []})
+    transport = FakeTransport(clock, {}, vanish={"n1"})
+    dispatcher, outcomes = _dispatch(
+        graph, {"n1": {}}, transport, clock, retries=2, probe_every=2, probe_timeout=2
+    )
+    assert outcomes["base"].status == "failed"
+    assert "vanished" in outcomes["base"].error and "after 3 tries" in outcomes["base"].error
+    assert [a[3] for a in outcomes["base"].attempts] == ["vanished"] * 3
+    assert dispatcher.lost_nodes == []  # it answered every probe: alive, just unreliable
+
+
+def test_a_module_error_is_retried_and_then_built_elsewhere_or_failed():
+    clock = Clock()
+    graph = _graph({"base": []})
+    transport = FakeTransport(clock, {}, raises={"n1"})
+    _, outcomes = _dispatch(graph, {"n1": {}}, transport, clock, retries=1)
+    assert outcomes["base"].status == "failed"
+    assert outcomes["base"].error.startswith("n1: Traceback")
+    assert "ConnectionError" not in outcomes["base"].error  # only the first paragraph
+    clock = Clock()
+    transport = FakeTransport(clock, {"base": 3}, raises={"n1"})
+    _, outcomes = _dispatch(graph, {"n1": {}, "n2": {}}, transport, clock, retries=2)
+    assert outcomes["base"].status == "done"
+    assert "n2" in [a[0] for a in outcomes["base"].attempts]
+
+
+# -- build contexts ----------------------------------------------------------------------------
+def _context(*members) -> str:
+    """A context like the runner's, from (name, kind, target-or-data) triples."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, kind, value in members:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(value)
+                tar.addfile(info, io.BytesIO(value))
+                continue
+            info.type = tarfile.SYMTYPE if kind == "sym" else tarfile.LNKTYPE
+            info.linkname = value
+            tar.addfile(info)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_a_context_round_trips_with_links_inside(tmp_path):
+    src = tmp_path / "src"
+    (src / "conf").mkdir(parents=True)
+    (src / "Dockerfile").write_text("FROM scratch\n")
+    (src / "conf" / "a.conf").write_text("x=1\n")
+    (src / "current").symlink_to("conf")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    buildjob._unpack(buildjob.pack(src), dest)
+    assert (dest / "Dockerfile").read_text() == "FROM scratch\n"
+    assert (dest / "current" / "a.conf").read_text() == "x=1\n"
+    dest2 = tmp_path / "dest2"
+    dest2.mkdir()
+    hard = _context(("a", "file", b"1"), ("sub/b", "link", "a"))
+    buildjob._unpack(hard, dest2)
+    assert (dest2 / "sub" / "b").read_text() == "1"
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("../evil", "file", b"x")],
+        [("/etc/evil", "file", b"x")],
+        [("up", "sym", "/etc")],
+        [("up", "sym", "../..")],
+        # each link alone stays inside, together they leave it: "here" is the build directory,
+        # so "here/.." is its parent
+        [("here", "sym", "."), ("out", "sym", "here/../x"), ("out/evil", "file", b"x")],
+        [("h", "link", "../../etc/passwd")],
+    ],
+)
+def test_a_context_cannot_write_outside_its_directory(tmp_path, members):
+    dest = tmp_path / "build"
+    dest.mkdir()
+    with pytest.raises(ArmswarmError, match="refusing"):
+        buildjob._unpack(_context(*members), dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+    assert list(dest.iterdir()) == []
