@@ -106,9 +106,7 @@ class Scheduler:
             # A node that built a parent has its layers already: no pull.
             parents_at = {self.where.get(p) for p in self.graph.images[name].parents}
             tried = self.failed_on.get(name, ())
-            node = min(
-                candidates, key=lambda n: (n in tried, n not in parents_at, free.index(n))
-            )
+            node = min(candidates, key=lambda n: (n in tried, n not in parents_at, free.index(n)))
             free.remove(node)
             out.append((name, node))
             self._start(name, node)
