@@ -40,6 +40,7 @@ import uuid
 from pathlib import Path
 
 import salt.client
+import salt.exceptions
 import salt.fileclient
 import salt.pillar
 import salt.utils.event
@@ -180,17 +181,23 @@ def _nodes(local, target, tgt_type) -> dict:
 
 
 # -- the transport: Salt publish and the master event bus ------------------------------------
+PUBLISH_TIMEOUT = 15  # seconds for the master to accept a publish (not the job's duration)
+
+
 class _SaltTransport:
-    def __init__(self, local, event, job_timeout):
+    def __init__(self, local, event):
         self.local = local
         self.event = event
-        self.job_timeout = job_timeout
         self.jids: dict = {}
 
     def _publish(self, node, fun, arg=(), kwarg=None):
-        pub = self.local.run_job(
-            [node], fun, list(arg), tgt_type="list", kwarg=kwarg, timeout=self.job_timeout
-        )
+        try:
+            pub = self.local.run_job(
+                [node], fun, list(arg), tgt_type="list", kwarg=kwarg, timeout=PUBLISH_TIMEOUT
+            )
+        except salt.exceptions.SaltClientError as exc:
+            # A busy or restarting master: not the node's fault, the dispatcher tries again.
+            raise buildrun.PublishFailed(f"publishing {fun} to {node} failed: {exc}") from exc
         if not pub or node not in (pub.get("minions") or []):
             return None
         self.jids[pub["jid"]] = node
@@ -358,8 +365,7 @@ def _run(
         f"{prefix}/start",
     )
     _say(f"run {run_id}: {len(graph.order)} images on {len(pool)} nodes, tag {tag}")
-    longest = max(i.timeout for i in graph.images.values())
-    transport = _SaltTransport(local, event, job_timeout=longest)
+    transport = _SaltTransport(local, event)
     dispatcher = buildrun.Dispatcher(
         plan_,
         transport,
@@ -369,10 +375,13 @@ def _run(
         probe_every=float(_setting("probe_every", probe_every, buildrun.PROBE_EVERY)),
         probe_timeout=float(_setting("probe_timeout", probe_timeout, buildrun.PROBE_TIMEOUT)),
     )
+    outcomes = None
     try:
         outcomes = dispatcher.run()
     finally:
         event.destroy()
+        if outcomes is None:  # interrupted or crashed: keep the report of what was done
+            _write_report(run_id, tag, started, graph, dispatcher.outcomes, {}, [], True)
     latest = _move_latest(api, graph, outcomes, tag) if move_latest else {}
     _remember(outcomes)
     report = _write_report(run_id, tag, started, graph, outcomes, latest, dispatcher.lost_nodes)
@@ -401,7 +410,9 @@ def _move_latest(api, graph, outcomes, tag) -> dict:
     return moved
 
 
-def _write_report(run_id, tag, started, graph, outcomes, latest, lost_nodes) -> dict:
+def _write_report(
+    run_id, tag, started, graph, outcomes, latest, lost_nodes, interrupted=False
+) -> dict:
     directory = _state_dir() / "runs" / run_id
     directory.mkdir(parents=True, exist_ok=True)
     images = []
@@ -425,6 +436,7 @@ def _write_report(run_id, tag, started, graph, outcomes, latest, lost_nodes) -> 
         "seconds": round(time.time() - started, 3),
         "counts": counts,
         "lost_nodes": lost_nodes,
+        "interrupted": interrupted,
         "images": images,
         "report": str(directory / "report.json"),
         "timeline": str(directory / "timeline.svg"),

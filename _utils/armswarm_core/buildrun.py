@@ -6,6 +6,9 @@ It talks to nodes through a *transport* (the runner's is Salt's publish and even
     publish a build job; None when the node is not connected.
 ``probe(node, jid) -> probe id | None``
     ask the node whether job ``jid`` still runs (Salt's ``saltutil.find_job``).
+
+Both raise :class:`PublishFailed` when the master could not send the job at all: a start is
+then tried again shortly, a probe at its next turn; neither counts against the image or node.
 ``events(wait) -> [(jid, node, ret)]``
     job answers (``ret``: Salt's return event data) and probe answers, waiting at most
     ``wait`` seconds for the first.
@@ -25,6 +28,10 @@ PROBE_TIMEOUT = 10.0  # a probe unanswered this long is a miss
 PROBE_MISSES = 2  # misses in a row before a node counts as gone
 RETRY_DELAY = 5.0  # first backoff after a transient failure; doubles per try
 TIMEOUT_MARGIN = 60.0  # a job's timeout is its image's plus this, for start-up and push
+
+
+class PublishFailed(Exception):
+    """The master could not publish a job (busy, restarting): nobody's fault, try again."""
 
 
 @dataclass
@@ -139,7 +146,12 @@ class Dispatcher:
         free = [n for n in self.sched.nodes if n not in self._busy()]
         for image, node in self.sched.assign(free):
             kwargs = self.job_kwargs(image, node, dict(self.digests))
-            jid = self.transport.start(node, image, kwargs)
+            try:
+                jid = self.transport.start(node, image, kwargs)
+            except PublishFailed as exc:
+                self.held[image] = (self.clock() + self.retry_delay, None)
+                self.progress("retry", image=image, after=self.retry_delay, error=str(exc))
+                continue
             started = self.clock()
             if not jid:
                 self.sched.requeue(image)
@@ -224,7 +236,10 @@ class Dispatcher:
                     continue
             if not attempt.probe_jid and now - attempt.last_probe >= self.probe_every:
                 attempt.last_probe = attempt.probe_sent = now
-                attempt.probe_jid = self.transport.probe(attempt.node, attempt.jid)
+                try:
+                    attempt.probe_jid = self.transport.probe(attempt.node, attempt.jid)
+                except PublishFailed:
+                    pass  # the master's trouble, not the node's: the next probe tries again
 
     def run(self) -> dict:
         """Build everything that can be built; returns ``{image: Outcome}``."""

@@ -223,6 +223,7 @@ class FakeTransport:
         connected=None,
         vanish=(),
         raises=(),
+        publish_fails=0,
     ):
         self.clock = clock
         self.durations = durations
@@ -232,6 +233,7 @@ class FakeTransport:
         self.connected = connected
         self.vanish = set(vanish)  # nodes that answer probes but lose every job
         self.raises = set(raises)  # nodes whose module raises (Salt: success False)
+        self.publish_fails = publish_fails  # publishes that fail before the master is back
         self.pending = []  # (due, jid, node, ret)
         self.n = 0
         self.started = []
@@ -240,7 +242,13 @@ class FakeTransport:
         self.n += 1
         return f"j{self.n}"
 
+    def _publish(self):
+        if self.publish_fails:
+            self.publish_fails -= 1
+            raise buildrun.PublishFailed("master busy")
+
     def start(self, node, image, kwargs):
+        self._publish()
         if self.connected is not None and node not in self.connected:
             return None
         jid = self._jid()
@@ -263,6 +271,7 @@ class FakeTransport:
         return jid
 
     def probe(self, node, jid):
+        self._publish()
         probe = self._jid()
         if node not in self.dead:
             running = any(j == jid for _, j, _, _ in self.pending)
@@ -424,3 +433,14 @@ def test_a_context_cannot_write_outside_its_directory(tmp_path, members):
         buildjob._unpack(_context(*members), dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
     assert list(dest.iterdir()) == []
+
+
+def test_a_master_that_cannot_publish_for_a_while_costs_no_try_and_no_node():
+    clock = Clock()
+    graph = _graph({"base": [], "a": ["base"]})
+    transport = FakeTransport(clock, {"base": 6, "a": 6}, publish_fails=5)
+    dispatcher, outcomes = _dispatch(
+        graph, {"n1": {}}, transport, clock, retries=0, probe_every=2, probe_timeout=2
+    )
+    assert {o.status for o in outcomes.values()} == {"done"}
+    assert dispatcher.lost_nodes == [] and transport.publish_fails == 0
