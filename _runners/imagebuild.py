@@ -90,9 +90,7 @@ def _setting(key, value=None, default=None):
 
 
 def _registry_settings(host=None) -> registry.Settings:
-    conf = traverse_dict_and_list(__opts__, "armswarm:registry", None)
-    pillar = {} if conf else _pillar()
-    return registry.settings(__opts__ if conf else None, pillar, host=host)
+    return registry.settings(__opts__, _pillar(), host=host)
 
 
 def _state_dir() -> Path:

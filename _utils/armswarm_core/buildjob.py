@@ -7,6 +7,7 @@ cure (the registry or the network) are marked ``transient`` so the runner retrie
 
 import base64
 import io
+import json
 import os
 import subprocess
 import tarfile
@@ -107,6 +108,12 @@ class Job:
         target = workdir / ".armswarm.Dockerfile"
         target.write_text(pinned, encoding="utf-8")
         api = self.client.api
+        if self.auth and self.registry:
+            # Parents come from the registry: the build's pulls use the client's stored login.
+            try:
+                self.client.login(registry=self.registry, **self.auth)
+            except docker.errors.APIError as exc:
+                raise ArmswarmError(f"login to {self.registry} failed: {exc.explanation}") from exc
         saved, api.timeout = api.timeout, timeout  # a build may take long between outputs
         try:
             stream = api.build(
@@ -134,6 +141,14 @@ class Job:
         path = workdir / script
         argv = [str(path)] if os.access(path, os.X_OK) else ["/bin/sh", str(path)]
         env = {**os.environ, "ARMSWARM_IMAGE": self.ref, "ARMSWARM_REGISTRY": self.registry or ""}
+        if self.auth and self.registry:
+            # the docker CLI in the script reads the registry login from $DOCKER_CONFIG
+            config = workdir / ".armswarm-docker"
+            config.mkdir(mode=0o700)
+            secret = f"{self.auth['username']}:{self.auth['password']}".encode()
+            auths = {"auths": {self.registry: {"auth": base64.b64encode(secret).decode()}}}
+            (config / "config.json").write_text(json.dumps(auths), encoding="utf-8")
+            env["DOCKER_CONFIG"] = str(config)
         try:
             proc = subprocess.run(
                 argv,
@@ -229,11 +244,8 @@ def run(
         answer["error"] = str(exc)
         # A push that keeps failing, or a build that could not fetch its base, is about the
         # network or the registry; a failing RUN step is not.
-        answer["transient"] = (
-            phase == "push"
-            or ("pull" in str(exc).lower() or "manifest" in str(exc).lower())
-            and is_transient(str(exc))
-        )
+        about_registry = any(w in str(exc).lower() for w in ("pull", "manifest", "login"))
+        answer["transient"] = phase == "push" or about_registry and is_transient(str(exc))
     answer["started"] = started
     answer["finished"] = time.time()
     answer["seconds"] = round(answer["finished"] - started, 3)

@@ -62,8 +62,10 @@ class Settings:
 
 
 def settings(opts=None, pillar=None, **overrides) -> Settings:
-    """Registry settings from ``armswarm:registry`` (opts, then pillar), with ``overrides``."""
-    conf = dict(config.get("registry", opts, pillar, {}) or {})
+    """Registry settings from ``armswarm:registry``, key by key: ``overrides``, then opts,
+    then pillar (e.g. the host in the master config, the credentials in pillar)."""
+    conf = dict(config.get("registry", None, pillar, {}) or {})
+    conf.update(config.get("registry", opts, None, {}) or {})
     conf.update({k: v for k, v in overrides.items() if v is not None})
     host = conf.get("host")
     if not host:

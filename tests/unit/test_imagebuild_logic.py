@@ -444,3 +444,18 @@ def test_a_master_that_cannot_publish_for_a_while_costs_no_try_and_no_node():
     )
     assert {o.status for o in outcomes.values()} == {"done"}
     assert dispatcher.lost_nodes == [] and transport.publish_fails == 0
+
+
+def test_registry_settings_merge_key_by_key():
+    opts = {"armswarm": {"registry": {"host": "reg.lan:5000", "ca_file": "/etc/ca.crt"}}}
+    pillar = {"armswarm": {"registry": {"host": "other:5000", "username": "u", "password": "p"}}}
+    conf = registry.settings(opts, pillar)
+    assert (conf.host, conf.ca_file, conf.username, conf.password) == (
+        "reg.lan:5000",
+        "/etc/ca.crt",
+        "u",
+        "p",
+    )
+    assert registry.settings(None, pillar, host="x:1").host == "x:1"
+    with pytest.raises(ArmswarmError, match="host is not set"):
+        registry.settings({}, {})
