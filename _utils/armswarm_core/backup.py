@@ -152,7 +152,10 @@ def parse_backup_id(name: str) -> tuple[datetime, str] | None:
     match = _ID.match(name)
     if not match:
         return None
-    started = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    try:  # the pattern admits impossible dates such as month 13
+        started = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
     return started, match.group(2)
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -209,10 +210,12 @@ def volume_info(engine) -> list[dict]:
 
 def _tar_create(source: str, compression: str, writer):
     """Stream a tar (optionally gzip -1: fast on small CPUs) of ``source`` into ``writer``."""
+    # stderr goes to a file: a pipe nobody reads while the data streams could fill and stall tar
+    errfile = tempfile.TemporaryFile()
     tar = subprocess.Popen(
         ["tar", "--create", "--file=-", "--numeric-owner", "--directory", source, "."],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errfile,
     )
     procs, out = [tar], tar.stdout
     if compression == "gzip":
@@ -226,8 +229,9 @@ def _tar_create(source: str, compression: str, writer):
     finally:
         out.close()
         codes = [p.wait() for p in procs]
-    err = tar.stderr.read().decode(errors="replace").strip()
-    tar.stderr.close()
+        errfile.seek(0)
+        err = errfile.read().decode(errors="replace").strip()
+        errfile.close()
     # GNU tar exits 1 when a file changed while it was read: kept, with the warning.
     if codes[0] not in (0, 1) or any(codes[1:]):
         raise ArmswarmError(f"tar of {source} failed ({codes}): {err[-500:]}")
@@ -261,9 +265,7 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
             result["skipped"][name] = done
             continue
         result["backed_up"][name] = done
-        removed = apply_retention(root, "volumes", name, conf["keep_daily"])
-        if removed:
-            result["removed"][name] = removed
+        _retain(result, root, "volumes", name, conf["keep_daily"])
     if wanted:
         for name in sorted(wanted - {v["name"] for v in volume_info(engine)}):
             result["errors"][name] = "no such volume on this node"
@@ -442,7 +444,8 @@ def _extract(archive: Path, dest: Path, compression: str):
     argv = ["tar", "--extract", "--file=-", "--numeric-owner", "--directory", str(dest)]
     if compression == "gzip":
         argv.append("--gzip")
-    tar = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    errfile = tempfile.TemporaryFile()  # not a pipe: a chatty tar must not stall on it
+    tar = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=errfile)
     digest, size, sink = hashlib.sha256(), 0, tar.stdin
     with open(archive, "rb") as fh:
         while chunk := fh.read(CHUNK):
@@ -458,8 +461,9 @@ def _extract(archive: Path, dest: Path, compression: str):
     except BrokenPipeError:
         pass
     code = tar.wait()
-    err = tar.stderr.read().decode(errors="replace").strip()
-    tar.stderr.close()
+    errfile.seek(0)
+    err = errfile.read().decode(errors="replace").strip()
+    errfile.close()
     return digest.hexdigest(), size, (None if code == 0 else (err[-500:] or f"exit {code}"))
 
 
@@ -574,10 +578,19 @@ def mysql_dump(engine, conf: dict, node: str, pillar_get, only=None) -> dict:
         except (ArmswarmError, OSError) as exc:
             result["errors"][c["set"]] = str(exc)
             continue
-        removed = apply_retention(root, "mysql", c["set"], conf["keep_daily"])
-        if removed:
-            result["removed"][c["set"]] = removed
+        _retain(result, root, "mysql", c["set"], conf["keep_daily"])
     return result
+
+
+def _retain(result: dict, root: Path, kind: str, name: str, keep_daily: int):
+    """Retention after a good backup; a failure there is reported, the backup stays good."""
+    try:
+        removed = apply_retention(root, kind, name, keep_daily)
+    except (ArmswarmError, OSError) as exc:
+        result["errors"][name] = f"backup made, but retention failed: {exc}"
+        return
+    if removed:
+        result["removed"][name] = removed
 
 
 def _dump_one(engine, conf, root, node, c, creds):

@@ -6,11 +6,13 @@ on another node with the password nowhere in Salt's files.
 The network drive is the lab's share (a host directory mounted at /mnt/armswarm-backup in every
 node). Images are built here and pushed to the lab registry: no pulls."""
 
+import datetime
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+from armswarm_core import backup as plan
 from helpers import assert_not_in_salt_files, busybox_rootfs, push_image
 
 from armswarm.lab import image
@@ -202,7 +204,8 @@ def test_corrupted_archive_is_refused_and_the_volume_untouched(lab, app_image):
     good = backup_ids(lab, VOLUME)[-1]
     folder = share(lab) / "volumes" / VOLUME
     # A newer backup whose archive has one byte flipped (manifest and sums intact).
-    bad = good.replace(good[:8], str(int(good[:8]) + 1), 1)
+    started, node = plan.parse_backup_id(good)
+    bad = plan.backup_id(started + datetime.timedelta(seconds=1), node)
     shutil.copytree(folder / good, folder / bad)
     archive = next((folder / bad).glob("data.tar*"))
     data = bytearray(archive.read_bytes())

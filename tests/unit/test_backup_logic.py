@@ -73,6 +73,7 @@ def test_backup_ids_sort_by_time_and_parse_back():
     assert plan.parse_backup_id(a) == (early, "node_1")
     assert plan.parse_backup_id(plan.partial_name(a)) is None
     assert plan.parse_backup_id("latest") is None
+    assert plan.parse_backup_id("20251302T030405.000006Z_node_1") is None  # month 13
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "-rf", "x y"])
