@@ -131,16 +131,19 @@ def htpasswd(users: dict, current: str = "") -> tuple:
 
 
 # -- the container ----------------------------------------------------------------------------
-def spec_hash(conf: dict, config_dir: Path) -> str:
+def spec_hash(conf: dict, config_dir: Path, pending: dict | None = None) -> str:
     """What the container was created from: settings and the files it reads (config, TLS,
-    users). A change in any of them means a new container."""
+    users). A change in any of them means a new container. ``pending`` gives the contents
+    (bytes, or None for absent) of files about to be written, for a prediction in test mode."""
+    pending = pending or {}
     digest = hashlib.sha256(
         json.dumps({k: conf[k] for k in ("image", "port", "storage")}, sort_keys=True).encode()
     )
     for name in ("config.yml", "tls.crt", "tls.key", "htpasswd"):
         path = config_dir / name
-        if path.exists():
-            digest.update(name.encode() + path.read_bytes())
+        data = pending[name] if name in pending else (path.read_bytes() if path.exists() else None)
+        if data is not None:
+            digest.update(name.encode() + data)
     return digest.hexdigest()[:32]
 
 

@@ -82,6 +82,12 @@ def test_check_apply_reapply_check(lab, deployed):
     assert _changed(again) == {} and all(_results(again).values()), _changed(again)
     check = _apply(lab, NODE, "registry", pillar, test=True)
     assert _changed(check) == {} and all(r is True for r in _results(check).values())
+    # A changed setting is predicted as a new container, and nothing is touched.
+    moved = {"armswarm": {"registry": {**pillar["armswarm"]["registry"], "storage": "/srv/r2"}}}
+    check = _apply(lab, NODE, "registry", moved, test=True)
+    predicted = _changed(check)["armswarm-registry-running"]
+    assert predicted["container"] == "would be (re)created", predicted
+    assert lab.exec(NODE, ["test", "-e", "/srv/r2"])[0] == 1
 
 
 def test_nodes_trust_it_through_the_mine_and_push_with_credentials(lab, deployed):
@@ -134,3 +140,42 @@ def test_garbage_collection_frees_deleted_images(lab, deployed):
         f"https://{host}/v2/smoke/tags/list", auth=auth, verify=str(ca_file), timeout=10
     )
     assert catalog.json()["tags"] == ["1"]
+
+
+BUILD_WITH_LOGIN = """
+import base64, io, json, sys, tarfile
+sys.path.insert(0, "/var/cache/salt/minion/extmods/utils")
+import docker
+from armswarm_core import buildjob
+host, password = sys.argv[1:3]
+docker_file = f"FROM {host}/smoke:1\\nCOPY note /note\\n".encode()
+buf = io.BytesIO()
+with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    for name, data in (("Dockerfile", docker_file), ("note", b"child\\n")):
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+answer = buildjob.run(
+    docker.from_env(), "child", f"{host}/child:1", base64.b64encode(buf.getvalue()).decode(),
+    registry=host, auth={"username": "builder", "password": password}, timeout=120,
+)
+print(json.dumps({k: answer.get(k) for k in ("status", "error", "digest")}))
+"""
+
+
+def test_a_build_pulls_its_parent_from_the_authenticating_registry(lab, deployed):
+    host, _ = deployed
+    # node2 pushed smoke:1 above; without its stored login and without the local copy, the
+    # build can only get the parent by logging in itself.
+    code, out = lab.exec(
+        "node2", ["sh", "-c", f"docker logout {host}; docker rmi -f {host}/smoke:1"]
+    )
+    assert code == 0, out
+    code, out = lab.exec("node2", ["python3", "-c", BUILD_WITH_LOGIN, host, PASSWORD])
+    assert code == 0, out
+    answer = json.loads(out.strip().splitlines()[-1])
+    assert answer["status"] == "ok" and answer["digest"].startswith("sha256:"), answer
+    code, out = lab.exec(
+        "node2", ["sh", "-c", f"docker logout {host}; docker rmi -f {host}/child:1"]
+    )
+    assert code == 0, out
