@@ -3,7 +3,8 @@
 It talks to nodes through a *transport* (the runner's is Salt's publish and event bus):
 
 ``start(node, image, kwargs) -> jid | None``
-    publish a build job; None when the node is not connected.
+    publish a build job; None when the master says the node is not connected (no
+    minion took the job).
 ``probe(node, jid) -> probe id | None``
     ask the node whether job ``jid`` still runs (Salt's ``saltutil.find_job``).
 

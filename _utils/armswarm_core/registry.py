@@ -104,7 +104,13 @@ def run_tag(existing_tags, when: datetime.datetime | None = None, fmt=DEFAULT_TA
 
 
 def dated_key(tag: str, fmt=DEFAULT_TAG_FORMAT):
-    """A sort key for a dated tag (``(date, suffix)``), or None for other tags."""
+    """A sort key for a dated tag (``(date, suffix)``), or None for other tags. The whole tag
+    is tried first: a format with dots (``%Y.%m.%d``) must not lose its last part as a
+    same-day suffix."""
+    try:
+        return (datetime.datetime.strptime(tag, fmt), 1)
+    except ValueError:
+        pass
     match = _SUFFIX.match(tag)
     try:
         day = datetime.datetime.strptime(match.group("base"), fmt)

@@ -14,9 +14,13 @@ armswarm-stacks-deployed:
     - tgt: {{ managers[0] | json }}
     - sls: swarm.stacks
     {#- What this run's pillar says (e.g. pillar=… on the command line) reaches the manager. #}
+    {%- set registry_host = salt["pillar.get"]("armswarm:registry:host", "") %}
     - pillar:
         armswarm:
           stacks: {{ salt["pillar.get"]("armswarm:stacks", {}) | json }}
+          {%- if registry_host %}
+          {#- only when set: an empty value would hide the manager's own pillar #}
           registry:
-            host: {{ salt["pillar.get"]("armswarm:registry:host", "") | json }}
+            host: {{ registry_host | json }}
+          {%- endif %}
 {%- endif %}

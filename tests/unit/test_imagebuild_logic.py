@@ -459,3 +459,14 @@ def test_registry_settings_merge_key_by_key():
     assert registry.settings(None, pillar, host="x:1").host == "x:1"
     with pytest.raises(ArmswarmError, match="host is not set"):
         registry.settings({}, {})
+
+
+def test_dated_tags_with_a_dotted_format():
+    fmt = "%Y.%m.%d"
+    assert registry.dated_key("2026.11.02", fmt) == (datetime.datetime(2026, 11, 2), 1)
+    assert registry.dated_key("2026.11.02.3", fmt) == (datetime.datetime(2026, 11, 2), 3)
+    assert registry.dated_key("latest", fmt) is None
+    tags = {"2026.11.01": "sha256:a", "2026.11.02": "sha256:b", "2026.11.02.2": "sha256:c"}
+    plan = registry.retention(tags, keep=1, fmt=fmt)
+    assert plan["keep"] == ["2026.11.02.2"]
+    assert sorted(plan["delete"]) == [("2026.11.01", "sha256:a"), ("2026.11.02", "sha256:b")]
