@@ -7,12 +7,13 @@ It talks to nodes through a *transport* (the runner's is Salt's publish and even
     minion took the job).
 ``probe(node, jid) -> probe id | None``
     ask the node whether job ``jid`` still runs (Salt's ``saltutil.find_job``).
-
-Both raise :class:`PublishFailed` when the master could not send the job at all: a start is
-then tried again shortly, a probe at its next turn; neither counts against the image or node.
 ``events(wait) -> [(jid, node, ret)]``
     job answers (``ret``: Salt's return event data) and probe answers, waiting at most
     ``wait`` seconds for the first.
+
+``start`` and ``probe`` raise :class:`PublishFailed` when the master could not send the job
+at all: a start is then tried again shortly, a probe at its next turn; neither counts against
+the image or the node.
 
 Failure handling: a failed image skips its descendants only; a *transient* failure (registry,
 network) is retried with backoff; a node that stops answering probes is dropped and its job
