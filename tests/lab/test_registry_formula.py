@@ -171,7 +171,8 @@ def test_a_build_pulls_its_parent_from_the_authenticating_registry(lab, deployed
         "node2", ["sh", "-c", f"docker logout {host}; docker rmi -f {host}/smoke:1"]
     )
     assert code == 0, out
-    code, out = lab.exec("node2", ["python3", "-c", BUILD_WITH_LOGIN, host, PASSWORD])
+    # the minion's Python (its venv has the docker SDK), as the imagebuild module runs it
+    code, out = lab.exec("node2", ["/opt/salt/bin/python3", "-c", BUILD_WITH_LOGIN, host, PASSWORD])
     assert code == 0, out
     answer = json.loads(out.strip().splitlines()[-1])
     assert answer["status"] == "ok" and answer["digest"].startswith("sha256:"), answer
