@@ -379,7 +379,19 @@ def _run(
     finally:
         event.destroy()
         if outcomes is None:  # interrupted or crashed: keep the report of what was done
-            _write_report(run_id, tag, started, graph, dispatcher.outcomes, {}, [], True)
+            try:
+                _write_report(
+                    run_id,
+                    tag,
+                    started,
+                    graph,
+                    dispatcher.outcomes,
+                    {},
+                    dispatcher.lost_nodes,
+                    True,
+                )
+            except OSError as exc:  # never hide the error that stopped the run
+                log.error("imagebuild: cannot write the report of run %s: %s", run_id, exc)
     latest = _move_latest(api, graph, outcomes, tag) if move_latest else {}
     _remember(outcomes)
     report = _write_report(run_id, tag, started, graph, outcomes, latest, dispatcher.lost_nodes)
