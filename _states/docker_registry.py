@@ -77,13 +77,14 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
             changes["config"] = str(config_dir / "config.yml")
         if users_changed:
             changes["users"] = users_changed
+        writes_users = bool(users_text or current_users)
+        # The spec of the files as they will be once written: the same in test mode and apply.
+        pending = {
+            "config.yml": text.encode(),
+            "htpasswd": users_text.encode() if writes_users else None,
+        }
+        spec = registryhost.spec_hash(conf, config_dir, pending)
         if __opts__["test"]:
-            writes_users = bool(users_text or current_users)
-            pending = {
-                "config.yml": text.encode(),
-                "htpasswd": users_text.encode() if writes_users else None,
-            }
-            spec = registryhost.spec_hash(conf, config_dir, pending)
             if before is None or before["status"] != "running" or before["spec"] != spec:
                 changes["container"] = "would be (re)created" if before else "would be created"
             ret["changes"] = changes
@@ -94,9 +95,8 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
             return ret
         Path(conf["storage"]).mkdir(parents=True, exist_ok=True)
         _write(config_dir / "config.yml", text, 0o644)
-        if users_text or current_users:
+        if writes_users:
             _write(config_dir / "htpasswd", users_text, 0o640)
-        spec = registryhost.spec_hash(conf, config_dir)
         if before and before["status"] == "running" and before["spec"] == spec:
             if not changes:
                 ret["comment"] = f"The registry runs on port {conf['port']} as configured"
@@ -130,11 +130,11 @@ def ca_published(name=MINE_KEY):
     if pem is None and not __opts__["test"]:
         ret["result"], ret["comment"] = False, f"{path} does not exist"
         return ret
-    mined = (__salt__["mine.get"](__opts__["id"], name) or {}).get(__opts__["id"])
     if pem is None:  # test mode: the x509 states earlier in this run would make it
         ret["result"], ret["changes"] = None, {"mine": name}
         ret["comment"] = f"{path} does not exist yet: the CA would be sent once it does"
         return ret
+    mined = (__salt__["mine.get"](__opts__["id"], name) or {}).get(__opts__["id"])
     if mined == pem:
         ret["comment"] = "The CA is in the mine"
         return ret

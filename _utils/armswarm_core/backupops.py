@@ -208,6 +208,13 @@ def volume_info(engine) -> list[dict]:
     return out
 
 
+def _drain(errfile) -> str:
+    """The text a finished process wrote to ``errfile`` (a temporary file), which is closed."""
+    with errfile:
+        errfile.seek(0)
+        return errfile.read().decode(errors="replace").strip()
+
+
 def _tar_create(source: str, compression: str, writer):
     """Stream a tar (optionally gzip -1: fast on small CPUs) of ``source`` into ``writer``."""
     # stderr goes to a file: a pipe nobody reads while the data streams could fill and stall tar
@@ -229,9 +236,7 @@ def _tar_create(source: str, compression: str, writer):
     finally:
         out.close()
         codes = [p.wait() for p in procs]
-        errfile.seek(0)
-        err = errfile.read().decode(errors="replace").strip()
-        errfile.close()
+        err = _drain(errfile)
     # GNU tar exits 1 when a file changed while it was read: kept, with the warning.
     if codes[0] not in (0, 1) or any(codes[1:]):
         raise ArmswarmError(f"tar of {source} failed ({codes}): {err[-500:]}")
@@ -461,9 +466,7 @@ def _extract(archive: Path, dest: Path, compression: str):
     except BrokenPipeError:
         pass
     code = tar.wait()
-    errfile.seek(0)
-    err = errfile.read().decode(errors="replace").strip()
-    errfile.close()
+    err = _drain(errfile)
     return digest.hexdigest(), size, (None if code == 0 else (err[-500:] or f"exit {code}"))
 
 
