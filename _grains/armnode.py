@@ -1,6 +1,6 @@
 """The ``armnode`` grain: which ARM board this minion is and how it boots.
 
-One grain, ``armnode``, a dict from :func:`armswarm_core.boards.detect` (board, model,
+One grain, ``armnode``, a dict from :func:`armswarm_core.node.boards.detect` (board, model,
 compatible, soc, arch, machine, cpus, big_cores, little_cores, root_device, root_kind,
 root_disk, boot_flavour, cmdline_file, and reboot_required: why a reboot is pending, or []).
 
@@ -17,11 +17,11 @@ import logging
 import platform
 
 try:
-    from armswarm_core import boards, bootconfig
+    from armswarm_core.node import boards, boot_files
 
     IMPORT_ERROR = ""
 except ImportError as exc:  # pragma: no cover - armswarm_core neither installed nor synced
-    boards = bootconfig = None
+    boards = boot_files = None
     IMPORT_ERROR = str(exc)
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def armnode():
     """Return ``{"armnode": {...}}``; on any failure board ``generic`` with an ``error`` key."""
     machine = platform.machine()
     if boards is None:
-        log.error("armnode grain: cannot import armswarm_core.boards: %s", IMPORT_ERROR)
+        log.error("armnode grain: cannot import armswarm_core.node.boards: %s", IMPORT_ERROR)
         return {"armnode": {"board": "generic", "machine": machine, "error": IMPORT_ERROR}}
     try:
         machine = str(_option("armnode.machine") or machine)
@@ -78,5 +78,5 @@ def armnode():
         log.exception("armnode grain: board detection failed")
         data = boards.empty_result(machine, error=f"{type(exc).__name__}: {exc}")
     # Changes made since this boot that only a reboot applies (kernel command line, new root).
-    data["reboot_required"] = bootconfig.reboot_required(_option("armnode.boot_root"))
+    data["reboot_required"] = boot_files.reboot_required(_option("armnode.boot_root"))
     return {"armnode": data}

@@ -1,10 +1,11 @@
 """Board-level node settings: the kernel command line of each boot flavour, reboot marker.
 
-A thin façade over :mod:`armswarm_core.bootconfig`. The boot files are looked up under the
+A thin façade over :mod:`armswarm_core.node.boot_files`. The boot files are looked up under the
 minion option ``armnode.boot_root`` (default ``/``; the lab and tests point it elsewhere).
 """
 
-from armswarm_core import ArmswarmError, bootconfig, rootmove
+from armswarm_core import ArmswarmError
+from armswarm_core.node import boot_files, root_move
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "armnode"
@@ -40,7 +41,7 @@ def kernel_args():
         salt '*' armnode.kernel_args
     """
     try:
-        return bootconfig.current(_boot_root())
+        return boot_files.current(_boot_root())
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
 
@@ -58,9 +59,9 @@ def set_kernel_args(present=None, absent=None, test=False):
         salt node1 armnode.set_kernel_args present='[fsck.mode=force, fsck.repair=yes]'
     """
     try:
-        change = bootconfig.plan(_boot_root(), _as_list(present), _as_list(absent))
+        change = boot_files.plan(_boot_root(), _as_list(present), _as_list(absent))
         if change and not test:
-            bootconfig.apply(_boot_root(), change)
+            boot_files.apply(_boot_root(), change)
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
     return {k: v for k, v in change.items() if k != "text"}
@@ -76,7 +77,7 @@ def reboot_required():
 
         salt '*' armnode.reboot_required
     """
-    return bootconfig.reboot_required(_boot_root())
+    return boot_files.reboot_required(_boot_root())
 
 
 def move_root(target, dry_run=True, source="/"):
@@ -96,7 +97,7 @@ def move_root(target, dry_run=True, source="/"):
         salt node1 armnode.move_root /dev/sda dry_run=False
     """
     try:
-        return rootmove.run(
+        return root_move.run(
             str(target), source=source, boot_root=_boot_root(), dry_run=bool(dry_run)
         )
     except ArmswarmError as exc:

@@ -1,7 +1,7 @@
 """Volume backups to a network drive, MySQL/MariaDB dumps, restores and the daily clean-up.
 
-A thin façade over :mod:`armswarm_core.backupops`. Settings are ``armswarm:backup`` in the
-minion config or pillar (see ``salt/backup/pillar.example`` and the users' guide); the
+A thin façade over :mod:`armswarm_core.backup.backup_target`. Settings are ``armswarm:backup`` in
+the minion config or pillar (see ``salt/backup/pillar.example`` and the users' guide); the
 ``backup`` formula schedules :func:`run`, :func:`mysql_dump` and :func:`cleanup` daily with cron.
 
 Database passwords are read on the node (container environment or a pillar key) and never
@@ -10,8 +10,15 @@ appear in returns or logs.
 
 import logging
 
-from armswarm_core import ArmswarmError, backupops, client, config
-from armswarm_core import backup as plan
+from armswarm_core import ArmswarmError
+from armswarm_core.backup import (
+    backup_policy,
+    backup_target,
+    mysql_dumps,
+    volume_backups,
+    volume_cleanup,
+)
+from armswarm_core.common import config, docker_client
 from salt.exceptions import CommandExecutionError
 from salt.utils.data import traverse_dict_and_list
 
@@ -21,7 +28,7 @@ __virtualname__ = "backup"
 
 
 def __virtual__():
-    reason = client.missing_dependency()
+    reason = docker_client.missing_dependency()
     if reason:
         return False, f"backup: {reason}"
     return __virtualname__
@@ -29,7 +36,7 @@ def __virtual__():
 
 def _conf(target=None):
     try:
-        conf = plan.settings(config.get("backup", __opts__, __pillar__, {}))
+        conf = backup_policy.settings(config.get("backup", __opts__, __pillar__, {}))
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
     if target:
@@ -45,7 +52,7 @@ def _call(func, *args, **kwargs):
 
 
 def _engine():
-    return _call(client.connect, __opts__, __pillar__)
+    return _call(docker_client.connect, __opts__, __pillar__)
 
 
 def _pillar_get(key, default=None):
@@ -104,7 +111,7 @@ def run(volumes=None, force=False, target=None):
     """
     conf = _conf(target)
     result = _call(
-        backupops.backup_volumes,
+        volume_backups.backup_volumes,
         _engine(),
         conf,
         __opts__["id"],
@@ -131,7 +138,7 @@ def mysql_dump(names=None, target=None):
     """
     conf = _conf(target)
     result = _call(
-        backupops.mysql_dump, _engine(), conf, __opts__["id"], _pillar_get, only=_names(names)
+        mysql_dumps.mysql_dump, _engine(), conf, __opts__["id"], _pillar_get, only=_names(names)
     )
     return _flag_errors(result)
 
@@ -150,7 +157,7 @@ def mysql_restore(name, container=None, backup=None):
     """
     conf = _conf()
     return _call(
-        backupops.mysql_restore,
+        mysql_dumps.mysql_restore,
         _engine(),
         conf,
         name,
@@ -175,7 +182,7 @@ def restore(volume, backup=None, force=False):
         salt node5 backup.restore app_data backup=20250102T023000.000000Z_node4 force=True
     """
     conf = _conf()
-    return _call(backupops.restore_volume, _engine(), conf, volume, backup, bool(force))
+    return _call(volume_backups.restore_volume, _engine(), conf, volume, backup, bool(force))
 
 
 def volume_state(volume):
@@ -188,7 +195,7 @@ def volume_state(volume):
 
         salt '*' backup.volume_state app_data
     """
-    return _call(backupops.volume_state, _engine(), volume)
+    return _call(volume_backups.volume_state, _engine(), volume)
 
 
 def list_backups(name=None, kind="volumes"):
@@ -207,7 +214,7 @@ def list_backups(name=None, kind="volumes"):
     """
     if kind not in ("volumes", "mysql"):
         raise CommandExecutionError("kind must be volumes or mysql")
-    return _call(backupops.listing, _conf(), kind, name)
+    return _call(backup_target.listing, _conf(), kind, name)
 
 
 def verify(name, backup=None, kind="volumes"):
@@ -222,7 +229,7 @@ def verify(name, backup=None, kind="volumes"):
     """
     if kind not in ("volumes", "mysql"):
         raise CommandExecutionError("kind must be volumes or mysql")
-    return _call(backupops.verify, _conf(), kind, name, backup)
+    return _call(backup_target.verify, _conf(), kind, name, backup)
 
 
 def cleanup(dry_run=False, max_age_hours=None, target=None):
@@ -249,6 +256,6 @@ def cleanup(dry_run=False, max_age_hours=None, target=None):
     if not conf["cleanup"]["enabled"]:
         return {"dry_run": bool(dry_run), "comment": "clean-up is disabled"}
     result = _call(
-        backupops.cleanup, _engine(), conf, dry_run=bool(dry_run), max_age_hours=max_age_hours
+        volume_cleanup.cleanup, _engine(), conf, dry_run=bool(dry_run), max_age_hours=max_age_hours
     )
     return _flag_errors(result)

@@ -1,29 +1,31 @@
 """The cluster registry's container on the registry node: status, CA, garbage collection.
 
 Deployed by the ``registry`` formula (``salt/registry``) from pillar ``armswarm:registry``;
-see :mod:`armswarm_core.registryhost`.
+see :mod:`armswarm_core.registry.registry_host`.
 """
 
 from pathlib import Path
 
-from armswarm_core import ArmswarmError, client, config, registryhost
+from armswarm_core import ArmswarmError
+from armswarm_core.common import config, docker_client
+from armswarm_core.registry import registry_host
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "docker_registry"
 
 
 def __virtual__():
-    reason = client.missing_dependency()
+    reason = docker_client.missing_dependency()
     if reason:
         return False, f"docker_registry: {reason}"
     return __virtualname__
 
 
-def _conf(name=registryhost.CONTAINER):
-    return registryhost.settings(config.get("registry", __opts__, __pillar__, {}) or {}, name)
+def _conf(name=registry_host.CONTAINER):
+    return registry_host.settings(config.get("registry", __opts__, __pillar__, {}) or {}, name)
 
 
-def status(name=registryhost.CONTAINER):
+def status(name=registry_host.CONTAINER):
     """
     The registry container ``name`` on this node: ``id``, ``status``, ``image``, the spec it
     was created from and whether it is read-only; ``None`` when it is not deployed here.
@@ -35,7 +37,7 @@ def status(name=registryhost.CONTAINER):
         salt node1 docker_registry.status
     """
     try:
-        return registryhost.current(client.connect(__opts__, __pillar__), _conf(name))
+        return registry_host.current(docker_client.connect(__opts__, __pillar__), _conf(name))
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
 
@@ -58,7 +60,7 @@ def ca_cert():
     return path.read_text() if path.is_file() else None
 
 
-def garbage_collect(dry_run=False, name=registryhost.CONTAINER):
+def garbage_collect(dry_run=False, name=registry_host.CONTAINER):
     """
     Free the storage of blobs no manifest references any more (after ``salt-run
     imagebuild.prune dry_run=False``). The registry is read-only meanwhile: pulls keep
@@ -72,7 +74,7 @@ def garbage_collect(dry_run=False, name=registryhost.CONTAINER):
         salt node1 docker_registry.garbage_collect dry_run=True
     """
     try:
-        engine = client.connect(__opts__, __pillar__)
-        return registryhost.garbage_collect(engine, _conf(name), dry_run=bool(dry_run))
+        engine = docker_client.connect(__opts__, __pillar__)
+        return registry_host.garbage_collect(engine, _conf(name), dry_run=bool(dry_run))
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc

@@ -1,7 +1,7 @@
 """Docker Swarm: the local node's swarm state, init/join/leave, nodes, tokens.
 
-A thin façade over :mod:`armswarm_core.swarm`. The engine endpoint is ``armswarm:docker:base_url``
-in the minion config or pillar (default: the local socket).
+A thin façade over :mod:`armswarm_core.swarm.swarm_engine`. The engine endpoint is
+``armswarm:docker:base_url`` in the minion config or pillar (default: the local socket).
 
 Join tokens never appear in returns unless asked for (``reveal=True``): the orchestration moves
 them sealed for the joining minion's key (:func:`sealed_join_token` on a manager, then
@@ -12,7 +12,9 @@ only carry ciphertext that just the joiner can open.
 import logging
 import os
 
-from armswarm_core import ArmswarmError, client, sealed, swarm
+from armswarm_core import ArmswarmError
+from armswarm_core.common import docker_client
+from armswarm_core.swarm import join_tokens, swarm_engine
 from salt.exceptions import CommandExecutionError
 from salt.utils.data import traverse_dict_and_list
 
@@ -22,7 +24,7 @@ __virtualname__ = "docker_swarm"
 
 
 def __virtual__():
-    reason = client.missing_dependency()
+    reason = docker_client.missing_dependency()
     if reason:
         return False, f"docker_swarm: {reason}"
     return __virtualname__
@@ -30,7 +32,7 @@ def __virtual__():
 
 def _client():
     try:
-        return client.connect(__opts__, __pillar__)
+        return docker_client.connect(__opts__, __pillar__)
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
 
@@ -53,7 +55,7 @@ def state():
 
         salt '*' docker_swarm.state
     """
-    return _call(swarm.local_state)
+    return _call(swarm_engine.local_state)
 
 
 def facts():
@@ -70,7 +72,7 @@ def facts():
     """
     try:
         with open("/proc/net/route", encoding="ascii") as fh:
-            default_interface = swarm.default_route_interface(fh.read())
+            default_interface = swarm_engine.default_route_interface(fh.read())
     except OSError:
         default_interface = None
     return {
@@ -90,7 +92,7 @@ def facts():
     }
 
 
-def init(advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN, force_new_cluster=False):
+def init(advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN, force_new_cluster=False):
     """
     Create a swarm with this node as first manager. Does nothing (``changed: False``) when the
     node is already in a swarm: ``init`` never makes a second cluster.
@@ -121,7 +123,9 @@ def init(advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN, force_new_cluste
             "force_new_cluster is for a manager whose swarm lost quorum; this one has a leader"
         )
     options = {"force_new_cluster": True} if force_new_cluster else {}
-    new = _call(swarm.init, advertise_addr=advertise_addr, listen_addr=listen_addr, **options)
+    new = _call(
+        swarm_engine.init, advertise_addr=advertise_addr, listen_addr=listen_addr, **options
+    )
     return {"changed": True, "comment": "swarm initialised", "state": new}
 
 
@@ -150,11 +154,11 @@ def sealed_join_tokens(role, recipients):
 
         salt node1 docker_swarm.sealed_join_tokens worker '{node4: "MIIBIjAN...", node5: "..."}'
     """
-    if role not in swarm.ROLES:
+    if role not in swarm_engine.ROLES:
         raise CommandExecutionError(f"role must be manager or worker, not {role!r}")
-    token = _call(swarm.join_tokens)[role]
+    token = _call(swarm_engine.join_tokens)[role]
     try:
-        return {minion: sealed.seal(token, pub) for minion, pub in dict(recipients).items()}
+        return {minion: join_tokens.seal(token, pub) for minion, pub in dict(recipients).items()}
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
 
@@ -170,7 +174,7 @@ def join_token(role="worker", reveal=False):
 
         salt node1 docker_swarm.join_token manager reveal=True
     """
-    token = _call(swarm.join_tokens).get(role)
+    token = _call(swarm_engine.join_tokens).get(role)
     if reveal:
         return token
     return {"role": role, "available": bool(token), "hint": "reveal=True prints it"}
@@ -186,7 +190,7 @@ def rotate_join_tokens(worker=True, manager=False):
 
         salt node1 docker_swarm.rotate_join_tokens worker=True manager=True
     """
-    _call(swarm.rotate_join_tokens, worker=worker, manager=manager)
+    _call(swarm_engine.rotate_join_tokens, worker=worker, manager=manager)
     return {"rotated": [r for r, flag in (("worker", worker), ("manager", manager)) if flag]}
 
 
@@ -201,7 +205,7 @@ def autolock(enabled=True):
 
         salt node1 docker_swarm.autolock enabled=True
     """
-    changed = _call(swarm.set_autolock, bool(enabled))
+    changed = _call(swarm_engine.set_autolock, bool(enabled))
     return {"changed": changed, "autolock": bool(enabled)}
 
 
@@ -216,7 +220,7 @@ def unlock_key(reveal=False):
 
         salt node1 docker_swarm.unlock_key reveal=True
     """
-    key = _call(swarm.unlock_key)
+    key = _call(swarm_engine.unlock_key)
     if reveal:
         return key
     return {"available": bool(key), "hint": "reveal=True prints it"}
@@ -238,10 +242,10 @@ def unlock(key=None, key_pillar=None):
         key = traverse_dict_and_list(__pillar__, key_pillar, None)
     if not key:
         raise CommandExecutionError("an unlock key is needed: key or key_pillar")
-    return _call(swarm.unlock, str(key))
+    return _call(swarm_engine.unlock, str(key))
 
 
-def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN):
+def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN):
     """
     Join the swarm managed at ``remote_addrs`` (a list or comma-separated ``host:port``),
     with a token sealed for this minion (:func:`sealed_join_token`). Does nothing when the
@@ -265,11 +269,15 @@ def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm.DEFA
     key_file = os.path.join(__opts__["pki_dir"], "minion.pem")
     try:
         with open(key_file, "rb") as fh:
-            token = sealed.unseal(sealed_token, fh.read())
+            token = join_tokens.unseal(sealed_token, fh.read())
     except (OSError, ArmswarmError) as exc:
         raise CommandExecutionError(f"cannot open the join token: {exc}") from exc
     new = _call(
-        swarm.join, remote_addrs, token, advertise_addr=advertise_addr, listen_addr=listen_addr
+        swarm_engine.join,
+        remote_addrs,
+        token,
+        advertise_addr=advertise_addr,
+        listen_addr=listen_addr,
     )
     return {
         "changed": True,
@@ -291,7 +299,7 @@ def leave(force=False):
     current = state()
     if current["state"] == "inactive":
         return {"changed": False, "comment": "not in a swarm", "state": current}
-    new = _call(swarm.leave, force=force)
+    new = _call(swarm_engine.leave, force=force)
     return {"changed": True, "comment": "left the swarm", "state": new}
 
 
@@ -306,7 +314,7 @@ def nodes():
 
         salt node1 docker_swarm.nodes
     """
-    return _call(swarm.nodes)
+    return _call(swarm_engine.nodes)
 
 
 def update_node(
@@ -324,7 +332,7 @@ def update_node(
         salt node1 docker_swarm.update_node node4 labels='{board: sopine}' availability=drain
     """
     return _call(
-        swarm.update_node,
+        swarm_engine.update_node,
         node,
         labels=labels,
         availability=availability,
@@ -348,7 +356,7 @@ def update_nodes(updates):
     """
     done = {}
     for node, settings in dict(updates).items():
-        done[node] = _call(swarm.update_node, node, **dict(settings))
+        done[node] = _call(swarm_engine.update_node, node, **dict(settings))
     return done
 
 
@@ -362,5 +370,5 @@ def remove_node(node, force=False):
 
         salt node1 docker_swarm.remove_node node5 force=True
     """
-    removed = _call(swarm.remove_node, node, force=force)
+    removed = _call(swarm_engine.remove_node, node, force=force)
     return {"removed": removed["hostname"], "id": removed["id"]}

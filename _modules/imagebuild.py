@@ -7,7 +7,10 @@ hand. Registry credentials come from this minion's pillar (``armswarm:registry:u
 
 import logging
 
-from armswarm_core import ArmswarmError, buildjob, client, registry
+from armswarm_core import ArmswarmError
+from armswarm_core.build import build_job
+from armswarm_core.common import docker_client
+from armswarm_core.registry import registry_api
 from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
@@ -16,7 +19,7 @@ __virtualname__ = "imagebuild"
 
 
 def __virtual__():
-    reason = client.missing_dependency()
+    reason = docker_client.missing_dependency()
     if reason:
         return False, f"imagebuild: {reason}"
     return __virtualname__
@@ -24,7 +27,7 @@ def __virtual__():
 
 def _auth():
     try:
-        conf = registry.settings(__opts__, __pillar__)
+        conf = registry_api.settings(__opts__, __pillar__)
     except ArmswarmError:
         return None  # no registry settings on this minion: push without credentials
     if conf.username:
@@ -61,11 +64,11 @@ def build(
         salt node2 imagebuild.build web reg.lan:5000/web:20261122 "$(tar -C web -cz . | base64 -w0)"
     """
     try:
-        engine = client.connect(__opts__, __pillar__)
+        engine = docker_client.connect(__opts__, __pillar__)
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
     log.info("imagebuild: building %s as %s", image, ref)
-    answer = buildjob.run(
+    answer = build_job.run(
         engine,
         image,
         ref,
@@ -96,7 +99,7 @@ def images(prefix=None):
         salt '*' imagebuild.images reg.lan:5000/
     """
     try:
-        engine = client.connect(__opts__, __pillar__)
+        engine = docker_client.connect(__opts__, __pillar__)
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
     out = {}

@@ -7,7 +7,7 @@
     salt-run imagebuild.prune                          # retention, dry-run by default
 
 Settings come from the master config, then from the pillar compiled for the master's id
-(``armswarm:imagebuild`` and ``armswarm:registry``, see :mod:`armswarm_core.registry`):
+(``armswarm:imagebuild`` and ``armswarm:registry``, see :mod:`armswarm_core.registry.registry_api`):
 
 .. code-block:: yaml
 
@@ -44,16 +44,10 @@ import salt.exceptions
 import salt.fileclient
 import salt.pillar
 import salt.utils.event
-from armswarm_core import (
-    ArmswarmError,
-    builddag,
-    buildjob,
-    buildreport,
-    buildrun,
-    cluster,
-    registry,
-    scheduler,
-)
+from armswarm_core import ArmswarmError
+from armswarm_core.build import build_dag, build_job, build_report, dispatch, scheduler
+from armswarm_core.registry import registry_api, tag_retention
+from armswarm_core.swarm import swarm_layout
 from salt.utils.data import traverse_dict_and_list
 
 log = logging.getLogger(__name__)
@@ -64,7 +58,7 @@ DURATION_WEIGHT = 0.5  # new measurement's weight in the remembered duration
 
 
 def __virtual__():
-    if not registry.HAS_REQUESTS:
+    if not registry_api.HAS_REQUESTS:
         return False, "imagebuild: the requests package is not installed"
     return __virtualname__
 
@@ -89,8 +83,8 @@ def _setting(key, value=None, default=None):
     return default
 
 
-def _registry_settings(host=None) -> registry.Settings:
-    return registry.settings(__opts__, _pillar(), host=host)
+def _registry_settings(host=None) -> registry_api.Settings:
+    return registry_api.settings(__opts__, _pillar(), host=host)
 
 
 def _state_dir() -> Path:
@@ -151,7 +145,7 @@ def _source_dir(source) -> Path:
 
 
 def _load(source, registry_host):
-    return builddag.load(_source_dir(source), registry_host)
+    return build_dag.load(_source_dir(source), registry_host)
 
 
 # -- nodes -----------------------------------------------------------------------------------
@@ -170,7 +164,7 @@ def _nodes(local, target, tgt_type) -> dict:
     for minion_id, grains in sorted(facts.items()):
         if not isinstance(grains, dict):
             continue
-        labels = {cluster.MINION_LABEL: minion_id, **cluster.grain_labels(grains)}
+        labels = {swarm_layout.MINION_LABEL: minion_id, **swarm_layout.grain_labels(grains)}
         labels.update((layout_nodes.get(minion_id) or {}).get("labels") or {})
         nodes[minion_id] = scheduler.Node(arch=grains.get("cpuarch", ""), labels=labels)
     if not nodes:
@@ -195,7 +189,7 @@ class _SaltTransport:
             )
         except salt.exceptions.SaltClientError as exc:
             # A busy or restarting master: not the node's fault, the dispatcher tries again.
-            raise buildrun.PublishFailed(f"publishing {fun} to {node} failed: {exc}") from exc
+            raise dispatch.PublishFailed(f"publishing {fun} to {node} failed: {exc}") from exc
         if not pub or node not in (pub.get("minions") or []):
             return None
         self.jids[pub["jid"]] = node
@@ -267,7 +261,7 @@ def _plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
     critical = graph.critical_path(durations)
 
     def seconds(names):
-        return round(sum(builddag.duration_of(n, durations) for n in names), 1)
+        return round(sum(build_dag.duration_of(n, durations) for n in names), 1)
 
     return {
         "images": {
@@ -275,7 +269,7 @@ def _plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
                 "parents": image.parents,
                 "children": graph.children(name),
                 "built_by": image.script or image.dockerfile,
-                "expected_seconds": builddag.duration_of(name, durations),
+                "expected_seconds": build_dag.duration_of(name, durations),
                 **({"arch": image.arch} if image.arch else {}),
                 **({"labels": image.labels} if image.labels else {}),
             }
@@ -316,17 +310,17 @@ def _run(
     plan_ = scheduler.Scheduler(
         graph, _durations(), pool, _setting("strategy", strategy, "dynamic")
     )
-    api = registry.Registry(reg_conf)
+    api = registry_api.Registry(reg_conf)
     existing = set()
     for name in graph.order:
         existing.update(api.tags(name))
-    tag = tag or registry.run_tag(existing, fmt=reg_conf.tag_format)
+    tag = tag or tag_retention.run_tag(existing, fmt=reg_conf.tag_format)
     if tag in existing:
         raise ArmswarmError(f"tag {tag} is already published: dated tags are never overwritten")
     max_bytes = float(_setting("max_context_mb", None, 32)) * 2**20
     contexts = {}
     for name in graph.order:
-        contexts[name] = buildjob.pack(graph.images[name].path)
+        contexts[name] = build_job.pack(graph.images[name].path)
         if len(contexts[name]) * 3 / 4 > max_bytes:
             raise ArmswarmError(
                 f"{name}: build context is larger than armswarm:imagebuild:max_context_mb"
@@ -364,14 +358,14 @@ def _run(
     )
     _say(f"run {run_id}: {len(graph.order)} images on {len(pool)} nodes, tag {tag}")
     transport = _SaltTransport(local, event)
-    dispatcher = buildrun.Dispatcher(
+    dispatcher = dispatch.Dispatcher(
         plan_,
         transport,
         job_kwargs,
         retries=int(_setting("retries", retries, 2)),
         progress=progress,
-        probe_every=float(_setting("probe_every", probe_every, buildrun.PROBE_EVERY)),
-        probe_timeout=float(_setting("probe_timeout", probe_timeout, buildrun.PROBE_TIMEOUT)),
+        probe_every=float(_setting("probe_every", probe_every, dispatch.PROBE_EVERY)),
+        probe_timeout=float(_setting("probe_timeout", probe_timeout, dispatch.PROBE_TIMEOUT)),
     )
     outcomes = None
     try:
@@ -395,7 +389,7 @@ def _run(
     latest = _move_latest(api, graph, outcomes, tag) if move_latest else {}
     _remember(outcomes)
     report = _write_report(run_id, tag, started, graph, outcomes, latest, dispatcher.lost_nodes)
-    for line in buildreport.table(report):
+    for line in build_report.table(report):
         _say(line)
     failed = [o.image for o in outcomes.values() if o.status != scheduler.DONE]
     # salt-run exits with a returned dict's "retcode"
@@ -412,7 +406,7 @@ def _move_latest(api, graph, outcomes, tag) -> dict:
         built = outcomes[name].status == scheduler.DONE
         if built and all(outcomes[a].status == scheduler.DONE for a in graph.ancestors(name)):
             try:
-                api.retag(name, tag, registry.LATEST)
+                api.retag(name, tag, tag_retention.LATEST)
                 moved[name] = True
             except ArmswarmError as exc:
                 log.error("imagebuild: cannot move %s:latest: %s", name, exc)
@@ -452,7 +446,7 @@ def _write_report(
         "timeline": str(directory / "timeline.svg"),
     }
     (directory / "report.json").write_text(json.dumps(report, indent=1))
-    (directory / "timeline.svg").write_text(buildreport.svg(report))
+    (directory / "timeline.svg").write_text(build_report.svg(report))
     last = _state_dir() / "last"
     if last.is_symlink() or last.exists():
         last.unlink()
@@ -465,12 +459,12 @@ def _prune(keep=None, dry_run=True, repositories=None, gc=True):
     keep = int(keep) if keep is not None else conf.keep
     if keep < 1:
         raise ArmswarmError("keep must be ≥ 1")
-    api = registry.Registry(conf)
+    api = registry_api.Registry(conf)
     repos = ([repositories] if isinstance(repositories, str) else repositories) or api.catalog()
     result = {"dry_run": bool(dry_run), "keep": keep, "repositories": {}}
     for repo in repos:
         tags = api.tag_digests(repo)
-        plan_ = registry.retention(tags, keep, conf.tag_format)
+        plan_ = tag_retention.retention(tags, keep, conf.tag_format)
         entry = {
             "kept": plan_["keep"],
             "deleted": [t for t, _ in plan_["delete"]],

@@ -4,7 +4,16 @@ import os
 import shutil
 import subprocess
 
-from armswarm_core import ArmswarmError, bootconfig, iosched, irq, nodeconf, tuning
+from armswarm_core import ArmswarmError
+from armswarm_core.node import (
+    boot_files,
+    io_schedulers,
+    irqs,
+    log_files,
+    mail,
+    node_settings,
+    tuning,
+)
 from salt.utils.data import traverse_dict_and_list
 
 __virtualname__ = "armnode"
@@ -32,7 +41,7 @@ def kernel_args(name="kernel-args", present=(), absent=()):
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     boot_root = __opts__.get("armnode.boot_root", "/")
     try:
-        change = bootconfig.plan(boot_root, list(present or ()), list(absent or ()))
+        change = boot_files.plan(boot_root, list(present or ()), list(absent or ()))
         if not change:
             ret["comment"] = "The kernel command line is as specified"
             return ret
@@ -48,7 +57,7 @@ def kernel_args(name="kernel-args", present=(), absent=()):
             if change["missing_tool"]:
                 ret["comment"] += f"; needs {change['missing_tool']}, not installed yet"
             return ret
-        bootconfig.apply(boot_root, change)
+        boot_files.apply(boot_root, change)
         ret["comment"] = f"{change['file']} changed; reboot to apply"
     except ArmswarmError as exc:
         ret.update(result=False, changes={}, comment=str(exc))
@@ -71,13 +80,13 @@ def io_scheduler(name="io-schedulers", schedulers=None):
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
     rules_dir = __opts__.get("armnode.udev_rules_dir", "/etc/udev/rules.d")
     sysfs = __opts__.get("armnode.sysfs", "/sys")
-    rule_file = os.path.join(rules_dir, iosched.RULE_FILE)
+    rule_file = os.path.join(rules_dir, io_schedulers.RULE_FILE)
     try:
-        wanted = iosched.validate(
+        wanted = io_schedulers.validate(
             schedulers if schedulers is not None else {"mmc": "mq-deadline", "ssd": "mq-deadline"}
         )
-        rules = iosched.render_rules(wanted)
-        live = iosched.live_plan(sysfs, wanted)
+        rules = io_schedulers.render_rules(wanted)
+        live = io_schedulers.live_plan(sysfs, wanted)
         ret["changes"] = _file_and_live_changes(rule_file, rules, live, "devices")
         if not ret["changes"]:
             ret["comment"] = "I/O schedulers are as specified"
@@ -97,7 +106,7 @@ def io_scheduler(name="io-schedulers", schedulers=None):
                     capture_output=True,
                     timeout=30,
                 )
-        iosched.apply_live(sysfs, live)
+        io_schedulers.apply_live(sysfs, live)
         ret["comment"] = "I/O schedulers set"
     except (ArmswarmError, OSError) as exc:
         ret.update(result=False, changes={}, comment=str(exc))
@@ -124,7 +133,7 @@ def logrotate_compress(name="/etc/logrotate.conf"):
         else:
             ret.update(result=False, comment=f"{name} does not exist (is logrotate installed?)")
         return ret
-    new = nodeconf.enable_logrotate_compress(text)
+    new = log_files.enable_logrotate_compress(text)
     if new == text:
         ret["comment"] = "logrotate compresses rotated logs"
         return ret
@@ -146,7 +155,7 @@ def settings_valid(name="armnode-settings", settings=None):
     secret values are never shown.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": "Settings are valid"}
-    errors = nodeconf.validate(settings or {}, __opts__.get("armnode.boot_root", "/"))
+    errors = node_settings.validate(settings or {}, __opts__.get("armnode.boot_root", "/"))
     if errors:
         ret["result"] = False
         ret["comment"] = "Invalid armnode settings, nothing changed:\n" + "\n".join(errors)
@@ -176,7 +185,7 @@ def mail_relay(
         if not password:
             ret.update(result=False, comment=f"pillar key {password_pillar} holds no password")
             return ret
-    files = nodeconf.render_mail_config(
+    files = mail.render_mail_config(
         relay,
         host,
         port,
@@ -264,7 +273,7 @@ def mount_options(name="/", options=("noatime", "lazytime"), fstab="/etc/fstab")
             ret["comment"] = f"{fstab} would give {name} {', '.join(options)}"
             return ret
         _write(fstab, new)
-        bootconfig.mark_reboot_required(
+        boot_files.mark_reboot_required(
             __opts__.get("armnode.boot_root", "/"), f"mount options of {name} changed in {fstab}"
         )
         ret["comment"] = f"{fstab}: {name} gets {', '.join(options)} at its next mount"
@@ -304,30 +313,33 @@ def irq_affinity(name="irq-affinity", pattern="eth|xhci|ehci|ahci|dwc", cpus=Non
     procfs = __opts__.get("armnode.procfs", "/proc")
     root = __opts__.get("armnode.boot_root", "/")
     files = {
-        os.path.join(root, irq.CONF.lstrip("/")): (irq.conf_text(pattern, cpus), 0o644),
-        os.path.join(root, irq.SCRIPT.lstrip("/")): (irq.BOOT_SCRIPT, 0o755),
-        os.path.join(root, irq.UNIT.lstrip("/")): (irq.UNIT_TEXT, 0o644),
+        os.path.join(root, irqs.CONF.lstrip("/")): (
+            irqs.conf_text(pattern, cpus),
+            0o644,
+        ),
+        os.path.join(root, irqs.SCRIPT.lstrip("/")): (irqs.BOOT_SCRIPT, 0o755),
+        os.path.join(root, irqs.UNIT.lstrip("/")): (irqs.UNIT_TEXT, 0o644),
     }
     try:
-        live = irq.plan(procfs, pattern, cpus)
+        live = irqs.plan(procfs, pattern, cpus)
         stale = [path for path, (content, _) in files.items() if _read(path) != content]
         if stale:
             ret["changes"]["files"] = stale
         if live:
             ret["changes"]["irqs"] = live
         if not ret["changes"]:
-            ret["comment"] = f"IRQs matching {pattern!r} run on CPUs {irq.cpu_list(cpus)}"
+            ret["comment"] = f"IRQs matching {pattern!r} run on CPUs {irqs.cpu_list(cpus)}"
             return ret
         if __opts__["test"]:
             ret["result"] = None
-            ret["comment"] = f"IRQs matching {pattern!r} would move to CPUs {irq.cpu_list(cpus)}"
+            ret["comment"] = f"IRQs matching {pattern!r} would move to CPUs {irqs.cpu_list(cpus)}"
             return ret
         for path in stale:
             content, mode = files[path]
             _write(path, content)
             os.chmod(path, mode)
-        irq.apply(procfs, live)
-        ret["comment"] = f"IRQs matching {pattern!r} run on CPUs {irq.cpu_list(cpus)}"
+        irqs.apply(procfs, live)
+        ret["comment"] = f"IRQs matching {pattern!r} run on CPUs {irqs.cpu_list(cpus)}"
     except (ArmswarmError, OSError) as exc:
         ret.update(result=False, changes={}, comment=str(exc))
     return ret
@@ -348,7 +360,7 @@ def rebooted_if_required(name="reboot-if-required", delay_minutes=1):
     ``shutdown -c``). Nothing happens when no reboot is required.
     """
     ret = {"name": name, "changes": {}, "result": True, "comment": ""}
-    reasons = bootconfig.reboot_required(__opts__.get("armnode.boot_root", "/"))
+    reasons = boot_files.reboot_required(__opts__.get("armnode.boot_root", "/"))
     if not reasons:
         ret["comment"] = "No reboot required"
         return ret

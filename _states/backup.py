@@ -8,14 +8,15 @@ a stack is deployed.
         - name: shop_db_data
 """
 
-from armswarm_core import ArmswarmError, backupops, client, config
-from armswarm_core import backup as plan
+from armswarm_core import ArmswarmError
+from armswarm_core.backup import backup_policy, backup_target, volume_backups
+from armswarm_core.common import config, docker_client
 
 __virtualname__ = "backup"
 
 
 def __virtual__():
-    reason = client.missing_dependency()
+    reason = docker_client.missing_dependency()
     if reason:
         return False, f"backup: {reason}"
     return __virtualname__
@@ -31,7 +32,7 @@ def settings_valid(name="backup-settings", settings=None):
     bad input stops the run before anything changes.
     """
     ret = _ret(name)
-    problems = plan.validate(settings or {})
+    problems = backup_policy.validate(settings or {})
     if problems:
         ret.update(result=False, comment="Invalid backup settings: " + "; ".join(problems))
     else:
@@ -47,20 +48,20 @@ def volume_restored(name, backup=None):
     """
     ret = _ret(name)
     try:
-        conf = plan.settings(config.get("backup", __opts__, __pillar__, {}))
-        engine = client.connect(__opts__, __pillar__)
-        current = backupops.volume_state(engine, name)
+        conf = backup_policy.settings(config.get("backup", __opts__, __pillar__, {}))
+        engine = docker_client.connect(__opts__, __pillar__)
+        current = volume_backups.volume_state(engine, name)
         if current == "data":
             ret["comment"] = f"Volume {name} has data"
             return ret
-        root = backupops.target_root(conf, write=False)
-        item = backupops.choose(root, "volumes", name, backup)
+        root = backup_target.target_root(conf, write=False)
+        item = backup_target.choose(root, "volumes", name, backup)
         ret["changes"] = {"volume": {"old": current, "new": f"restored from {item['id']}"}}
         if __opts__["test"]:
             ret["result"] = None
             ret["comment"] = f"Volume {name} ({current}) would be restored from {item['id']}"
             return ret
-        done = backupops.restore_volume(engine, conf, name, item["id"])
+        done = volume_backups.restore_volume(engine, conf, name, item["id"])
         ret["comment"] = f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
     except ArmswarmError as exc:
         ret.update(result=False, changes={}, comment=str(exc))

@@ -1,8 +1,8 @@
 """The cluster registry on its node: users, configuration, container, CA in the mine.
 
 Used by ``salt/registry/init.sls``; the settings are pillar ``armswarm:registry``
-(:mod:`armswarm_core.registryhost`). TLS files (``ca.crt``, ``tls.crt``, ``tls.key``) are made
-by Salt's ``x509`` states in the formula, before these run.
+(:mod:`armswarm_core.registry.registry_host`). TLS files (``ca.crt``, ``tls.crt``, ``tls.key``) are
+made by Salt's ``x509`` states in the formula, before these run.
 
 .. code-block:: yaml
 
@@ -12,14 +12,16 @@ by Salt's ``x509`` states in the formula, before these run.
 
 from pathlib import Path
 
-from armswarm_core import ArmswarmError, client, config, registryhost
+from armswarm_core import ArmswarmError
+from armswarm_core.common import config, docker_client
+from armswarm_core.registry import registry_host
 
 __virtualname__ = "docker_registry"
 MINE_KEY = "armswarm_registry_ca"
 
 
 def __virtual__():
-    reason = client.missing_dependency()
+    reason = docker_client.missing_dependency()
     if reason:
         return False, f"docker_registry: {reason}"
     return __virtualname__
@@ -29,10 +31,10 @@ def _ret(name):
     return {"name": name, "changes": {}, "result": True, "comment": ""}
 
 
-def _conf(overrides, name=registryhost.CONTAINER):
+def _conf(overrides, name=registry_host.CONTAINER):
     conf = dict(config.get("registry", __opts__, __pillar__, {}) or {})
     conf.update({k: v for k, v in overrides.items() if v is not None})
-    return registryhost.settings(conf, name)
+    return registry_host.settings(conf, name)
 
 
 def _write(path: Path, text: str, mode: int) -> bool:
@@ -62,16 +64,16 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
         for needed in ("tls.crt", "tls.key"):
             if not (config_dir / needed).is_file() and not __opts__["test"]:
                 raise ArmswarmError(f"{config_dir / needed} is missing (made by the x509 states)")
-        text = registryhost.render_config(conf)
+        text = registry_host.render_config(conf)
         current_users = (
             (config_dir / "htpasswd").read_text() if (config_dir / "htpasswd").is_file() else ""
         )
-        users_text, users_changed = registryhost.htpasswd(conf["users"], current_users)
+        users_text, users_changed = registry_host.htpasswd(conf["users"], current_users)
         config_changes = (config_dir / "config.yml").is_file() is False or (
             (config_dir / "config.yml").read_text() != text
         )
-        engine = client.connect(__opts__, __pillar__)
-        before = registryhost.current(engine, conf)
+        engine = docker_client.connect(__opts__, __pillar__)
+        before = registry_host.current(engine, conf)
         changes = {}
         if config_changes:
             changes["config"] = str(config_dir / "config.yml")
@@ -83,7 +85,7 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
             "config.yml": text.encode(),
             "htpasswd": users_text.encode() if writes_users else None,
         }
-        spec = registryhost.spec_hash(conf, config_dir, pending)
+        spec = registry_host.spec_hash(conf, config_dir, pending)
         if __opts__["test"]:
             if before is None or before["status"] != "running" or before["spec"] != spec:
                 changes["container"] = "would be (re)created" if before else "would be created"
@@ -101,8 +103,8 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
             if not changes:
                 ret["comment"] = f"The registry runs on port {conf['port']} as configured"
                 return ret
-        registryhost.replace(engine, conf, spec)
-        registryhost.wait_serving(conf["port"])
+        registry_host.replace(engine, conf, spec)
+        registry_host.wait_serving(conf["port"])
         changes["container"] = {
             "old": before and {k: before[k] for k in ("id", "status", "spec")},
             "new": {"spec": spec, "image": conf["image"], "port": conf["port"]},

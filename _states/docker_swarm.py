@@ -1,7 +1,7 @@
 """States for one swarm node: initialised, joined, left, node configured, overlay network, stack.
 
 For forming a whole cluster from pillar use the orchestration (``swarm_cluster.converged``,
-``salt-run state.orch swarm.init``); these states manage one node or one object each.
+``salt-run state.orch swarm_engine.init``); these states manage one node or one object each.
 
 .. code-block:: yaml
 
@@ -23,14 +23,16 @@ For forming a whole cluster from pillar use the orchestration (``swarm_cluster.c
 import os
 import tempfile
 
-from armswarm_core import ArmswarmError, client, networks, sealed, stacks, swarm
+from armswarm_core import ArmswarmError
+from armswarm_core.common import docker_client
+from armswarm_core.swarm import join_tokens, networks, stacks, swarm_engine
 from salt.utils.data import traverse_dict_and_list
 
 __virtualname__ = "docker_swarm"
 
 
 def __virtual__():
-    reason = client.missing_dependency()
+    reason = docker_client.missing_dependency()
     if reason:
         return False, f"docker_swarm: {reason}"
     return __virtualname__
@@ -41,10 +43,10 @@ def _ret(name):
 
 
 def _client():
-    return client.connect(__opts__, __pillar__)
+    return docker_client.connect(__opts__, __pillar__)
 
 
-def initialised(name="swarm", advertise_addr=None, listen_addr=swarm.DEFAULT_LISTEN):
+def initialised(name="swarm", advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN):
     """
     This node is a manager of a swarm: a new one is created only when the node is in none.
     A node that is a worker elsewhere fails (use ``left`` first).
@@ -52,7 +54,7 @@ def initialised(name="swarm", advertise_addr=None, listen_addr=swarm.DEFAULT_LIS
     ret = _ret(name)
     try:
         engine = _client()
-        current = swarm.local_state(engine)
+        current = swarm_engine.local_state(engine)
         if current["state"] == "active" and current["is_manager"]:
             ret["comment"] = f"Already a manager of swarm {current['cluster_id']}"
             return ret
@@ -69,7 +71,7 @@ def initialised(name="swarm", advertise_addr=None, listen_addr=swarm.DEFAULT_LIS
             ret["result"] = None
             ret["comment"] = "A new swarm would be initialised"
             return ret
-        new = swarm.init(engine, advertise_addr=advertise_addr, listen_addr=listen_addr)
+        new = swarm_engine.init(engine, advertise_addr=advertise_addr, listen_addr=listen_addr)
         ret["comment"] = f"Initialised swarm {new['cluster_id']}"
     except ArmswarmError as exc:
         ret.update(result=False, changes={}, comment=str(exc))
@@ -82,7 +84,7 @@ def joined(
     sealed_token=None,
     join_token_pillar=None,
     advertise_addr=None,
-    listen_addr=swarm.DEFAULT_LISTEN,
+    listen_addr=swarm_engine.DEFAULT_LISTEN,
 ):
     """
     This node is in the swarm managed at ``remote_addrs``. The token is either ``sealed_token``
@@ -92,7 +94,7 @@ def joined(
     ret = _ret(name)
     try:
         engine = _client()
-        current = swarm.local_state(engine)
+        current = swarm_engine.local_state(engine)
         if current["state"] == "active":
             wanted = {a if ":" in a else f"{a}:2377" for a in _addrs(remote_addrs)}
             if wanted & set(current["remote_managers"]) or not current["remote_managers"]:
@@ -114,7 +116,7 @@ def joined(
             ret["result"] = None
             ret["comment"] = f"Would join the swarm at {', '.join(_addrs(remote_addrs))}"
             return ret
-        new = swarm.join(
+        new = swarm_engine.join(
             engine,
             _addrs(remote_addrs),
             token,
@@ -138,7 +140,7 @@ def _token(sealed_token, join_token_pillar):
     if sealed_token:
         try:
             with open(os.path.join(__opts__["pki_dir"], "minion.pem"), "rb") as fh:
-                return sealed.unseal(sealed_token, fh.read())
+                return join_tokens.unseal(sealed_token, fh.read())
         except OSError as exc:
             raise ArmswarmError(f"cannot read this minion's key: {exc}") from exc
     if join_token_pillar:
@@ -155,7 +157,7 @@ def left(name="swarm", force=False):
     ret = _ret(name)
     try:
         engine = _client()
-        current = swarm.local_state(engine)
+        current = swarm_engine.local_state(engine)
         if current["state"] == "inactive":
             ret["comment"] = "Not in a swarm"
             return ret
@@ -168,7 +170,7 @@ def left(name="swarm", force=False):
             ret["result"] = None
             ret["comment"] = "Would leave the swarm"
             return ret
-        swarm.leave(engine, force=force)
+        swarm_engine.leave(engine, force=force)
         ret["comment"] = "Left the swarm"
     except ArmswarmError as exc:
         ret.update(result=False, changes={}, comment=str(exc))
@@ -186,7 +188,7 @@ def node_configured(
     ret = _ret(name)
     try:
         engine = _client()
-        changes = swarm.update_node(
+        changes = swarm_engine.update_node(
             engine,
             name,
             labels=labels,
@@ -199,13 +201,15 @@ def node_configured(
             ret["comment"] = f"Node {name} is configured"
             return ret
         if changes.get("role", {}).get("new") == "worker":
-            swarm.check_demotion(swarm.nodes(engine), swarm.find_node(engine, name))
+            swarm_engine.check_demotion(
+                swarm_engine.nodes(engine), swarm_engine.find_node(engine, name)
+            )
         ret["changes"] = changes
         if __opts__["test"]:
             ret["result"] = None
             ret["comment"] = f"Node {name} would be updated"
             return ret
-        swarm.update_node(
+        swarm_engine.update_node(
             engine,
             name,
             labels=labels,
@@ -313,7 +317,7 @@ def stack_deployed(
         stacks.deploy(
             name,
             stamped,
-            client.engine_settings(__opts__, __pillar__)["base_url"],
+            docker_client.engine_settings(__opts__, __pillar__)["base_url"],
             prune=prune,
             with_registry_auth=with_registry_auth,
             registry_auth=auth,

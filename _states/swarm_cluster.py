@@ -24,7 +24,8 @@ import salt.client
 import salt.key
 import salt.utils.event
 import salt.utils.minions
-from armswarm_core import ArmswarmError, cluster
+from armswarm_core import ArmswarmError
+from armswarm_core.swarm import swarm_layout, swarm_plan
 from salt.utils.data import traverse_dict_and_list
 
 log = logging.getLogger(__name__)
@@ -259,7 +260,7 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
     # Read pillar directly: Salt 3008's pillar.get redacts values unless unmasked (3006 lacks
     # that flag).
     conf = layout if layout is not None else traverse_dict_and_list(__pillar__, name, None)
-    parsed, errors, targets = cluster.parse_layout(conf)
+    parsed, errors, targets = swarm_layout.parse_layout(conf)
     if parsed is None:
         ret["comment"] = "\n".join(errors)
         return ret
@@ -271,7 +272,7 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
         for m in parsed.members
         if m not in accepted
     ]
-    errors += cluster.check_counts(parsed)
+    errors += swarm_layout.check_counts(parsed)
     if errors:
         ret["comment"] = "Invalid swarm layout, nothing changed:\n" + "\n".join(errors)
         return ret
@@ -301,7 +302,7 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
     done: dict = {}
     try:
         swarm_nodes = minions.one(manager, "docker_swarm.nodes") if manager else None
-        plan, errors = cluster.make_plan(parsed, facts, swarm_nodes, force=force)
+        plan, errors = swarm_plan.make_plan(parsed, facts, swarm_nodes, force=force)
         if errors:
             ret["comment"] = "Cannot converge the swarm, nothing changed:\n" + "\n".join(errors)
             return ret
@@ -325,7 +326,7 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
             ret["changes"] = changes
             ret["result"] = not plan.down
             ret["comment"] = "The swarm was changed." + down
-        table = cluster.node_table(minions.one(manager, "docker_swarm.nodes")) if manager else []
+        table = swarm_plan.node_table(minions.one(manager, "docker_swarm.nodes")) if manager else []
     except ArmswarmError as exc:
         # What was done before the failure is still a change.
         ret["changes"] = done

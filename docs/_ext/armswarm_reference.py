@@ -66,8 +66,12 @@ def pages(tree: Path) -> dict[Path, str]:
 
     core = tree / "_utils" / "armswarm_core"
     entries = []
-    for path in _python_files(core):
-        modname = "armswarm_core" if path.stem == "__init__" else f"armswarm_core.{path.stem}"
+    core_files = sorted(p for p in core.rglob("*.py") if "__pycache__" not in p.parts)
+    for path in core_files:
+        parts = path.relative_to(core).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        modname = ".".join(("armswarm_core", *parts))
         entries.append(f"core/{modname}")
         source = path.relative_to(tree).as_posix()
         out[GENERATED / "core" / f"{modname}.rst"] = _module_page(f"``{modname}``", modname, source)

@@ -4,7 +4,7 @@ check → apply → re-apply → check; legacy and unknown schedulers refused be
 from pathlib import Path
 
 import pytest
-from armswarm_core import iosched
+from armswarm_core.node import io_schedulers
 from loaders import load_states
 
 
@@ -45,7 +45,7 @@ def test_check_apply_reapply_check(env):
     assert not rules.exists()
     applied = _run(env, False, schedulers=WANTED)
     assert applied["result"] is True and applied["changes"] == predicted["changes"]
-    text = (rules / iosched.RULE_FILE).read_text()
+    text = (rules / io_schedulers.RULE_FILE).read_text()
     assert 'KERNEL=="mmcblk[0-9]*"' in text and 'ATTR{queue/scheduler}="mq-deadline"' in text
     assert 'rotational}=="1"' not in text  # no hdd rule was asked for
     assert (sysfs / "block/mmcblk0/queue/scheduler").read_text().strip() == "mq-deadline"

@@ -5,7 +5,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from armswarm_core import bootargs, bootconfig
+from armswarm_core.node import boot_files, cmdline
 from loaders import load_states
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,10 +47,10 @@ def test_check_apply_reapply_check(states):
         assert again["result"] is True and again["changes"] == {}, again
     changed = Path(applied["changes"]["file"])
     assert applied["changes"]["new"].split().count("fsck.mode=force") == 1
-    assert (root / bootconfig.MARKER).is_file()
+    assert (root / boot_files.MARKER).is_file()
     if changed.name == "boot.txt":
         scr = changed.parent / "boot.scr"
-        assert bootargs.decode_script_image(scr.read_bytes()) == changed.read_text()
+        assert cmdline.decode_script_image(scr.read_bytes()) == changed.read_text()
 
 
 @pytest.mark.parametrize("states", ["rpi4"], indirect=True)

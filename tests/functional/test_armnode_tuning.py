@@ -4,7 +4,7 @@ sysfs) and root mount options in fstab, each check → apply → re-apply → ch
 import subprocess
 
 import pytest
-from armswarm_core import bootconfig, tuning
+from armswarm_core.node import boot_files, tuning
 from loaders import load_states
 
 FSTAB = """# /etc/fstab: static file system information.
@@ -127,7 +127,7 @@ def test_reboot_only_when_required(env):
     states.opts["test"] = False
     ret = states["armnode.rebooted_if_required"]()
     assert ret["result"] is True and ret["changes"] == {} and ret["comment"] == "No reboot required"
-    bootconfig.mark_reboot_required(str(tmp), "kernel command line changed in /boot/boot.txt")
+    boot_files.mark_reboot_required(str(tmp), "kernel command line changed in /boot/boot.txt")
     states.opts["test"] = True  # a real run would call shutdown -r
     ret = states["armnode.rebooted_if_required"](delay_minutes=5)
     assert ret["result"] is None

@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from armswarm_core import ArmswarmError, bootargs, bootconfig, rootmove
+from armswarm_core import ArmswarmError
+from armswarm_core.node import boot_files, cmdline, root_move
 
 BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
 
@@ -99,7 +100,7 @@ def boot_root(disks, board):
 def test_dry_run_changes_nothing(disks):
     boot = boot_root(disks, "odroid-hc1")
     before = Path(boot, "boot/boot.txt").read_text()
-    report = rootmove.run(disks["target"], source=str(disks["source"]), boot_root=boot)
+    report = root_move.run(disks["target"], source=str(disks["source"]), boot_root=boot)
     assert report["whole_disk"] is True and report["boot_flavour"] == "boot.txt"
     assert "Dry run" in report["comment"] and len(report["steps"]) == 5
     assert sh("blkid", "-p", "-o", "export", disks["target"], check_ok=False) == ""
@@ -110,24 +111,24 @@ def test_refusals(disks):
     source = str(disks["source"])
     boot = boot_root(disks, "odroid-hc1")
     with pytest.raises(ArmswarmError, match="holds the current root"):
-        rootmove.run(disks["source_dev"], source=source, boot_root=boot)
+        root_move.run(disks["source_dev"], source=source, boot_root=boot)
     with pytest.raises(ArmswarmError, match="MiB, the root uses"):
-        rootmove.run(disks["small"], source=source, boot_root=boot)
+        root_move.run(disks["small"], source=source, boot_root=boot)
     with pytest.raises(ArmswarmError, match="is not a block device"):
-        rootmove.run(str(disks["tmp"] / "ssd.img"), source=source, boot_root=boot)
+        root_move.run(str(disks["tmp"] / "ssd.img"), source=source, boot_root=boot)
     sh("mkfs.ext4", "-q", "-F", disks["target"])
     elsewhere = disks["tmp"] / "elsewhere"
     elsewhere.mkdir()
     sh("mount", disks["target"], str(elsewhere))
     disks["mounts"].append(elsewhere)
     with pytest.raises(ArmswarmError, match="is mounted"):
-        rootmove.run(disks["target"], source=source, boot_root=boot)
+        root_move.run(disks["target"], source=source, boot_root=boot)
 
 
 @pytest.mark.parametrize("board", ["odroid-hc1", "rockpro64", "rpi4"])
 def test_move(disks, board):
     boot = boot_root(disks, board)
-    report = rootmove.run(
+    report = root_move.run(
         disks["target"], source=str(disks["source"]), boot_root=boot, dry_run=False
     )
     part = report["partition"]
@@ -139,14 +140,14 @@ def test_move(disks, board):
     assert tree_digest(copy) == tree_digest(disks["source"])
     assert (copy / "data.link").stat().st_ino == (copy / "data.bin").stat().st_ino
     assert f"UUID={report['uuid']}\t/\text4" in (copy / "etc/fstab").read_text()
-    flavour, path = bootconfig.locate(boot)
+    flavour, path = boot_files.locate(boot)
     text = path.read_text()
     if flavour == "armbianEnv":
         assert f"rootdev=UUID={report['uuid']}" in text.splitlines()
     else:
-        args = bootargs.read(flavour, text)
+        args = cmdline.read(flavour, text)
         assert f"root=PARTUUID={report['partuuid']}" in args
         assert sum(a.startswith("root=") for a in args) == 1
     if flavour == "boot.txt":
-        assert bootargs.decode_script_image(Path(boot, "boot/boot.scr").read_bytes()) == text
-    assert any("root moves to" in r for r in bootconfig.reboot_required(boot))
+        assert cmdline.decode_script_image(Path(boot, "boot/boot.scr").read_bytes()) == text
+    assert any("root moves to" in r for r in boot_files.reboot_required(boot))

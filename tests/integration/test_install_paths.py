@@ -1,5 +1,7 @@
 """armswarm's modules load both ways a user installs them: pip (entry point) and file_roots."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 
@@ -16,9 +18,30 @@ def test_sync_all_from_file_roots_ships_the_shared_layer(salt_cli, minion):
     assert ret.returncode == 0, ret
     assert "grains.armnode" in ret.data["grains"]
     extmods = Path(minion.config["extension_modules"])
-    # The shared layer is a package: it must be synced whole, not only top-level files.
-    assert (extmods / "utils" / "armswarm_core" / "boards.py").is_file()
-    assert (extmods / "utils" / "armswarm_core" / "__init__.py").is_file()
+    # The shared layer is a package of sub-packages: it must be synced whole.
+    synced = extmods / "utils" / "armswarm_core"
+    source = Path(__file__).resolve().parents[2] / "_utils" / "armswarm_core"
+    want = sorted(p.relative_to(source).as_posix() for p in source.rglob("*.py"))
+    got = sorted(p.relative_to(synced).as_posix() for p in synced.rglob("*.py"))
+    assert "node/boards.py" in want
+    assert got == want
+    # … and the synced copy imports on its own, every domain (no pip-installed copy involved).
+    domains = sorted(p.parent.name for p in source.glob("*/__init__.py"))
+    code = (
+        "import sys, importlib; sys.path.insert(0, sys.argv[1])\n"
+        "for name in sys.argv[2:]:\n"
+        "    mod = importlib.import_module(name)\n"
+        "    assert mod.__file__.startswith(sys.argv[1]), mod.__file__\n"
+    )
+    modules = [f"armswarm_core.{p[:-3].replace('/', '.')}" for p in want if "__init__" not in p]
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", code, str(extmods / "utils"), *modules],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(domains) >= 6
 
 
 def test_example_pillar_renders(salt_cli, minion):

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 
 import pytest
-from armswarm_core import bootargs
+from armswarm_core.node import cmdline
 
 from armswarm.lab.cluster import FIXTURES
 
@@ -57,7 +57,7 @@ def test_boot_file_has_each_argument_once_and_nothing_else_changed(lab, node):
     board = lab.node(node).board
     original = (FIXTURES / board / "rootfs" / rel).read_text()
     edited = read(lab, node, f"/{rel}").decode()
-    args = bootargs.read(flavour, edited)
+    args = cmdline.read(flavour, edited)
     assert all(args.count(a) == 1 for a in ARGS), args
     diff = [
         d
@@ -67,7 +67,7 @@ def test_boot_file_has_each_argument_once_and_nothing_else_changed(lab, node):
     assert len(diff) == 2, diff
     if flavour == "boot.txt":
         scr = read(lab, node, "/boot/boot.scr")
-        assert bootargs.decode_script_image(scr) == edited
+        assert cmdline.decode_script_image(scr) == edited
     if flavour == "u-boot-menu":
         # u-boot-update regenerated extlinux.conf from /etc/default/u-boot.
         assert "u-boot-update" in read(lab, node, "/boot/extlinux/extlinux.conf").decode()

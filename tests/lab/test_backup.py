@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from armswarm_core import backup as plan
+from armswarm_core.backup import backup_policy
 from helpers import assert_not_in_salt_files, busybox_rootfs, push_image
 
 from armswarm.lab import image
@@ -204,8 +204,8 @@ def test_corrupted_archive_is_refused_and_the_volume_untouched(lab, app_image):
     good = backup_ids(lab, VOLUME)[-1]
     folder = share(lab) / "volumes" / VOLUME
     # A newer backup whose archive has one byte flipped (manifest and sums intact).
-    started, node = plan.parse_backup_id(good)
-    bad = plan.backup_id(started + datetime.timedelta(seconds=1), node)
+    started, node = backup_policy.parse_backup_id(good)
+    bad = backup_policy.backup_id(started + datetime.timedelta(seconds=1), node)
     shutil.copytree(folder / good, folder / bad)
     archive = next((folder / bad).glob("data.tar*"))
     data = bytearray(archive.read_bytes())

@@ -146,7 +146,7 @@ BUILD_WITH_LOGIN = """
 import base64, io, json, sys, tarfile
 sys.path.insert(0, "/var/cache/salt/minion/extmods/utils")
 import docker
-from armswarm_core import buildjob
+from armswarm_core.build import build_job
 host, password = sys.argv[1:3]
 docker_file = f"FROM {host}/smoke:1\\nCOPY note /note\\n".encode()
 buf = io.BytesIO()
@@ -155,7 +155,7 @@ with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         info = tarfile.TarInfo(name)
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-answer = buildjob.run(
+answer = build_job.run(
     docker.from_env(), "child", f"{host}/child:1", base64.b64encode(buf.getvalue()).decode(),
     registry=host, auth={"username": "builder", "password": password}, timeout=120,
 )

@@ -1,11 +1,12 @@
-"""armswarm_core.boards: board, CPU clusters, root device and boot flavour detection."""
+"""armswarm_core.node.boards: board, CPU clusters, root device and boot flavour detection."""
 
 import os
 from pathlib import Path
 
 import pytest
 import yaml
-from armswarm_core import boards
+from armswarm_core.common import architectures
+from armswarm_core.node import boards
 
 pytestmark = pytest.mark.unit
 
@@ -168,10 +169,32 @@ def test_result_keys_are_stable(tmp_path):
 
 @pytest.mark.parametrize(
     ("machine", "arch"),
-    [("armv7l", "armv7"), ("aarch64", "aarch64"), ("arm64", "aarch64"), ("x86_64", "x86_64")],
+    [
+        ("armv7l", "armv7"),
+        ("aarch64", "aarch64"),
+        ("arm64", "aarch64"),
+        ("x86_64", "x86_64"),
+        ("armhf", "armv7"),
+        ("armv7h", "armv7"),
+        ("armv8l", "armv7"),
+        ("AMD64", "x86_64"),
+    ],
 )
-def test_normalise_arch(machine, arch):
-    assert boards.normalise_arch(machine) == arch
+def test_one_architecture_vocabulary(machine, arch):
+    assert architectures.canonical(machine) == arch
+
+
+@pytest.mark.parametrize(
+    ("spelling", "platform"),
+    [
+        ("aarch64", "linux/arm64"),
+        ("armhf", "linux/arm/v7"),
+        ("amd64", "linux/amd64"),
+        ("mips", None),
+    ],
+)
+def test_oci_platform(spelling, platform):
+    assert architectures.oci_platform(spelling) == platform
 
 
 def test_generic_clusters_from_cpuinfo(tmp_path):

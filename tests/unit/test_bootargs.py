@@ -5,7 +5,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from armswarm_core import ArmswarmError, bootargs, bootconfig, nodeconf
+from armswarm_core import ArmswarmError
+from armswarm_core.node import boot_files, cmdline, node_settings
 
 BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
 FILES = {
@@ -20,8 +21,8 @@ FILES = {
 @pytest.mark.parametrize("flavour", sorted(FILES))
 def test_add_once_keeps_the_rest_of_the_file(flavour):
     text = FILES[flavour].read_text()
-    edited = bootargs.edit(flavour, text, ["fsck.mode=force", "fsck.repair=yes"])
-    args = bootargs.read(flavour, edited)
+    edited = cmdline.edit(flavour, text, ["fsck.mode=force", "fsck.repair=yes"])
+    args = cmdline.read(flavour, edited)
     assert args.count("fsck.mode=force") == 1 and args.count("fsck.repair=yes") == 1
     # Only the command-line line changed.
     changed = [
@@ -31,55 +32,55 @@ def test_add_once_keeps_the_rest_of_the_file(flavour):
     ]
     assert len(changed) == 2, changed
     # Idempotent: a second edit changes nothing.
-    assert bootargs.edit(flavour, edited, ["fsck.mode=force", "fsck.repair=yes"]) == edited
+    assert cmdline.edit(flavour, edited, ["fsck.mode=force", "fsck.repair=yes"]) == edited
     # And removal gives the original arguments back.
-    assert bootargs.read(
-        flavour, bootargs.edit(flavour, edited, absent=["fsck.mode", "fsck.repair"])
-    ) == [a for a in bootargs.read(flavour, text) if not a.startswith(("fsck.mode", "fsck.repair"))]
+    assert cmdline.read(
+        flavour, cmdline.edit(flavour, edited, absent=["fsck.mode", "fsck.repair"])
+    ) == [a for a in cmdline.read(flavour, text) if not a.startswith(("fsck.mode", "fsck.repair"))]
 
 
 def test_value_of_an_existing_key_is_replaced_not_duplicated():
-    assert bootargs.edit_args(["root=/dev/a", "fsck.repair=no"], ["fsck.repair=yes"]) == [
+    assert cmdline.edit_args(["root=/dev/a", "fsck.repair=no"], ["fsck.repair=yes"]) == [
         "root=/dev/a",
         "fsck.repair=yes",
     ]
-    assert bootargs.edit_args(["quiet", "quiet"], ["quiet"]) == ["quiet"]
+    assert cmdline.edit_args(["quiet", "quiet"], ["quiet"]) == ["quiet"]
     # console= may repeat: a new console is added, not substituted.
-    assert bootargs.edit_args(["console=tty1"], ["console=ttyS2,1500000"]) == [
+    assert cmdline.edit_args(["console=tty1"], ["console=ttyS2,1500000"]) == [
         "console=tty1",
         "console=ttyS2,1500000",
     ]
 
 
 def test_missing_line_is_appended_where_the_flavour_allows_it():
-    assert bootargs.edit("armbianEnv", "verbosity=1\n", ["fsck.mode=force"]) == (
+    assert cmdline.edit("armbianEnv", "verbosity=1\n", ["fsck.mode=force"]) == (
         "verbosity=1\nextraargs=fsck.mode=force\n"
     )
     with pytest.raises(ArmswarmError, match="/boot/boot.txt: no kernel command line"):
-        bootargs.edit("boot.txt", "echo hi\n", ["quiet"], path="/boot/boot.txt")
+        cmdline.edit("boot.txt", "echo hi\n", ["quiet"], path="/boot/boot.txt")
 
 
 @pytest.mark.parametrize("bad", ["two words", 'quote"d', "", "tab\targ"])
 def test_bad_arguments_are_refused(bad):
     with pytest.raises(ArmswarmError, match="not a single word"):
-        bootargs.edit("rpi-cmdline", "root=/dev/x\n", [bad])
+        cmdline.edit("rpi-cmdline", "root=/dev/x\n", [bad])
 
 
 def test_unknown_flavour_is_an_error():
     with pytest.raises(ArmswarmError, match="no kernel command line editor"):
-        bootargs.read("grub", "")
+        cmdline.read("grub", "")
 
 
 @pytest.mark.skipif(not shutil.which("mkimage"), reason="mkimage (u-boot-tools) not installed")
 def test_boot_scr_from_real_mkimage_decodes_back(tmp_path):
-    script = bootargs.edit("boot.txt", FILES["boot.txt"].read_text(), ["fsck.mode=force"])
+    script = cmdline.edit("boot.txt", FILES["boot.txt"].read_text(), ["fsck.mode=force"])
     (tmp_path / "boot.txt").write_text(script)
-    bootconfig.regenerate("boot.txt", tmp_path / "boot.txt")  # runs the real mkimage
+    boot_files.regenerate("boot.txt", tmp_path / "boot.txt")  # runs the real mkimage
     data = (tmp_path / "boot.scr").read_bytes()
-    assert bootargs.decode_script_image(data) == script
+    assert cmdline.decode_script_image(data) == script
     corrupted = data[:-3] + b"xyz"
     with pytest.raises(ArmswarmError, match="checksum"):
-        bootargs.decode_script_image(corrupted)
+        cmdline.decode_script_image(corrupted)
 
 
 def test_settings_validation_names_keys_and_hides_secrets():
@@ -95,7 +96,9 @@ def test_settings_validation_names_keys_and_hides_secrets():
             "zram": {"enabled": True, "percent": 150},
         },
     }
-    errors = "\n".join(nodeconf.validate(settings, boot_root=str(FILES["rpi-cmdline"].parents[2])))
+    errors = "\n".join(
+        node_settings.validate(settings, boot_root=str(FILES["rpi-cmdline"].parents[2]))
+    )
     for key in (
         "armnode:admin:password_hash",
         "armnode:mirrors:debian",
@@ -111,4 +114,4 @@ def test_settings_validation_names_keys_and_hides_secrets():
     assert "armnode:mirrors:arch" not in errors and "armnode:kernel_args" not in errors
     assert "correct horse" not in errors
     good = {"admin": {"name": "admin", "password_hash": "$6$salt$abcdefgh"}}
-    assert nodeconf.validate(good) == []
+    assert node_settings.validate(good) == []

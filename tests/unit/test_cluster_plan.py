@@ -1,13 +1,13 @@
 """The swarm layout: validation and the plan, from pillar and minion facts (no daemons)."""
 
 import pytest
-from armswarm_core import cluster, swarm
+from armswarm_core.swarm import swarm_engine, swarm_layout, swarm_plan
 
 BASE = {"managers": ["m1", "m2", "m3"], "workers": ["w1", "w2"]}
 
 
 def layout(**overrides):
-    parsed, errors, targets = cluster.parse_layout({**BASE, **overrides})
+    parsed, errors, targets = swarm_layout.parse_layout({**BASE, **overrides})
     assert errors == [] and targets == {}
     return parsed
 
@@ -36,7 +36,7 @@ def fact(n, state="inactive", manager=False, cluster_id=None, node_id=None, boar
 
 def swarm_node(n, role="worker", state="ready", reach=None, labels=None, addr=None):
     # Nodes the orchestration configured carry their minion id as a label.
-    labels = {**labels, cluster.MINION_LABEL: n} if labels is not None else {}
+    labels = {**labels, swarm_layout.MINION_LABEL: n} if labels is not None else {}
     return {
         "id": f"id-{n}",
         "hostname": n,
@@ -55,7 +55,7 @@ ALL = ["m1", "m2", "m3", "w1", "w2"]
 
 def test_fresh_cluster_inits_first_manager_then_joins():
     facts = {n: fact(n) for n in ALL}
-    plan, errors = cluster.make_plan(layout(), facts, None)
+    plan, errors = swarm_plan.make_plan(layout(), facts, None)
     assert errors == []
     assert plan.init == "m1"
     assert plan.join_managers == ["m2", "m3"] and plan.join_workers == ["w1", "w2"]
@@ -71,7 +71,7 @@ def test_fresh_cluster_inits_first_manager_then_joins():
 
 
 def test_converged_cluster_has_an_empty_plan():
-    labels = cluster.grain_labels(fact("x"))
+    labels = swarm_layout.grain_labels(fact("x"))
     facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL}
     nodes = [
         swarm_node(
@@ -82,19 +82,19 @@ def test_converged_cluster_has_an_empty_plan():
         )
         for n in ALL
     ]
-    plan, errors = cluster.make_plan(layout(), facts, nodes)
+    plan, errors = swarm_plan.make_plan(layout(), facts, nodes)
     assert errors == [] and plan.changes() == {}
 
 
 def test_even_managers_refused_unless_allowed():
-    errors = cluster.check_counts(layout(managers=["m1", "m2"]))
+    errors = swarm_layout.check_counts(layout(managers=["m1", "m2"]))
     assert "2 managers is an even number" in errors[0]
-    assert cluster.check_counts(layout(managers=["m1", "m2"], allow_even_managers=True)) == []
-    assert "at least one manager" in cluster.check_counts(layout(managers=[]))[0]
+    assert swarm_layout.check_counts(layout(managers=["m1", "m2"], allow_even_managers=True)) == []
+    assert "at least one manager" in swarm_layout.check_counts(layout(managers=[]))[0]
 
 
 def test_bad_node_settings_name_the_key():
-    _, errors, _ = cluster.parse_layout(
+    _, errors, _ = swarm_layout.parse_layout(
         {
             **BASE,
             "nodes": {
@@ -110,7 +110,7 @@ def test_bad_node_settings_name_the_key():
 
 
 def test_targets_are_left_for_the_master_to_expand():
-    parsed, errors, targets = cluster.parse_layout(
+    parsed, errors, targets = swarm_layout.parse_layout(
         {"managers": ["m1"], "workers": {"tgt": "G@armnode:board:sopine"}}
     )
     assert errors == [] and targets == {
@@ -122,16 +122,16 @@ def test_duplicate_advertise_address_is_an_error():
     conf = layout(
         nodes={"w2": {"advertise_addr": "10.9.9.9"}, "w1": {"advertise_addr": "10.9.9.9"}}
     )
-    plan, errors = cluster.make_plan(conf, {n: fact(n) for n in ALL}, None)
+    plan, errors = swarm_plan.make_plan(conf, {n: fact(n) for n in ALL}, None)
     assert any("w1, w2 share the advertise address 10.9.9.9" in e for e in errors)
 
 
 def test_node_in_another_swarm_refused_without_force():
     facts = {n: fact(n) for n in ALL}
     facts["w2"] = fact("w2", "active", True, "FOREIGN", "id-x")
-    _, errors = cluster.make_plan(layout(), facts, None)
+    _, errors = swarm_plan.make_plan(layout(), facts, None)
     assert any("w2: already in another swarm" in e for e in errors)
-    plan, errors = cluster.make_plan(layout(), facts, None, force=True)
+    plan, errors = swarm_plan.make_plan(layout(), facts, None, force=True)
     assert errors == [] and plan.leave == ["w2"] and "w2" in plan.join_workers
 
 
@@ -139,13 +139,13 @@ def test_managers_in_two_swarms_is_an_error():
     facts = {n: fact(n) for n in ALL}
     facts["m1"] = fact("m1", "active", True, "A" * 20, "id-m1")
     facts["m3"] = fact("m3", "active", True, "B" * 20, "id-m3")
-    _, errors = cluster.make_plan(layout(), facts, [swarm_node("m1", "manager")])
+    _, errors = swarm_plan.make_plan(layout(), facts, [swarm_node("m1", "manager")])
     assert "the managers are in different swarms" in errors[0]
 
 
 def test_down_node_is_reported_not_touched():
     facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL if n != "m1"}
-    labels = cluster.grain_labels(fact("x"))
+    labels = swarm_layout.grain_labels(fact("x"))
     nodes = [
         swarm_node(
             n,
@@ -156,12 +156,12 @@ def test_down_node_is_reported_not_touched():
         for n in ALL
     ]
     nodes[0]["state"], nodes[0]["reachability"] = "down", "unreachable"
-    plan, errors = cluster.make_plan(layout(prune=True), facts, nodes)
+    plan, errors = swarm_plan.make_plan(layout(prune=True), facts, nodes)
     assert errors == [] and plan.down == ["m1"] and plan.changes() == {}
 
 
 def test_rejoining_node_clears_its_stale_entry():
-    labels = cluster.grain_labels(fact("x"))
+    labels = swarm_layout.grain_labels(fact("x"))
     facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL}
     facts["w2"] = fact("w2")  # wiped: inactive
     nodes = [
@@ -174,7 +174,7 @@ def test_rejoining_node_clears_its_stale_entry():
         for n in ALL
     ]
     nodes[-1]["state"] = "down"
-    plan, errors = cluster.make_plan(layout(), facts, nodes)
+    plan, errors = swarm_plan.make_plan(layout(), facts, nodes)
     assert errors == [] and plan.join_workers == ["w2"]
     assert [n["id"] for n in plan.stale] == ["id-w2"]
 
@@ -192,16 +192,16 @@ def test_demotion_that_loses_quorum_is_refused():
     nodes[2]["reachability"] = "unreachable"  # m3 is down
     # Demoting m2 leaves m1 and the dead m3: 1 reachable of 2, below quorum.
     unsafe = layout(managers=["m1", "m3"], workers=["m2", "w1", "w2"], allow_even_managers=True)
-    _, errors = cluster.make_plan(unsafe, facts, nodes)
+    _, errors = swarm_plan.make_plan(unsafe, facts, nodes)
     assert any("demoting m2 would leave 1 reachable of 2 managers" in e for e in errors)
     # Demoting both m2 and m3 is safe when the dead one goes first.
     safe = layout(managers=["m1"], workers=["m2", "m3", "w1", "w2"])
-    plan, errors = cluster.make_plan(safe, facts, nodes)
+    plan, errors = swarm_plan.make_plan(safe, facts, nodes)
     assert errors == [] and plan.demote == ["m3", "m2"]
 
 
 def converged(extra=()):
-    labels = cluster.grain_labels(fact("x"))
+    labels = swarm_layout.grain_labels(fact("x"))
     facts = {n: fact(n, "active", n.startswith("m"), "C1", f"id-{n}") for n in ALL}
     nodes = [
         swarm_node(
@@ -217,9 +217,9 @@ def converged(extra=()):
 
 def test_prune_removes_down_nodes_outside_the_layout_and_drains_running_ones():
     facts, nodes = converged([swarm_node("old", state="down"), swarm_node("spare")])
-    plan, _ = cluster.make_plan(layout(), facts, nodes)
+    plan, _ = swarm_plan.make_plan(layout(), facts, nodes)
     assert plan.prune == [] and plan.drain == []
-    plan, errors = cluster.make_plan(layout(prune=True), facts, nodes)
+    plan, errors = swarm_plan.make_plan(layout(prune=True), facts, nodes)
     assert errors == []
     assert [n["hostname"] for n in plan.prune] == ["old"]
     assert [n["hostname"] for n in plan.drain] == ["spare"]
@@ -229,7 +229,7 @@ def test_down_layout_node_with_another_hostname_is_not_pruned():
     facts, nodes = converged()
     del facts["w1"]  # w1's minion is down; its swarm hostname is w1-host
     nodes[3]["hostname"], nodes[3]["state"] = "w1-host", "down"
-    plan, errors = cluster.make_plan(layout(prune=True), facts, nodes)
+    plan, errors = swarm_plan.make_plan(layout(prune=True), facts, nodes)
     assert errors == [] and plan.prune == [] and plan.down == ["w1"]
 
 
@@ -237,23 +237,23 @@ def test_stale_entry_is_not_also_pruned():
     facts, nodes = converged()
     facts["w2"] = fact("w2")  # wiped, joins again
     nodes[4]["state"] = "down"
-    plan, errors = cluster.make_plan(layout(prune=True), facts, nodes)
+    plan, errors = swarm_plan.make_plan(layout(prune=True), facts, nodes)
     assert errors == [] and [n["id"] for n in plan.stale] == ["id-w2"] and plan.prune == []
 
 
 def test_no_new_swarm_while_managers_do_not_answer():
     facts = {"m3": fact("m3"), "w1": fact("w1"), "w2": fact("w2")}  # m1, m2 down
-    _, errors = cluster.make_plan(layout(), facts, None)
+    _, errors = swarm_plan.make_plan(layout(), facts, None)
     assert any("cannot tell whether m1, m2 (not answering) are in a swarm" in e for e in errors)
 
 
 def test_quoted_booleans_and_bad_port():
-    parsed, errors, _ = cluster.parse_layout(
+    parsed, errors, _ = swarm_layout.parse_layout(
         {**BASE, "prune": "false", "force": "no", "listen_port": "x"}
     )
     assert parsed.prune is False
     assert errors == ["armswarm:swarm:listen_port: 'x' is not a port"]
-    _, errors, _ = cluster.parse_layout({**BASE, "prune": "maybe"})
+    _, errors, _ = swarm_layout.parse_layout({**BASE, "prune": "maybe"})
     assert errors == ["armswarm:swarm:prune: 'maybe' is not true or false"]
 
 
@@ -265,4 +265,4 @@ def test_quoted_booleans_and_bad_port():
     ],
 )
 def test_default_route_interface(table, iface):
-    assert swarm.default_route_interface(table) == iface
+    assert swarm_engine.default_route_interface(table) == iface

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from armswarm_core import builddag, cluster, stacks
+from armswarm_core.build import build_dag
+from armswarm_core.swarm import stacks, swarm_layout
 
 pytestmark = pytest.mark.unit
 
@@ -20,8 +21,8 @@ def test_there_are_five():
 @pytest.mark.parametrize("name", NAMES)
 def test_example(name):
     pillar = yaml.safe_load((EXAMPLES / name / "pillar.sls").read_text())
-    layout, errors, _ = cluster.parse_layout(pillar["armswarm"]["swarm"])
-    assert errors == [] and cluster.check_counts(layout) == []
+    layout, errors, _ = swarm_layout.parse_layout(pillar["armswarm"]["swarm"])
+    assert errors == [] and swarm_layout.check_counts(layout) == []
     for stack in pillar["armswarm"]["stacks"].values():
         rel = stack["compose"].removeprefix("salt://")
         assert rel.startswith(f"{name}/")
@@ -31,5 +32,5 @@ def test_example(name):
         assert hashes
     source = (pillar["armswarm"].get("imagebuild") or {}).get("source")
     if source:
-        graph = builddag.load(EXAMPLES / source.removeprefix("salt://"), "registry.local.lan:5000")
+        graph = build_dag.load(EXAMPLES / source.removeprefix("salt://"), "registry.local.lan:5000")
         assert graph.depth() >= 2

@@ -8,15 +8,9 @@ import tarfile
 import textwrap
 
 import pytest
-from armswarm_core import (
-    ArmswarmError,
-    builddag,
-    buildjob,
-    buildrun,
-    dockerfile,
-    registry,
-    scheduler,
-)
+from armswarm_core import ArmswarmError
+from armswarm_core.build import build_dag, build_job, dispatch, dockerfile, scheduler
+from armswarm_core.registry import registry_api, tag_retention
 
 pytestmark = pytest.mark.unit
 
@@ -106,7 +100,7 @@ def test_graph_from_a_tree(tmp_path):
             "nested/img/sub/Dockerfile": "FROM nothing-this-is-context\n",
         },
     )
-    graph = builddag.load(root, REG)
+    graph = build_dag.load(root, REG)
     assert graph.order == ["base", "ext", "a", "b", "nested/img"]
     assert graph.images["b"].parents == ["a", "base"]
     assert graph.images["base"].script == "build.sh"
@@ -128,7 +122,7 @@ def test_cycle_and_missing_parents_are_reported_together(tmp_path):
         },
     )
     with pytest.raises(ArmswarmError) as err:
-        builddag.load(root, REG)
+        build_dag.load(root, REG)
     text = str(err.value)
     assert "gone is in the cluster registry but not in the tree" in text
     assert "depends on nope" in text and "unknown keys colour" in text and "Bad_Name" in text
@@ -136,16 +130,16 @@ def test_cycle_and_missing_parents_are_reported_together(tmp_path):
     (tmp_path / "d/image.yaml").write_text("")
     (tmp_path / "Bad_Name/Dockerfile").unlink()
     with pytest.raises(ArmswarmError, match="dependency cycle a -> b -> a"):
-        builddag.load(root, REG)
+        build_dag.load(root, REG)
 
 
 # -- scheduling ------------------------------------------------------------------------------
 def _graph(edges: dict, **reqs):
     images = {
-        name: builddag.Image(name=name, path=None, parents=sorted(parents), **reqs.get(name, {}))
+        name: build_dag.Image(name=name, path=None, parents=sorted(parents), **reqs.get(name, {}))
         for name, parents in edges.items()
     }
-    return builddag.Graph(images=images, order=builddag._toposort(images))
+    return build_dag.Graph(images=images, order=build_dag._toposort(images))
 
 
 def test_longest_path_first_beats_a_static_split():
@@ -188,9 +182,9 @@ def test_a_failure_skips_descendants_only():
 # -- tags and retention ----------------------------------------------------------------------
 def test_run_tag_never_reuses_a_published_tag():
     day = datetime.datetime(2026, 11, 22, 23, 59)
-    assert registry.run_tag(["20261121", "latest"], day) == "20261122"
-    assert registry.run_tag(["20261122", "20261122.2"], day) == "20261122.3"
-    assert registry.run_tag([], day, "%Y-%m-%d") == "2026-11-22"
+    assert tag_retention.run_tag(["20261121", "latest"], day) == "20261122"
+    assert tag_retention.run_tag(["20261122", "20261122.2"], day) == "20261122.3"
+    assert tag_retention.run_tag([], day, "%Y-%m-%d") == "2026-11-22"
 
 
 def test_retention_keeps_shared_digests():
@@ -203,7 +197,7 @@ def test_retention_keeps_shared_digests():
         "latest": "sha256:b",  # an old dated tag shares latest's digest
         "stable": "sha256:a",
     }
-    plan = registry.retention(tags, keep=2)
+    plan = tag_retention.retention(tags, keep=2)
     assert plan["keep"] == ["20261103", "20261104", "latest", "stable"]
     assert plan["delete"] == [("20261102.2", "sha256:c")]
     assert plan["untag"] == [("20261101", "sha256:a"), ("20261102", "sha256:b")]
@@ -245,7 +239,7 @@ class FakeTransport:
     def _publish(self):
         if self.publish_fails:
             self.publish_fails -= 1
-            raise buildrun.PublishFailed("master busy")
+            raise dispatch.PublishFailed("master busy")
 
     def start(self, node, image, kwargs):
         self._publish()
@@ -296,7 +290,7 @@ class Clock:
 
 def _dispatch(graph, nodes, transport, clock, **kwargs):
     sched = scheduler.Scheduler(graph, {}, nodes)
-    dispatcher = buildrun.Dispatcher(
+    dispatcher = dispatch.Dispatcher(
         sched,
         transport,
         lambda image, node, digests: {"pins": digests},
@@ -403,13 +397,13 @@ def test_a_context_round_trips_with_links_inside(tmp_path):
     (src / "current").symlink_to("conf")
     dest = tmp_path / "dest"
     dest.mkdir()
-    buildjob._unpack(buildjob.pack(src), dest)
+    build_job._unpack(build_job.pack(src), dest)
     assert (dest / "Dockerfile").read_text() == "FROM scratch\n"
     assert (dest / "current" / "a.conf").read_text() == "x=1\n"
     dest2 = tmp_path / "dest2"
     dest2.mkdir()
     hard = _context(("a", "file", b"1"), ("sub/b", "link", "a"))
-    buildjob._unpack(hard, dest2)
+    build_job._unpack(hard, dest2)
     assert (dest2 / "sub" / "b").read_text() == "1"
 
 
@@ -430,7 +424,7 @@ def test_a_context_cannot_write_outside_its_directory(tmp_path, members):
     dest = tmp_path / "build"
     dest.mkdir()
     with pytest.raises(ArmswarmError, match="refusing"):
-        buildjob._unpack(_context(*members), dest)
+        build_job._unpack(_context(*members), dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
     assert list(dest.iterdir()) == []
 
@@ -449,24 +443,24 @@ def test_a_master_that_cannot_publish_for_a_while_costs_no_try_and_no_node():
 def test_registry_settings_merge_key_by_key():
     opts = {"armswarm": {"registry": {"host": "reg.lan:5000", "ca_file": "/etc/ca.crt"}}}
     pillar = {"armswarm": {"registry": {"host": "other:5000", "username": "u", "password": "p"}}}
-    conf = registry.settings(opts, pillar)
+    conf = registry_api.settings(opts, pillar)
     assert (conf.host, conf.ca_file, conf.username, conf.password) == (
         "reg.lan:5000",
         "/etc/ca.crt",
         "u",
         "p",
     )
-    assert registry.settings(None, pillar, host="x:1").host == "x:1"
+    assert registry_api.settings(None, pillar, host="x:1").host == "x:1"
     with pytest.raises(ArmswarmError, match="host is not set"):
-        registry.settings({}, {})
+        registry_api.settings({}, {})
 
 
 def test_dated_tags_with_a_dotted_format():
     fmt = "%Y.%m.%d"
-    assert registry.dated_key("2026.11.02", fmt) == (datetime.datetime(2026, 11, 2), 1)
-    assert registry.dated_key("2026.11.02.3", fmt) == (datetime.datetime(2026, 11, 2), 3)
-    assert registry.dated_key("latest", fmt) is None
+    assert tag_retention.dated_key("2026.11.02", fmt) == (datetime.datetime(2026, 11, 2), 1)
+    assert tag_retention.dated_key("2026.11.02.3", fmt) == (datetime.datetime(2026, 11, 2), 3)
+    assert tag_retention.dated_key("latest", fmt) is None
     tags = {"2026.11.01": "sha256:a", "2026.11.02": "sha256:b", "2026.11.02.2": "sha256:c"}
-    plan = registry.retention(tags, keep=1, fmt=fmt)
+    plan = tag_retention.retention(tags, keep=1, fmt=fmt)
     assert plan["keep"] == ["2026.11.02.2"]
     assert sorted(plan["delete"]) == [("2026.11.01", "sha256:a"), ("2026.11.02", "sha256:b")]

@@ -83,7 +83,14 @@ def test_setup_cfg_packages_exist():
     options = _setup_cfg()["options"]
     package_dir = _mapping(options["package_dir"])
     for package in _lines(options["packages"]):
-        directory = package_dir.get(package, package.replace(".", "/"))
+        # setuptools maps a sub-package through its nearest listed parent.
+        parent = max(
+            (p for p in package_dir if package == p or package.startswith(p + ".")),
+            key=len,
+            default="",
+        )
+        rest = package[len(parent) :].lstrip(".").replace(".", "/")
+        directory = "/".join(x for x in (package_dir.get(parent, ""), rest) if x)
         assert (ROOT / directory).is_dir(), f"{package} → {directory}"
 
 

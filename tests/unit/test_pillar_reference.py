@@ -9,9 +9,9 @@ expect Salt's dunders):
 * ``config.get("x.y", …)`` calls in the loader modules and ``armswarm_core`` (``armswarm:x:y``);
 * ``_setting("k", …)`` calls of the functions in ``SETTING_FUNCTIONS``;
 * literal ``"armswarm:…"`` strings passed to ``traverse_dict_and_list``;
-* the fields of ``armswarm_core.registry.Settings`` (``armswarm:registry:<field>``);
-* the swarm layout: the fields of ``armswarm_core.cluster.Layout`` and ``NodeSettings`` and the
-  literal ``conf.get("k")`` calls in the files of ``LAYOUT_READERS`` (``armswarm:swarm:…``).
+* the fields of ``armswarm_core.registry.registry_api.Settings`` (``armswarm:registry:<field>``);
+* the swarm layout: the fields of ``armswarm_core.swarm.swarm_layout.Layout`` and ``NodeSettings``
+and the literal ``conf.get("k")`` calls in the files of ``LAYOUT_READERS`` (``armswarm:swarm:…``).
 
 A new formula is covered by adding its ``pillar.example`` (and, when the top key of its
 ``parameters/defaults.yaml`` is not ``armswarm:<top key>`` in pillar, a line in
@@ -38,7 +38,11 @@ DEFAULTS_PILLAR = {"armnode": "armnode"}
 # File → (function, pillar prefix): ``function("k", …)`` reads ``<prefix>:k``.
 SETTING_FUNCTIONS = {"_runners/imagebuild.py": ("_setting", "armswarm:imagebuild")}
 # Files that read the swarm layout as ``conf``: ``conf.get("k")`` reads ``armswarm:swarm:k``.
-LAYOUT_READERS = ("_utils/armswarm_core/cluster.py", "_states/swarm_cluster.py")
+LAYOUT_READERS = (
+    "_utils/armswarm_core/swarm/swarm_layout.py",
+    "_utils/armswarm_core/swarm/swarm_plan.py",
+    "_states/swarm_cluster.py",
+)
 SWARM = "armswarm:swarm"
 
 PILLAR_GET = re.compile(r"""pillar\.get['"]\]\s*\(\s*['"]([^'"]+)['"]""")
@@ -165,14 +169,14 @@ def used_keys(root: Path = ROOT) -> dict:
                     add((*_split(SWARM), first), where)
 
     core = root / "_utils" / "armswarm_core"
-    registry = ast.parse((core / "registry.py").read_text(encoding="utf-8"))
+    registry = ast.parse((core / "registry" / "registry_api.py").read_text(encoding="utf-8"))
     for field in _fields(registry, "Settings"):
-        add(("armswarm", "registry", field), "armswarm_core.registry.Settings")
-    cluster = ast.parse((core / "cluster.py").read_text(encoding="utf-8"))
+        add(("armswarm", "registry", field), "armswarm_core.registry.registry_api.Settings")
+    cluster = ast.parse((core / "swarm" / "swarm_layout.py").read_text(encoding="utf-8"))
     for field in _fields(cluster, "Layout"):
-        add((*_split(SWARM), field), "armswarm_core.cluster.Layout")
+        add((*_split(SWARM), field), "armswarm_core.swarm.swarm_layout.Layout")
     for field in _fields(cluster, "NodeSettings"):
-        add((*_split(SWARM), "nodes", ANY, field), "armswarm_core.cluster.NodeSettings")
+        add((*_split(SWARM), "nodes", ANY, field), "armswarm_core.swarm.swarm_layout.NodeSettings")
     return used
 
 
@@ -197,12 +201,12 @@ def test_the_collector_finds_the_known_sources():
         "armnode:admin:password_hash",  # armnode defaults.yaml
         "armswarm:registry:cert_days",  # registry defaults.yaml
         "imagebuild:source",  # pillar.get in salt/imagebuild/init.sls
-        "armswarm:docker:base_url",  # config.get in armswarm_core.client
+        "armswarm:docker:base_url",  # config.get in armswarm_core.common.docker_client
         "armswarm:imagebuild:max_context_mb",  # _setting in the imagebuild runner
         "armswarm:registry:node",  # traverse_dict_and_list in the imagebuild runner
-        "armswarm:registry:url",  # registry.Settings
-        "armswarm:swarm:listen_port",  # cluster.Layout
-        "armswarm:swarm:nodes:*:advertise_interface",  # cluster.NodeSettings
+        "armswarm:registry:url",  # registry_api.Settings
+        "armswarm:swarm:listen_port",  # swarm_layout.Layout
+        "armswarm:swarm:nodes:*:advertise_interface",  # swarm_layout.NodeSettings
         "armswarm:swarm:force",  # conf.get in the swarm_cluster state
     ):
         assert _split(key) in used, key
@@ -212,9 +216,9 @@ def _tree(tmp_path, code: str, example: str) -> Path:
     for name, text in (
         ("_modules/thing.py", code),
         ("salt/thing/pillar.example", example),
-        ("_utils/armswarm_core/registry.py", "class Settings:\n    host: str\n"),
+        ("_utils/armswarm_core/registry/registry_api.py", "class Settings:\n    host: str\n"),
         (
-            "_utils/armswarm_core/cluster.py",
+            "_utils/armswarm_core/swarm/swarm_layout.py",
             "class Layout:\n    managers: list\n"
             "class NodeSettings:\n    labels: dict\n"
             "def f(conf):\n    return conf.get('prune')\n",
@@ -240,7 +244,7 @@ armswarm:
 
 def test_an_undocumented_key_fails(tmp_path):
     code = (
-        "from armswarm_core import config\n"
+        "from armswarm_core.common import config\n"
         "def f(opts, pillar):\n"
         "    config.get('thing.known', opts, pillar)\n"
         "    config.get('thing.free.anything', opts, pillar)\n"

@@ -5,7 +5,8 @@ import json
 
 import pytest
 import yaml
-from armswarm_core import ArmswarmError, stacks
+from armswarm_core import ArmswarmError
+from armswarm_core.swarm import stacks
 
 COMPOSE = """
 services:

@@ -2,7 +2,8 @@
 
 import pytest
 import salt.crypt
-from armswarm_core import ArmswarmError, sealed, swarm
+from armswarm_core import ArmswarmError
+from armswarm_core.swarm import join_tokens, swarm_engine
 
 
 def _node(id_, role="worker", reach=None, labels=None, availability="active"):
@@ -18,8 +19,8 @@ def _node(id_, role="worker", reach=None, labels=None, availability="active"):
 
 def test_labels_merge_and_compare_as_strings():
     current = _node("n4", labels={"board": "sopine", "cpus": "4", "owner": "ops"})
-    assert swarm.node_changes(current, labels={"board": "sopine", "cpus": 4}) == {}
-    changes = swarm.node_changes(current, labels={"cpus": 8})
+    assert swarm_engine.node_changes(current, labels={"board": "sopine", "cpus": 4}) == {}
+    changes = swarm_engine.node_changes(current, labels={"cpus": 8})
     assert changes == {
         "labels": {
             "old": current["labels"],
@@ -30,24 +31,26 @@ def test_labels_merge_and_compare_as_strings():
 
 def test_undeclared_labels_removed_only_when_asked():
     current = _node("n4", labels={"board": "sopine", "owner": "ops"})
-    assert swarm.node_changes(current, labels={"board": "sopine"}) == {}
-    changes = swarm.node_changes(current, labels={"board": "sopine"}, remove_undeclared_labels=True)
+    assert swarm_engine.node_changes(current, labels={"board": "sopine"}) == {}
+    changes = swarm_engine.node_changes(
+        current, labels={"board": "sopine"}, remove_undeclared_labels=True
+    )
     assert changes["labels"]["new"] == {"board": "sopine"}
 
 
 def test_availability_and_role_validated_before_anything():
     with pytest.raises(ArmswarmError, match="availability must be one of"):
-        swarm.node_changes(_node("n1"), availability="paused")
+        swarm_engine.node_changes(_node("n1"), availability="paused")
     with pytest.raises(ArmswarmError, match="role must be one of"):
-        swarm.node_changes(_node("n1"), role="leader")
-    assert swarm.node_changes(_node("n1"), role="manager") == {
+        swarm_engine.node_changes(_node("n1"), role="leader")
+    assert swarm_engine.node_changes(_node("n1"), role="manager") == {
         "role": {"old": "worker", "new": "manager"}
     }
 
 
 @pytest.mark.parametrize(("managers", "needed"), [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (7, 4)])
 def test_quorum(managers, needed):
-    assert swarm.quorum(managers) == needed
+    assert swarm_engine.quorum(managers) == needed
 
 
 def test_demotion_refused_below_quorum():
@@ -59,12 +62,12 @@ def test_demotion_refused_below_quorum():
     ]
     # Demoting m1 leaves m2 (reachable) and m3 (down): 1 of 2 reachable, quorum of 2 is 2.
     with pytest.raises(ArmswarmError, match="below quorum"):
-        swarm.check_demotion(nodes, nodes[0])
+        swarm_engine.check_demotion(nodes, nodes[0])
     # Demoting the unreachable one leaves two reachable managers: fine.
-    swarm.check_demotion(nodes, nodes[2])
+    swarm_engine.check_demotion(nodes, nodes[2])
     with pytest.raises(ArmswarmError, match="last manager"):
-        swarm.check_demotion([_node("m1", "manager", "reachable")], _node("m1", "manager"))
-    swarm.check_demotion(nodes, nodes[3])  # workers are never a quorum question
+        swarm_engine.check_demotion([_node("m1", "manager", "reachable")], _node("m1", "manager"))
+    swarm_engine.check_demotion(nodes, nodes[3])  # workers are never a quorum question
 
 
 def test_normalise_node_from_engine_data():
@@ -76,7 +79,7 @@ def test_normalise_node_from_engine_data():
         "Status": {"State": "ready", "Addr": "10.0.0.12"},
         "ManagerStatus": {"Leader": True, "Reachability": "reachable", "Addr": "10.0.0.12:2377"},
     }
-    node = swarm.normalise_node(raw)
+    node = swarm_engine.normalise_node(raw)
     assert node["hostname"] == "node2" and node["leader"] is True and node["version"] == 42
     assert node["labels"] == {"board": "rockpro64"}
 
@@ -85,21 +88,21 @@ def test_sealed_token_opens_only_for_its_minion():
     priv, pub = salt.crypt.gen_keys(2048)
     other_priv, _ = salt.crypt.gen_keys(2048)
     token = "SWMTKN-1-" + "x" * 50 + "-" + "y" * 25
-    blob = sealed.seal(token, pub)
-    assert "SWMTKN" not in blob and sealed.is_sealed(blob)
-    assert sealed.unseal(blob, priv) == token
+    blob = join_tokens.seal(token, pub)
+    assert "SWMTKN" not in blob and join_tokens.is_sealed(blob)
+    assert join_tokens.unseal(blob, priv) == token
     with pytest.raises(ArmswarmError, match="another minion") as err:
-        sealed.unseal(blob, other_priv)
+        join_tokens.unseal(blob, other_priv)
     assert "SWMTKN" not in str(err.value)
     # The one-line base64 body of the PEM (what survives a YAML CLI argument) works too.
     body = "".join(line for line in pub.splitlines() if "-----" not in line)
-    assert sealed.unseal(sealed.seal(token, body), priv) == token
+    assert join_tokens.unseal(join_tokens.seal(token, body), priv) == token
 
 
 def test_tampered_seal_is_refused():
     priv, pub = salt.crypt.gen_keys(2048)
-    blob = sealed.seal("secret", pub)
+    blob = join_tokens.seal("secret", pub)
     head, wrapped, body = blob.split(":")
     tampered = f"{head}:{wrapped}:{body[:-4]}AAAA"
     with pytest.raises(ArmswarmError):
-        sealed.unseal(tampered, priv)
+        join_tokens.unseal(tampered, priv)

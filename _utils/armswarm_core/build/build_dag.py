@@ -23,32 +23,19 @@ from pathlib import Path
 
 import yaml
 
-from armswarm_core import ArmswarmError, dockerfile
+from armswarm_core import ArmswarmError
+from armswarm_core.build import dockerfile
+from armswarm_core.common import architectures
 
 IMAGE_FILE = "image.yaml"
 DEFAULT_SCRIPT = "build.sh"
 DEFAULT_TIMEOUT = 1800
+
+
 # Seconds assumed for an image never built before.
 DEFAULT_DURATION = 60.0
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _KEYS = {"arch", "labels", "build_args", "depends", "timeout", "dockerfile", "script"}
-# The spellings of one architecture across uname, Debian and Docker.
-ARCH_ALIASES = {
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "armv7l": "armv7",
-    "armv7": "armv7",
-    "armhf": "armv7",
-    "armv7h": "armv7",
-    "armv6l": "armv6",
-    "armel": "armv6",
-    "x86_64": "amd64",
-    "amd64": "amd64",
-}
-
-
-def normalize_arch(arch: str) -> str:
-    return ARCH_ALIASES.get(str(arch).lower(), str(arch).lower())
 
 
 @dataclass
@@ -66,7 +53,7 @@ class Image:
 
     def eligible(self, node_arch: str, node_labels: dict) -> bool:
         """Whether a node with this CPU architecture and these labels may build the image."""
-        if self.arch and normalize_arch(node_arch) not in {normalize_arch(a) for a in self.arch}:
+        if self.arch and not any(architectures.same(node_arch, a) for a in self.arch):
             return False
         return all(str(node_labels.get(k)) == str(v) for k, v in self.labels.items())
 

@@ -1,6 +1,7 @@
 """Docker Swarm operations over the docker SDK, shared by the execution, state and runner modules.
 
-Functions take a ``docker.DockerClient`` (see :mod:`armswarm_core.client`) and return plain data.
+Functions take a ``docker.DockerClient`` (see :mod:`armswarm_core.common.docker_client`) and return
+plain data.
 Pure helpers (``node_changes``, ``quorum``) hold the decisions so they can be unit-tested.
 Join tokens and unlock keys are returned only by the functions whose name says so; nothing here
 logs them.
@@ -16,8 +17,8 @@ try:
 except ImportError:  # pragma: no cover - client.missing_dependency() reports it
     docker = None
 
-log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
 ROLES = ("manager", "worker")
 AVAILABILITIES = ("active", "pause", "drain")
 DEFAULT_LISTEN = "0.0.0.0:2377"

@@ -8,7 +8,8 @@ run, as the original scripts did; it exists to be measured against.
 
 from dataclasses import dataclass, field
 
-from armswarm_core import ArmswarmError, builddag
+from armswarm_core import ArmswarmError
+from armswarm_core.build import build_dag
 
 WAITING, READY, RUNNING, DONE, FAILED, SKIPPED = (
     "waiting",
@@ -18,6 +19,8 @@ WAITING, READY, RUNNING, DONE, FAILED, SKIPPED = (
     "failed",
     "skipped",
 )
+
+
 STRATEGIES = ("dynamic", "static")
 
 
@@ -171,7 +174,7 @@ class Scheduler:
 def lower_bound(graph, durations: dict, nodes: int) -> float:
     """No schedule on ``nodes`` identical nodes is shorter: max(critical path, work / nodes)."""
     levels = graph.bottom_levels(durations)
-    work = sum(builddag.duration_of(n, durations) for n in graph.order)
+    work = sum(build_dag.duration_of(n, durations) for n in graph.order)
     return max(max(levels.values(), default=0.0), work / max(nodes, 1))
 
 
@@ -184,7 +187,7 @@ def simulate(graph, durations: dict, nodes: dict, strategy="dynamic", overhead=0
     while not sched.done():
         for name, node in sched.assign(free):
             free.remove(node)
-            end = now + builddag.duration_of(name, durations) + overhead
+            end = now + build_dag.duration_of(name, durations) + overhead
             running[name] = (node, end)
             jobs[name] = (node, now, end)
         if not running:

@@ -7,11 +7,13 @@ longer reliable, so the rule is what makes a choice survive reboots and hot-plug
 
 import os
 
-from armswarm_core import ArmswarmError, boards
+from armswarm_core import ArmswarmError
+from armswarm_core.node import boards
 
 SCHEDULERS = ("mq-deadline", "bfq", "kyber", "none")
 LEGACY = {"deadline": "mq-deadline", "cfq": "bfq", "noop": "none"}
 RULE_FILE = "60-armswarm-io-schedulers.rules"
+
 
 # Later lines win in udev: USB disks (the HC1's SATA bridge) after the generic sd rules.
 _MATCHES = {
@@ -21,6 +23,8 @@ _MATCHES = {
     "hdd": 'KERNEL=="sd[a-z]*", ENV{DEVTYPE}=="disk", ATTR{queue/rotational}=="1"',
     "usb": 'KERNEL=="sd[a-z]*", ENV{DEVTYPE}=="disk", SUBSYSTEMS=="usb"',
 }
+
+
 CLASSES = tuple(_MATCHES)
 
 

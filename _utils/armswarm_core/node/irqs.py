@@ -9,12 +9,12 @@ unit that reads the same patterns from ``CONF``.
 import os
 import re
 
-from armswarm_core import ArmswarmError, boards
+from armswarm_core import ArmswarmError
+from armswarm_core.node import boards
 
 CONF = "/etc/armswarm/irq-affinity.conf"
 SCRIPT = "/usr/local/sbin/armswarm-irq-affinity"
 UNIT = "/etc/systemd/system/armswarm-irq-affinity.service"
-
 BOOT_SCRIPT = """#!/bin/sh
 # Managed by Salt (armnode): IRQ affinity from /etc/armswarm/irq-affinity.conf, at boot.
 conf=/etc/armswarm/irq-affinity.conf
@@ -30,6 +30,7 @@ grep -v '^#' "$conf" | while read -r cpus pattern; do
 done
 """
 
+
 UNIT_TEXT = f"""[Unit]
 Description=IRQ affinity for busy devices (armswarm)
 After=network.target
@@ -42,6 +43,7 @@ RemainAfterExit=yes
 [Install]
 WantedBy=multi-user.target
 """
+
 
 _LINE = re.compile(r"^\s*(\d+):[\s\d]*(.*)$")
 

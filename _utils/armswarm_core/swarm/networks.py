@@ -8,6 +8,7 @@ try:
 except ImportError:  # pragma: no cover - client.missing_dependency() reports it
     docker = None
 
+
 ENCRYPTED = "encrypted"
 
 

@@ -14,7 +14,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from armswarm_core import ArmswarmError, bootargs, bootconfig
+from armswarm_core import ArmswarmError
+from armswarm_core.node import boot_files, cmdline
 
 # Free space the copy must have beyond what is used now (logs grow, the copy is not sparse).
 MARGIN = 1.1
@@ -136,7 +137,7 @@ def _point_fstab(clone: Path, uuid: str):
 
 def boot_change(boot_root: str, ids: dict) -> dict:
     """The boot configuration change that makes the next boot use the new root."""
-    flavour, path = bootconfig.locate(boot_root)
+    flavour, path = boot_files.locate(boot_root)
     text = path.read_text()
     if flavour == "armbianEnv":
         line = f"rootdev=UUID={ids['UUID']}"
@@ -159,12 +160,12 @@ def boot_change(boot_root: str, ids: dict) -> dict:
             if ids.get("PARTUUID")
             else f"root=UUID={ids['UUID']}"
         )
-        new = bootargs.edit(flavour, text, [root, "rootwait"], path=str(path))
+        new = cmdline.edit(flavour, text, [root, "rootwait"], path=str(path))
     return {
         "file": str(path),
         "flavour": flavour,
         "text": new,
-        "root": bootargs.read(flavour, new) if flavour != "armbianEnv" else line,
+        "root": cmdline.read(flavour, new) if flavour != "armbianEnv" else line,
     }
 
 
@@ -178,8 +179,8 @@ def run(
 ) -> dict:
     """Check, then (unless ``dry_run``) move. Returns what was (or would be) done."""
     report = check(target, source, mounts_text)
-    flavour, path = bootconfig.locate(boot_root)
-    tool = bootconfig.TOOLS.get(flavour)
+    flavour, path = boot_files.locate(boot_root)
+    tool = boot_files.TOOLS.get(flavour)
     report.update({"boot_flavour": flavour, "boot_file": str(path)})
     steps = [
         *(["partition the disk (one GPT partition)"] if report["whole_disk"] else []),
@@ -208,8 +209,8 @@ def run(
             _run(["umount", mnt])
     change = boot_change(boot_root, ids)
     Path(change["file"]).write_text(change["text"])
-    bootconfig.regenerate(change["flavour"], Path(change["file"]))
-    bootconfig.mark_reboot_required(boot_root, f"root moves to {part} (UUID={ids['UUID']})")
+    boot_files.regenerate(change["flavour"], Path(change["file"]))
+    boot_files.mark_reboot_required(boot_root, f"root moves to {part} (UUID={ids['UUID']})")
     report.update(
         {
             "partition": part,

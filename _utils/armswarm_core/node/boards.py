@@ -8,7 +8,10 @@ fixture trees instead of the real ``/proc/device-tree`` and ``/sys``.
 import os
 import re
 
+from armswarm_core.common import architectures
+
 GENERIC = "generic"
+
 
 # Matched against the device-tree ``compatible`` list, most specific entry first, so a board
 # string always wins over the SoC string that follows it.
@@ -74,7 +77,9 @@ BOARDS = {
     },
 }
 
+
 _BY_COMPATIBLE = {compat: board for board, info in BOARDS.items() for compat in info["compatible"]}
+
 
 # /proc/cpuinfo "CPU part" → relative core performance, used only for boards not in BOARDS
 # that expose no cpu_capacity (ARM Ltd. parts; higher is faster).
@@ -96,35 +101,18 @@ _CPU_PART_RANK = {
     "0xd41": 75,  # Cortex-A78
 }
 
-_ARCH_ALIASES = {
-    "arm64": "aarch64",
-    "armv8": "aarch64",
-    "armv7l": "armv7",
-    "armv7hl": "armv7",
-    # armv8l = 32-bit ARM userland/personality on an ARMv8 core: it runs armv7 binaries.
-    "armv8l": "armv7",
-    "armv6l": "armv6",
-    "armv5tel": "armv5",
-    "amd64": "x86_64",
-    "i686": "x86",
-    "i586": "x86",
-    "i386": "x86",
-}
 
 BOOT_FLAVOURS = ("armbianEnv", "boot.txt", "u-boot-menu", "extlinux", "rpi-cmdline", "unknown")
 
+
 # A disk behind a USB host sits under a ``usbN`` bus directory in its sysfs device path.
 _USB_BUS = re.compile(r"/usb\d+/")
-
 _PARTITION_PATTERNS = (
     # (regex on the partition or disk name, kind) – group 1 is the whole disk.
     (re.compile(r"^(mmcblk\d+)(?:p\d+)?$"), "mmc"),
     (re.compile(r"^(nvme\d+n\d+)(?:p\d+)?$"), "nvme"),
     (re.compile(r"^(sd[a-z]+)\d*$"), "sd"),
 )
-
-
-# --- device tree -----------------------------------------------------------------------------
 
 
 def parse_dt_strings(data) -> list[str]:
@@ -177,15 +165,6 @@ def soc_from_compatible(compatible) -> str:
     if len(compatible) < 2:
         return ""
     return compatible[-1].split(",", 1)[-1]
-
-
-def normalise_arch(machine: str) -> str:
-    """Map ``platform.machine()`` spellings onto one CPU architecture name."""
-    machine = (machine or "").strip().lower()
-    return _ARCH_ALIASES.get(machine, machine)
-
-
-# --- CPU topology ----------------------------------------------------------------------------
 
 
 def parse_cpu_list(text: str) -> list[int]:
@@ -296,9 +275,6 @@ def cpu_topology(sysfs_root, board=GENERIC, cpuinfo_text=None) -> dict:
     return {"cpus": len(cpus), "big_cores": [], "little_cores": list(cpus)}
 
 
-# --- root device -----------------------------------------------------------------------------
-
-
 def _unescape_mount_field(field: str) -> str:
     # The kernel octal-escapes space, tab, newline and backslash in /proc/*/mounts.
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
@@ -373,9 +349,6 @@ def root_device(mounts_text: str, sysfs_root="/sys", root_dir="/") -> dict:
     return {"root_device": name, "root_kind": kind, "root_disk": disk}
 
 
-# --- boot flavour ----------------------------------------------------------------------------
-
-
 def _is_file(root_dir, relative) -> bool:
     return os.path.isfile(os.path.join(root_dir, relative))
 
@@ -411,9 +384,6 @@ def boot_flavour(root_dir="/") -> tuple[str, str]:
     return "unknown", ""
 
 
-# --- everything ------------------------------------------------------------------------------
-
-
 def empty_result(machine: str = "", error: str = "") -> dict:
     """The shape :func:`detect` returns, for a node nothing could be read about."""
     result = {
@@ -421,7 +391,7 @@ def empty_result(machine: str = "", error: str = "") -> dict:
         "model": "",
         "compatible": [],
         "soc": "",
-        "arch": normalise_arch(machine),
+        "arch": architectures.canonical(machine),
         "machine": machine or "",
         "cpus": 0,
         "big_cores": [],
@@ -459,7 +429,7 @@ def detect(
         model=model,
         compatible=compatible,
         soc=info.get("soc") or soc_from_compatible(compatible),
-        arch=info.get("arch") or normalise_arch(machine),
+        arch=info.get("arch") or architectures.canonical(machine),
     )
     result.update(cpu_topology(sysfs_root, board, cpuinfo_text))
     result.update(root_device(mounts_text, sysfs_root, root_dir))

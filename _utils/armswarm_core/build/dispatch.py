@@ -23,7 +23,7 @@ is started again on another node; a job running past its image's timeout fails.
 import time
 from dataclasses import dataclass, field
 
-from armswarm_core import scheduler as sched
+from armswarm_core.build import scheduler
 
 PROBE_EVERY = 10.0  # seconds between "is it still running?" probes of one job
 PROBE_TIMEOUT = 10.0  # a probe unanswered this long is a miss
@@ -53,7 +53,7 @@ class Outcome:
     """What happened to one image in this run."""
 
     image: str
-    status: str = sched.WAITING
+    status: str = scheduler.WAITING
     node: str | None = None
     start: float | None = None
     end: float | None = None
@@ -118,9 +118,9 @@ class Dispatcher:
 
     def _fail(self, image: str, error: str, now: float):
         outcome = self.outcomes[image]
-        outcome.status, outcome.error, outcome.end = sched.FAILED, error, now
+        outcome.status, outcome.error, outcome.end = scheduler.FAILED, error, now
         for child in self.sched.finished(image, ok=False):
-            self.outcomes[child].status = sched.SKIPPED
+            self.outcomes[child].status = scheduler.SKIPPED
             self.outcomes[child].error = f"skipped: {image} failed"
             self.progress("skip", image=child, because=image)
         self.progress("fail", image=image, error=error)
@@ -161,7 +161,7 @@ class Dispatcher:
                 continue
             self.running[jid] = Attempt(image, node, jid, started, last_probe=started)
             outcome = self.outcomes[image]
-            outcome.status, outcome.node = sched.RUNNING, node
+            outcome.status, outcome.node = scheduler.RUNNING, node
             outcome.start = outcome.start or started
             self.progress("start", image=image, node=node, jid=jid)
 
@@ -198,7 +198,7 @@ class Dispatcher:
         outcome.answer = answer
         if answer.get("status") == "ok":
             self._close(attempt, "ok", now)
-            outcome.status, outcome.end = sched.DONE, now
+            outcome.status, outcome.end = scheduler.DONE, now
             outcome.node, outcome.digest = node, answer.get("digest")
             outcome.error = None
             self.digests[image] = answer.get("digest")
@@ -254,7 +254,7 @@ class Dispatcher:
                 # Nothing runs, nothing waits for a retry, yet work is left: every node able
                 # to build it is gone.
                 for image, state in self.sched.state.items():
-                    if state in (sched.READY, sched.WAITING):
+                    if state in (scheduler.READY, scheduler.WAITING):
                         self._fail(image, "no build node left", now)
                 break
             for jid, node, ret in self.transport.events(wait=0.5):

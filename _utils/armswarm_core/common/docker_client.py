@@ -1,6 +1,7 @@
 """The one docker-engine client helper every armswarm module uses."""
 
-from armswarm_core import ArmswarmError, config
+from armswarm_core import ArmswarmError
+from armswarm_core.common import config
 
 try:
     import docker
@@ -10,6 +11,7 @@ try:
 except ImportError:  # pragma: no cover - exercised by __virtual__ on minions without the SDK
     docker = None
     HAS_DOCKER = False
+
 
 DEFAULT_BASE_URL = "unix://var/run/docker.sock"
 DEFAULT_TIMEOUT = 60

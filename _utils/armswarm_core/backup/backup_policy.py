@@ -1,7 +1,7 @@
 """Volume backups: settings, names, manifests, retention and clean-up decisions (pure logic).
 
-The I/O (tar, docker, the backup target) is in :mod:`armswarm_core.backupops`. Layout on the
-backup target (a mounted network share)::
+The I/O (tar, docker, the backup target) is in :mod:`armswarm_core.backup.backup_target`. Layout on
+the backup target (a mounted network share)::
 
     <target>/volumes/<volume>/<backup id>/{data.tar.gz | data.tar, manifest.json, SHA256SUMS}
     <target>/mysql/<service or container>/<backup id>/{dump.sql.gz, manifest.json, SHA256SUMS}
@@ -23,19 +23,18 @@ from armswarm_core import ArmswarmError
 
 UTC = timezone.utc  # datetime.UTC needs Python 3.11
 
+
 # Labels users put on volumes and containers.
 LABEL_BACKUP = "io.armswarm.backup"  # "false" on a volume: never backed up
 LABEL_KEEP = "io.armswarm.keep"  # "true" on a volume or container: never cleaned up
 LABEL_MYSQL = "io.armswarm.backup.mysql"  # "true"/"false" on a container: dump it or not
 LABEL_PAUSE = "io.armswarm.backup.pause"  # "false" on a container: not paused for a copy
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"
-
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
 FORMAT = 1
 ARCHIVES = {"gzip": "data.tar.gz", "none": "data.tar"}
 DUMP = "dump.sql.gz"
-
 DEFAULTS = {
     "target": {"path": "/mnt/armswarm-backup", "require_mount": True},
     "keep_daily": 7,
@@ -65,6 +64,7 @@ DEFAULTS = {
     # PATH for the cron jobs (salt-call lives in /usr/bin or /usr/local/bin).
     "cron_path": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 }
+
 
 _ID = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)_(.+)$")
 _SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S.*)$")

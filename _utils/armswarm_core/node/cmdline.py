@@ -1,6 +1,6 @@
 """Kernel command-line arguments in each board's boot configuration.
 
-One editor per boot flavour (see :func:`armswarm_core.boards.boot_flavour`): each finds the
+One editor per boot flavour (see :func:`armswarm_core.node.boards.boot_flavour`): each finds the
 arguments in its file, adds an argument once, removes one, and leaves every other byte of the
 file as it was. Pure text in, text out; writing files and running ``mkimage``/``u-boot-update``
 is the caller's job.
@@ -14,7 +14,6 @@ from armswarm_core import ArmswarmError
 
 # Keys that legitimately appear several times on one command line.
 MULTI_KEYS = frozenset({"console"})
-
 _PATTERNS = {
     # u-boot script: every `setenv bootargs "…"` line.
     "boot.txt": re.compile(
@@ -27,9 +26,10 @@ _PATTERNS = {
     # Raspberry Pi: the whole file is one line.
     "rpi-cmdline": re.compile(r"\A(?P<head>)(?P<args>[^\n]*)(?P<tail>\n?)", re.S),
 }
+
+
 # Flavours whose file may lack the line: it is appended.
 _APPEND_LINE = {"armbianEnv": "extraargs={}\n", "u-boot-menu": 'U_BOOT_PARAMETERS="{}"\n'}
-
 FLAVOURS = tuple(_PATTERNS)
 
 

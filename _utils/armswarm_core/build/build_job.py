@@ -15,15 +15,19 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
-from armswarm_core import ArmswarmError, dockerfile
+from armswarm_core import ArmswarmError
+from armswarm_core.build import dockerfile
 
 try:
     import docker.errors
 except ImportError:  # pragma: no cover - the module's __virtual__ reports it
     docker = None
 
+
 LOG_TAIL = 40
 PUSH_TRIES = 4
+
+
 # Messages of failures that are about reaching something, not about the image.
 TRANSIENT_MARKERS = (
     "connection refused",

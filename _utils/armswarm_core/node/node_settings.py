@@ -1,15 +1,16 @@
-"""The armnode formula's settings: validation before any change, and the mail relay files."""
+"""The armnode formula's settings: validation before any change."""
 
 import re
 from urllib.parse import urlparse
 
-from armswarm_core import ArmswarmError, bootargs, bootconfig, iosched
+from armswarm_core import ArmswarmError
+from armswarm_core.node import boot_files, cmdline, io_schedulers
+from armswarm_core.node.mail import RELAYS
 
 # crypt(3) prefixes: MD5, bcrypt, SHA-256, SHA-512, yescrypt, gost-yescrypt, scrypt.
 _HASH = re.compile(r"^\$(1|2[abxy]?|5|6|y|gy|7)\$[^\s:]+$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-RELAYS = ("msmtp", "ssmtp")
 
 
 def _url_ok(url) -> bool:
@@ -42,15 +43,15 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
                     "(http://, https://, ftp:// or file://)"
                 )
     try:
-        iosched.validate(settings.get("io_schedulers") or {})
+        io_schedulers.validate(settings.get("io_schedulers") or {})
     except ArmswarmError as exc:
         errors.append(f"armnode:io_schedulers: {exc}")
     kernel = settings.get("kernel_args") or {}
     present, absent = list(kernel.get("present") or []), list(kernel.get("absent") or [])
     try:
-        bootargs._validate(present, absent)  # noqa: SLF001 - the editor's own rule
+        cmdline._validate(present, absent)  # noqa: SLF001 - the editor's own rule
         if present or absent:
-            bootconfig.locate(boot_root)
+            boot_files.locate(boot_root)
     except ArmswarmError as exc:
         errors.append(f"armnode:kernel_args: {exc}")
     mail = settings.get("mail") or {}
@@ -88,65 +89,3 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
     if docker.get("registry_ca") and not docker.get("registry"):
         errors.append("armnode:docker:registry: needed with registry_ca (host:port)")
     return errors
-
-
-def enable_logrotate_compress(text: str) -> str:
-    """``#compress`` uncommented; a global ``compress`` added when there is none at all."""
-    if re.search(r"^\s*compress\s*$", text, re.M):
-        return text
-    if re.search(r"^#\s*compress\s*$", text, re.M):
-        return re.sub(r"^#\s*compress\s*$", "compress", text, count=1, flags=re.M)
-    return "compress\n" + text
-
-
-def render_mail_config(
-    relay: str,
-    host: str,
-    port,
-    tls: bool,
-    sender: str,
-    user: str,
-    password: str | None,
-    root_alias: str,
-) -> dict:
-    """``{path: (content, mode)}`` for the relay's files."""
-    if relay == "msmtp":
-        lines = [
-            "# Managed by Salt (armnode)",
-            "defaults",
-            f"tls {'on' if tls else 'off'}",
-            "tls_trust_file /etc/ssl/certs/ca-certificates.crt",
-            "syslog LOG_MAIL",
-            "aliases /etc/aliases",
-            "",
-            "account default",
-            f"host {host}",
-            f"port {port}",
-        ]
-        if sender:
-            lines.append(f"from {sender}")
-        if user:
-            lines += ["auth on", f"user {user}"]
-            if password:
-                lines.append(f"password {password}")
-        files = {"/etc/msmtprc": ("\n".join(lines) + "\n", 0o600)}
-    else:
-        lines = [
-            "# Managed by Salt (armnode)",
-            f"mailhub={host}:{port}",
-            "FromLineOverride=YES",
-            f"UseSTARTTLS={'YES' if tls else 'NO'}",
-        ]
-        if root_alias:
-            lines.append(f"root={root_alias}")
-        if user:
-            lines.append(f"AuthUser={user}")
-            if password:
-                lines.append(f"AuthPass={password}")
-        files = {"/etc/ssmtp/ssmtp.conf": ("\n".join(lines) + "\n", 0o600)}
-    if root_alias:
-        files["/etc/aliases"] = (
-            f"# Managed by Salt (armnode)\nroot: {root_alias}\ndefault: {root_alias}\n",
-            0o644,
-        )
-    return files

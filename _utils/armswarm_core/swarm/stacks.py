@@ -24,6 +24,7 @@ try:
 except ImportError:  # pragma: no cover - client.missing_dependency() reports it
     docker = None
 
+
 HASH_LABEL = "io.armswarm.stack.hash"
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 

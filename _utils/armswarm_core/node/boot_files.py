@@ -1,7 +1,7 @@
 """Apply kernel command-line changes to a board's boot configuration on disk.
 
 Finds the file of the detected boot flavour under ``boot_root``, edits it with
-:mod:`armswarm_core.bootargs`, regenerates what the flavour needs (``boot.scr`` with ``mkimage``
+:mod:`armswarm_core.node.cmdline`, regenerates what the flavour needs (``boot.scr`` with ``mkimage``
 like ``mkscr`` does; ``u-boot-update`` for u-boot-menu) and records that a reboot is required.
 """
 
@@ -11,7 +11,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from armswarm_core import ArmswarmError, boards, bootargs
+from armswarm_core import ArmswarmError
+from armswarm_core.node import boards, cmdline
 
 MARKER = "var/lib/armswarm/reboot-required"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
@@ -26,7 +27,7 @@ def locate(boot_root: str = "/") -> tuple[str, Path]:
             "/boot/armbianEnv.txt, /etc/default/u-boot, /boot/extlinux/extlinux.conf, "
             "/boot/firmware/cmdline.txt)"
         )
-    if flavour not in bootargs.FLAVOURS:
+    if flavour not in cmdline.FLAVOURS:
         raise ArmswarmError(f"boot flavour {flavour} has no editor")
     path = Path(cmdline_file)
     if not path.is_file():
@@ -36,7 +37,7 @@ def locate(boot_root: str = "/") -> tuple[str, Path]:
 
 def current(boot_root: str = "/") -> dict:
     flavour, path = locate(boot_root)
-    return {"flavour": flavour, "file": str(path), "args": bootargs.read(flavour, path.read_text())}
+    return {"flavour": flavour, "file": str(path), "args": cmdline.read(flavour, path.read_text())}
 
 
 # What each flavour runs after its file changed: checked before anything is written.
@@ -47,15 +48,15 @@ def plan(boot_root: str, present=(), absent=()) -> dict:
     """``{}`` when converged, else ``{"file", "flavour", "old", "new", "text"}``."""
     flavour, path = locate(boot_root)
     text = path.read_text()
-    new_text = bootargs.edit(flavour, text, present, absent, path=str(path))
+    new_text = cmdline.edit(flavour, text, present, absent, path=str(path))
     if new_text == text:
         return {}
     tool = TOOLS.get(flavour)
     return {
         "file": str(path),
         "flavour": flavour,
-        "old": bootargs.read(flavour, text),
-        "new": bootargs.read(flavour, new_text),
+        "old": cmdline.read(flavour, text),
+        "new": cmdline.read(flavour, new_text),
         "text": new_text,
         # What the flavour runs afterwards, when it is not installed (yet): apply refuses then,
         # a prediction notes it (the same state run may install it first).

@@ -1,7 +1,8 @@
 """The cluster registry as a container on one node: its configuration, its container, its
 users, and garbage collection with the registry read-only.
 
-Pillar ``armswarm:registry`` (the keys the runner uses are in :mod:`armswarm_core.registry`):
+Pillar ``armswarm:registry`` (the keys the runner uses are in
+:mod:`armswarm_core.registry.registry_api`):
 
 .. code-block:: yaml
 

@@ -1,0 +1,227 @@
+"""MySQL/MariaDB dumps and their restore, through ``docker exec``.
+
+Nothing here logs or returns a database password.
+"""
+
+import gzip
+import hashlib
+import socket
+import time
+from datetime import datetime
+from pathlib import Path
+
+from armswarm_core import ArmswarmError
+from armswarm_core.backup import backup_policy
+from armswarm_core.backup.backup_target import CHUNK, choose, publish, retain, target_root
+
+# -- MySQL / MariaDB -----------------------------------------------------------------------
+DUMP_CMD = (
+    'exec "$(command -v mariadb-dump || command -v mysqldump)" --all-databases '
+    '--single-transaction --routines --events --triggers --user="$ARMSWARM_DB_USER"'
+)
+
+
+CLIENT_CMD = 'exec "$(command -v mariadb || command -v mysql)" --user="$ARMSWARM_DB_USER"'
+ROOT_PASSWORD_ENV = ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD")
+EMPTY_PASSWORD_ENV = ("MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "MYSQL_ALLOW_EMPTY_PASSWORD")
+
+
+def mysql_containers(engine, conf: dict) -> list[dict]:
+    """Running containers detected as MySQL/MariaDB: ``{id, name, set, env}``."""
+    out = []
+    for c in engine.api.containers(filters={"status": "running"}):
+        labels = c.get("Labels") or {}
+        if backup_policy.mysql_detected(c.get("Image") or "", labels, conf["mysql"]["images"]):
+            name = c["Names"][0].lstrip("/")
+            out.append(
+                {"id": c["Id"], "name": name, "set": backup_policy.dump_set_name(name, labels)}
+            )
+    return out
+
+
+def credentials(engine, conf: dict, container: dict, pillar_get) -> tuple[str, str] | None:
+    """``(user, password)`` from pillar (``mysql:credentials:<set or name>``) or the
+    container's environment (``*_ROOT_PASSWORD``, ``*_ROOT_PASSWORD_FILE``); None if none."""
+    creds = conf["mysql"]["credentials"]
+    entry = creds.get(container["set"]) or creds.get(container["name"])
+    if entry:
+        password = pillar_get(entry.get("password_pillar", ""), None)
+        if password is None:
+            return None
+        return entry.get("user", "root"), str(password)
+    env = dict(
+        item.split("=", 1)
+        for item in engine.api.inspect_container(container["id"])["Config"].get("Env") or ()
+        if "=" in item
+    )
+    for key in ROOT_PASSWORD_ENV:
+        if env.get(key):
+            return "root", env[key]
+        if env.get(f"{key}_FILE"):
+            code, out = _exec_output(engine, container["id"], ["cat", env[f"{key}_FILE"]])
+            if code == 0:
+                return "root", out.decode().rstrip("\n")
+    if any(backup_policy.is_true(env.get(k)) for k in EMPTY_PASSWORD_ENV):
+        return "root", ""
+    return None
+
+
+def _exec_output(engine, cid, argv):
+    exec_id = engine.api.exec_create(cid, argv, stdout=True, stderr=False)["Id"]
+    out = engine.api.exec_start(exec_id)
+    return engine.api.exec_inspect(exec_id)["ExitCode"], out
+
+
+def _scrub(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def mysql_dump(engine, conf: dict, node: str, pillar_get, only=None) -> dict:
+    """``mysqldump --single-transaction`` of every detected MySQL/MariaDB container (or the
+    ones named in ``only``), gzip-compressed, with manifest and checksums, then retention."""
+    root = target_root(conf, write=True)
+    result = {"dumped": {}, "skipped": {}, "errors": {}, "removed": {}}
+    if not conf["mysql"]["enabled"]:
+        result["skipped"]["*"] = "mysql dumps are disabled (armswarm:backup:mysql:enabled)"
+        return result
+    for c in mysql_containers(engine, conf):
+        if only and c["name"] not in only and c["set"] not in only:
+            continue
+        try:
+            backup_policy.check_name(c["set"], "dump set")
+            creds = credentials(engine, conf, c, pillar_get)
+            if creds is None:
+                result["skipped"][c["set"]] = "no credentials (pillar or container environment)"
+                continue
+            result["dumped"][c["set"]] = _dump_one(engine, conf, root, node, c, creds)
+        except (ArmswarmError, OSError) as exc:
+            result["errors"][c["set"]] = str(exc)
+            continue
+        retain(result, root, "mysql", c["set"], conf["keep_daily"])
+    return result
+
+
+def _dump_one(engine, conf, root, node, c, creds):
+    user, password = creds
+    api = engine.api
+    started = datetime.now(backup_policy.UTC)
+    clock = time.monotonic()
+    exec_ids = []
+
+    def produce(writer):
+        exec_id = api.exec_create(
+            c["id"],
+            ["sh", "-c", DUMP_CMD],
+            environment={"MYSQL_PWD": password, "ARMSWARM_DB_USER": user},
+        )["Id"]
+        exec_ids.append(exec_id)
+        errors = bytearray()
+        with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as gz:
+            for out, err in api.exec_start(exec_id, stream=True, demux=True):
+                if out:
+                    gz.write(out)
+                if err and len(errors) < 4096:
+                    errors += err
+        code = _exit_code(api, exec_id)
+        if code != 0:
+            message = _scrub(errors.decode(errors="replace").strip(), password)
+            raise ArmswarmError(f"dump of {c['name']} failed (exit {code}): {message[-500:]}")
+        return backup_policy.DUMP
+
+    manifest = publish(
+        root / "mysql" / c["set"],
+        backup_policy.backup_id(started, node),
+        produce,
+        {
+            "kind": "mysql",
+            "name": c["set"],
+            "node": node,
+            "started": started,
+            "container": c["name"],
+            "compression": "gzip",
+        },
+    )
+    return {
+        "id": backup_policy.backup_id(started, node),
+        "container": c["name"],
+        "archive_bytes": manifest["size"],
+        "sha256": manifest["sha256"],
+        "seconds": round(time.monotonic() - clock, 3),
+    }
+
+
+def _exit_code(api, exec_id, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        info = api.exec_inspect(exec_id)
+        if not info.get("Running") and info.get("ExitCode") is not None:
+            return info["ExitCode"]
+        if time.monotonic() > deadline:
+            return -1
+        time.sleep(0.2)
+
+
+def mysql_restore(engine, conf, name, container, pillar_get, bid=None) -> dict:
+    """Load a dump of set ``name`` into the running ``container`` (checksum first: a damaged
+    dump is refused before the database is touched)."""
+    backup_policy.check_name(name, "dump set")
+    root = target_root(conf, write=False)
+    item = choose(root, "mysql", name, bid)
+    manifest = item["manifest"]
+    path = Path(item["path"]) / manifest["archive"]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != manifest["sha256"]:
+        raise ArmswarmError(
+            f"dump {item['id']} of {name}: checksum mismatch: restore refused, "
+            "the database is untouched"
+        )
+    info = engine.api.inspect_container(container)
+    target = {"id": info["Id"], "name": info["Name"].lstrip("/"), "set": name}
+    creds = credentials(engine, conf, target, pillar_get)
+    if creds is None:
+        raise ArmswarmError(f"no credentials for {target['name']} (pillar or its environment)")
+    user, password = creds
+    api = engine.api
+    clock = time.monotonic()
+    exec_id = api.exec_create(
+        target["id"],
+        ["sh", "-c", CLIENT_CMD],
+        stdin=True,
+        environment={"MYSQL_PWD": password, "ARMSWARM_DB_USER": user},
+    )["Id"]
+    sock = api.exec_start(exec_id, socket=True)
+    raw = getattr(sock, "_sock", sock)
+    try:
+        with gzip.open(path, "rb") as dump:
+            while chunk := dump.read(CHUNK):
+                raw.sendall(chunk)
+        raw.shutdown(socket.SHUT_WR)
+        output = _read_frames(raw)
+    finally:
+        sock.close()
+    code = _exit_code(api, exec_id, timeout=600)
+    if code != 0:
+        message = _scrub(output.decode(errors="replace").strip(), password)
+        raise ArmswarmError(f"loading {item['id']} into {target['name']} failed: {message[-500:]}")
+    return {
+        "set": name,
+        "backup": item["id"],
+        "container": target["name"],
+        "seconds": round(time.monotonic() - clock, 3),
+    }
+
+
+def _read_frames(raw) -> bytes:
+    """The multiplexed stdout/stderr of a non-tty exec (8-byte frame headers), joined."""
+    buf = bytearray()
+    while data := raw.recv(65536):
+        buf += data
+    out, pos = bytearray(), 0
+    while pos + 8 <= len(buf):
+        length = int.from_bytes(buf[pos + 4 : pos + 8], "big")
+        out += buf[pos + 8 : pos + 8 + length]
+        pos += 8 + length
+    return bytes(out)

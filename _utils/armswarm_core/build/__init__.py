@@ -1,0 +1,6 @@
+"""Distributed image builds.
+
+``dockerfile`` (parsing, parent pins), ``build_dag`` (the image tree as a DAG), ``scheduler``
+(list scheduling), ``dispatch`` (jobs to nodes, retries, probes), ``build_job`` (one build on
+one node) and ``build_report`` (the run's table and timeline).
+"""

@@ -1,0 +1,6 @@
+"""The Docker Swarm.
+
+``swarm_engine`` (engine calls for one node), ``swarm_layout`` (the pillar layout, validated),
+``swarm_plan`` (what to change to reach it), ``networks``, ``stacks`` and ``join_tokens``
+(join tokens sealed for one minion's key).
+"""
