@@ -27,16 +27,14 @@ Each image is tagged with the run's UTC date (``20261122``; a later run that day
 of the run, for each image that was built. Events ``armswarm/imagebuild/<run>/…`` report each
 job's start and end; the report (JSON) and a timeline (SVG) are written under the master's
 cache directory.
+
+This module only reads the settings and talks to Salt; what a plan, a run and retention
+decide is in :mod:`armswarm_core.build.build_run`.
 """
 
-import datetime
-import json
 import logging
-import os
 import shutil
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import salt.client
@@ -45,16 +43,14 @@ import salt.fileclient
 import salt.pillar
 import salt.utils.event
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_dag, build_job, build_report, dispatch, scheduler
-from armswarm_core.registry import registry_api, tag_retention
-from armswarm_core.swarm import swarm_layout
+from armswarm_core.build import build_run, dispatch
+from armswarm_core.registry import registry_api
 from salt.utils.data import traverse_dict_and_list
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "imagebuild"
 FACTS_TIMEOUT = 20
-DURATION_WEIGHT = 0.5  # new measurement's weight in the remembered duration
 
 
 def __virtual__():
@@ -93,35 +89,22 @@ def _state_dir() -> Path:
     return path
 
 
-def _durations() -> dict:
-    try:
-        return json.loads((_state_dir() / "durations.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def _settings(source, target, tgt_type, strategy, **more) -> build_run.Settings:
+    """The settings of a plan or a run: arguments first, then master config, then pillar."""
+    return build_run.Settings(
+        state_dir=_state_dir(),
+        source=_setting("source", source),
+        target=_setting("target", target, build_run.TARGET),
+        tgt_type=_setting("tgt_type", tgt_type, build_run.TGT_TYPE),
+        strategy=_setting("strategy", strategy, build_run.STRATEGY),
+        layout_nodes=traverse_dict_and_list(_pillar(), "armswarm:swarm:nodes", {}) or {},
+        **more,
+    )
 
 
-def _remember(outcomes):
-    durations = _durations()
-    for outcome in outcomes.values():
-        if outcome.status == scheduler.DONE and outcome.answer.get("seconds"):
-            seconds = float(outcome.answer["seconds"])
-            old = durations.get(outcome.image)
-            durations[outcome.image] = round(
-                seconds if not old else old + DURATION_WEIGHT * (seconds - old), 3
-            )
-    (_state_dir() / "durations.json").write_text(json.dumps(durations, indent=1, sort_keys=True))
-
-
-def _source_dir(source) -> Path:
-    """The image tree as a local directory (a ``salt://`` tree is fetched from the file
-    server into the master's cache first, replacing what an earlier run fetched)."""
-    if not source:
-        raise ArmswarmError(
-            "no source: pass source=salt://… or a directory, or set armswarm:imagebuild:source"
-        )
-    source = str(source)
-    if not source.startswith("salt://"):
-        return Path(source)
+def _fetch(source) -> Path:
+    """A ``salt://`` tree as a local directory: fetched from the file server into the
+    master's cache, replacing what an earlier run fetched."""
     path, _, query = source[len("salt://") :].partition("?")
     saltenv = query.split("saltenv=", 1)[1].split("&")[0] if "saltenv=" in query else "base"
     prefix = path.strip("/") + "/"
@@ -144,43 +127,56 @@ def _source_dir(source) -> Path:
     return dest
 
 
-def _load(source, registry_host):
-    return build_dag.load(_source_dir(source), registry_host)
-
-
-# -- nodes -----------------------------------------------------------------------------------
-def _nodes(local, target, tgt_type) -> dict:
-    """Answering build nodes with their architecture and placement labels (the labels the
-    swarm orchestration gives them: from grains and ``armswarm:swarm:nodes``)."""
-    facts = local.cmd(
-        target,
-        "grains.item",
-        ["cpuarch", "num_cpus", "armnode"],
-        tgt_type=tgt_type,
-        timeout=FACTS_TIMEOUT,
-    )
-    layout_nodes = traverse_dict_and_list(_pillar(), "armswarm:swarm:nodes", {}) or {}
-    nodes = {}
-    for minion_id, grains in sorted(facts.items()):
-        if not isinstance(grains, dict):
-            continue
-        labels = {swarm_layout.MINION_LABEL: minion_id, **swarm_layout.grain_labels(grains)}
-        labels.update((layout_nodes.get(minion_id) or {}).get("labels") or {})
-        nodes[minion_id] = scheduler.Node(arch=grains.get("cpuarch", ""), labels=labels)
-    if not nodes:
-        raise ArmswarmError(f"no minion matching {target!r} answered")
-    return nodes
-
-
 # -- the transport: Salt publish and the master event bus ------------------------------------
 PUBLISH_TIMEOUT = 15  # seconds for the master to accept a publish (not the job's duration)
 
 
 class _SaltTransport:
-    def __init__(self, local, event):
-        self.local = local
-        self.event = event
+    """What :mod:`armswarm_core.build.build_run` asks of Salt. The local client and the
+    event bus are opened when first needed (a plan for ``nodes=N`` needs neither)."""
+
+    def __init__(self):
+        self._local = None
+        self.event = None
         self.jids: dict = {}
+
+    @property
+    def local(self):
+        if self._local is None:
+            self._local = salt.client.get_local_client(__opts__["conf_file"])
+        return self._local
+
+    def fetch(self, source):
+        return _fetch(source)
+
+    def node_facts(self, target, tgt_type):
+        return self.local.cmd(
+            target,
+            "grains.item",
+            ["cpuarch", "num_cpus", "armnode"],
+            tgt_type=tgt_type,
+            timeout=FACTS_TIMEOUT,
+        )
+
+    def listen(self):
+        self.event = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True)
+
+    def close(self):
+        if self.event is not None:
+            self.event.destroy()
+            self.event = None
+
+    def fire(self, data, tag):
+        self.event.fire_event(data, tag)
+
+    def say(self, message):
+        _say(message)
+
+    def garbage_collect(self, node):
+        rets = self.local.cmd(
+            node, "docker_registry.garbage_collect", timeout=300, full_return=True
+        )
+        return rets.get(node)
 
     def _publish(self, node, fun, arg=(), kwarg=None):
         try:
@@ -233,62 +229,12 @@ def _say(message):
 
 # -- public functions ------------------------------------------------------------------------
 def _plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
-    source = _setting("source", source)
     try:
         host = _registry_settings().host
     except ArmswarmError:
         host = None
-    graph = _load(source, host)
-    durations = _durations()
-    if nodes:
-        pool = {f"node{i + 1}": scheduler.Node() for i in range(int(nodes))}
-        # identical nodes: drop placement requirements from the estimate
-        for image in graph.images.values():
-            image.arch, image.labels = [], {}
-    else:
-        local = salt.client.get_local_client(__opts__["conf_file"])
-        pool = _nodes(
-            local, _setting("target", target, "*"), _setting("tgt_type", tgt_type, "glob")
-        )
-    simulated = scheduler.simulate(
-        graph, durations, pool, _setting("strategy", strategy, "dynamic")
-    )
-    levels = {}
-    depth = {}
-    for name in graph.order:
-        depth[name] = 1 + max((depth[p] for p in graph.images[name].parents), default=0)
-        levels.setdefault(depth[name], []).append(name)
-    critical = graph.critical_path(durations)
-
-    def seconds(names):
-        return round(sum(build_dag.duration_of(n, durations) for n in names), 1)
-
-    return {
-        "images": {
-            name: {
-                "parents": image.parents,
-                "children": graph.children(name),
-                "built_by": image.script or image.dockerfile,
-                "expected_seconds": build_dag.duration_of(name, durations),
-                **({"arch": image.arch} if image.arch else {}),
-                **({"labels": image.labels} if image.labels else {}),
-            }
-            for name, image in graph.images.items()
-        },
-        "order": {f"depth {d}": names for d, names in sorted(levels.items())},
-        "critical_path": critical,
-        "critical_path_seconds": seconds(critical),
-        "total_work_seconds": seconds(graph.order),
-        "nodes": sorted(pool),
-        "lower_bound_seconds": round(scheduler.lower_bound(graph, durations, len(pool)), 1),
-        "expected_makespan_seconds": round(simulated["makespan"], 1),
-        "expected_schedule": {
-            name: f"{node} {start:.0f}–{end:.0f} s"
-            for name, (node, start, end) in sorted(
-                simulated["jobs"].items(), key=lambda item: item[1][1]
-            )
-        },
-    }
+    settings = _settings(source, target, tgt_type, strategy, registry_host=host, nodes=nodes)
+    return build_run.plan(settings, _SaltTransport())
 
 
 def _run(
@@ -303,210 +249,43 @@ def _run(
     probe_timeout=None,
 ):
     reg_conf = _registry_settings()
-    graph = _load(_setting("source", source), reg_conf.host)
-    local = salt.client.get_local_client(__opts__["conf_file"])
-    target = _setting("target", target, "*")
-    pool = _nodes(local, target, _setting("tgt_type", tgt_type, "glob"))
-    plan_ = scheduler.Scheduler(
-        graph, _durations(), pool, _setting("strategy", strategy, "dynamic")
+    settings = _settings(
+        source,
+        target,
+        tgt_type,
+        strategy,
+        registry_host=reg_conf.host,
+        tag_format=reg_conf.tag_format,
+        retries=_setting("retries", retries, build_run.RETRIES),
+        tag=tag,
+        move_latest=move_latest,
+        probe_every=_setting("probe_every", probe_every, dispatch.PROBE_EVERY),
+        probe_timeout=_setting("probe_timeout", probe_timeout, dispatch.PROBE_TIMEOUT),
+        max_context_mb=_setting("max_context_mb", None, build_run.MAX_CONTEXT_MB),
     )
-    api = registry_api.Registry(reg_conf)
-    existing = set()
-    for name in graph.order:
-        existing.update(api.tags(name))
-    tag = tag or tag_retention.run_tag(existing, fmt=reg_conf.tag_format)
-    if tag in existing:
-        raise ArmswarmError(f"tag {tag} is already published: dated tags are never overwritten")
-    max_bytes = float(_setting("max_context_mb", None, 32)) * 2**20
-    contexts = {}
-    for name in graph.order:
-        contexts[name] = build_job.pack(graph.images[name].path)
-        if len(contexts[name]) * 3 / 4 > max_bytes:
-            raise ArmswarmError(
-                f"{name}: build context is larger than armswarm:imagebuild:max_context_mb"
-            )
-
-    run_id = f"{tag}-{uuid.uuid4().hex[:6]}"
-    event = salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=True)
-    prefix = f"armswarm/imagebuild/{run_id}"
-    started = time.time()
-
-    def progress(kind, **data):
-        event.fire_event({"run": run_id, **data}, f"{prefix}/job/{kind}")
-        details = " ".join(f"{k}={v}" for k, v in data.items() if k != "error")
-        if data.get("error"):
-            details += f" error={str(data['error'])[:300]}"
-        _say(f"[{time.time() - started:6.1f}s] {kind:9} {details}")
-
-    def job_kwargs(image, node, digests):
-        spec = graph.images[image]
-        return {
-            "image": image,
-            "ref": f"{reg_conf.host}/{image}:{tag}",
-            "context": contexts[image],
-            "dockerfile": spec.dockerfile,
-            "script": spec.script,
-            "pins": {p: f"{reg_conf.host}/{p}@{d}" for p, d in digests.items() if d},
-            "build_args": spec.build_args,
-            "registry_host": reg_conf.host,
-            "timeout": spec.timeout,
-        }
-
-    event.fire_event(
-        {"run": run_id, "tag": tag, "images": graph.order, "nodes": sorted(pool)},
-        f"{prefix}/start",
-    )
-    _say(f"run {run_id}: {len(graph.order)} images on {len(pool)} nodes, tag {tag}")
-    transport = _SaltTransport(local, event)
-    dispatcher = dispatch.Dispatcher(
-        plan_,
-        transport,
-        job_kwargs,
-        retries=int(_setting("retries", retries, 2)),
-        progress=progress,
-        probe_every=float(_setting("probe_every", probe_every, dispatch.PROBE_EVERY)),
-        probe_timeout=float(_setting("probe_timeout", probe_timeout, dispatch.PROBE_TIMEOUT)),
-    )
-    outcomes = None
-    try:
-        outcomes = dispatcher.run()
-    finally:
-        event.destroy()
-        if outcomes is None:  # interrupted or crashed: keep the report of what was done
-            try:
-                _write_report(
-                    run_id,
-                    tag,
-                    started,
-                    graph,
-                    dispatcher.outcomes,
-                    {},
-                    dispatcher.lost_nodes,
-                    True,
-                )
-            except OSError as exc:  # never hide the error that stopped the run
-                log.error("imagebuild: cannot write the report of run %s: %s", run_id, exc)
-    latest = _move_latest(api, graph, outcomes, tag) if move_latest else {}
-    _remember(outcomes)
-    report = _write_report(run_id, tag, started, graph, outcomes, latest, dispatcher.lost_nodes)
-    for line in build_report.table(report):
-        _say(line)
-    failed = [o.image for o in outcomes.values() if o.status != scheduler.DONE]
-    # salt-run exits with a returned dict's "retcode"
-    report["retcode"] = 1 if failed or not all(latest.values()) else 0
+    report = build_run.run(settings, _SaltTransport(), registry_api.Registry(reg_conf))
     if report["retcode"]:
         __context__["retcode"] = 1  # what an orchestration's salt.runner state reads
     return report
 
 
-def _move_latest(api, graph, outcomes, tag) -> dict:
-    """``latest`` → this run's image, for images built with all their ancestors."""
-    moved = {}
-    for name in graph.order:
-        built = outcomes[name].status == scheduler.DONE
-        if built and all(outcomes[a].status == scheduler.DONE for a in graph.ancestors(name)):
-            try:
-                api.retag(name, tag, tag_retention.LATEST)
-                moved[name] = True
-            except ArmswarmError as exc:
-                log.error("imagebuild: cannot move %s:latest: %s", name, exc)
-                moved[name] = False
-    return moved
-
-
-def _write_report(
-    run_id, tag, started, graph, outcomes, latest, lost_nodes, interrupted=False
-) -> dict:
-    directory = _state_dir() / "runs" / run_id
-    directory.mkdir(parents=True, exist_ok=True)
-    images = []
-    for name in graph.order:
-        item = outcomes[name].as_dict()
-        item["latest_moved"] = latest.get(name, False)
-        item["push_tries"] = outcomes[name].answer.get("push_tries")
-        # the node's own measure of the build and push (the rest is dispatch)
-        item["node_seconds"] = outcomes[name].answer.get("seconds")
-        if outcomes[name].status == scheduler.FAILED:
-            item["log"] = outcomes[name].answer.get("log", [])[-15:]
-        images.append(item)
-    counts = {}
-    for item in images:
-        counts[item["status"]] = counts.get(item["status"], 0) + 1
-    report = {
-        "title": f"imagebuild {run_id}",
-        "run": run_id,
-        "tag": tag,
-        "started": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(),
-        "seconds": round(time.time() - started, 3),
-        "counts": counts,
-        "lost_nodes": lost_nodes,
-        "interrupted": interrupted,
-        "images": images,
-        "report": str(directory / "report.json"),
-        "timeline": str(directory / "timeline.svg"),
-    }
-    (directory / "report.json").write_text(json.dumps(report, indent=1))
-    (directory / "timeline.svg").write_text(build_report.svg(report))
-    last = _state_dir() / "last"
-    if last.is_symlink() or last.exists():
-        last.unlink()
-    os.symlink(directory, last)
-    return report
+def _registry_node():
+    node = traverse_dict_and_list(__opts__, "armswarm:registry:node", None)
+    return node or traverse_dict_and_list(_pillar(), "armswarm:registry:node", None)
 
 
 def _prune(keep=None, dry_run=True, repositories=None, gc=True):
     conf = _registry_settings()
-    keep = int(keep) if keep is not None else conf.keep
-    if keep < 1:
-        raise ArmswarmError("keep must be ≥ 1")
-    api = registry_api.Registry(conf)
-    repos = ([repositories] if isinstance(repositories, str) else repositories) or api.catalog()
-    result = {"dry_run": bool(dry_run), "keep": keep, "repositories": {}}
-    for repo in repos:
-        tags = api.tag_digests(repo)
-        plan_ = tag_retention.retention(tags, keep, conf.tag_format)
-        entry = {
-            "kept": plan_["keep"],
-            "deleted": [t for t, _ in plan_["delete"]],
-            "untagged": [t for t, _ in plan_["untag"]],
-        }
-        if not dry_run:
-            done = set()
-            for _, digest in plan_["delete"]:
-                if digest not in done:
-                    api.delete(repo, digest)
-                    done.add(digest)
-            for tag_, _ in plan_["untag"]:
-                api.untag(repo, tag_)
-        if entry["deleted"] or entry["untagged"]:
-            _say(
-                f"{repo}: {'would remove' if dry_run else 'removed'} "
-                f"{len(entry['deleted']) + len(entry['untagged'])} tags"
-            )
-        result["repositories"][repo] = entry
-    result["garbage_collection"] = _collect(dry_run, gc, result)
-    return result
-
-
-def _collect(dry_run, gc, result):
-    """Run the registry's garbage collection on its node after real deletions."""
-    removed = any(e["deleted"] or e["untagged"] for e in result["repositories"].values())
-    node = traverse_dict_and_list(__opts__, "armswarm:registry:node", None)
-    node = node or traverse_dict_and_list(_pillar(), "armswarm:registry:node", None)
-    if dry_run or not gc or not removed:
-        return "not needed" if not removed else "skipped"
-    if not node:
-        return (
-            "skipped: armswarm:registry:node is not set; run `registry garbage-collect` "
-            "with the registry read-only"
-        )
-    local = salt.client.get_local_client(__opts__["conf_file"])
-    rets = local.cmd(node, "docker_registry.garbage_collect", timeout=300, full_return=True)
-    ret = rets.get(node)
-    if not isinstance(ret, dict) or ret.get("retcode", 0) != 0:
-        raise ArmswarmError(f"garbage collection on {node} failed: {ret and ret.get('ret')}")
-    _say(f"garbage collection on {node}: {ret['ret']['freed_bytes']} bytes freed")
-    return ret["ret"]
+    return build_run.prune(
+        _SaltTransport(),
+        registry_api.Registry(conf),
+        conf.keep if keep is None else keep,
+        tag_format=conf.tag_format,
+        dry_run=dry_run,
+        repositories=repositories,
+        gc=gc,
+        registry_node=_registry_node(),
+    )
 
 
 def plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
