@@ -55,7 +55,8 @@ class _Minions:
         return self._client
 
     def fork(self):
-        """A transport with a client of its own (made here, as before), for another thread."""
+        """A transport with a client of its own (made in the calling thread), for another
+        thread."""
         return _Minions(self.opts, self.timeout, client=self._new_client())
 
     def _new_client(self):
