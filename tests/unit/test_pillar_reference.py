@@ -41,6 +41,7 @@ SETTING_FUNCTIONS = {"_runners/imagebuild.py": ("_setting", "armswarm:imagebuild
 LAYOUT_READERS = (
     "_utils/armswarm_core/swarm/swarm_layout.py",
     "_utils/armswarm_core/swarm/swarm_plan.py",
+    "_utils/armswarm_core/swarm/converge.py",
     "_states/swarm_cluster.py",
 )
 SWARM = "armswarm:swarm"
@@ -207,7 +208,7 @@ def test_the_collector_finds_the_known_sources():
         "armswarm:registry:url",  # registry_api.Settings
         "armswarm:swarm:listen_port",  # swarm_layout.Layout
         "armswarm:swarm:nodes:*:advertise_interface",  # swarm_layout.NodeSettings
-        "armswarm:swarm:force",  # conf.get in the swarm_cluster state
+        "armswarm:swarm:force",  # conf.get in armswarm_core.swarm.converge
     ):
         assert _split(key) in used, key
 

@@ -3,7 +3,7 @@ labels and addresses it asks for each node.
 
 Pure logic: inputs are the pillar layout and facts gathered from the minions
 (``docker_swarm.facts``) plus the current node list; outputs are errors or an ordered plan.
-The orchestration state (``swarm_cluster.converged``) executes the plan.
+``converge`` (behind the orchestration state ``swarm_cluster.converged``) executes the plan.
 """
 
 import ipaddress

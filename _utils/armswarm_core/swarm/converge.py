@@ -1,0 +1,272 @@
+"""Form, grow and repair the swarm from its layout: validate, gather facts, plan, carry the
+plan out and report. The logic of the ``swarm_cluster.converged`` orchestration state.
+
+It talks to the minions through a *transport* (the state's goes through the Salt master;
+unit tests use a fake cluster):
+
+``many(targets, fun, arg=(), kwarg=None, timeout=None) -> {minion: return}``
+    call ``fun`` on many minions at once; only the minions that answered without an error.
+``one(target, fun, arg=(), kwarg=None) -> return``
+    call ``fun`` on one minion; raises :class:`~armswarm_core.ArmswarmError` naming the
+    minion when it does not answer or the call fails.
+``fork() -> transport``
+    a transport of its own for another thread (workers join in parallel).
+``accepted() -> set``
+    the minion ids the master accepted a key of.
+``public_keys(ids) -> {minion: PEM}``
+    those minions' public keys (join tokens are sealed with them).
+``expand(tgt, tgt_type) -> [minion]``
+    the minions a target names.
+``progress(step, **data)``
+    report one step (the state fires ``armswarm/swarm/<step>`` on the master's bus); must
+    never raise.
+
+Join tokens never pass through here in plaintext: a manager seals each one for its joiner's
+key, and only the joiner opens it.
+"""
+
+from concurrent.futures import ThreadPoolExecutor
+
+from armswarm_core import ArmswarmError
+from armswarm_core.swarm import swarm_layout, swarm_plan
+
+# A minion that cannot say what it is within this is reported as not answering (down).
+FACTS_TIMEOUT = 20
+
+
+def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
+    """The state return (``name``, ``changes``, ``result``, ``comment``) of converging the
+    swarm to the layout ``conf`` (the pillar's ``armswarm:swarm``). ``force`` (None: the
+    layout's ``force``) takes over nodes in another swarm; ``test`` only predicts."""
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    parsed, errors = resolve_layout(conf, transport)
+    if parsed is None:
+        ret["comment"] = "\n".join(errors)
+        return ret
+    if errors:
+        ret["comment"] = "Invalid swarm layout, nothing changed:\n" + "\n".join(errors)
+        return ret
+    force = bool(conf.get("force", False)) if force is None else bool(force)
+
+    facts = gather_facts(parsed, transport)
+    manager = live_manager(parsed, facts)
+    done: dict = {}
+    try:
+        swarm_nodes = transport.one(manager, "docker_swarm.nodes") if manager else None
+        plan, errors = swarm_plan.make_plan(parsed, facts, swarm_nodes, force=force)
+        if errors:
+            ret["comment"] = "Cannot converge the swarm, nothing changed:\n" + "\n".join(errors)
+            return ret
+        changes = plan.changes()
+        notes = _notes(plan, changes)
+        if not changes:
+            ret["result"] = not plan.down
+            ret["comment"] = "The swarm matches the layout." + notes
+        elif test:
+            ret["result"] = None
+            ret["changes"] = changes
+            ret["comment"] = "The swarm would be changed." + notes
+            return ret
+        else:
+            manager = execute(transport, parsed, plan, facts, manager, swarm_nodes, done)
+            ret["changes"] = changes
+            ret["result"] = not plan.down
+            ret["comment"] = "The swarm was changed." + notes
+        table = (
+            swarm_plan.node_table(transport.one(manager, "docker_swarm.nodes")) if manager else []
+        )
+    except ArmswarmError as exc:
+        # What was done before the failure is still a change.
+        ret["changes"] = done
+        ret["result"] = False
+        ret["comment"] = f"{exc}"
+        return ret
+    if table:
+        ret["comment"] += "\n" + "\n".join(table)
+    transport.progress("done", result=ret["result"])
+    return ret
+
+
+def resolve_layout(conf, transport):
+    """``(layout, errors)``: the layout parsed, its targets expanded to minion ids, checked
+    against the accepted keys and the manager count. ``layout`` is None when ``conf`` cannot
+    be read at all; any error means nothing may change."""
+    parsed, errors, targets = swarm_layout.parse_layout(conf)
+    if parsed is None:
+        return None, errors
+    for key, target in targets.items():
+        setattr(parsed, key, sorted(transport.expand(target["tgt"], target["tgt_type"]) or []))
+    accepted = set(transport.accepted() or [])
+    errors += [
+        f"armswarm:swarm: {m} is not a known minion (no accepted key)"
+        for m in parsed.members
+        if m not in accepted
+    ]
+    errors += swarm_layout.check_counts(parsed)
+    return parsed, errors
+
+
+def gather_facts(layout, transport) -> dict:
+    """``docker_swarm.facts`` of the layout's minions that answered with a swarm state."""
+    facts = {
+        m: f
+        for m, f in transport.many(
+            layout.members, "docker_swarm.facts", timeout=FACTS_TIMEOUT
+        ).items()
+        if isinstance(f, dict) and "swarm" in f
+    }
+    transport.progress(
+        "facts", answered=sorted(facts), missing=sorted(set(layout.members) - set(facts))
+    )
+    return facts
+
+
+def live_manager(layout, facts):
+    """The first layout manager that sees its cluster, to ask for the node list (one without
+    a leader cannot list nodes; ``make_plan`` explains that case); None when there is none."""
+    for minion_id in layout.managers:
+        swarm_state = (facts.get(minion_id) or {}).get("swarm") or {}
+        if (
+            swarm_state.get("state") == "active"
+            and swarm_state.get("is_manager")
+            and swarm_state.get("cluster_id")
+        ):
+            return minion_id
+    return None
+
+
+def _notes(plan, changes) -> str:
+    """What the comment adds about nodes left as they are."""
+    notes = f"\nNot answering (left as they are): {', '.join(plan.down)}" if plan.down else ""
+    if plan.drain:
+        notes += (
+            f"\nDrained, not in the layout: {', '.join(changes['drain'])}; they are "
+            "removed once they leave the swarm (or go down)"
+        )
+    return notes
+
+
+def _join(transport, joiner, sealed_token, remote_addrs, addr, port):
+    ret = transport.one(
+        joiner,
+        "docker_swarm.join",
+        [",".join(remote_addrs)],
+        {"sealed_token": sealed_token, "advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"},
+    )
+    transport.progress("joined", minion=joiner, manager=ret["state"]["is_manager"])
+    return ret["state"]["node_id"]
+
+
+def _sealed_tokens(transport, manager, role, joiners) -> dict:
+    """One call to the manager for every joiner's token, each sealed for that joiner."""
+    recipients = transport.public_keys(list(joiners))
+    return transport.one(manager, "docker_swarm.sealed_join_tokens", [role, recipients])
+
+
+def remote_addrs(manager, plan, swarm_nodes, port) -> list:
+    """Where joiners find the swarm: the engine uses the first address only, so it must be a
+    manager now (not a node waiting for promotion): the manager we talk to, then the other
+    reachable managers."""
+    addrs = [f"{plan.addresses[manager]}:{port}"] if manager in plan.addresses else []
+    for node in swarm_nodes or []:
+        if node["role"] == "manager" and node["reachability"] == "reachable":
+            addr = node.get("manager_addr") or f"{node['addr']}:{port}"
+            if addr not in addrs:
+                addrs.append(addr)
+    return addrs
+
+
+def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
+    """Carry the plan out, recording each step in ``done`` (the changes made so far, also when
+    a step fails); return the manager to ask for the final node list."""
+    port = layout.listen_port
+    for minion_id in plan.leave:
+        transport.one(minion_id, "docker_swarm.leave", kwarg={"force": True})
+        done.setdefault("leave", []).append(minion_id)
+        transport.progress("left", minion=minion_id)
+    node_ids = {m: (facts[m].get("swarm") or {}).get("node_id") for m in facts}
+    if plan.init:
+        addr = plan.addresses[plan.init]
+        ret = transport.one(
+            plan.init,
+            "docker_swarm.init",
+            kwarg={"advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"},
+        )
+        node_ids[plan.init] = ret["state"]["node_id"]
+        manager = plan.init
+        done["init"] = plan.init
+        transport.progress("initialised", minion=plan.init, address=addr)
+    # Promotions first: a promoted node then serves joins as a manager.
+    for minion_id in plan.promote:
+        transport.one(
+            manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "manager"}
+        )
+        done.setdefault("promote", []).append(minion_id)
+        transport.progress("promoted", minion=minion_id)
+    remote = remote_addrs(manager, plan, swarm_nodes, port)
+    # Managers one at a time: each join changes the raft membership.
+    for minion_id in plan.join_managers:
+        token = _sealed_tokens(transport, manager, "manager", [minion_id])[minion_id]
+        node_ids[minion_id] = _join(
+            transport, minion_id, token, remote, plan.addresses[minion_id], port
+        )
+        done.setdefault("join_managers", []).append(minion_id)
+        remote.append(f"{plan.addresses[minion_id]}:{port}")
+    # Workers in parallel: they do not vote.
+    if plan.join_workers:
+        tokens = _sealed_tokens(transport, manager, "worker", plan.join_workers)
+        with ThreadPoolExecutor(max_workers=min(16, len(plan.join_workers))) as pool:
+            futures = {
+                m: pool.submit(
+                    _join, transport.fork(), m, tokens[m], remote, plan.addresses[m], port
+                )
+                for m in plan.join_workers
+            }
+            failures = []
+            for minion_id, future in futures.items():
+                try:
+                    node_ids[minion_id] = future.result()
+                    done.setdefault("join_workers", []).append(minion_id)
+                except ArmswarmError as exc:
+                    failures.append(str(exc))
+            if failures:
+                raise ArmswarmError("; ".join(failures))
+    for minion_id in plan.demote:
+        transport.one(
+            manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "worker"}
+        )
+        done.setdefault("demote", []).append(minion_id)
+        transport.progress("demoted", minion=minion_id)
+    for node in plan.stale:
+        # The dead earlier self of a node that joined again: demote, then remove it.
+        if node["role"] == "manager":
+            transport.one(manager, "docker_swarm.update_node", [node["id"]], {"role": "worker"})
+        transport.one(manager, "docker_swarm.remove_node", [node["id"]], {"force": True})
+        done.setdefault("remove_stale", []).append(f"{node['hostname']} ({node['id'][:12]})")
+        transport.progress("stale-removed", node=node["hostname"], id=node["id"])
+    updates = {m: c for m, c in plan.updates.items() if c}
+    updates.update(plan.new_node_settings)
+    batch = {}
+    for minion_id, change in updates.items():
+        settings = {"remove_undeclared_labels": layout.remove_undeclared_labels}
+        if "labels" in change:
+            settings["labels"] = change["labels"]["new"]
+        if "availability" in change:
+            settings["availability"] = change["availability"]["new"]
+        batch[node_ids[minion_id]] = settings
+    if batch:
+        # One call for every node: a per-node call would make the run grow with the cluster.
+        transport.one(manager, "docker_swarm.update_nodes", [batch])
+        done["nodes"] = updates
+        transport.progress("nodes-configured", minions=sorted(updates))
+    for node in plan.drain:
+        transport.one(manager, "docker_swarm.update_node", [node["id"]], {"availability": "drain"})
+        done.setdefault("drain", []).append(node["hostname"] or node["id"])
+        transport.progress("drained", node=node["hostname"] or node["id"])
+    for node in plan.prune:
+        if node["role"] == "manager":
+            transport.one(manager, "docker_swarm.update_node", [node["id"]], {"role": "worker"})
+        transport.one(manager, "docker_swarm.remove_node", [node["id"]], {"force": True})
+        done.setdefault("prune", []).append(node["hostname"] or node["id"])
+        transport.progress("pruned", node=node["hostname"] or node["id"])
+    return manager

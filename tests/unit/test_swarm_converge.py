@@ -1,0 +1,586 @@
+"""The swarm convergence (``armswarm_core.swarm.converge``) against a simulated cluster.
+
+The fake transport plays the master, the minions and their engines: facts, node lists, init,
+joins that open their sealed token with the minion's own key (real Salt keys, real sealing),
+role/label/availability updates with the engine's quorum check, leaves, removals, minions
+that do not answer and calls that fail. Assertions look at the calls it recorded and at the
+simulated cluster afterwards.
+"""
+
+import copy
+import fnmatch
+import hashlib
+import secrets
+import threading
+
+import pytest
+import salt.crypt
+from armswarm_core import ArmswarmError
+from armswarm_core.swarm import converge, join_tokens, swarm_engine
+
+pytestmark = pytest.mark.unit
+
+PORT = 2377
+MANAGERS = ["m1", "m2", "m3"]
+WORKERS = ["w1", "w2"]
+ALL = [*MANAGERS, *WORKERS]
+LAYOUT = {"managers": MANAGERS, "workers": WORKERS}
+# What changes a node or the swarm, from docker_swarm's docstrings (test=True calls none).
+CHANGING = {
+    "docker_swarm.init",
+    "docker_swarm.join",
+    "docker_swarm.leave",
+    "docker_swarm.update_node",
+    "docker_swarm.update_nodes",
+    "docker_swarm.remove_node",
+}
+BOARDS = {"m1": "hc1", "m2": "rockpro64", "m3": "rockpro64"}
+
+_KEYS: dict = {}
+
+
+def minion_keys(minion_id):
+    """A Salt minion key pair (made once per id: 2048-bit RSA takes a moment)."""
+    if minion_id not in _KEYS:
+        _KEYS[minion_id] = salt.crypt.gen_keys(2048)
+    return _KEYS[minion_id]
+
+
+class Minion:
+    def __init__(self, minion_id, number):
+        self.id = minion_id
+        self.addr = f"10.0.0.{10 + number}"
+        self.private, self.public = minion_keys(minion_id)
+        self.board = BOARDS.get(minion_id, "sopine")
+        self.state = "inactive"  # the engine's LocalNodeState
+        self.node_id = None
+        self.cluster_id = None  # set for a node in a swarm that is not the simulated one
+        self.up = True  # the minion answers
+
+
+class FakeCluster:
+    """Minions, their engines and the one swarm they can form; also the transport."""
+
+    def __init__(self, names=ALL):
+        self.minions = {}
+        self.cluster_id = None
+        self.tokens = {}  # role -> plaintext join token
+        self.nodes = {}  # node id -> the node as docker_swarm.nodes returns it
+        self.calls = []  # (target, fun, arg, kwarg)
+        self.events = []  # (step, data)
+        self.expanded = []
+        self.key_requests = []
+        self.fail = {}  # (minion, fun) -> error message
+        self.serial = 0
+        self.lock = threading.RLock()
+        for name in names:
+            self.add_minion(name)
+
+    # -- the world ---------------------------------------------------------------------------
+    def add_minion(self, name):
+        self.minions[name] = Minion(name, len(self.minions) + 1)
+        return self.minions[name]
+
+    def managers(self):
+        return [n for n in self.nodes.values() if n["role"] == "manager"]
+
+    def has_quorum(self):
+        managers = self.managers()
+        reachable = [n for n in managers if n["reachability"] == "reachable"]
+        return bool(managers) and len(reachable) >= swarm_engine.quorum(len(managers))
+
+    def entry(self, minion):
+        return self.nodes.get(minion.node_id) if minion.cluster_id is None else None
+
+    def swarm_state(self, minion):
+        node = self.entry(minion)
+        ours = node is not None and minion.state == "active"
+        manager = ours and node["role"] == "manager"
+        if minion.cluster_id is not None:  # in another swarm
+            cluster_id, manager = minion.cluster_id, True
+        else:
+            cluster_id = self.cluster_id if manager and self.has_quorum() else None
+        return {
+            "state": minion.state,
+            "node_id": minion.node_id,
+            "node_addr": minion.addr if minion.state == "active" else None,
+            "is_manager": manager,
+            "cluster_id": cluster_id,
+            "managers": len(self.managers()) if manager else None,
+            "nodes": len(self.nodes) if manager else None,
+            "remote_managers": [],
+            "error": None,
+        }
+
+    def view(self):
+        """The swarm as its node list says: hostname -> (role, state, availability)."""
+        return {
+            n["hostname"]: (n["role"], n["state"], n["availability"])
+            for n in self.nodes.values()
+            if n["state"] != "down"
+        }
+
+    def node_of(self, name):
+        return self.nodes[self.minions[name].node_id]
+
+    def leave_by_hand(self, name):
+        """``docker swarm leave --force`` on the node: its entry stays, down."""
+        minion = self.minions[name]
+        node = self.nodes[minion.node_id]
+        node["state"] = "down"
+        if node["role"] == "manager":
+            node["reachability"], node["leader"] = "unreachable", False
+        minion.state, minion.node_id = "inactive", None
+
+    def power_off(self, name):
+        minion = self.minions[name]
+        minion.up = False
+        node = self.entry(minion)
+        if node:
+            node["state"] = "down"
+            if node["role"] == "manager":
+                node["reachability"], node["leader"] = "unreachable", False
+
+    def changing_calls(self):
+        return [(t, f) for t, f, _, _ in self.calls if f in CHANGING]
+
+    # -- the engines (docker_swarm execution functions) --------------------------------------
+    def _new_id(self, name):
+        self.serial += 1
+        return hashlib.sha1(f"{name}-{self.serial}".encode()).hexdigest()[:25]
+
+    def _require_manager(self, minion):
+        node = self.entry(minion)
+        if node is None or node["role"] != "manager" or minion.state != "active":
+            raise ArmswarmError("This node is not a swarm manager.")
+        if not self.has_quorum():
+            raise ArmswarmError("rpc error: The swarm does not have a leader.")
+
+    def _find(self, name):
+        matches = [n for n in self.nodes.values() if name in (n["id"], n["hostname"])]
+        if len(matches) != 1:
+            raise ArmswarmError(f"no single swarm node named {name!r}")
+        return matches[0]
+
+    def fun_facts(self, minion):
+        return {
+            "id": minion.id,
+            "hostname": minion.id,
+            "swarm": self.swarm_state(minion),
+            "interfaces": {"eth0": [minion.addr]},
+            "default_interface": "eth0",
+            "armnode": {"board": minion.board, "arch": "aarch64", "cpus": 4, "big_cores": []},
+            "num_cpus": 4,
+            "cpuarch": "aarch64",
+        }
+
+    def fun_init(self, minion, advertise_addr=None, listen_addr=None):
+        if minion.state != "inactive":
+            return {"changed": False, "state": self.swarm_state(minion)}
+        assert advertise_addr == minion.addr and listen_addr == f"0.0.0.0:{PORT}"
+        assert self.cluster_id is None, "a second swarm initialised"
+        self.cluster_id = secrets.token_hex(12)
+        self.tokens = {
+            role: f"SWMTKN-1-{secrets.token_hex(20)}-{role}" for role in ("manager", "worker")
+        }
+        self._add_node(minion, "manager")
+        return {"changed": True, "state": self.swarm_state(minion)}
+
+    def _add_node(self, minion, role):
+        minion.state, minion.node_id = "active", self._new_id(minion.id)
+        self.nodes[minion.node_id] = {
+            "id": minion.node_id,
+            "hostname": minion.id,
+            "role": role,
+            "availability": "active",
+            "labels": {},
+            "state": "ready",
+            "addr": minion.addr,
+            "leader": not self.managers(),
+            "reachability": "reachable" if role == "manager" else None,
+            "manager_addr": f"{minion.addr}:{PORT}" if role == "manager" else None,
+            "engine_labels": {},
+            "version": 1,
+        }
+
+    def fun_sealed_join_tokens(self, minion, role, recipients):
+        self._require_manager(minion)
+        return {m: join_tokens.seal(self.tokens[role], pub) for m, pub in recipients.items()}
+
+    def fun_join(self, minion, remote_addrs, sealed_token=None, advertise_addr=None, **kwargs):
+        if minion.state != "inactive":
+            return {"changed": False, "state": self.swarm_state(minion)}
+        assert join_tokens.is_sealed(sealed_token), "a join token travelled in plaintext"
+        token = join_tokens.unseal(sealed_token, minion.private)
+        first = remote_addrs.split(",")[0]
+        # The engine tries the first address only: it must be a manager now.
+        if first not in {n["manager_addr"] for n in self.managers() if n["state"] == "ready"}:
+            raise ArmswarmError(f"could not connect to {first}")
+        assert advertise_addr == minion.addr and kwargs == {"listen_addr": f"0.0.0.0:{PORT}"}
+        (role,) = [r for r, t in self.tokens.items() if t == token]
+        self._add_node(minion, role)
+        return {"changed": True, "state": self.swarm_state(minion)}
+
+    def fun_leave(self, minion, force=False):
+        if minion.state == "inactive":
+            return {"changed": False}
+        node = self.entry(minion)
+        if node is not None:
+            node["state"] = "down"
+        minion.state, minion.node_id, minion.cluster_id = "inactive", None, None
+        return {"changed": True, "state": self.swarm_state(minion)}
+
+    def fun_nodes(self, minion):
+        self._require_manager(minion)
+        return sorted(copy.deepcopy(list(self.nodes.values())), key=lambda n: n["hostname"])
+
+    def fun_update_node(self, minion, name, **settings):
+        self._require_manager(minion)
+        node = self._find(name)
+        changes = swarm_engine.node_changes(node, **settings)
+        if changes.get("role", {}).get("new") == "worker":
+            swarm_engine.check_demotion(list(self.nodes.values()), node)
+        for key, change in changes.items():
+            node[key] = change["new"]
+        if "role" in changes:
+            manager = node["role"] == "manager"
+            node["reachability"] = "reachable" if manager and node["state"] == "ready" else None
+            node["manager_addr"] = f"{node['addr']}:{PORT}" if manager else None
+        return changes
+
+    def fun_update_nodes(self, minion, batch):
+        return {name: self.fun_update_node(minion, name, **s) for name, s in batch.items()}
+
+    def fun_remove_node(self, minion, name, force=False):
+        self._require_manager(minion)
+        node = self._find(name)
+        if node["state"] != "down" and not force:
+            raise ArmswarmError(f"node {name} is not down")
+        if node["role"] == "manager":
+            self.fun_update_node(minion, node["id"], role="worker")
+        del self.nodes[node["id"]]
+        return {"removed": node["hostname"], "id": node["id"]}
+
+    def _call(self, target, fun, arg, kwarg):
+        minion = self.minions[target]
+        if (target, fun) in self.fail:
+            raise ArmswarmError(self.fail[(target, fun)])
+        return getattr(self, "fun_" + fun.split(".", 1)[1])(minion, *arg, **kwarg)
+
+    # -- the transport -----------------------------------------------------------------------
+    def many(self, targets, fun, arg=(), kwarg=None, timeout=None):
+        with self.lock:
+            self.calls.append(("+".join(targets), fun, list(arg), dict(kwarg or {})))
+            out = {}
+            for target in targets:
+                if target in self.minions and self.minions[target].up:
+                    try:
+                        out[target] = self._call(target, fun, list(arg), dict(kwarg or {}))
+                    except ArmswarmError:
+                        continue
+            return out
+
+    def one(self, target, fun, arg=(), kwarg=None):
+        with self.lock:
+            self.calls.append((target, fun, list(arg), dict(kwarg or {})))
+            if target not in self.minions or not self.minions[target].up:
+                raise ArmswarmError(f"{target} did not answer {fun}")
+            try:
+                return copy.deepcopy(self._call(target, fun, list(arg), dict(kwarg or {})))
+            except ArmswarmError as exc:
+                raise ArmswarmError(f"{target}: {fun} failed: {exc}") from None
+
+    def fork(self):
+        return self
+
+    def accepted(self):
+        return set(self.minions)
+
+    def public_keys(self, ids):
+        self.key_requests.append(list(ids))
+        return {m: self.minions[m].public for m in ids}
+
+    def expand(self, tgt, tgt_type):
+        self.expanded.append((tgt, tgt_type))
+        assert tgt_type == "glob"
+        return [m for m in self.minions if fnmatch.fnmatch(m, tgt)]
+
+    def progress(self, step, **data):
+        self.events.append((step, data))
+
+
+def converge_run(cluster, conf=LAYOUT, **kwargs):
+    return converge.run("armswarm:swarm", copy.deepcopy(conf), cluster, **kwargs)
+
+
+def formed(names=ALL, conf=LAYOUT):
+    cluster = FakeCluster(names)
+    ret = converge_run(cluster, conf)
+    assert ret["result"] is True, ret["comment"]
+    cluster.calls.clear()
+    cluster.events.clear()
+    cluster.key_requests.clear()
+    return cluster
+
+
+def assert_no_plaintext_token(cluster, ret):
+    assert cluster.tokens, "no swarm was formed"
+    for token in cluster.tokens.values():
+        for where in (ret, cluster.calls, cluster.events):
+            assert token not in repr(where)
+
+
+# -- forming, growing, repairing ---------------------------------------------------------------
+def test_fresh_cluster_init_on_first_manager_then_sealed_joins():
+    cluster = FakeCluster()
+    ret = converge_run(cluster)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["init"] == "m1"
+    assert ret["changes"]["join_managers"] == ["m2", "m3"]
+    assert sorted(ret["changes"]["join_workers"]) == ["w1", "w2"]
+    assert ret["comment"].startswith("The swarm was changed.")
+    assert "leader" in ret["comment"].splitlines()[2]  # the table: managers first, m1 leads
+
+    changing = cluster.changing_calls()
+    assert changing[0] == ("m1", "docker_swarm.init")
+    assert changing[1:3] == [("m2", "docker_swarm.join"), ("m3", "docker_swarm.join")]
+    assert sorted(changing[3:5]) == [("w1", "docker_swarm.join"), ("w2", "docker_swarm.join")]
+    assert changing[5:] == [("m1", "docker_swarm.update_nodes")]
+    # Each manager's token was sealed for that manager alone, the workers' in one call.
+    assert cluster.key_requests == [["m2"], ["m3"], ["w1", "w2"]]
+    token_calls = [c for c in cluster.calls if c[1] == "docker_swarm.sealed_join_tokens"]
+    assert [(t, a[0], sorted(a[1])) for t, _, a, _ in token_calls] == [
+        ("m1", "manager", ["m2"]),
+        ("m1", "manager", ["m3"]),
+        ("m1", "worker", ["w1", "w2"]),
+    ]
+    assert_no_plaintext_token(cluster, ret)
+
+    assert cluster.view() == {
+        "m1": ("manager", "ready", "active"),
+        "m2": ("manager", "ready", "active"),
+        "m3": ("manager", "ready", "active"),
+        "w1": ("worker", "ready", "active"),
+        "w2": ("worker", "ready", "active"),
+    }
+    assert cluster.node_of("w1")["labels"]["armswarm.minion"] == "w1"
+    assert cluster.node_of("m1")["labels"]["armswarm.board"] == "hc1"
+    assert cluster.node_of("w2")["labels"]["armswarm.board"] == "sopine"
+    assert [s for s, _ in cluster.events][0] == "facts"
+    assert cluster.events[-1] == ("done", {"result": True})
+
+
+def test_second_run_changes_nothing():
+    cluster = formed()
+    before = copy.deepcopy(cluster.nodes)
+    for test in (False, True):
+        ret = converge_run(cluster, test=test)
+        assert ret["result"] is True and ret["changes"] == {}, ret["comment"]
+        assert ret["comment"].startswith("The swarm matches the layout.\nhostname")
+    assert cluster.changing_calls() == []
+    assert cluster.nodes == before
+
+
+def test_test_mode_predicts_what_a_run_then_does():
+    cluster = FakeCluster()
+    predicted = converge_run(cluster, test=True)
+    assert predicted["result"] is None
+    assert predicted["comment"] == "The swarm would be changed."
+    assert cluster.changing_calls() == []
+    assert not any(c[1] == "docker_swarm.sealed_join_tokens" for c in cluster.calls)
+    assert cluster.nodes == {} and cluster.cluster_id is None
+
+    done = converge_run(cluster)
+    assert done["result"] is True
+    assert predicted["changes"] == done["changes"]
+    assert set(done["changes"]) == {"init", "join_managers", "join_workers", "nodes"}
+
+
+def test_grow_a_new_worker_joins():
+    cluster = formed()
+    cluster.add_minion("w3")
+    conf = {**LAYOUT, "workers": [*WORKERS, "w3"]}
+    ret = converge_run(cluster, conf)
+
+    assert ret["result"] is True, ret["comment"]
+    assert set(ret["changes"]) == {"join_workers", "nodes"}
+    assert ret["changes"]["join_workers"] == ["w3"] and list(ret["changes"]["nodes"]) == ["w3"]
+    assert cluster.changing_calls() == [
+        ("w3", "docker_swarm.join"),
+        ("m1", "docker_swarm.update_nodes"),
+    ]
+    (join,) = [c for c in cluster.calls if c[1] == "docker_swarm.join"]
+    remote = join[2][0].split(",")
+    assert remote[0] == f"{cluster.minions['m1'].addr}:{PORT}"
+    assert sorted(remote) == sorted(f"{cluster.minions[m].addr}:{PORT}" for m in MANAGERS)
+    assert cluster.view()["w3"] == ("worker", "ready", "active")
+    assert cluster.node_of("w3")["labels"]["armswarm.minion"] == "w3"
+    assert_no_plaintext_token(cluster, ret)
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "changed"),
+    [("w1", "worker", "join_workers"), ("m3", "manager", "join_managers")],
+)
+def test_repair_a_node_that_left_rejoins_and_its_old_entry_goes(name, role, changed):
+    cluster = formed()
+    old_id = cluster.minions[name].node_id
+    cluster.leave_by_hand(name)
+    ret = converge_run(cluster)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"][changed] == [name]
+    assert ret["changes"]["remove_stale"] == [f"{name} ({old_id[:12]})"]
+    assert "init" not in ret["changes"]
+    new_id = cluster.minions[name].node_id
+    assert new_id != old_id and old_id not in cluster.nodes
+    assert [n["hostname"] for n in cluster.nodes.values()].count(name) == 1
+    assert cluster.view()[name] == (role, "ready", "active")
+    assert cluster.node_of(name)["labels"]["armswarm.minion"] == name
+    assert ("m1", "docker_swarm.remove_node", [old_id], {"force": True}) in cluster.calls
+    # And the swarm is whole again: a further run has nothing to do.
+    assert converge_run(cluster)["changes"] == {}
+
+
+def test_layout_change_updates_labels_and_availability_in_one_call():
+    cluster = formed()
+    conf = {**LAYOUT, "nodes": {"w2": {"labels": {"pool": "db"}, "availability": "drain"}}}
+    ret = converge_run(cluster, conf)
+
+    assert ret["result"] is True, ret["comment"]
+    assert list(ret["changes"]) == ["nodes"]
+    change = ret["changes"]["nodes"]["w2"]
+    assert change["availability"] == {"old": "active", "new": "drain"}
+    assert change["labels"]["new"]["pool"] == "db"
+    assert cluster.changing_calls() == [("m1", "docker_swarm.update_nodes")]
+    assert cluster.node_of("w2")["labels"]["pool"] == "db"
+    assert cluster.node_of("w2")["availability"] == "drain"
+    assert cluster.node_of("w1")["availability"] == "active"
+
+
+def test_targets_are_expanded_by_the_master():
+    cluster = FakeCluster()
+    conf = {
+        "managers": {"tgt": "m*", "tgt_type": "glob"},
+        "workers": {"tgt": "w*", "tgt_type": "glob"},
+    }
+    ret = converge_run(cluster, conf)
+    assert ret["result"] is True, ret["comment"]
+    assert cluster.expanded == [("m*", "glob"), ("w*", "glob")]
+    assert ret["changes"]["init"] == "m1"
+    assert sorted(cluster.view()) == ALL
+
+
+# -- refusing ----------------------------------------------------------------------------------
+def test_demotion_that_would_lose_quorum_is_refused_before_any_change():
+    cluster = formed()
+    cluster.power_off("m2")
+    before = copy.deepcopy(cluster.nodes)
+    conf = {"managers": ["m1", "m2"], "workers": ["m3", *WORKERS], "allow_even_managers": True}
+    ret = converge_run(cluster, conf)
+
+    assert ret["result"] is False
+    assert ret["changes"] == {}
+    assert ret["comment"].startswith("Cannot converge the swarm, nothing changed:")
+    assert "demoting m3 would leave 1 reachable of 2 managers, below quorum (2)" in ret["comment"]
+    assert cluster.changing_calls() == []
+    assert cluster.nodes == before
+
+
+def test_a_minion_not_answering_is_left_alone_and_fails_the_run():
+    cluster = FakeCluster()
+    cluster.minions["w2"].up = False
+    ret = converge_run(cluster)
+
+    assert ret["result"] is False
+    assert ret["changes"]["join_workers"] == ["w1"]
+    assert "\nNot answering (left as they are): w2\n" in ret["comment"]
+    assert "w2" not in cluster.view() and cluster.view()["w1"][0] == "worker"
+    assert not any(target == "w2" for target, _ in cluster.changing_calls())
+    assert ("facts", {"answered": ["m1", "m2", "m3", "w1"], "missing": ["w2"]}) in cluster.events
+
+    cluster.minions["w2"].up = True
+    again = converge_run(cluster)
+    assert again["result"] is True and again["changes"]["join_workers"] == ["w2"]
+
+
+def test_a_manager_not_answering_blocks_a_new_swarm():
+    cluster = FakeCluster()
+    cluster.minions["m3"].up = False
+    ret = converge_run(cluster)
+
+    assert ret["result"] is False and ret["changes"] == {}
+    assert "cannot tell whether m3 (not answering) are in a swarm" in ret["comment"]
+    assert cluster.changing_calls() == [] and cluster.cluster_id is None
+
+
+def test_a_failing_join_reports_what_was_done_before_it():
+    cluster = FakeCluster()
+    cluster.fail[("w2", "docker_swarm.join")] = "no route to host"
+    ret = converge_run(cluster)
+
+    assert ret["result"] is False
+    assert ret["comment"] == "w2: docker_swarm.join failed: no route to host"
+    assert ret["changes"] == {"init": "m1", "join_managers": ["m2", "m3"], "join_workers": ["w1"]}
+    assert sorted(cluster.view()) == ["m1", "m2", "m3", "w1"]
+    assert ("m1", "docker_swarm.update_nodes") not in cluster.changing_calls()
+
+
+def test_a_node_in_another_swarm_is_taken_over_only_with_force():
+    cluster = formed()
+    cluster.add_minion("w3")
+    stranger = cluster.minions["w3"]
+    stranger.state, stranger.node_id, stranger.cluster_id = "active", "x" * 25, "f" * 25
+    conf = {**LAYOUT, "workers": [*WORKERS, "w3"]}
+
+    refused = converge_run(cluster, conf)
+    assert refused["result"] is False and refused["changes"] == {}
+    assert "w3: already in another swarm (cluster ffffffffffff)" in refused["comment"]
+    assert cluster.changing_calls() == []
+
+    taken = converge_run(cluster, conf, force=True)
+    assert taken["result"] is True, taken["comment"]
+    assert taken["changes"]["leave"] == ["w3"] and taken["changes"]["join_workers"] == ["w3"]
+    assert cluster.changing_calls()[:2] == [
+        ("w3", "docker_swarm.leave"),
+        ("w3", "docker_swarm.join"),
+    ]
+    assert cluster.view()["w3"] == ("worker", "ready", "active")
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ({"managers": ["m1", "m2"], "workers": WORKERS}, "armswarm:swarm:managers: 2 managers"),
+        ({**LAYOUT, "workers": [*WORKERS, "ghost"]}, "ghost is not a known minion"),
+        (
+            {**LAYOUT, "nodes": {"w1": {"availability": "off"}}},
+            "armswarm:swarm:nodes:w1:availability",
+        ),
+        ({**LAYOUT, "prune": "maybe"}, "armswarm:swarm:prune: 'maybe' is not true or false"),
+        ({**LAYOUT, "workers": ["m3", *WORKERS]}, "m3 listed as manager and as worker"),
+    ],
+)
+def test_a_bad_layout_is_refused_before_any_minion_call(conf, message):
+    cluster = formed()
+    before = copy.deepcopy(cluster.nodes)
+    ret = converge_run(cluster, conf)
+
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"].startswith("Invalid swarm layout, nothing changed:\n")
+    assert message in ret["comment"]
+    assert cluster.calls == [] and cluster.key_requests == [] and cluster.events == []
+    assert cluster.nodes == before
+
+
+def test_a_missing_layout_is_refused():
+    cluster = FakeCluster()
+    ret = converge_run(cluster, None)
+    assert ret == {
+        "name": "armswarm:swarm",
+        "changes": {},
+        "result": False,
+        "comment": "pillar armswarm:swarm is missing or not a mapping",
+    }
+    assert cluster.calls == []
