@@ -46,6 +46,7 @@ import salt.pillar
 import salt.utils.event
 from armswarm_core import ArmswarmError
 from armswarm_core.build import build_dag, build_job, build_report, dispatch, scheduler
+from armswarm_core.common import files
 from armswarm_core.registry import registry_api, tag_retention
 from armswarm_core.swarm import swarm_layout
 from salt.utils.data import traverse_dict_and_list
@@ -445,8 +446,8 @@ def _write_report(
         "report": str(directory / "report.json"),
         "timeline": str(directory / "timeline.svg"),
     }
-    (directory / "report.json").write_text(json.dumps(report, indent=1))
-    (directory / "timeline.svg").write_text(build_report.svg(report))
+    files.write(directory / "report.json", json.dumps(report, indent=1))
+    files.write(directory / "timeline.svg", build_report.svg(report))
     last = _state_dir() / "last"
     if last.is_symlink() or last.exists():
         last.unlink()
