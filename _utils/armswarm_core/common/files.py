@@ -19,8 +19,9 @@ def write(path, data, mode: int | None = None):
       and the temporary file is gone.
     * Mode: ``mode`` when given, else the mode of the file replaced, else what ``open(path,
       "w")`` gives a new file (``0o666`` less the umask). The temporary file is created with
-      no more permission than that (the umask can only narrow it) and gets its owner and
-      exact mode before the first byte is written: a secret never exists with a wider mode.
+      no more permission than that (the umask can only narrow it) and gets its owner before
+      the first byte is written: a secret never exists with a wider mode. The exact mode
+      (bits the umask took, set-id bits) is set once the content is in, before the rename.
     * Owner: the owner and group of a replaced file are kept (as writing in place keeps
       them); a new file belongs to the caller.
     * A symlink at ``path`` is followed: the file it points to is replaced and the link
@@ -42,11 +43,12 @@ def write(path, data, mode: int | None = None):
         with os.fdopen(fd, "wb") as fh:
             if old is not None and (old.st_uid, old.st_gid) != _owner(fh.fileno()):
                 os.fchown(fh.fileno(), old.st_uid, old.st_gid)
-            if mode is not None:
-                # After the chown, which clears set-id bits; exact, whatever the umask took.
-                os.fchmod(fh.fileno(), mode)
             fh.write(payload)
             fh.flush()
+            if mode is not None:
+                # Exact, whatever the umask took; after the chown and the write, which clear
+                # set-id bits. Until now the mode was narrower, never wider.
+                os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
