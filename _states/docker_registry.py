@@ -21,10 +21,7 @@ MINE_KEY = "armswarm_registry_ca"
 
 
 def __virtual__():
-    reason = docker_client.missing_dependency()
-    if reason:
-        return False, f"docker_registry: {reason}"
-    return __virtualname__
+    return docker_client.virtual(__virtualname__)
 
 
 def _conf(overrides, name=registry_host.CONTAINER):
