@@ -28,10 +28,7 @@ __virtualname__ = "backup"
 
 
 def __virtual__():
-    reason = docker_client.missing_dependency()
-    if reason:
-        return False, f"backup: {reason}"
-    return __virtualname__
+    return docker_client.virtual(__virtualname__)
 
 
 def _conf(target=None):

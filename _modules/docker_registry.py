@@ -15,10 +15,7 @@ __virtualname__ = "docker_registry"
 
 
 def __virtual__():
-    reason = docker_client.missing_dependency()
-    if reason:
-        return False, f"docker_registry: {reason}"
-    return __virtualname__
+    return docker_client.virtual(__virtualname__)
 
 
 def _conf(name=registry_host.CONTAINER):

@@ -24,10 +24,7 @@ __virtualname__ = "docker_swarm"
 
 
 def __virtual__():
-    reason = docker_client.missing_dependency()
-    if reason:
-        return False, f"docker_swarm: {reason}"
-    return __virtualname__
+    return docker_client.virtual(__virtualname__)
 
 
 def _client():

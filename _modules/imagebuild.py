@@ -19,10 +19,7 @@ __virtualname__ = "imagebuild"
 
 
 def __virtual__():
-    reason = docker_client.missing_dependency()
-    if reason:
-        return False, f"imagebuild: {reason}"
-    return __virtualname__
+    return docker_client.virtual(__virtualname__)
 
 
 def _auth():

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import files, state_results
 from armswarm_core.node import (
     boot_files,
     io_schedulers,
@@ -38,13 +39,12 @@ def kernel_args(name="kernel-args", present=(), absent=()):
           armnode.kernel_args:
             - present: [fsck.mode=force, fsck.repair=yes]
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    ret = state_results.new(name)
     boot_root = __opts__.get("armnode.boot_root", "/")
     try:
         change = boot_files.plan(boot_root, list(present or ()), list(absent or ()))
         if not change:
-            ret["comment"] = "The kernel command line is as specified"
-            return ret
+            return state_results.unchanged(ret, "The kernel command line is as specified")
         ret["changes"] = {
             "file": change["file"],
             "old": " ".join(change["old"]),
@@ -52,16 +52,14 @@ def kernel_args(name="kernel-args", present=(), absent=()):
             "reboot_required": True,
         }
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"{change['file']} would be changed (a reboot applies it)"
+            comment = f"{change['file']} would be changed (a reboot applies it)"
             if change["missing_tool"]:
-                ret["comment"] += f"; needs {change['missing_tool']}, not installed yet"
-            return ret
+                comment += f"; needs {change['missing_tool']}, not installed yet"
+            return state_results.would_change(ret, comment)
         boot_files.apply(boot_root, change)
-        ret["comment"] = f"{change['file']} changed; reboot to apply"
+        return state_results.changed(ret, f"{change['file']} changed; reboot to apply")
     except ArmswarmError as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def io_scheduler(name="io-schedulers", schedulers=None):
@@ -77,7 +75,7 @@ def io_scheduler(name="io-schedulers", schedulers=None):
           armnode.io_scheduler:
             - schedulers: {mmc: mq-deadline, ssd: mq-deadline, usb: mq-deadline}
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    ret = state_results.new(name)
     rules_dir = __opts__.get("armnode.udev_rules_dir", "/etc/udev/rules.d")
     sysfs = __opts__.get("armnode.sysfs", "/sys")
     rule_file = os.path.join(rules_dir, io_schedulers.RULE_FILE)
@@ -89,14 +87,11 @@ def io_scheduler(name="io-schedulers", schedulers=None):
         live = io_schedulers.live_plan(sysfs, wanted)
         ret["changes"] = _file_and_live_changes(rule_file, rules, live, "devices")
         if not ret["changes"]:
-            ret["comment"] = "I/O schedulers are as specified"
-            return ret
+            return state_results.unchanged(ret, "I/O schedulers are as specified")
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = "I/O schedulers would be set"
-            return ret
+            return state_results.would_change(ret, "I/O schedulers would be set")
         if "rule" in ret["changes"]:
-            _write(rule_file, rules)
+            files.write(rule_file, rules)
             # Only where a udev daemon runs (not in containers): it re-reads rules itself
             # otherwise at its next start.
             if os.path.exists("/run/udev/control") and shutil.which("udevadm"):
@@ -107,10 +102,9 @@ def io_scheduler(name="io-schedulers", schedulers=None):
                     timeout=30,
                 )
         io_schedulers.apply_live(sysfs, live)
-        ret["comment"] = "I/O schedulers set"
+        return state_results.changed(ret, "I/O schedulers set")
     except (ArmswarmError, OSError) as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def logrotate_compress(name="/etc/logrotate.conf"):
@@ -119,33 +113,24 @@ def logrotate_compress(name="/etc/logrotate.conf"):
     uncommented. The file comes with the logrotate package, so a check before the package is
     installed predicts the change instead of failing.
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    ret = state_results.new(name)
     try:
         with open(name, encoding="utf-8") as fh:
             text = fh.read()
     except FileNotFoundError:
         if __opts__["test"]:
-            ret.update(
-                result=None,
-                changes={"compress": True},
-                comment=f"{name} (logrotate not installed yet) would get compress",
+            return state_results.would_change(
+                ret, f"{name} (logrotate not installed yet) would get compress", {"compress": True}
             )
-        else:
-            ret.update(result=False, comment=f"{name} does not exist (is logrotate installed?)")
-        return ret
+        return state_results.failed(ret, f"{name} does not exist (is logrotate installed?)")
     new = log_files.enable_logrotate_compress(text)
     if new == text:
-        ret["comment"] = "logrotate compresses rotated logs"
-        return ret
+        return state_results.unchanged(ret, "logrotate compresses rotated logs")
     ret["changes"] = {"compress": True}
     if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"{name} would get compress"
-        return ret
-    with open(name, "w", encoding="utf-8") as fh:
-        fh.write(new)
-    ret["comment"] = f"{name}: compress enabled"
-    return ret
+        return state_results.would_change(ret, f"{name} would get compress")
+    files.write(name, new)
+    return state_results.changed(ret, f"{name}: compress enabled")
 
 
 def settings_valid(name="armnode-settings", settings=None):
@@ -154,12 +139,13 @@ def settings_valid(name="armnode-settings", settings=None):
     this one, so bad pillar stops the run before anything changes. Errors name the pillar key;
     secret values are never shown.
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": "Settings are valid"}
+    ret = state_results.new(name)
     errors = node_settings.validate(settings or {}, __opts__.get("armnode.boot_root", "/"))
     if errors:
-        ret["result"] = False
-        ret["comment"] = "Invalid armnode settings, nothing changed:\n" + "\n".join(errors)
-    return ret
+        return state_results.failed(
+            ret, "Invalid armnode settings, nothing changed:\n" + "\n".join(errors)
+        )
+    return state_results.unchanged(ret, "Settings are valid")
 
 
 def mail_relay(
@@ -178,14 +164,13 @@ def mail_relay(
     the pillar key ``password_pillar`` and is written to a root-only file; it never appears in
     the return (changes name the files, not their contents).
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    ret = state_results.new(name)
     password = None
     if password_pillar:
         password = traverse_dict_and_list(__pillar__, password_pillar, None)
         if not password:
-            ret.update(result=False, comment=f"pillar key {password_pillar} holds no password")
-            return ret
-    files = mail.render_mail_config(
+            return state_results.failed(ret, f"pillar key {password_pillar} holds no password")
+    wanted = mail.render_mail_config(
         relay,
         host,
         port,
@@ -195,32 +180,24 @@ def mail_relay(
         None if password is None else str(password),
         root_alias,
     )
-    changed = []
-    for path, (content, mode) in files.items():
+    stale = []
+    for path, (content, mode) in wanted.items():
         try:
             with open(path, encoding="utf-8") as fh:
                 same = fh.read() == content and (os.stat(path).st_mode & 0o777) == mode
         except FileNotFoundError:
             same = False
         if not same:
-            changed.append(path)
-    if not changed:
-        ret["comment"] = "The mail relay is configured"
-        return ret
-    ret["changes"] = {"files": changed}
+            stale.append(path)
+    if not stale:
+        return state_results.unchanged(ret, "The mail relay is configured")
+    ret["changes"] = {"files": stale}
     if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = "The mail relay would be configured"
-        return ret
-    for path in changed:
-        content, mode = files[path]
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-        os.chmod(path, mode)
-    ret["comment"] = "The mail relay was configured"
-    return ret
+        return state_results.would_change(ret, "The mail relay would be configured")
+    for path in stale:
+        content, mode = wanted[path]
+        files.write(path, content, mode)
+    return state_results.changed(ret, "The mail relay was configured")
 
 
 def cpu_governor(name="cpu-governor", governor="ondemand"):
@@ -229,7 +206,7 @@ def cpu_governor(name="cpu-governor", governor="ondemand"):
     live setting through sysfs (``armnode.sysfs``). A governor the CPUs do not offer fails
     before anything changes.
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    ret = state_results.new(name)
     rule_file = os.path.join(
         __opts__.get("armnode.udev_rules_dir", "/etc/udev/rules.d"), tuning.GOVERNOR_RULE_FILE
     )
@@ -238,19 +215,15 @@ def cpu_governor(name="cpu-governor", governor="ondemand"):
         rule = tuning.governor_rule(governor)
         ret["changes"] = _file_and_live_changes(rule_file, rule, live, "cpus")
         if not ret["changes"]:
-            ret["comment"] = f"The CPUs use the {governor} governor"
-            return ret
+            return state_results.unchanged(ret, f"The CPUs use the {governor} governor")
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"The CPUs would use the {governor} governor"
-            return ret
+            return state_results.would_change(ret, f"The CPUs would use the {governor} governor")
         if "rule" in ret["changes"]:
-            _write(rule_file, rule)
+            files.write(rule_file, rule)
         tuning.governor_apply(__opts__.get("armnode.sysfs", "/sys"), live)
-        ret["comment"] = f"The CPUs use the {governor} governor"
+        return state_results.changed(ret, f"The CPUs use the {governor} governor")
     except (ArmswarmError, OSError) as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def mount_options(name="/", options=("noatime", "lazytime"), fstab="/etc/fstab"):
@@ -259,27 +232,27 @@ def mount_options(name="/", options=("noatime", "lazytime"), fstab="/etc/fstab")
     replaces ``relatime``/``atime``): fewer writes to flash. Applies at the next mount (the
     reboot marker says so); other entries and comments stay as they are.
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    ret = state_results.new(name)
     try:
         with open(fstab, encoding="utf-8") as fh:
             text = fh.read()
         new = tuning.fstab_with_options(text, name, list(options))
         if new == text:
-            ret["comment"] = f"{name} is mounted with {', '.join(options)}"
-            return ret
+            return state_results.unchanged(ret, f"{name} is mounted with {', '.join(options)}")
         ret["changes"] = {"fstab": fstab, "options": list(options)}
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"{fstab} would give {name} {', '.join(options)}"
-            return ret
-        _write(fstab, new)
+            return state_results.would_change(
+                ret, f"{fstab} would give {name} {', '.join(options)}"
+            )
+        files.write(fstab, new)
         boot_files.mark_reboot_required(
             __opts__.get("armnode.boot_root", "/"), f"mount options of {name} changed in {fstab}"
         )
-        ret["comment"] = f"{fstab}: {name} gets {', '.join(options)} at its next mount"
+        return state_results.changed(
+            ret, f"{fstab}: {name} gets {', '.join(options)} at its next mount"
+        )
     except (ArmswarmError, OSError) as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def _file_and_live_changes(path, content, live, key):
@@ -291,12 +264,6 @@ def _file_and_live_changes(path, content, live, key):
     return changes
 
 
-def _write(path, content):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(content)
-
-
 def irq_affinity(name="irq-affinity", pattern="eth|xhci|ehci|ahci|dwc", cpus=None):
     """
     Interrupts whose ``/proc/interrupts`` description matches ``pattern`` run on ``cpus``
@@ -304,15 +271,14 @@ def irq_affinity(name="irq-affinity", pattern="eth|xhci|ehci|ahci|dwc", cpus=Non
     Applied live and kept for the next boots by the ``armswarm-irq-affinity`` unit, whose
     files this state writes (enable the unit with ``service.enabled``).
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    ret = state_results.new(name)
     if cpus is None:
         cpus = __grains__.get("armnode", {}).get("big_cores") or []
     if not cpus:
-        ret["comment"] = "This board has no big cores: IRQs stay where they are"
-        return ret
+        return state_results.unchanged(ret, "This board has no big cores: IRQs stay where they are")
     procfs = __opts__.get("armnode.procfs", "/proc")
     root = __opts__.get("armnode.boot_root", "/")
-    files = {
+    wanted = {
         os.path.join(root, irqs.CONF.lstrip("/")): (
             irqs.conf_text(pattern, cpus),
             0o644,
@@ -322,27 +288,25 @@ def irq_affinity(name="irq-affinity", pattern="eth|xhci|ehci|ahci|dwc", cpus=Non
     }
     try:
         live = irqs.plan(procfs, pattern, cpus)
-        stale = [path for path, (content, _) in files.items() if _read(path) != content]
+        stale = [path for path, (content, _) in wanted.items() if _read(path) != content]
         if stale:
             ret["changes"]["files"] = stale
         if live:
             ret["changes"]["irqs"] = live
+        done = f"IRQs matching {pattern!r} run on CPUs {irqs.cpu_list(cpus)}"
         if not ret["changes"]:
-            ret["comment"] = f"IRQs matching {pattern!r} run on CPUs {irqs.cpu_list(cpus)}"
-            return ret
+            return state_results.unchanged(ret, done)
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"IRQs matching {pattern!r} would move to CPUs {irqs.cpu_list(cpus)}"
-            return ret
+            return state_results.would_change(
+                ret, f"IRQs matching {pattern!r} would move to CPUs {irqs.cpu_list(cpus)}"
+            )
         for path in stale:
-            content, mode = files[path]
-            _write(path, content)
-            os.chmod(path, mode)
+            content, mode = wanted[path]
+            files.write(path, content, mode)
         irqs.apply(procfs, live)
-        ret["comment"] = f"IRQs matching {pattern!r} run on CPUs {irqs.cpu_list(cpus)}"
+        return state_results.changed(ret, done)
     except (ArmswarmError, OSError) as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def _read(path):
@@ -359,16 +323,15 @@ def rebooted_if_required(name="reboot-if-required", delay_minutes=1):
     root), schedule a reboot in ``delay_minutes`` with ``shutdown -r`` (cancel with
     ``shutdown -c``). Nothing happens when no reboot is required.
     """
-    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    ret = state_results.new(name)
     reasons = boot_files.reboot_required(__opts__.get("armnode.boot_root", "/"))
     if not reasons:
-        ret["comment"] = "No reboot required"
-        return ret
+        return state_results.unchanged(ret, "No reboot required")
     ret["changes"] = {"reboot_in_minutes": int(delay_minutes), "because": reasons}
     if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = f"A reboot would be scheduled in {int(delay_minutes)} min"
-        return ret
+        return state_results.would_change(
+            ret, f"A reboot would be scheduled in {int(delay_minutes)} min"
+        )
     proc = subprocess.run(
         ["shutdown", "-r", f"+{int(delay_minutes)}", "armnode: " + "; ".join(reasons)],
         capture_output=True,
@@ -377,11 +340,9 @@ def rebooted_if_required(name="reboot-if-required", delay_minutes=1):
         timeout=30,
     )
     if proc.returncode != 0:
-        ret.update(
-            result=False,
-            changes={},
-            comment=f"shutdown -r failed: {(proc.stderr or proc.stdout).strip()}",
+        return state_results.failed(
+            ret, f"shutdown -r failed: {(proc.stderr or proc.stdout).strip()}"
         )
-        return ret
-    ret["comment"] = f"Reboot scheduled in {int(delay_minutes)} min (cancel: shutdown -c)"
-    return ret
+    return state_results.changed(
+        ret, f"Reboot scheduled in {int(delay_minutes)} min (cancel: shutdown -c)"
+    )

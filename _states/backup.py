@@ -10,20 +10,13 @@ a stack is deployed.
 
 from armswarm_core import ArmswarmError
 from armswarm_core.backup import backup_policy, backup_target, volume_backups
-from armswarm_core.common import config, docker_client
+from armswarm_core.common import config, docker_client, state_results
 
 __virtualname__ = "backup"
 
 
 def __virtual__():
-    reason = docker_client.missing_dependency()
-    if reason:
-        return False, f"backup: {reason}"
-    return __virtualname__
-
-
-def _ret(name):
-    return {"name": name, "changes": {}, "result": True, "comment": ""}
+    return docker_client.virtual(__virtualname__)
 
 
 def settings_valid(name="backup-settings", settings=None):
@@ -31,13 +24,11 @@ def settings_valid(name="backup-settings", settings=None):
     The formula's merged settings are valid; states that change things require this one, so
     bad input stops the run before anything changes.
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     problems = backup_policy.validate(settings or {})
     if problems:
-        ret.update(result=False, comment="Invalid backup settings: " + "; ".join(problems))
-    else:
-        ret["comment"] = "Backup settings are valid"
-    return ret
+        return state_results.failed(ret, "Invalid backup settings: " + "; ".join(problems))
+    return state_results.unchanged(ret, "Backup settings are valid")
 
 
 def volume_restored(name, backup=None):
@@ -46,23 +37,23 @@ def volume_restored(name, backup=None):
     restored from its newest good backup (or ``backup``). Run it on the node a service is
     pinned to before deploying the stack; a volume that has data is never touched.
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         conf = backup_policy.settings(config.get("backup", __opts__, __pillar__, {}))
         engine = docker_client.connect(__opts__, __pillar__)
         current = volume_backups.volume_state(engine, name)
         if current == "data":
-            ret["comment"] = f"Volume {name} has data"
-            return ret
+            return state_results.unchanged(ret, f"Volume {name} has data")
         root = backup_target.target_root(conf, write=False)
         item = backup_target.choose(root, "volumes", name, backup)
         ret["changes"] = {"volume": {"old": current, "new": f"restored from {item['id']}"}}
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"Volume {name} ({current}) would be restored from {item['id']}"
-            return ret
+            return state_results.would_change(
+                ret, f"Volume {name} ({current}) would be restored from {item['id']}"
+            )
         done = volume_backups.restore_volume(engine, conf, name, item["id"])
-        ret["comment"] = f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
+        return state_results.changed(
+            ret, f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
+        )
     except ArmswarmError as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)

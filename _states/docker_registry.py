@@ -13,7 +13,7 @@ made by Salt's ``x509`` states in the formula, before these run.
 from pathlib import Path
 
 from armswarm_core import ArmswarmError
-from armswarm_core.common import config, docker_client
+from armswarm_core.common import config, docker_client, files, state_results
 from armswarm_core.registry import registry_host
 
 __virtualname__ = "docker_registry"
@@ -21,32 +21,13 @@ MINE_KEY = "armswarm_registry_ca"
 
 
 def __virtual__():
-    reason = docker_client.missing_dependency()
-    if reason:
-        return False, f"docker_registry: {reason}"
-    return __virtualname__
-
-
-def _ret(name):
-    return {"name": name, "changes": {}, "result": True, "comment": ""}
+    return docker_client.virtual(__virtualname__)
 
 
 def _conf(overrides, name=registry_host.CONTAINER):
     conf = dict(config.get("registry", __opts__, __pillar__, {}) or {})
     conf.update({k: v for k, v in overrides.items() if v is not None})
     return registry_host.settings(conf, name)
-
-
-def _write(path: Path, text: str, mode: int) -> bool:
-    """Write ``text`` unless it is already there; whether it changed."""
-    if path.is_file() and path.read_text() == text:
-        return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".new")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
-    return True
 
 
 def running(name="armswarm-registry", image=None, port=None, storage=None, users=None):
@@ -57,7 +38,7 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
     its inputs changed (settings, configuration, certificate, users). Arguments override
     pillar ``armswarm:registry``. Passwords never appear in changes or comments.
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         conf = _conf({"image": image, "port": port, "storage": storage, "users": users}, name)
         config_dir = Path(conf["config_dir"])
@@ -89,32 +70,29 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
         if __opts__["test"]:
             if before is None or before["status"] != "running" or before["spec"] != spec:
                 changes["container"] = "would be (re)created" if before else "would be created"
-            ret["changes"] = changes
-            ret["result"] = None if changes else True
-            ret["comment"] = (
-                "The registry would be updated" if changes else "The registry is up to date"
-            )
-            return ret
+            if changes:
+                return state_results.would_change(ret, "The registry would be updated", changes)
+            return state_results.unchanged(ret, "The registry is up to date")
         Path(conf["storage"]).mkdir(parents=True, exist_ok=True)
-        _write(config_dir / "config.yml", text, 0o644)
-        if writes_users:
-            _write(config_dir / "htpasswd", users_text, 0o640)
+        # Only files whose text differs: an unchanged one keeps its mtime (and mode).
+        if config_changes:
+            files.write(config_dir / "config.yml", text, 0o644)
+        if writes_users and users_text != current_users:
+            files.write(config_dir / "htpasswd", users_text, 0o640)
         if before and before["status"] == "running" and before["spec"] == spec:
             if not changes:
-                ret["comment"] = f"The registry runs on port {conf['port']} as configured"
-                return ret
+                return state_results.unchanged(
+                    ret, f"The registry runs on port {conf['port']} as configured"
+                )
         registry_host.replace(engine, conf, spec)
         registry_host.wait_serving(conf["port"])
         changes["container"] = {
             "old": before and {k: before[k] for k in ("id", "status", "spec")},
             "new": {"spec": spec, "image": conf["image"], "port": conf["port"]},
         }
-        ret["changes"] = changes
-        ret["comment"] = f"The registry runs on port {conf['port']}"
+        return state_results.changed(ret, f"The registry runs on port {conf['port']}", changes)
     except ArmswarmError as exc:
-        ret["result"] = False
-        ret["comment"] = str(exc)
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def ca_published(name=MINE_KEY):
@@ -122,31 +100,24 @@ def ca_published(name=MINE_KEY):
     The registry's CA certificate is in the Salt mine under ``name`` (read by every node's
     ``armnode`` formula to trust the registry). Sent only when the mine has another value.
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         path = Path(_conf({})["config_dir"]) / "ca.crt"
     except ArmswarmError as exc:
-        ret["result"], ret["comment"] = False, str(exc)
-        return ret
+        return state_results.failed(ret, exc)
     pem = path.read_text() if path.is_file() else None
     if pem is None and not __opts__["test"]:
-        ret["result"], ret["comment"] = False, f"{path} does not exist"
-        return ret
+        return state_results.failed(ret, f"{path} does not exist")
     if pem is None:  # test mode: the x509 states earlier in this run would make it
-        ret["result"], ret["changes"] = None, {"mine": name}
-        ret["comment"] = f"{path} does not exist yet: the CA would be sent once it does"
-        return ret
+        return state_results.would_change(
+            ret, f"{path} does not exist yet: the CA would be sent once it does", {"mine": name}
+        )
     mined = (__salt__["mine.get"](__opts__["id"], name) or {}).get(__opts__["id"])
     if mined == pem:
-        ret["comment"] = "The CA is in the mine"
-        return ret
+        return state_results.unchanged(ret, "The CA is in the mine")
     ret["changes"] = {"mine": name}
     if __opts__["test"]:
-        ret["result"] = None
-        ret["comment"] = "The CA would be sent to the mine"
-        return ret
+        return state_results.would_change(ret, "The CA would be sent to the mine")
     if not __salt__["mine.send"](name, mine_function="docker_registry.ca_cert"):
-        ret["result"], ret["comment"], ret["changes"] = False, "mine.send failed", {}
-        return ret
-    ret["comment"] = "The CA was sent to the mine"
-    return ret
+        return state_results.failed(ret, "mine.send failed")
+    return state_results.changed(ret, "The CA was sent to the mine")

@@ -24,7 +24,7 @@ import os
 import tempfile
 
 from armswarm_core import ArmswarmError
-from armswarm_core.common import docker_client
+from armswarm_core.common import docker_client, state_results
 from armswarm_core.swarm import join_tokens, networks, stacks, swarm_engine
 from salt.utils.data import traverse_dict_and_list
 
@@ -32,14 +32,7 @@ __virtualname__ = "docker_swarm"
 
 
 def __virtual__():
-    reason = docker_client.missing_dependency()
-    if reason:
-        return False, f"docker_swarm: {reason}"
-    return __virtualname__
-
-
-def _ret(name):
-    return {"name": name, "changes": {}, "result": True, "comment": ""}
+    return docker_client.virtual(__virtualname__)
 
 
 def _client():
@@ -51,31 +44,28 @@ def initialised(name="swarm", advertise_addr=None, listen_addr=swarm_engine.DEFA
     This node is a manager of a swarm: a new one is created only when the node is in none.
     A node that is a worker elsewhere fails (use ``left`` first).
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         engine = _client()
         current = swarm_engine.local_state(engine)
         if current["state"] == "active" and current["is_manager"]:
-            ret["comment"] = f"Already a manager of swarm {current['cluster_id']}"
-            return ret
+            return state_results.unchanged(
+                ret, f"Already a manager of swarm {current['cluster_id']}"
+            )
         if current["state"] != "inactive":
-            ret["result"] = False
-            ret["comment"] = (
+            return state_results.failed(
+                ret,
                 f"This node is {current['state']}"
                 f"{' as a worker' if current['state'] == 'active' else ''} in a swarm:"
-                " refusing to create another one"
+                " refusing to create another one",
             )
-            return ret
         ret["changes"] = {"swarm": {"old": "inactive", "new": "manager (new swarm)"}}
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = "A new swarm would be initialised"
-            return ret
+            return state_results.would_change(ret, "A new swarm would be initialised")
         new = swarm_engine.init(engine, advertise_addr=advertise_addr, listen_addr=listen_addr)
-        ret["comment"] = f"Initialised swarm {new['cluster_id']}"
+        return state_results.changed(ret, f"Initialised swarm {new['cluster_id']}")
     except ArmswarmError as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def joined(
@@ -91,31 +81,29 @@ def joined(
     (made by ``docker_swarm.sealed_join_token`` for this minion) or read from the pillar key
     ``join_token_pillar``; it never appears in the state's return.
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         engine = _client()
         current = swarm_engine.local_state(engine)
         if current["state"] == "active":
             wanted = {a if ":" in a else f"{a}:2377" for a in _addrs(remote_addrs)}
             if wanted & set(current["remote_managers"]) or not current["remote_managers"]:
-                ret["comment"] = "Already in the swarm"
-                return ret
-            ret["result"] = False
-            ret["comment"] = (
+                return state_results.unchanged(ret, "Already in the swarm")
+            return state_results.failed(
+                ret,
                 f"In another swarm (managers {', '.join(current['remote_managers'])});"
-                " leave it first"
+                " leave it first",
             )
-            return ret
         if current["state"] != "inactive":
-            ret["result"] = False
-            ret["comment"] = f"Swarm state is {current['state']}: fix it before joining"
-            return ret
+            return state_results.failed(
+                ret, f"Swarm state is {current['state']}: fix it before joining"
+            )
         token = _token(sealed_token, join_token_pillar)
         ret["changes"] = {"swarm": {"old": "inactive", "new": "joined"}}
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"Would join the swarm at {', '.join(_addrs(remote_addrs))}"
-            return ret
+            return state_results.would_change(
+                ret, f"Would join the swarm at {', '.join(_addrs(remote_addrs))}"
+            )
         new = swarm_engine.join(
             engine,
             _addrs(remote_addrs),
@@ -124,10 +112,11 @@ def joined(
             listen_addr=listen_addr,
         )
         # The role comes from the token, unknown to test=True: keep the changes it predicted.
-        ret["comment"] = f"Joined the swarm as {'manager' if new['is_manager'] else 'worker'}"
+        return state_results.changed(
+            ret, f"Joined the swarm as {'manager' if new['is_manager'] else 'worker'}"
+        )
     except ArmswarmError as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def _addrs(remote_addrs):
@@ -154,27 +143,23 @@ def _token(sealed_token, join_token_pillar):
 
 def left(name="swarm", force=False):
     """This node is in no swarm. A manager needs ``force: true``."""
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         engine = _client()
         current = swarm_engine.local_state(engine)
         if current["state"] == "inactive":
-            ret["comment"] = "Not in a swarm"
-            return ret
+            return state_results.unchanged(ret, "Not in a swarm")
         if current["is_manager"] and not force:
-            ret["result"] = False
-            ret["comment"] = "This node is a manager: leaving may cost quorum; set force: true"
-            return ret
+            return state_results.failed(
+                ret, "This node is a manager: leaving may cost quorum; set force: true"
+            )
         ret["changes"] = {"swarm": {"old": current["state"], "new": "inactive"}}
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = "Would leave the swarm"
-            return ret
+            return state_results.would_change(ret, "Would leave the swarm")
         swarm_engine.leave(engine, force=force)
-        ret["comment"] = "Left the swarm"
+        return state_results.changed(ret, "Left the swarm")
     except ArmswarmError as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def node_configured(
@@ -185,7 +170,7 @@ def node_configured(
     manager. Undeclared labels are kept unless ``remove_undeclared_labels``; a demotion that
     would lose quorum fails before anything changes.
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         engine = _client()
         changes = swarm_engine.update_node(
@@ -198,17 +183,14 @@ def node_configured(
             test=True,
         )
         if not changes:
-            ret["comment"] = f"Node {name} is configured"
-            return ret
+            return state_results.unchanged(ret, f"Node {name} is configured")
         if changes.get("role", {}).get("new") == "worker":
             swarm_engine.check_demotion(
                 swarm_engine.nodes(engine), swarm_engine.find_node(engine, name)
             )
         ret["changes"] = changes
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"Node {name} would be updated"
-            return ret
+            return state_results.would_change(ret, f"Node {name} would be updated")
         swarm_engine.update_node(
             engine,
             name,
@@ -217,10 +199,9 @@ def node_configured(
             role=role,
             remove_undeclared_labels=remove_undeclared_labels,
         )
-        ret["comment"] = f"Node {name} updated"
+        return state_results.changed(ret, f"Node {name} updated")
     except ArmswarmError as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def network_present(
@@ -237,7 +218,7 @@ def network_present(
     An overlay network exists with these settings. A network in use is never re-created: a
     difference is then an error naming what differs. Run on a manager.
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         engine = _client()
         desired = networks.desired(
@@ -252,27 +233,26 @@ def network_present(
         current = networks.current(engine, name)
         diff = networks.diff(current, desired)
         if current and not diff:
-            ret["comment"] = f"Network {name} is as specified"
-            return ret
+            return state_results.unchanged(ret, f"Network {name} is as specified")
         if current and networks.in_use(engine, name):
-            ret["result"] = False
-            ret["comment"] = (
+            return state_results.failed(
+                ret,
                 f"Network {name} differs ({', '.join(sorted(diff))}) but is in use;"
-                " networks cannot be changed in place: detach its services first"
+                " networks cannot be changed in place: detach its services first",
             )
-            return ret
         ret["changes"] = {"network": {"old": current, "new": desired}}
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"Network {name} would be {'re-created' if current else 'created'}"
-            return ret
+            return state_results.would_change(
+                ret, f"Network {name} would be {'re-created' if current else 'created'}"
+            )
         if current:
             networks.remove(engine, name)
         networks.create(engine, name, desired)
-        ret["comment"] = f"Network {name} {'re-created' if current else 'created'}"
+        return state_results.changed(
+            ret, f"Network {name} {'re-created' if current else 'created'}"
+        )
     except ArmswarmError as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def stack_deployed(
@@ -295,20 +275,19 @@ def stack_deployed(
     ``registry_auth_pillar`` (``{registry or host, username, password}``) and never appear in the
     return. Run on a manager.
     """
-    ret = _ret(name)
+    ret = state_results.new(name)
     try:
         text = _compose_text(compose, template, context, saltenv)
         engine = _client()
         stamped, hashes = stacks.load_and_stamp(text)
         changes = stacks.plan(hashes, stacks.current(engine, name), prune)
         if not changes:
-            ret["comment"] = f"Stack {name} is up to date ({len(hashes)} services)"
-            return ret
+            return state_results.unchanged(
+                ret, f"Stack {name} is up to date ({len(hashes)} services)"
+            )
         ret["changes"] = changes
         if __opts__["test"]:
-            ret["result"] = None
-            ret["comment"] = f"Stack {name} would be deployed"
-            return ret
+            return state_results.would_change(ret, f"Stack {name} would be deployed")
         auth = None
         if registry_auth_pillar:
             auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
@@ -328,16 +307,16 @@ def stack_deployed(
             rolled = changes.get("create", []) + changes.get("update", [])
             pending = stacks.wait_converged(engine, name, rolled, timeout=timeout)
         if pending:
-            ret["result"] = False
-            ret["comment"] = (
+            # Deployed all the same: the changes stand.
+            return state_results.failed(
+                ret,
                 f"Stack {name} deployed, but not converged after {timeout}s: "
-                + ", ".join(f"{s} ({state})" for s, state in sorted(pending.items()))
+                + ", ".join(f"{s} ({state})" for s, state in sorted(pending.items())),
+                changes,
             )
-        else:
-            ret["comment"] = f"Stack {name} deployed"
+        return state_results.changed(ret, f"Stack {name} deployed")
     except ArmswarmError as exc:
-        ret.update(result=False, changes={}, comment=str(exc))
-    return ret
+        return state_results.failed(ret, exc)
 
 
 def _compose_text(compose, template, context, saltenv):

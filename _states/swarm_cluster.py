@@ -24,6 +24,7 @@ import salt.key
 import salt.utils.event
 import salt.utils.minions
 from armswarm_core import ArmswarmError
+from armswarm_core.common import state_results
 from armswarm_core.swarm import converge
 from salt.utils.data import traverse_dict_and_list
 
@@ -144,12 +145,10 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
     """
     opts = __opts__
     if opts.get("__role") != "master":
-        return {
-            "name": name,
-            "changes": {},
-            "result": False,
-            "comment": "swarm_cluster.converged runs in an orchestration: salt-run state.orch",
-        }
+        return state_results.failed(
+            state_results.new(name),
+            "swarm_cluster.converged runs in an orchestration: salt-run state.orch",
+        )
     # Read pillar directly: Salt 3008's pillar.get redacts values unless unmasked (3006 lacks
     # that flag).
     conf = layout if layout is not None else traverse_dict_and_list(__pillar__, name, None)

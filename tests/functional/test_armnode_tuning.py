@@ -135,3 +135,15 @@ def test_reboot_only_when_required(env):
         "reboot_in_minutes": 5,
         "because": ["kernel command line changed in /boot/boot.txt"],
     }
+
+
+def test_logrotate_compress_cycle_keeps_the_file_mode(env):
+    states, tmp = env
+    conf = tmp / "logrotate.conf"
+    conf.write_text("weekly\n#compress\ninclude /etc/logrotate.d\n")
+    conf.chmod(0o640)
+    applied = cycle(states, "armnode.logrotate_compress", name=str(conf))
+    assert applied["changes"] == {"compress": True}
+    assert conf.read_text() == "weekly\ncompress\ninclude /etc/logrotate.d\n"
+    assert conf.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".")) == []

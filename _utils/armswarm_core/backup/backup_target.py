@@ -14,6 +14,7 @@ from pathlib import Path
 
 from armswarm_core import ArmswarmError
 from armswarm_core.backup import backup_policy
+from armswarm_core.common import files
 
 CHUNK = 1 << 20
 PROBE = ".armswarm-write-probe"
@@ -117,24 +118,17 @@ def publish(folder: Path, bid: str, produce, manifest_fields: dict) -> dict:
             **manifest_fields,
         )
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        (partial / backup_policy.MANIFEST).write_text(text)
+        files.write(partial / backup_policy.MANIFEST, text)
         sums = {archive: manifest["sha256"], backup_policy.MANIFEST: _sha256_bytes(text.encode())}
-        (partial / backup_policy.SUMS).write_text(backup_policy.sums_text(sums))
-        _fsync_dir(partial)
+        # files.write fsyncs ``partial``: the archive's rename above is durable too.
+        files.write(partial / backup_policy.SUMS, backup_policy.sums_text(sums))
+        # The whole backup appears under its final name at once, or not at all.
         partial.rename(folder / bid)
-        _fsync_dir(folder)
+        files.fsync_dir(folder)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return manifest
-
-
-def _fsync_dir(path: Path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def apply_retention(root: Path, kind: str, name: str, keep_daily: int) -> list[str]:

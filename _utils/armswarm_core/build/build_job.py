@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from armswarm_core import ArmswarmError
 from armswarm_core.build import dockerfile
+from armswarm_core.common import files
 
 try:
     import docker.errors
@@ -151,7 +152,7 @@ class Job:
             config.mkdir(mode=0o700)
             secret = f"{self.auth['username']}:{self.auth['password']}".encode()
             auths = {"auths": {self.registry: {"auth": base64.b64encode(secret).decode()}}}
-            (config / "config.json").write_text(json.dumps(auths), encoding="utf-8")
+            files.write(config / "config.json", json.dumps(auths), 0o600)
             env["DOCKER_CONFIG"] = str(config)
         try:
             proc = subprocess.run(

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from armswarm_core import ArmswarmError
 from armswarm_core.build import build_dag, build_job, build_report, dispatch, scheduler
+from armswarm_core.common import files
 from armswarm_core.registry import tag_retention
 from armswarm_core.swarm import swarm_layout
 
@@ -90,7 +91,7 @@ def remember(state_dir, outcomes):
                 seconds if not old else old + DURATION_WEIGHT * (seconds - old), 3
             )
     state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "durations.json").write_text(json.dumps(known, indent=1, sort_keys=True))
+    files.write(state_dir / "durations.json", json.dumps(known, indent=1, sort_keys=True))
 
 
 # -- the tree and the nodes ------------------------------------------------------------------
@@ -345,8 +346,8 @@ def write_report(
         "report": str(directory / "report.json"),
         "timeline": str(directory / "timeline.svg"),
     }
-    (directory / "report.json").write_text(json.dumps(report, indent=1))
-    (directory / "timeline.svg").write_text(build_report.svg(report))
+    files.write(directory / "report.json", json.dumps(report, indent=1))
+    files.write(directory / "timeline.svg", build_report.svg(report))
     last = state_dir / "last"
     if last.is_symlink() or last.exists():
         last.unlink()

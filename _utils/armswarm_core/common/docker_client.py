@@ -24,6 +24,13 @@ def missing_dependency():
     return "the docker Python SDK is not installed (pip install docker)"
 
 
+def virtual(name: str):
+    """What ``__virtual__`` of loader module ``name`` returns when it needs the docker SDK:
+    ``name``, or ``(False, reason)``."""
+    reason = missing_dependency()
+    return (False, f"{name}: {reason}") if reason else name
+
+
 def engine_settings(opts=None, pillar=None) -> dict:
     """Engine endpoint and timeout (``armswarm:docker:base_url`` and ``…:timeout``)."""
     return {

@@ -5,13 +5,12 @@ Finds the file of the detected boot flavour under ``boot_root``, edits it with
 like ``mkscr`` does; ``u-boot-update`` for u-boot-menu) and records that a reboot is required.
 """
 
-import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import files
 from armswarm_core.node import boards, cmdline
 
 MARKER = "var/lib/armswarm/reboot-required"
@@ -64,18 +63,6 @@ def plan(boot_root: str, present=(), absent=()) -> dict:
     }
 
 
-def _write_atomic(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _run(argv, cwd=None):
     try:
         proc = subprocess.run(
@@ -122,7 +109,7 @@ def apply(boot_root: str, change: dict):
             f"{path}: changing a {change['flavour']} command line needs {tool}, which is not "
             f"installed ({'u-boot-tools' if tool == 'mkimage' else 'u-boot-menu'} package)"
         )
-    _write_atomic(path, change["text"])
+    files.write(path, change["text"])
     regenerate(change["flavour"], path)
     mark_reboot_required(boot_root, f"kernel command line changed in {path}")
 
@@ -137,13 +124,12 @@ def _boot_id() -> str:
 def mark_reboot_required(boot_root: str, reason: str):
     """A marker valid for this boot only: after a reboot it no longer counts."""
     marker = Path(boot_root) / MARKER
-    marker.parent.mkdir(parents=True, exist_ok=True)
     lines = marker.read_text().splitlines() if marker.exists() else []
     if not lines or lines[0] != _boot_id():
         lines = [_boot_id()]
     if reason not in lines[1:]:
         lines.append(reason)
-    marker.write_text("\n".join(lines) + "\n")
+    files.write(marker, "\n".join(lines) + "\n")
 
 
 def reboot_required(boot_root: str = "/") -> list[str]:

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import files
 from armswarm_core.node import boot_files, cmdline
 
 # Free space the copy must have beyond what is used now (logs grow, the copy is not sparse).
@@ -118,8 +119,7 @@ def _ids(dev: str) -> dict:
 def _point_fstab(clone: Path, uuid: str):
     fstab = clone / "etc/fstab"
     if not fstab.exists():
-        fstab.parent.mkdir(parents=True, exist_ok=True)
-        fstab.write_text(f"UUID={uuid} / ext4 defaults,noatime 0 1\n")
+        files.write(fstab, f"UUID={uuid} / ext4 defaults,noatime 0 1\n")
         return
     lines, found = [], False
     for line in fstab.read_text().splitlines():
@@ -132,7 +132,7 @@ def _point_fstab(clone: Path, uuid: str):
             lines.append(line)
     if not found:
         lines.append(f"UUID={uuid}\t/\text4\tdefaults,noatime\t0\t1")
-    fstab.write_text("\n".join(lines) + "\n")
+    files.write(fstab, "\n".join(lines) + "\n")
 
 
 def boot_change(boot_root: str, ids: dict) -> dict:
@@ -208,7 +208,7 @@ def run(
         finally:
             _run(["umount", mnt])
     change = boot_change(boot_root, ids)
-    Path(change["file"]).write_text(change["text"])
+    files.write(change["file"], change["text"])
     boot_files.regenerate(change["flavour"], Path(change["file"]))
     boot_files.mark_reboot_required(boot_root, f"root moves to {part} (UUID={ids['UUID']})")
     report.update(

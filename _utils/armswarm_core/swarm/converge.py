@@ -28,6 +28,7 @@ key, and only the joiner opens it.
 from concurrent.futures import ThreadPoolExecutor
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import state_results
 from armswarm_core.swarm import swarm_layout, swarm_plan
 
 # A minion that cannot say what it is within this is reported as not answering (down).
@@ -38,14 +39,14 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
     """The state return (``name``, ``changes``, ``result``, ``comment``) of converging the
     swarm to the layout ``conf`` (the pillar's ``armswarm:swarm``). ``force`` (None: the
     layout's ``force``) takes over nodes in another swarm; ``test`` only predicts."""
-    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    ret = state_results.new(name)
     parsed, errors = resolve_layout(conf, transport)
     if parsed is None:
-        ret["comment"] = "\n".join(errors)
-        return ret
+        return state_results.failed(ret, "\n".join(errors))
     if errors:
-        ret["comment"] = "Invalid swarm layout, nothing changed:\n" + "\n".join(errors)
-        return ret
+        return state_results.failed(
+            ret, "Invalid swarm layout, nothing changed:\n" + "\n".join(errors)
+        )
     force = bool(conf.get("force", False)) if force is None else bool(force)
 
     facts = gather_facts(parsed, transport)
@@ -55,32 +56,26 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
         swarm_nodes = transport.one(manager, "docker_swarm.nodes") if manager else None
         plan, errors = swarm_plan.make_plan(parsed, facts, swarm_nodes, force=force)
         if errors:
-            ret["comment"] = "Cannot converge the swarm, nothing changed:\n" + "\n".join(errors)
-            return ret
+            return state_results.failed(
+                ret, "Cannot converge the swarm, nothing changed:\n" + "\n".join(errors)
+            )
         changes = plan.changes()
         notes = _notes(plan, changes)
         if not changes:
-            ret["result"] = not plan.down
-            ret["comment"] = "The swarm matches the layout." + notes
+            state_results.unchanged(ret, "The swarm matches the layout." + notes)
         elif test:
-            ret["result"] = None
-            ret["changes"] = changes
-            ret["comment"] = "The swarm would be changed." + notes
-            return ret
+            return state_results.would_change(ret, "The swarm would be changed." + notes, changes)
         else:
             manager = execute(transport, parsed, plan, facts, manager, swarm_nodes, done)
-            ret["changes"] = changes
-            ret["result"] = not plan.down
-            ret["comment"] = "The swarm was changed." + notes
+            state_results.changed(ret, "The swarm was changed." + notes, changes)
+        # Nodes that do not answer leave the swarm unconverged whatever else was done.
+        ret["result"] = not plan.down
         table = (
             swarm_plan.node_table(transport.one(manager, "docker_swarm.nodes")) if manager else []
         )
     except ArmswarmError as exc:
         # What was done before the failure is still a change.
-        ret["changes"] = done
-        ret["result"] = False
-        ret["comment"] = f"{exc}"
-        return ret
+        return state_results.failed(ret, exc, done)
     if table:
         ret["comment"] += "\n" + "\n".join(table)
     transport.progress("done", result=ret["result"])
