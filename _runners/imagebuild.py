@@ -6,8 +6,9 @@
     salt-run imagebuild.run source=salt://images       # build, push, report
     salt-run imagebuild.prune                          # retention, dry-run by default
 
-Settings come from the master config, then from the pillar compiled for the master's id
-(``armswarm:imagebuild`` and ``armswarm:registry``, see :mod:`armswarm_core.registry.registry_api`):
+Settings are ``armswarm:imagebuild`` and ``armswarm:registry`` (see
+:mod:`armswarm_core.build.build_settings` and :mod:`armswarm_core.registry.registry_settings`):
+the defaults < the master config < the pillar compiled for the master's id, key by key:
 
 .. code-block:: yaml
 
@@ -45,7 +46,14 @@ import salt.fileclient
 import salt.pillar
 import salt.utils.event
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_dag, build_job, build_report, dispatch, scheduler
+from armswarm_core.build import (
+    build_dag,
+    build_job,
+    build_report,
+    build_settings,
+    dispatch,
+    scheduler,
+)
 from armswarm_core.registry import registry_api, tag_retention
 from armswarm_core.swarm import swarm_layout
 from salt.utils.data import traverse_dict_and_list
@@ -74,13 +82,11 @@ def _pillar() -> dict:
 
 
 def _setting(key, value=None, default=None):
+    """An argument when given, else ``armswarm:imagebuild:<key>`` (defaults < master config
+    < pillar); the defaults are ``build_settings.DEFAULTS``, not ``default``."""
     if value is not None:
         return value
-    for source in (__opts__, _pillar()):
-        found = traverse_dict_and_list(source, f"armswarm:imagebuild:{key}", None)
-        if found is not None:
-            return found
-    return default
+    return build_settings.settings(__opts__, _pillar())[key]
 
 
 def _registry_settings(host=None) -> registry_api.Settings:

@@ -26,7 +26,6 @@ import salt.utils.event
 import salt.utils.minions
 from armswarm_core import ArmswarmError
 from armswarm_core.swarm import swarm_layout, swarm_plan
-from salt.utils.data import traverse_dict_and_list
 
 log = logging.getLogger(__name__)
 
@@ -258,8 +257,8 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
         ret["comment"] = "swarm_cluster.converged runs in an orchestration: salt-run state.orch"
         return ret
     # Read pillar directly: Salt 3008's pillar.get redacts values unless unmasked (3006 lacks
-    # that flag).
-    conf = layout if layout is not None else traverse_dict_and_list(__pillar__, name, None)
+    # that flag). The master config's layout, if any, is merged under it key by key.
+    conf = layout if layout is not None else swarm_layout.layout_conf(__opts__, __pillar__, name)
     parsed, errors, targets = swarm_layout.parse_layout(conf)
     if parsed is None:
         ret["comment"] = "\n".join(errors)
