@@ -162,3 +162,12 @@ def test_optional_tuning_is_off_by_default(tmp_path):
         "armnode-root-mount-options",
         "armnode-cpu-governor",
     } & set(high)
+
+
+def test_lookup_reaches_every_sls_of_a_run(tmp_path):
+    """Each SLS imports map.jinja; once it popped ``lookup`` out of the pillar, so only the
+    first SLS rendered (armnode.valid) saw it. packages.sls and users.sls render later."""
+    lookup = {"cron_service": "crond-lookup", "admin_group": "staff-lookup"}
+    high = show_sls(tmp_path, ARCH, pillar={"armnode": {"lookup": lookup, "timesync": True}})
+    assert _arg(high["armnode-cron-running"], "service", "name") == "crond-lookup"
+    assert _arg(high["armnode-admin-user-present"], "user", "groups") == ["staff-lookup"]
