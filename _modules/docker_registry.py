@@ -28,9 +28,9 @@ def _conf(name=registry_host.CONTAINER):
 def settings(strict=True):
     """
     The registry settings: the defaults < ``armswarm:registry`` in the minion config < in
-    pillar, key by key, validated (an error names every bad key); passwords are masked.
-    ``strict=False`` (the formula's ``map.jinja``) returns them even when some keys are bad,
-    each left at its default.
+    pillar, key by key, validated (an error names every bad key); passwords are masked. The
+    formula's ``map.jinja`` reads them here, so a bad key stops its render. ``strict=False``
+    returns them even when some keys are bad, each left at its default.
 
     CLI Example:
 

@@ -2,5 +2,6 @@
 
 ``dockerfile`` (parsing, parent pins), ``build_dag`` (the image tree as a DAG), ``scheduler``
 (list scheduling), ``dispatch`` (jobs to nodes, retries, probes), ``build_job`` (one build on
-one node) and ``build_report`` (the run's table and timeline).
+one node), ``build_report`` (the run's table and timeline) and ``build_settings``
+(``armswarm:imagebuild``).
 """
