@@ -1,11 +1,13 @@
-"""Board-level node settings: the kernel command line of each boot flavour, reboot marker.
+"""Board-level node settings: the armnode formula's settings, the kernel command line of each
+boot flavour, reboot marker.
 
-A thin façade over :mod:`armswarm_core.node.boot_files`. The boot files are looked up under the
-minion option ``armnode.boot_root`` (default ``/``; the lab and tests point it elsewhere).
+A thin façade over :mod:`armswarm_core.node.node_settings` and
+:mod:`armswarm_core.node.boot_files`. The boot files are looked up under the minion option
+``armnode.boot_root`` (default ``/``; the lab and tests point it elsewhere).
 """
 
 from armswarm_core import ArmswarmError
-from armswarm_core.node import boot_files, root_move
+from armswarm_core.node import boot_files, node_settings, root_move
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "armnode"
@@ -27,6 +29,29 @@ def _as_list(value):
     if isinstance(value, str):
         return value.split(",") if "," in value and " " not in value else value.split()
     return [str(v) for v in value]
+
+
+def settings(strict=True, show_secrets=False):
+    """
+    The armnode formula's settings for this node: the defaults < the os_family's < the
+    board's < ``armnode:lookup`` < ``armnode`` (minion config, then pillar), key by key,
+    validated (an error names every bad key). The admin's password hash is masked unless
+    ``show_secrets=True``. The formula's ``map.jinja`` asks with ``strict=False`` (a bad key
+    is left at its default and reported by the ``armnode.settings_valid`` state).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' armnode.settings
+    """
+    try:
+        conf = node_settings.settings(
+            __opts__, __pillar__, __grains__, _boot_root(), strict=bool(strict)
+        )
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    return conf if show_secrets is True else node_settings.masked(conf)
 
 
 def kernel_args():

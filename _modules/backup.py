@@ -1,7 +1,8 @@
 """Volume backups to a network drive, MySQL/MariaDB dumps, restores and the daily clean-up.
 
 A thin façade over :mod:`armswarm_core.backup.backup_target`. Settings are ``armswarm:backup`` in
-the minion config or pillar (see ``salt/backup/pillar.example`` and the users' guide); the
+the minion config and pillar, merged key by key with pillar last (see
+``salt/backup/pillar.example`` and the users' guide); the
 ``backup`` formula schedules :func:`run`, :func:`mysql_dump` and :func:`cleanup` daily with cron.
 
 Database passwords are read on the node (container environment or a pillar key) and never
@@ -18,7 +19,7 @@ from armswarm_core.backup import (
     volume_backups,
     volume_cleanup,
 )
-from armswarm_core.common import config, docker_client
+from armswarm_core.common import docker_client
 from salt.exceptions import CommandExecutionError
 from salt.utils.data import traverse_dict_and_list
 
@@ -31,9 +32,9 @@ def __virtual__():
     return docker_client.virtual(__virtualname__)
 
 
-def _conf(target=None):
+def _conf(target=None, strict=True):
     try:
-        conf = backup_policy.settings(config.get("backup", __opts__, __pillar__, {}))
+        conf = backup_policy.settings(__opts__, __pillar__, strict=strict)
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
     if target:
@@ -72,10 +73,13 @@ def _flag_errors(result):
     return result
 
 
-def settings():
+def settings(strict=True):
     """
-    The effective backup settings (pillar ``armswarm:backup`` over the defaults), validated.
-    Credentials appear only as pillar key names.
+    The effective backup settings: the defaults < ``armswarm:backup`` in the minion config <
+    in pillar, key by key, validated (an error names every bad key). Credentials appear only
+    as pillar key names. ``strict=False`` (the formula's ``map.jinja``) returns them even when
+    some keys are bad, each left at its default; the ``backup.settings_valid`` state reports
+    those.
 
     CLI Example:
 
@@ -83,7 +87,7 @@ def settings():
 
         salt '*' backup.settings
     """
-    return _conf()
+    return _conf(strict=bool(strict))
 
 
 def run(volumes=None, force=False, target=None):

@@ -7,8 +7,8 @@ see :mod:`armswarm_core.registry.registry_host`.
 from pathlib import Path
 
 from armswarm_core import ArmswarmError
-from armswarm_core.common import config, docker_client
-from armswarm_core.registry import registry_host
+from armswarm_core.common import docker_client
+from armswarm_core.registry import registry_host, registry_settings
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "docker_registry"
@@ -19,7 +19,27 @@ def __virtual__():
 
 
 def _conf(name=registry_host.CONTAINER):
-    return registry_host.settings(config.get("registry", __opts__, __pillar__, {}) or {}, name)
+    return registry_host.settings(__opts__, __pillar__, name)
+
+
+def settings(strict=True):
+    """
+    The registry settings: the defaults < ``armswarm:registry`` in the minion config < in
+    pillar, key by key, validated (an error names every bad key); passwords are masked. The
+    formula's ``map.jinja`` reads them here, so a bad key stops its render. ``strict=False``
+    returns them even when some keys are bad, each left at its default.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_registry.settings
+    """
+    try:
+        conf = registry_settings.settings(__opts__, __pillar__, strict=bool(strict))
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    return registry_settings.masked(conf)
 
 
 def status(name=registry_host.CONTAINER):

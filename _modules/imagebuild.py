@@ -10,7 +10,7 @@ import logging
 from armswarm_core import ArmswarmError
 from armswarm_core.build import build_job
 from armswarm_core.common import docker_client
-from armswarm_core.registry import registry_api
+from armswarm_core.registry import registry_settings
 from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
@@ -24,12 +24,12 @@ def __virtual__():
 
 def _auth():
     try:
-        conf = registry_api.settings(__opts__, __pillar__)
-    except ArmswarmError:
-        return None  # no registry settings on this minion: push without credentials
-    if conf.username:
-        return {"username": conf.username, "password": conf.password or ""}
-    return None
+        conf = registry_settings.settings(__opts__, __pillar__)
+    except ArmswarmError as exc:  # bad settings are named, not taken for "no credentials"
+        raise CommandExecutionError(str(exc)) from exc
+    if conf["host"] and conf["username"]:
+        return {"username": conf["username"], "password": conf["password"]}
+    return None  # no registry settings on this minion: push without credentials
 
 
 def build(

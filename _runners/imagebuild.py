@@ -6,8 +6,9 @@
     salt-run imagebuild.run source=salt://images       # build, push, report
     salt-run imagebuild.prune                          # retention, dry-run by default
 
-Settings come from the master config, then from the pillar compiled for the master's id
-(``armswarm:imagebuild`` and ``armswarm:registry``, see :mod:`armswarm_core.registry.registry_api`):
+Settings are ``armswarm:imagebuild`` and ``armswarm:registry`` (see
+:mod:`armswarm_core.build.build_settings` and :mod:`armswarm_core.registry.registry_settings`):
+the defaults < the master config < the pillar compiled for the master's id, key by key:
 
 .. code-block:: yaml
 
@@ -43,7 +44,7 @@ import salt.fileclient
 import salt.pillar
 import salt.utils.event
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_run, dispatch
+from armswarm_core.build import build_run, build_settings, dispatch
 from armswarm_core.registry import registry_api
 from salt.utils.data import traverse_dict_and_list
 
@@ -69,14 +70,12 @@ def _pillar() -> dict:
     return __context__["armswarm.pillar"]
 
 
-def _setting(key, value=None, default=None):
+def _setting(key, value=None):
+    """An argument when given, else ``armswarm:imagebuild:<key>`` (``build_settings.DEFAULTS``
+    < master config < pillar)."""
     if value is not None:
         return value
-    for source in (__opts__, _pillar()):
-        found = traverse_dict_and_list(source, f"armswarm:imagebuild:{key}", None)
-        if found is not None:
-            return found
-    return default
+    return build_settings.settings(__opts__, _pillar())[key]
 
 
 def _registry_settings(host=None) -> registry_api.Settings:
@@ -94,9 +93,9 @@ def _settings(source, target, tgt_type, strategy, **more) -> build_run.Settings:
     return build_run.Settings(
         state_dir=_state_dir(),
         source=_setting("source", source),
-        target=_setting("target", target, build_run.TARGET),
-        tgt_type=_setting("tgt_type", tgt_type, build_run.TGT_TYPE),
-        strategy=_setting("strategy", strategy, build_run.STRATEGY),
+        target=_setting("target", target),
+        tgt_type=_setting("tgt_type", tgt_type),
+        strategy=_setting("strategy", strategy),
         layout_nodes=traverse_dict_and_list(_pillar(), "armswarm:swarm:nodes", {}) or {},
         **more,
     )
@@ -256,12 +255,12 @@ def _run(
         strategy,
         registry_host=reg_conf.host,
         tag_format=reg_conf.tag_format,
-        retries=_setting("retries", retries, build_run.RETRIES),
+        retries=_setting("retries", retries),
         tag=tag,
         move_latest=move_latest,
-        probe_every=_setting("probe_every", probe_every, dispatch.PROBE_EVERY),
-        probe_timeout=_setting("probe_timeout", probe_timeout, dispatch.PROBE_TIMEOUT),
-        max_context_mb=_setting("max_context_mb", None, build_run.MAX_CONTEXT_MB),
+        probe_every=_setting("probe_every", probe_every),
+        probe_timeout=_setting("probe_timeout", probe_timeout),
+        max_context_mb=_setting("max_context_mb", None),
     )
     report = build_run.run(settings, _SaltTransport(), registry_api.Registry(reg_conf))
     if report["retcode"]:

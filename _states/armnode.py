@@ -135,12 +135,18 @@ def logrotate_compress(name="/etc/logrotate.conf"):
 
 def settings_valid(name="armnode-settings", settings=None):
     """
-    The merged armnode settings (``map.jinja``) are valid: every other armnode state requires
-    this one, so bad pillar stops the run before anything changes. Errors name the pillar key;
-    secret values are never shown.
+    The armnode settings (those of ``map.jinja``: :func:`armswarm_core.node.node_settings.resolve`
+    over this minion's config, pillar and grains; or ``settings`` when given) are valid: every
+    other armnode state requires this one, so bad pillar stops the run before anything
+    changes. Errors name the pillar key; secret values are never shown.
     """
     ret = state_results.new(name)
-    errors = node_settings.validate(settings or {}, __opts__.get("armnode.boot_root", "/"))
+    boot_root = __opts__.get("armnode.boot_root", "/")
+    if settings is None:
+        conf, errors = node_settings.resolve(__opts__, __pillar__, __grains__)
+        errors += node_settings.validate(conf, boot_root)
+    else:
+        errors = node_settings.validate(settings, boot_root)
     if errors:
         return state_results.failed(
             ret, "Invalid armnode settings, nothing changed:\n" + "\n".join(errors)

@@ -10,7 +10,7 @@ a stack is deployed.
 
 from armswarm_core import ArmswarmError
 from armswarm_core.backup import backup_policy, backup_target, volume_backups
-from armswarm_core.common import config, docker_client, state_results
+from armswarm_core.common import docker_client, state_results
 
 __virtualname__ = "backup"
 
@@ -21,11 +21,15 @@ def __virtual__():
 
 def settings_valid(name="backup-settings", settings=None):
     """
-    The formula's merged settings are valid; states that change things require this one, so
-    bad input stops the run before anything changes.
+    The backup settings (the defaults < minion config < pillar ``armswarm:backup``, or
+    ``settings`` when given) are valid; states that change things require this one, so bad
+    input stops the run before anything changes.
     """
     ret = state_results.new(name)
-    problems = backup_policy.validate(settings or {})
+    if settings is None:
+        problems = backup_policy.resolve(__opts__, __pillar__)[1]
+    else:
+        problems = backup_policy.validate(settings)
     if problems:
         return state_results.failed(ret, "Invalid backup settings: " + "; ".join(problems))
     return state_results.unchanged(ret, "Backup settings are valid")
@@ -39,7 +43,7 @@ def volume_restored(name, backup=None):
     """
     ret = state_results.new(name)
     try:
-        conf = backup_policy.settings(config.get("backup", __opts__, __pillar__, {}))
+        conf = backup_policy.settings(__opts__, __pillar__)
         engine = docker_client.connect(__opts__, __pillar__)
         current = volume_backups.volume_state(engine, name)
         if current == "data":

@@ -1,8 +1,8 @@
 """The cluster registry on its node: users, configuration, container, CA in the mine.
 
-Used by ``salt/registry/init.sls``; the settings are pillar ``armswarm:registry``
-(:mod:`armswarm_core.registry.registry_host`). TLS files (``ca.crt``, ``tls.crt``, ``tls.key``) are
-made by Salt's ``x509`` states in the formula, before these run.
+Used by ``salt/registry/init.sls``; the settings are ``armswarm:registry`` in the minion
+config and pillar (:mod:`armswarm_core.registry.registry_settings`). TLS files (``ca.crt``,
+``tls.crt``, ``tls.key``) are made by Salt's ``x509`` states in the formula, before these run.
 
 .. code-block:: yaml
 
@@ -13,7 +13,7 @@ made by Salt's ``x509`` states in the formula, before these run.
 from pathlib import Path
 
 from armswarm_core import ArmswarmError
-from armswarm_core.common import config, docker_client, files, state_results
+from armswarm_core.common import docker_client, files, state_results
 from armswarm_core.registry import registry_host
 
 __virtualname__ = "docker_registry"
@@ -25,9 +25,7 @@ def __virtual__():
 
 
 def _conf(overrides, name=registry_host.CONTAINER):
-    conf = dict(config.get("registry", __opts__, __pillar__, {}) or {})
-    conf.update({k: v for k, v in overrides.items() if v is not None})
-    return registry_host.settings(conf, name)
+    return registry_host.settings(__opts__, __pillar__, name, **overrides)
 
 
 def running(name="armswarm-registry", image=None, port=None, storage=None, users=None):

@@ -25,8 +25,7 @@ import salt.utils.event
 import salt.utils.minions
 from armswarm_core import ArmswarmError
 from armswarm_core.common import state_results
-from armswarm_core.swarm import converge
-from salt.utils.data import traverse_dict_and_list
+from armswarm_core.swarm import converge, swarm_layout
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +149,8 @@ def converged(name, layout=None, force=None, timeout=DEFAULT_TIMEOUT):
             "swarm_cluster.converged runs in an orchestration: salt-run state.orch",
         )
     # Read pillar directly: Salt 3008's pillar.get redacts values unless unmasked (3006 lacks
-    # that flag).
-    conf = layout if layout is not None else traverse_dict_and_list(__pillar__, name, None)
+    # that flag). The master config's layout, if any, is merged under it key by key.
+    conf = layout if layout is not None else swarm_layout.layout_conf(opts, __pillar__, name)
     return converge.run(
         name, conf, _Minions(opts, timeout), force=force, test=bool(opts.get("test"))
     )

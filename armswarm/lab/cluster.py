@@ -286,8 +286,8 @@ class Lab:
             "timeout": 30,
             "gather_job_timeout": 20,
             "state_output": "changes",
-            # The lab registry's address depends on the lab's subnet: the master config, read
-            # before pillar, says where it is.
+            # The lab registry's address depends on the lab's subnet: the master config says
+            # where it is (pillar's registry keys merge over it, key by key).
             "armswarm": {"registry": {"host": self.registry, "ca_file": str(self.ca_file)}},
         }
 

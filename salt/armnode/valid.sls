@@ -1,5 +1,3 @@
-{%- from "armnode/map.jinja" import armnode with context %}
 # Every other armnode state requires this one: bad settings stop the run before any change.
 armnode-settings-valid:
-  armnode.settings_valid:
-    - settings: {{ armnode | json }}
+  armnode.settings_valid: []

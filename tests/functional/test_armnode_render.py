@@ -14,7 +14,7 @@ from armswarm import paths
 BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
 
 
-def show_sls(tmp_path, grains, board="odroid-hc1", pillar=None):
+def show_sls(tmp_path, grains, board="odroid-hc1", pillar=None, sls="armnode", options=None):
     conf = tmp_path / "conf"
     conf.mkdir()
     pillar_root = paths.pillar_root()
@@ -35,12 +35,13 @@ def show_sls(tmp_path, grains, board="odroid-hc1", pillar=None):
                 "grains": grains,
                 "armnode.boot_root": str(BOARDS / board / "rootfs"),
                 "log_level": "quiet",
+                **(options or {}),
             }
         )
     )
     salt_call = Path(sys.executable).parent / "salt-call"
     proc = subprocess.run(
-        [str(salt_call), "-c", str(conf), "--local", "--out=json", "state.show_sls", "armnode"],
+        [str(salt_call), "-c", str(conf), "--local", "--out=json", "state.show_sls", sls],
         capture_output=True,
         text=True,
         timeout=120,
@@ -162,3 +163,59 @@ def test_optional_tuning_is_off_by_default(tmp_path):
         "armnode-root-mount-options",
         "armnode-cpu-governor",
     } & set(high)
+
+
+def test_lookup_reaches_every_sls_of_a_run(tmp_path):
+    """Each SLS imports map.jinja; once it popped ``lookup`` out of the pillar, so only the
+    first SLS rendered (armnode.valid) saw it. packages.sls and users.sls render later."""
+    lookup = {"cron_service": "crond-lookup", "admin_group": "staff-lookup"}
+    high = show_sls(tmp_path, ARCH, pillar={"armnode": {"lookup": lookup, "timesync": True}})
+    assert _arg(high["armnode-cron-running"], "service", "name") == "crond-lookup"
+    assert _arg(high["armnode-admin-user-present"], "user", "groups") == ["staff-lookup"]
+
+
+def test_backup_formula_renders_with_config_and_pillar(tmp_path):
+    pytest.importorskip("docker")
+    high = show_sls(
+        tmp_path,
+        ARCH,
+        sls="backup",
+        options={"armswarm": {"backup": {"helper_path": "/opt/bin/armswarm-restore"}}},
+        pillar={"armswarm": {"backup": {"schedule": {"backup": "15 3 * * *"}}}},
+    )
+    assert _arg(high["backup-restore-helper"], "file", "name") == "/opt/bin/armswarm-restore"
+    assert _arg(high["backup-cron-volumes"], "cron", "minute") == "15"
+    assert _arg(high["backup-settings-valid"], "backup", "settings") is None
+
+
+def test_registry_formula_renders_with_config_and_pillar(tmp_path):
+    pytest.importorskip("docker")
+    high = show_sls(
+        tmp_path,
+        {**ARCH, "id": "render-test", "ipv4": ["127.0.0.1", "10.0.0.5"]},
+        sls="registry",
+        options={"armswarm": {"registry": {"port": 5001}}},
+        pillar={"armswarm": {"registry": {"storage": "/srv/ssd/registry"}}},
+    )
+    running = high["armswarm-registry-running"]
+    assert (
+        _arg(running, "docker_registry", "port"),
+        _arg(running, "docker_registry", "storage"),
+    ) == (
+        5001,
+        "/srv/ssd/registry",
+    )
+    assert "IP:10.0.0.5" in _arg(high["armswarm-registry-tls-cert"], "x509", "subjectAltName")
+    assert _arg(high["armswarm-registry-tls-cert"], "x509", "CN") == "10.0.0.5"
+
+
+def test_registry_formula_refuses_a_bad_key_before_any_state(tmp_path):
+    pytest.importorskip("docker")
+    with pytest.raises(AssertionError) as err:
+        show_sls(
+            tmp_path,
+            ARCH,
+            sls="registry",
+            pillar={"armswarm": {"registry": {"users": ["builder"]}}},
+        )
+    assert "armswarm:registry:users: must be a mapping, not a list" in str(err.value)

@@ -442,14 +442,18 @@ def test_a_master_that_cannot_publish_for_a_while_costs_no_try_and_no_node():
 
 def test_registry_settings_merge_key_by_key():
     opts = {"armswarm": {"registry": {"host": "reg.lan:5000", "ca_file": "/etc/ca.crt"}}}
-    pillar = {"armswarm": {"registry": {"host": "other:5000", "username": "u", "password": "p"}}}
+    pillar = {"armswarm": {"registry": {"username": "u", "password": "p", "keep": 3}}}
     conf = registry_api.settings(opts, pillar)
-    assert (conf.host, conf.ca_file, conf.username, conf.password) == (
+    assert (conf.host, conf.ca_file, conf.username, conf.password, conf.keep) == (
         "reg.lan:5000",
         "/etc/ca.crt",
         "u",
         "p",
+        3,
     )
+    # A key set in both: pillar wins (defaults < config < pillar).
+    both = {"armswarm": {"registry": {"host": "other:5000"}}}
+    assert registry_api.settings(opts, both).host == "other:5000"
     assert registry_api.settings(None, pillar, host="x:1").host == "x:1"
     with pytest.raises(ArmswarmError, match="host is not set"):
         registry_api.settings({}, {})

@@ -3,19 +3,18 @@
 The keys are collected from the source, which is parsed and never imported (loader modules
 expect Salt's dunders):
 
-* every key path of ``salt/<formula>/parameters/defaults.yaml`` (its top key maps to a pillar
-  path through ``DEFAULTS_PILLAR``);
+* every key path of each settings domain's ``DEFAULTS`` mapping, in every module that also
+  names its pillar key as ``PILLAR = "…"`` (``armswarm_core.common.config`` merges and checks
+  exactly those keys);
 * literal ``salt["pillar.get"]("a:b")`` calls in the SLS and Jinja files under ``salt/``;
-* ``config.get("x.y", …)`` calls in the loader modules and ``armswarm_core`` (``armswarm:x:y``);
 * ``_setting("k", …)`` calls of the functions in ``SETTING_FUNCTIONS``;
 * literal ``"armswarm:…"`` strings passed to ``traverse_dict_and_list``;
 * the fields of ``armswarm_core.registry.registry_api.Settings`` (``armswarm:registry:<field>``);
 * the swarm layout: the fields of ``armswarm_core.swarm.swarm_layout.Layout`` and ``NodeSettings``
 and the literal ``conf.get("k")`` calls in the files of ``LAYOUT_READERS`` (``armswarm:swarm:…``).
 
-A new formula is covered by adding its ``pillar.example`` (and, when the top key of its
-``parameters/defaults.yaml`` is not ``armswarm:<top key>`` in pillar, a line in
-``DEFAULTS_PILLAR``).
+A new formula is covered by adding its ``pillar.example``; a new settings domain by its
+``PILLAR`` and ``DEFAULTS``.
 """
 
 import ast
@@ -32,9 +31,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("_modules", "_states", "_runners", "_grains", "_utils")
 ANY = "*"  # a path component that stands for any key (e.g. a minion id under nodes)
 
-# Top key of a formula's parameters/defaults.yaml → the pillar path that overrides it.
-# A top key not listed here maps to ``armswarm:<top key>``.
-DEFAULTS_PILLAR = {"armnode": "armnode"}
 # File → (function, pillar prefix): ``function("k", …)`` reads ``<prefix>:k``.
 SETTING_FUNCTIONS = {"_runners/imagebuild.py": ("_setting", "armswarm:imagebuild")}
 # Files that read the swarm layout as ``conf``: ``conf.get("k")`` reads ``armswarm:swarm:k``.
@@ -114,6 +110,33 @@ def _literal(node):
     return None
 
 
+def _dict_keys(node, prefix=()) -> list:
+    """Every key path of a dict literal (values need not be literals)."""
+    out = []
+    for key, value in zip(node.keys, node.values, strict=True):
+        name = _literal(key)
+        if name is None:
+            continue
+        out.append((*prefix, name))
+        if isinstance(value, ast.Dict):
+            out += _dict_keys(value, (*prefix, name))
+    return out
+
+
+def _settings_domain(tree):
+    """``(pillar path, DEFAULTS key paths)`` of a module with ``PILLAR`` and ``DEFAULTS``."""
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name) and target.id in ("PILLAR", "DEFAULTS"):
+                found[target.id] = node.value
+    pillar, defaults = found.get("PILLAR"), found.get("DEFAULTS")
+    if _literal(pillar) is None or not isinstance(defaults, ast.Dict):
+        return None
+    return _split(_literal(pillar)), _dict_keys(defaults)
+
+
 def _fields(tree, class_name: str) -> list:
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef) and node.name == class_name:
@@ -132,15 +155,6 @@ def used_keys(root: Path = ROOT) -> dict:
     def add(key, where):
         used.setdefault(tuple(key), where)
 
-    for path in sorted((root / "salt").glob("*/parameters/defaults.yaml")):
-        rel = path.relative_to(root).as_posix()
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        for top, value in data.items():
-            prefix = _split(DEFAULTS_PILLAR.get(top, f"armswarm:{top}"))
-            add(prefix, rel)
-            for sub in flatten(value):
-                add((*prefix, *sub), rel)
-
     for path in sorted((root / "salt").rglob("*")):
         if path.suffix in (".sls", ".jinja") and path.is_file():
             rel = path.relative_to(root).as_posix()
@@ -151,14 +165,17 @@ def used_keys(root: Path = ROOT) -> dict:
         for path in sorted((root / dirname).rglob("*.py")):
             rel = path.relative_to(root).as_posix()
             tree = ast.parse(path.read_text(encoding="utf-8"), filename=rel)
+            domain = _settings_domain(tree)
+            if domain:
+                add(domain[0], f"{rel} DEFAULTS")
+                for sub in domain[1]:
+                    add((*domain[0], *sub), f"{rel} DEFAULTS")
             setting = SETTING_FUNCTIONS.get(rel)
             for call in _calls(tree):
                 name, args = _name(call.func), [_literal(a) for a in call.args]
                 where = f"{rel}:{call.lineno}"
                 first = args[0] if args else None
-                if name == "get" and _receiver(call.func) == "config" and first:
-                    add(("armswarm", *first.split(".")), where)
-                elif setting and name == setting[0] and first:
+                if setting and name == setting[0] and first:
                     add((*_split(setting[1]), first), where)
                 elif name == "traverse_dict_and_list":
                     for arg in args:
@@ -199,10 +216,13 @@ def test_every_pillar_key_the_code_uses_is_documented():
 def test_the_collector_finds_the_known_sources():
     used = used_keys()
     for key in (
-        "armnode:admin:password_hash",  # armnode defaults.yaml
-        "armswarm:registry:cert_days",  # registry defaults.yaml
+        "armnode:admin:password_hash",  # armswarm_core.node.node_settings.DEFAULTS
+        "armnode:tuning:irq_affinity:pattern",  # nested in it
+        "armswarm:registry:cert_days",  # armswarm_core.registry.registry_settings.DEFAULTS
+        "armswarm:backup:schedule:mysql",  # armswarm_core.backup.backup_policy.DEFAULTS
+        "armswarm:imagebuild:probe_timeout",  # armswarm_core.build.build_settings.DEFAULTS
         "imagebuild:source",  # pillar.get in salt/imagebuild/init.sls
-        "armswarm:docker:base_url",  # config.get in armswarm_core.common.docker_client
+        "armswarm:docker:base_url",  # armswarm_core.common.docker_client.DEFAULTS
         "armswarm:imagebuild:max_context_mb",  # _setting in the imagebuild runner
         "armswarm:registry:node",  # traverse_dict_and_list in the imagebuild runner
         "armswarm:registry:url",  # registry_api.Settings
@@ -245,14 +265,19 @@ armswarm:
 
 def test_an_undocumented_key_fails(tmp_path):
     code = (
-        "from armswarm_core.common import config\n"
-        "def f(opts, pillar):\n"
-        "    config.get('thing.known', opts, pillar)\n"
-        "    config.get('thing.free.anything', opts, pillar)\n"
-        "    config.get('thing.newkey', opts, pillar)\n"
+        "PILLAR = 'armswarm:thing'\n"
+        "DEFAULTS = {'known': 1, 'free': {'anything': LATER}, 'sub': {'newkey': ''}}\n"
     )
     root = _tree(tmp_path, code, EXAMPLE)
-    assert undocumented(root) == ["armswarm:thing:newkey (used in _modules/thing.py:5)"]
+    assert undocumented(root) == [
+        "armswarm:thing:sub (used in _modules/thing.py DEFAULTS)",
+        "armswarm:thing:sub:newkey (used in _modules/thing.py DEFAULTS)",
+    ]
+
+
+def test_defaults_without_a_pillar_key_are_not_settings(tmp_path):
+    root = _tree(tmp_path, "DEFAULTS = {'armnode.sysfs': '/sys'}\n", EXAMPLE)
+    assert undocumented(root) == []
 
 
 def test_a_documented_tree_passes(tmp_path):

@@ -8,23 +8,29 @@ from armswarm_core.registry import registry_host
 pytestmark = pytest.mark.unit
 
 
+def _pillar(**registry):
+    return {"armswarm": {"registry": registry}}
+
+
 def test_settings_defaults_and_errors():
-    conf = registry_host.settings({"port": "5001"})
+    conf = registry_host.settings(None, _pillar(port="5001"))
     assert conf["port"] == 5001 and conf["image"] == "registry:2"
     with pytest.raises(ArmswarmError) as err:
-        registry_host.settings({"port": 0, "storage": "srv", "users": {"a:b": "x"}})
+        registry_host.settings(None, _pillar(port=0, storage="srv", users={"a:b": "x"}))
     text = str(err.value)
     assert "port" in text and "storage" in text and "users" in text
+    with pytest.raises(ArmswarmError, match="armswarm:registry:users: must be a mapping"):
+        registry_host.settings(None, _pillar(users=["builder"]))
 
 
 def test_config_document():
-    conf = registry_host.settings({"users": {"builder": "pw"}})
+    conf = registry_host.settings(None, _pillar(users={"builder": "pw"}))
     doc = yaml.safe_load(registry_host.render_config(conf))
     assert doc["storage"]["delete"] == {"enabled": True}
     assert doc["http"]["addr"] == ":5000" and "tls" in doc["http"]
     assert doc["auth"]["htpasswd"]["path"] == "/etc/docker/registry/htpasswd"
     assert "pw" not in registry_host.render_config(conf)
-    assert "auth" not in registry_host.config_document(registry_host.settings({}))
+    assert "auth" not in registry_host.config_document(registry_host.settings())
     assert registry_host.config_document(conf, readonly=True)["storage"]["maintenance"] == {
         "readonly": {"enabled": True}
     }
@@ -40,7 +46,7 @@ def test_htpasswd_keeps_matching_hashes():
 
 
 def test_spec_hash_follows_the_files(tmp_path):
-    conf = registry_host.settings({})
+    conf = registry_host.settings()
     first = registry_host.spec_hash(conf, tmp_path)
     (tmp_path / "tls.crt").write_text("cert 1")
     second = registry_host.spec_hash(conf, tmp_path)

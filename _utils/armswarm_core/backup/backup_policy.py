@@ -12,7 +12,6 @@ newest backup of a volume is found whichever node made it. A backup is written u
 ``SHA256SUMS`` is in ``sha256sum`` format (``sha256sum -c`` checks it, also busybox's).
 """
 
-import copy
 import fnmatch
 import json
 import re
@@ -20,6 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import config
 
 UTC = timezone.utc  # datetime.UTC needs Python 3.11
 
@@ -35,6 +35,8 @@ SUMS = "SHA256SUMS"
 FORMAT = 1
 ARCHIVES = {"gzip": "data.tar.gz", "none": "data.tar"}
 DUMP = "dump.sql.gz"
+PILLAR = "armswarm:backup"
+# The one copy of the defaults (formula, module and states read them through settings()).
 DEFAULTS = {
     "target": {"path": "/mnt/armswarm-backup", "require_mount": True},
     "keep_daily": 7,
@@ -72,57 +74,55 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
 
 
-def _merge(base: dict, over: Mapping) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in (over or {}).items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+_TYPES = {"cleanup:container_max_age_hours": "number"}
 
 
-def settings(pillar_value: Mapping | None) -> dict:
-    """``armswarm:backup`` from pillar over :data:`DEFAULTS`, validated (ArmswarmError)."""
-    merged = _merge(DEFAULTS, pillar_value or {})
-    problems = validate(merged)
-    if problems:
-        raise ArmswarmError("invalid armswarm:backup settings: " + "; ".join(problems))
-    return merged
-
-
-def validate(conf: Mapping) -> list[str]:
-    """Every problem with a merged settings dict (empty list when valid)."""
-    problems = []
-    unknown = sorted(set(conf) - set(DEFAULTS))
-    if unknown:
-        problems.append(f"unknown keys {unknown}")
-    target = conf.get("target") or {}
-    path = target.get("path")
-    if not isinstance(path, str) or not path.startswith("/"):
-        problems.append(f"target:path must be an absolute path, not {path!r}")
-    keep = conf.get("keep_daily")
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        problems.append(f"keep_daily must be an integer >= 1, not {keep!r}")
-    if conf.get("compression") not in ARCHIVES:
-        problems.append(f"compression must be one of {sorted(ARCHIVES)}")
-    if not isinstance(conf.get("exclude"), list):
-        problems.append("exclude must be a list of volume names or patterns")
-    mysql = conf.get("mysql") or {}
-    for name, cred in (mysql.get("credentials") or {}).items():
+def _check(conf: Mapping) -> tuple[dict, list[str]]:
+    """Strict types against :data:`DEFAULTS`, then the rules types cannot say."""
+    clean, problems = config.check(conf, DEFAULTS, PILLAR, types=_TYPES)
+    if not clean["target"]["path"].startswith("/"):
+        problems.append(f"{PILLAR}:target:path must be an absolute path")
+    if clean["keep_daily"] < 1:
+        problems.append(f"{PILLAR}:keep_daily must be an integer >= 1, not {clean['keep_daily']}")
+    if clean["compression"] not in ARCHIVES:
+        problems.append(f"{PILLAR}:compression must be one of {sorted(ARCHIVES)}")
+    for name, cred in clean["mysql"]["credentials"].items():
         if not isinstance(cred, Mapping) or "password" in cred:
             # A password written here would travel in the state's arguments and returns.
             problems.append(
-                f"mysql:credentials:{name}: give password_pillar (a pillar key), not a password"
+                f"{PILLAR}:mysql:credentials:{name}: give password_pillar (a pillar key), "
+                "not a password"
             )
-    age = (conf.get("cleanup") or {}).get("container_max_age_hours")
-    if not isinstance(age, int | float) or isinstance(age, bool) or age < 0:
-        problems.append(f"cleanup:container_max_age_hours must be a number >= 0, not {age!r}")
+    age = clean["cleanup"]["container_max_age_hours"]
+    if age < 0:
+        problems.append(f"{PILLAR}:cleanup:container_max_age_hours must be >= 0, not {age!r}")
     for job in ("backup", "mysql", "cleanup"):
-        spec = (conf.get("schedule") or {}).get(job)
+        spec = clean["schedule"][job]
         if cron_fields(spec) is None:
-            problems.append(f"schedule:{job} must be 5 cron fields, not {spec!r}")
-    return problems
+            problems.append(f"{PILLAR}:schedule:{job} must be 5 cron fields, not {spec!r}")
+    return clean, problems
+
+
+def resolve(opts: Mapping | None = None, pillar: Mapping | None = None) -> tuple[dict, list]:
+    """``(settings, problems)``: :data:`DEFAULTS` < ``armswarm:backup`` in opts < in pillar,
+    key by key, typed (a wrongly typed value is left at its default)."""
+    conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
+    clean, more = _check(conf)
+    return clean, problems + more
+
+
+def settings(opts: Mapping | None = None, pillar: Mapping | None = None, strict=True) -> dict:
+    """The backup settings (see :func:`resolve`); ArmswarmError naming every bad key unless
+    ``strict`` is false (the formula renders, its validation state reports them)."""
+    conf, problems = resolve(opts, pillar)
+    if problems and strict:
+        raise ArmswarmError("invalid armswarm:backup settings: " + "; ".join(problems))
+    return conf
+
+
+def validate(conf: Mapping) -> list[str]:
+    """Every problem with merged settings (empty list when valid)."""
+    return _check(config.merge(DEFAULTS, conf))[1]
 
 
 def cron_fields(spec) -> dict | None:

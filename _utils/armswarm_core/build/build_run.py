@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_dag, build_job, build_report, dispatch, scheduler
+from armswarm_core.build import (
+    build_dag,
+    build_job,
+    build_report,
+    build_settings,
+    dispatch,
+    scheduler,
+)
 from armswarm_core.common import files
 from armswarm_core.registry import tag_retention
 from armswarm_core.swarm import swarm_layout
@@ -41,12 +48,12 @@ from armswarm_core.swarm import swarm_layout
 log = logging.getLogger(__name__)
 
 DURATION_WEIGHT = 0.5  # new measurement's weight in the remembered duration
-# Defaults of the settings (armswarm:imagebuild:…).
-TARGET = "*"
-TGT_TYPE = "glob"
-STRATEGY = "dynamic"
-RETRIES = 2
-MAX_CONTEXT_MB = 32
+# Defaults of the settings (armswarm:imagebuild:…), for callers that pass none.
+TARGET = build_settings.DEFAULTS["target"]
+TGT_TYPE = build_settings.DEFAULTS["tgt_type"]
+STRATEGY = build_settings.DEFAULTS["strategy"]
+RETRIES = build_settings.DEFAULTS["retries"]
+MAX_CONTEXT_MB = build_settings.DEFAULTS["max_context_mb"]
 
 
 @dataclass

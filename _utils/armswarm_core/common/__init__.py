@@ -1,6 +1,6 @@
 """What every domain shares.
 
-``config`` (settings lookup and merge), ``docker_client`` (the one engine client helper),
-``architectures`` (one vocabulary of CPU architecture names), ``files`` (atomic writes) and
-``state_results`` (Salt state return dicts).
+``config`` (the settings layer: merge, lookup, strict types), ``docker_client`` (the one
+engine client helper), ``architectures`` (one vocabulary of CPU architecture names),
+``files`` (atomic writes) and ``state_results`` (Salt state return dicts).
 """

@@ -13,8 +13,11 @@ except ImportError:  # pragma: no cover - exercised by __virtual__ on minions wi
     HAS_DOCKER = False
 
 
-DEFAULT_BASE_URL = "unix://var/run/docker.sock"
-DEFAULT_TIMEOUT = 60
+PILLAR = "armswarm:docker"
+DEFAULTS = {
+    "base_url": "unix://var/run/docker.sock",
+    "timeout": 60,  # seconds per API call
+}
 
 
 def missing_dependency():
@@ -32,11 +35,15 @@ def virtual(name: str):
 
 
 def engine_settings(opts=None, pillar=None) -> dict:
-    """Engine endpoint and timeout (``armswarm:docker:base_url`` and ``…:timeout``)."""
-    return {
-        "base_url": config.get("docker.base_url", opts, pillar, DEFAULT_BASE_URL),
-        "timeout": int(config.get("docker.timeout", opts, pillar, DEFAULT_TIMEOUT)),
-    }
+    """Engine endpoint and timeout: :data:`DEFAULTS` < ``armswarm:docker`` in opts < in
+    pillar, key by key, typed; ArmswarmError naming a bad key."""
+    conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
+    conf, more = config.check(conf, DEFAULTS, PILLAR)
+    if conf["timeout"] < 1:
+        more.append(f"{PILLAR}:timeout must be a whole number of seconds ≥ 1")
+    if problems + more:
+        raise ArmswarmError("; ".join(problems + more))
+    return conf
 
 
 def connect(opts=None, pillar=None, base_url=None, timeout=None):

@@ -1,11 +1,176 @@
-"""The armnode formula's settings: validation before any change."""
+"""The armnode formula's settings: the layers, strict types, and validation before any change.
+
+The layers, each merged key by key over the one before (:mod:`armswarm_core.common.config`):
+:data:`DEFAULTS` < :data:`OS_FAMILY` (by the ``os_family`` grain; Debian — which covers Armbian,
+Raspberry Pi OS and Ubuntu — when unknown) < :data:`BOARDS` (by the ``armnode:board`` grain) <
+``armnode:lookup`` < ``armnode``, first from the minion config, then from pillar. ``board`` and
+``boot_flavour`` come from the grain. Nothing here changes the pillar it reads.
+"""
 
 import re
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import config
 from armswarm_core.node import boot_files, cmdline, io_schedulers
 from armswarm_core.node.mail import RELAYS
+
+PILLAR = "armnode"
+# Every key of the formula (salt/armnode/pillar.example documents each one).
+DEFAULTS = {
+    "packages": ["lsof", "wget", "curl", "htop", "rsync", "less", "sudo", "ca-certificates"],
+    # Package mirrors; empty: the image's own sources stay.
+    "mirrors": {},
+    # name: content → /usr/local/sbin/<name> (mode 0755)
+    "scripts": {},
+    # Users images ship with; removed unless they are the admin or logged in.
+    "default_users": ["alarm", "pi"],
+    "remove_default_users": True,
+    "admin": {
+        "name": "admin",
+        # A crypt(3) hash (mkpasswd -m sha-512); a plaintext password is refused. Empty: no
+        # password (SSH keys only).
+        "password_hash": "",
+        "ssh_keys": [],
+        "shell": "/bin/bash",
+        "sudo_nopasswd": False,
+    },
+    "journald": {"Storage": "volatile", "RuntimeMaxUse": "50M"},
+    "logrotate_compress": True,
+    "kernel_args": {"present": ["fsck.mode=force", "fsck.repair=yes"], "absent": []},
+    # Reboot by itself when a change needs it (kernel arguments): opt-in.
+    "reboot_when_required": False,
+    "reboot_delay_minutes": 1,
+    "io_schedulers": {"mmc": "mq-deadline", "ssd": "mq-deadline", "usb": "mq-deadline"},
+    "mail": {
+        "enabled": False,
+        "relay": "msmtp",
+        "host": "",
+        "port": 587,
+        "tls": True,
+        "from": "",
+        "user": "",
+        # pillar key holding the relay password (read on the node, never put in a return)
+        "password_pillar": "",
+        "root_alias": "",
+    },
+    "docker": {
+        "daemon": {
+            "storage-driver": "overlay2",
+            "log-driver": "json-file",
+            "log-opts": {"max-size": "10m", "max-file": "3"},
+        },
+        "data_root": "",
+        # host:port of the cluster registry and its CA certificate (PEM)
+        "registry": "",
+        "registry_ca": "",
+        "insecure_registries": [],
+    },
+    "timesync": True,
+    "hostname": "",
+    # Optional tuning, off by default.
+    "tuning": {
+        "zram": {"enabled": False, "algorithm": "zstd", "percent": 50},
+        "root_mount_options": [],  # e.g. [noatime, lazytime]
+        "cpu_governor": "",  # e.g. ondemand, schedutil, performance
+        "irq_affinity": {
+            "enabled": False,
+            # regular expression over /proc/interrupts descriptions
+            "pattern": "eth|xhci|ehci|ahci|dwc",
+            "cpus": [],  # default: the board's big cores (armnode grain)
+        },
+    },
+}
+# Per os_family (the grain): package and service names, files. Armbian, Raspberry Pi OS and
+# Ubuntu are Debian.
+OS_FAMILY = {
+    "Debian": {
+        "os_packages": ["cron", "logrotate"],
+        "admin_group": "sudo",
+        "cron_service": "cron",
+        "docker_package": "docker.io",
+        "mail_packages": {"msmtp": ["msmtp", "msmtp-mta"], "ssmtp": ["ssmtp"]},
+        "timesync_package": "systemd-timesyncd",
+        "boot_tools": {"boot.txt": ["u-boot-tools"], "u-boot-menu": ["u-boot-menu"]},
+        "mirror_file": "/etc/apt/sources.list",
+        "zram_package": "zram-tools",
+        "zram_config": "/etc/default/zramswap",
+        "zram_service": "zramswap",
+    },
+    "Arch": {
+        "os_packages": ["cronie", "logrotate"],
+        "admin_group": "wheel",
+        "cron_service": "cronie",
+        "docker_package": "docker",
+        "mail_packages": {"msmtp": ["msmtp", "msmtp-mta"], "ssmtp": ["ssmtp"]},
+        # systemd-timesyncd is part of systemd on Arch
+        "timesync_package": "",
+        "boot_tools": {"boot.txt": ["uboot-tools"], "u-boot-menu": []},
+        "mirror_file": "/etc/pacman.d/mirrorlist",
+        "zram_package": "zram-generator",
+        "zram_config": "/etc/systemd/zram-generator.conf",
+        "zram_service": "systemd-zram-setup@zram0",
+    },
+}
+# Per board (the armnode:board grain); a board not listed has none.
+BOARDS = {
+    # The HC1's SATA disk sits behind a USB bridge.
+    "odroid-hc1": {"io_schedulers": {"usb": "mq-deadline"}},
+}
+# Mappings whose keys are the user's (checked by validate, where at all).
+_FREE = ("mirrors", "journald", "io_schedulers", "docker:daemon", "mail_packages", "boot_tools")
+# Every key a layer may set: the defaults and the os_family parameters.
+_SCHEMA = {**DEFAULTS, **OS_FAMILY["Debian"]}
+# Never in a return.
+SECRETS = ("admin:password_hash",)
+
+
+def _grain(grains: Mapping, key: str, default: str) -> str:
+    value = (grains.get("armnode") or {}).get(key) if isinstance(grains, Mapping) else None
+    return value if isinstance(value, str) and value else default
+
+
+def resolve(opts=None, pillar=None, grains=None) -> tuple[dict, list[str]]:
+    """``(settings, type problems)`` for this node; a wrongly typed value or an unknown key is
+    left at its default (reported), so the formula renders and ``armnode.valid`` stops it."""
+    grains = grains or {}
+    layers = [
+        DEFAULTS,
+        OS_FAMILY.get(grains.get("os_family"), OS_FAMILY["Debian"]),
+        BOARDS.get(_grain(grains, "board", "generic"), {}),
+    ]
+    problems: list[str] = []
+    # Nested only: flat ``armnode.*`` minion options (boot_root, sysfs …) are not settings.
+    for source in (opts, config.pillar_of(opts, pillar)):
+        found, more = config.section(source, PILLAR, flat=False)
+        problems += more
+        lookup = found.pop("lookup", None) or {}  # found is a copy: the pillar keeps its key
+        if not isinstance(lookup, Mapping):
+            problems.append(f"{PILLAR}:lookup: must be a mapping, not {config.kind(lookup)}")
+            lookup = {}
+        layers += [lookup, found]
+    conf, more = config.check(config.merge(*layers), _SCHEMA, PILLAR, free=_FREE)
+    conf["board"] = _grain(grains, "board", "generic")
+    conf["boot_flavour"] = _grain(grains, "boot_flavour", "unknown")
+    return conf, problems + more
+
+
+def settings(opts=None, pillar=None, grains=None, boot_root="/", strict=True) -> dict:
+    """The node's settings (:func:`resolve`), validated (:func:`validate`); ArmswarmError
+    naming every bad key unless ``strict`` is false."""
+    conf, problems = resolve(opts, pillar, grains)
+    if strict:
+        problems += validate(conf, boot_root)
+        if problems:
+            raise ArmswarmError("invalid armnode settings: " + "; ".join(problems))
+    return conf
+
+
+def masked(conf: Mapping) -> dict:
+    """``conf`` without its secrets, for returns."""
+    return config.masked(conf, SECRETS)
+
 
 # crypt(3) prefixes: MD5, bcrypt, SHA-256, SHA-512, yescrypt, gost-yescrypt, scrypt.
 _HASH = re.compile(r"^\$(1|2[abxy]?|5|6|y|gy|7)\$[^\s:]+$")

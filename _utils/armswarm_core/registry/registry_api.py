@@ -1,6 +1,7 @@
 """The cluster registry over its HTTP API v2: listing, dated tags, retention.
 
-Pillar (or master config) ``armswarm:registry``:
+``armswarm:registry`` in the master config and pillar (merged key by key, see
+:mod:`armswarm_core.registry.registry_settings`); the client's keys:
 
 .. code-block:: yaml
 
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass
 
 from armswarm_core import ArmswarmError
-from armswarm_core.common import config
+from armswarm_core.registry import registry_settings
 
 try:
     import requests
@@ -61,28 +62,21 @@ class Settings:
 
 
 def settings(opts=None, pillar=None, **overrides) -> Settings:
-    """Registry settings from ``armswarm:registry``, key by key: ``overrides``, then opts,
-    then pillar (e.g. the host in the master config, the credentials in pillar)."""
-    conf = dict(config.get("registry", None, pillar, {}) or {})
-    conf.update(config.get("registry", opts, None, {}) or {})
-    conf.update({k: v for k, v in overrides.items() if v is not None})
-    host = conf.get("host")
+    """The client's view of ``armswarm:registry``
+    (:func:`armswarm_core.registry.registry_settings.settings`: defaults < opts < pillar <
+    ``overrides``, key by key, e.g. the host in the master config, the credentials in pillar)."""
+    conf = registry_settings.settings(opts, pillar, **overrides)
+    host = conf["host"]
     if not host:
         raise ArmswarmError("armswarm:registry:host is not set (e.g. registry.local.lan:5000)")
-    try:
-        keep = int(conf.get("keep", DEFAULT_KEEP))
-    except (TypeError, ValueError):
-        keep = -1
-    if keep < 1:
-        raise ArmswarmError("armswarm:registry:keep must be a whole number ≥ 1")
     return Settings(
-        host=str(host).rstrip("/"),
-        url=str(conf.get("url") or f"https://{host}").rstrip("/"),
-        ca_file=conf.get("ca_file"),
-        username=conf.get("username"),
-        password=conf.get("password"),
-        tag_format=str(conf.get("tag_format") or DEFAULT_TAG_FORMAT),
-        keep=keep,
+        host=host.rstrip("/"),
+        url=(conf["url"] or f"https://{host}").rstrip("/"),
+        ca_file=conf["ca_file"] or None,
+        username=conf["username"] or None,
+        password=conf["password"] or None,
+        tag_format=conf["tag_format"] or DEFAULT_TAG_FORMAT,
+        keep=conf["keep"],
     )
 
 

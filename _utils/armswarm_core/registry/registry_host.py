@@ -1,8 +1,8 @@
 """The cluster registry as a container on one node: its configuration, its container, its
 users, and garbage collection with the registry read-only.
 
-Pillar ``armswarm:registry`` (the keys the runner uses are in
-:mod:`armswarm_core.registry.registry_api`):
+``armswarm:registry`` (every key and its default:
+:mod:`armswarm_core.registry.registry_settings`), e.g.:
 
 .. code-block:: yaml
 
@@ -26,43 +26,21 @@ from pathlib import Path
 import yaml
 
 from armswarm_core import ArmswarmError
+from armswarm_core.registry import registry_settings
 
 CONTAINER = "armswarm-registry"
-CONFIG_DIR = "/etc/armswarm/registry"
 IN_CONTAINER = "/etc/docker/registry"  # where registry images read their configuration
 DATA = "/var/lib/registry"
 BINARY = "/bin/registry"
 HASH_LABEL = "io.armswarm.registry.spec"
-DEFAULTS = {
-    "image": "registry:2",
-    "port": 5000,
-    "storage": "/srv/registry",
-    "config_dir": CONFIG_DIR,
-    "users": {},
-}
 
 
-def settings(conf: dict, name: str = CONTAINER) -> dict:
-    """Deployment settings with defaults; errors name the pillar key. ``name`` is the
+def settings(opts=None, pillar=None, name: str = CONTAINER, **overrides) -> dict:
+    """Deployment settings (:func:`armswarm_core.registry.registry_settings.settings`, with
+    ``overrides`` from the state's arguments); errors name the pillar key. ``name`` is the
     container's name (the state's name)."""
-    out = {**DEFAULTS, **{k: v for k, v in (conf or {}).items() if v is not None}}
+    out = registry_settings.settings(opts, pillar, **overrides)
     out["name"] = name
-    errors = []
-    try:
-        out["port"] = int(out["port"])
-        if not 0 < out["port"] < 65536:
-            raise ValueError
-    except (TypeError, ValueError):
-        errors.append("armswarm:registry:port must be a TCP port")
-    for key in ("storage", "config_dir"):
-        if not str(out[key]).startswith("/"):
-            errors.append(f"armswarm:registry:{key} must be an absolute path")
-    if not isinstance(out["users"], dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and ":" not in k for k, v in out["users"].items()
-    ):
-        errors.append("armswarm:registry:users must map user names (no ':') to passwords")
-    if errors:
-        raise ArmswarmError("; ".join(errors))
     return out
 
 

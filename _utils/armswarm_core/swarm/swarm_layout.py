@@ -9,6 +9,7 @@ Pure logic: inputs are the pillar layout and facts gathered from the minions
 import ipaddress
 from dataclasses import dataclass, field
 
+from armswarm_core.common import config
 from armswarm_core.swarm.swarm_engine import AVAILABILITIES, quorum
 
 LABEL_PREFIX = "armswarm."
@@ -79,6 +80,17 @@ def _port(conf: dict, errors: list) -> int:
         errors.append(f"armswarm:swarm:listen_port: {conf.get('listen_port')!r} is not a port")
         return DEFAULT_PORT
     return port
+
+
+def layout_conf(opts=None, pillar=None, path: str = "armswarm:swarm") -> dict | None:
+    """The layout at pillar key ``path``, for :func:`parse_layout`: the same merge as every
+    setting (the config's layout < pillar's, key by key; neither is changed). ``None`` when
+    neither has a mapping there (parse_layout says so)."""
+    from_opts, problems = config.section(opts, path)
+    from_pillar, more = config.section(config.pillar_of(opts, pillar), path)
+    if problems or more or not (from_opts or from_pillar):
+        return None
+    return config.merge(from_opts, from_pillar)
 
 
 def parse_layout(conf) -> tuple[Layout | None, list, dict]:

@@ -1,0 +1,40 @@
+"""The image builds' settings, ``armswarm:imagebuild`` (the runner's defaults; arguments on
+the command line win): :data:`DEFAULTS` < the master's config < the pillar compiled for the
+master's id, key by key (:mod:`armswarm_core.common.config`)."""
+
+from collections.abc import Mapping
+
+from armswarm_core import ArmswarmError
+from armswarm_core.build import dispatch, scheduler
+from armswarm_core.common import config
+
+PILLAR = "armswarm:imagebuild"
+DEFAULTS = {
+    "source": "",  # salt://… or a directory on the master; required by run and plan
+    "target": "*",  # the build nodes …
+    "tgt_type": "glob",  # … as a Salt target
+    "strategy": "dynamic",  # static: a round-robin split (only for comparison)
+    "retries": 2,  # transient failures (registry, network) per image
+    "max_context_mb": 32,  # an image directory is sent to its node compressed
+    "probe_every": dispatch.PROBE_EVERY,  # seconds between "still building?" checks
+    "probe_timeout": dispatch.PROBE_TIMEOUT,  # unanswered this long twice: the node is gone
+}
+# A Salt target may be a list (tgt_type: list).
+_TYPES = {"target": ("str", "list"), "max_context_mb": "number"}
+
+
+def settings(opts: Mapping | None = None, pillar: Mapping | None = None) -> dict:
+    """The merged, typed settings; ArmswarmError naming every bad key."""
+    conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
+    conf, more = config.check(conf, DEFAULTS, PILLAR, types=_TYPES)
+    problems += more
+    if conf["strategy"] not in scheduler.STRATEGIES:
+        problems.append(f"{PILLAR}:strategy must be one of {', '.join(scheduler.STRATEGIES)}")
+    if conf["retries"] < 0:
+        problems.append(f"{PILLAR}:retries must be a whole number ≥ 0")
+    for key in ("max_context_mb", "probe_every", "probe_timeout"):
+        if conf[key] <= 0:
+            problems.append(f"{PILLAR}:{key} must be a number > 0")
+    if problems:
+        raise ArmswarmError("; ".join(problems))
+    return conf

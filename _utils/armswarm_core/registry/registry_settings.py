@@ -1,0 +1,78 @@
+"""The registry's settings, ``armswarm:registry``: one set for the registry node (container,
+certificates, users) and for its clients (the image builds and the runner's API calls).
+
+The defaults below are the only copy; the minion's (or master's) config and pillar are merged
+over them key by key (:mod:`armswarm_core.common.config`), so the master config can say where
+the registry is while pillar holds its users and storage.
+"""
+
+from collections.abc import Mapping
+
+from armswarm_core import ArmswarmError
+from armswarm_core.common import config
+from armswarm_core.registry.tag_retention import DEFAULT_KEEP, DEFAULT_TAG_FORMAT
+
+PILLAR = "armswarm:registry"
+DEFAULTS = {
+    # -- the registry node (salt/registry) ---------------------------------------------------
+    "node": "",  # minion id of the registry node
+    "host": "",  # host:port clients use (the formula's default: <node's first IPv4>:<port>)
+    "image": "registry:2",
+    "port": 5000,
+    "storage": "/srv/registry",  # on the node's SSD
+    "config_dir": "/etc/armswarm/registry",
+    "ca_days": 3650,
+    "cert_days": 825,
+    "cert_renew_days": 30,
+    "extra_sans": [],  # more DNS:/IP: entries for the certificate
+    "users": {},  # htpasswd basic auth: {user: password}
+    # -- its clients (image builds, the imagebuild runner) -----------------------------------
+    "url": "",  # the API; empty: https://<host>
+    "ca_file": "",  # CA bundle for the API calls; empty: the system's
+    "username": "",
+    "password": "",
+    "tag_format": DEFAULT_TAG_FORMAT,
+    "keep": DEFAULT_KEEP,
+}
+# Never in a return: passwords of the registry's users and the client's own.
+SECRETS = ("users:*", "password")
+
+
+def _check(conf: Mapping) -> tuple[dict, list[str]]:
+    clean, problems = config.check(conf, DEFAULTS, PILLAR)
+    if not 0 < clean["port"] < 65536:
+        problems.append(f"{PILLAR}:port must be a TCP port")
+    for key in ("storage", "config_dir"):
+        if not clean[key].startswith("/"):
+            problems.append(f"{PILLAR}:{key} must be an absolute path")
+    if not all(
+        isinstance(k, str) and isinstance(v, str) and ":" not in k
+        for k, v in clean["users"].items()
+    ):
+        problems.append(f"{PILLAR}:users must map user names (no ':') to passwords")
+    for key in ("ca_days", "cert_days", "cert_renew_days", "keep"):
+        if clean[key] < 1:
+            problems.append(f"{PILLAR}:{key} must be a whole number ≥ 1")
+    return clean, problems
+
+
+def resolve(opts=None, pillar=None, **overrides) -> tuple[dict, list[str]]:
+    """``(settings, problems)``: :data:`DEFAULTS` < opts < pillar < ``overrides`` (arguments
+    of a state or runner; ``None`` ones are not set), key by key, typed."""
+    conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
+    clean, more = _check(config.merge(conf, overrides))
+    return clean, problems + more
+
+
+def settings(opts=None, pillar=None, strict=True, **overrides) -> dict:
+    """The registry settings (:func:`resolve`); ArmswarmError naming every bad key unless
+    ``strict`` is false."""
+    conf, problems = resolve(opts, pillar, **overrides)
+    if problems and strict:
+        raise ArmswarmError("; ".join(problems))
+    return conf
+
+
+def masked(conf: Mapping) -> dict:
+    """``conf`` without its passwords, for returns."""
+    return config.masked(conf, SECRETS)

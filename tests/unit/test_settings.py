@@ -1,0 +1,233 @@
+"""The one settings layer: a pure key-by-key merge, defaults < config < pillar, strict types,
+and each domain's settings function."""
+
+import copy
+
+import pytest
+from armswarm_core import ArmswarmError
+from armswarm_core.backup import backup_policy
+from armswarm_core.build import build_settings
+from armswarm_core.common import config, docker_client
+from armswarm_core.node import node_settings
+from armswarm_core.registry import registry_api, registry_host, registry_settings
+from armswarm_core.swarm import swarm_layout
+
+pytestmark = pytest.mark.unit
+
+
+# -- merge -------------------------------------------------------------------------------------
+def test_merge_is_key_by_key_and_never_mutates():
+    base = {"a": {"x": 1, "y": [1]}, "b": 1}
+    over = {"a": {"y": [2], "z": {"q": 1}}, "c": None, "b": None}
+    before = copy.deepcopy((base, over))
+    out = config.merge(base, over)
+    assert out == {"a": {"x": 1, "y": [2], "z": {"q": 1}}, "b": 1}
+    assert (base, over) == before
+    out["a"]["y"].append(3)
+    out["a"]["z"]["q"] = 2
+    assert (base, over) == before  # no shared structure either
+
+
+def test_a_scalar_replaces_a_mapping_and_the_other_way():
+    assert config.merge({"a": {"x": 1}}, {"a": "s"}) == {"a": "s"}
+    assert config.merge({"a": "s"}, {"a": {"x": 1}}) == {"a": {"x": 1}}
+
+
+def test_lookup_nested_and_flat_keys_pillar_last():
+    opts = {
+        "armswarm": {"docker": {"base_url": "tcp://a:2375", "timeout": 5}},
+        "armswarm.docker.timeout": 7,
+    }
+    pillar = {"armswarm": {"docker": {"base_url": "tcp://b:2375"}}}
+    conf, problems = config.lookup("armswarm:docker", {"extra": 1}, opts, pillar)
+    assert conf == {"extra": 1, "base_url": "tcp://b:2375", "timeout": 7} and problems == []
+
+
+def test_lookup_reads_opts_pillar_when_no_pillar_is_given():
+    opts = {"pillar": {"armswarm": {"docker": {"timeout": 9}}}}
+    assert config.lookup("armswarm:docker", {}, opts, None)[0] == {"timeout": 9}
+
+
+def test_a_section_that_is_not_a_mapping_is_a_problem():
+    conf, problems = config.lookup("armswarm:docker", {"t": 1}, None, {"armswarm": {"docker": 3}})
+    assert conf == {"t": 1} and problems == ["armswarm:docker: must be a mapping, not a number"]
+
+
+# -- strict types ------------------------------------------------------------------------------
+DEFAULTS = {"flag": True, "count": 2, "ratio": 0.5, "name": "x", "items": [], "sub": {"k": 1}}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("flag", "false", "armswarm:t:flag: must be true or false, not a string"),
+        ("flag", 0, "armswarm:t:flag: must be true or false, not a number"),
+        ("count", True, "armswarm:t:count: must be a whole number, not a boolean"),
+        ("count", 2.5, "armswarm:t:count: must be a whole number, not a number"),
+        ("count", "two", "armswarm:t:count: must be a whole number, not a string"),
+        ("ratio", False, "armswarm:t:ratio: must be a number, not a boolean"),
+        ("name", 3, "armswarm:t:name: must be a string, not a number"),
+        ("items", "a", "armswarm:t:items: must be a list, not a string"),
+        ("sub", ["k"], "armswarm:t:sub: must be a mapping, not a list"),
+    ],
+)
+def test_wrong_types_are_named_with_the_full_key(key, value, message):
+    clean, problems = config.check({**DEFAULTS, key: value}, DEFAULTS, "armswarm:t")
+    assert problems == [message]
+    assert clean[key] == DEFAULTS[key]  # left at the default, so a formula still renders
+
+
+def test_quoted_numbers_are_numbers():
+    clean, problems = config.check({"count": "5", "ratio": "1.5"}, DEFAULTS, "armswarm:t")
+    assert clean == {"count": 5, "ratio": 1.5} and problems == []
+
+
+def test_unknown_keys_name_the_closest_known_one():
+    conf = {"sub": {"kk": 1}, "cuont": 3, "zzz": 1}
+    clean, problems = config.check(conf, DEFAULTS, "armswarm:t")
+    assert problems == [
+        "armswarm:t:sub:kk: unknown key (did you mean k?)",
+        "armswarm:t:cuont: unknown key (did you mean count?)",
+        "armswarm:t:zzz: unknown key",
+    ]
+    assert clean == {"sub": {}}
+
+
+def test_free_mappings_and_empty_default_mappings_take_any_key():
+    defaults = {"users": {}, "daemon": {"a": 1}}
+    conf = {"users": {"u": "p"}, "daemon": {"b": [1]}}
+    clean, problems = config.check(conf, defaults, "armswarm:t", free=("daemon",))
+    assert clean == conf and problems == []
+
+
+def test_errors_never_show_values():
+    conf = {"name": ["hunter2"]}
+    assert "hunter2" not in str(config.check(conf, DEFAULTS, "armswarm:t")[1])
+
+
+def test_masked_hides_secrets_in_a_copy():
+    conf = {"users": {"a": "pw1"}, "password": "pw2", "username": "u"}
+    out = config.masked(conf, ("users:*", "password"))
+    assert out == {"users": {"a": config.SECRET}, "password": config.SECRET, "username": "u"}
+    assert conf["users"]["a"] == "pw1"
+
+
+# -- domains -----------------------------------------------------------------------------------
+def test_registry_settings_from_opts_and_pillar_key_by_key():
+    """Bug: a minion config with any armswarm:registry key hid the pillar's users and storage
+    (the whole value of the first source won)."""
+    opts = {"armswarm": {"registry": {"host": "reg.lan:5000"}}}
+    pillar = {"armswarm": {"registry": {"users": {"builder": "pw"}, "storage": "/srv/ssd/reg"}}}
+    conf = registry_host.settings(opts, pillar)
+    assert conf["host"] == "reg.lan:5000"
+    assert conf["users"] == {"builder": "pw"} and conf["storage"] == "/srv/ssd/reg"
+    # The same keys reach the client side.
+    assert registry_api.settings(opts, pillar).host == "reg.lan:5000"
+    assert registry_settings.masked(conf)["users"] == {"builder": config.SECRET}
+
+
+def test_state_arguments_override_pillar_unless_none():
+    pillar = {"armswarm": {"registry": {"port": 5001, "image": "registry:2.8"}}}
+    conf = registry_host.settings(None, pillar, "reg", port=5002, image=None)
+    assert (conf["port"], conf["image"], conf["name"]) == (5002, "registry:2.8", "reg")
+
+
+def test_registry_keep_is_not_a_boolean():
+    with pytest.raises(ArmswarmError, match="armswarm:registry:keep: must be a whole number"):
+        registry_api.settings(None, {"armswarm": {"registry": {"host": "r:1", "keep": True}}})
+
+
+def test_docker_engine_settings():
+    assert docker_client.engine_settings() == docker_client.DEFAULTS
+    opts = {"armswarm.docker.base_url": "tcp://x:2375"}
+    pillar = {"armswarm": {"docker": {"timeout": "30"}}}
+    assert docker_client.engine_settings(opts, pillar) == {
+        "base_url": "tcp://x:2375",
+        "timeout": 30,
+    }
+    with pytest.raises(ArmswarmError, match="armswarm:docker:timeout: must be a whole number"):
+        docker_client.engine_settings(None, {"armswarm": {"docker": {"timeout": True}}})
+
+
+def test_imagebuild_settings():
+    opts = {"armswarm": {"imagebuild": {"source": "salt://images", "target": ["n1", "n2"]}}}
+    pillar = {"armswarm": {"imagebuild": {"tgt_type": "list", "max_context_mb": 8}}}
+    conf = build_settings.settings(opts, pillar)
+    assert (conf["source"], conf["target"], conf["tgt_type"]) == (
+        "salt://images",
+        ["n1", "n2"],
+        "list",
+    )
+    assert conf["max_context_mb"] == 8 and conf["retries"] == build_settings.DEFAULTS["retries"]
+    with pytest.raises(ArmswarmError, match="armswarm:imagebuild:strategy"):
+        build_settings.settings(None, {"armswarm": {"imagebuild": {"strategy": "fast"}}})
+    with pytest.raises(ArmswarmError, match="did you mean retries"):
+        build_settings.settings(None, {"armswarm": {"imagebuild": {"retry": 1}}})
+
+
+def test_backup_settings_from_the_minion_config_too():
+    opts = {"armswarm": {"backup": {"target": {"path": "/mnt/nas"}}}}
+    pillar = {"armswarm": {"backup": {"target": {"require_mount": False}}}}
+    conf = backup_policy.settings(opts, pillar)
+    assert conf["target"] == {"path": "/mnt/nas", "require_mount": False}
+
+
+ARCH_HC1 = {"os_family": "Arch", "armnode": {"board": "odroid-hc1", "boot_flavour": "boot.txt"}}
+
+
+def test_armnode_layers_and_the_pillar_is_not_changed():
+    """Bug: map.jinja popped ``lookup`` out of pillar ``armnode``, so only the first SLS of a
+    run saw it."""
+    pillar = {
+        "armnode": {
+            "lookup": {"cron_service": "crond", "admin_group": "staff"},
+            "admin_group": "operators",  # armnode wins over armnode:lookup
+            "io_schedulers": {"mmc": "bfq"},
+        }
+    }
+    before = copy.deepcopy(pillar)
+    for _ in range(2):  # every SLS asks: each sees the same
+        conf, problems = node_settings.resolve({}, pillar, ARCH_HC1)
+        assert problems == []
+        assert conf["cron_service"] == "crond" and conf["admin_group"] == "operators"
+        assert conf["docker_package"] == "docker"  # Arch
+        assert conf["io_schedulers"] == {"mmc": "bfq", "ssd": "mq-deadline", "usb": "mq-deadline"}
+        assert (conf["board"], conf["boot_flavour"]) == ("odroid-hc1", "boot.txt")
+        assert "lookup" not in conf
+    assert pillar == before
+
+
+def test_armnode_unknown_os_family_is_debian_and_minion_options_are_not_settings():
+    opts = {"armnode.boot_root": "/srv/fixture", "armnode": {"hostname": "n1"}}
+    conf, problems = node_settings.resolve(opts, {}, {"os_family": "Suse"})
+    assert problems == [] and conf["admin_group"] == "sudo" and conf["hostname"] == "n1"
+    assert (conf["board"], conf["boot_flavour"]) == ("generic", "unknown")
+
+
+def test_armnode_strict_types_and_masking():
+    pillar = {"armnode": {"admin": {"sudo_nopasswd": "yes"}, "kernal_args": {}}}
+    conf, problems = node_settings.resolve({}, pillar, {})
+    assert problems == [
+        "armnode:admin:sudo_nopasswd: must be true or false, not a string",
+        "armnode:kernal_args: unknown key (did you mean kernel_args?)",
+    ]
+    assert conf["admin"]["sudo_nopasswd"] is False
+    with pytest.raises(ArmswarmError, match="armnode:admin:sudo_nopasswd"):
+        node_settings.settings({}, pillar, {})
+    hashed = {"armnode": {"admin": {"password_hash": "$6$salt$hash"}}}
+    shown = node_settings.settings({}, hashed, {}, strict=False)
+    assert node_settings.masked(shown)["admin"]["password_hash"] == config.SECRET
+    assert shown["admin"]["password_hash"] == "$6$salt$hash"
+
+
+def test_swarm_layout_is_fed_through_the_same_merge():
+    opts = {"armswarm": {"swarm": {"listen_port": 2400, "managers": ["a"]}}}
+    pillar = {"armswarm": {"swarm": {"managers": ["m1"], "workers": ["w1"]}}}
+    conf = swarm_layout.layout_conf(opts, pillar)
+    assert conf == {"listen_port": 2400, "managers": ["m1"], "workers": ["w1"]}
+    layout, errors, _ = swarm_layout.parse_layout(conf)
+    assert errors == [] and layout.listen_port == 2400
+    assert swarm_layout.layout_conf({}, {}) is None
+    assert swarm_layout.layout_conf({}, {"armswarm": {"swarm": "x"}}) is None
+    rack = {"armswarm": {"swarms": {"rack2": {"managers": ["r1"]}}}}
+    assert swarm_layout.layout_conf({}, rack, "armswarm:swarms:rack2") == {"managers": ["r1"]}
