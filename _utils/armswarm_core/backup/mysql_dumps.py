@@ -11,8 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from armswarm_core import ArmswarmError
-from armswarm_core.backup import backup_policy
-from armswarm_core.backup.backup_target import CHUNK, choose, publish, retain, target_root
+from armswarm_core.backup import backup_policy, backup_target
 
 # -- MySQL / MariaDB -----------------------------------------------------------------------
 DUMP_CMD = (
@@ -79,7 +78,7 @@ def _scrub(text: str, secret: str) -> str:
 def mysql_dump(engine, conf: dict, node: str, pillar_get, only=None) -> dict:
     """``mysqldump --single-transaction`` of every detected MySQL/MariaDB container (or the
     ones named in ``only``), gzip-compressed, with manifest and checksums, then retention."""
-    root = target_root(conf, write=True)
+    root = backup_target.target_root(conf, write=True)
     result = {"dumped": {}, "skipped": {}, "errors": {}, "removed": {}}
     if not conf["mysql"]["enabled"]:
         result["skipped"]["*"] = "mysql dumps are disabled (armswarm:backup:mysql:enabled)"
@@ -97,7 +96,7 @@ def mysql_dump(engine, conf: dict, node: str, pillar_get, only=None) -> dict:
         except (ArmswarmError, OSError) as exc:
             result["errors"][c["set"]] = str(exc)
             continue
-        retain(result, root, "mysql", c["set"], conf["keep_daily"])
+        backup_target.retain(result, root, "mysql", c["set"], conf["keep_daily"])
     return result
 
 
@@ -128,7 +127,7 @@ def _dump_one(engine, conf, root, node, c, creds):
             raise ArmswarmError(f"dump of {c['name']} failed (exit {code}): {message[-500:]}")
         return backup_policy.DUMP
 
-    manifest = publish(
+    manifest = backup_target.publish(
         root / "mysql" / c["set"],
         backup_policy.backup_id(started, node),
         produce,
@@ -165,13 +164,13 @@ def mysql_restore(engine, conf, name, container, pillar_get, bid=None) -> dict:
     """Load a dump of set ``name`` into the running ``container`` (checksum first: a damaged
     dump is refused before the database is touched)."""
     backup_policy.check_name(name, "dump set")
-    root = target_root(conf, write=False)
-    item = choose(root, "mysql", name, bid)
+    root = backup_target.target_root(conf, write=False)
+    item = backup_target.choose(root, "mysql", name, bid)
     manifest = item["manifest"]
     path = Path(item["path"]) / manifest["archive"]
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
+        while chunk := fh.read(backup_target.CHUNK):
             digest.update(chunk)
     if digest.hexdigest() != manifest["sha256"]:
         raise ArmswarmError(
@@ -196,7 +195,7 @@ def mysql_restore(engine, conf, name, container, pillar_get, bid=None) -> dict:
     raw = getattr(sock, "_sock", sock)
     try:
         with gzip.open(path, "rb") as dump:
-            while chunk := dump.read(CHUNK):
+            while chunk := dump.read(backup_target.CHUNK):
                 raw.sendall(chunk)
         raw.shutdown(socket.SHUT_WR)
         output = _read_frames(raw)

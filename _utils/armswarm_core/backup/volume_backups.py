@@ -15,15 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from armswarm_core import ArmswarmError
-from armswarm_core.backup import backup_policy
-from armswarm_core.backup.backup_target import (
-    CHUNK,
-    choose,
-    latest_good,
-    publish,
-    retain,
-    target_root,
-)
+from armswarm_core.backup import backup_policy, backup_target
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +83,7 @@ def _tar_create(source: str, compression: str, writer):
         procs.append(gz)
         out = gz.stdout
     try:
-        while chunk := out.read(CHUNK):
+        while chunk := out.read(backup_target.CHUNK):
             writer.write(chunk)
     finally:
         out.close()
@@ -108,7 +100,7 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
     using it paused for the copy, then retention. Unchanged volumes are skipped (unless
     ``force``): a stale copy left on a node the service moved away from never shadows the
     newer backups made where it runs now."""
-    root = target_root(conf, write=True)
+    root = backup_target.target_root(conf, write=True)
     wanted = set(names) if names else None
     result = {"backed_up": {}, "skipped": {}, "errors": {}, "removed": {}}
     for vol in volume_info(engine):
@@ -130,7 +122,7 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
             result["skipped"][name] = done
             continue
         result["backed_up"][name] = done
-        retain(result, root, "volumes", name, conf["keep_daily"])
+        backup_target.retain(result, root, "volumes", name, conf["keep_daily"])
     if wanted:
         for name in sorted(wanted - {v["name"] for v in volume_info(engine)}):
             result["errors"][name] = "no such volume on this node"
@@ -143,7 +135,7 @@ def _backup_one(engine, conf, root, node, vol, force):
     info = scan(source)
     if info["empty"]:
         return "empty"
-    latest = latest_good(root, "volumes", name)
+    latest = backup_target.latest_good(root, "volumes", name)
     if latest and not force and latest["started"].timestamp() > info["last_change"]:
         return f"unchanged since backup {latest['id']}"
     paused = []
@@ -167,7 +159,7 @@ def _backup_one(engine, conf, root, node, vol, force):
                 warnings.append(warning)
             return backup_policy.ARCHIVES[conf["compression"]]
 
-        manifest = publish(
+        manifest = backup_target.publish(
             root / "volumes" / name,
             backup_policy.backup_id(started, node),
             produce,
@@ -230,8 +222,8 @@ def restore_volume(engine, conf: dict, name: str, bid: str | None = None, force=
     matches: a corrupted archive leaves the volume as it was. A volume with data is refused
     unless ``force`` (its content is then replaced)."""
     backup_policy.check_name(name)
-    root = target_root(conf, write=False)
-    item = choose(root, "volumes", name, bid)
+    root = backup_target.target_root(conf, write=False)
+    item = backup_target.choose(root, "volumes", name, bid)
     manifest = item["manifest"]
     _vol, data = _volume_dir(engine, name, create=False)
     if data is not None and not scan(data)["empty"] and not force:
@@ -295,7 +287,7 @@ def _extract(archive: Path, dest: Path, compression: str):
     tar = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=errfile)
     digest, size, sink = hashlib.sha256(), 0, tar.stdin
     with open(archive, "rb") as fh:
-        while chunk := fh.read(CHUNK):
+        while chunk := fh.read(backup_target.CHUNK):
             digest.update(chunk)
             size += len(chunk)
             if sink:

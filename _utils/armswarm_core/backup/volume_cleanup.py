@@ -5,9 +5,7 @@ import time
 from datetime import datetime
 
 from armswarm_core import ArmswarmError
-from armswarm_core.backup import backup_policy
-from armswarm_core.backup.backup_target import latest_good, target_root
-from armswarm_core.backup.volume_backups import scan, volume_info
+from armswarm_core.backup import backup_policy, backup_target, volume_backups
 
 
 # -- clean-up ------------------------------------------------------------------------------
@@ -53,20 +51,20 @@ def cleanup(engine, conf: dict, dry_run=False, now=None, max_age_hours=None) -> 
         )
     target_problem, latest = None, {}
     try:
-        root = target_root(conf, write=False)
+        root = backup_target.target_root(conf, write=False)
     except ArmswarmError as exc:
         target_problem, root = str(exc), None
     volumes = []
-    for vol in volume_info(engine) if settings["volumes"] else ():
+    for vol in volume_backups.volume_info(engine) if settings["volumes"] else ():
         entry = {"name": vol["name"], "labels": vol["labels"], "last_change": None}
         if vol["driver"] == "local" and vol["mountpoint"]:
             try:
-                info = scan(vol["mountpoint"])
+                info = volume_backups.scan(vol["mountpoint"])
                 entry.update(info)
             except OSError:
                 pass
         if root is not None:
-            good = latest_good(root, "volumes", vol["name"])
+            good = backup_target.latest_good(root, "volumes", vol["name"])
             if good:
                 latest[vol["name"]] = good["started"].timestamp()
         volumes.append(entry)

@@ -13,8 +13,7 @@ from urllib.parse import urlparse
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import config
-from armswarm_core.node import boot_files, cmdline, io_schedulers
-from armswarm_core.node.mail import RELAYS
+from armswarm_core.node import boot_files, cmdline, io_schedulers, mail
 
 PILLAR = "armnode"
 # Every key of the formula (salt/armnode/pillar.example documents each one).
@@ -219,19 +218,20 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
             boot_files.locate(boot_root)
     except ArmswarmError as exc:
         errors.append(f"armnode:kernel_args: {exc}")
-    mail = settings.get("mail") or {}
-    if mail.get("enabled"):
-        if mail.get("relay") not in RELAYS:
+    mail_conf = settings.get("mail") or {}
+    if mail_conf.get("enabled"):
+        if mail_conf.get("relay") not in mail.RELAYS:
             errors.append(
-                f"armnode:mail:relay: {mail.get('relay')!r} is not one of {', '.join(RELAYS)}"
+                f"armnode:mail:relay: {mail_conf.get('relay')!r} is not one of "
+                f"{', '.join(mail.RELAYS)}"
             )
-        if not mail.get("host"):
+        if not mail_conf.get("host"):
             errors.append("armnode:mail:host: the relay host is required")
-        if not str(mail.get("port", "")).isdigit():
-            errors.append(f"armnode:mail:port: {mail.get('port')!r} is not a port")
+        if not str(mail_conf.get("port", "")).isdigit():
+            errors.append(f"armnode:mail:port: {mail_conf.get('port')!r} is not a port")
         for key in ("from", "root_alias"):
-            if mail.get(key) and not _EMAIL.match(str(mail[key])):
-                errors.append(f"armnode:mail:{key}: {mail[key]!r} is not an e-mail address")
+            if mail_conf.get(key) and not _EMAIL.match(str(mail_conf[key])):
+                errors.append(f"armnode:mail:{key}: {mail_conf[key]!r} is not an e-mail address")
     tuning = settings.get("tuning") or {}
     governor = tuning.get("cpu_governor") or ""
     if governor and not re.match(r"^[a-z0-9_]+$", str(governor)):

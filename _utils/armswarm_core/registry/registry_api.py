@@ -32,7 +32,7 @@ try:
 except ImportError:  # pragma: no cover - exercised by __virtual__
     requests = None
     HAS_REQUESTS = False
-from armswarm_core.registry.tag_retention import DEFAULT_KEEP, DEFAULT_TAG_FORMAT
+from armswarm_core.registry import tag_retention
 
 # Ask for every manifest kind, or the registry may answer with a converted schema and a
 # digest that no tag points to.
@@ -54,8 +54,8 @@ class Settings:
     ca_file: str | None = None
     username: str | None = None
     password: str | None = None
-    tag_format: str = DEFAULT_TAG_FORMAT
-    keep: int = DEFAULT_KEEP
+    tag_format: str = tag_retention.DEFAULT_TAG_FORMAT
+    keep: int = tag_retention.DEFAULT_KEEP
 
     def __repr__(self):  # never print the password
         return f"Settings(host={self.host!r}, url={self.url!r}, username={self.username!r})"
@@ -75,7 +75,7 @@ def settings(opts=None, pillar=None, **overrides) -> Settings:
         ca_file=conf["ca_file"] or None,
         username=conf["username"] or None,
         password=conf["password"] or None,
-        tag_format=conf["tag_format"] or DEFAULT_TAG_FORMAT,
+        tag_format=conf["tag_format"] or tag_retention.DEFAULT_TAG_FORMAT,
         keep=conf["keep"],
     )
 

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import config
-from armswarm_core.registry.tag_retention import DEFAULT_KEEP, DEFAULT_TAG_FORMAT
+from armswarm_core.registry import tag_retention
 
 PILLAR = "armswarm:registry"
 DEFAULTS = {
@@ -31,8 +31,8 @@ DEFAULTS = {
     "ca_file": "",  # CA bundle for the API calls; empty: the system's
     "username": "",
     "password": "",
-    "tag_format": DEFAULT_TAG_FORMAT,
-    "keep": DEFAULT_KEEP,
+    "tag_format": tag_retention.DEFAULT_TAG_FORMAT,
+    "keep": tag_retention.DEFAULT_KEEP,
 }
 # Never in a return: passwords of the registry's users and the client's own.
 SECRETS = ("users:*", "password")

@@ -10,7 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from armswarm_core.common import config
-from armswarm_core.swarm.swarm_engine import AVAILABILITIES, quorum
+from armswarm_core.swarm import swarm_engine
 
 LABEL_PREFIX = "armswarm."
 DEFAULT_PORT = 2377
@@ -129,10 +129,10 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
             errors.append(f"armswarm:swarm:nodes:{minion_id}:labels: must be a mapping")
             labels = {}
         availability = settings.get("availability")
-        if availability is not None and availability not in AVAILABILITIES:
+        if availability is not None and availability not in swarm_engine.AVAILABILITIES:
             errors.append(
                 f"armswarm:swarm:nodes:{minion_id}:availability: {availability!r} is not one of "
-                f"{', '.join(AVAILABILITIES)}"
+                f"{', '.join(swarm_engine.AVAILABILITIES)}"
             )
         addr = settings.get("advertise_addr")
         if addr is not None:
@@ -169,7 +169,8 @@ def check_counts(layout: Layout) -> list:
     elif len(layout.managers) % 2 == 0 and not layout.allow_even_managers:
         errors.append(
             f"armswarm:swarm:managers: {len(layout.managers)} managers is an even number "
-            f"({', '.join(layout.managers)}); quorum needs {quorum(len(layout.managers))}, so "
+            f"({', '.join(layout.managers)}); quorum needs "
+            f"{swarm_engine.quorum(len(layout.managers))}, so "
             "one more manager adds no fault tolerance. Use an odd number or set "
             "armswarm:swarm:allow_even_managers: true"
         )

@@ -3,14 +3,7 @@ removals, checked against quorum before anything changes."""
 
 from dataclasses import dataclass, field
 
-from armswarm_core.swarm.swarm_engine import node_changes, quorum
-from armswarm_core.swarm.swarm_layout import (
-    MINION_LABEL,
-    Layout,
-    NodeSettings,
-    advertise_addr,
-    desired_labels,
-)
+from armswarm_core.swarm import swarm_engine, swarm_layout
 
 
 @dataclass
@@ -52,7 +45,9 @@ class Plan:
         return out
 
 
-def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool = False):
+def make_plan(
+    layout: swarm_layout.Layout, facts: dict, swarm_nodes: list | None, force: bool = False
+):
     """``(plan, errors)``. ``facts`` holds only the minions that answered; ``swarm_nodes`` is
     the node list of the cluster the pillar's managers are in (None when there is none)."""
     errors = []
@@ -64,7 +59,7 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
     for minion_id in layout.members:
         if minion_id not in facts:
             continue
-        addr = advertise_addr(minion_id, layout, facts[minion_id])
+        addr = swarm_layout.advertise_addr(minion_id, layout, facts[minion_id])
         if not addr:
             errors.append(
                 f"armswarm:swarm:nodes:{minion_id}: no advertise address (set "
@@ -118,10 +113,10 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
             current = member_ids[node_id]
             if current["role"] != want:
                 (plan.promote if want == "manager" else plan.demote).append(minion_id)
-            settings = layout.nodes.get(minion_id) or NodeSettings()
-            plan.updates[minion_id] = node_changes(
+            settings = layout.nodes.get(minion_id) or swarm_layout.NodeSettings()
+            plan.updates[minion_id] = swarm_engine.node_changes(
                 current,
-                labels=desired_labels(minion_id, layout, node_facts),
+                labels=swarm_layout.desired_labels(minion_id, layout, node_facts),
                 availability=settings.availability,
                 remove_undeclared_labels=layout.remove_undeclared_labels,
             )
@@ -140,11 +135,11 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
                 )
                 continue
             plan.leave.append(minion_id)
-        settings = layout.nodes.get(minion_id) or NodeSettings()
+        settings = layout.nodes.get(minion_id) or swarm_layout.NodeSettings()
         # A node that joins starts with no labels and availability "active".
-        new = node_changes(
+        new = swarm_engine.node_changes(
             {"labels": {}, "availability": "active"},
-            labels=desired_labels(minion_id, layout, node_facts),
+            labels=swarm_layout.desired_labels(minion_id, layout, node_facts),
             availability=settings.availability,
         )
         if new:
@@ -156,7 +151,7 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
         plan.stale.extend(
             n
             for n in swarm_nodes or []
-            if n["labels"].get(MINION_LABEL) == minion_id
+            if n["labels"].get(swarm_layout.MINION_LABEL) == minion_id
             or (
                 n["hostname"] == hostname
                 and (n["state"] == "down" or n["addr"] == plan.addresses.get(minion_id))
@@ -189,10 +184,10 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
         for minion_id in plan.demote:
             staying = [n for n in staying if n["id"] != node_of[minion_id]["id"]]
             reachable = sum(1 for n in staying if n["reachability"] == "reachable")
-            if not staying or reachable < quorum(len(staying)):
+            if not staying or reachable < swarm_engine.quorum(len(staying)):
                 errors.append(
                     f"demoting {minion_id} would leave {reachable} reachable of "
-                    f"{len(staying)} managers, below quorum ({quorum(len(staying))})"
+                    f"{len(staying)} managers, below quorum ({swarm_engine.quorum(len(staying))})"
                 )
                 break
 
@@ -205,7 +200,7 @@ def make_plan(layout: Layout, facts: dict, swarm_nodes: list | None, force: bool
             if (
                 node["id"] in ours
                 or node["id"] in stale_ids
-                or node["labels"].get(MINION_LABEL) in members
+                or node["labels"].get(swarm_layout.MINION_LABEL) in members
                 or node["hostname"] in plan.down
             ):
                 continue
