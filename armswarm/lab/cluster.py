@@ -293,6 +293,22 @@ class Lab:
             "armswarm": {"registry": {"host": self.registry, "ca_file": str(self.ca_file)}},
         }
 
+    def served_tree(self) -> Path | None:
+        """The checkout whose modules and formulas the running master serves (None: unknown)."""
+        try:
+            conf = yaml.safe_load((self.master_conf_dir / "master").read_text())
+            first = Path(conf["file_roots"]["base"][0])  # <tree>/salt, see _file_roots
+        except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+            return None
+        extensions = self.master_root / "extensions"
+        linked = {
+            (extensions / f"_{ext_type}").resolve().parent
+            for ext_type in paths.EXT_TYPES
+            if (extensions / f"_{ext_type}").is_symlink()
+        }
+        tree = first.parent
+        return tree if linked == {tree} else None
+
     @staticmethod
     def _file_roots(root) -> list:
         roots = paths.file_roots(paths.link_extensions(root / "extensions"))
@@ -474,8 +490,13 @@ class Lab:
         started = time.monotonic()
         self.ensure_host_dockerd()
         if self.is_up():
-            self.progress(f"lab {self.name} is already up")
-            return self.status()
+            served = self.served_tree()
+            if served == paths.tree_root():
+                self.progress(f"lab {self.name} is already up")
+                return self.status()
+            # Its master serves another checkout's modules and formulas: tests would run those.
+            self.progress(f"lab {self.name} serves {served}, not {paths.tree_root()}: restarting")
+            self.down()
         if any(self.leftovers().values()):
             # A half-up lab (a crash, a reboot, a killed session): start again from clean.
             self.progress(f"lab {self.name} is partly up: removing it first")
