@@ -6,8 +6,9 @@ volume to the same network drive, as ratios measured in one run.
 Brings a lab up (or uses ARMSWARM_BENCH_LAB / ARMSWARM_BENCH_LAB_SUBNET when that lab is up,
 and leaves it up), fills a volume on node4 with half random and half compressible data, then
 times on the node itself: ``tar -cf`` to the share (then ``sync`` of the file: backups are
-fsynced too) and ``backup.run`` (gzip, then none) for the
-backup; ``tar -xf`` into an empty directory and ``backup.restore`` on node5 for the restore.
+fsynced too) and ``backup.run`` (gzip, then none) for the backup; on node5, ``tar -xf`` into an
+empty Docker volume (the node's Docker storage, where ``backup.restore`` writes, not a tmpfs)
+and ``backup.restore`` for the restore. Mount points are resolved before the clock starts.
 The figures of ``backup.run``/``backup.restore`` are the module's own (without salt-call's
 start-up); the plain tar is timed in the same shell. Nothing is asserted.
 """
@@ -19,6 +20,7 @@ import sys
 from armswarm.lab.cluster import NODE_BACKUP_SHARE, Lab
 
 VOLUME = "bench_data"
+PLAIN_VOLUME = "bench_plain_restore"
 BENCH_CONF = "/etc/salt/minion.d/zz-bench-backup.conf"
 
 
@@ -73,12 +75,21 @@ def main():
             f"yes 'armswarm backup benchmark line of compressible text' | "
             f'head -c {size_mb - half}M > "$d/b/text.log"',
         )
+        source = sh(lab, "node4", f'echo "{mp}"').strip()
         plain_file = f"{NODE_BACKUP_SHARE}/bench-plain.tar"
-        plain_backup = timed(lab, "node4", f'tar -cf {plain_file} -C "{mp}" . && sync {plain_file}')
-        sh(lab, "node5", "rm -rf /tmp/bench-restore && mkdir /tmp/bench-restore")
-        plain_restore = timed(lab, "node5", f"tar -xf {plain_file} -C /tmp/bench-restore")
-        sh(lab, "node5", f"rm -rf /tmp/bench-restore {plain_file}")
+        plain_backup = timed(
+            lab, "node4", f'tar -cf {plain_file} -C "{source}" . && sync {plain_file}'
+        )
+        # The baseline restores where backup.restore does: into a volume of the node's dockerd.
+        sh(lab, "node5", f"docker volume rm -f {PLAIN_VOLUME} >/dev/null 2>&1; true")
+        sh(lab, "node5", f"docker volume create {PLAIN_VOLUME} >/dev/null")
+        dest = sh(lab, "node5", f"docker volume inspect -f '{{{{.Mountpoint}}}}' {PLAIN_VOLUME}")
+        dest = dest.strip()
+        fs = sh(lab, "node5", f'stat -f -c %T "{dest}"').strip()
+        plain_restore = timed(lab, "node5", f'tar -xf {plain_file} -C "{dest}"')
+        sh(lab, "node5", f"docker volume rm -f {PLAIN_VOLUME} >/dev/null; rm -f {plain_file}")
         print(f"volume: {size_mb} MB on node4 (half random, half text), target {NODE_BACKUP_SHARE}")
+        print(f"restores on node5 into a Docker volume ({fs})")
         print(f"{'operation':<28} {'seconds':>8} {'MB/s':>8} {'vs tar':>7}")
         for label, seconds in (
             ("plain tar -cf (backup)", plain_backup),

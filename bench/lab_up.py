@@ -33,14 +33,31 @@ def pss_of_lab_processes(lab: Lab) -> int:
     return total
 
 
+def page_cache(stats: dict) -> int:
+    """The page cache in a container's memory stats: cgroup v2 calls it ``file``, v1
+    ``total_cache`` (``cache`` without the child cgroups, e.g. the node's own containers)."""
+    for key in ("file", "total_cache", "cache"):
+        if key in stats:
+            return stats[key]
+    raise SystemExit(f"no page-cache figure in the memory stats: {sorted(stats)}")
+
+
 def node_memory(lab: Lab) -> dict:
     """Memory charged to each node's cgroup, page cache excluded (systemd, dockerd, minion…)."""
     usage = {}
     for container in lab.containers():
         stats = container.stats(stream=False)["memory_stats"]
-        cache = stats.get("stats", {}).get("cache", 0)
-        usage[container.labels.get("io.armswarm.lab.node")] = stats.get("usage", 0) - cache
+        used = stats["usage"] - page_cache(stats.get("stats") or {})
+        usage[container.labels.get("io.armswarm.lab.node")] = used
     return usage
+
+
+def host_memory() -> int:
+    """This machine's RAM (MemTotal), the baseline the lab's footprint is a share of."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) * 1024
+    raise SystemExit("no MemTotal in /proc/meminfo")
 
 
 def timed(fn) -> float:
@@ -75,10 +92,12 @@ def main():
     for name, used in sorted(nodes.items()):
         print(f"node {name} memory (cgroup, no cache):  {used / MiB:6.0f} MiB")
     total = sum(nodes.values()) + host
+    ram = host_memory()
+    cgroup = lab.client.info().get("CgroupVersion", "?")
     print(f"master + registry PSS on the host:      {host / MiB:6.0f} MiB")
     print(
         f"whole lab:                              {total / MiB:6.0f} MiB "
-        f"({total / (24 * 1024 * MiB):.1%} of 24 GiB)"
+        f"({total / ram:.1%} of this machine's {ram / MiB:.0f} MiB, cgroup v{cgroup})"
     )
     print(f"left behind after down:                 {left}")
 

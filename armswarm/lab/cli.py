@@ -12,6 +12,7 @@ USAGE_EXAMPLES = """
 examples:
   armswarm-lab up                    # build (cached), start, run the main job, print a summary
   armswarm-lab status --json
+  armswarm-lab sync                  # after changing the checkout (restarts stale minions)
   armswarm-lab salt "*" test.ping    # salt / salt-run / salt-key against the lab master
   armswarm-lab salt-run jobs.list_jobs
   armswarm-lab exec node1 docker info
@@ -36,6 +37,9 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="bring the lab up (if it is up, report) and run the main job")
     up.add_argument("--no-main-job", action="store_true", help="only start the cluster")
+    sub.add_parser(
+        "sync", help="ship this tree's modules; restart minions whose armswarm_core changed"
+    )
     sub.add_parser("down", help="remove everything the lab created")
     status = sub.add_parser("status", help="show nodes, boards, addresses, registry, master")
     status.add_argument("--json", action="store_true")
@@ -53,6 +57,9 @@ def main(argv=None) -> int:
         if args.command == "up":
             lab.up(main_job=not args.no_main_job)
             print(lab.summary())
+        elif args.command == "sync":
+            restarted = lab.sync()
+            print(f"synced; restarted: {', '.join(restarted) or 'none'}")
         elif args.command == "down":
             lab.down()
         elif args.command == "status":

@@ -39,6 +39,8 @@ NODE_DEVICE_TREE = "/etc/armswarm-lab/device-tree"
 # The node's /sys is the host's: states that write block-device settings get a board fixture.
 NODE_SYSFS = "/etc/armswarm-lab/sys"
 HOST_DOCKER_LOG = CACHE_DIR / "dockerd.log"
+# Where ``saltutil.sync_utils`` puts the shared layer on a node.
+SYNCED_CORE = "/var/cache/salt/minion/extmods/utils/armswarm_core/__init__.py"
 # The lab's "network drive": a host directory under the lab's state directory, bind-mounted at
 # this path into every node (what a mounted NFS/SMB share is on real boards).
 NODE_BACKUP_SHARE = "/mnt/armswarm-backup"
@@ -291,6 +293,22 @@ class Lab:
             "armswarm": {"registry": {"host": self.registry, "ca_file": str(self.ca_file)}},
         }
 
+    def served_tree(self) -> Path | None:
+        """The checkout whose modules and formulas the running master serves (None: unknown)."""
+        try:
+            conf = yaml.safe_load((self.master_conf_dir / "master").read_text())
+            first = Path(conf["file_roots"]["base"][0])  # <tree>/salt, see _file_roots
+        except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+            return None
+        extensions = self.master_root / "extensions"
+        linked = {
+            (extensions / f"_{ext_type}").resolve().parent
+            for ext_type in paths.EXT_TYPES
+            if (extensions / f"_{ext_type}").is_symlink()
+        }
+        tree = first.parent
+        return tree if linked == {tree} else None
+
     @staticmethod
     def _file_roots(root) -> list:
         roots = paths.file_roots(paths.link_extensions(root / "extensions"))
@@ -425,10 +443,15 @@ class Lab:
         return proc
 
     def salt_json(self, *args: str, tool="salt", check=True):
-        static = ("--static",) if tool == "salt" else ()  # salt-run has no --static
-        proc = self.run_salt(tool, "--out=json", *static, *args, check=check)
-        out = proc.stdout.strip()
-        return json.loads(out) if out else {}
+        """``tool --out=json …``: the minions' returns as one ``{minion: return}`` dict (salt),
+        or the runner's return (salt-run).
+
+        ``check`` raises :class:`LabError` when salt exits non-zero: a minion that failed (a
+        state with result False, an error, a non-zero retcode) or did not return. ``--static``
+        is not used: it prints one document but exits 0 whatever the minions did.
+        """
+        proc = self.run_salt(tool, "--out=json", *args, check=check)
+        return json_returns(proc.stdout)
 
     def wait_minions(self, timeout: float = 120):
         """Wait until every minion has authenticated, then check they all answer a ping.
@@ -467,8 +490,13 @@ class Lab:
         started = time.monotonic()
         self.ensure_host_dockerd()
         if self.is_up():
-            self.progress(f"lab {self.name} is already up")
-            return self.status()
+            served = self.served_tree()
+            if served == paths.tree_root():
+                self.progress(f"lab {self.name} is already up")
+                return self.status()
+            # Its master serves another checkout's modules and formulas: tests would run those.
+            self.progress(f"lab {self.name} serves {served}, not {paths.tree_root()}: restarting")
+            self.down()
         if any(self.leftovers().values()):
             # A half-up lab (a crash, a reboot, a killed session): start again from clean.
             self.progress(f"lab {self.name} is partly up: removing it first")
@@ -495,13 +523,31 @@ class Lab:
         self.progress(f"lab up in {time.monotonic() - started:.0f}s")
         return self.status()
 
-    def sync(self):
-        """Ship the tree's modules to the minions and to the master (orchestration states)."""
-        self.run_salt("salt", "*", "saltutil.sync_all", "--timeout=60")
+    def sync(self) -> list[str]:
+        """Ship the tree's modules to the minions and to the master (orchestration states).
+
+        A running minion keeps the ``armswarm_core`` it imported first (``sys.modules``) even
+        after the sync reloads its loader modules, and every job it forks inherits that copy.
+        So each minion that already had the shared layer and got a changed one is restarted:
+        afterwards every minion runs this tree's code. Returns the restarted minions.
+        """
+        had_core = [
+            n for n in self.node_names() if self.exec(n, ["test", "-e", SYNCED_CORE])[0] == 0
+        ]
+        synced = self.salt_json("*", "saltutil.sync_all", "--timeout=60")
         self.run_salt("salt-run", "saltutil.sync_all")
+        stale = [n for n in had_core if (synced.get(n) or {}).get("utils")]
+        if stale:
+            self.progress(f"restarting minions with a changed armswarm_core: {', '.join(stale)}")
+            for name in stale:
+                code, out = self.exec(name, ["systemctl", "restart", "salt-minion"])
+                if code != 0:
+                    raise LabError(f"{name}: systemctl restart salt-minion failed:\n{out}")
+            self.wait_minions()
+        return stale
 
     def main_job(self):
-        """The package's main job, each step as soon as the tree ships it."""
+        """The package's main job: apply armnode, form the swarm, build the images."""
         root = paths.tree_root()
         steps = [
             (
@@ -516,10 +562,12 @@ class Lab:
             ),
             ("imagebuild.run", root / "_runners/imagebuild.py", ("salt-run", "imagebuild.run")),
         ]
-        for title, marker, argv in steps:
-            if not marker.exists():
-                self.progress(f"main job: {title}: not in this release yet, skipped")
-                continue
+        # Every step's file first: a moved or deleted one stops the job before it changes
+        # anything, instead of a step silently not running.
+        missing = [f"{title} needs {marker}" for title, marker, _ in steps if not marker.exists()]
+        if missing:
+            raise LabError("main job: missing from the tree: " + "; ".join(missing))
+        for title, _, argv in steps:
             self.progress(f"main job: {title}")
             self.run_salt(argv[0], *argv[1:], capture=False)
 
@@ -656,6 +704,26 @@ class Lab:
                 last = exc
             time.sleep(0.3)
         raise LabError(f"{what} not ready after {timeout}s ({last})")
+
+
+def json_returns(text: str):
+    """The JSON documents ``--out=json`` printed, one per minion as it returned, merged into
+    one dict; a single document (a runner's return) as it is; ``{}`` for none."""
+    decoder = json.JSONDecoder()
+    docs, pos, text = [], 0, text.strip()
+    while pos < len(text):
+        doc, pos = decoder.raw_decode(text, pos)
+        docs.append(doc)
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    if len(docs) == 1:
+        return docs[0]
+    merged = {}
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise LabError(f"expected one JSON object per minion, got: {text[:500]}")
+        merged.update(doc)
+    return merged
 
 
 def _group_alive(pgid: int) -> bool:

@@ -114,12 +114,36 @@ def test_irq_affinity_cycle(env, tmp_path):
     subprocess.run(["sh", "-n", str(script)], check=True)
 
 
-def test_irq_affinity_without_big_cores_does_nothing(env):
-    states, _ = env
+def _grain_env(tmp, big_cores):
+    """A loader whose ``armnode`` grain lists ``big_cores`` (grains are packed into the
+    modules when the loader is built: setting ``opts["grains"]`` later changes nothing)."""
+    procfs = tmp / "proc"
+    procfs.mkdir()
+    (procfs / "interrupts").write_text(INTERRUPTS)
+    for number in (25, 26, 30):
+        (procfs / "irq" / str(number)).mkdir(parents=True)
+        (procfs / "irq" / str(number) / "smp_affinity_list").write_text("0-5\n")
+    states = load_states(
+        tmp,
+        grains={"kernel": "Linux", "armnode": {"big_cores": big_cores}},
+        **{"armnode.procfs": str(procfs), "armnode.boot_root": str(tmp)},
+    )
     states.opts["test"] = False
-    states.opts["grains"] = {"kernel": "Linux", "armnode": {"big_cores": []}}
+    return states, procfs
+
+
+def test_irq_affinity_defaults_to_the_grains_big_cores(tmp_path):
+    states, procfs = _grain_env(tmp_path, [4, 5])
+    ret = states["armnode.irq_affinity"](pattern="eth")
+    assert ret["result"] is True and sorted(ret["changes"]["irqs"]) == [25], ret
+    assert (procfs / "irq/25/smp_affinity_list").read_text() == "4-5"
+
+
+def test_irq_affinity_without_big_cores_does_nothing(tmp_path):
+    states, procfs = _grain_env(tmp_path, [])
     ret = states["armnode.irq_affinity"](pattern="eth")
     assert ret["result"] is True and ret["changes"] == {} and "no big cores" in ret["comment"]
+    assert (procfs / "irq/25/smp_affinity_list").read_text() == "0-5\n"
 
 
 def test_reboot_only_when_required(env):

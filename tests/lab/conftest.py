@@ -4,6 +4,7 @@ Set ARMSWARM_LAB_KEEP=1 to leave the test lab running after the session (faster 
 ARMSWARM_TEST_LAB / ARMSWARM_TEST_LAB_SUBNET to use another lab.
 """
 
+import json
 import os
 
 import pytest
@@ -19,11 +20,39 @@ def _progress(message):
     print(f"[lab] {message}", flush=True)
 
 
+def swarm_table(lab, manager="node1") -> dict:
+    """``{hostname: {"role", "state", "labels"}}`` as the engine on ``manager`` lists the swarm
+    (docker itself, not the module under test)."""
+    code, out = lab.exec(
+        manager,
+        [
+            "sh",
+            "-c",
+            "docker node inspect --format '{{json .}}' $(docker node ls -q)",
+        ],
+    )
+    if code != 0:
+        return {}
+    table = {}
+    for line in out.splitlines():
+        node = json.loads(line)
+        table[node["Description"]["Hostname"]] = {
+            "role": node["Spec"]["Role"],
+            "state": node["Status"]["State"],
+            "labels": node["Spec"].get("Labels") or {},
+        }
+    return table
+
+
 @pytest.fixture(scope="session")
 def lab():
     lab = Lab(name=TEST_LAB, subnet=TEST_SUBNET, progress=_progress)
+    fresh = not lab.is_up()
     lab.up()
-    lab.sync()  # a kept lab (ARMSWARM_LAB_KEEP) runs the modules of this checkout
+    # The swarm exactly as `up`'s main job formed it, read before any test changes it; None
+    # for a kept lab (ARMSWARM_LAB_KEEP), where this session's `up` ran no main job.
+    lab.swarm_formed_by_up = swarm_table(lab) if fresh else None
+    lab.sync()  # a kept lab runs the modules of this checkout (see Lab.sync)
     yield lab
     if not os.environ.get("ARMSWARM_LAB_KEEP"):
         lab.down()

@@ -1,14 +1,17 @@
 """The lab cluster itself: nodes, boards, their own root and dockerd, the TLS registry, the CLI."""
 
+import io
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import requests
 from helpers import busybox_rootfs, push_image
 
-from armswarm.lab.cluster import NODE_DEVICE_TREE
+from armswarm.lab.cluster import FIXTURES, NODE_DEVICE_TREE, SYNCED_CORE
+from armswarm.lab.image import tar_bytes
 
 EXPECTED_BOOT = {
     "odroid-hc1": "boot.txt",
@@ -103,3 +106,46 @@ def test_pillar_is_the_example_pillar(lab):
     # Salt 3008 masks pillar values in output unless asked.
     ret = lab.salt_json("node1", "pillar.get", "armswarm:swarm:managers", "unmask=True")
     assert ret["node1"] == ["node1", "node2", "node3"]
+
+
+# Appended to a node's synced boards.py: an "older" shared layer whose grain says so.
+STALE_DETECT = """
+
+_synced_detect = detect
+
+
+def detect(*args, **kwargs):
+    return {**_synced_detect(*args, **kwargs), "model": "stale armswarm_core"}
+"""
+
+
+def test_sync_gives_running_minions_the_new_shared_layer(lab):
+    # A running minion keeps the armswarm_core it imported first (sys.modules), however often
+    # a sync reloads its loader modules: Lab.sync must restart it when that layer changed.
+    node = "node5"
+    container = lab.client.containers.get(lab.container_name(lab.node(node)))
+    boards_py = Path(SYNCED_CORE).parent / "node" / "boards.py"
+    stream, _ = container.get_archive(str(boards_py))
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        synced = tar.extractfile(tar.getmembers()[0]).read().decode()
+    real_model = (FIXTURES / lab.node(node).board / "device-tree" / "model").read_text()
+
+    def model():
+        return lab.salt_json(node, "grains.get", "armnode:model", "--timeout=30")[node]
+
+    try:
+        # The minion starts on the outdated copy, as a kept lab's minions did.
+        container.put_archive(
+            str(boards_py.parent), tar_bytes({"boards.py": synced + STALE_DETECT})
+        )
+        code, out = lab.exec(node, ["systemctl", "restart", "salt-minion"])
+        assert code == 0, out
+        lab.wait_minions()
+        assert model() == "stale armswarm_core"
+        # The sync puts this checkout's boards.py back and restarts only that minion.
+        assert lab.sync() == [node]
+        assert model() == real_model.rstrip("\0")
+    finally:
+        container.put_archive(str(boards_py.parent), tar_bytes({"boards.py": synced}))
+        lab.exec(node, ["systemctl", "restart", "salt-minion"])
+        lab.wait_minions()

@@ -27,6 +27,7 @@ def test_armnode_check_predicts_the_first_apply(lab):
     predicted = lab.salt_json("*", "state.apply", "armnode", "test=True", "--timeout=600")
     applied = lab.salt_json("*", "state.apply", "armnode", "--timeout=600")
     again = lab.salt_json("*", "state.apply", "armnode", "--timeout=600")
+    assert sorted(predicted) == sorted(applied) == sorted(again) == lab.node_names()
     for node in lab.node_names():
         # Salt's own conditional prediction: a service its package starts while installing.
         conditional = {
@@ -37,5 +38,9 @@ def test_armnode_check_predicts_the_first_apply(lab):
         would = {sid for sid, s in predicted[node].items() if s["result"] is None} - conditional
         made = {sid for sid, s in applied[node].items() if s["changes"]} - conditional
         assert all(s["result"] is True for s in applied[node].values()), applied[node]
+        # A fresh board gets its kernel arguments and journald settings: the first apply is
+        # not an empty one (empty prediction == empty run would prove nothing).
+        made_ids = {applied[node][sid]["__id__"] for sid in made}
+        assert {"armnode-kernel-args", "armnode-journald-config-managed"} <= made_ids, made_ids
         assert would == made, (node, sorted(would ^ made))
         assert not any(s["changes"] for s in again[node].values())

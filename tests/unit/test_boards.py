@@ -21,6 +21,32 @@ EXPECTED = {
     "rpi4": ("rpi4", "rpi-cmdline", "boot/firmware/cmdline.txt"),
 }
 
+# Published facts per fixture, not the code's table (mainline kernel .dts files and the SoC
+# vendors' data): the SoC, ``uname -m`` of the OS the fixture images, the CPU count and the
+# big cluster (CPU numbers as the kernel's device tree orders them).
+FACTS = {
+    # exynos5422-odroidhc1.dts: 4x Cortex-A7 (CPU0-3) + 4x Cortex-A15 (CPU4-7); 32-bit ARMv7.
+    "odroid-hc1": {"soc": "exynos5422", "uname_m": "armv7l", "cpus": 8, "big": [4, 5, 6, 7]},
+    # rk3399.dtsi: 4x Cortex-A53 (CPU0-3) + 2x Cortex-A72 (CPU4-5).
+    "rockpro64": {"soc": "rk3399", "uname_m": "aarch64", "cpus": 6, "big": [4, 5]},
+    "rockpro64-extlinux": {"soc": "rk3399", "uname_m": "aarch64", "cpus": 6, "big": [4, 5]},
+    # sun50i-a64.dtsi: 4x Cortex-A53.
+    "sopine": {"soc": "a64", "uname_m": "aarch64", "cpus": 4, "big": []},
+    # bcm2711.dtsi: 4x Cortex-A72.
+    "rpi4": {"soc": "bcm2711", "uname_m": "aarch64", "cpus": 4, "big": []},
+}
+# The kernel's architecture names for ``uname -m`` (the trailing ``l`` is little-endian).
+KERNEL_ARCH = {"armv7l": "armv7", "aarch64": "aarch64"}
+# Mainline compatible strings (the board's first, its SoC's last); the HC1's device tree
+# describes the Exynos5422 as compatible with the Exynos5800.
+COMPATIBLE = {
+    "odroid-hc1": ["hardkernel,odroid-hc1", "samsung,exynos5800", "samsung,exynos5"],
+    "rockpro64": ["pine64,rockpro64-v2.1", "pine64,rockpro64", "rockchip,rk3399"],
+    "rockpro64-extlinux": ["pine64,rockpro64-v2.0", "pine64,rockpro64", "rockchip,rk3399"],
+    "sopine": ["pine64,sopine-baseboard", "pine64,sopine", "allwinner,sun50i-a64"],
+    "rpi4": ["raspberrypi,4-model-b", "brcm,bcm2711"],
+}
+
 MOUNTS_MMC = "/dev/mmcblk0p2 / ext4 rw,noatime 0 0\nproc /proc proc rw 0 0\n"
 
 
@@ -51,20 +77,26 @@ def test_every_fixture_is_expected():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_fixture_board_detected(name, tmp_path):
     board, flavour, cmdline = EXPECTED[name]
+    facts = FACTS[name]
     meta = yaml.safe_load((FIXTURES / name / "board.yaml").read_text())
     assert meta["board"] == board
-    assert meta["uname_m"] in ("armv7l", "aarch64")
+    # The fixture records what the real board reports.
+    assert meta["uname_m"] == facts["uname_m"]
+    assert meta["cpus"] == facts["cpus"]
     assert meta["description"]
 
-    # An empty sysfs: CPU layout must come from the board table.
+    # An empty sysfs: the CPU layout cannot come from the host.
     result = _detect_fixture(name, tmp_path, meta["uname_m"])
 
     assert result["board"] == board
+    assert result["compatible"] == COMPATIBLE[name]
     assert result["machine"] == meta["uname_m"]
-    assert result["cpus"] == meta["cpus"] == boards.BOARDS[board]["cpus"]
-    assert result["arch"] == boards.BOARDS[board]["arch"]
-    assert result["soc"] == boards.BOARDS[board]["soc"]
-    assert sorted(result["big_cores"] + result["little_cores"]) == list(range(meta["cpus"]))
+    assert result["arch"] == KERNEL_ARCH[meta["uname_m"]]
+    assert result["soc"] == facts["soc"]
+    assert result["cpus"] == facts["cpus"]
+    assert result["big_cores"] == facts["big"]
+    little = [cpu for cpu in range(facts["cpus"]) if cpu not in facts["big"]]
+    assert result["little_cores"] == little
     assert result["boot_flavour"] == flavour
     assert result["cmdline_file"] == os.path.join(str(FIXTURES / name / "rootfs"), cmdline)
     assert result["root_device"] == "mmcblk0p2"

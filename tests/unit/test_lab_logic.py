@@ -1,0 +1,61 @@
+"""The lab's own logic that needs no daemons: reading salt's JSON output, and the main job
+refusing to run when a step's file is missing from the tree."""
+
+import pytest
+
+from armswarm import paths
+from armswarm.lab import cluster
+from armswarm.lab.cluster import Lab, LabError, json_returns
+
+STEP_FILES = ("salt/armnode/init.sls", "salt/swarm/init.sls", "_runners/imagebuild.py")
+
+
+def test_one_document_per_minion_is_merged():
+    # What `salt --out=json` prints without --static: each minion's return as it arrives.
+    text = '{\n    "node1": true\n}\n{\n    "node2": "Minion did not return. [No response]"\n}\n'
+    assert json_returns(text) == {"node1": True, "node2": "Minion did not return. [No response]"}
+
+
+def test_a_runner_return_stays_as_it_is():
+    assert json_returns('[\n    "a",\n    "b"\n]\n') == ["a", "b"]
+    assert json_returns("") == {}
+
+
+def test_several_documents_that_are_not_minion_returns_are_refused():
+    with pytest.raises(LabError, match="one JSON object per minion"):
+        json_returns('{"node1": true}\n["oops"]\n')
+
+
+def _tree(tmp_path, missing):
+    for rel in STEP_FILES:
+        if rel != missing:
+            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / rel).write_text("")
+    return tmp_path
+
+
+@pytest.mark.parametrize("missing", STEP_FILES)
+def test_main_job_with_a_step_file_missing_fails_before_running_anything(
+    tmp_path, monkeypatch, missing
+):
+    monkeypatch.setattr(cluster.paths, "tree_root", lambda: _tree(tmp_path, missing))
+    ran = []
+    lab = Lab(name="armswarm-unit", progress=lambda message: None)
+    monkeypatch.setattr(lab, "run_salt", lambda *argv, **kwargs: ran.append(argv))
+    with pytest.raises(LabError, match=f"needs {tmp_path / missing}"):
+        lab.main_job()
+    assert ran == []
+
+
+def test_main_job_runs_every_step_of_the_tree(monkeypatch):
+    # This checkout ships every step: none may be found missing.
+    assert all((paths.tree_root() / rel).is_file() for rel in STEP_FILES)
+    ran = []
+    lab = Lab(name="armswarm-unit", progress=lambda message: None)
+    monkeypatch.setattr(lab, "run_salt", lambda *argv, **kwargs: ran.append(argv[:3]))
+    lab.main_job()
+    assert ran == [
+        ("salt", "*", "state.apply"),
+        ("salt-run", "state.orch", "swarm.init"),
+        ("salt-run", "imagebuild.run"),
+    ]
