@@ -16,8 +16,8 @@ FIXTURES = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures"
 EXPECTED = {
     "odroid-hc1": ("odroid-hc1", "boot.txt", "boot/boot.txt"),
     "rockpro64": ("rockpro64", "armbianEnv", "boot/armbianEnv.txt"),
-    "rockpro64-extlinux": ("rockpro64", "extlinux", "boot/extlinux/extlinux.conf"),
-    "sopine": ("sopine", "u-boot-menu", "etc/default/u-boot"),
+    "rockpro64-extlinux": ("rockpro64", "u-boot-menu", "etc/default/u-boot"),
+    "sopine": ("sopine", "boot.txt", "boot/boot.txt"),
     "rpi4": ("rpi4", "rpi-cmdline", "boot/firmware/cmdline.txt"),
 }
 
@@ -146,6 +146,43 @@ def test_unknown_board_is_generic(tmp_path):
     assert result["boot_flavour"] == "unknown"
     assert result["cmdline_file"] == ""
     assert result["root_kind"] == "other"
+
+
+def test_unknown_board_keeps_its_soc_and_core_layout(tmp_path):
+    # An ODROID-XU4 successor nobody listed: SoC from the first SoC maker's entry, clusters
+    # from the kernel's cpu_capacity.
+    dt = tmp_path / "dt"
+    _write(dt / "model", b"Example Exynos board\0")
+    _write(dt / "compatible", b"example,board\0samsung,exynos5800\0samsung,exynos5\0")
+    sys = tmp_path / "sys"
+    _write(sys / "devices/system/cpu/present", "0-7\n")
+    for cpu in range(8):
+        _write(sys / f"devices/system/cpu/cpu{cpu}/cpu_capacity", "1024\n" if cpu > 3 else "446\n")
+    result = boards.detect(str(dt), str(sys), "", str(tmp_path / "root"), "armv7l")
+    assert (result["board"], result["soc"], result["arch"]) == ("generic", "exynos5800", "armv7")
+    assert (result["little_cores"], result["big_cores"]) == ([0, 1, 2, 3], [4, 5, 6, 7])
+
+
+def test_hc1_on_the_legacy_kernel_with_the_xu3_device_tree(tmp_path):
+    # Hardkernel's 4.14 boot.ini loads exynos5422-odroidxu3.dtb on every XU3/XU4/HC1; its
+    # model and compatible are the mainline exynos5422-odroidxu3.dts ones.
+    dt = tmp_path / "dt"
+    _write(dt / "model", b"Hardkernel Odroid XU3\0")
+    _write(dt / "compatible", b"hardkernel,odroid-xu3\0samsung,exynos5800\0samsung,exynos5\0")
+    # The legacy kernel exposes no cpu_capacity: the layout comes from the board table.
+    result = boards.detect(str(dt), str(tmp_path / "sys"), "", str(tmp_path), "armv7l")
+    assert result["board"] == "odroid-hc1" and result["model"] == "Hardkernel Odroid XU3"
+    assert (result["soc"], result["arch"], result["cpus"]) == ("exynos5422", "armv7", 8)
+    assert (result["little_cores"], result["big_cores"]) == ([0, 1, 2, 3], [4, 5, 6, 7])
+
+
+@pytest.mark.parametrize(("machine", "arch"), [("armv7l", "armv7"), ("aarch64", "aarch64")])
+def test_pi4_arch_follows_uname(tmp_path, machine, arch):
+    # 32-bit Raspberry Pi OS on a Pi 4 says armv7l: its containers must be armv7 ones.
+    result = _detect_fixture("rpi4", tmp_path, machine)
+    assert (result["board"], result["arch"], result["machine"]) == ("rpi4", arch, machine)
+    # Without uname -m (nothing read) the board table's answer stands.
+    assert _detect_fixture("rpi4", tmp_path, "")["arch"] == "aarch64"
 
 
 def test_no_device_tree_at_all(tmp_path):
@@ -356,6 +393,20 @@ def test_armbian_wins_over_boot_scr(tmp_path):
         "armbianEnv",
         str(tmp_path / "boot" / "armbianEnv.txt"),
     )
+
+
+@pytest.mark.parametrize(
+    ("relative", "flavour"),
+    [
+        ("boot/dietpiEnv.txt", "dietpiEnv"),
+        ("boot/boot.ini", "boot.ini"),  # DietPi, Armbian, Arch on ODROIDs
+        ("media/boot/boot.ini", "boot.ini"),  # Hardkernel's Ubuntu: the FAT partition
+    ],
+)
+def test_dietpi_and_hardkernel_boot_files(tmp_path, relative, flavour):
+    path = _write(tmp_path / relative, "x=1\n")
+    _write(tmp_path / "boot" / "boot.scr", b"\x27\x05\x19\x56")
+    assert boards.boot_flavour(str(tmp_path)) == (flavour, str(path))
 
 
 def test_extlinux_without_u_boot_menu(tmp_path):

@@ -235,6 +235,8 @@ def _script_site(text: str, path: str) -> Site:
         tokens += [
             (start + m.start(), start + m.end()) for m in re.finditer(r"[^\s\"']+", text[start:end])
         ]
+    if not tokens:
+        raise ArmswarmError(f"{path}:{line_no}: bootargs is set empty; refusing to edit it")
     fixed = {}
     for s, e in tokens:
         whole = _VAR.fullmatch(text[s:e])
@@ -423,6 +425,10 @@ def apply_tokens(text: str, tokens, drop, add, insert=None, sep=None) -> str:
                 insert, sep = kept[-1][1], " "
             else:
                 insert, sep = (tokens[0][0] if tokens else len(text)), ""
+        for start, end, _ in edits:
+            if start < insert <= end:
+                # Inside a cut that took the blanks before a word: go where the cut starts.
+                insert, sep = start, " " if text[start : start + 1] in (" ", "\t") else sep
         edits.append((insert, insert, sep + " ".join(add)))
     # Right to left; at one offset the cut goes before the insertion.
     for s, e, new in sorted(edits, key=lambda x: (x[0], x[1] > x[0]), reverse=True):
@@ -443,8 +449,8 @@ def edit(
     ``original`` is the file as it was before armswarm first edited it: a line armswarm added
     (``extraargs=``) goes away again when its last argument does.
     """
-    present, absent = list(present), list(absent)
     validate(present, absent)
+    present, absent = list(present), list(absent)
     found = site(flavour, text, path)
     words = [text[s:e] for s, e in found.tokens]
     drop, add = plan_tokens(words, found.fixed, present, absent, path, found.maybe)
@@ -655,8 +661,8 @@ def u_boot_menu(files: dict, present=(), absent=(), originals=None) -> dict:
     Either goes away again once it holds nothing but what would be in effect without it.
     ``originals`` maps paths to the files as they were before armswarm's first edit.
     """
-    present, absent = list(present), list(absent)
     validate(present, absent)
+    present, absent = list(present), list(absent)
     for arg in (*present, *absent):
         if _key(arg) == "root":
             raise ArmswarmError(
@@ -691,8 +697,16 @@ def u_boot_menu(files: dict, present=(), absent=(), originals=None) -> dict:
             for i, (_, rel, s, e) in enumerate(eff.params)
             if i not in drop and rel == target and vstart <= s and e <= vend
         ]
+        dropped_inside = sorted(
+            s
+            for i, (_, rel, s, e) in enumerate(eff.params)
+            if i in drop and rel == target and vstart <= s and e <= vend
+        )
         if kept_inside:
             insert, sep = kept_inside[-1], " "
+        elif dropped_inside:
+            # In the place of the first word that goes (its blanks go with it).
+            insert, sep = dropped_inside[0], ""
         else:
             # Only expansions (or dropped words) in the value: before its closing quote.
             quoted = text[vend - 1 : vend] in "\"'" and vend - vstart > 1
