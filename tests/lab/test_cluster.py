@@ -13,6 +13,8 @@ from armswarm.lab.cluster import NODE_DEVICE_TREE
 EXPECTED_BOOT = {
     "odroid-hc1": "boot.txt",
     "rockpro64": "armbianEnv",
+    "rockpro64-extlinux": "u-boot-menu",
+    "sopine": "boot.txt",
     "rpi4": "rpi-cmdline",
 }
 
