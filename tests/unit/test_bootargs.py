@@ -536,3 +536,8 @@ def test_settings_validation_names_keys_and_hides_secrets():
     assert "correct horse" not in errors
     good = {"admin": {"name": "admin", "password_hash": "$6$salt$abcdefgh"}}
     assert node_settings.validate(good) == []
+
+
+def test_settings_kernel_args_must_be_lists():
+    errors = node_settings.validate({"kernel_args": {"present": "quiet"}})
+    assert any("armnode:kernel_args" in e and "must be a list" in e for e in errors), errors

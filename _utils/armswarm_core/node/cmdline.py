@@ -63,9 +63,6 @@ def validate(present, absent):
         raise ArmswarmError(f"kernel arguments both present and absent: {', '.join(both)}")
 
 
-_validate = validate  # the name node_settings uses
-
-
 def _matches(arg: str, spec: str) -> bool:
     return arg == spec if "=" in spec else (arg == spec or _key(arg) == spec)
 
