@@ -418,7 +418,12 @@ def boot_flavour(root_dir="/") -> tuple[str, str]:
         if _is_file(root_dir, relative):
             return flavour, join(root_dir, relative)
     if _is_file(root_dir, "boot/extlinux/extlinux.conf"):
-        if _is_file(root_dir, "etc/default/u-boot"):
+        # u-boot-update's header: the file is generated (even if /etc/default/u-boot was
+        # deleted), so editing it would be undone by the next kernel update.
+        generated = "use: u-boot-update" in (
+            _read_text(join(root_dir, "boot/extlinux/extlinux.conf")) or ""
+        )
+        if _is_file(root_dir, "etc/default/u-boot") or generated:
             return "u-boot-menu", join(root_dir, "etc/default/u-boot")
         return "extlinux", join(root_dir, "boot/extlinux/extlinux.conf")
     if _is_file(root_dir, "boot/firmware/cmdline.txt"):

@@ -44,7 +44,8 @@ def locate(boot_root: str = "/") -> tuple[str, Path]:
     if flavour not in cmdline.FLAVOURS:
         raise ArmswarmError(f"boot flavour {flavour} has no editor")
     path = Path(cmdline_file)
-    if not path.is_file():
+    # u-boot-update runs on its defaults without /etc/default/u-boot.
+    if not path.is_file() and flavour != "u-boot-menu":
         raise ArmswarmError(f"{path}: the {flavour} boot file is missing")
     return flavour, path
 

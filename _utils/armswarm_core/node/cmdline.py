@@ -295,11 +295,7 @@ def extlinux_labels(text: str, path: str = "extlinux.conf"):
         if current is not None and keyword in _LABEL_KEYWORDS:
             if keyword == "append":
                 labels[current].append((value_start, end))
-            elif (
-                keyword == "menu"
-                and rest.split()[:1] == ["default"]
-                or (keyword == "menu" and rest.lower().split()[:1] == ["default"])
-            ):
+            elif keyword == "menu" and rest.lower().split()[:1] == ["default"]:
                 default = default or current
             continue
         current = None
