@@ -89,7 +89,9 @@ def set_kernel_args(present=None, absent=None, test=False):
             boot_files.apply(_boot_root(), change)
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
-    return {k: v for k, v in change.items() if k != "text"}
+    return {k: v for k, v in change.items() if k != "writes"} | (
+        {"files": sorted(change["writes"])} if change else {}
+    )
 
 
 def reboot_required():

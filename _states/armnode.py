@@ -29,9 +29,23 @@ def __virtual__():
 def kernel_args(name="kernel-args", present=(), absent=()):
     """
     The boot configuration's kernel command line has each ``present`` argument exactly once
-    and no ``absent`` one (a bare key in ``absent`` removes every ``key=…``). The rest of the
-    file is left as it is. A change regenerates ``boot.scr`` or runs ``u-boot-update`` as the
-    boot flavour needs, and sets the reboot-required marker (it takes effect at the next boot).
+    and no ``absent`` one; the rest of the file is left byte for byte as it is.
+
+    * A ``key=value`` is added beside other values of that key, never instead of them
+      (``cgroup_enable=cpuset cgroup_enable=memory``, several ``console=``).
+    * In ``absent``, ``key=value`` removes exactly that argument; a bare ``key`` removes the
+      flag and every ``key=…`` except those ``present`` lists (so ``absent: [fsck.repair]``
+      with ``present: [fsck.repair=yes]`` changes a value).
+    * ``root=`` and ``rootwait`` are never all removed; an argument the file only gets from
+      elsewhere (a u-boot variable, u-boot-menu's defaults) cannot be removed: an error.
+
+    Where the arguments live depends on the boot flavour (see the armnode docs): the default
+    label of ``extlinux.conf``, the one line that sets ``bootargs`` in ``boot.txt`` or
+    ``boot.ini``, ``extraargs=`` of ``armbianEnv.txt``/``dietpiEnv.txt``, the first line of
+    ``cmdline.txt``, or, for u-boot-menu, wherever the parameters in effect come from. A
+    change regenerates ``boot.scr`` or runs ``u-boot-update`` and sets the reboot-required
+    marker; the original of each file is kept once as ``<file>.armswarm-orig``. When anything
+    fails, the files are as they were and a re-run still sees the change as pending.
 
     .. code-block:: yaml
 
@@ -42,15 +56,20 @@ def kernel_args(name="kernel-args", present=(), absent=()):
     ret = state_results.new(name)
     boot_root = __opts__.get("armnode.boot_root", "/")
     try:
-        change = boot_files.plan(boot_root, list(present or ()), list(absent or ()))
+        change = boot_files.plan(
+            boot_root, _arg_list(present, "present"), _arg_list(absent, "absent")
+        )
         if not change:
             return state_results.unchanged(ret, "The kernel command line is as specified")
         ret["changes"] = {
             "file": change["file"],
             "old": " ".join(change["old"]),
             "new": " ".join(change["new"]),
+            "files": sorted(change["writes"]),
             "reboot_required": True,
         }
+        if change["reason"]:
+            ret["changes"]["regenerate"] = change["reason"]
         if __opts__["test"]:
             comment = f"{change['file']} would be changed (a reboot applies it)"
             if change["missing_tool"]:
@@ -58,8 +77,17 @@ def kernel_args(name="kernel-args", present=(), absent=()):
             return state_results.would_change(ret, comment)
         boot_files.apply(boot_root, change)
         return state_results.changed(ret, f"{change['file']} changed; reboot to apply")
-    except ArmswarmError as exc:
+    except (ArmswarmError, OSError) as exc:
         return state_results.failed(ret, exc)
+
+
+def _arg_list(value, label):
+    # None and an empty value mean "nothing"; a string is not a list of arguments.
+    if value is None or value == ():
+        return []
+    if not isinstance(value, list | tuple):
+        raise ArmswarmError(f"kernel_args: {label} must be a list, not {value!r}")
+    return list(value)
 
 
 def io_scheduler(name="io-schedulers", schedulers=None):
@@ -67,7 +95,9 @@ def io_scheduler(name="io-schedulers", schedulers=None):
     I/O scheduler per device class (``mmc``, ``ssd``, ``hdd``, ``nvme``, ``usb``): a udev rule
     that applies it to every matching disk when it appears, and the scheduler of the disks
     present now switched through sysfs. ``deadline``, ``cfq`` and ``noop`` are refused: the
-    kernel replaced them with ``mq-deadline``, ``bfq`` and ``none``.
+    kernel replaced them with ``mq-deadline``, ``bfq`` and ``none``. On a kernel that only
+    offers the legacy schedulers, ``mq-deadline`` is set as ``deadline`` and ``none`` as
+    ``noop`` (in the rule too).
 
     .. code-block:: yaml
 
@@ -83,7 +113,7 @@ def io_scheduler(name="io-schedulers", schedulers=None):
         wanted = io_schedulers.validate(
             schedulers if schedulers is not None else {"mmc": "mq-deadline", "ssd": "mq-deadline"}
         )
-        rules = io_schedulers.render_rules(wanted)
+        rules = io_schedulers.render_rules(wanted, io_schedulers.legacy_kernel(sysfs))
         live = io_schedulers.live_plan(sysfs, wanted)
         ret["changes"] = _file_and_live_changes(rule_file, rules, live, "devices")
         if not ret["changes"]:

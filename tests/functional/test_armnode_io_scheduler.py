@@ -77,3 +77,35 @@ def test_bad_scheduler_changes_nothing(env, schedulers, message):
 def test_scheduler_the_device_lacks_is_refused(env):
     ret = _run(env, False, schedulers={"mmc": "bfq"})
     assert ret["result"] is False and "mmcblk0 (mmc) does not offer 'bfq'" in ret["comment"]
+
+
+def test_legacy_kernel_gets_the_single_queue_names(tmp_path):
+    # Hardkernel's 4.14 on the HC1 (the lab's odroid-hc1 sysfs): only noop, deadline, cfq.
+    sysfs = tmp_path / "sys"
+    _disk(sysfs, "mmcblk0", "noop deadline [cfq]")
+    _disk(sysfs, "sda", "noop [deadline] cfq")
+    rules = tmp_path / "rules.d"
+    states = load_states(
+        tmp_path, **{"armnode.sysfs": str(sysfs), "armnode.udev_rules_dir": str(rules)}
+    )
+    env = (states, sysfs, rules)
+    wanted = {"mmc": "mq-deadline", "ssd": "none"}
+    predicted = _run(env, True, schedulers=wanted)
+    assert predicted["result"] is None
+    assert predicted["changes"]["devices"] == {
+        "mmcblk0": {"old": "cfq", "new": "deadline"},
+        "sda": {"old": "deadline", "new": "noop"},
+    }
+    applied = _run(env, False, schedulers=wanted)
+    assert applied["result"] is True and applied["changes"] == predicted["changes"]
+    text = (rules / io_schedulers.RULE_FILE).read_text()
+    # The rule speaks the kernel's language too, or udev's write would fail at the next boot.
+    assert 'ATTR{queue/scheduler}="deadline"' in text and 'ATTR{queue/scheduler}="noop"' in text
+    assert "mq-deadline" not in text
+    assert (sysfs / "block/mmcblk0/queue/scheduler").read_text().strip() == "deadline"
+    for test in (False, True):
+        again = _run(env, test, schedulers=wanted)
+        assert again["result"] is True and again["changes"] == {}, again
+    # bfq has no single-queue twin: refused, nothing changed.
+    ret = _run(env, False, schedulers={"mmc": "bfq"})
+    assert ret["result"] is False and "does not offer 'bfq'" in ret["comment"]

@@ -15,10 +15,11 @@ from armswarm.lab.cluster import FIXTURES
 
 ARGS = ["fsck.mode=force", "fsck.repair=yes"]
 BOOT_FILES = {
-    "node1": ("boot.txt", "boot/boot.txt"),
+    "node1": ("boot.txt", "boot/boot.txt"),  # quoted bootargs
     "node2": ("armbianEnv", "boot/armbianEnv.txt"),
-    "node3": ("extlinux", "boot/extlinux/extlinux.conf"),
-    "node4": ("u-boot-menu", "etc/default/u-boot"),
+    # u-boot-menu with the stock (commented) defaults: the parameters are the cmdline file's.
+    "node3": ("rpi-cmdline", "etc/kernel/cmdline"),
+    "node4": ("boot.txt", "boot/boot.txt"),  # Arch's unquoted bootargs
     "node5": ("rpi-cmdline", "boot/firmware/cmdline.txt"),
 }
 
@@ -70,9 +71,19 @@ def test_boot_file_has_each_argument_once_and_nothing_else_changed(lab, node):
     if flavour == "boot.txt":
         scr = read(lab, node, "/boot/boot.scr")
         assert cmdline.decode_script_image(scr) == edited
-    if flavour == "u-boot-menu":
-        # u-boot-update regenerated extlinux.conf from /etc/default/u-boot.
-        assert "u-boot-update" in read(lab, node, "/boot/extlinux/extlinux.conf").decode()
+    if rel == "etc/kernel/cmdline":
+        # The real u-boot-update regenerated extlinux.conf: the default label boots with the
+        # arguments, nothing that was in effect (root=, rootwait, console=) went missing.
+        conf = read(lab, node, "/boot/extlinux/extlinux.conf").decode()
+        labels, default = cmdline.extlinux_labels(conf)
+        start, end = labels[default][0]
+        assert conf[start:end].split() == [*original.split(), *ARGS], conf
+        assert (
+            read(lab, node, "/etc/default/u-boot")
+            == (FIXTURES / board / "rootfs/etc/default/u-boot").read_bytes()
+        )
+    # The original is kept beside the edited file, byte for byte.
+    assert read(lab, node, f"/{rel}.armswarm-orig").decode() == original
     code, out = lab.exec(node, ["cat", "/var/lib/armswarm/reboot-required"])
     assert code == 0 and "kernel command line changed" in out
 
@@ -87,8 +98,11 @@ def test_node_settings_in_place(lab):
     assert code == 0 and "(sudo)" in out
     code, out = lab.exec("node2", ["systemctl", "is-active", "cron", "docker"])
     assert out.split() == ["active", "active"]
+    # The HC1 runs a 4.14 kernel: mq-deadline is set under its legacy name.
     code, out = lab.exec("node1", ["cat", "/etc/armswarm-lab/sys/block/mmcblk0/queue/scheduler"])
-    assert out.strip() == "mq-deadline"
+    assert out.strip() == "deadline"
+    code, out = lab.exec("node1", ["cat", "/etc/udev/rules.d/60-armswarm-io-schedulers.rules"])
+    assert 'ATTR{queue/scheduler}="deadline"' in out and "mq-deadline" not in out
     # A `compress` directive, not stock Debian's `#compress` comment.
     code, out = lab.exec(
         "node1", ["grep", "-E", "^[[:space:]]*compress([[:space:]]|$)", "/etc/logrotate.conf"]

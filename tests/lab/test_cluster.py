@@ -16,6 +16,8 @@ from armswarm.lab.image import tar_bytes
 EXPECTED_BOOT = {
     "odroid-hc1": "boot.txt",
     "rockpro64": "armbianEnv",
+    "rockpro64-extlinux": "u-boot-menu",
+    "sopine": "boot.txt",
     "rpi4": "rpi-cmdline",
 }
 

@@ -1,4 +1,11 @@
-"""Kernel command-line editing per boot flavour, on the lab's real-format fixture files."""
+# ruff: noqa: E501 - the samples keep the real files' long lines
+"""Kernel command-line editing per boot flavour, on real-format boot files.
+
+The samples below are short excerpts of what the distributions ship (source in the comment
+above each); the lab fixtures are real-format files too. Every edit is checked against the
+file's own text: only the edited line differs, and removing what was added gives the file back
+byte for byte.
+"""
 
 import difflib
 import shutil
@@ -8,62 +15,360 @@ import pytest
 from armswarm_core import ArmswarmError
 from armswarm_core.node import boot_files, cmdline, node_settings
 
+pytestmark = pytest.mark.unit
+
 BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
-FILES = {
-    "boot.txt": BOARDS / "odroid-hc1/rootfs/boot/boot.txt",
-    "armbianEnv": BOARDS / "rockpro64/rootfs/boot/armbianEnv.txt",
-    "extlinux": BOARDS / "rockpro64-extlinux/rootfs/boot/extlinux/extlinux.conf",
-    "u-boot-menu": BOARDS / "sopine/rootfs/etc/default/u-boot",
-    "rpi-cmdline": BOARDS / "rpi4/rootfs/boot/firmware/cmdline.txt",
+
+# archlinuxarm/PKGBUILDs alarm/uboot-rock64/boot.txt: unquoted, and an unquoted multi-word
+# setenv (the MAC address) before it.
+ALARM_ROCK64 = """# After modifying, run ./mkscr
+
+# MAC address (use spaces instead of colons)
+setenv macaddr da 19 c8 7a 6d f4
+
+part uuid ${devtype} ${devnum}:${bootpart} uuid
+setenv bootargs console=ttyS2,1500000 root=PARTUUID=${uuid} rw rootwait earlycon=uart8250,mmio32,0xff130000
+setenv fdtfile rockchip/rk3328-rock64.dtb
+
+if load ${devtype} ${devnum}:${bootpart} ${kernel_addr_r} /boot/Image; then
+  booti ${kernel_addr_r} - ${fdt_addr_r};
+fi
+"""
+
+# archlinuxarm/PKGBUILDs alarm/uboot-sunxi/boot.txt: a one-line if before the setter.
+ALARM_SUNXI = """# After modifying, run ./mkscr
+
+if test -n ${distro_bootpart}; then setenv bootpart ${distro_bootpart}; else setenv bootpart 1; fi
+part uuid ${devtype} ${devnum}:${bootpart} uuid
+
+setenv bootargs console=${console} root=PARTUUID=${uuid} rw rootwait
+
+if load ${devtype} ${devnum}:${bootpart} ${kernel_addr_r} /boot/zImage; then
+  bootz ${kernel_addr_r} - ${fdt_addr_r};
+fi
+"""
+
+# archlinuxarm/PKGBUILDs alarm/uboot-odroid-c2/boot.ini (shortened): consoles in a variable,
+# trailing comments, and one argument after the closing quote.
+ALARM_C2_INI = """ODROIDC2-UBOOT-CONFIG
+
+# setenv m "1080i60hz" # Interlaced 60Hz
+setenv m "1080p60hz" # Progressive 60Hz
+setenv condev "console=ttyS0,115200n8 console=tty0"   # on both
+setenv maxcpus "4"
+if test "${disable_vu7}" = "false"; then setenv hid_quirks "usbhid.quirks=0x0eef:0x0005:0x0004"; fi
+
+setenv bootargs "root=/dev/mmcblk0p1 rootwait rw ${condev} hdmimode=${m} fsck.repair=yes elevator=noop maxcpus=${maxcpus} ${hid_quirks}" SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1
+
+booti ${loadaddr} ${initrd_loadaddr}:${filesize} ${dtb_loadaddr}
+"""
+
+# Hardkernel's ODROID-XU4/HC1 boot.ini as Armbian ships it (armbian/build
+# config/bootscripts/boot-odroid-xu4.ini, shortened): bootargs built from variables, the console
+# ones set conditionally, and the legacy-kernel fallback to the XU3 device tree.
+XU4_INI = """ODROIDXU-UBOOT-CONFIG
+
+setenv rootdev "/dev/mmcblk0p1"
+setenv console "both"
+if test "${console}" = "display" || test "${console}" = "both"; then setenv consoleargs "console=tty1"; fi
+if test "${console}" = "serial" || test "${console}" = "both"; then setenv consoleargs "console=ttySAC2,115200n8 ${consoleargs}"; fi
+setenv bootrootfs "${consoleargs} consoleblank=0 root=${rootdev} rootwait rw"
+setenv governor "performance"
+if ext4load mmc 0:1 0x00000000 "/boot/.next"; then echo "Found mainline kernel configuration"; else setenv fdtfile "exynos5422-odroidxu3.dtb"; fi
+setenv bootargs "${bootrootfs} ${videoconfig} smsc95xx.macaddr=${macaddr} governor=${governor} ${extraargs}"
+bootz 0x40008000 0x42000000 0x44000000
+"""
+
+# armbian/build config/bootscripts/boot-rockchip64.cmd (shortened): the docker flags appended
+# to bootargs under a condition.
+ARMBIAN_CMD = """setenv bootargs "root=${rootdev} rootwait rootfstype=${rootfstype} ${consoleargs} ${extraargs}"
+if test "${docker_optimizations}" = "on"; then setenv bootargs "${bootargs} cgroup_enable=cpuset cgroup_memory=1 cgroup_enable=memory"; fi
+"""
+
+# MichaIng/DietPi .build/images/U-Boot/dietpiEnv.txt
+DIETPI_ENV = """rootdev=/dev/mmcblk0p1
+rootfstype=ext4
+# The init system logs to the console defined last.
+consoleargs=console=ttyAML0,115200 console=tty1
+extraargs=fsck.repair=yes net.ifnames=0
+overlay_path=amlogic
+# Multiple prefixes are supported separated by space
+overlay_prefix=meson
+overlays=
+user_overlays=
+"""
+
+# Manjaro ARM's extlinux.conf for the RockPro64: upper-case keywords, one label with spaces in
+# its name, initrd given on the APPEND line.
+MANJARO_EXTLINUX = """LABEL Manjaro ARM
+KERNEL /Image
+FDT /dtbs/rockchip/rk3399-rockpro64.dtb
+APPEND initrd=/initramfs-linux.img console=tty1 console=ttyS2,1500000 root=PARTUUID=7a1c-02 rw rootwait quiet splash plymouth.ignore-serial-consoles
+"""
+
+# Several labels and a DEFAULT naming the second (syslinux grammar U-Boot reads).
+MULTI_EXTLINUX = """DEFAULT mainline
+TIMEOUT 30
+MENU TITLE Boot menu
+
+LABEL legacy
+  MENU LABEL Hardkernel 4.14
+  KERNEL /boot/zImage-4.14
+  APPEND root=UUID=1111 rw rootwait console=ttySAC2,115200n8
+
+LABEL mainline
+  MENU LABEL Mainline 6.6
+  LINUX /boot/zImage
+  FDT /boot/dtbs/exynos5422-odroidhc1.dtb
+  APPEND root=UUID=1111 rw rootwait console=ttySAC2,115200n8 console=tty1
+"""
+
+# Raspberry Pi OS Bookworm /boot/firmware/cmdline.txt (lab fixture has the same shape), and a
+# Bullseye /boot/cmdline.txt without a final newline (as the Imager leaves it).
+RPI_BULLSEYE = (
+    "console=serial0,115200 console=tty1 root=PARTUUID=738a4d67-02 rootfstype=ext4 "
+    "fsck.repair=yes rootwait quiet init=/usr/lib/raspi-config/init_resize.sh"
+)
+
+SAMPLES = {
+    "odroid-hc1 boot.txt (quoted)": ("boot.txt", (BOARDS / "odroid-hc1/rootfs/boot/boot.txt")),
+    "sopine boot.txt (unquoted)": ("boot.txt", (BOARDS / "sopine/rootfs/boot/boot.txt")),
+    "rock64 boot.txt": ("boot.txt", ALARM_ROCK64),
+    "sunxi boot.txt": ("boot.txt", ALARM_SUNXI),
+    "odroid-c2 boot.ini": ("boot.ini", ALARM_C2_INI),
+    "xu4 boot.ini": ("boot.ini", XU4_INI),
+    "armbian boot.cmd": ("boot.txt", ARMBIAN_CMD),
+    "armbianEnv": ("armbianEnv", (BOARDS / "rockpro64/rootfs/boot/armbianEnv.txt")),
+    "dietpiEnv": ("dietpiEnv", DIETPI_ENV),
+    "manjaro extlinux": ("extlinux", MANJARO_EXTLINUX),
+    "multi-label extlinux": ("extlinux", MULTI_EXTLINUX),
+    "rpi bookworm": ("rpi-cmdline", (BOARDS / "rpi4/rootfs/boot/firmware/cmdline.txt")),
+    "rpi bullseye": ("rpi-cmdline", RPI_BULLSEYE),
 }
+ARGS = ["cgroup_enable=memory", "fsck.repair=yes", "console=ttyS0,115200"]
 
 
-@pytest.mark.parametrize("flavour", sorted(FILES))
-def test_add_once_keeps_the_rest_of_the_file(flavour):
-    text = FILES[flavour].read_text()
-    edited = cmdline.edit(flavour, text, ["fsck.mode=force", "fsck.repair=yes"])
-    args = cmdline.read(flavour, edited)
-    assert args.count("fsck.mode=force") == 1 and args.count("fsck.repair=yes") == 1
-    # Only the command-line line changed.
-    changed = [
+def _text(sample):
+    return sample.read_text() if isinstance(sample, Path) else sample
+
+
+def _changed_lines(old, new):
+    return [
         line
-        for line in difflib.ndiff(text.splitlines(), edited.splitlines())
+        for line in difflib.ndiff(old.splitlines(), new.splitlines())
         if line.startswith(("+ ", "- "))
     ]
-    assert len(changed) == 2, changed
-    # Idempotent: a second edit changes nothing.
-    assert cmdline.edit(flavour, edited, ["fsck.mode=force", "fsck.repair=yes"]) == edited
-    # And removal gives the original arguments back.
-    assert cmdline.read(
-        flavour, cmdline.edit(flavour, edited, absent=["fsck.mode", "fsck.repair"])
-    ) == [a for a in cmdline.read(flavour, text) if not a.startswith(("fsck.mode", "fsck.repair"))]
 
 
-def test_value_of_an_existing_key_is_replaced_not_duplicated():
-    assert cmdline.edit_args(["root=/dev/a", "fsck.repair=no"], ["fsck.repair=yes"]) == [
-        "root=/dev/a",
-        "fsck.repair=yes",
-    ]
-    assert cmdline.edit_args(["quiet", "quiet"], ["quiet"]) == ["quiet"]
-    # console= may repeat: a new console is added, not substituted.
-    assert cmdline.edit_args(["console=tty1"], ["console=ttyS2,1500000"]) == [
-        "console=tty1",
-        "console=ttyS2,1500000",
-    ]
+@pytest.mark.parametrize("name", sorted(SAMPLES))
+def test_add_once_then_remove_restores_the_file(name):
+    flavour, sample = SAMPLES[name]
+    text = _text(sample)
+    before = cmdline.read(flavour, text)
+    edited = cmdline.edit(flavour, text, ARGS)
+    after = cmdline.read(flavour, edited)
+    # Each argument once (already there counts, also via a u-boot variable the line uses).
+    effective = [*after, *cmdline.site(flavour, edited).fixed]
+    assert all(effective.count(a) == 1 for a in ARGS), effective
+    # Nothing that was there went away, and only one line changed.
+    assert after[: len(before)] == before
+    assert len(_changed_lines(text, edited)) == 2, _changed_lines(text, edited)
+    assert cmdline.edit(flavour, edited, ARGS) == edited
+    # Removing exactly what was added (key=value) gives the file back byte for byte.
+    found = cmdline.site(flavour, text)
+    added = [a for a in ARGS if a not in before and a not in found.fixed]
+    if any(a in found.maybe for a in added):
+        # Armbian's conditional docker flags: removing them is refused (tested below).
+        added = [a for a in added if a not in found.maybe]
+        assert cmdline.edit(flavour, edited, absent=added) != text
+        return
+    assert cmdline.edit(flavour, edited, absent=added) == text
 
 
-def test_missing_line_is_appended_where_the_flavour_allows_it():
-    assert cmdline.edit("armbianEnv", "verbosity=1\n", ["fsck.mode=force"]) == (
-        "verbosity=1\nextraargs=fsck.mode=force\n"
+def test_unquoted_arch_boot_txt_is_found_and_kept_unquoted():
+    edited = cmdline.edit("boot.txt", ALARM_ROCK64, ["fsck.mode=force"])
+    assert (
+        "setenv bootargs console=ttyS2,1500000 root=PARTUUID=${uuid} rw rootwait "
+        "earlycon=uart8250,mmio32,0xff130000 fsck.mode=force\n" in edited
     )
-    with pytest.raises(ArmswarmError, match="/boot/boot.txt: no kernel command line"):
-        cmdline.edit("boot.txt", "echo hi\n", ["quiet"], path="/boot/boot.txt")
+    assert "setenv macaddr da 19 c8 7a 6d f4\n" in edited
 
 
-@pytest.mark.parametrize("bad", ["two words", 'quote"d', "", "tab\targ"])
+def test_argument_after_the_closing_quote_counts_and_new_ones_go_last():
+    args = cmdline.read("boot.ini", ALARM_C2_INI)
+    assert args[0] == "root=/dev/mmcblk0p1" and args[-1] == "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1"
+    edited = cmdline.edit("boot.ini", ALARM_C2_INI, ["fsck.mode=force"])
+    assert '${hid_quirks}" SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1 fsck.mode=force\n' in edited
+    assert 'setenv condev "console=ttyS0,115200n8 console=tty0"   # on both' in edited
+
+
+def test_arguments_from_a_variable_count_but_are_not_removed_behind_its_back():
+    # console=tty0 comes from ${condev}: present already, and not removable from bootargs.
+    assert cmdline.edit("boot.ini", ALARM_C2_INI, ["console=tty0"]) == ALARM_C2_INI
+    with pytest.raises(ArmswarmError, match=r"console=tty0: it comes from .*:5 \(\$\{condev\}\)"):
+        cmdline.edit("boot.ini", ALARM_C2_INI, absent=["console=tty0"])
+    # ${bootrootfs} is set once, unconditionally: its rootwait counts.
+    assert cmdline.edit("boot.ini", XU4_INI, ["rootwait"]) == XU4_INI
+    # ${consoleargs} is set conditionally: unknown, so console=tty1 is added to the setter.
+    assert "${extraargs} console=tty1" in cmdline.edit("boot.ini", XU4_INI, ["console=tty1"])
+
+
+def test_conditional_appender_is_not_the_setter_and_its_words_are_not_removable():
+    edited = cmdline.edit("boot.txt", ARMBIAN_CMD, ["quiet"])
+    assert edited.splitlines()[0].endswith('${extraargs} quiet"')
+    assert edited.splitlines()[1] == ARMBIAN_CMD.splitlines()[1]
+    with pytest.raises(ArmswarmError, match="cannot remove cgroup_enable=cpuset: .*:2 adds it"):
+        cmdline.edit("boot.txt", ARMBIAN_CMD, absent=["cgroup_enable"])
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("echo hi\n", "no line sets bootargs"),
+        (
+            'setenv bootargs "a root=/x"\nsetenv bootargs "b root=/y"\n',
+            "several lines set bootargs",
+        ),
+        (
+            'if test -e mmc 0:1 x; then\n  setenv bootargs "root=/a"\nelse\n'
+            '  setenv bootargs "root=/b"\nfi\n',
+            "several lines set bootargs",
+        ),
+        ('if test -e x; then setenv bootargs "root=/a rootwait"; fi\n', "only set conditionally"),
+        ("setenv bootcmd 'setenv bootargs root=/a; boot'\nrun bootcmd\n", "sets bootargs when"),
+        ('setenv bootargs ""\n', "set empty"),
+        ('setenv bootargs "root=/a x"y\n', "quotes inside an argument"),
+    ],
+)
+def test_u_boot_script_refuses_when_unsure(script, message):
+    with pytest.raises(ArmswarmError, match=message):
+        cmdline.edit("boot.txt", script, ["quiet"], path="/boot/boot.txt")
+
+
+def test_extlinux_upper_case_keywords_and_default_label():
+    edited = cmdline.edit("extlinux", MULTI_EXTLINUX, ["quiet"])
+    changed = _changed_lines(MULTI_EXTLINUX, edited)
+    assert (
+        changed[1]
+        == "+   APPEND root=UUID=1111 rw rootwait console=ttySAC2,115200n8 console=tty1 quiet"
+    )
+    # The other label stays as it was: a way back when the new arguments do not boot.
+    assert "console=ttySAC2,115200n8\n\nLABEL mainline" in edited
+
+
+@pytest.mark.parametrize(
+    ("head", "edited_label"),
+    [
+        ("", "one"),  # no default: U-Boot boots the labels in order
+        ("default missing\n", "one"),  # a default naming no label: the same
+        ("default two\n", "two"),
+        ("ontimeout two\n", "two"),
+    ],
+)
+def test_extlinux_default_resolution(head, edited_label):
+    conf = (
+        head
+        + "label one\n\tlinux /a\n\tappend root=/dev/a\nlabel two\n\tlinux /b\n\tappend root=/dev/b\n"
+    )
+    edited = cmdline.edit("extlinux", conf, ["quiet"])
+    dev = "a" if edited_label == "one" else "b"
+    assert f"append root=/dev/{dev} quiet\n" in edited and edited.count("quiet") == 1
+
+
+def test_extlinux_menu_default_marks_a_label():
+    conf = "label one\n\tappend root=/dev/a\nlabel two\n\tmenu default\n\tappend root=/dev/b\n"
+    assert "root=/dev/b quiet" in cmdline.edit("extlinux", conf, ["quiet"])
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [
+        ("label one\n\tappend root=/a\n\tappend root=/b\n", "2 APPEND lines"),
+        ("label one\n\tlinux /a\n", "0 APPEND lines"),
+        ("include other.conf\nlabel one\n\tappend root=/a\n", "includes another file"),
+        ("timeout 5\n", "no label"),
+    ],
+)
+def test_extlinux_refuses_when_unsure(conf, message):
+    with pytest.raises(ArmswarmError, match=message):
+        cmdline.edit("extlinux", conf, ["quiet"])
+
+
+def test_repeated_keys_are_separate_arguments():
+    line = "console=serial0,115200 console=tty1 root=/dev/a video=HDMI-A-1:1920x1080@60 rootwait\n"
+    edited = cmdline.edit(
+        "rpi-cmdline", line, ["cgroup_enable=cpuset", "cgroup_enable=memory", "video=DSI-1:800x480"]
+    )
+    assert edited.split() == [
+        *line.split(),
+        "cgroup_enable=cpuset",
+        "cgroup_enable=memory",
+        "video=DSI-1:800x480",
+    ]
+    # key=value removes exactly that one; a bare key every one of them.
+    assert (
+        cmdline.edit("rpi-cmdline", edited, absent=["cgroup_enable=cpuset"])
+        .split()
+        .count("cgroup_enable=memory")
+        == 1
+    )
+    assert "video=" not in cmdline.edit("rpi-cmdline", edited, absent=["video"])
+    # A bare key spares what present lists: changing a value converges in one run.
+    changed = cmdline.edit("rpi-cmdline", line, ["console=ttyS0,115200"], ["console"])
+    assert [a for a in changed.split() if a.startswith("console")] == ["console=ttyS0,115200"]
+    assert cmdline.edit("rpi-cmdline", changed, ["console=ttyS0,115200"], ["console"]) == changed
+    # An exact duplicate of a present argument goes.
+    assert cmdline.edit("rpi-cmdline", "root=/a quiet quiet\n", ["quiet"]) == "root=/a quiet\n"
+
+
+def test_root_and_rootwait_are_never_all_removed():
+    for absent in (["root"], ["rootwait"], ["root=PARTUUID=738a4d67-02"]):
+        with pytest.raises(ArmswarmError, match="would not boot"):
+            cmdline.edit("rpi-cmdline", RPI_BULLSEYE, absent=absent)
+    # Replacing root= is fine (what root_move does).
+    moved = cmdline.edit("rpi-cmdline", RPI_BULLSEYE, ["root=PARTUUID=ffff-01"], ["root"])
+    assert [a for a in moved.split() if a.startswith("root=")] == ["root=PARTUUID=ffff-01"]
+
+
+def test_rpi_first_line_only_and_no_final_newline_kept():
+    edited = cmdline.edit("rpi-cmdline", RPI_BULLSEYE, ["quiet", "fsck.mode=force"])
+    assert edited == RPI_BULLSEYE + " fsck.mode=force"
+    two = "root=/dev/a rootwait\n# the firmware ignores this line\n"
+    assert cmdline.edit("rpi-cmdline", two, ["quiet"]) == "root=/dev/a rootwait quiet\n" + two[21:]
+    with pytest.raises(ArmswarmError, match="empty"):
+        cmdline.edit("rpi-cmdline", "\n", ["quiet"])
+
+
+def test_env_file_line_added_goes_away_again():
+    original = "verbosity=1\nconsole=serial\n"
+    edited = cmdline.edit("armbianEnv", original, ["fsck.mode=force"])
+    assert edited == original + "extraargs=fsck.mode=force\n"
+    assert cmdline.edit("armbianEnv", edited, absent=["fsck.mode"], original=original) == original
+    # A line that was there (Armbian ships extraargs=) stays, empty.
+    fixture = (BOARDS / "rockpro64/rootfs/boot/armbianEnv.txt").read_text()
+    edited = cmdline.edit("armbianEnv", fixture, ["a=1"])
+    assert cmdline.edit("armbianEnv", edited, absent=["a"], original=fixture) == fixture
+    with pytest.raises(ArmswarmError, match="several extraargs"):
+        cmdline.edit("armbianEnv", "extraargs=a\nextraargs=b\n", ["c"])
+
+
+def test_dietpi_consoleargs_count_but_are_not_ours():
+    assert cmdline.edit("dietpiEnv", DIETPI_ENV, ["console=tty1"]) == DIETPI_ENV
+    with pytest.raises(ArmswarmError, match="consoleargs="):
+        cmdline.edit("dietpiEnv", DIETPI_ENV, absent=["console"])
+
+
+@pytest.mark.parametrize("bad", ["two words", 'quote"d', "", "tab\targ", "$(reboot)", "a;b", "x#y"])
 def test_bad_arguments_are_refused(bad):
     with pytest.raises(ArmswarmError, match="not a single word"):
         cmdline.edit("rpi-cmdline", "root=/dev/x\n", [bad])
+
+
+def test_lists_only_and_no_contradiction():
+    with pytest.raises(ArmswarmError, match="must be a list"):
+        cmdline.edit("rpi-cmdline", "root=/dev/x\n", "quiet")
+    with pytest.raises(ArmswarmError, match="both present and absent: quiet"):
+        cmdline.edit("rpi-cmdline", "root=/dev/x\n", ["quiet"], ["quiet"])
 
 
 def test_unknown_flavour_is_an_error():
@@ -71,9 +376,127 @@ def test_unknown_flavour_is_an_error():
         cmdline.read("grub", "")
 
 
+# -- u-boot-menu --------------------------------------------------------------------------------
+# /etc/default/u-boot exactly as Debian's u-boot-menu 4.2.2 ships it: all commented out.
+STOCK = (BOARDS / "rockpro64-extlinux/rootfs/etc/default/u-boot").read_text()
+KERNEL_CMDLINE = (BOARDS / "rockpro64-extlinux/rootfs/etc/kernel/cmdline").read_text()
+FSTAB = "UUID=9d1e / ext4 defaults,noatime 0 1\n"
+
+
+def test_u_boot_menu_stock_defaults_take_etc_kernel_cmdline():
+    files = {cmdline.U_BOOT_DEFAULT: STOCK, cmdline.KERNEL_CMDLINE: KERNEL_CMDLINE}
+    eff = cmdline.u_boot_menu_effective(files)
+    # root= moves to U_BOOT_ROOT, the rest are the parameters (u-boot-update's two seds).
+    assert eff.source == "kernel-cmdline" and eff.args == KERNEL_CMDLINE.split()
+    change = cmdline.u_boot_menu(files, ["cgroup_enable=memory"])
+    assert change["files"] == {
+        cmdline.KERNEL_CMDLINE: KERNEL_CMDLINE.rstrip("\n") + " cgroup_enable=memory\n"
+    }
+    again = cmdline.u_boot_menu({**files, **change["files"]}, absent=["cgroup_enable"])
+    assert again["files"] == {cmdline.KERNEL_CMDLINE: KERNEL_CMDLINE}
+
+
+def test_u_boot_menu_builtin_defaults_are_kept_and_the_line_goes_again():
+    files = {cmdline.U_BOOT_DEFAULT: STOCK, "etc/fstab": FSTAB}
+    assert cmdline.u_boot_menu_effective(files).args == ["root=UUID=9d1e", "ro", "quiet"]
+    change = cmdline.u_boot_menu(files, ["cgroup_enable=memory"])
+    assert change["new"] == ["root=UUID=9d1e", "ro", "quiet", "cgroup_enable=memory"]
+    assert change["files"][cmdline.U_BOOT_DEFAULT] == (
+        STOCK + 'U_BOOT_PARAMETERS="ro quiet cgroup_enable=memory"\n'
+    )
+    edited = {**files, **change["files"]}
+    back = cmdline.u_boot_menu(
+        edited, absent=["cgroup_enable=memory"], originals={cmdline.U_BOOT_DEFAULT: STOCK}
+    )
+    # No U_BOOT_PARAMETERS="ro quiet" left behind: the file is the package's again.
+    assert back["files"] == {cmdline.U_BOOT_DEFAULT: STOCK}
+    with pytest.raises(ArmswarmError, match="quiet: it comes from u-boot-menu's defaults"):
+        cmdline.u_boot_menu(files, absent=["quiet"])
+
+
+def test_u_boot_menu_explicit_parameters_edited_in_place():
+    explicit = STOCK.replace(
+        '#U_BOOT_PARAMETERS="ro quiet"', 'U_BOOT_PARAMETERS="rw rootwait console=ttyS0,115200n8"'
+    ).replace('#U_BOOT_ROOT=""', 'U_BOOT_ROOT="root=UUID=c41f"')
+    files = {cmdline.U_BOOT_DEFAULT: explicit}
+    change = cmdline.u_boot_menu(files, ["console=tty1"], ["rootwait=1"])
+    new = change["files"][cmdline.U_BOOT_DEFAULT]
+    assert 'U_BOOT_PARAMETERS="rw rootwait console=ttyS0,115200n8 console=tty1"\n' in new
+    assert len(_changed_lines(explicit, new)) == 2
+    assert change["new"][0] == "root=UUID=c41f"
+    with pytest.raises(ArmswarmError, match="would not boot"):
+        cmdline.u_boot_menu(files, absent=["rootwait"])
+    with pytest.raises(ArmswarmError, match="U_BOOT_ROOT"):
+        cmdline.u_boot_menu(files, ["root=/dev/sda1"])
+
+
+def test_u_boot_menu_fragments_later_wins():
+    vendor = "usr/share/u-boot-menu/conf.d/rockpro64.conf"
+    files = {
+        cmdline.U_BOOT_DEFAULT: STOCK.replace(
+            '#U_BOOT_PARAMETERS="ro quiet"', 'U_BOOT_PARAMETERS="quiet"'
+        ),
+        vendor: 'U_BOOT_PARAMETERS="console=ttyS2,1500000 rootwait"\nU_BOOT_FDT="rk3399.dtb"\n',
+        cmdline.KERNEL_CMDLINE: KERNEL_CMDLINE,  # not used: the parameters are set
+        "etc/fstab": FSTAB,
+    }
+    eff = cmdline.u_boot_menu_effective(files)
+    # Parameters set, so /etc/kernel/cmdline is not read at all: root= from /etc/fstab.
+    assert eff.args == [
+        "root=UUID=9d1e",
+        "console=ttyS2,1500000",
+        "rootwait",
+    ]
+    # The package's fragment is not edited (an upgrade would undo it): armswarm's own /etc one.
+    change = cmdline.u_boot_menu(files, ["fsck.mode=force"])
+    assert set(change["files"]) == {cmdline.OWN_FRAGMENT}
+    assert change["files"][cmdline.OWN_FRAGMENT].endswith(
+        'U_BOOT_PARAMETERS="console=ttyS2,1500000 rootwait fsck.mode=force"\n'
+    )
+    back = cmdline.u_boot_menu({**files, **change["files"]}, absent=["fsck.mode"])
+    assert back["files"] == {cmdline.OWN_FRAGMENT: None}
+    # A user's /etc fragment extending the value is edited where it adds.
+    mine = "etc/u-boot-menu/conf.d/50-mine.conf"
+    files[mine] = 'U_BOOT_PARAMETERS="${U_BOOT_PARAMETERS} quiet" # mine\n'
+    change = cmdline.u_boot_menu(files, ["fsck.mode=force"], ["quiet"])
+    assert change["files"] == {
+        mine: 'U_BOOT_PARAMETERS="${U_BOOT_PARAMETERS} fsck.mode=force" # mine\n'
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('U_BOOT_UPDATE="false"\n', "U_BOOT_UPDATE is not true"),
+        ('if true; then U_BOOT_PARAMETERS="x"; fi\n', "not a plain assignment"),
+        ('U_BOOT_PARAMETERS="$(cat /proc/cmdline)"\n', "command substitution"),
+    ],
+)
+def test_u_boot_menu_refuses_what_it_cannot_evaluate(extra, message):
+    files = {cmdline.U_BOOT_DEFAULT: STOCK + extra, "etc/fstab": FSTAB}
+    with pytest.raises(ArmswarmError, match=message):
+        cmdline.u_boot_menu(files, ["quiet"])
+
+
+def test_u_boot_menu_root_like_u_boot_update():
+    # sed removes the first root=… anywhere (here inside nfsroot=), and takes the last one.
+    files = {
+        cmdline.U_BOOT_DEFAULT: STOCK,
+        cmdline.KERNEL_CMDLINE: "console=tty1 nfsroot=10.0.0.1:/srv root=/dev/nfs rw\n",
+    }
+    eff = cmdline.u_boot_menu_effective(files)
+    assert eff.root == "root=/dev/nfs"
+    assert [w for w, *_ in eff.params] == ["console=tty1", "nfs", "root=/dev/nfs", "rw"]
+    with pytest.raises(
+        ArmswarmError, match="nfs: it comes from u-boot-menu's defaults|cannot remove nfs"
+    ):
+        cmdline.u_boot_menu(files, absent=["nfs"])
+
+
+# -- boot.scr -----------------------------------------------------------------------------------
 @pytest.mark.skipif(not shutil.which("mkimage"), reason="mkimage (u-boot-tools) not installed")
 def test_boot_scr_from_real_mkimage_decodes_back(tmp_path):
-    script = cmdline.edit("boot.txt", FILES["boot.txt"].read_text(), ["fsck.mode=force"])
+    script = cmdline.edit("boot.txt", ALARM_ROCK64, ["fsck.mode=force"])
     (tmp_path / "boot.txt").write_text(script)
     boot_files.regenerate("boot.txt", tmp_path / "boot.txt")  # runs the real mkimage
     data = (tmp_path / "boot.scr").read_bytes()
@@ -96,9 +519,7 @@ def test_settings_validation_names_keys_and_hides_secrets():
             "zram": {"enabled": True, "percent": 150},
         },
     }
-    errors = "\n".join(
-        node_settings.validate(settings, boot_root=str(FILES["rpi-cmdline"].parents[2]))
-    )
+    errors = "\n".join(node_settings.validate(settings, boot_root=str(BOARDS / "rpi4" / "rootfs")))
     for key in (
         "armnode:admin:password_hash",
         "armnode:mirrors:debian",
@@ -115,3 +536,8 @@ def test_settings_validation_names_keys_and_hides_secrets():
     assert "correct horse" not in errors
     good = {"admin": {"name": "admin", "password_hash": "$6$salt$abcdefgh"}}
     assert node_settings.validate(good) == []
+
+
+def test_settings_kernel_args_must_be_lists():
+    errors = node_settings.validate({"kernel_args": {"present": "quiet"}})
+    assert any("armnode:kernel_args" in e and "must be a list" in e for e in errors), errors

@@ -17,7 +17,15 @@ GENERIC = "generic"
 # string always wins over the SoC string that follows it.
 BOARDS = {
     "odroid-hc1": {
-        "compatible": ("hardkernel,odroid-hc1",),
+        # Hardkernel's legacy (4.14) kernel has no HC1 device tree: its boot.ini (and Armbian's,
+        # DietPi's) loads the ODROID-XU3 one for every XU3/XU4/HC1 then. The boards share the
+        # SoC and core layout, and nothing in that tree tells them apart, so it counts as an
+        # HC1-class board (the model still says "Hardkernel Odroid XU3").
+        "compatible": (
+            "hardkernel,odroid-hc1",
+            "hardkernel,odroid-xu3",
+            "hardkernel,odroid-xu3-lite",
+        ),
         "soc": "exynos5422",
         "arch": "armv7",
         "cpus": 8,
@@ -102,7 +110,16 @@ _CPU_PART_RANK = {
 }
 
 
-BOOT_FLAVOURS = ("armbianEnv", "boot.txt", "u-boot-menu", "extlinux", "rpi-cmdline", "unknown")
+BOOT_FLAVOURS = (
+    "armbianEnv",
+    "dietpiEnv",
+    "boot.txt",
+    "boot.ini",
+    "u-boot-menu",
+    "extlinux",
+    "rpi-cmdline",
+    "unknown",
+)
 
 
 # A disk behind a USB host sits under a ``usbN`` bus directory in its sysfs device path.
@@ -160,10 +177,31 @@ def match_board(compatible) -> str:
     return GENERIC
 
 
+# Device-tree vendor prefixes of SoC makers: their entry in a compatible list names the SoC.
+_SOC_VENDORS = (
+    "allwinner",
+    "amlogic",
+    "brcm",
+    "fsl",
+    "mediatek",
+    "nxp",
+    "qcom",
+    "rockchip",
+    "samsung",
+    "starfive",
+    "ti",
+)
+
+
 def soc_from_compatible(compatible) -> str:
-    """Guess the SoC of an unknown board: the last compatible entry names it by convention."""
+    """Guess the SoC of an unknown board: its first SoC maker's entry after the board's own
+    (``samsung,exynos5800`` before the family ``samsung,exynos5``), else the last entry."""
     if len(compatible) < 2:
         return ""
+    for entry in compatible[1:]:
+        vendor, _, name = entry.partition(",")
+        if vendor in _SOC_VENDORS and name:
+            return name
     return compatible[-1].split(",", 1)[-1]
 
 
@@ -364,16 +402,28 @@ def boot_flavour(root_dir="/") -> tuple[str, str]:
     ``cmdline_file`` is the file to edit to change the kernel command line (joined onto
     ``root_dir``; ``""`` when unknown). For ``u-boot-menu`` that is ``/etc/default/u-boot``
     (``U_BOOT_PARAMETERS``), since extlinux.conf is regenerated from it by ``u-boot-update``.
-    The order settles images carrying several: Armbian ships boot.scr too, and an u-boot
-    script overrides whatever a Raspberry Pi firmware cmdline.txt says.
+    The order settles images carrying several: Armbian and DietPi ship a boot.scr or boot.ini
+    that reads their ``*Env.txt``, and an u-boot script overrides whatever a Raspberry Pi
+    firmware cmdline.txt says. ``boot.ini`` is Hardkernel's u-boot's plain-text script (ODROID
+    images; Hardkernel's Ubuntu keeps it on the FAT partition mounted at /media/boot).
     """
     join = os.path.join
-    if _is_file(root_dir, "boot/armbianEnv.txt"):
-        return "armbianEnv", join(root_dir, "boot/armbianEnv.txt")
-    if _is_file(root_dir, "boot/boot.txt"):
-        return "boot.txt", join(root_dir, "boot/boot.txt")
+    for flavour, relative in (
+        ("armbianEnv", "boot/armbianEnv.txt"),
+        ("dietpiEnv", "boot/dietpiEnv.txt"),
+        ("boot.txt", "boot/boot.txt"),
+        ("boot.ini", "boot/boot.ini"),
+        ("boot.ini", "media/boot/boot.ini"),
+    ):
+        if _is_file(root_dir, relative):
+            return flavour, join(root_dir, relative)
     if _is_file(root_dir, "boot/extlinux/extlinux.conf"):
-        if _is_file(root_dir, "etc/default/u-boot"):
+        # u-boot-update's header: the file is generated (even if /etc/default/u-boot was
+        # deleted), so editing it would be undone by the next kernel update.
+        generated = "use: u-boot-update" in (
+            _read_text(join(root_dir, "boot/extlinux/extlinux.conf")) or ""
+        )
+        if _is_file(root_dir, "etc/default/u-boot") or generated:
             return "u-boot-menu", join(root_dir, "etc/default/u-boot")
         return "extlinux", join(root_dir, "boot/extlinux/extlinux.conf")
     if _is_file(root_dir, "boot/firmware/cmdline.txt"):
@@ -429,7 +479,8 @@ def detect(
         model=model,
         compatible=compatible,
         soc=info.get("soc") or soc_from_compatible(compatible),
-        arch=info.get("arch") or architectures.canonical(machine),
+        # uname -m first: a Pi 4 on 32-bit Raspberry Pi OS runs armv7 binaries (armv7l).
+        arch=architectures.canonical(machine) or info.get("arch", ""),
     )
     result.update(cpu_topology(sysfs_root, board, cpuinfo_text))
     result.update(root_device(mounts_text, sysfs_root, root_dir))

@@ -2,7 +2,9 @@
 
 Legacy ``deadline``, ``cfq`` and ``noop`` left the kernel in 2018 (blk-mq offers
 ``mq-deadline``, ``bfq``, ``kyber``, ``none``), and the ``elevator=`` kernel argument is no
-longer reliable, so the rule is what makes a choice survive reboots and hot-plugs.
+longer reliable, so the rule is what makes a choice survive reboots and hot-plugs. Older
+kernels still in use (Hardkernel's 4.14 on the ODROID HC1/XU4) offer only the legacy ones:
+there ``mq-deadline`` means ``deadline`` and ``none`` means ``noop``, both live and in the rule.
 """
 
 import os
@@ -12,6 +14,8 @@ from armswarm_core.node import boards
 
 SCHEDULERS = ("mq-deadline", "bfq", "kyber", "none")
 LEGACY = {"deadline": "mq-deadline", "cfq": "bfq", "noop": "none"}
+# The same elevator under its single-queue name (bfq and kyber have no legacy twin).
+LEGACY_NAME = {"mq-deadline": "deadline", "none": "noop"}
 RULE_FILE = "60-armswarm-io-schedulers.rules"
 
 
@@ -41,7 +45,8 @@ def validate(schedulers: dict) -> dict:
         if scheduler in LEGACY:
             raise ArmswarmError(
                 f"{device_class}: scheduler {scheduler!r} no longer exists in the kernel; "
-                f"use {LEGACY[scheduler]!r}"
+                f"use {LEGACY[scheduler]!r} (on kernels that only have the legacy schedulers "
+                "armswarm maps mq-deadline to deadline and none to noop)"
             )
         if scheduler not in SCHEDULERS:
             raise ArmswarmError(
@@ -51,15 +56,39 @@ def validate(schedulers: dict) -> dict:
     return out
 
 
-def render_rules(schedulers: dict) -> str:
+def render_rules(schedulers: dict, legacy_kernel: bool = False) -> str:
+    """The udev rules; on a legacy kernel with the names that kernel knows."""
     lines = ["# Managed by Salt (armnode): I/O scheduler per device class."]
     for device_class in CLASSES:
         if device_class in schedulers:
+            name = schedulers[device_class]
+            if legacy_kernel:
+                name = LEGACY_NAME.get(name, name)
             lines.append(
-                f'ACTION=="add|change", {_MATCHES[device_class]}, '
-                f'ATTR{{queue/scheduler}}="{schedulers[device_class]}"'
+                f'ACTION=="add|change", {_MATCHES[device_class]}, ATTR{{queue/scheduler}}="{name}"'
             )
     return "\n".join(lines) + "\n"
+
+
+def legacy_kernel(sysfs_root: str) -> bool:
+    """Whether the block devices offer only single-queue schedulers (a pre-5.0 kernel)."""
+    offered = set()
+    for path in _scheduler_files(sysfs_root):
+        try:
+            with open(path, encoding="ascii") as fh:
+                offered.update(_parse_scheduler_file(fh.read())[1])
+        except OSError:
+            continue
+    return bool(offered) and not offered & set(SCHEDULERS) and bool(offered & set(LEGACY))
+
+
+def _scheduler_files(sysfs_root: str):
+    block = os.path.join(sysfs_root, "block")
+    try:
+        devices = sorted(os.listdir(block))
+    except OSError:
+        return []
+    return [os.path.join(block, d, "queue", "scheduler") for d in devices]
 
 
 def _parse_scheduler_file(text: str) -> tuple[str | None, list[str]]:
@@ -97,6 +126,8 @@ def live_plan(sysfs_root: str, schedulers: dict) -> dict:
         except OSError:
             continue
         wanted = schedulers[kind]
+        if wanted not in available and LEGACY_NAME.get(wanted) in available:
+            wanted = LEGACY_NAME[wanted]
         if current == wanted:
             continue
         if wanted not in available:

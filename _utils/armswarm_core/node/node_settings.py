@@ -211,9 +211,10 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
     except ArmswarmError as exc:
         errors.append(f"armnode:io_schedulers: {exc}")
     kernel = settings.get("kernel_args") or {}
-    present, absent = list(kernel.get("present") or []), list(kernel.get("absent") or [])
+    # Lists as given: a string is not a list of arguments.
+    present, absent = kernel.get("present") or [], kernel.get("absent") or []
     try:
-        cmdline._validate(present, absent)  # noqa: SLF001 - the editor's own rule
+        cmdline.validate(present, absent)
         if present or absent:
             boot_files.locate(boot_root)
     except ArmswarmError as exc:

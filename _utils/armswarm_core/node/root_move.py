@@ -139,7 +139,7 @@ def boot_change(boot_root: str, ids: dict) -> dict:
     """The boot configuration change that makes the next boot use the new root."""
     flavour, path = boot_files.locate(boot_root)
     text = path.read_text()
-    if flavour == "armbianEnv":
+    if flavour in ("armbianEnv", "dietpiEnv"):
         line = f"rootdev=UUID={ids['UUID']}"
         new = (
             re.sub(r"^rootdev=.*$", line, text, flags=re.M)
@@ -160,12 +160,13 @@ def boot_change(boot_root: str, ids: dict) -> dict:
             if ids.get("PARTUUID")
             else f"root=UUID={ids['UUID']}"
         )
-        new = cmdline.edit(flavour, text, [root, "rootwait"], path=str(path))
+        # Keys repeat on a command line: the old root= goes explicitly.
+        new = cmdline.edit(flavour, text, [root, "rootwait"], ["root"], path=str(path))
     return {
         "file": str(path),
         "flavour": flavour,
         "text": new,
-        "root": cmdline.read(flavour, new) if flavour != "armbianEnv" else line,
+        "root": line if flavour in ("armbianEnv", "dietpiEnv", "u-boot-menu") else root,
     }
 
 
