@@ -145,7 +145,12 @@ def _source_dir(source) -> Path:
 
 
 def _load(source, registry_host):
-    return build_dag.load(_source_dir(source), registry_host)
+    return build_dag.load(
+        _source_dir(source),
+        registry_host,
+        build_args=_setting("build_args"),
+        aliases=_setting("registry_aliases"),
+    )
 
 
 # -- nodes -----------------------------------------------------------------------------------
