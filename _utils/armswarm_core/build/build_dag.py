@@ -65,12 +65,13 @@ _KEYS = {
 _TREE_KEYS = {"build_args"}
 _VARIANT_KEYS = {"dockerfile", "context", "build_args"}
 RESERVED = ("scratch",)  # Docker never pulls these names
-CLASSIC_BUILDER = (
-    "need BuildKit, but the build nodes use dockerd's classic builder (the Engine API), "
-    "which runs a heredoc's first line as a plain command and its body as instructions, and "
-    "refuses the BuildKit-only options: rewrite them without (printf instead of a heredoc), or "
-    "build the image with a build.sh that runs `docker buildx build`"
+# Build jobs use dockerd's classic builder (the Engine API without BuildKit).
+CLASSIC_HEREDOC = (
+    "the classic builder would run a heredoc's first line as a plain command and read its "
+    "body as instructions (rewrite it, e.g. with printf)"
 )
+CLASSIC_FLAGS = "the classic builder refuses these options"
+CLASSIC_WAY_OUT = "or build the image with a build.sh that runs `docker buildx build`"
 
 
 @dataclass
@@ -401,7 +402,7 @@ def load(root, registry=None, build_args=None, aliases=None, resolve=None) -> Gr
             )
             continue
         if name in RESERVED:
-            errors.append(f"{where}: {name} is a reserved name in Docker; put it under a directory")
+            errors.append(f"{where}: {name} is a reserved name in Docker, put it under a directory")
             continue
         for image in _images_of(directory, name, root, tree_args, errors, skipped):
             if image.name in images:
@@ -412,7 +413,7 @@ def load(root, registry=None, build_args=None, aliases=None, resolve=None) -> Gr
         if target in images or any(n.startswith(target + "/") for n in images):
             graph_aliases[alias] = target
             skipped[alias] = (
-                f"symlink to {target}: the same image, built once as {target}; "
+                f"symlink to {target}: the same image, built once as {target}, "
                 f"FROM {alias} builds on it"
             )
         else:
@@ -425,11 +426,15 @@ def load(root, registry=None, build_args=None, aliases=None, resolve=None) -> Gr
             if parent not in images:
                 errors.append(f"{image.name}: depends on {parent}, which is not in the tree")
             if parent == image.name:
-                errors.append(f"{image.name}: depends on itself")
+                errors.append(
+                    f"{image.name}: depends on itself (a FROM without registry names the "
+                    "tree's image of that name, for Docker Hub's write "
+                    f"docker.io/library/{image.name.rsplit('/', 1)[-1]}:<tag>)"
+                )
     if not images and not errors:
         errors.append(f"no image directories under {root}")
     if errors:
-        raise ArmswarmError("image tree: " + "; ".join(errors))
+        raise ArmswarmError("image tree: " + "; ".join(dict.fromkeys(errors)))
     return Graph(
         images=images,
         order=_toposort(images),
@@ -455,8 +460,15 @@ def _add_parent(image, ref, images, aliases, spellings, errors):
         else:
             # The cluster registry, but not built by this tree: it would build on whatever an
             # earlier run left there.
+            tag = dockerfile.repository(ref) != ref.split("@")[0] and ref.rsplit(":", 1)[-1]
+            hint = (
+                f" (did you mean {host}/{path}/{tag}? a tree image is a directory, tags are "
+                "the run's dates)"
+                if tag and f"{path}/{tag}" in images
+                else ""
+            )
             errors.append(
-                f"{image.name}: parent {ref} is in the cluster registry but not in the tree"
+                f"{image.name}: parent {ref} is in the cluster registry but not in the tree{hint}"
             )
     elif in_tree:
         why = (
@@ -466,7 +478,7 @@ def _add_parent(image, ref, images, aliases, spellings, errors):
         )
         errors.append(
             f"{image.name}: {ref} is ambiguous: the tree builds {path}, but the reference names "
-            f"registry {host}, {why}; write FROM {path} (the tree's image), or list {host} "
+            f"registry {host}, {why}: write FROM {path} (the tree's image), or list {host} "
             "in armswarm:imagebuild:registry_aliases if it is the cluster registry"
         )
 
@@ -592,7 +604,15 @@ def _refs(file: Path, build_args: dict, where: str, errors: list) -> list:
         errors.append(f"{where}: {exc}")
         return []
     if parsed.buildkit:
-        errors.append(f"{where}: {', '.join(parsed.buildkit)} {CLASSIC_BUILDER}")
+        heredoc = any("heredoc" in item for item in parsed.buildkit)
+        flags = any("heredoc" not in item for item in parsed.buildkit)
+        why = ", and ".join(
+            [*([CLASSIC_HEREDOC] if heredoc else []), *([CLASSIC_FLAGS] if flags else [])]
+        )
+        errors.append(
+            f"{where}: {', '.join(parsed.buildkit)}: needs BuildKit, but build jobs use "
+            f"dockerd's classic builder (the Engine API): {why}, {CLASSIC_WAY_OUT}"
+        )
     return [r.value for r in parsed.references]
 
 
@@ -630,7 +650,7 @@ def _links_leaving(image, root, skipped):
             elif target.is_dir() and (Path(link).is_absolute() or ".." in Path(link).parts):
                 skipped[rel] = (
                     f"symlink to the directory {link} in {image.name}'s build context: not "
-                    "sent (a link through .. or an absolute path; link without .. or copy it)"
+                    "sent (a link through .. or an absolute path: link without .. or copy it)"
                 )
 
 
