@@ -544,7 +544,7 @@ def hc1_tree(root, converted: bool):
     files[base + "mkimage-arch.sh"] = "#!/usr/bin/bash\n# pacstrap, docker import\n"
     files[base + "mkimage-archarm-pacman.conf"] = "[options]\n"
     if converted:
-        files[base + "build.sh"] = '#!/bin/sh\nexec ./mkimage-arch.sh armv7 "$ARMSWARM_IMAGE"\n'
+        files[base + "build.sh"] = '#!/bin/sh\nexec ./mkimage-arch.sh armv7 "$ARMSWARM_REGISTRY"\n'
         files[base + "image.yaml"] = "arch: [armv7l]\ntimeout: 3600\n"
     return _tree(root, files)
 
