@@ -362,6 +362,14 @@ def test_symlinks_are_aliases_and_loops_are_refused(tmp_path):
     graph = _load(root)
     assert graph.aliases == {"b": "base"} and graph.images["app"].parents == ["base"]
     assert "b" not in graph.images and "broken symlink" in graph.skipped["gone"]
+    # a loop inside a build context is not sent (and does not stop the tree)
+    (root / "app/l1").symlink_to("../app/l2")
+    (root / "app/l2").symlink_to("../app/l1")
+    (root / "Dockerfile.root").write_text("FROM alpine\n")
+    graph = _load(root)
+    assert "symlink loop" in graph.skipped["app/l1"] and "root" in graph.skipped["Dockerfile.root"]
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(build_job.pack(root / "app")))) as tar:
+        assert tar.getnames() == [".", "./Dockerfile"]
     (root / "grp").mkdir()
     (root / "grp/self").symlink_to("..")
     (root / "loop1").symlink_to("loop2")

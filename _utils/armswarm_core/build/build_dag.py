@@ -260,7 +260,9 @@ def _image_dirs(root: Path, errors: list, skipped: dict, links: dict):
                     links[entry.relative_to(root).as_posix()] = target.relative_to(root).as_posix()
             elif entry.is_dir():
                 subdirs.append(entry)
-            elif is_dockerfile(entry.name) and directory != root:
+            elif is_dockerfile(entry.name) and directory == root:
+                skipped[entry.name] = "at the tree's root: images are directories below it"
+            elif is_dockerfile(entry.name):
                 rel = entry.relative_to(root).as_posix()
                 skipped[rel] = (
                     f"{directory.relative_to(root).as_posix()} has no Dockerfile, build.sh or "
@@ -284,6 +286,14 @@ def _as_list(value, key, where, errors) -> list:
         return value
     errors.append(f"{where}: {key} must be a string or a list of strings")
     return []
+
+
+def _real(path: Path):
+    """The resolved path, or None for a symlink loop (Python < 3.13 raises RuntimeError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return None
 
 
 def _inside(path: Path, directory: Path) -> bool:
@@ -622,7 +632,7 @@ def _unbuilt(directory, name, root, built, skipped):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for file in sorted(files):
             path = Path(base) / file
-            if is_dockerfile(file) and path.resolve() not in built:
+            if is_dockerfile(file) and _real(path) not in built:
                 skipped[path.relative_to(root).as_posix()] = (
                     f"in the build context of {name}, not built: to build it, add it to "
                     f"variants: in {name}/{IMAGE_FILE}"
@@ -640,9 +650,11 @@ def _links_leaving(image, root, skipped):
             if not path.is_symlink():
                 continue
             link = os.readlink(path)
-            target = path.resolve()
+            target = _real(path)
             rel = path.relative_to(root).as_posix()
-            if not _inside(target, image.path):
+            if target is None:
+                skipped[rel] = f"symlink loop ({link}) in {image.name}'s build context: not sent"
+            elif not _inside(target, image.path):
                 skipped[rel] = (
                     f"symlink to {link} leaves the build context of {image.name}: not sent "
                     f"(set context: in {IMAGE_FILE} to a directory that holds both)"

@@ -69,8 +69,10 @@ def _safe_links(directory: Path):
         link = PurePosixPath(member.linkname)
         if not link.is_absolute() and ".." not in link.parts:
             return member
-        source = directory / member.name
-        target = source.resolve()
+        try:
+            target = (directory / member.name).resolve()
+        except (RuntimeError, OSError):  # a symlink loop
+            return None
         if not (target == directory or directory in target.parents) or not target.exists():
             return None
         if target.is_dir():
