@@ -351,7 +351,7 @@ def _run(
             "context": contexts[image],
             "dockerfile": spec.dockerfile,
             "script": spec.script,
-            "pins": {p: f"{reg_conf.host}/{p}@{d}" for p, d in digests.items() if d},
+            "pins": spec.pins(digests, reg_conf.host),
             "build_args": spec.build_args,
             "registry_host": reg_conf.host,
             "timeout": spec.timeout,

@@ -361,6 +361,10 @@ def test_symlinks_are_aliases_and_loops_are_refused(tmp_path):
     (root / "gone").symlink_to("nowhere")
     graph = _load(root)
     assert graph.aliases == {"b": "base"} and graph.images["app"].parents == ["base"]
+    # the node rewrites the alias too (the pins carry every spelling the Dockerfile uses)
+    pins = graph.images["app"].pins({"base": "sha256:7"}, REG)
+    assert pins == {"base": f"{REG}/base@sha256:7", "b": f"{REG}/base@sha256:7"}
+    assert dockerfile.pin("FROM b\n", pins) == f"FROM {REG}/base@sha256:7\n"
     assert "b" not in graph.images and "broken symlink" in graph.skipped["gone"]
     # a loop inside a build context is not sent (and does not stop the tree)
     (root / "app/l1").symlink_to("../app/l2")

@@ -91,6 +91,16 @@ class Image:
     refs: list = field(default_factory=list)  # image references in the Dockerfile
     directory: Path | None = None
     variant_of: str | None = None
+    # reference paths that name a tree image under another name (a symlinked alias) → image
+    spelled: dict = field(default_factory=dict)
+
+    def pins(self, digests: dict, registry: str) -> dict:
+        """What the node rewrites: each parent's path, and every other path this image's
+        Dockerfile names it by (``FROM arch`` for the alias ``arch`` of ``armv7h/archlinux``),
+        → ``registry/parent@digest``."""
+        out = {p: f"{registry}/{p}@{d}" for p, d in digests.items() if d}
+        out.update({alias: out[p] for alias, p in self.spelled.items() if p in out})
+        return out
 
     def eligible(self, node_arch: str, node_labels: dict) -> bool:
         """Whether a node with this CPU architecture and these labels may build the image."""
@@ -458,6 +468,8 @@ def _add_parent(image, ref, images, aliases, spellings, errors):
     host, rest = dockerfile.split_registry(dockerfile.repository(ref))
     path = _dealias(rest, aliases)
     in_tree = path in images
+    if in_tree and path != rest:
+        image.spelled[rest] = path
     if host is None or spellings is None:
         # No registry named, or none configured (a plan): a tree image's name is the tree's.
         if in_tree:
