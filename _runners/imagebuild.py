@@ -97,6 +97,8 @@ def _settings(source, target, tgt_type, strategy, **more) -> build_run.Settings:
         tgt_type=_setting("tgt_type", tgt_type),
         strategy=_setting("strategy", strategy),
         layout_nodes=traverse_dict_and_list(_pillar(), "armswarm:swarm:nodes", {}) or {},
+        build_args=_setting("build_args"),
+        registry_aliases=_setting("registry_aliases"),
         **more,
     )
 

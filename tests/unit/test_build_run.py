@@ -626,3 +626,34 @@ def test_prune_refuses_bad_keep_and_reports_a_failed_collection(env):
         build_run.prune(
             cluster, registry, 1, repositories="web", dry_run=False, registry_node="node1"
         )
+
+
+def test_aliases_tree_build_args_and_skipped_directories_reach_the_plan_and_the_nodes(
+    env, tmp_path
+):
+    _, registry, cluster, settings = env
+    root = tree(
+        tmp_path / "aliased",
+        {
+            "armv7h/archlinux/build.sh": "#!/bin/sh\n",
+            "web/Dockerfile": "ARG BASE\nFROM ${BASE}\n",
+            "notes/README": "not an image\n",
+        },
+    )
+    (root / "arch").symlink_to("armv7h/archlinux", target_is_directory=True)
+    tree(root, {"tools/Dockerfile": "FROM arch\n"})
+    settings.source = str(root)
+    settings.build_args = {"BASE": f"{HOST}/armv7h/archlinux"}
+    plan = build_run.plan(settings, cluster)
+    assert plan["aliases"] == {"arch": "armv7h/archlinux"}
+    assert "notes" in plan["skipped"]
+    assert plan["images"]["web"]["parents"] == ["armv7h/archlinux"]
+    assert plan["images"]["tools"]["parents"] == ["armv7h/archlinux"]
+
+    report = run(env)
+    assert report["retcode"] == 0
+    base = registry.repos["armv7h/archlinux"][TAG]
+    sent = {image: kwargs for _, image, kwargs in cluster.jobs.values()}
+    # the node rewrites FROM arch (the alias) to this run's base, not the registry's latest
+    assert sent["tools"]["pins"]["arch"] == f"{HOST}/armv7h/archlinux@{base}"
+    assert sent["web"]["build_args"]["BASE"] == f"{HOST}/armv7h/archlinux"

@@ -69,7 +69,7 @@ def test_pin_rewrites_only_named_images_and_keeps_the_rest():
     pinned = dockerfile.pin(text, pins, REG)
     assert pinned == (
         f"FROM {REG}/base@sha256:1 AS b\nRUN true \\\n  && echo hi\nFROM debian:12\n"
-        f"COPY --from={REG}/tools@sha256:2 /a /a\n"
+        f"COPY --from={REG}/tools@sha256:2 \\\n  /a /a\n"
     )
 
 

@@ -11,13 +11,26 @@ One image per directory; its name is the directory's path under the tree's root
     build_args: {VERSION: "1.2"}
     depends: [base]             # parents of a script-built image
     timeout: 1800               # seconds one build may take
-    dockerfile: Dockerfile.arm  # another file name
+    dockerfile: Dockerfile.arm  # another file name (relative to the image directory)
     script: mkimage.sh
+    context: ..                 # the build context: this directory or one above it, in the tree
+    variants:                   # more images from this directory: <name>-<variant>
+      alpine: Dockerfile.alpine         # context: the image's
+      cuda12: cuda12/Dockerfile         # context: cuda12/ (the Dockerfile's directory)
+      slim: {dockerfile: Dockerfile.slim, context: ., build_args: {SLIM: "1"}}
 
-Subdirectories of an image directory are its build context, not images.
+Subdirectories of an image directory are its build context, not images. ``tree.yaml`` at the
+root sets ``build_args`` for every image (the pillar's ``armswarm:imagebuild:build_args`` over
+it, an image's own over both). Hidden directories are ignored; directories and Dockerfiles that
+are not built are in :attr:`Graph.skipped` with the reason; a symlinked directory is an alias
+of its target (:attr:`Graph.aliases`), never a second image.
 """
 
+import errno
+import ipaddress
+import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +41,7 @@ from armswarm_core.build import dockerfile
 from armswarm_core.common import architectures
 
 IMAGE_FILE = "image.yaml"
+TREE_FILE = "tree.yaml"
 DEFAULT_SCRIPT = "build.sh"
 DEFAULT_TIMEOUT = 1800
 
@@ -35,14 +49,39 @@ DEFAULT_TIMEOUT = 1800
 # Seconds assumed for an image never built before.
 DEFAULT_DURATION = 60.0
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
-_KEYS = {"arch", "labels", "build_args", "depends", "timeout", "dockerfile", "script"}
+_VARIANT = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEYS = {
+    "arch",
+    "labels",
+    "build_args",
+    "depends",
+    "timeout",
+    "dockerfile",
+    "script",
+    "context",
+    "variants",
+}
+_TREE_KEYS = {"build_args"}
+_VARIANT_KEYS = {"dockerfile", "context", "build_args"}
+RESERVED = ("scratch",)  # Docker never pulls these names
+# Build jobs use dockerd's classic builder (the Engine API without BuildKit).
+CLASSIC_HEREDOC = (
+    "the classic builder would run a heredoc's first line as a plain command and read its "
+    "body as instructions (rewrite it, e.g. with printf)"
+)
+CLASSIC_FLAGS = "the classic builder refuses these options"
+CLASSIC_WAY_OUT = "or build the image with a build.sh that runs `docker buildx build`"
 
 
 @dataclass
 class Image:
+    """``path`` is the build context (the directory sent to the node); ``dockerfile`` and
+    ``script`` are relative to it. ``directory`` is the image's own directory."""
+
     name: str
     path: Path
-    dockerfile: str | None = None  # file name in path, or None for a script-built image
+    dockerfile: str | None = None  # file in path, or None for a script-built image
     script: str | None = None
     parents: list = field(default_factory=list)
     arch: list = field(default_factory=list)
@@ -50,6 +89,18 @@ class Image:
     build_args: dict = field(default_factory=dict)
     timeout: int = DEFAULT_TIMEOUT
     refs: list = field(default_factory=list)  # image references in the Dockerfile
+    directory: Path | None = None
+    variant_of: str | None = None
+    # reference paths that name a tree image under another name (a symlinked alias) → image
+    spelled: dict = field(default_factory=dict)
+
+    def pins(self, digests: dict, registry: str) -> dict:
+        """What the node rewrites: each parent's path, and every other path this image's
+        Dockerfile names it by (``FROM arch`` for the alias ``arch`` of ``armv7h/archlinux``),
+        → ``registry/parent@digest``."""
+        out = {p: f"{registry}/{p}@{d}" for p, d in digests.items() if d}
+        out.update({alias: out[p] for alias, p in self.spelled.items() if p in out})
+        return out
 
     def eligible(self, node_arch: str, node_labels: dict) -> bool:
         """Whether a node with this CPU architecture and these labels may build the image."""
@@ -62,6 +113,10 @@ class Image:
 class Graph:
     images: dict  # name → Image
     order: list  # topological, parents first, ties by name
+    # what the tree holds but does not build, with the reason (path under the root → why)
+    skipped: dict = field(default_factory=dict)
+    aliases: dict = field(default_factory=dict)  # symlinked directory → the image it names
+    root: Path | None = None
 
     def children(self, name: str) -> list:
         return sorted(n for n, image in self.images.items() if name in image.parents)
@@ -115,37 +170,121 @@ def duration_of(name: str, durations: dict) -> float:
     return float(value) if value else DEFAULT_DURATION
 
 
-def _settings(directory: Path, errors: list) -> dict:
-    file = directory / IMAGE_FILE
+def _read_yaml(file: Path, keys: set, errors: list) -> dict:
     if not file.is_file():
         return {}
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
-        errors.append(f"{file}: not YAML: {exc}")
+        errors.append(f"{file.name}: not YAML: {exc}")
         return {}
     if not isinstance(data, dict):
-        errors.append(f"{file}: must be a mapping")
+        errors.append(f"{file.name}: must be a mapping")
         return {}
-    unknown = sorted(set(data) - _KEYS)
+    unknown = sorted(set(data) - keys)
     if unknown:
-        errors.append(f"{file}: unknown keys {', '.join(unknown)} (known: {sorted(_KEYS)})")
+        errors.append(f"{file.name}: unknown keys {', '.join(unknown)} (known: {sorted(keys)})")
     return data
 
 
-def _image_dirs(root: Path):
+def _settings(directory: Path, errors: list) -> dict:
+    sub: list = []
+    data = _read_yaml(directory / IMAGE_FILE, _KEYS, sub)
+    errors.extend(f"{directory.name}/{e}" for e in sub)
+    return data
+
+
+def build_args_of(value, where: str, errors: list) -> dict:
+    """A mapping of build argument names to strings or numbers, as strings."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        errors.append(f"{where}: build_args must be a mapping of NAME: value")
+        return {}
+    out = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not _ARG.match(key):
+            errors.append(f"{where}: build_args: {key!r} is not a build argument name")
+        elif isinstance(item, bool) or not isinstance(item, (str, int, float)):
+            errors.append(f"{where}: build_args: {key} must be a string or a number, not {item!r}")
+        else:
+            out[key] = str(item)
+    return out
+
+
+def is_dockerfile(name: str) -> bool:
+    """Names Docker users give Dockerfiles: ``Dockerfile``, ``Dockerfile.<variant>``,
+    ``<variant>.Dockerfile`` (not ``Dockerfile.dockerignore``)."""
+    lower = name.lower()
+    if lower.endswith(".dockerignore"):
+        return False
+    return lower == "dockerfile" or lower.startswith("dockerfile.") or lower.endswith(".dockerfile")
+
+
+def _link_target(path: Path, root: Path, errors: list, skipped: dict):
+    """The real directory a symlinked directory names, or None (reported)."""
+    rel = path.relative_to(root).as_posix()
+    try:
+        target = path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports loops so
+        errors.append(f"{rel}: symlink loop ({rel} -> {os.readlink(path)})")
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            errors.append(f"{rel}: symlink loop ({rel} -> {os.readlink(path)})")
+        else:
+            skipped[rel] = f"broken symlink to {os.readlink(path)}"
+        return None
+    if not target.is_dir():
+        if is_dockerfile(path.name):
+            skipped[rel] = "a Dockerfile outside any image directory: not built"
+        return None
+    if target == root or target in path.parents:
+        errors.append(f"{rel}: symlink loop ({rel} -> {os.readlink(path)} contains the link)")
+        return None
+    if root not in target.parents:
+        errors.append(f"{rel}: symlink to {target}, outside the tree")
+        return None
+    return target
+
+
+def _image_dirs(root: Path, errors: list, skipped: dict, links: dict):
     """Directories that are images, not descending into them (their subdirectories are
-    build context)."""
+    build context). Directories that are not images and hold no images are ``skipped``;
+    symlinked directories go to ``links`` (name → real target name)."""
     todo = [root]
     while todo:
         directory = todo.pop()
-        names = {p.name for p in directory.iterdir()}
+        entries = sorted(directory.iterdir())
+        names = {p.name for p in entries}
         if names & {"Dockerfile", DEFAULT_SCRIPT, IMAGE_FILE}:
             yield directory
             continue
-        todo.extend(
-            p for p in sorted(directory.iterdir()) if p.is_dir() and not p.name.startswith(".")
-        )
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink():
+                target = _link_target(entry, root, errors, skipped)
+                if target is not None:
+                    links[entry.relative_to(root).as_posix()] = target.relative_to(root).as_posix()
+            elif entry.is_dir():
+                subdirs.append(entry)
+            elif is_dockerfile(entry.name) and directory == root:
+                skipped[entry.name] = "at the tree's root: images are directories below it"
+            elif is_dockerfile(entry.name):
+                rel = entry.relative_to(root).as_posix()
+                skipped[rel] = (
+                    f"{directory.relative_to(root).as_posix()} has no Dockerfile, build.sh or "
+                    f"{IMAGE_FILE}: to build it, write `dockerfile: {entry.name}` (or variants:) "
+                    f"in an {IMAGE_FILE} there"
+                )
+        if not subdirs and directory != root and not any(is_dockerfile(n) for n in names):
+            skipped[directory.relative_to(root).as_posix()] = (
+                f"no Dockerfile, {DEFAULT_SCRIPT} or {IMAGE_FILE}"
+                + (f" (holds {', '.join(sorted(names)[:3])}…)" if names else " (empty)")
+            )
+        todo.extend(reversed(subdirs))
 
 
 def _as_list(value, key, where, errors) -> list:
@@ -159,16 +298,121 @@ def _as_list(value, key, where, errors) -> list:
     return []
 
 
-def load(root, registry: str | None = None) -> Graph:
+def _real(path: Path):
+    """The resolved path, or None for a symlink loop (Python < 3.13 raises RuntimeError)."""
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):
+        return None
+
+
+def _inside(path: Path, directory: Path) -> bool:
+    return path == directory or directory in path.parents
+
+
+def _relative_file(directory, value, key, where, errors):
+    """``directory / value`` for a relative file name that stays in ``directory``'s tree."""
+    if not isinstance(value, str) or not value or Path(value).is_absolute():
+        errors.append(f"{where}: {key} must be a relative file name, not {value!r}")
+        return None
+    return (directory / value).resolve()
+
+
+# -- the cluster registry under its other spellings ------------------------------------------
+def _host_port(value: str) -> tuple:
+    value = value.lower().rstrip("/")
+    if value.startswith("["):  # [v6]:port
+        host, _, rest = value[1:].partition("]")
+        return host, rest[1:] or None
+    host, sep, port = value.rpartition(":")
+    if sep and port.isdigit() and ":" not in host:
+        return host, port
+    return value, None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def resolve_host(name: str) -> set:
+    """The addresses ``name`` resolves to on the master (empty when it does not)."""
+    try:
+        return {info[4][0] for info in socket.getaddrinfo(name, None)}
+    except (OSError, UnicodeError):
+        return set()
+
+
+class RegistrySpellings:
+    """Whether a registry host in an image reference is the cluster registry: the same host
+    name or address (with or without the port), a configured alias, or a name or address
+    that resolves to the same addresses."""
+
+    def __init__(self, host: str, aliases=(), resolve=None):
+        self.host = host
+        self.spellings = [_host_port(h) for h in (host, *aliases)]
+        self.port = self.spellings[0][1] or "443"
+        self.resolve = resolve or resolve_host
+        self._mine = None
+
+    def addresses(self) -> set:
+        if self._mine is None:
+            self._mine = set()
+            for name, _ in self.spellings:
+                self._mine |= {name} if _is_ip(name) else set(self.resolve(name))
+        return self._mine
+
+    def same(self, host: str, lookup: bool) -> str:
+        """``yes``, ``no``, or ``unknown`` (a name that does not resolve); ``lookup``: resolve
+        names (otherwise only spellings and literal addresses are compared)."""
+        name, port = _host_port(host)
+        for known, known_port in self.spellings:
+            if name == known and port in (None, known_port or "443"):
+                return "yes"
+        if port not in (None, self.port) or name in dockerfile.DOCKER_HUB:
+            return "no"
+        if not _is_ip(name) and not lookup:
+            return "no"
+        theirs = {name} if _is_ip(name) else set(self.resolve(name))
+        mine = self.addresses()
+        if not theirs or not mine:
+            return "unknown"
+        return "yes" if theirs & mine else "no"
+
+
+def _dealias(path: str, aliases: dict) -> str:
+    for alias, target in aliases.items():
+        if path == alias or path.startswith(alias + "/"):
+            return target + path[len(alias) :]
+    return path
+
+
+# -- loading ---------------------------------------------------------------------------------
+def load(root, registry=None, build_args=None, aliases=None, resolve=None) -> Graph:
     """Read the tree under ``root``; every problem (bad names, unreadable Dockerfiles, missing
-    parents, cycles) is reported at once as an ArmswarmError before anything is built.
-    ``registry`` (``host:port``) is the cluster registry whose prefix names tree images."""
-    root = Path(root)
-    if not root.is_dir():
+    parents, cycles, ambiguous references) is reported at once as an ArmswarmError before
+    anything is built. ``registry`` (``host:port``) is the cluster registry, ``aliases`` other
+    names it has (``armswarm:imagebuild:registry_aliases``), ``build_args`` the tree-wide build
+    arguments of the pillar (``armswarm:imagebuild:build_args``)."""
+    if not Path(root).is_dir():
         raise ArmswarmError(f"image tree {root} is not a directory")
+    root = Path(root).resolve()
     errors: list = []
-    images = {}
-    for directory in _image_dirs(root):
+    skipped: dict = {}
+    links: dict = {}
+    tree_conf = _read_yaml(root / TREE_FILE, _TREE_KEYS, errors)
+    tree_args = build_args_of(tree_conf.get("build_args"), TREE_FILE, errors)
+    tree_args.update(build_args_of(build_args, "armswarm:imagebuild:build_args", errors))
+    if aliases is not None and not (
+        isinstance(aliases, list) and all(isinstance(a, str) and a for a in aliases)
+    ):
+        errors.append("armswarm:imagebuild:registry_aliases must be a list of host[:port]")
+        aliases = []
+    images: dict = {}
+    for directory in _image_dirs(root, errors, skipped, links):
         name = directory.relative_to(root).as_posix()
         where = f"{name or '.'}"
         if directory == root or not _NAME.match(name):
@@ -177,62 +421,261 @@ def load(root, registry: str | None = None) -> Graph:
                 "([a-z0-9] separated by . _ - or /), one directory per image below the root"
             )
             continue
-        conf = _settings(directory, errors)
-        image = Image(name=name, path=directory)
-        image.arch = _as_list(conf.get("arch"), "arch", where, errors)
-        labels = conf.get("labels") or {}
-        build_args = conf.get("build_args") or {}
-        for key, value in (("labels", labels), ("build_args", build_args)):
-            if not isinstance(value, dict):
-                errors.append(f"{where}: {key} must be a mapping")
-        image.labels = {str(k): str(v) for k, v in dict(labels).items()}
-        image.build_args = {str(k): str(v) for k, v in dict(build_args).items()}
-        try:
-            image.timeout = int(conf.get("timeout", DEFAULT_TIMEOUT))
-        except (TypeError, ValueError):
-            errors.append(f"{where}: timeout must be a number of seconds")
-        script = conf.get("script")
-        docker_name = conf.get("dockerfile", "Dockerfile")
-        if script is None and not (directory / docker_name).is_file():
-            script = DEFAULT_SCRIPT
-        parents = set(_as_list(conf.get("depends"), "depends", where, errors))
-        if script is not None:
-            if not (directory / script).is_file():
-                errors.append(f"{where}: neither {docker_name} nor the build script {script}")
-            image.script = script
+        if name in RESERVED:
+            errors.append(f"{where}: {name} is a reserved name in Docker, put it under a directory")
+            continue
+        for image in _images_of(directory, name, root, tree_args, errors, skipped):
+            if image.name in images:
+                errors.append(f"{image.name}: defined twice (a variant and a directory?)")
+            images[image.name] = image
+    graph_aliases = {}
+    for alias, target in sorted(links.items()):
+        if target in images or any(n.startswith(target + "/") for n in images):
+            graph_aliases[alias] = target
+            skipped[alias] = (
+                f"symlink to {target}: the same image, built once as {target}, "
+                f"FROM {alias} builds on it"
+            )
         else:
-            image.dockerfile = docker_name
-            try:
-                parsed = dockerfile.parse(
-                    (directory / docker_name).read_text(encoding="utf-8"), image.build_args
-                )
-            except (ArmswarmError, UnicodeDecodeError) as exc:
-                errors.append(f"{where}/{docker_name}: {exc}")
-                parsed = dockerfile.Dockerfile()
-            image.refs = [r.value for r in parsed.references]
-        images[name] = image
-        image.parents = sorted(parents)
+            skipped[alias] = f"symlink to {target}, which holds no image"
+    spellings = RegistrySpellings(registry, aliases or (), resolve) if registry else None
     for image in images.values():
         for ref in image.refs:
-            repo = dockerfile.repository(ref, registry)
-            if repo in images:
-                image.parents = sorted({*image.parents, repo})
-            elif registry and dockerfile.repository(ref) != repo:
-                # Prefixed with the cluster registry but not in the tree: it would build on
-                # whatever an earlier run left there.
-                errors.append(
-                    f"{image.name}: parent {ref} is in the cluster registry but not in the tree"
-                )
+            _add_parent(image, ref, images, graph_aliases, spellings, errors)
         for parent in image.parents:
             if parent not in images:
                 errors.append(f"{image.name}: depends on {parent}, which is not in the tree")
             if parent == image.name:
-                errors.append(f"{image.name}: depends on itself")
+                errors.append(
+                    f"{image.name}: depends on itself (a FROM without registry names the "
+                    "tree's image of that name, for Docker Hub's write "
+                    f"docker.io/library/{image.name.rsplit('/', 1)[-1]}:<tag>)"
+                )
     if not images and not errors:
         errors.append(f"no image directories under {root}")
     if errors:
-        raise ArmswarmError("image tree: " + "; ".join(errors))
-    return Graph(images=images, order=_toposort(images))
+        raise ArmswarmError("image tree: " + "; ".join(dict.fromkeys(errors)))
+    return Graph(
+        images=images,
+        order=_toposort(images),
+        skipped=dict(sorted(skipped.items())),
+        aliases=graph_aliases,
+        root=root,
+    )
+
+
+def _add_parent(image, ref, images, aliases, spellings, errors):
+    host, rest = dockerfile.split_registry(dockerfile.repository(ref))
+    path = _dealias(rest, aliases)
+    in_tree = path in images
+    if in_tree and path != rest:
+        image.spelled[rest] = path
+    if host is None or spellings is None:
+        # No registry named, or none configured (a plan): a tree image's name is the tree's.
+        if in_tree:
+            image.parents = sorted({*image.parents, path})
+        return
+    verdict = spellings.same(host, lookup=in_tree)
+    if verdict == "yes":
+        if in_tree:
+            image.parents = sorted({*image.parents, path})
+        else:
+            # The cluster registry, but not built by this tree: it would build on whatever an
+            # earlier run left there.
+            tag = dockerfile.repository(ref) != ref.split("@")[0] and ref.rsplit(":", 1)[-1]
+            hint = (
+                f" (did you mean {host}/{path}/{tag}? a tree image is a directory, tags are "
+                "the run's dates)"
+                if tag and f"{path}/{tag}" in images
+                else ""
+            )
+            errors.append(
+                f"{image.name}: parent {ref} is in the cluster registry but not in the tree{hint}"
+            )
+    elif in_tree:
+        why = (
+            "which does not resolve on the master"
+            if verdict == "unknown"
+            else f"which is not the cluster registry {spellings.host}"
+        )
+        errors.append(
+            f"{image.name}: {ref} is ambiguous: the tree builds {path}, but the reference names "
+            f"registry {host}, {why}: write FROM {path} (the tree's image), or list {host} "
+            "in armswarm:imagebuild:registry_aliases if it is the cluster registry"
+        )
+
+
+def _images_of(directory, name, root, tree_args, errors, skipped):
+    """The image of ``directory`` and its variants."""
+    where = name
+    conf = _settings(directory, errors)
+    own_args = build_args_of(conf.get("build_args"), where, errors)
+    image = Image(name=name, path=directory, directory=directory)
+    image.arch = _as_list(conf.get("arch"), "arch", where, errors)
+    labels = conf.get("labels") or {}
+    if not isinstance(labels, dict):
+        errors.append(f"{where}: labels must be a mapping")
+        labels = {}
+    image.labels = {str(k): str(v) for k, v in labels.items()}
+    image.build_args = {**tree_args, **own_args}
+    timeout = conf.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0:
+        errors.append(f"{where}: timeout must be a whole number of seconds")
+    else:
+        image.timeout = timeout
+    depends = _as_list(conf.get("depends"), "depends", where, errors)
+    context = directory
+    if conf.get("context") is not None:
+        value = conf["context"]
+        if not isinstance(value, str) or Path(value).is_absolute():
+            errors.append(f"{where}: context must be a relative directory, not {value!r}")
+        else:
+            context = (directory / value).resolve()
+            if not _inside(context, root):
+                errors.append(f"{where}: context {value} leaves the tree")
+                context = directory
+            elif not _inside(directory, context):
+                errors.append(
+                    f"{where}: context {value} must be this directory or one above it "
+                    "(the Dockerfile travels with the context)"
+                )
+                context = directory
+    image.path = context
+    script = conf.get("script")
+    docker_name = conf.get("dockerfile", "Dockerfile")
+    built = set()
+    file = _relative_file(directory, docker_name, "dockerfile", where, errors)
+    if script is None and not (file and file.is_file()):
+        script = DEFAULT_SCRIPT
+    if script is not None:
+        path = _relative_file(directory, script, "script", where, errors)
+        if path is None or not path.is_file():
+            errors.append(f"{where}: neither {docker_name} nor the build script {script}")
+        elif not _inside(path, context):
+            errors.append(f"{where}: script {script} is outside the build context")
+        else:
+            image.script = path.relative_to(context).as_posix()
+            built.add(path)
+        image.parents = sorted(set(depends))
+    elif file is not None:
+        if not _inside(file, context):
+            errors.append(f"{where}: dockerfile {docker_name} is outside the build context")
+        else:
+            image.dockerfile = file.relative_to(context).as_posix()
+            image.refs = _refs(file, image.build_args, f"{where}/{docker_name}", errors)
+            built.add(file)
+        image.parents = sorted(set(depends))
+    out = [image]
+    variants = conf.get("variants") or {}
+    if not isinstance(variants, dict):
+        errors.append(f"{where}: variants must be a mapping of variant: Dockerfile")
+        variants = {}
+    for variant, given in variants.items():
+        vwhere = f"{where}: variant {variant}"
+        if not isinstance(variant, str) or not _VARIANT.match(variant):
+            errors.append(f"{vwhere}: variant names are lowercase ([a-z0-9] separated by . _ -)")
+            continue
+        spec = {"dockerfile": given} if isinstance(given, str) else given
+        if not isinstance(spec, dict) or "dockerfile" not in spec:
+            errors.append(f"{vwhere}: a Dockerfile name, or a mapping with dockerfile:")
+            continue
+        unknown = sorted(set(spec) - _VARIANT_KEYS)
+        if unknown:
+            errors.append(f"{vwhere}: unknown keys {', '.join(unknown)}")
+        file = _relative_file(directory, spec["dockerfile"], "dockerfile", vwhere, errors)
+        if file is None or not file.is_file():
+            errors.append(f"{vwhere}: no file {spec['dockerfile']}")
+            continue
+        if "context" in spec:
+            vcontext = _relative_file(directory, spec["context"], "context", vwhere, errors)
+        else:
+            # jupyter/docker-stacks style: a variant in a subdirectory is built in it
+            vcontext = file.parent if file.parent != directory else context
+        if vcontext is None or not _inside(vcontext, root) or not _inside(file, vcontext):
+            errors.append(f"{vwhere}: its context must be in the tree and hold its Dockerfile")
+            continue
+        args = {**image.build_args, **build_args_of(spec.get("build_args"), vwhere, errors)}
+        vname = f"{name}-{variant}"
+        out.append(
+            Image(
+                name=vname,
+                path=vcontext,
+                dockerfile=file.relative_to(vcontext).as_posix(),
+                parents=list(image.parents),
+                arch=list(image.arch),
+                labels=dict(image.labels),
+                build_args=args,
+                timeout=image.timeout,
+                refs=_refs(file, args, f"{vname} ({spec['dockerfile']})", errors),
+                directory=directory,
+                variant_of=name,
+            )
+        )
+        built.add(file)
+    _unbuilt(directory, name, root, built, skipped)
+    for item in out:
+        _links_leaving(item, root, skipped)
+    return out
+
+
+def _refs(file: Path, build_args: dict, where: str, errors: list) -> list:
+    try:
+        # bytes, not text mode: the pinned copy keeps CRLF line ends
+        parsed = dockerfile.parse(file.read_bytes().decode("utf-8"), build_args)
+    except (ArmswarmError, UnicodeDecodeError) as exc:
+        errors.append(f"{where}: {exc}")
+        return []
+    if parsed.buildkit:
+        heredoc = any("heredoc" in item for item in parsed.buildkit)
+        flags = any("heredoc" not in item for item in parsed.buildkit)
+        why = ", and ".join(
+            [*([CLASSIC_HEREDOC] if heredoc else []), *([CLASSIC_FLAGS] if flags else [])]
+        )
+        errors.append(
+            f"{where}: {', '.join(parsed.buildkit)}: needs BuildKit, but build jobs use "
+            f"dockerd's classic builder (the Engine API): {why}, {CLASSIC_WAY_OUT}"
+        )
+    return [r.value for r in parsed.references]
+
+
+def _unbuilt(directory, name, root, built, skipped):
+    """Dockerfiles in an image directory that no image builds."""
+    for base, dirs, files in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for file in sorted(files):
+            path = Path(base) / file
+            if is_dockerfile(file) and _real(path) not in built:
+                skipped[path.relative_to(root).as_posix()] = (
+                    f"in the build context of {name}, not built: to build it, add it to "
+                    f"variants: in {name}/{IMAGE_FILE}"
+                )
+
+
+def _links_leaving(image, root, skipped):
+    """Symlinks in a build context that :func:`build_job.pack` cannot send: those whose
+    target is outside the context, and links to directories through ``..`` or an absolute
+    path (a file behind such a link is sent as a copy)."""
+    for base, dirs, files in os.walk(image.path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for entry in [*dirs, *files]:
+            path = Path(base) / entry
+            if not path.is_symlink():
+                continue
+            link = os.readlink(path)
+            target = _real(path)
+            rel = path.relative_to(root).as_posix()
+            if target is None:
+                skipped[rel] = f"symlink loop ({link}) in {image.name}'s build context: not sent"
+            elif not _inside(target, image.path):
+                skipped[rel] = (
+                    f"symlink to {link} leaves the build context of {image.name}: not sent "
+                    f"(set context: in {IMAGE_FILE} to a directory that holds both)"
+                )
+            elif target.is_dir() and (Path(link).is_absolute() or ".." in Path(link).parts):
+                skipped[rel] = (
+                    f"symlink to the directory {link} in {image.name}'s build context: not "
+                    "sent (a link through .. or an absolute path: link without .. or copy it)"
+                )
 
 
 def _toposort(images: dict) -> list:

@@ -52,11 +52,38 @@ def is_transient(message: str) -> bool:
 
 
 def pack(directory) -> str:
-    """A build context as base64 of a gzip tar (what the runner sends)."""
+    """A build context as base64 of a gzip tar (what the runner sends). A symlink whose target
+    could not be unpacked safely (absolute, or through ``..``) is sent as what it points to
+    when that is inside the context, and left out otherwise (the tree's plan lists it):
+    the node refuses such links."""
+    directory = Path(directory).resolve()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(str(directory), arcname=".")
+        tar.add(str(directory), arcname=".", filter=_safe_links(directory))
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def _safe_links(directory: Path):
+    def check(member):
+        if not member.issym():
+            return member
+        link = PurePosixPath(member.linkname)
+        if not link.is_absolute() and ".." not in link.parts:
+            return member
+        try:
+            target = (directory / member.name).resolve()
+        except (RuntimeError, OSError):  # a symlink loop
+            return None
+        if not (target == directory or directory in target.parents) or not target.exists():
+            return None
+        if target.is_dir():
+            return None  # a directory is not copied through a link (it could loop)
+        # a regular file now: tarfile reads it through the link, i.e. the target's content
+        member.type, member.linkname = tarfile.REGTYPE, ""
+        member.size = target.stat().st_size
+        return member
+
+    return check
 
 
 def _unpack(context: str, dest: Path):
@@ -80,6 +107,14 @@ def _unpack(context: str, dest: Path):
             tar.extractall(dest, filter="data")
         else:  # Python < 3.11.4 (Debian 12's node Python) has no extraction filters
             tar.extractall(dest)  # noqa: S202 - members checked above
+
+
+def _inside(workdir: Path, name: str) -> Path:
+    """``workdir / name`` for a relative name that stays in the build directory."""
+    rel = PurePosixPath(name)
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+        raise ArmswarmError(f"{name}: must be a file name inside the build context")
+    return workdir / rel
 
 
 def _split(ref: str) -> tuple:
@@ -108,10 +143,13 @@ class Job:
         del self.lines[: -self.log_tail]
 
     def build_dockerfile(self, workdir: Path, name: str, pins: dict, build_args: dict, timeout):
-        source = workdir / name
-        pinned = dockerfile.pin(source.read_text(encoding="utf-8"), pins, self.registry, build_args)
+        source = _inside(workdir, name)
+        # bytes in, bytes out: CRLF line ends and the final newline stay as they were
+        pinned = dockerfile.pin(
+            source.read_bytes().decode("utf-8"), pins, self.registry, build_args
+        )
         target = workdir / ".armswarm.Dockerfile"
-        target.write_text(pinned, encoding="utf-8")
+        target.write_bytes(pinned.encode("utf-8"))
         api = self.client.api
         if self.auth and self.registry:
             # Parents come from the registry: the build's pulls use the client's stored login.
@@ -143,7 +181,7 @@ class Job:
             api.timeout = saved
 
     def build_script(self, workdir: Path, script: str, timeout):
-        path = workdir / script
+        path = _inside(workdir, script)
         argv = [str(path)] if os.access(path, os.X_OK) else ["/bin/sh", str(path)]
         env = {**os.environ, "ARMSWARM_IMAGE": self.ref, "ARMSWARM_REGISTRY": self.registry or ""}
         if self.auth and self.registry:
@@ -157,7 +195,7 @@ class Job:
         try:
             proc = subprocess.run(
                 argv,
-                cwd=workdir,
+                cwd=path.parent,  # the image's directory, also when the context is above it
                 env=env,
                 capture_output=True,
                 text=True,

@@ -76,6 +76,8 @@ class Settings:
     probe_every: float | str = dispatch.PROBE_EVERY
     probe_timeout: float | str = dispatch.PROBE_TIMEOUT
     max_context_mb: float | str = MAX_CONTEXT_MB
+    build_args: dict = field(default_factory=dict)  # armswarm:imagebuild:build_args
+    registry_aliases: list = field(default_factory=list)  # …:registry_aliases
 
 
 # -- durations remembered between runs -------------------------------------------------------
@@ -110,7 +112,12 @@ def _load(settings, transport):
         )
     source = str(source)
     root = transport.fetch(source) if source.startswith("salt://") else Path(source)
-    return build_dag.load(root, settings.registry_host)
+    return build_dag.load(
+        root,
+        settings.registry_host,
+        build_args=settings.build_args,
+        aliases=settings.registry_aliases,
+    )
 
 
 def nodes(facts: dict, layout_nodes: dict, target) -> dict:
@@ -172,6 +179,9 @@ def plan(settings: Settings, transport) -> dict:
             for name, image in graph.images.items()
         },
         "order": {f"depth {d}": names for d, names in sorted(levels.items())},
+        # what the tree holds but does not build, and why; symlinked directories
+        "skipped": graph.skipped,
+        "aliases": graph.aliases,
         "critical_path": critical,
         "critical_path_seconds": seconds(critical),
         "total_work_seconds": seconds(graph.order),
@@ -197,7 +207,7 @@ def job_kwargs(spec, context: str, host: str, tag: str, digests: dict) -> dict:
         "context": context,
         "dockerfile": spec.dockerfile,
         "script": spec.script,
-        "pins": {p: f"{host}/{p}@{d}" for p, d in digests.items() if d},
+        "pins": spec.pins(digests, host),
         "build_args": spec.build_args,
         "registry_host": host,
         "timeout": spec.timeout,

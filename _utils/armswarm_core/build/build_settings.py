@@ -18,6 +18,8 @@ DEFAULTS = {
     "max_context_mb": 32,  # an image directory is sent to its node compressed
     "probe_every": dispatch.PROBE_EVERY,  # seconds between "still building?" checks
     "probe_timeout": dispatch.PROBE_TIMEOUT,  # unanswered this long twice: the node is gone
+    "build_args": {},  # --build-arg for every image (over tree.yaml, under image.yaml)
+    "registry_aliases": [],  # other names of the cluster registry in FROM lines
 }
 # A Salt target may be a list (tgt_type: list).
 _TYPES = {"target": ("str", "list"), "max_context_mb": "number"}
@@ -26,7 +28,7 @@ _TYPES = {"target": ("str", "list"), "max_context_mb": "number"}
 def settings(opts: Mapping | None = None, pillar: Mapping | None = None) -> dict:
     """The merged, typed settings; ArmswarmError naming every bad key."""
     conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
-    conf, more = config.check(conf, DEFAULTS, PILLAR, types=_TYPES)
+    conf, more = config.check(conf, DEFAULTS, PILLAR, free=("build_args",), types=_TYPES)
     problems += more
     if conf["strategy"] not in scheduler.STRATEGIES:
         problems.append(f"{PILLAR}:strategy must be one of {', '.join(scheduler.STRATEGIES)}")
