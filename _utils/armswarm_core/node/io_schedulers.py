@@ -10,6 +10,7 @@ there ``mq-deadline`` means ``deadline`` and ``none`` means ``noop``, both live 
 import os
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import sysfs
 from armswarm_core.node import boards
 
 SCHEDULERS = ("mq-deadline", "bfq", "kyber", "none")
@@ -74,11 +75,9 @@ def legacy_kernel(sysfs_root: str) -> bool:
     """Whether the block devices offer only single-queue schedulers (a pre-5.0 kernel)."""
     offered = set()
     for path in _scheduler_files(sysfs_root):
-        try:
-            with open(path, encoding="ascii") as fh:
-                offered.update(_parse_scheduler_file(fh.read())[1])
-        except OSError:
-            continue
+        text = sysfs.read(path)
+        if text is not None:
+            offered.update(_parse_scheduler_file(text)[1])
     return bool(offered) and not offered & set(SCHEDULERS) and bool(offered & set(LEGACY))
 
 
@@ -119,31 +118,20 @@ def live_plan(sysfs_root: str, schedulers: dict) -> dict:
         kind, disk = boards.classify_block_device(device, sysfs_root)
         if disk != device or kind not in schedulers:
             continue
-        path = os.path.join(block, device, "queue", "scheduler")
-        try:
-            with open(path, encoding="ascii") as fh:
-                current, available = _parse_scheduler_file(fh.read())
-        except OSError:
+        text = sysfs.read(os.path.join(block, device, "queue", "scheduler"))
+        if text is None:
             continue
+        current, available = _parse_scheduler_file(text)
         wanted = schedulers[kind]
         if wanted not in available and LEGACY_NAME.get(wanted) in available:
             wanted = LEGACY_NAME[wanted]
-        if current == wanted:
-            continue
-        if wanted not in available:
-            raise ArmswarmError(
-                f"{device} ({kind}) does not offer {wanted!r} (available: "
-                f"{', '.join(available) or 'none'})"
-            )
-        changes[device] = {"old": current, "new": wanted}
+        change = sysfs.choice(f"{device} ({kind})", current, wanted, available, repr(wanted))
+        if change:
+            changes[device] = change
     return changes
 
 
 def apply_live(sysfs_root: str, changes: dict):
     for device, change in changes.items():
         path = os.path.join(sysfs_root, "block", device, "queue", "scheduler")
-        try:
-            with open(path, "w", encoding="ascii") as fh:
-                fh.write(change["new"])
-        except OSError as exc:
-            raise ArmswarmError(f"cannot set the scheduler of {device}: {exc}") from exc
+        sysfs.write(path, change["new"], f"the scheduler of {device}")

@@ -10,6 +10,7 @@ import os
 import re
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import sysfs
 from armswarm_core.node import boards
 
 CONF = "/etc/armswarm/irq-affinity.conf"
@@ -99,11 +100,7 @@ def plan(procfs_root: str, pattern: str, cpus) -> dict:
 def apply(procfs_root: str, changes: dict):
     for irq, change in changes.items():
         path = os.path.join(procfs_root, "irq", str(irq), "smp_affinity_list")
-        try:
-            with open(path, "w", encoding="ascii") as fh:
-                fh.write(change["new"])
-        except OSError as exc:
-            raise ArmswarmError(f"cannot set the affinity of IRQ {irq}: {exc}") from exc
+        sysfs.write(path, change["new"], f"the affinity of IRQ {irq}")
 
 
 def conf_text(pattern: str, cpus) -> str:

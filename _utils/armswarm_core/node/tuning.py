@@ -8,6 +8,7 @@ import os
 import re
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import sysfs
 
 GOVERNOR_RULE_FILE = "61-armswarm-cpufreq.rules"
 _GOVERNOR = re.compile(r"^[a-z0-9_]+$")
@@ -36,21 +37,14 @@ def governor_plan(sysfs_root: str, governor: str) -> dict:
         return {}
     for cpu in cpus:
         cpufreq = os.path.join(base, cpu, "cpufreq")
-        try:
-            with open(os.path.join(cpufreq, "scaling_governor"), encoding="ascii") as fh:
-                current = fh.read().strip()
-            with open(os.path.join(cpufreq, "scaling_available_governors"), encoding="ascii") as fh:
-                available = fh.read().split()
-        except OSError:
+        current = sysfs.read(os.path.join(cpufreq, "scaling_governor"))
+        available = sysfs.read(os.path.join(cpufreq, "scaling_available_governors"))
+        if current is None or available is None:
             continue  # no cpufreq for this CPU (or this kernel)
-        if current == governor:
-            continue
-        if governor not in available:
-            raise ArmswarmError(
-                f"{cpu} does not offer the {governor!r} governor (available: "
-                f"{', '.join(available)})"
-            )
-        changes[cpu] = {"old": current, "new": governor}
+        what = f"the {governor!r} governor"
+        change = sysfs.choice(cpu, current.strip(), governor, available.split(), what)
+        if change:
+            changes[cpu] = change
     return changes
 
 
@@ -59,11 +53,7 @@ def governor_apply(sysfs_root: str, changes: dict):
         path = os.path.join(
             sysfs_root, "devices", "system", "cpu", cpu, "cpufreq", "scaling_governor"
         )
-        try:
-            with open(path, "w", encoding="ascii") as fh:
-                fh.write(change["new"])
-        except OSError as exc:
-            raise ArmswarmError(f"cannot set the governor of {cpu}: {exc}") from exc
+        sysfs.write(path, change["new"], f"the governor of {cpu}")
 
 
 def fstab_with_options(text: str, mount_point: str, options: list[str]) -> str:
