@@ -94,7 +94,7 @@ def test_bad_compose_is_refused_before_anything(lab, images):
         lab,
         "docker_swarm.stack_deployed",
         "name=broken",
-        "compose=salt://armnode/parameters/defaults.yaml",
+        "compose=salt://armnode/pillar.example",  # YAML, but no services
         check=False,  # the state fails: salt exits non-zero
     )
     assert ret["result"] is False and "no services" in ret["comment"]
