@@ -276,7 +276,8 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
                 f"armnode:tuning:irq_affinity:cpus: {cpu!r} is not a CPU number (0, 1, …)"
             )
     zram = tuning.get("zram") or {}
-    if not re.match(r"^[a-z0-9-]+$", str(zram.get("algorithm", ""))):
+    algorithm = zram.get("algorithm")
+    if algorithm is not None and not re.match(r"^[a-z0-9-]+$", str(algorithm)):
         errors.append(
             f"armnode:tuning:zram:algorithm: {zram.get('algorithm')!r} is not a compression "
             "algorithm name"
