@@ -589,3 +589,12 @@ def test_a_missing_layout_is_refused():
         "comment": "pillar armswarm:swarm is missing or not a mapping",
     }
     assert cluster.calls == []
+
+
+def test_a_force_argument_that_is_not_a_boolean_is_refused_before_any_call():
+    # bool("false") is True: every node of another swarm would be made to leave it.
+    cluster = FakeCluster()
+    ret = converge_run(cluster, LAYOUT, force="false")
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"] == "force: must be true or false, not a string; nothing changed"
+    assert cluster.calls == [] and cluster.events == []
