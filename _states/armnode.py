@@ -206,16 +206,19 @@ def mail_relay(
         password = traverse_dict_and_list(__pillar__, password_pillar, None)
         if not password:
             return state_results.failed(ret, f"pillar key {password_pillar} holds no password")
-    wanted = mail.render_mail_config(
-        relay,
-        host,
-        port,
-        tls,
-        sender,
-        user,
-        None if password is None else str(password),
-        root_alias,
-    )
+    try:
+        wanted = mail.render_mail_config(
+            relay,
+            host,
+            port,
+            tls,
+            sender,
+            user,
+            None if password is None else str(password),
+            root_alias,
+        )
+    except ArmswarmError as exc:
+        return state_results.failed(ret, exc)
     stale = []
     for path, (content, mode) in wanted.items():
         try:
@@ -270,9 +273,10 @@ def mount_options(name="/", options=("noatime", "lazytime"), fstab="/etc/fstab")
     """
     ret = state_results.new(name)
     try:
+        options = tuning.check_mount_options(options)
         with open(fstab, encoding="utf-8") as fh:
             text = fh.read()
-        new = tuning.fstab_with_options(text, name, list(options))
+        new = tuning.fstab_with_options(text, name, options)
         if new == text:
             return state_results.unchanged(ret, f"{name} is mounted with {', '.join(options)}")
         ret["changes"] = {"fstab": fstab, "options": list(options)}
@@ -310,6 +314,10 @@ def irq_affinity(name="irq-affinity", pattern="eth|xhci|ehci|ahci|dwc", cpus=Non
     ret = state_results.new(name)
     if cpus is None:
         cpus = __grains__.get("armnode", {}).get("big_cores") or []
+    try:
+        irqs.check(pattern, cpus)
+    except ArmswarmError as exc:
+        return state_results.failed(ret, exc)
     if not cpus:
         return state_results.unchanged(ret, "This board has no big cores: IRQs stay where they are")
     procfs = __opts__.get("armnode.procfs", "/proc")

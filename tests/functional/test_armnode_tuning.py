@@ -171,3 +171,62 @@ def test_logrotate_compress_cycle_keeps_the_file_mode(env):
     assert conf.read_text() == "weekly\ncompress\ninclude /etc/logrotate.d\n"
     assert conf.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp.iterdir() if p.name.startswith(".")) == []
+
+
+def test_mount_options_from_a_single_string_are_refused(env):
+    # list("noatime") would write n,o,a,t,i,m,e into fstab.
+    states, tmp = env
+    states.opts["test"] = False
+    for options in ("noatime", ["noatime\n/dev/sdb /srv ext4"]):
+        ret = states["armnode.mount_options"](name="/", options=options, fstab=str(tmp / "fstab"))
+        assert ret["result"] is False and ret["changes"] == {}, ret
+    assert ret["comment"].endswith("is not a mount option")
+    assert (tmp / "fstab").read_text() == FSTAB
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pattern": "eth\n0 .*", "cpus": [4]}, "irq_affinity: pattern must be a one-line string"),
+        ({"pattern": "eth", "cpus": "45"}, "irq_affinity: cpus must be a list of CPU numbers"),
+        ({"pattern": "eth", "cpus": ["x"]}, "irq_affinity: cpus must be a list of CPU numbers"),
+    ],
+)
+def test_irq_affinity_bad_arguments_fail_cleanly(env, kwargs, message):
+    states, tmp = env
+    states.opts["test"] = False
+    ret = states["armnode.irq_affinity"](**kwargs)
+    assert ret["result"] is False and ret["comment"] == message and ret["changes"] == {}
+    assert not (tmp / "etc").exists()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"host": "smtp.example.org\nhost evil.example"},
+            "mail_relay: host must be a string on one line",
+        ),
+        ({"host": "smtp.example.org", "user": "a b"}, "mail_relay: user must be one word"),
+        ({"host": "smtp.example.org", "tls": "false"}, "mail_relay: tls must be true or false"),
+        ({"host": "smtp.example.org", "port": True}, "mail_relay: port must be a port number"),
+    ],
+)
+def test_mail_relay_values_that_would_break_its_files_fail_cleanly(env, kwargs, message):
+    states, _ = env
+    states.opts["test"] = True
+    ret = states["armnode.mail_relay"](**kwargs)
+    assert ret["result"] is False and ret["comment"] == message and ret["changes"] == {}
+
+
+def test_mail_relay_password_with_a_newline_is_refused_unshown(tmp_path):
+    states = load_states(tmp_path, pillar={"relay_pw": "s3cret\nhost evil.example"})
+    states.opts["test"] = True
+    ret = states["armnode.mail_relay"](
+        host="smtp.example.org", user="u", password_pillar="relay_pw"
+    )
+    assert (
+        ret["result"] is False
+        and ret["comment"] == "mail_relay: password must be a string on one line"
+    )
+    assert "s3cret" not in repr(ret)

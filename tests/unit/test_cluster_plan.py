@@ -105,7 +105,7 @@ def test_bad_node_settings_name_the_key():
     )
     text = "\n".join(errors)
     assert "armswarm:swarm:nodes:w1:availability" in text
-    assert "armswarm:swarm:nodes:w1: unknown keys ['colour']" in text
+    assert "armswarm:swarm:nodes:w1:colour: unknown key" in text
     assert "armswarm:swarm:nodes:w2:advertise_addr" in text
 
 
@@ -247,14 +247,87 @@ def test_no_new_swarm_while_managers_do_not_answer():
     assert any("cannot tell whether m1, m2 (not answering) are in a swarm" in e for e in errors)
 
 
-def test_quoted_booleans_and_bad_port():
+def test_quoted_booleans_are_refused_and_bad_port():
+    # A quoted "false" read as true would prune, or make other swarms' nodes leave.
     parsed, errors, _ = swarm_layout.parse_layout(
-        {**BASE, "prune": "false", "force": "no", "listen_port": "x"}
+        {**BASE, "prune": "false", "force": "no", "grain_labels": 1, "listen_port": "x"}
     )
-    assert parsed.prune is False
-    assert errors == ["armswarm:swarm:listen_port: 'x' is not a port"]
-    _, errors, _ = swarm_layout.parse_layout({**BASE, "prune": "maybe"})
-    assert errors == ["armswarm:swarm:prune: 'maybe' is not true or false"]
+    assert parsed.prune is False and parsed.force is False and parsed.grain_labels is True
+    assert errors == [
+        "armswarm:swarm:prune: must be true or false, not a string",
+        "armswarm:swarm:grain_labels: must be true or false, not a number",
+        "armswarm:swarm:listen_port: 'x' is not a port",
+        "armswarm:swarm:force: must be true or false, not a string",
+    ]
+    _, errors, _ = swarm_layout.parse_layout({**BASE, "listen_port": True})
+    assert errors == ["armswarm:swarm:listen_port: True is not a port"]
+    parsed, errors, _ = swarm_layout.parse_layout({**BASE, "force": True, "listen_port": "2400"})
+    assert errors == [] and parsed.force is True and parsed.listen_port == 2400
+
+
+def test_unknown_keys_name_the_closest_known_one():
+    _, errors, _ = swarm_layout.parse_layout(
+        {
+            **BASE,
+            "prnue": True,
+            "nodes": {"w1": {"label": {}}},
+            "workers": {"tgt": "w*", "tgt_typ": "glob"},
+        }
+    )
+    assert errors == [
+        "armswarm:swarm:prnue: unknown key (did you mean prune?)",
+        "armswarm:swarm:workers:tgt_typ: unknown key (did you mean tgt_type?)",
+        "armswarm:swarm:nodes:w1:label: unknown key (did you mean labels?)",
+    ]
+
+
+def test_a_scalar_is_not_a_list_of_minions():
+    _, errors, _ = swarm_layout.parse_layout({**BASE, "workers": "w1"})
+    assert errors == [
+        "armswarm:swarm:workers: must be a list of minion ids or {tgt: …, tgt_type: …}, "
+        "not a string"
+    ]
+
+
+def test_the_minion_label_is_reserved():
+    conf = {**BASE, "nodes": {"w1": {"labels": {swarm_layout.MINION_LABEL: "w2", "disk": "ssd"}}}}
+    parsed, errors, _ = swarm_layout.parse_layout(conf)
+    assert errors == [
+        "armswarm:swarm:nodes:w1:labels:armswarm.minion: reserved, armswarm sets it to the "
+        "minion id"
+    ]
+    # Even a layout that got past validation cannot move it.
+    parsed.nodes["w1"].labels[swarm_layout.MINION_LABEL] = "w2"
+    labels = swarm_layout.desired_labels("w1", parsed, fact("w1"))
+    assert labels[swarm_layout.MINION_LABEL] == "w1" and labels["disk"] == "ssd"
+
+
+def test_stale_removal_never_takes_a_down_member_with_the_same_hostname():
+    # Boards ship with one hostname: w1 (down) and w2 (rejoining) are both "odroid".
+    facts, nodes = converged()
+    del facts["w1"]
+    facts["w2"] = {**fact("w2"), "hostname": "odroid"}
+    nodes[3].update(hostname="odroid", state="down", labels={})  # w1, from before the label
+    nodes[4].update(hostname="odroid", state="down")  # w2's earlier self, labelled
+    plan, errors = swarm_plan.make_plan(layout(), facts, nodes)
+    assert errors == [] and plan.down == ["w1"]
+    assert [n["id"] for n in plan.stale] == ["id-w2"]
+
+
+def test_stale_removal_never_takes_a_healthy_member():
+    # m1 (healthy) and the rejoining w2 share a hostname, and w2 got the address m1's entry
+    # still shows (m1 was re-addressed by DHCP).
+    facts, nodes = converged()
+    facts["w2"] = {**fact("w2"), "hostname": "m1"}
+    for node in nodes:
+        node["labels"] = {}  # joined before the label existed
+    nodes[0]["addr"] = "10.0.9.9"
+    nodes[4].update(hostname="m1", state="down")
+    plan, errors = swarm_plan.make_plan(
+        layout(nodes={"w2": {"advertise_addr": "10.0.9.9"}}), facts, nodes
+    )
+    assert errors == [] and plan.join_workers == ["w2"]
+    assert [n["id"] for n in plan.stale] == ["id-w2"]
 
 
 @pytest.mark.parametrize(

@@ -231,3 +231,121 @@ def test_swarm_layout_is_fed_through_the_same_merge():
     assert swarm_layout.layout_conf({}, {"armswarm": {"swarm": "x"}}) is None
     rack = {"armswarm": {"swarms": {"rack2": {"managers": ["r1"]}}}}
     assert swarm_layout.layout_conf({}, rack, "armswarm:swarms:rack2") == {"managers": ["r1"]}
+
+
+# -- issue 14, items 5 and 6: the examples as given ----------------------------------------------
+@pytest.mark.parametrize(
+    ("read", "message"),
+    [
+        (
+            lambda: backup_policy.resolve(
+                pillar={"armswarm": {"backup": {"cleanup": {"enabled": "false"}}}}
+            ),
+            "armswarm:backup:cleanup:enabled: must be true or false, not a string",
+        ),
+        (
+            lambda: node_settings.resolve(
+                pillar={"armnode": {"kernel_args": {"present": "fsck.mode=force"}}}
+            ),
+            "armnode:kernel_args:present: must be a list, not a string",
+        ),
+        (
+            lambda: node_settings.resolve(
+                pillar={"armnode": {"tuning": {"root_mount_options": "noatime"}}}
+            ),
+            "armnode:tuning:root_mount_options: must be a list, not a string",
+        ),
+        (
+            lambda: node_settings.resolve(pillar={"armnode": {"tunning": {}}}),
+            "armnode:tunning: unknown key (did you mean tuning?)",
+        ),
+        (
+            lambda: swarm_layout.parse_layout({"managers": ["m1"], "force": "false"})[:2],
+            "armswarm:swarm:force: must be true or false, not a string",
+        ),
+    ],
+)
+def test_issue_examples_are_errors_naming_the_key(read, message):
+    _, problems = read()[:2]
+    assert message in problems
+
+
+def test_issue_examples_keep_the_defaults():
+    conf, _ = node_settings.resolve(
+        pillar={"armnode": {"kernel_args": {"present": "fsck.mode=force"}}}
+    )
+    assert conf["kernel_args"]["present"] == ["fsck.mode=force", "fsck.repair=yes"]
+    conf, _ = backup_policy.resolve(
+        pillar={"armswarm": {"backup": {"cleanup": {"enabled": "false"}}}}
+    )
+    assert conf["cleanup"]["enabled"] is True  # the default; armnode.valid / the state stop the run
+
+
+CONTROL = [
+    (
+        "mirrors",
+        {"debian": "http://deb.debian.org/debian\ndeb http://evil/ x main"},
+        "armnode:mirrors:debian",
+    ),
+    ("mirrors", {"components": "main\rcontrib"}, "armnode:mirrors:components"),
+    ("journald", {"Storage": "volatile\nForwardToWall=yes"}, "armnode:journald:Storage"),
+    ("mail", {"host": "smtp.example.org\x00"}, "armnode:mail:host"),
+    (
+        "admin",
+        {"ssh_keys": ["ssh-ed25519 AAAA a@b\nssh-ed25519 BBBB evil"]},
+        "armnode:admin:ssh_keys",
+    ),
+    ("tuning", {"zram": {"algorithm": "zstd\x1b"}}, "armnode:tuning:zram:algorithm"),
+    ("tuning", {"irq_affinity": {"pattern": "eth\n0 .*"}}, "armnode:tuning:irq_affinity:pattern"),
+    ("hostname", "node1\nnode2", "armnode:hostname"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "where"), CONTROL)
+def test_control_characters_in_file_values_are_refused_naming_the_key(key, value, where):
+    conf, problems = node_settings.resolve(pillar={"armnode": {key: value}})
+    assert problems == []
+    errors = node_settings.validate(conf)
+    assert f"{where}: contains a newline or control character" in errors
+    assert not any("evil" in e or "ForwardToWall" in e for e in errors)
+
+
+def test_newlines_belong_in_whole_files_only():
+    conf, _ = node_settings.resolve(
+        pillar={
+            "armnode": {
+                "scripts": {"hello": "#!/bin/sh\necho hi\n"},
+                "docker": {"registry": "r:5000", "registry_ca": "-----BEGIN\nx\n-----END\n"},
+            }
+        }
+    )
+    assert not [e for e in node_settings.validate(conf) if "control character" in e]
+
+
+@pytest.mark.parametrize(
+    ("tuning", "message"),
+    [
+        (
+            {"irq_affinity": {"cpus": [4, "5"]}},
+            "armnode:tuning:irq_affinity:cpus: '5' is not a CPU number",
+        ),
+        (
+            {"irq_affinity": {"cpus": [True]}},
+            "armnode:tuning:irq_affinity:cpus: True is not a CPU number",
+        ),
+        ({"zram": {"algorithm": "zstd lz4"}}, "armnode:tuning:zram:algorithm: 'zstd lz4' is not"),
+        ({"root_mount_options": [1]}, "armnode:tuning:root_mount_options: 1 is not a mount option"),
+    ],
+)
+def test_tuning_values_are_checked_naming_the_key(tuning, message):
+    conf, _ = node_settings.resolve(pillar={"armnode": {"tuning": tuning}})
+    assert any(e.startswith(message) for e in node_settings.validate(conf))
+
+
+def test_kernel_args_with_control_characters_are_refused():
+    conf, _ = node_settings.resolve(
+        pillar={"armnode": {"kernel_args": {"present": ["quiet\x00"], "absent": []}}}
+    )
+    assert any(
+        e.startswith("armnode:kernel_args: kernel argument") for e in node_settings.validate(conf)
+    )

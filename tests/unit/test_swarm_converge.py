@@ -558,7 +558,12 @@ def test_a_node_in_another_swarm_is_taken_over_only_with_force():
             {**LAYOUT, "nodes": {"w1": {"availability": "off"}}},
             "armswarm:swarm:nodes:w1:availability",
         ),
-        ({**LAYOUT, "prune": "maybe"}, "armswarm:swarm:prune: 'maybe' is not true or false"),
+        ({**LAYOUT, "prune": "maybe"}, "armswarm:swarm:prune: must be true or false"),
+        ({**LAYOUT, "force": "false"}, "armswarm:swarm:force: must be true or false"),
+        (
+            {**LAYOUT, "workers": {"tgt": "wx*", "tgt_type": "glob"}, "prune": True},
+            "armswarm:swarm:workers: the target 'wx*' (glob) matches no minion, and prune is on",
+        ),
         ({**LAYOUT, "workers": ["m3", *WORKERS]}, "m3 listed as manager and as worker"),
     ],
 )
@@ -584,3 +589,12 @@ def test_a_missing_layout_is_refused():
         "comment": "pillar armswarm:swarm is missing or not a mapping",
     }
     assert cluster.calls == []
+
+
+def test_a_force_argument_that_is_not_a_boolean_is_refused_before_any_call():
+    # bool("false") is True: every node of another swarm would be made to leave it.
+    cluster = FakeCluster()
+    ret = converge_run(cluster, LAYOUT, force="false")
+    assert ret["result"] is False and ret["changes"] == {}
+    assert ret["comment"] == "force: must be true or false, not a string; nothing changed"
+    assert cluster.calls == [] and cluster.events == []

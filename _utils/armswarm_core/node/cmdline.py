@@ -38,7 +38,7 @@ FLAVOURS = (
 )
 # Characters an argument may not contain: whitespace and what u-boot's hush or sh would
 # interpret (quotes, expansions, separators, comments, escapes).
-_UNSAFE = re.compile(r"[\s\"'`$;#\\]")
+_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'`$;#\\]")
 # Arguments whose loss makes a board unbootable (slow media need rootwait).
 _KEEP = ("root", "rootwait")
 

@@ -49,6 +49,17 @@ WantedBy=multi-user.target
 _LINE = re.compile(r"^\s*(\d+):[\s\d]*(.*)$")
 
 
+def check(pattern, cpus) -> None:
+    """ArmswarmError unless ``pattern`` is a one-line regular expression and ``cpus`` a list of
+    CPU numbers (the state's arguments go into the unit's configuration file as they are)."""
+    if not isinstance(pattern, str) or re.search(r"[\x00-\x1f\x7f]", pattern):
+        raise ArmswarmError("irq_affinity: pattern must be a one-line string")
+    if not isinstance(cpus, list | tuple) or not all(
+        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cpus
+    ):
+        raise ArmswarmError("irq_affinity: cpus must be a list of CPU numbers")
+
+
 def cpu_list(cpus) -> str:
     """``[4, 5, 6, 7]`` → ``"4-7"`` (the smp_affinity_list format)."""
     cpus = sorted(set(int(c) for c in cpus))

@@ -1,6 +1,11 @@
 """The mail relay (msmtp or ssmtp): its configuration files."""
 
+import re
+
+from armswarm_core import ArmswarmError
+
 RELAYS = ("msmtp", "ssmtp")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def render_mail_config(
@@ -13,7 +18,20 @@ def render_mail_config(
     password: str | None,
     root_alias: str,
 ) -> dict:
-    """``{path: (content, mode)}`` for the relay's files."""
+    """``{path: (content, mode)}`` for the relay's files; ArmswarmError naming the argument
+    when a value would break a line of them (the password is never shown)."""
+    given = {"host": host, "sender": sender, "user": user, "root_alias": root_alias}
+    for name, value in (*given.items(), ("password", password or "")):
+        if not isinstance(value, str) or _CONTROL.search(value):
+            raise ArmswarmError(f"mail_relay: {name} must be a string on one line")
+        if name != "password" and " " in value:
+            raise ArmswarmError(f"mail_relay: {name} must be one word")
+    if relay not in RELAYS:
+        raise ArmswarmError(f"mail_relay: relay must be one of {', '.join(RELAYS)}")
+    if isinstance(tls, bool) is False:
+        raise ArmswarmError("mail_relay: tls must be true or false")
+    if isinstance(port, bool) or not str(port).isdigit():
+        raise ArmswarmError("mail_relay: port must be a port number")
     if relay == "msmtp":
         lines = [
             "# Managed by Salt (armnode)",

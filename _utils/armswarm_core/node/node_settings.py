@@ -184,9 +184,38 @@ def _url_ok(url) -> bool:
     return parsed.scheme in ("http", "https", "ftp") and bool(parsed.netloc)
 
 
+# Newlines and other control characters: one would add lines to the files these values go
+# into (sources.list, msmtprc, journald, zram, IRQ, boot lines).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Keys whose values are whole files, where newlines belong.
+_MULTILINE = ("scripts", "docker:registry_ca")
+
+
+def _control_characters(value, key: str) -> list[str]:
+    """Every key under ``key`` (colon path) whose name or string value has one."""
+    rel = key.split(":", 1)[1] if ":" in key else ""
+    if rel in _MULTILINE:
+        return []
+    if isinstance(value, str):
+        return [f"{key}: contains a newline or control character"] if _CONTROL.search(value) else []
+    found = []
+    if isinstance(value, Mapping):
+        for sub, item in value.items():
+            if isinstance(sub, str) and _CONTROL.search(sub):
+                found.append(f"{key}: a key contains a newline or control character")
+            else:
+                found += _control_characters(item, f"{key}:{sub}")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found += _control_characters(item, key)
+    return found
+
+
 def validate(settings: dict, boot_root: str = "/") -> list[str]:
     """Every problem, each naming its pillar key (values that may be secret are not shown)."""
-    errors = []
+    errors = _control_characters(
+        {k: v for k, v in settings.items() if k not in ("board", "boot_flavour")}, PILLAR
+    )
     admin = settings.get("admin") or {}
     if not _USER.match(str(admin.get("name", ""))):
         errors.append(f"armnode:admin:name: {admin.get('name')!r} is not a valid user name")
@@ -238,9 +267,21 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
     if governor and not re.match(r"^[a-z0-9_]+$", str(governor)):
         errors.append(f"armnode:tuning:cpu_governor: {governor!r} is not a governor name")
     for option in tuning.get("root_mount_options") or []:
-        if not re.match(r"^[a-z0-9_=.-]+$", str(option)):
+        if not isinstance(option, str) or not re.match(r"^[a-z0-9_=.-]+$", option):
             errors.append(f"armnode:tuning:root_mount_options: {option!r} is not a mount option")
     irq_conf = tuning.get("irq_affinity") or {}
+    for cpu in irq_conf.get("cpus") or []:
+        if isinstance(cpu, bool) or not isinstance(cpu, int) or cpu < 0:
+            errors.append(
+                f"armnode:tuning:irq_affinity:cpus: {cpu!r} is not a CPU number (0, 1, …)"
+            )
+    zram = tuning.get("zram") or {}
+    algorithm = zram.get("algorithm")
+    if algorithm is not None and not re.match(r"^[a-z0-9-]+$", str(algorithm)):
+        errors.append(
+            f"armnode:tuning:zram:algorithm: {zram.get('algorithm')!r} is not a compression "
+            "algorithm name"
+        )
     if irq_conf.get("enabled"):
         try:
             re.compile(str(irq_conf.get("pattern") or ""))

@@ -56,6 +56,20 @@ def governor_apply(sysfs_root: str, changes: dict):
         sysfs.write(path, change["new"], f"the governor of {cpu}")
 
 
+_MOUNT_OPTION = re.compile(r"^[a-z0-9_=.-]+$")
+
+
+def check_mount_options(options) -> list:
+    """``options`` as a list, or ArmswarmError: a string is not a list (``noatime`` would
+    become ``n,o,a,t,i,m,e`` in fstab), and each option is one fstab word."""
+    if not isinstance(options, list | tuple):
+        raise ArmswarmError("mount options must be a list, not a single value")
+    for option in options:
+        if not isinstance(option, str) or not _MOUNT_OPTION.match(option):
+            raise ArmswarmError(f"{option!r} is not a mount option")
+    return list(options)
+
+
 def fstab_with_options(text: str, mount_point: str, options: list[str]) -> str:
     """``text`` with ``options`` added to the entry of ``mount_point`` (others untouched).
     ``atime``-family options replace each other (noatime wins over relatime)."""

@@ -28,7 +28,7 @@ key, and only the joiner opens it.
 from concurrent.futures import ThreadPoolExecutor
 
 from armswarm_core import ArmswarmError
-from armswarm_core.common import state_results
+from armswarm_core.common import config, state_results
 from armswarm_core.swarm import swarm_layout, swarm_plan
 
 # A minion that cannot say what it is within this is reported as not answering (down).
@@ -40,6 +40,11 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
     swarm to the layout ``conf`` (the pillar's ``armswarm:swarm``). ``force`` (None: the
     layout's ``force``) takes over nodes in another swarm; ``test`` only predicts."""
     ret = state_results.new(name)
+    if force is not None and not isinstance(force, bool):
+        # A quoted "false" would make every node of another swarm leave it.
+        return state_results.failed(
+            ret, f"force: must be true or false, not {config.kind(force)}; nothing changed"
+        )
     parsed, errors = resolve_layout(conf, transport)
     if parsed is None:
         return state_results.failed(ret, "\n".join(errors))
@@ -47,7 +52,8 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
         return state_results.failed(
             ret, "Invalid swarm layout, nothing changed:\n" + "\n".join(errors)
         )
-    force = bool(conf.get("force", False)) if force is None else bool(force)
+    if force is None:
+        force = parsed.force
 
     facts = gather_facts(parsed, transport)
     manager = live_manager(parsed, facts)
@@ -90,7 +96,15 @@ def resolve_layout(conf, transport):
     if parsed is None:
         return None, errors
     for key, target in targets.items():
-        setattr(parsed, key, sorted(transport.expand(target["tgt"], target["tgt_type"]) or []))
+        found = sorted(transport.expand(target["tgt"], target["tgt_type"]) or [])
+        if key == "workers" and not found and parsed.prune:
+            # With no workers every worker node would be drained and removed: a target that
+            # matches nobody is a typo far more often than a wish.
+            errors.append(
+                f"armswarm:swarm:workers: the target {target['tgt']!r} "
+                f"({target['tgt_type']}) matches no minion, and prune is on"
+            )
+        setattr(parsed, key, found)
     accepted = set(transport.accepted() or [])
     errors += [
         f"armswarm:swarm: {m} is not a known minion (no accepted key)"

@@ -6,6 +6,7 @@ Pure logic: inputs are the pillar layout and facts gathered from the minions
 ``converge`` (behind the orchestration state ``swarm_cluster.converged``) executes the plan.
 """
 
+import difflib
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -14,6 +15,8 @@ from armswarm_core.swarm import swarm_engine
 
 LABEL_PREFIX = "armswarm."
 DEFAULT_PORT = 2377
+# The minion id on each node (set last, never from pillar).
+MINION_LABEL = f"{LABEL_PREFIX}minion"
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Layout:
     remove_undeclared_labels: bool = False
     grain_labels: bool = True
     listen_port: int = DEFAULT_PORT
+    force: bool = False
 
     @property
     def members(self) -> list:
@@ -44,42 +48,72 @@ class Layout:
 
 
 def _target(value, key: str, errors: list):
-    """A list of minion ids, or ``{tgt: …, tgt_type: …}`` to expand on the master."""
+    """A list of minion ids, or ``{tgt: …, tgt_type: …}`` to expand on the master (a bare
+    string is neither: a list is never made from a scalar)."""
     if value is None:
         return []
-    if isinstance(value, str):
-        return [value]
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return list(value)
-    if isinstance(value, dict) and "tgt" in value:
-        return {"tgt": value["tgt"], "tgt_type": value.get("tgt_type", "compound")}
-    errors.append(f"armswarm:swarm:{key}: a list of minion ids or {{tgt: …, tgt_type: …}}")
+    if (
+        isinstance(value, dict)
+        and isinstance(value.get("tgt"), str)
+        and isinstance(value.get("tgt_type", ""), str)
+    ):
+        _unknown(f"armswarm:swarm:{key}", value, ("tgt", "tgt_type"), errors)
+        return {"tgt": value["tgt"], "tgt_type": value.get("tgt_type") or "compound"}
+    errors.append(
+        f"armswarm:swarm:{key}: must be a list of minion ids or {{tgt: …, tgt_type: …}}, "
+        f"not {config.kind(value)}"
+    )
     return []
 
 
 def _flag(conf: dict, key: str, default: bool, errors: list) -> bool:
-    """A pillar boolean; a quoted "false" is false, anything unclear is an error."""
-    value = conf.get(key, default)
+    """A pillar boolean: only a YAML true or false (a quoted "false" would read as true)."""
+    value = conf.get(key)
+    if value is None:
+        return default
     if isinstance(value, bool):
         return value
-    text = str(value).strip().lower()
-    if text in ("true", "yes", "on", "1"):
-        return True
-    if text in ("false", "no", "off", "0", ""):
-        return False
-    errors.append(f"armswarm:swarm:{key}: {value!r} is not true or false")
+    errors.append(f"armswarm:swarm:{key}: must be true or false, not {config.kind(value)}")
     return default
 
 
 def _port(conf: dict, errors: list) -> int:
+    value = conf.get("listen_port")
+    if value is None:
+        return DEFAULT_PORT
     try:
-        port = int(conf.get("listen_port", DEFAULT_PORT))
-    except (TypeError, ValueError):
+        # A whole number or a quoted one; never a boolean (True would be port 1).
+        port = config.coerce(value, "int")
+    except TypeError:
         port = 0
     if not 0 < port < 65536:
-        errors.append(f"armswarm:swarm:listen_port: {conf.get('listen_port')!r} is not a port")
+        errors.append(f"armswarm:swarm:listen_port: {value!r} is not a port")
         return DEFAULT_PORT
     return port
+
+
+# Every key of the layout; anything else is a typo to name, not to ignore.
+KEYS = (
+    "managers",
+    "workers",
+    "nodes",
+    "allow_even_managers",
+    "prune",
+    "remove_undeclared_labels",
+    "grain_labels",
+    "listen_port",
+    "force",
+)
+NODE_KEYS = ("advertise_addr", "advertise_interface", "labels", "availability")
+
+
+def _unknown(where: str, given, known: tuple, errors: list) -> None:
+    for key in sorted(set(given) - set(known), key=str):
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        errors.append(f"{where}:{key}: unknown key{hint}")
 
 
 def layout_conf(opts=None, pillar=None, path: str = "armswarm:swarm") -> dict | None:
@@ -98,6 +132,7 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
     errors: list = []
     if not isinstance(conf, dict):
         return None, ["pillar armswarm:swarm is missing or not a mapping"], {}
+    _unknown("armswarm:swarm", conf, KEYS, errors)
     targets = {}
     lists = {}
     for key in ("managers", "workers"):
@@ -116,18 +151,30 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         if not isinstance(settings, dict):
             errors.append(f"armswarm:swarm:nodes:{minion_id}: must be a mapping")
             continue
-        unknown = set(settings) - {
-            "advertise_addr",
-            "advertise_interface",
-            "labels",
-            "availability",
-        }
-        if unknown:
-            errors.append(f"armswarm:swarm:nodes:{minion_id}: unknown keys {sorted(unknown)}")
+        _unknown(f"armswarm:swarm:nodes:{minion_id}", settings, NODE_KEYS, errors)
         labels = settings.get("labels") or {}
         if not isinstance(labels, dict):
             errors.append(f"armswarm:swarm:nodes:{minion_id}:labels: must be a mapping")
             labels = {}
+        if MINION_LABEL in labels:
+            # Stale entries and prune candidates are told apart by it: pillar must not move it.
+            errors.append(
+                f"armswarm:swarm:nodes:{minion_id}:labels:{MINION_LABEL}: reserved, "
+                "armswarm sets it to the minion id"
+            )
+            labels = {k: v for k, v in labels.items() if k != MINION_LABEL}
+        for label, value in labels.items():
+            if not isinstance(value, str | int | float) or isinstance(value, bool):
+                errors.append(
+                    f"armswarm:swarm:nodes:{minion_id}:labels:{label}: must be a string, "
+                    f"not {config.kind(value)}"
+                )
+        iface = settings.get("advertise_interface")
+        if iface is not None and not isinstance(iface, str):
+            errors.append(
+                f"armswarm:swarm:nodes:{minion_id}:advertise_interface: must be a string, "
+                f"not {config.kind(iface)}"
+            )
         availability = settings.get("availability")
         if availability is not None and availability not in swarm_engine.AVAILABILITIES:
             errors.append(
@@ -158,6 +205,7 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         remove_undeclared_labels=_flag(conf, "remove_undeclared_labels", False, errors),
         grain_labels=_flag(conf, "grain_labels", True, errors),
         listen_port=_port(conf, errors),
+        force=_flag(conf, "force", False, errors),
     )
     return layout, errors, targets
 
@@ -222,14 +270,10 @@ def grain_labels(facts: dict) -> dict:
     return {f"{LABEL_PREFIX}{k}": v for k, v in labels.items() if v != ""}
 
 
-MINION_LABEL = f"{LABEL_PREFIX}minion"
-
-
 def desired_labels(minion_id: str, layout: Layout, facts: dict) -> dict:
     # The minion id on the node: stale entries and prune candidates are matched by it, since
     # hostnames and minion ids need not agree.
-    labels = {MINION_LABEL: minion_id}
-    if layout.grain_labels:
-        labels.update(grain_labels(facts))
+    labels = grain_labels(facts) if layout.grain_labels else {}
     labels.update((layout.nodes.get(minion_id) or NodeSettings()).labels)
+    labels[MINION_LABEL] = minion_id  # last: nothing overrides it
     return labels

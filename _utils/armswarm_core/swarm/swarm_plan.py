@@ -93,6 +93,7 @@ def make_plan(
         return plan, errors
     plan.cluster_id = next(iter(clusters), None)
     member_ids = {n["id"]: n for n in swarm_nodes or []}
+    kept = _layout_entries(layout, facts, swarm_nodes)
 
     for minion_id in layout.members:
         node_facts = facts.get(minion_id)
@@ -145,17 +146,10 @@ def make_plan(
         if new:
             plan.new_node_settings[minion_id] = new
         # Its earlier self is a stale entry to clear after the join: labelled with this
-        # minion id, or same hostname and down or at this node's address (the engine says it
-        # is in no swarm, so that entry is not it).
-        hostname = node_facts.get("hostname") or minion_id
+        # minion id, or (an entry from before the label) same hostname and down or at this
+        # node's address (the engine says it is in no swarm, so that entry is not it).
         plan.stale.extend(
-            n
-            for n in swarm_nodes or []
-            if n["labels"].get(swarm_layout.MINION_LABEL) == minion_id
-            or (
-                n["hostname"] == hostname
-                and (n["state"] == "down" or n["addr"] == plan.addresses.get(minion_id))
-            )
+            n for n in swarm_nodes or [] if _earlier_self(n, minion_id, node_facts, plan, kept)
         )
         if plan.cluster_id is None and plan.init is None and want == "manager":
             plan.init = minion_id
@@ -210,6 +204,40 @@ def make_plan(
                 # Still running: drain it; it is removed once it left (or went down).
                 plan.drain.append(node)
     return plan, errors
+
+
+def _layout_entries(layout, facts, swarm_nodes) -> set:
+    """Ids of the entries that are (or may be) a layout member other than a joiner's earlier
+    self: the node id an answering member reports, and any entry labelled with a member's
+    minion id that is not down-and-rejoining. Stale-entry removal never touches these."""
+    ids = {
+        ((facts.get(m) or {}).get("swarm") or {}).get("node_id")
+        for m in layout.members
+        if ((facts.get(m) or {}).get("swarm") or {}).get("state") == "active"
+    }
+    members = set(layout.members)
+    for node in swarm_nodes or []:
+        owner = node["labels"].get(swarm_layout.MINION_LABEL)
+        if owner in members and owner not in facts:
+            ids.add(node["id"])  # a member that is down: it keeps its entry
+    ids.discard(None)
+    return ids
+
+
+def _earlier_self(node, minion_id, node_facts, plan, kept) -> bool:
+    """Whether swarm entry ``node`` is the dead earlier self of ``minion_id`` (joining now)."""
+    if node["id"] in kept:
+        return False
+    owner = node["labels"].get(swarm_layout.MINION_LABEL)
+    if owner is not None:
+        return owner == minion_id
+    if plan.down:
+        # An unlabelled entry could be a member that does not answer: never removed then.
+        return False
+    hostname = node_facts.get("hostname") or minion_id
+    return node["hostname"] == hostname and (
+        node["state"] == "down" or node["addr"] == plan.addresses.get(minion_id)
+    )
 
 
 def node_table(swarm_nodes: list) -> list[str]:
