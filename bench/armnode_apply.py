@@ -15,8 +15,9 @@ Prints the seconds and each run's ratio to that node's baseline (the cost of arm
 over Salt's own floor), measured in one run; nothing is asserted.
 """
 
-import os
 import time
+
+from benchlab import bench_lab
 
 from armswarm.lab.cluster import Lab
 
@@ -31,17 +32,7 @@ def timed_call(lab: Lab, node: str, *args) -> float:
 
 
 def main():
-    name = os.environ.get("ARMSWARM_BENCH_LAB")
-    own = not name
-    lab = Lab(
-        name=name or "armswarm-bench",
-        subnet=os.environ.get("ARMSWARM_BENCH_LAB_SUBNET", "10.77.5.0/24"),
-        progress=lambda m: None,
-    )
-    lab.ensure_host_dockerd()
-    if own:
-        lab.down()
-    try:
+    with bench_lab() as (lab, own):
         started = time.monotonic()
         lab.up()
         lab.sync()
@@ -67,9 +58,6 @@ def main():
                 f"{node.name:<6} {node.board:<20} {noop:>9.1f} {apply:>9.1f} "
                 f"{apply / noop:>7.2f} {check:>9.1f} {check / noop:>7.2f}"
             )
-    finally:
-        if own:
-            lab.down()
 
 
 if __name__ == "__main__":

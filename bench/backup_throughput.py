@@ -14,10 +14,11 @@ start-up); the plain tar is timed in the same shell. Nothing is asserted.
 """
 
 import json
-import os
 import sys
 
-from armswarm.lab.cluster import NODE_BACKUP_SHARE, Lab
+from benchlab import bench_lab
+
+from armswarm.lab.cluster import NODE_BACKUP_SHARE
 
 VOLUME = "bench_data"
 PLAIN_VOLUME = "bench_plain_restore"
@@ -50,17 +51,7 @@ def set_compression(lab, node, compression):
 
 def main():
     size_mb = int(sys.argv[1]) if len(sys.argv) > 1 else 256
-    name = os.environ.get("ARMSWARM_BENCH_LAB")
-    own = not name
-    lab = Lab(
-        name=name or "armswarm-bench",
-        subnet=os.environ.get("ARMSWARM_BENCH_LAB_SUBNET", "10.77.5.0/24"),
-        progress=lambda m: None,
-    )
-    lab.ensure_host_dockerd()
-    if own:
-        lab.down()
-    try:
+    with bench_lab() as (lab, _own):
         lab.up()
         lab.sync()
         half = size_mb // 2
@@ -113,9 +104,6 @@ def main():
         for node in ("node4", "node5"):
             sh(lab, node, f"docker volume rm -f {VOLUME} >/dev/null 2>&1; rm -f {BENCH_CONF}")
         sh(lab, "node4", f"rm -rf {NODE_BACKUP_SHARE}/volumes/{VOLUME}")
-    finally:
-        if own:
-            lab.down()
 
 
 if __name__ == "__main__":
