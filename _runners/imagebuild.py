@@ -46,6 +46,7 @@ import salt.utils.event
 from armswarm_core import ArmswarmError
 from armswarm_core.build import build_run, build_settings, dispatch
 from armswarm_core.registry import registry_api
+from armswarm_core.swarm import swarm_layout
 from salt.utils.data import traverse_dict_and_list
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,8 @@ def _settings(source, target, tgt_type, strategy, **more) -> build_run.Settings:
         target=_setting("target", target),
         tgt_type=_setting("tgt_type", tgt_type),
         strategy=_setting("strategy", strategy),
-        layout_nodes=traverse_dict_and_list(_pillar(), "armswarm:swarm:nodes", {}) or {},
+        # the swarm layout's per-node labels, merged as the swarm orchestration merges them
+        layout_nodes=(swarm_layout.layout_conf(__opts__, _pillar()) or {}).get("nodes") or {},
         build_args=_setting("build_args"),
         registry_aliases=_setting("registry_aliases"),
         **more,

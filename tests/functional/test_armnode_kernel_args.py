@@ -236,3 +236,25 @@ def test_missing_boot_file_is_named(states):
     shutil.rmtree(root / "boot")
     ret = _run(states, False, present=ARGS)
     assert ret["result"] is False and "no boot configuration found under" in ret["comment"]
+
+
+@pytest.mark.parametrize("states", [pytest.param("sopine", marks=needs_mkimage)], indirect=True)
+def test_boot_files_linked_into_another_partition_are_edited_there(states):
+    _, root = states
+    # /boot/boot.txt and boot.scr as links into the boot partition (what U-Boot reads)
+    part = root / "bootpart"
+    part.mkdir()
+    for name in ("boot.txt", "boot.scr"):
+        link = root / "boot" / name
+        if link.exists():
+            shutil.move(link, part / name)
+        else:
+            (part / name).write_bytes(b"")
+        link.symlink_to(part / name)
+    assert _run(states, False, present=ARGS)["result"] is True
+    for name in ("boot.txt", "boot.scr"):
+        assert (root / "boot" / name).is_symlink(), name
+    text = (part / "boot.txt").read_text()
+    assert " ".join(ARGS) in text
+    assert cmdline.decode_script_image((part / "boot.scr").read_bytes()) == text
+    assert _run(states, True, present=ARGS)["changes"] == {}

@@ -349,3 +349,26 @@ def test_kernel_args_with_control_characters_are_refused():
     assert any(
         e.startswith("armnode:kernel_args: kernel argument") for e in node_settings.validate(conf)
     )
+
+
+def test_a_state_argument_replaces_its_registry_key_whole():
+    pillar = {"armswarm": {"registry": {"host": "r:5000", "users": {"old": "p1", "ci": "p2"}}}}
+    conf = registry_settings.settings({}, pillar, users={"ci": "p3"})
+    # a user left out of the argument has no access any more
+    assert conf["users"] == {"ci": "p3"}
+    assert registry_settings.settings({}, pillar, users={})["users"] == {}
+    assert registry_settings.settings({}, pillar, users=None)["users"] == {"old": "p1", "ci": "p2"}
+
+
+def test_a_plaintext_database_password_never_comes_back_even_unstrict():
+    pillar = {
+        "armswarm": {
+            "backup": {"mysql": {"credentials": {"db": {"user": "root", "password": "s3cret"}}}}
+        }
+    }
+    with pytest.raises(ArmswarmError, match="give password_pillar") as err:
+        backup_policy.settings({}, pillar)
+    assert "s3cret" not in str(err.value)
+    conf = backup_policy.settings({}, pillar, strict=False)
+    assert conf["mysql"]["credentials"]["db"] == {"user": "root"}
+    assert "s3cret" not in repr(conf)

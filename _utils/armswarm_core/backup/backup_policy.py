@@ -86,12 +86,20 @@ def _check(conf: Mapping) -> tuple[dict, list[str]]:
         problems.append(f"{PILLAR}:keep_daily must be an integer >= 1, not {clean['keep_daily']}")
     if clean["compression"] not in ARCHIVES:
         problems.append(f"{PILLAR}:compression must be one of {sorted(ARCHIVES)}")
-    for name, cred in clean["mysql"]["credentials"].items():
+    # a new mapping: the merged input is never changed
+    credentials = clean["mysql"]["credentials"] = dict(clean["mysql"]["credentials"])
+    for name, cred in list(credentials.items()):
         if not isinstance(cred, Mapping) or "password" in cred:
-            # A password written here would travel in the state's arguments and returns.
+            # A password written here would travel in the state's arguments and returns:
+            # reported, and dropped from the settings even when they are returned anyway.
             problems.append(
                 f"{PILLAR}:mysql:credentials:{name}: give password_pillar (a pillar key), "
                 "not a password"
+            )
+            credentials[name] = (
+                {k: v for k, v in cred.items() if k != "password"}
+                if isinstance(cred, Mapping)
+                else {}
             )
     age = clean["cleanup"]["container_max_age_hours"]
     if age < 0:

@@ -230,9 +230,11 @@ def regenerate(flavour: str, path: Path):
 
 def _script_swap(path: Path, text: str):
     """``boot.txt`` = ``text`` and ``boot.scr`` made from it, or both as they were."""
-    scr = path.with_name("boot.scr")
+    # A link (into the boot partition) is followed: its target is what U-Boot reads.
+    scr = Path(os.path.realpath(path.with_name("boot.scr")))
+    path = Path(os.path.realpath(path))
     txt_tmp = _temp_beside(path, text.encode(), path.stat().st_mode & 0o7777)
-    fd, scr_tmp = tempfile.mkstemp(dir=path.parent, prefix=".boot.scr.")
+    fd, scr_tmp = tempfile.mkstemp(dir=scr.parent, prefix=".boot.scr.")
     os.close(fd)
     try:
         _mkimage(Path(txt_tmp), Path(scr_tmp), path.parent)
@@ -247,7 +249,8 @@ def _script_swap(path: Path, text: str):
         # boot.scr first: if we stop in between, boot.txt still differs and a re-run redoes it.
         os.replace(scr_tmp, scr)
         os.replace(txt_tmp, path)
-        files.fsync_dir(path.parent)
+        for directory in {scr.parent, path.parent}:
+            files.fsync_dir(directory)
     finally:
         Path(txt_tmp).unlink(missing_ok=True)
         Path(scr_tmp).unlink(missing_ok=True)

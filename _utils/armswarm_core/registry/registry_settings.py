@@ -57,10 +57,12 @@ def _check(conf: Mapping) -> tuple[dict, list[str]]:
 
 
 def resolve(opts=None, pillar=None, **overrides) -> tuple[dict, list[str]]:
-    """``(settings, problems)``: :data:`DEFAULTS` < opts < pillar < ``overrides`` (arguments
-    of a state or runner; ``None`` ones are not set), key by key, typed."""
+    """``(settings, problems)``: :data:`DEFAULTS` < opts < pillar, key by key, then
+    ``overrides`` (arguments of a state or runner; ``None`` ones are not set), each of which
+    replaces its key whole (``users={…}`` is the whole list of users, ``users={}`` none)."""
     conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
-    clean, more = _check(config.merge(conf, overrides))
+    conf.update({key: value for key, value in overrides.items() if value is not None})
+    clean, more = _check(conf)
     return clean, problems + more
 
 
