@@ -2,6 +2,7 @@
 silently), and loader modules never import each other."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -31,11 +32,34 @@ def test_there_is_something_to_check():
     assert len(_loader_modules()) > 10
 
 
+def _package_rows() -> dict:
+    """``{package: [modules]}`` from the package table (``* - ``pkg``'' then ``- ``mod``, …``)."""
+    rows, package, cells = {}, None, []
+    for line in PAGE.splitlines():
+        head = re.match(r"^   \* - ``(\w+)``$", line)
+        if head:
+            package, cells = head.group(1), []
+            rows[package] = cells
+        elif package and re.match(r"^     - ", line) and not cells:
+            cells.append(line)
+        elif package and cells and len(cells) == 1 and re.match(r"^       ``", line):
+            cells.append(line)
+        elif package and cells:
+            package = None
+    return {p: re.findall(r"``(\w+)``", " ".join(c)) for p, c in rows.items()}
+
+
 @pytest.mark.parametrize("module", _core_modules())
-def test_core_module_is_on_the_page(module):
+def test_core_module_is_in_its_package_row(module):
     package, name = module.split("/")
-    assert f"``{package}``" in PAGE, package
-    assert f"``{name}``" in PAGE, module
+    assert name in _package_rows().get(package, []), module
+
+
+def test_the_table_names_only_modules_that_exist():
+    rows = _package_rows()
+    assert set(rows) == {p.parent.name for p in CORE.glob("*/__init__.py")}
+    listed = {f"{p}/{m}" for p, mods in rows.items() for m in mods}
+    assert listed == set(_core_modules())
 
 
 @pytest.mark.parametrize("path", _loader_modules())
