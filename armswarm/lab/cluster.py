@@ -167,7 +167,12 @@ class Lab:
         return self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.name}"})
 
     def is_up(self) -> bool:
-        running = [c for c in self.containers() if c.status == "running"]
+        try:
+            containers = self.containers()
+        except docker.errors.DockerException:
+            # No host dockerd answers (a freshly booted machine): nothing of the lab runs.
+            return False
+        running = [c for c in containers if c.status == "running"]
         return bool(
             len(running) == len(self.nodes)
             and self._pid_alive("master")
@@ -575,11 +580,9 @@ class Lab:
         """Remove every container, volume and network with the lab's label, its processes
         and its state directory. The node image stays cached (``purge_image`` removes it)."""
         started = time.monotonic()
-        try:
-            containers = self.containers()
-        except docker.errors.DockerException:
-            containers = []
-        for container in containers:
+        # The lab's containers outlive a stopped dockerd (a reboot): start it to remove them.
+        self.ensure_host_dockerd()
+        for container in self.containers():
             container.remove(force=True, v=True)
         for volume in self.client.volumes.list(filters={"label": f"{LABEL}={self.name}"}):
             volume.remove(force=True)
@@ -613,7 +616,10 @@ class Lab:
 
     def status(self) -> dict:
         nodes = []
-        containers = {c.labels.get(NODE_LABEL): c for c in self.containers()}
+        try:
+            containers = {c.labels.get(NODE_LABEL): c for c in self.containers()}
+        except docker.errors.DockerException:
+            containers = {}  # no host dockerd answers: every node is absent
         for node in self.nodes:
             container = containers.get(node.name)
             nodes.append(

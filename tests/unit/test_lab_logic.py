@@ -59,3 +59,14 @@ def test_main_job_runs_every_step_of_the_tree(monkeypatch):
         ("salt-run", "state.orch", "swarm.init"),
         ("salt-run", "imagebuild.run"),
     ]
+
+
+def test_a_machine_without_a_running_dockerd_has_no_lab_up(monkeypatch, tmp_path):
+    # A freshly booted machine: the docker socket exists or not, but nothing answers on it.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-dockerd.sock")
+    lab = Lab(name="armswarm-nodockerd", subnet="10.77.250.0/24")
+    assert lab.is_up() is False
+    status = lab.status()
+    assert status["up"] is False
+    assert {node["state"] for node in status["nodes"]} == {"absent"}
+    assert len(status["nodes"]) == len(lab.nodes) > 0
