@@ -81,7 +81,10 @@ def test_check_apply_reapply_check(lab, deployed):
     again = _apply(lab, NODE, "registry", pillar)
     assert _changed(again) == {} and all(_results(again).values()), _changed(again)
     check = _apply(lab, NODE, "registry", pillar, test=True)
-    assert _changed(check) == {} and all(r is True for r in _results(check).values())
+    assert _changed(check) == {}, _changed(check)
+    assert all(r is True for r in _results(check).values()), {
+        s["__id__"]: (s["result"], s["comment"]) for s in check.values() if s["result"] is not True
+    }
     # A changed setting is predicted as a new container, and nothing is touched.
     moved = {"armswarm": {"registry": {**pillar["armswarm"]["registry"], "storage": "/srv/r2"}}}
     check = _apply(lab, NODE, "registry", moved, test=True)
