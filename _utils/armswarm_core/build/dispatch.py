@@ -18,6 +18,9 @@ the image or the node.
 Failure handling: a failed image skips its descendants only; a *transient* failure (registry,
 network) is retried with backoff; a node that stops answering probes is dropped and its job
 is started again on another node; a job running past its image's timeout fails.
+
+Costs per wake-up: one probe per busy node every ``probe_every`` seconds (a node runs one job
+at a time), and a job carries only its parents' digests.
 """
 
 import time
@@ -95,7 +98,7 @@ class Dispatcher:
     ):
         self.sched = scheduler
         self.transport = transport
-        self.job_kwargs = job_kwargs  # (image, node, digests so far) → kwargs of the job
+        self.job_kwargs = job_kwargs  # (job, node, its parents' digests) → kwargs of the job
         self.retries = retries
         self.progress = progress or (lambda kind, **data: None)
         self.clock = clock
@@ -145,9 +148,15 @@ class Dispatcher:
             if until <= now:
                 del self.held[image]
                 self.sched.requeue(image, failed_on=node)
-        free = [n for n in self.sched.nodes if n not in self._busy()]
-        for image, node in self.sched.assign(free):
-            kwargs = self.job_kwargs(image, node, dict(self.digests))
+        busy = self._busy()
+        free = [n for n in self.sched.nodes if n not in busy]
+        if not free:
+            return
+        for image, node in self.sched.assign(free, now):
+            # only its own parents' digests: a job's data does not grow with the run
+            parents = self.sched.parents[image]
+            digests = {p: self.digests[p] for p in parents if p in self.digests}
+            kwargs = self.job_kwargs(image, node, digests)
             try:
                 jid = self.transport.start(node, image, kwargs)
             except PublishFailed as exc:

@@ -1,11 +1,34 @@
-"""Which image builds on which node, and when: list scheduling over the dependency graph.
+"""Which job builds on which node, and when: list scheduling over the dependency graph on
+nodes of different speeds.
 
-``dynamic`` (the default) gives a node that becomes free the ready image with the longest
-remaining path (its duration plus its longest chain of descendants), which Graham's bound keeps
-within ``2 - 1/M`` of the best schedule. ``static`` splits the images round-robin before the
-run, as the original scripts did; it exists to be measured against.
+The scheduler is generic over named *jobs* (an image, or one platform of an image): each has
+parents (``graph.images[job].parents``), a cost and a set of nodes that may build it (from the
+image's arch/labels, or given as ``eligible``). Costs are seconds at speed 1.0, as
+``{"build": s, "push": s}`` or one number; a node of speed 2 takes half as long.
+
+``dynamic`` (the default) is HEFT-like list scheduling:
+
+* priority: the upward rank, a job's cost at the mean speed of its eligible nodes plus the
+  longest rank of its children (longest remaining path first);
+* each ready job goes to the eligible node where it would *finish* earliest; when that is a
+  busy node (faster, so it finishes sooner even after its current job), the job is held for
+  it and free nodes go to the next jobs;
+* nodes that are the only ones able to build some jobs (a platform, a label) are kept for
+  them while those jobs' remaining work per speed there is at least the flexible work's per
+  speed elsewhere: the bound of the busier class is what sets the makespan;
+* ties: a node that built a parent (its layers are there), then one where the job has not
+  failed yet.
+
+``fifo`` gives the first free node the first ready job in topological order (what a naive
+script or ``buildx bake`` does); ``static`` splits the jobs round-robin before the run, as the
+original scripts did. Both exist to be measured against.
+
+Each decision costs O((D + K) log n) for D distinct eligibility sets and K kinds of node (same
+speed, same eligibility): a run is O((n + e) log n) for a fixed cluster.
 """
 
+import heapq
+import math
 from dataclasses import dataclass, field
 
 from armswarm_core import ArmswarmError
@@ -20,146 +43,411 @@ WAITING, READY, RUNNING, DONE, FAILED, SKIPPED = (
     "skipped",
 )
 
-
-STRATEGIES = ("dynamic", "static")
+STRATEGIES = ("dynamic", "static", "fifo")
+OVERDUE = 0.1  # a busy node past its expected end: assumed free after this share of its job
+MAX_HOLDS = 4  # jobs held for busy nodes per decision round beyond the free nodes' count
 
 
 @dataclass
 class Node:
     arch: str = ""
     labels: dict = field(default_factory=dict)
+    speed: float = 1.0  # relative: 2.0 builds in half the time of 1.0
+    board: str = ""  # what it is, for the plan and the timeline
+
+
+def cost(name: str, durations: dict) -> tuple:
+    """``(build, push)`` seconds at speed 1.0 of ``name`` in ``durations`` (a number is all
+    build; unknown is :data:`build_dag.DEFAULT_DURATION`; a measured 0 stays 0)."""
+    value = durations.get(name)
+    if value is None:
+        return (build_dag.DEFAULT_DURATION, 0.0)
+    if isinstance(value, dict):
+        return (float(value.get("build") or 0.0), float(value.get("push") or 0.0))
+    if isinstance(value, (tuple, list)):
+        return (float(value[0]), float(value[1]))
+    return (float(value), 0.0)
+
+
+def _parents_children(graph):
+    parents = {name: list(graph.images[name].parents) for name in graph.order}
+    children = {name: [] for name in graph.order}
+    for name in graph.order:
+        for parent in parents[name]:
+            children[parent].append(name)
+    return parents, children
+
+
+def _as_nodes(nodes) -> dict:
+    return {name: (n if isinstance(n, Node) else Node(**n)) for name, n in nodes.items()}
+
+
+def eligibility(graph, nodes: dict) -> dict:
+    """``{job: frozenset of node names}`` from each image's arch and labels."""
+    return {
+        name: frozenset(
+            n for n, node in nodes.items() if graph.images[name].eligible(node.arch, node.labels)
+        )
+        for name in graph.order
+    }
 
 
 class Scheduler:
     """Job states for one run. The caller asks :meth:`assign` for work whenever nodes are
     free and reports back with :meth:`finished`, :meth:`requeue` and :meth:`node_lost`."""
 
-    def __init__(self, graph, durations: dict, nodes: dict, strategy: str = "dynamic"):
+    def __init__(
+        self, graph, durations: dict, nodes: dict, strategy: str = "dynamic", eligible=None
+    ):
         if strategy not in STRATEGIES:
             raise ArmswarmError(f"strategy must be one of {', '.join(STRATEGIES)}")
         if not nodes:
             raise ArmswarmError("no build nodes")
         self.graph = graph
         self.strategy = strategy
-        self.nodes = {name: (n if isinstance(n, Node) else Node(**n)) for name, n in nodes.items()}
-        self.priority = graph.bottom_levels(durations)
-        self.state = {name: WAITING for name in graph.order}
-        self.where: dict = {}  # image → node it built (or builds) on
-        self.failed_on: dict = {}  # image → nodes where a try failed: tried last next time
-        self.eligible = {
-            name: sorted(
-                n
-                for n, node in self.nodes.items()
-                if graph.images[name].eligible(node.arch, node.labels)
-            )
-            for name in graph.order
-        }
-        nowhere = sorted(name for name, eligible in self.eligible.items() if not eligible)
+        self.nodes = _as_nodes(nodes)
+        for name, node in self.nodes.items():
+            if isinstance(node.speed, bool) or not node.speed > 0:
+                raise ArmswarmError(f"{name}: speed must be a number > 0, not {node.speed!r}")
+        self.parents, self.children = _parents_children(graph)
+        self.topo = {name: i for i, name in enumerate(graph.order)}
+        self.costs = {name: cost(name, durations) for name in graph.order}
+        given = eligibility(graph, self.nodes) if eligible is None else eligible
+        self.eligible = {name: set(given[name]) & set(self.nodes) for name in graph.order}
+        nowhere = sorted(name for name, nodes_ in self.eligible.items() if not nodes_)
         if nowhere:
             raise ArmswarmError(
                 "no build node matches the arch/labels of: "
                 + ", ".join(f"{n} {self._wants(n)}" for n in nowhere)
             )
+        self.state = {name: WAITING for name in graph.order}
+        self.missing = {name: len(set(self.parents[name])) for name in graph.order}
+        self.where: dict = {}  # job → node it built (or builds) on
+        self.failed_on: dict = {}  # job → nodes where a try failed: tried last next time
+        self.running: dict = {}  # node → (job, expected end)
+        self.now = 0.0
+        self._index()
         self.queues = self._static_queues() if strategy == "static" else {}
-        self._refresh()
+        for name in graph.order:
+            if not self.missing[name]:
+                self._make_ready(name)
 
     def _wants(self, name):
         image = self.graph.images[name]
-        return f"(arch {image.arch or 'any'}, labels {image.labels or 'any'})"
+        arch = getattr(image, "arch", None) or "any"
+        labels = getattr(image, "labels", None) or "any"
+        return f"(arch {arch}, labels {labels})"
+
+    # -- the index: eligibility classes, kinds of node, ranks ------------------------------
+    def _index(self):
+        """Group jobs by eligible set (classes) and nodes by speed and membership (kinds);
+        recomputed when a node is lost."""
+        sets = sorted({frozenset(e) for e in self.eligible.values() if e}, key=sorted)
+        self.class_sets = sets
+        class_id = {s: i for i, s in enumerate(sets)}
+        self.class_of = {name: class_id.get(frozenset(e)) for name, e in self.eligible.items() if e}
+        signature = {}
+        for name in sorted(self.nodes):
+            key = (self.nodes[name].speed, tuple(name in s for s in sets))
+            signature.setdefault(key, []).append(name)
+        self.kinds = [
+            {"speed": key[0], "nodes": members, "classes": [i for i, m in enumerate(key[1]) if m]}
+            for key, members in sorted(signature.items(), key=lambda kv: (-kv[0][0], kv[1]))
+        ]
+        self.kind_of = {n: k for k, kind in enumerate(self.kinds) for n in kind["nodes"]}
+        self.class_kinds = [
+            [k for k, kind in enumerate(self.kinds) if c in kind["classes"]]
+            for c in range(len(sets))
+        ]
+        self.capacity = [sum(self.nodes[n].speed for n in s) for s in sets]
+        self.subsets = [
+            [q for q, other in enumerate(sets) if other < s] for s in sets
+        ]  # strict subsets (as node sets) of each class
+        self.supersets = [[r for r, other in enumerate(sets) if s <= other] for s in sets]
+        # unstarted work (seconds at speed 1) of jobs whose set is within each class
+        self.within = [0.0] * len(sets)
+        for name, state in self.state.items():
+            if state in (WAITING, READY) and name in self.class_of:
+                for r in self.supersets[self.class_of[name]]:
+                    self.within[r] += sum(self.costs[name])
+        self.rank = self._ranks()
+        self.heaps = [[] for _ in sets]
+        for name, state in self.state.items():
+            if state == READY and name in self.class_of:
+                heapq.heappush(self.heaps[self.class_of[name]], self._key(name))
+
+    def _ranks(self) -> dict:
+        rank = {}
+        for name in reversed(self.graph.order):
+            eligible = self.eligible[name]
+            speed = sum(self.nodes[n].speed for n in eligible) / len(eligible) if eligible else 1.0
+            below = max((rank[c] for c in self.children[name]), default=0.0)
+            rank[name] = sum(self.costs[name]) / speed + below
+        return rank
+
+    def _key(self, name):
+        if self.strategy == "fifo":
+            return (self.topo[name], name)
+        return (-self.rank[name], self.topo[name], name)
+
+    def seconds(self, name: str, node: str) -> float:
+        """Expected seconds of ``name`` on ``node`` (build and push at its speed)."""
+        return sum(self.costs[name]) / self.nodes[node].speed
+
+    @property
+    def priority(self) -> dict:
+        return self.rank
+
+    # -- states ------------------------------------------------------------------------------
+    def _make_ready(self, name):
+        self.state[name] = READY
+        if name in self.class_of:
+            heapq.heappush(self.heaps[self.class_of[name]], self._key(name))
 
     def _static_queues(self) -> dict:
         queues = {n: [] for n in self.nodes}
-        turn = 0
-        for name in self.graph.order:
-            eligible = self.eligible[name]
-            node = eligible[turn % len(eligible)]
-            queues[node].append(name)
-            turn += 1
+        for turn, name in enumerate(self.graph.order):
+            eligible = sorted(self.eligible[name])
+            queues[eligible[turn % len(eligible)]].append(name)
         return queues
 
-    def _refresh(self):
-        for name, state in self.state.items():
-            if state == WAITING and all(
-                self.state[p] == DONE for p in self.graph.images[name].parents
-            ):
-                self.state[name] = READY
-
     def ready(self) -> list:
-        return sorted(
-            (n for n, s in self.state.items() if s == READY),
-            key=lambda n: (-self.priority[n], n),
-        )
+        return sorted((n for n, s in self.state.items() if s == READY), key=self._key)
 
-    def assign(self, free_nodes) -> list:
-        """``[(image, node)]`` to start now on some of ``free_nodes``; marks them running."""
-        free = [n for n in free_nodes if n in self.nodes]
-        out = []
+    def _start(self, name, node, now):
+        self.state[name] = RUNNING
+        self.where[name] = node
+        self.running[node] = (name, now + self.seconds(name, node))
+        if name in self.class_of:
+            for r in self.supersets[self.class_of[name]]:
+                self.within[r] -= sum(self.costs[name])
+
+    def assign(self, free_nodes, now: float | None = None) -> list:
+        """``[(job, node)]`` to start now on some of ``free_nodes``; marks them running.
+        ``now`` (the caller's clock) lets it weigh busy nodes' expected ends."""
+        if now is not None:
+            self.now = now
+        now = self.now
+        free = [n for n in dict.fromkeys(free_nodes) if n in self.nodes]
         if self.strategy == "static":
+            out = []
             for node in free:
                 for name in self.queues[node]:
                     if self.state[name] == READY:
                         out.append((name, node))
-                        self._start(name, node)
+                        self._start(name, node, now)
                         break
             return out
-        for name in self.ready():
-            candidates = [n for n in free if n in self.eligible[name]]
-            if not candidates:
-                continue
-            # A node that built a parent has its layers already: no pull.
-            parents_at = {self.where.get(p) for p in self.graph.images[name].parents}
-            tried = self.failed_on.get(name, ())
-            node = min(candidates, key=lambda n: (n in tried, n not in parents_at, free.index(n)))
-            free.remove(node)
+        if self.strategy == "fifo":
+            return self._assign_fifo(free, now)
+        return self._assign_dynamic(free, now)
+
+    def _free_by_kind(self, free):
+        by_kind = {}
+        for node in free:
+            self.running.pop(node, None)  # the caller says it is free
+            by_kind.setdefault(self.kind_of[node], []).append(node)
+        return by_kind
+
+    def _pop_ready(self, c):
+        heap = self.heaps[c]
+        while heap:
+            name = heap[0][-1]
+            if self.state[name] == READY and self.class_of.get(name) == c:
+                return heapq.heappop(heap)
+            heapq.heappop(heap)  # stale: started, requeued under another key, or moved
+        return None
+
+    def _peek(self, c):
+        heap = self.heaps[c]
+        while heap:
+            name = heap[0][-1]
+            if self.state[name] == READY and self.class_of.get(name) == c:
+                return heap[0]
+            heapq.heappop(heap)
+        return None
+
+    def _assign_fifo(self, free, now):
+        by_kind = self._free_by_kind(free)
+        out = []
+        while True:
+            best = None
+            for c in range(len(self.class_sets)):
+                if any(by_kind.get(k) for k in self.class_kinds[c]):
+                    top = self._peek(c)
+                    if top and (best is None or top < best[0]):
+                        best = (top, c)
+            if best is None:
+                return out
+            (_, _, name) = self._pop_ready(best[1])
+            # the first free node in the caller's order
+            node = min(
+                (n for k in self.class_kinds[best[1]] for n in by_kind.get(k, [])),
+                key=free.index,
+            )
+            by_kind[self.kind_of[node]].remove(node)
             out.append((name, node))
-            self._start(name, node)
+            self._start(name, node, now)
+
+    def _busy_ends(self, now):
+        """Per kind, a heap of (expected end, node) of its busy nodes."""
+        ends = {}
+        for node, (name, expected) in self.running.items():
+            if node not in self.kind_of:
+                continue
+            end = expected
+            if end <= now:  # overdue: it ends soon, by how much nobody knows
+                end = now + OVERDUE * self.seconds(name, node)
+            ends.setdefault(self.kind_of[node], []).append((end, node))
+        for heap in ends.values():
+            heapq.heapify(heap)
+        return ends
+
+    def _reserved(self, c, k) -> bool:
+        """Whether kind ``k`` is kept from jobs of class ``c`` for jobs that only a smaller
+        set of nodes (holding ``k``) can build: that set's remaining work per speed is at
+        least the flexible class's."""
+        flexible = self.within[c] / self.capacity[c]
+        for r in self.subsets[c]:
+            if k in self.class_kinds[r] and self.within[r] > 0:
+                if self.within[r] / self.capacity[r] >= flexible:
+                    return True
+        return False
+
+    def _assign_dynamic(self, free, now):
+        by_kind = self._free_by_kind(free)
+        ends = None
+        out, held = [], []
+        holds_left = len(free) + MAX_HOLDS
+        while True:
+            best = None
+            for c in range(len(self.class_sets)):
+                if any(by_kind.get(k) for k in self.class_kinds[c]):
+                    top = self._peek(c)
+                    if top and (best is None or top < best[0]):
+                        best = (top, c)
+            if best is None:
+                break
+            c = best[1]
+            name = self._pop_ready(c)[-1]
+            if ends is None:
+                ends = self._busy_ends(now)
+            work = sum(self.costs[name])
+            parents_at = {self.where.get(p) for p in self.parents[name]}
+            tried = self.failed_on.get(name, ())
+            choices = []
+            for k in self.class_kinds[c]:
+                kind = self.kinds[k]
+                reserved = self._reserved(c, k)
+                if by_kind.get(k):
+                    start, node = now, None
+                elif ends.get(k) and holds_left > 0:
+                    start, node = ends[k][0]
+                else:
+                    continue
+                finish = max(start, now) + work / kind["speed"]
+                local = any(n in parents_at for n in by_kind.get(k, ()))
+                choices.append((reserved, round(finish, 9), node is not None, not local, k, node))
+            if not choices:
+                held.append(name)
+                continue
+            reserved, _, busy, _, k, node = min(choices)
+            if busy:
+                # Held for a busy node that finishes it sooner: book that node's time.
+                end, node = heapq.heappop(ends[k])
+                heapq.heappush(ends[k], (end + work / self.kinds[k]["speed"], node))
+                held.append(name)
+                holds_left -= 1
+                continue
+            node = min(by_kind[k], key=lambda n: (n in tried, n not in parents_at, n))
+            by_kind[k].remove(node)
+            out.append((name, node))
+            self._start(name, node, now)
+        for name in held:
+            heapq.heappush(self.heaps[self.class_of[name]], self._key(name))
         return out
 
-    def _start(self, name, node):
-        self.state[name] = RUNNING
-        self.where[name] = node
-
     def finished(self, name: str, ok: bool) -> list:
-        """Record a result; returns the images skipped because of a failure."""
+        """Record a result; returns the jobs skipped because of a failure."""
+        node = self.where.get(name)
+        if node is not None and self.running.get(node, (None,))[0] == name:
+            del self.running[node]
         if not ok:
             self.state[name] = FAILED
             skipped = sorted(
-                d for d in self.graph.descendants(name) if self.state[d] in (WAITING, READY)
+                (d for d in self.descendants(name) if self.state[d] in (WAITING, READY)),
+                key=self.topo.get,
             )
             for child in skipped:
+                self._unqueue(child)
                 self.state[child] = SKIPPED
-            return skipped
+            return sorted(skipped)
         self.state[name] = DONE
-        self._refresh()
+        for child in self.children[name]:
+            self.missing[child] -= 1
+            if not self.missing[child] and self.state[child] == WAITING:
+                self._make_ready(child)
         return []
+
+    def _unqueue(self, name):
+        if name in self.class_of and self.state[name] in (WAITING, READY):
+            for r in self.supersets[self.class_of[name]]:
+                self.within[r] -= sum(self.costs[name])
+
+    def descendants(self, name) -> set:
+        seen, todo = set(), list(self.children[name])
+        while todo:
+            child = todo.pop()
+            if child not in seen:
+                seen.add(child)
+                todo.extend(self.children[child])
+        return seen
 
     def requeue(self, name: str, failed_on: str | None = None):
         """Run ``name`` again later (a transient error, or its node went away); another node
         than ``failed_on`` is preferred when one is free."""
-        self.state[name] = READY
-        self.where.pop(name, None)
+        node = self.where.pop(name, None)
+        if node is not None and self.running.get(node, (None,))[0] == name:
+            del self.running[node]
+        if self.state[name] == RUNNING and name in self.class_of:
+            for r in self.supersets[self.class_of[name]]:
+                self.within[r] += sum(self.costs[name])
+        self._make_ready(name)
         if failed_on:
             self.failed_on.setdefault(name, set()).add(failed_on)
 
     def node_lost(self, node: str) -> list:
-        """Stop using ``node``. Returns the images that now have nowhere to build, topmost
+        """Stop using ``node``. Returns the jobs that now have nowhere to build, topmost
         only (the caller fails them with :meth:`finished`, which skips their descendants)."""
         self.nodes.pop(node, None)
+        self.running.pop(node, None)
         stranded = set()
         for name, eligible in self.eligible.items():
-            if node in eligible:
-                eligible.remove(node)
+            eligible.discard(node)
             if not eligible and self.state[name] in (WAITING, READY):
                 stranded.add(name)
         if self.strategy == "static":
             orphans = self.queues.pop(node, [])
             for index, name in enumerate(orphans):
-                eligible = self.eligible[name]
+                eligible = sorted(self.eligible[name])
                 if eligible:
                     self.queues[eligible[index % len(eligible)]].append(name)
+        if self.nodes:
+            self._index()
         return [
-            n for n in self.graph.order if n in stranded and not self.graph.ancestors(n) & stranded
+            n
+            for n in self.graph.order
+            if n in stranded and not any(p in stranded for p in self._ancestors(n))
         ]
+
+    def _ancestors(self, name) -> set:
+        seen, todo = set(), list(self.parents[name])
+        while todo:
+            parent = todo.pop()
+            if parent not in seen:
+                seen.add(parent)
+                todo.extend(self.parents[parent])
+        return seen
 
     def done(self) -> bool:
         return all(s in (DONE, FAILED, SKIPPED) for s in self.state.values())
@@ -171,30 +459,116 @@ class Scheduler:
         return out
 
 
-def lower_bound(graph, durations: dict, nodes: int) -> float:
-    """No schedule on ``nodes`` identical nodes is shorter: max(critical path, work / nodes)."""
-    levels = graph.bottom_levels(durations)
-    work = sum(build_dag.duration_of(n, durations) for n in graph.order)
-    return max(max(levels.values(), default=0.0), work / max(nodes, 1))
+# -- bounds and the expected schedule --------------------------------------------------------
+def lower_bound(graph, durations: dict, nodes, eligible=None, detail=False):
+    """No schedule is shorter: max(the critical path with every job at the fastest speed of
+    the nodes that may build it, each eligibility set's work divided by its nodes' speeds).
+    ``nodes``: ``{name: Node}``, or a number of identical nodes of speed 1 that build
+    anything. ``detail``: ``(bound, {"critical_path": s, "work": s, "binding": ...})``."""
+    if isinstance(nodes, int) or isinstance(nodes, str):
+        nodes = {f"node{i + 1}": Node() for i in range(max(int(nodes), 1))}
+        eligible = {name: frozenset(nodes) for name in graph.order}
+    nodes = _as_nodes(nodes)
+    if eligible is None:
+        eligible = eligibility(graph, nodes)
+    _, children = _parents_children(graph)
+    fastest = {
+        name: max((nodes[n].speed for n in eligible[name] if n in nodes), default=1.0)
+        for name in graph.order
+    }
+    path = {}
+    for name in reversed(graph.order):
+        own = sum(cost(name, durations)) / fastest[name]
+        path[name] = own + max((path[c] for c in children[name]), default=0.0)
+    chain = max(path.values(), default=0.0)
+    # Jobs that only the nodes of set S can build need work(S) / speed(S) there.
+    work = {}
+    for name in graph.order:
+        key = frozenset(n for n in eligible[name] if n in nodes)
+        work[key] = work.get(key, 0.0) + sum(cost(name, durations))
+    sets = list(work)
+    candidates = set(sets) | {frozenset(nodes)}
+    if len(sets) <= 40:  # overlapping sets: their union can bind harder than either
+        candidates |= {a | b for i, a in enumerate(sets) for b in sets[i + 1 :]}
+    best_work, binding = 0.0, None
+    for s in candidates:
+        speed = sum(nodes[n].speed for n in s)
+        if not speed:
+            continue
+        load = sum(w for key, w in work.items() if key <= s) / speed
+        if load > best_work:
+            best_work, binding = load, sorted(s)
+    bound = max(chain, best_work)
+    if detail:
+        return bound, {"critical_path": chain, "work": best_work, "binding_nodes": binding}
+    return bound
 
 
-def simulate(graph, durations: dict, nodes: dict, strategy="dynamic", overhead=0.0) -> dict:
-    """The schedule the dispatcher would produce if every build took its expected duration
-    (plus ``overhead`` per job): ``{"makespan", "jobs": {image: (node, start, end)}}``."""
-    sched = Scheduler(graph, durations, nodes, strategy)
-    now, running, jobs = 0.0, {}, {}
-    free = list(sched.nodes)
+def simulate(
+    graph,
+    durations: dict,
+    nodes: dict,
+    strategy="dynamic",
+    overhead=0.0,
+    actual=None,
+    eligible=None,
+    order=None,
+) -> dict:
+    """The schedule the dispatcher would produce if every job took its expected duration
+    (or its ``actual`` one: the scheduler still sees ``durations``) at its node's speed, plus
+    ``overhead`` per job: ``{"makespan", "jobs": {job: (node, start, end)}}``. ``order``: the
+    order in which free nodes are offered (the minion ids' order by default)."""
+    sched = Scheduler(graph, durations, nodes, strategy, eligible=eligible)
+    truth = durations if actual is None else actual
+    rank = {n: i for i, n in enumerate(order or sorted(sched.nodes))}
+    now, jobs, events = 0.0, {}, []
+    free = sorted(sched.nodes, key=rank.get)
+    seq = 0
     while not sched.done():
-        for name, node in sched.assign(free):
+        for name, node in sched.assign(free, now):
             free.remove(node)
-            end = now + build_dag.duration_of(name, durations) + overhead
-            running[name] = (node, end)
+            end = now + sum(cost(name, truth)) / sched.nodes[node].speed + overhead
             jobs[name] = (node, now, end)
-        if not running:
+            seq += 1
+            heapq.heappush(events, (end, seq, name, node))
+        if not events:
             raise ArmswarmError("schedule stalled")  # pragma: no cover - a scheduler bug
-        name, (node, end) = min(running.items(), key=lambda item: (item[1][1], item[0]))
-        now = end
-        del running[name]
-        free.append(node)
-        sched.finished(name, ok=True)
+        now, _, name, node = heapq.heappop(events)
+        batch = [(name, node)]
+        while events and events[0][0] <= now:
+            _, _, other, where = heapq.heappop(events)
+            batch.append((other, where))
+        for name, node in batch:
+            free.append(node)
+            sched.finished(name, ok=True)
+        free.sort(key=rank.get)
     return {"makespan": now, "jobs": jobs}
+
+
+def critical_path(graph, durations: dict, nodes=None, eligible=None) -> list:
+    """The chain of jobs that sets the bound: longest path at the fastest eligible speed."""
+    nodes = _as_nodes(nodes) if nodes else None
+    if nodes and eligible is None:
+        eligible = eligibility(graph, nodes)
+    parents, children = _parents_children(graph)
+
+    def speed(name):
+        if not nodes:
+            return 1.0
+        return max((nodes[n].speed for n in eligible[name] if n in nodes), default=1.0)
+
+    path = {}
+    for name in reversed(graph.order):
+        below = max((path[c] for c in children[name]), default=0.0)
+        path[name] = sum(cost(name, durations)) / speed(name) + below
+    roots = [n for n in graph.order if not parents[n]]
+    if not roots:
+        return []
+    chain = [max(roots, key=lambda n: (path[n], n))]
+    while children[chain[-1]]:
+        chain.append(max(children[chain[-1]], key=lambda n: (path[n], n)))
+    return chain
+
+
+def finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
