@@ -88,6 +88,7 @@ class Settings:
 # it). Node speeds are fitted from all of it: t = work / speed in log space.
 HISTORY_VERSION = 2
 SAMPLES = 6  # recent measurements kept per job
+PRIOR_WEIGHT = 0.25  # a board default counts as a quarter of one measurement
 
 
 def history(state_dir) -> dict:
@@ -121,7 +122,7 @@ def durations(state_dir) -> dict:
 def fit_speeds(jobs: dict, prior: dict, fixed: dict) -> dict:
     """Node speeds from the measurements ``jobs[job]["samples"]`` (``[node, build, push]``):
     least squares of log(seconds) = log(work) − log(speed), each node pulled towards its
-    ``prior`` by one pseudo-measurement, ``fixed`` nodes held. The fitted speeds keep the
+    ``prior`` by a quarter of a measurement, ``fixed`` nodes held. The fitted speeds keep the
     priors' geometric mean (the scale of ``expected_seconds`` hints)."""
     obs = []  # (job, node, log seconds)
     for name, entry in jobs.items():
@@ -132,14 +133,15 @@ def fit_speeds(jobs: dict, prior: dict, fixed: dict) -> dict:
     nodes = {n for _, n, _ in obs} | set(prior) | set(fixed)
     logp = {n: math.log(fixed.get(n) or prior.get(n) or 1.0) for n in nodes}
     speed = dict(logp)
-    for _ in range(20):
+    for _ in range(500):  # alternating least squares: stops when the speeds settle
+        before = speed
         work_sum, work_n = {}, {}
         for job, node, t in obs:
             work_sum[job] = work_sum.get(job, 0.0) + t + speed[node]
             work_n[job] = work_n.get(job, 0) + 1
         work = {j: work_sum[j] / work_n[j] for j in work_sum}
-        acc = {n: logp[n] for n in nodes}  # the prior's pseudo-measurement
-        cnt = dict.fromkeys(nodes, 1)
+        acc = {n: PRIOR_WEIGHT * logp[n] for n in nodes}  # the prior's pseudo-measurement
+        cnt = dict.fromkeys(nodes, PRIOR_WEIGHT)
         for job, node, t in obs:
             acc[node] += work[job] - t
             cnt[node] += 1
@@ -148,6 +150,8 @@ def fit_speeds(jobs: dict, prior: dict, fixed: dict) -> dict:
         if free and not fixed:
             shift = sum(logp[n] - speed[n] for n in free) / len(free)
             speed = {n: v + shift for n, v in speed.items()}
+        if all(abs(speed[n] - before[n]) < 1e-6 for n in nodes):
+            break
     return {n: round(math.exp(v), 3) for n, v in speed.items()}
 
 

@@ -27,6 +27,7 @@ Each decision costs O((D + K) log n) for D distinct eligibility sets and K kinds
 speed, same eligibility): a run is O((n + e) log n) for a fixed cluster.
 """
 
+import bisect
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -83,13 +84,21 @@ def _as_nodes(nodes) -> dict:
 
 
 def eligibility(graph, nodes: dict) -> dict:
-    """``{job: frozenset of node names}`` from each image's arch and labels."""
-    return {
-        name: frozenset(
-            n for n, node in nodes.items() if graph.images[name].eligible(node.arch, node.labels)
+    """``{job: frozenset of node names}`` from each image's arch and labels (asked once per
+    distinct requirement: trees of thousands share a few)."""
+    seen, out = {}, {}
+    for name in graph.order:
+        image = graph.images[name]
+        key = (
+            tuple(getattr(image, "arch", None) or ()),
+            tuple(sorted((getattr(image, "labels", None) or {}).items())),
         )
-        for name in graph.order
-    }
+        if key not in seen:
+            seen[key] = frozenset(
+                n for n, node in nodes.items() if image.eligible(node.arch, node.labels)
+            )
+        out[name] = seen[key]
+    return out
 
 
 class Scheduler:
@@ -121,6 +130,9 @@ class Scheduler:
                 + ", ".join(f"{n} {self._wants(n)}" for n in nowhere)
             )
         self.state = {name: WAITING for name in graph.order}
+        self.open = len(graph.order)  # jobs not done, failed or skipped
+        self.call = 0  # decision rounds, for bookings that last one round
+        self.token: dict = {}  # node → token of its current job's entry in the end heaps
         self.missing = {name: len(set(self.parents[name])) for name in graph.order}
         self.where: dict = {}  # job → node it built (or builds) on
         self.failed_on: dict = {}  # job → nodes where a try failed: tried last next time
@@ -171,6 +183,11 @@ class Scheduler:
                 for r in self.supersets[self.class_of[name]]:
                     self.within[r] += sum(self.costs[name])
         self.rank = self._ranks()
+        self.ends = [[] for _ in self.kinds]  # per kind: (expected end, node, token) of busy
+        for node, (_, end) in self.running.items():
+            if node in self.kind_of:
+                self.token[node] = token = ("job", self.token.get(node, ("job", 0))[1] + 1)
+                heapq.heappush(self.ends[self.kind_of[node]], (end, node, token))
         self.heaps = [[] for _ in sets]
         for name, state in self.state.items():
             if state == READY and name in self.class_of:
@@ -178,9 +195,10 @@ class Scheduler:
 
     def _ranks(self) -> dict:
         rank = {}
+        mean = [c / len(s) for c, s in zip(self.capacity, self.class_sets, strict=True)]
         for name in reversed(self.graph.order):
-            eligible = self.eligible[name]
-            speed = sum(self.nodes[n].speed for n in eligible) / len(eligible) if eligible else 1.0
+            c = self.class_of.get(name)
+            speed = mean[c] if c is not None else 1.0
             below = max((rank[c] for c in self.children[name]), default=0.0)
             rank[name] = sum(self.costs[name]) / speed + below
         return rank
@@ -217,7 +235,11 @@ class Scheduler:
     def _start(self, name, node, now):
         self.state[name] = RUNNING
         self.where[name] = node
-        self.running[node] = (name, now + self.seconds(name, node))
+        end = now + self.seconds(name, node)
+        self.running[node] = (name, end)
+        token = self.token[node] = ("job", self.token.get(node, ("job", 0))[1] + 1)
+        if node in self.kind_of:
+            heapq.heappush(self.ends[self.kind_of[node]], (end, node, token))
         if name in self.class_of:
             for r in self.supersets[self.class_of[name]]:
                 self.within[r] -= sum(self.costs[name])
@@ -269,6 +291,7 @@ class Scheduler:
 
     def _assign_fifo(self, free, now):
         by_kind = self._free_by_kind(free)
+        position = {n: i for i, n in enumerate(free)}
         out = []
         while True:
             best = None
@@ -279,29 +302,43 @@ class Scheduler:
                         best = (top, c)
             if best is None:
                 return out
-            (_, _, name) = self._pop_ready(best[1])
+            name = self._pop_ready(best[1])[-1]
             # the first free node in the caller's order
             node = min(
                 (n for k in self.class_kinds[best[1]] for n in by_kind.get(k, [])),
-                key=free.index,
+                key=position.get,
             )
             by_kind[self.kind_of[node]].remove(node)
             out.append((name, node))
             self._start(name, node, now)
 
-    def _busy_ends(self, now):
-        """Per kind, a heap of (expected end, node) of its busy nodes."""
-        ends = {}
-        for node, (name, expected) in self.running.items():
-            if node not in self.kind_of:
-                continue
-            end = expected
-            if end <= now:  # overdue: it ends soon, by how much nobody knows
-                end = now + OVERDUE * self.seconds(name, node)
-            ends.setdefault(self.kind_of[node], []).append((end, node))
-        for heap in ends.values():
-            heapq.heapify(heap)
-        return ends
+    def _valid(self, entry) -> bool:
+        _, node, token = entry
+        if node not in self.running:
+            return False
+        return token == self.token.get(node) or token == ("booked", self.call)
+
+    def _next_end(self, k, now):
+        """(when, node) the first busy node of kind ``k`` is expected free, or None."""
+        heap = self.ends[k]
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        if not heap:
+            return None
+        end, node, _ = heap[0]
+        if end <= now:  # overdue: it ends soon, by how much nobody knows
+            end = now + OVERDUE * self.seconds(self.running[node][0], node)
+        return end, node
+
+    def _book(self, k, work, restore):
+        """Book the first busy node of kind ``k`` for ``work`` more seconds, this round."""
+        entry = heapq.heappop(self.ends[k])
+        end, node, token = entry
+        if token != ("booked", self.call):
+            restore.append(entry)
+        heapq.heappush(
+            self.ends[k], (end + work / self.kinds[k]["speed"], node, ("booked", self.call))
+        )
 
     def _reserved(self, c, k) -> bool:
         """Whether kind ``k`` is kept from jobs of class ``c`` for jobs that only a smaller
@@ -316,9 +353,21 @@ class Scheduler:
 
     def _assign_dynamic(self, free, now):
         by_kind = self._free_by_kind(free)
-        ends = None
-        out, held = [], []
+        free_set = set(free)
+        self.call += 1
+        out, held, restore = [], [], []
         holds_left = len(free) + MAX_HOLDS
+        avail = {}  # kind → (when its first node is free, busy?) this round
+
+        def available(k):
+            if k not in avail:
+                if by_kind.get(k):
+                    avail[k] = (now, False)
+                else:
+                    nxt = self._next_end(k, now)
+                    avail[k] = (nxt[0], True) if nxt else None
+            return avail[k]
+
         while True:
             best = None
             for c in range(len(self.class_sets)):
@@ -330,39 +379,38 @@ class Scheduler:
                 break
             c = best[1]
             name = self._pop_ready(c)[-1]
-            if ends is None:
-                ends = self._busy_ends(now)
             work = sum(self.costs[name])
             parents_at = {self.where.get(p) for p in self.parents[name]}
-            tried = self.failed_on.get(name, ())
-            choices = []
+            local_kinds = {self.kind_of.get(n) for n in parents_at if n in free_set}
+            check = bool(self.subsets[c])
+            choice = None
             for k in self.class_kinds[c]:
-                kind = self.kinds[k]
-                reserved = self._reserved(c, k)
-                if by_kind.get(k):
-                    start, node = now, None
-                elif ends.get(k) and holds_left > 0:
-                    start, node = ends[k][0]
-                else:
+                slot = available(k)
+                if slot is None or (slot[1] and holds_left <= 0):
                     continue
-                finish = max(start, now) + work / kind["speed"]
-                local = any(n in parents_at for n in by_kind.get(k, ()))
-                choices.append((reserved, round(finish, 9), node is not None, not local, k, node))
-            if not choices:
-                held.append(name)
-                continue
-            reserved, _, busy, _, k, node = min(choices)
+                finish = max(slot[0], now) + work / self.kinds[k]["speed"]
+                key = (check and self._reserved(c, k), finish, slot[1], k not in local_kinds, k)
+                if choice is None or key < choice:
+                    choice = key
+            k, busy = choice[4], choice[2]
             if busy:
                 # Held for a busy node that finishes it sooner: book that node's time.
-                end, node = heapq.heappop(ends[k])
-                heapq.heappush(ends[k], (end + work / self.kinds[k]["speed"], node))
+                self._book(k, work, restore)
+                avail.pop(k, None)
                 held.append(name)
                 holds_left -= 1
                 continue
+            tried = self.failed_on.get(name, ())
             node = min(by_kind[k], key=lambda n: (n in tried, n not in parents_at, n))
             by_kind[k].remove(node)
+            if not by_kind[k]:
+                avail.pop(k, None)
+            free_set.discard(node)
             out.append((name, node))
             self._start(name, node, now)
+        for entry in restore:
+            if self._valid(entry):
+                heapq.heappush(self.ends[self.kind_of[entry[1]]], entry)
         for name in held:
             heapq.heappush(self.heaps[self.class_of[name]], self._key(name))
         return out
@@ -373,16 +421,16 @@ class Scheduler:
         if node is not None and self.running.get(node, (None,))[0] == name:
             del self.running[node]
         if not ok:
-            self.state[name] = FAILED
+            self._close(name, FAILED)
             skipped = sorted(
                 (d for d in self.descendants(name) if self.state[d] in (WAITING, READY)),
                 key=self.topo.get,
             )
             for child in skipped:
                 self._unqueue(child)
-                self.state[child] = SKIPPED
+                self._close(child, SKIPPED)
             return sorted(skipped)
-        self.state[name] = DONE
+        self._close(name, DONE)
         for child in self.children[name]:
             self.missing[child] -= 1
             if not self.missing[child] and self.state[child] == WAITING:
@@ -450,13 +498,29 @@ class Scheduler:
         return seen
 
     def done(self) -> bool:
-        return all(s in (DONE, FAILED, SKIPPED) for s in self.state.values())
+        return self.open == 0
+
+    def _close(self, name, state):
+        if self.state[name] not in (DONE, FAILED, SKIPPED):
+            self.open -= 1
+        self.state[name] = state
 
     def counts(self) -> dict:
         out = {}
         for state in self.state.values():
             out[state] = out.get(state, 0) + 1
         return out
+
+
+def _fastest(graph, nodes, eligible) -> dict:
+    """Per job, the speed of the fastest node that may build it (once per distinct set)."""
+    seen, out = {}, {}
+    for name in graph.order:
+        given = eligible[name]
+        if id(given) not in seen:
+            seen[id(given)] = max((nodes[n].speed for n in given if n in nodes), default=1.0)
+        out[name] = seen[id(given)]
+    return out
 
 
 # -- bounds and the expected schedule --------------------------------------------------------
@@ -472,19 +536,19 @@ def lower_bound(graph, durations: dict, nodes, eligible=None, detail=False):
     if eligible is None:
         eligible = eligibility(graph, nodes)
     _, children = _parents_children(graph)
-    fastest = {
-        name: max((nodes[n].speed for n in eligible[name] if n in nodes), default=1.0)
-        for name in graph.order
-    }
+    fastest = _fastest(graph, nodes, eligible)
     path = {}
     for name in reversed(graph.order):
         own = sum(cost(name, durations)) / fastest[name]
         path[name] = own + max((path[c] for c in children[name]), default=0.0)
     chain = max(path.values(), default=0.0)
     # Jobs that only the nodes of set S can build need work(S) / speed(S) there.
-    work = {}
+    work, known = {}, {}
     for name in graph.order:
-        key = frozenset(n for n in eligible[name] if n in nodes)
+        given = eligible[name]
+        if id(given) not in known:
+            known[id(given)] = frozenset(n for n in given if n in nodes)
+        key = known[id(given)]
         work[key] = work.get(key, 0.0) + sum(cost(name, durations))
     sets = list(work)
     candidates = set(sets) | {frozenset(nodes)}
@@ -513,21 +577,27 @@ def simulate(
     actual=None,
     eligible=None,
     order=None,
+    speeds=None,
 ) -> dict:
     """The schedule the dispatcher would produce if every job took its expected duration
     (or its ``actual`` one: the scheduler still sees ``durations``) at its node's speed, plus
     ``overhead`` per job: ``{"makespan", "jobs": {job: (node, start, end)}}``. ``order``: the
-    order in which free nodes are offered (the minion ids' order by default)."""
+    order in which free nodes are offered (the minion ids' order by default); ``speeds``: the
+    nodes' real speeds when they are not what the scheduler believes."""
     sched = Scheduler(graph, durations, nodes, strategy, eligible=eligible)
     truth = durations if actual is None else actual
     rank = {n: i for i, n in enumerate(order or sorted(sched.nodes))}
     now, jobs, events = 0.0, {}, []
-    free = sorted(sched.nodes, key=rank.get)
+    free = sorted(sched.nodes, key=rank.get)  # kept in the offering order
     seq = 0
     while not sched.done():
-        for name, node in sched.assign(free, now):
-            free.remove(node)
-            end = now + sum(cost(name, truth)) / sched.nodes[node].speed + overhead
+        started = sched.assign(free, now)
+        if started:
+            taken = {node for _, node in started}
+            free = [n for n in free if n not in taken]
+        for name, node in started:
+            speed = (speeds or {}).get(node) or sched.nodes[node].speed
+            end = now + sum(cost(name, truth)) / speed + overhead
             jobs[name] = (node, now, end)
             seq += 1
             heapq.heappush(events, (end, seq, name, node))
@@ -539,9 +609,8 @@ def simulate(
             _, _, other, where = heapq.heappop(events)
             batch.append((other, where))
         for name, node in batch:
-            free.append(node)
+            bisect.insort(free, node, key=rank.get)
             sched.finished(name, ok=True)
-        free.sort(key=rank.get)
     return {"makespan": now, "jobs": jobs}
 
 
@@ -551,11 +620,10 @@ def critical_path(graph, durations: dict, nodes=None, eligible=None) -> list:
     if nodes and eligible is None:
         eligible = eligibility(graph, nodes)
     parents, children = _parents_children(graph)
+    fastest = _fastest(graph, nodes, eligible) if nodes else {}
 
     def speed(name):
-        if not nodes:
-            return 1.0
-        return max((nodes[n].speed for n in eligible[name] if n in nodes), default=1.0)
+        return fastest.get(name, 1.0)
 
     path = {}
     for name in reversed(graph.order):
