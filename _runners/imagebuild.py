@@ -134,6 +134,7 @@ def _fetch(source) -> Path:
 
 # -- the transport: Salt publish and the master event bus ------------------------------------
 PUBLISH_TIMEOUT = 15  # seconds for the master to accept a publish (not the job's duration)
+BUILT_TAG = "armswarm/imagebuild/built/"  # + jid: a node's build is done, its push runs
 
 
 class _SaltTransport:
@@ -204,14 +205,21 @@ class _SaltTransport:
 
     def events(self, wait):
         out = []
-        data = self.event.get_event(wait=wait, tag="salt/job/", full=True, match_type="startswith")
+        data = self.event.get_event(wait=wait, tag="", full=True)
         while data:
             parts = data["tag"].split("/")
-            if len(parts) == 5 and parts[3] == "ret" and parts[2] in self.jids:
-                out.append((parts[2], parts[4], data["data"]))
-            data = self.event.get_event(
-                wait=0.01, tag="salt/job/", full=True, match_type="startswith"
-            )
+            if data["tag"].startswith("salt/job/"):
+                if len(parts) == 5 and parts[3] == "ret" and parts[2] in self.jids:
+                    out.append((parts[2], parts[4], data["data"]))
+            elif data["tag"].startswith(BUILT_TAG) and len(parts) == 4:
+                # a node's event.send: its data may come wrapped once more
+                body = data.get("data") or {}
+                if isinstance(body.get("data"), dict):
+                    body = body["data"]
+                jid = parts[3]
+                if jid in self.jids and body.get("jid") == jid:
+                    out.append((jid, self.jids[jid], {"built": True}))
+            data = self.event.get_event(wait=0.01, tag="", full=True)
         return out
 
 

@@ -90,8 +90,10 @@ class FakeCluster:
         transient=None,
         dies=None,
         interrupt_after=None,
+        push_seconds=None,
     ):
         self.clock = clock
+        self.push_seconds = dict(push_seconds or {})  # image → last seconds of its job: push
         self.registry = registry
         self.facts = facts
         self.tree = tree
@@ -167,6 +169,11 @@ class FakeCluster:
             digest = built_digest(image, kwargs["pins"])
             answer = {"status": "ok", "digest": digest, "seconds": due - now, "push_tries": 1}
             push = (repo[len(HOST) + 1 :], tag, digest)
+            if image in self.push_seconds:
+                pushing = self.push_seconds[image]
+                answer["build_seconds"], answer["push_seconds"] = due - now - pushing, pushing
+                built = {"built": True}
+                self.pending.append((due - pushing, jid, node, built, None))
         self.pending.append((due, jid, node, {"return": answer, "success": True}, push))
         return jid
 
@@ -714,3 +721,26 @@ def test_aliases_tree_build_args_and_skipped_directories_reach_the_plan_and_the_
     # the node rewrites FROM arch (the alias) to this run's base, not the registry's latest
     assert sent["tools"]["pins"]["arch"] == f"{HOST}/armv7h/archlinux@{base}"
     assert sent["web"]["build_args"]["BASE"] == f"{HOST}/armv7h/archlinux"
+
+
+def test_a_child_builds_on_its_parents_local_image_while_the_parent_pushes(env):
+    clock, registry, cluster, settings = env
+    cluster.seconds = {"base": 10, "a": 8, "b": 8, "a1": 1, "b1": 1}
+    cluster.push_seconds = {"base": 6}
+    report = run(env)
+    items = by_image(report)
+    assert all(i["status"] == "done" for i in items.values())
+    jobs = {image: (node, kwargs) for node, image, kwargs in cluster.jobs.values()}
+    base_node = items["base"]["node"]
+    early = [n for n in ("a", "b") if items[n]["start"] < items["base"]["end"]]
+    # exactly one child started on base's node before base's push ended, on its local tag
+    assert len(early) == 1
+    child = early[0]
+    assert jobs[child][0] == base_node
+    assert jobs[child][1]["pins"] == {"base": f"{HOST}/base:{TAG}"}
+    assert items[child]["start"] == pytest.approx(items["base"]["start"] + 4, abs=1)
+    # the other waited for the push and got the digest
+    other = "b" if child == "a" else "a"
+    assert items[other]["start"] >= items["base"]["end"]
+    assert jobs[other][1]["pins"] == {"base": f"{HOST}/base@{registry.repos['base'][TAG]}"}
+    assert items["base"]["push_seconds"] == 6 and items["base"]["build_seconds"] == 4

@@ -88,11 +88,56 @@ def test_jobs_are_generic_names_with_their_own_eligible_sets():
     result = scheduler.simulate(graph, costs, nodes, eligible=eligible)
     where = {job: node for job, (node, _, _) in result["jobs"].items()}
     assert where == {"web@arm64": "r1", "web@arm": "h1", "app@arm64": "r1"}
-    assert result["makespan"] == pytest.approx(45 / 1.15)
+    # app starts on r1 from the local image as web's push begins: web's push ends last
+    assert result["jobs"]["app@arm64"][1] == pytest.approx(30 / 1.15)
+    assert result["makespan"] == pytest.approx(40 / 1.15)
     bound = scheduler.lower_bound(graph, costs, nodes, eligible=eligible)
-    assert bound == pytest.approx(45 / 1.15)
+    assert bound == pytest.approx(40 / 1.15)
     sched = scheduler.Scheduler(graph, costs, nodes, eligible=eligible)
     assert sched.seconds("web@arm64", "r2") == 80
+
+
+def test_a_child_starts_on_its_parents_node_while_the_push_runs_and_waits_elsewhere():
+    graph = _graph({"base": [], "a": ["base"], "b": ["base"], "ab": ["a", "b"]})
+    costs = {"base": {"build": 10, "push": 5}, "a": 20, "b": 20, "ab": 1}
+    sched = scheduler.Scheduler(graph, costs, {"n1": N(), "n2": N()})
+    assert sched.assign(["n1", "n2"], now=0) == [("base", "n1")]
+    sched.built("base")  # n1 is free; base is pushing
+    assert sched.local_parents("a") == ["base"]
+    # one child starts on n1 from the local image; n2 has no copy of base: nothing there
+    ((child, node),) = sched.assign(["n1", "n2"], now=10)
+    assert node == "n1" and child in ("a", "b")
+    other = "b" if child == "a" else "a"
+    assert sched.state[other] == scheduler.WAITING
+    sched.finished("base", ok=True)  # pushed: the other child may go anywhere
+    assert sched.assign(["n2"], now=15) == [(other, "n2")]
+    # a child pushed before a parent's push ended is done only with it
+    sched.built(child)
+    sched.finished(child, ok=True)
+    assert sched.state[child] == scheduler.DONE  # base is done already
+
+
+def test_a_failed_push_takes_back_what_started_on_the_local_image():
+    graph = _graph({"base": [], "a": ["base"], "a1": ["a"]})
+    sched = scheduler.Scheduler(graph, {}, {"n1": N()})
+    sched.assign(["n1"], now=0)
+    sched.built("base")
+    assert sched.assign(["n1"], now=60) == [("a", "n1")]
+    sched.built("a")
+    sched.finished("a", ok=True)  # a pushed, base still pushing
+    assert sched.state["a"] == scheduler.BUILT and not sched.done()
+    assert sched.assign(["n1"], now=120) == [("a1", "n1")]  # on a's local image
+    assert sched.revoke("base") == ["a", "a1"]
+    assert sched.state["a"] == sched.state["a1"] == scheduler.WAITING
+    sched.finished("base", ok=True)  # its retry pushed
+    assert sched.assign(["n1"], now=200) == [("a", "n1")]
+    # a push that fails for good skips what started on it
+    sched = scheduler.Scheduler(graph, {}, {"n1": N()})
+    sched.assign(["n1"], now=0)
+    sched.built("base")
+    sched.assign(["n1"], now=60)
+    assert sched.finished("base", ok=False) == ["a", "a1"]
+    assert sched.done()
 
 
 def test_the_lower_bound_is_the_chain_at_the_fastest_speed_or_the_work_of_a_node_set():

@@ -389,14 +389,20 @@ def _board(node) -> dict:
 # -- the run ---------------------------------------------------------------------------------
 def job_kwargs(spec, context: str, host: str, tag: str, digests: dict) -> dict:
     """The arguments of the node's ``imagebuild.build`` for image ``spec``: pinned to the
-    digests its parents got in this run (``digests`` holds its parents' only)."""
+    digests its parents got in this run (``digests`` holds its parents' only). A parent whose
+    digest is None is still pushing from this node: the child builds on its local tag."""
+    pins = spec.pins(digests, host)
+    for parent, digest in digests.items():
+        if digest is None:
+            pins[parent] = f"{host}/{parent}:{tag}"
+            pins.update({alias: pins[parent] for alias, p in spec.spelled.items() if p == parent})
     return {
         "image": spec.name,
         "ref": f"{host}/{spec.name}:{tag}",
         "context": context,
         "dockerfile": spec.dockerfile,
         "script": spec.script,
-        "pins": spec.pins(digests, host),
+        "pins": pins,
         "build_args": spec.build_args,
         "registry_host": host,
         "timeout": spec.timeout,

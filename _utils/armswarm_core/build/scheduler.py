@@ -17,7 +17,12 @@ image's arch/labels, or given as ``eligible``). Costs are seconds at speed 1.0, 
   them while those jobs' remaining work per speed there is at least the flexible work's per
   speed elsewhere: the bound of the busier class is what sets the makespan;
 * ties: a node that built a parent (its layers are there), then one where the job has not
-  failed yet.
+  failed yet;
+* push off the critical path: once a job is *built* (:meth:`Scheduler.built`) its node is
+  free while the push runs, and a child whose other parents are done starts on that node
+  from the local image; a child on another node waits for the push. A child that finishes
+  before its parent's push stays ``built`` until the parent is done, and goes back to waiting
+  (:meth:`Scheduler.revoke`) when that push fails.
 
 ``fifo`` gives the first free node the first ready job in topological order (what a naive
 script or ``buildx bake`` does); ``static`` splits the jobs round-robin before the run, as the
@@ -43,6 +48,7 @@ WAITING, READY, RUNNING, DONE, FAILED, SKIPPED = (
     "failed",
     "skipped",
 )
+BUILT = "built"  # built on its node, its push still running (or done before its parent's)
 
 STRATEGIES = ("dynamic", "static", "fifo")
 OVERDUE = 0.1  # a busy node past its expected end: assumed free after this share of its job
@@ -137,6 +143,9 @@ class Scheduler:
         self.where: dict = {}  # job → node it built (or builds) on
         self.failed_on: dict = {}  # job → nodes where a try failed: tried last next time
         self.running: dict = {}  # node → (job, expected end)
+        self.local: dict = {}  # node → heap of children that may start there on a local parent
+        self.on_local: dict = {}  # job → node where it started on a parent not yet pushed
+        self.deferred: set = set()  # pushed, but a parent's push has not ended yet
         self.now = 0.0
         self._index()
         self.queues = self._static_queues() if strategy == "static" else {}
@@ -235,7 +244,8 @@ class Scheduler:
     def _start(self, name, node, now):
         self.state[name] = RUNNING
         self.where[name] = node
-        end = now + self.seconds(name, node)
+        # the node is busy while it builds; the push runs beside its next job
+        end = now + self.costs[name][0] / self.nodes[node].speed
         self.running[node] = (name, end)
         token = self.token[node] = ("job", self.token.get(node, ("job", 0))[1] + 1)
         if node in self.kind_of:
@@ -352,10 +362,13 @@ class Scheduler:
         return False
 
     def _assign_dynamic(self, free, now):
+        out = []
+        free = list(free)
+        self._start_local(free, now, out)
         by_kind = self._free_by_kind(free)
         free_set = set(free)
         self.call += 1
-        out, held, restore = [], [], []
+        held, restore = [], []
         holds_left = len(free) + MAX_HOLDS
         avail = {}  # kind → (when its first node is free, busy?) this round
 
@@ -395,7 +408,7 @@ class Scheduler:
             k, busy = choice[4], choice[2]
             if busy:
                 # Held for a busy node that finishes it sooner: book that node's time.
-                self._book(k, work, restore)
+                self._book(k, self.costs[name][0], restore)
                 avail.pop(k, None)
                 held.append(name)
                 holds_left -= 1
@@ -415,27 +428,117 @@ class Scheduler:
             heapq.heappush(self.heaps[self.class_of[name]], self._key(name))
         return out
 
+    def built(self, name: str):
+        """``name`` is built and its push runs: its node is free, and a child whose other
+        parents are done may start there from the local image."""
+        if self.state[name] != RUNNING:
+            return
+        node = self.where[name]
+        self.state[name] = BUILT
+        if self.running.get(node, (None,))[0] == name:
+            del self.running[node]
+        if self.strategy == "dynamic":
+            for child in self.children[name]:
+                self._offer_local(child)
+
+    def _local_node(self, name):
+        """The one node where every parent of ``name`` that is not done was built, if any."""
+        nodes = set()
+        for parent in self.parents[name]:
+            if self.state[parent] == DONE:
+                continue
+            if self.state[parent] != BUILT:
+                return None
+            nodes.add(self.where.get(parent))
+        return nodes.pop() if len(nodes) == 1 else None
+
+    def _offer_local(self, child):
+        if self.state[child] != WAITING:
+            return
+        node = self._local_node(child)
+        if node is not None and node in self.eligible[child]:
+            heapq.heappush(self.local.setdefault(node, []), (*self._key(child), node))
+
+    def local_parents(self, name: str) -> list:
+        """Parents of ``name`` it builds on from its node's local image (not pushed yet)."""
+        return [p for p in self.parents[name] if self.state[p] == BUILT]
+
+    def _start_local(self, free, now, out):
+        for node in list(free):
+            heap = self.local.get(node)
+            while heap:
+                child = heapq.heappop(heap)[-2]
+                if self.state[child] == WAITING and self._local_node(child) == node:
+                    self._start(child, node, now)
+                    self.on_local[child] = node
+                    out.append((child, node))
+                    free.remove(node)
+                    break
+
     def finished(self, name: str, ok: bool) -> list:
-        """Record a result; returns the jobs skipped because of a failure."""
+        """Record a result; returns the jobs skipped because of a failure (with those that
+        had started on its local image)."""
         node = self.where.get(name)
         if node is not None and self.running.get(node, (None,))[0] == name:
             del self.running[node]
+        self.local.pop(name, None)
         if not ok:
             self._close(name, FAILED)
             skipped = sorted(
-                (d for d in self.descendants(name) if self.state[d] in (WAITING, READY)),
+                (
+                    d
+                    for d in self.descendants(name)
+                    if self.state[d] in (WAITING, READY, RUNNING, BUILT)
+                ),
                 key=self.topo.get,
             )
             for child in skipped:
                 self._unqueue(child)
+                where = self.where.get(child)
+                if where is not None and self.running.get(where, (None,))[0] == child:
+                    del self.running[where]
                 self._close(child, SKIPPED)
             return sorted(skipped)
+        if self.missing[name]:
+            # pushed before its parent: done once the parent is
+            self.state[name] = BUILT
+            self.deferred.add(name)
+            if self.strategy == "dynamic":
+                for child in self.children[name]:
+                    self._offer_local(child)
+            return []
         self._close(name, DONE)
+        self.on_local.pop(name, None)
         for child in self.children[name]:
             self.missing[child] -= 1
-            if not self.missing[child] and self.state[child] == WAITING:
-                self._make_ready(child)
+            if not self.missing[child]:
+                if self.state[child] == WAITING:
+                    self._make_ready(child)
+                elif child in self.deferred:
+                    self.deferred.discard(child)
+                    self.finished(child, ok=True)
         return []
+
+    def revoke(self, name: str) -> list:
+        """``name``'s push failed after it was built: the jobs that started on its local
+        image (and theirs) go back to waiting; returns them (the caller drops their runs)."""
+        reset = []
+        for child in sorted(self.descendants(name), key=self.topo.get):
+            if child in self.on_local or any(p in reset for p in self.parents[child]):
+                if self.state[child] in (RUNNING, BUILT):
+                    where = self.where.pop(child, None)
+                    if where is not None and self.running.get(where, (None,))[0] == child:
+                        del self.running[where]
+                    self.on_local.pop(child, None)
+                    self.deferred.discard(child)
+                    self.state[child] = WAITING
+                    if child in self.class_of:
+                        for r in self.supersets[self.class_of[child]]:
+                            self.within[r] += sum(self.costs[child])
+                    reset.append(child)
+        if self.state[name] == BUILT:
+            self.state[name] = RUNNING
+        return reset
 
     def _unqueue(self, name):
         if name in self.class_of and self.state[name] in (WAITING, READY):
@@ -539,8 +642,11 @@ def lower_bound(graph, durations: dict, nodes, eligible=None, detail=False):
     fastest = _fastest(graph, nodes, eligible)
     path = {}
     for name in reversed(graph.order):
-        own = sum(cost(name, durations)) / fastest[name]
-        path[name] = own + max((path[c] for c in children[name]), default=0.0)
+        build, push = cost(name, durations)
+        # after its build: its own push, or a child built on the same node from the local image
+        path[name] = build / fastest[name] + max(
+            [push / fastest[name], *(path[c] for c in children[name])]
+        )
     chain = max(path.values(), default=0.0)
     # Jobs that only the nodes of set S can build need work(S) / speed(S) there.
     work, known = {}, {}
@@ -549,7 +655,8 @@ def lower_bound(graph, durations: dict, nodes, eligible=None, detail=False):
         if id(given) not in known:
             known[id(given)] = frozenset(n for n in given if n in nodes)
         key = known[id(given)]
-        work[key] = work.get(key, 0.0) + sum(cost(name, durations))
+        # a node is taken while it builds; pushes run beside the next build
+        work[key] = work.get(key, 0.0) + cost(name, durations)[0]
     sets = list(work)
     candidates = set(sets) | {frozenset(nodes)}
     if len(sets) <= 40:  # overlapping sets: their union can bind harder than either
@@ -597,20 +704,23 @@ def simulate(
             free = [n for n in free if n not in taken]
         for name, node in started:
             speed = (speeds or {}).get(node) or sched.nodes[node].speed
-            end = now + sum(cost(name, truth)) / speed + overhead
+            build, push = cost(name, truth)
+            built = now + build / speed + overhead
+            end = built + push / speed
             jobs[name] = (node, now, end)
             seq += 1
-            heapq.heappush(events, (end, seq, name, node))
+            heapq.heappush(events, (built, 0, seq, name, node))
+            heapq.heappush(events, (end, 1, seq, name, node))
         if not events:
             raise ArmswarmError("schedule stalled")  # pragma: no cover - a scheduler bug
-        now, _, name, node = heapq.heappop(events)
-        batch = [(name, node)]
+        now = events[0][0]
         while events and events[0][0] <= now:
-            _, _, other, where = heapq.heappop(events)
-            batch.append((other, where))
-        for name, node in batch:
-            bisect.insort(free, node, key=rank.get)
-            sched.finished(name, ok=True)
+            _, kind, _, name, node = heapq.heappop(events)
+            if kind == 0:
+                sched.built(name)
+                bisect.insort(free, node, key=rank.get)
+            else:
+                sched.finished(name, ok=True)
     return {"makespan": now, "jobs": jobs}
 
 
