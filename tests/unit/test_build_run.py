@@ -157,6 +157,9 @@ class FakeCluster:
         if self.transient.get(image):
             self.transient[image] -= 1
             answer = {"status": "failed", "transient": True, "error": "push: connection refused"}
+            if image in self.push_seconds:  # built, then the push failed
+                built = {"built": True}
+                self.pending.append((due - self.push_seconds[image], jid, node, built, None))
         elif image in self.fail:
             answer = {
                 "status": "failed",
@@ -744,3 +747,27 @@ def test_a_child_builds_on_its_parents_local_image_while_the_parent_pushes(env):
     assert items[other]["start"] >= items["base"]["end"]
     assert jobs[other][1]["pins"] == {"base": f"{HOST}/base@{registry.repos['base'][TAG]}"}
     assert items["base"]["push_seconds"] == 6 and items["base"]["build_seconds"] == 4
+
+
+def test_a_failed_push_rebuilds_what_started_on_the_local_image(env):
+    clock, registry, cluster, settings = env
+    cluster.seconds = {"base": 10, "a": 8, "b": 8, "a1": 1, "b1": 1}
+    cluster.push_seconds = {"base": 6}
+    cluster.transient = {"base": 1}  # built, push refused once: the runner retries
+    report = run(env)
+    items = by_image(report)
+    assert all(i["status"] == "done" for i in items.values())
+    started = [(image, kwargs["pins"]) for _, image, kwargs in cluster.jobs.values()]
+    # a child started on the first try's local tag, was revoked, and built again on the
+    # pushed digest of the second try
+    first_child = next(p for image, p in started if image in ("a", "b"))
+    assert first_child == {"base": f"{HOST}/base:{TAG}"}
+    final = {image: pins for image, pins in started}
+    digest = registry.repos["base"][TAG]
+    assert final["a"]["base"] in (f"{HOST}/base@{digest}", f"{HOST}/base:{TAG}")
+    revoked = [a for item in items.values() for a in item["attempts"] if a["status"] == "revoked"]
+    assert len(revoked) == 1
+    assert [a["status"] for a in items["base"]["attempts"]] == ["failed", "ok"]
+    # every child's final build started after the try of base it built on had finished building
+    for name in ("a", "b"):
+        assert items[name]["attempts"][-1]["start"] >= items["base"]["attempts"][1]["start"]
