@@ -133,7 +133,9 @@ def test_plan_builds_nothing(lab, first_run):
     speeds = plan["speeds"]
     assert set(speeds) == set(lab.node_names())
     assert speeds["node4"]["board"] == "sopine" and speeds["node2"]["board"] == "rockpro64"
-    assert all(v["source"] == "measured" for v in speeds.values()), speeds
+    # a node that built nothing yet keeps its board's default
+    assert {v["source"] for v in speeds.values()} <= {"measured", "board default"}, speeds
+    assert sum(v["source"] == "measured" for v in speeds.values()) >= 3, speeds
     assert _api(lab, "_catalog").json() == catalog
 
 

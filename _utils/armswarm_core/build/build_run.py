@@ -152,7 +152,9 @@ def fit_speeds(jobs: dict, prior: dict, fixed: dict) -> dict:
             speed = {n: v + shift for n, v in speed.items()}
         if all(abs(speed[n] - before[n]) < 1e-6 for n in nodes):
             break
-    return {n: round(math.exp(v), 3) for n, v in speed.items()}
+    # only nodes something was measured on (or held): the others keep their defaults
+    measured = {n for _, n, _ in obs} | set(fixed)
+    return {n: round(math.exp(v), 3) for n, v in speed.items() if n in measured}
 
 
 def remember(state_dir, outcomes, speeds=None, prior=None, fixed=None):
