@@ -52,7 +52,7 @@ BUILT = "built"  # built on its node, its push still running (or done before its
 
 STRATEGIES = ("dynamic", "static", "fifo")
 OVERDUE = 0.1  # a busy node past its expected end: assumed free after this share of its job
-MAX_HOLDS = 4  # jobs held for busy nodes per decision round beyond the free nodes' count
+MAX_HOLDS = 3  # jobs held for busy faster nodes per decision round (bounds a round's work)
 
 
 @dataclass
@@ -208,8 +208,10 @@ class Scheduler:
         for name in reversed(self.graph.order):
             c = self.class_of.get(name)
             speed = mean[c] if c is not None else 1.0
+            build, push = self.costs[name]
+            # after the build: its push, or its children (one may start on the local image)
             below = max((rank[c] for c in self.children[name]), default=0.0)
-            rank[name] = sum(self.costs[name]) / speed + below
+            rank[name] = build / speed + max(push / speed, below)
         return rank
 
     def _key(self, name):
@@ -369,7 +371,7 @@ class Scheduler:
         free_set = set(free)
         self.call += 1
         held, restore = [], []
-        holds_left = len(free) + MAX_HOLDS
+        holds_left = MAX_HOLDS
         avail = {}  # kind → (when its first node is free, busy?) this round
 
         def available(k):
@@ -464,8 +466,10 @@ class Scheduler:
         return [p for p in self.parents[name] if self.state[p] == BUILT]
 
     def _start_local(self, free, now, out):
-        for node in list(free):
-            heap = self.local.get(node)
+        if not self.local:
+            return
+        for node in [n for n in free if n in self.local]:
+            heap = self.local[node]
             while heap:
                 child = heapq.heappop(heap)[-2]
                 if self.state[child] == WAITING and self._local_node(child) == node:
@@ -474,6 +478,8 @@ class Scheduler:
                     out.append((child, node))
                     free.remove(node)
                     break
+            if not heap:
+                del self.local[node]
 
     def finished(self, name: str, ok: bool) -> list:
         """Record a result; returns the jobs skipped because of a failure (with those that
@@ -481,7 +487,6 @@ class Scheduler:
         node = self.where.get(name)
         if node is not None and self.running.get(node, (None,))[0] == name:
             del self.running[node]
-        self.local.pop(name, None)
         if not ok:
             self._close(name, FAILED)
             skipped = sorted(
