@@ -220,7 +220,7 @@ class Dispatcher:
         if ret.get("built"):
             if not attempt.built:
                 attempt.built = True
-                self.sched.built(attempt.image)
+                self.sched.built(attempt.image, now)
                 self.progress("built", image=attempt.image, node=node)
             return None
         del self.running[jid]

@@ -146,6 +146,7 @@ class Scheduler:
         self.local: dict = {}  # node → heap of children that may start there on a local parent
         self.on_local: dict = {}  # job → node where it started on a parent not yet pushed
         self.deferred: set = set()  # pushed, but a parent's push has not ended yet
+        self.built_at: dict = {}  # job → when its build ended (its push began)
         self.now = 0.0
         self._index()
         self.queues = self._static_queues() if strategy == "static" else {}
@@ -430,13 +431,14 @@ class Scheduler:
             heapq.heappush(self.heaps[self.class_of[name]], self._key(name))
         return out
 
-    def built(self, name: str):
+    def built(self, name: str, now: float | None = None):
         """``name`` is built and its push runs: its node is free, and a child whose other
         parents are done may start there from the local image."""
         if self.state[name] != RUNNING:
             return
         node = self.where[name]
         self.state[name] = BUILT
+        self.built_at[name] = self.now if now is None else now
         if self.running.get(node, (None,))[0] == name:
             del self.running[node]
         if self.strategy == "dynamic":
@@ -466,13 +468,17 @@ class Scheduler:
         return [p for p in self.parents[name] if self.state[p] == BUILT]
 
     def _start_local(self, free, now, out):
+        """Start children on their parent's node from the local image, when that finishes
+        sooner than waiting for the push and building on the best other node."""
         if not self.local:
             return
         for node in [n for n in free if n in self.local]:
             heap = self.local[node]
             while heap:
                 child = heapq.heappop(heap)[-2]
-                if self.state[child] == WAITING and self._local_node(child) == node:
+                if self.state[child] != WAITING or self._local_node(child) != node:
+                    continue
+                if self._local_pays(child, node, free, now):
                     self._start(child, node, now)
                     self.on_local[child] = node
                     out.append((child, node))
@@ -480,6 +486,29 @@ class Scheduler:
                     break
             if not heap:
                 del self.local[node]
+
+    def _local_pays(self, child, node, free, now) -> bool:
+        work = sum(self.costs[child])
+        here = now + work / self.nodes[node].speed
+        pushed = max(
+            (
+                self.built_at.get(p, now) + self.costs[p][1] / self.nodes[node].speed
+                for p in self.local_parents(child)
+            ),
+            default=now,
+        )
+        free_kinds = {self.kind_of[n] for n in free if n != node and n in self.kind_of}
+        for k in self.class_kinds[self.class_of[child]]:
+            if k in free_kinds:
+                start = now
+            else:
+                nxt = self._next_end(k, now)
+                if nxt is None:
+                    continue
+                start = nxt[0]
+            if max(start, pushed) + work / self.kinds[k]["speed"] < here - 1e-9:
+                return False
+        return True
 
     def finished(self, name: str, ok: bool) -> list:
         """Record a result; returns the jobs skipped because of a failure (with those that
@@ -722,7 +751,7 @@ def simulate(
         while events and events[0][0] <= now:
             _, kind, _, name, node = heapq.heappop(events)
             if kind == 0:
-                sched.built(name)
+                sched.built(name, now)
                 bisect.insort(free, node, key=rank.get)
             else:
                 sched.finished(name, ok=True)
