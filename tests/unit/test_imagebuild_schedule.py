@@ -2,6 +2,7 @@
 case worked out by hand, the lower bound, the fitted speeds, the timeline, and randomised
 mixed-board workloads as properties that can fail."""
 
+import heapq
 import math
 import random
 import re
@@ -275,3 +276,32 @@ def test_the_schedule_is_never_under_its_bound_nor_much_worse_than_fifo(seed):
         assert span >= bound - 1e-6, strategy
     assert spans["dynamic"] <= 1.10 * spans["fifo"]
     assert spans["dynamic"] <= 2.0 * bound  # list scheduling's guarantee, far from it here
+
+
+def _loop_without_a_clock(graph, costs, nodes):
+    """A caller that never passes ``now`` (the scheduler's first API): free nodes in, results
+    out, time kept by the caller alone."""
+    sched = scheduler.Scheduler(graph, costs, nodes)
+    now, events, free = 0.0, [], sorted(nodes)
+    while not sched.done():
+        for name, node in sched.assign(free):
+            free.remove(node)
+            heapq.heappush(
+                events, (now + sum(scheduler.cost(name, costs)) / nodes[node].speed, name, node)
+            )
+        now, name, node = heapq.heappop(events)
+        free.append(node)
+        sched.finished(name, ok=True)
+    return now
+
+
+@pytest.mark.parametrize("seed", range(200, 215))
+def test_a_caller_without_a_clock_gets_the_same_quality(seed):
+    graph, costs, nodes = _workload(seed)
+    costs = {k: {"build": v["build"], "push": 0.0} for k, v in costs.items()}
+    span = _loop_without_a_clock(graph, costs, nodes)
+    bound = scheduler.lower_bound(graph, costs, nodes)
+    fifo = scheduler.simulate(graph, costs, nodes, "fifo")["makespan"]
+    clocked = scheduler.simulate(graph, costs, nodes)["makespan"]
+    assert bound - 1e-6 <= span <= 1.10 * fifo
+    assert span <= 1.05 * clocked

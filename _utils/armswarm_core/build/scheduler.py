@@ -147,6 +147,10 @@ class Scheduler:
         self.on_local: dict = {}  # job → node where it started on a parent not yet pushed
         self.deferred: set = set()  # pushed, but a parent's push has not ended yet
         self.built_at: dict = {}  # job → when its build ended (its push began)
+        self.started_at: dict = {}  # job → when it started (the scheduler's clock)
+        # Without a caller's clock (assign without ``now``), time is what the expected
+        # durations say: a job reported finished is taken to end when it was due.
+        self.clocked = False
         self.now = 0.0
         self._index()
         self.queues = self._static_queues() if strategy == "static" else {}
@@ -244,7 +248,16 @@ class Scheduler:
     def ready(self) -> list:
         return sorted((n for n, s in self.state.items() if s == READY), key=self._key)
 
+    def _tick(self, name, push=True):
+        if self.clocked or name not in self.started_at or name not in self.where:
+            return
+        build, pushing = self.costs[name]
+        speed = self.nodes[self.where[name]].speed if self.where[name] in self.nodes else 1.0
+        due = self.started_at[name] + (build + (pushing if push else 0.0)) / speed
+        self.now = max(self.now, due)
+
     def _start(self, name, node, now):
+        self.started_at[name] = now
         self.state[name] = RUNNING
         self.where[name] = node
         # the node is busy while it builds; the push runs beside its next job
@@ -261,7 +274,7 @@ class Scheduler:
         """``[(job, node)]`` to start now on some of ``free_nodes``; marks them running.
         ``now`` (the caller's clock) lets it weigh busy nodes' expected ends."""
         if now is not None:
-            self.now = now
+            self.now, self.clocked = now, True
         now = self.now
         free = [n for n in dict.fromkeys(free_nodes) if n in self.nodes]
         if self.strategy == "static":
@@ -436,6 +449,7 @@ class Scheduler:
         parents are done may start there from the local image."""
         if self.state[name] != RUNNING:
             return
+        self._tick(name, push=False)
         node = self.where[name]
         self.state[name] = BUILT
         self.built_at[name] = self.now if now is None else now
@@ -513,6 +527,7 @@ class Scheduler:
     def finished(self, name: str, ok: bool) -> list:
         """Record a result; returns the jobs skipped because of a failure (with those that
         had started on its local image)."""
+        self._tick(name)
         node = self.where.get(name)
         if node is not None and self.running.get(node, (None,))[0] == name:
             del self.running[node]
