@@ -305,3 +305,16 @@ def test_a_caller_without_a_clock_gets_the_same_quality(seed):
     clocked = scheduler.simulate(graph, costs, nodes)["makespan"]
     assert bound - 1e-6 <= span <= 1.10 * fifo
     assert span <= 1.05 * clocked
+
+
+def test_a_job_requeued_while_its_parent_pushes_waits_for_the_push():
+    graph = _graph({"base": [], "a": ["base"]})
+    sched = scheduler.Scheduler(graph, {}, {"n1": N(), "n2": N()})
+    sched.assign(["n1", "n2"], now=0)
+    sched.built("base", 60)
+    assert sched.assign(["n1", "n2"], now=60) == [("a", "n1")]
+    sched.requeue("a", failed_on="n1")  # a transient failure of a's own build
+    assert sched.state["a"] == scheduler.WAITING
+    assert sched.assign(["n2"], now=61) == []  # n2 has no copy of base: wait for the push
+    sched.finished("base", ok=True)
+    assert sched.assign(["n2"], now=62) == [("a", "n2")]

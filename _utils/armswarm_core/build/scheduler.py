@@ -612,7 +612,13 @@ class Scheduler:
         if self.state[name] == RUNNING and name in self.class_of:
             for r in self.supersets[self.class_of[name]]:
                 self.within[r] += sum(self.costs[name])
-        self._make_ready(name)
+        self.on_local.pop(name, None)
+        if self.missing[name]:
+            # it had started on a parent's local image: it waits for that push again
+            self.state[name] = WAITING
+            self._offer_local(name)
+        else:
+            self._make_ready(name)
         if failed_on:
             self.failed_on.setdefault(name, set()).add(failed_on)
 
