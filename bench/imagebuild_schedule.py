@@ -150,7 +150,8 @@ def evaluate(seed: int) -> dict:
             for name, node in nodes.items():
                 node.speed = table[name][0]
             estimates = build_run.estimates(graph, build_run.durations(state))
-            span, jobs = one_run(graph, nodes, eligible, estimates, truth, true_speed, "dynamic")
+            decide = scheduler.tuned(graph, estimates, nodes, eligible=eligible)
+            span, jobs = one_run(graph, nodes, eligible, decide, truth, true_speed, "dynamic")
             if run == 1:
                 ratios["no history"] = span / bound
             if run == 3:

@@ -318,3 +318,14 @@ def test_a_job_requeued_while_its_parent_pushes_waits_for_the_push():
     assert sched.assign(["n2"], now=61) == []  # n2 has no copy of base: wait for the push
     sched.finished("base", ok=True)
     assert sched.assign(["n2"], now=62) == [("a", "n2")]
+
+
+@pytest.mark.parametrize("seed", range(300, 310))
+def test_tuned_priorities_never_lose_on_the_estimates_and_are_repeatable(seed):
+    graph, costs, nodes = _workload(seed)
+    plain = scheduler.simulate(graph, costs, nodes)["makespan"]
+    decide = scheduler.tuned(graph, costs, nodes)
+    assert decide == scheduler.tuned(graph, costs, nodes)  # seeded: the same plan each time
+    tuned = scheduler.simulate(graph, decide, nodes, actual=costs)["makespan"]
+    assert tuned <= plain + 1e-9
+    assert tuned >= scheduler.lower_bound(graph, costs, nodes) - 1e-6

@@ -326,7 +326,8 @@ def plan(settings: Settings, transport) -> dict:
     else:
         pool = _discover(settings, transport)
         table = _with_speeds(pool, settings.state_dir, settings.speeds or {})
-    simulated = scheduler.simulate(graph, known, pool, settings.strategy)
+    decide = _decide(graph, known, pool, settings.strategy)
+    simulated = scheduler.simulate(graph, decide, pool, settings.strategy, actual=known)
     bound, parts = scheduler.lower_bound(graph, known, pool, detail=True)
     children = {name: [] for name in graph.order}
     levels, depth = {}, {}
@@ -384,6 +385,13 @@ def plan(settings: Settings, transport) -> dict:
     }
 
 
+def _decide(graph, known, pool, strategy) -> dict:
+    """The costs the scheduler decides on (the baselines take the estimates as they are)."""
+    if strategy != "dynamic":
+        return known
+    return scheduler.tuned(graph, known, pool)
+
+
 def _board(node) -> dict:
     return {k: v for k, v in (("board", node.board), ("arch", node.arch)) if v}
 
@@ -432,7 +440,9 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
     overrides = settings.speeds or {}
     _with_speeds(pool, settings.state_dir, overrides)
     known = estimates(graph, durations(settings.state_dir))
-    sched = scheduler.Scheduler(graph, known, pool, settings.strategy)
+    sched = scheduler.Scheduler(
+        graph, _decide(graph, known, pool, settings.strategy), pool, settings.strategy
+    )
     existing = set()
     for name in graph.order:
         existing.update(registry.tags(name))
