@@ -63,6 +63,10 @@ def build(
 
         salt node2 imagebuild.build web reg.lan:5000/web:20261122 "$(tar -C web -cz . | base64 -w0)"
     """
+    # Salt adds its __pub_* keys (the job id among them); anything else is a misspelled argument.
+    unknown = sorted(key for key in kwargs if not key.startswith("__pub_"))
+    if unknown:
+        raise CommandExecutionError(f"imagebuild.build: unknown argument(s): {', '.join(unknown)}")
     try:
         engine = docker_client.connect(__opts__, __pillar__)
     except ArmswarmError as exc:
