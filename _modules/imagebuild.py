@@ -42,6 +42,7 @@ def build(
     build_args=None,
     registry_host=None,
     timeout=1800,
+    **kwargs,
 ):
     """
     Build ``image`` from ``context`` (base64 of a gzip tar of its directory), tag it ``ref``
@@ -52,7 +53,9 @@ def build(
     ``$ARMSWARM_IMAGE``).
 
     Returns ``status`` (``ok``/``failed``), ``digest``, ``error``, ``transient`` (worth
-    retrying), timings and the last lines of build output.
+    retrying), timings (``pull_seconds``, ``build_seconds``, ``push_seconds``) and the last
+    lines of build output. Between the build and the push an event
+    ``armswarm/imagebuild/built/<jid>`` tells the runner that this node may take the next job.
 
     CLI Example:
 
@@ -60,6 +63,10 @@ def build(
 
         salt node2 imagebuild.build web reg.lan:5000/web:20261122 "$(tar -C web -cz . | base64 -w0)"
     """
+    # Salt adds its __pub_* keys (the job id among them); anything else is a misspelled argument.
+    unknown = sorted(key for key in kwargs if not key.startswith("__pub_"))
+    if unknown:
+        raise CommandExecutionError(f"imagebuild.build: unknown argument(s): {', '.join(unknown)}")
     try:
         engine = docker_client.connect(__opts__, __pillar__)
     except ArmswarmError as exc:
@@ -77,11 +84,25 @@ def build(
         registry=registry_host,
         auth=_auth(),
         timeout=int(timeout),
+        on_built=_announcer(kwargs.get("__pub_jid"), image),
     )
     answer["node"] = __opts__["id"]
     if answer["status"] != "ok":
         log.warning("imagebuild: %s failed: %s", image, answer.get("error"))
     return answer
+
+
+def _announcer(jid, image):
+    """What tells the master that the build of job ``jid`` is done and its push runs."""
+    if not jid:
+        return None  # called from the command line: nobody waits for it
+
+    def announce():
+        __salt__["event.send"](
+            f"armswarm/imagebuild/built/{jid}", {"jid": jid, "image": image, "node": __opts__["id"]}
+        )
+
+    return announce
 
 
 def images(prefix=None):

@@ -17,11 +17,12 @@ the defaults < the master config < the pillar compiled for the master's id, key 
         source: salt://images      # or a directory on the master
         target: 'G@armnode:board:*'
         tgt_type: compound
-        strategy: dynamic          # or static (a round-robin split, for comparison)
+        strategy: dynamic          # or fifo / static (naive baselines, for comparison)
         retries: 2                 # transient failures (registry, network) per image
         max_context_mb: 32         # an image directory is sent to its node compressed
         probe_every: 10            # seconds between "still building?" checks of a job
         probe_timeout: 10          # unanswered this long twice in a row: the node is gone
+        speeds: {sopine: 0.45}     # relative build speed by board or minion id (else measured)
 
 Each image is tagged with the run's UTC date (``20261122``; a later run that day gets
 ``20261122.2`` …) and built on its parents' digests from this run. ``latest`` moves at the end
@@ -101,6 +102,7 @@ def _settings(source, target, tgt_type, strategy, **more) -> build_run.Settings:
         layout_nodes=(swarm_layout.layout_conf(__opts__, _pillar()) or {}).get("nodes") or {},
         build_args=_setting("build_args"),
         registry_aliases=_setting("registry_aliases"),
+        speeds=_setting("speeds"),
         **more,
     )
 
@@ -132,6 +134,7 @@ def _fetch(source) -> Path:
 
 # -- the transport: Salt publish and the master event bus ------------------------------------
 PUBLISH_TIMEOUT = 15  # seconds for the master to accept a publish (not the job's duration)
+BUILT_TAG = "armswarm/imagebuild/built/"  # + jid: a node's build is done, its push runs
 
 
 class _SaltTransport:
@@ -202,14 +205,21 @@ class _SaltTransport:
 
     def events(self, wait):
         out = []
-        data = self.event.get_event(wait=wait, tag="salt/job/", full=True, match_type="startswith")
+        data = self.event.get_event(wait=wait, tag="", full=True)
         while data:
             parts = data["tag"].split("/")
-            if len(parts) == 5 and parts[3] == "ret" and parts[2] in self.jids:
-                out.append((parts[2], parts[4], data["data"]))
-            data = self.event.get_event(
-                wait=0.01, tag="salt/job/", full=True, match_type="startswith"
-            )
+            if data["tag"].startswith("salt/job/"):
+                if len(parts) == 5 and parts[3] == "ret" and parts[2] in self.jids:
+                    out.append((parts[2], parts[4], data["data"]))
+            elif data["tag"].startswith(BUILT_TAG) and len(parts) == 4:
+                # a node's event.send: its data may come wrapped once more
+                body = data.get("data") or {}
+                if isinstance(body.get("data"), dict):
+                    body = body["data"]
+                jid = parts[3]
+                if jid in self.jids and body.get("jid") == jid:
+                    out.append((jid, self.jids[jid], {"built": True}))
+            data = self.event.get_event(wait=0.01, tag="", full=True)
         return out
 
 
@@ -294,9 +304,11 @@ def _prune(keep=None, dry_run=True, repositories=None, gc=True):
 def plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
     """
     Show what :func:`run` would do without building anything: each image's parents, the build
-    order by depth, the critical path, and the schedule expected on the answering build nodes
+    order by depth, each node's speed and where it came from, the critical path, the lower
+    bound, and the schedule expected on the answering build nodes with its ratio to the bound
     (``nodes=N`` estimates for N identical nodes instead of asking the minions). Durations are
-    remembered from earlier runs (60 s for an image never built).
+    remembered from earlier runs, normalised by node speed; an image never built is estimated
+    from its ``expected_seconds`` or the tree's measured images.
 
     CLI Example:
 

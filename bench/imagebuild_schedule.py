@@ -1,157 +1,238 @@
-"""Benchmark: distributed image builds, dynamic scheduling against the alternatives.
+"""Benchmark: image build scheduling on mixed-board clusters, against the physical lower bound.
 
-    .venv/bin/python bench/imagebuild_schedule.py [--nodes 4] [--keep]
+    .venv/bin/python bench/imagebuild_schedule.py [--workloads 100] [--repetitions 3]
 
-A synthetic tree of 16 images, depth 4, where every image's build is ``RUN sleep N`` (known
-time, no CPU), is built on a lab with ``salt-run imagebuild.run``:
+Workloads where the work, not the chain, binds: random trees of 30-160 images (a few roots,
+children of one or two parents, build times log-normal around a minute, pushes about a tenth),
+a third of the subtrees for one platform only (``aarch64``: RockPro64, SOPINE, Pi 4; or
+``armv7l``: the HC1s), on 3-10 nodes of at least two board kinds whose real speeds are the
+board table's ±10 %. Minion ids are shuffled, so a name says nothing about a board.
 
-1. a warm-up run, so the master remembers each image's duration (as it would in production);
-2. ``strategy=dynamic`` on N nodes (longest remaining path first, as nodes free up);
-3. ``strategy=static`` on the same nodes (a round-robin split made before the run);
-4. one node building everything.
+Each workload runs through the project's own code: :class:`armswarm_core.build.scheduler.
+Scheduler` (via ``simulate``, with each job's real seconds drawn around its true cost) and the
+history of :mod:`armswarm_core.build.build_run` (``remember`` after each run, ``estimates`` and
+the fitted speeds before the next):
 
-Prints the makespans (first job start to last job end) and the ratios, measured in one run:
-dynamic / lower bound, where the lower bound is max(critical path, total work / N) over the
-durations the nodes measured in run 2, static / dynamic and one-node / dynamic, plus the
-per-job dispatch overhead (the runner's view of a job minus the node's). Targets: dynamic ≤
-1.10 × lower bound, dispatch overhead ≤ 0.5 s. Nothing is asserted.
+* ``no history``: the first run (every duration unknown, board-default speeds);
+* ``history``: the third run (two runs remembered, speeds fitted from them);
+* baselines on the same run: ``fifo`` (the first free node takes the first ready image in
+  topological order: a naive script, ``buildx bake``) and ``static`` (round robin fixed before
+  the run, as the original scripts did).
+
+Every ratio is makespan / physical lower bound of that run (its real durations and speeds:
+max(critical path at the fastest eligible node, each eligibility set's work over its nodes'
+speeds)). Printed: median and p90 per repetition, then the median and spread over the
+repetitions, and the time of ``scheduler + plan`` for 5,000 images on 200 nodes.
+Targets (issue 16): history median ≤ 1.06, p90 ≤ 1.25; no history median ≤ 1.25; < 1 s at
+5,000 images. Nothing is asserted.
 """
 
 import argparse
-import json
+import math
+import random
+import statistics
+import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from armswarm.lab.cluster import Lab
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_utils"))
 
-# image → (parents, seconds of sleep); the first parent is FROM, the others COPY --from.
-DAG = {
-    "a1": ([], 4),
-    "a2": ([], 3),
-    "b1": (["a1"], 6),
-    "b2": (["a1"], 3),
-    "b3": (["a2"], 5),
-    "b4": (["a2", "a1"], 2),
-    "c1": (["b1"], 7),
-    "c2": (["b1", "b2"], 3),
-    "c3": (["b3"], 4),
-    "c4": (["b4"], 2),
-    "c5": (["b3"], 3),
-    "d1": (["c1"], 5),
-    "d2": (["c2", "c3"], 4),
-    "d3": (["c3"], 3),
-    "d4": (["c4", "c5"], 6),
-    "d5": (["c1"], 2),
+from armswarm_core.build import build_dag, build_run, dispatch, scheduler  # noqa: E402
+
+BOARDS = {  # board → (platform, speed of the board table)
+    "odroid-hc1": ("armv7l", 1.0),
+    "rockpro64": ("aarch64", 1.15),
+    "sopine": ("aarch64", 0.5),
+    "rpi4": ("aarch64", 0.8),
 }
-LOCAL_BASE = "armswarm-bench-busybox"
 
 
-def write_tree(root: Path) -> Path:
-    """The tree, with a fresh nonce in every RUN so no node can reuse a cached layer."""
-    nonce = uuid.uuid4().hex[:8]
-    for name, (parents, seconds) in DAG.items():
-        lines = [f"FROM {parents[0] if parents else LOCAL_BASE}"]
-        lines += [f"COPY --from={p} /{p} /{p}" for p in parents[1:]]
-        lines.append(f"RUN echo {nonce} > /{name} && sleep {seconds}")
-        (root / name).mkdir(parents=True)
-        (root / name / "Dockerfile").write_text("\n".join(lines) + "\n")
-    return root
+def workload(rng: random.Random):
+    """(graph, true costs, nodes with their true speeds, eligible sets)."""
+    while True:
+        kinds = rng.sample(sorted(BOARDS), rng.randint(2, 4))
+        count = {k: rng.randint(1, 3) for k in kinds}
+        total = sum(count.values())
+        if 3 <= total <= 10:
+            break
+    ids = [f"node{i + 1:02d}" for i in range(total)]
+    rng.shuffle(ids)
+    nodes, truth_speed = {}, {}
+    for board in sorted(count):
+        for _ in range(count[board]):
+            name = ids.pop()
+            platform, speed = BOARDS[board]
+            truth_speed[name] = speed * rng.uniform(0.9, 1.1)
+            nodes[name] = scheduler.Node(arch=platform, labels={}, board=board)
+    platforms = sorted({n.arch for n in nodes.values()})
+    n = rng.randint(30, 160)
+    images, costs, platform_of = {}, {}, {}
+    roots = rng.randint(2, 6)
+    for i in range(n):
+        name = f"img{i:03d}"
+        if i < roots:
+            parents = []
+            platform_of[name] = rng.choice([None, None, *platforms])
+        else:
+            pick = max(0, i - rng.randint(1, 25))
+            parents = [f"img{pick:03d}"]
+            if rng.random() < 0.2 and i > 1:
+                parents.append(f"img{rng.randrange(i):03d}")
+            inherited = [platform_of[p] for p in parents if platform_of[p]]
+            platform_of[name] = inherited[0] if inherited else None
+            if platform_of[name] is None and rng.random() < 0.1:
+                platform_of[name] = rng.choice(platforms)
+        images[name] = build_dag.Image(name=name, path=None, parents=sorted(set(parents)))
+        build = min(rng.lognormvariate(math.log(60), 0.9), 900)
+        costs[name] = {"build": build, "push": build * rng.uniform(0.05, 0.15)}
+    # a child of two parents of different platforms builds where both can
+    eligible = {}
+    for name in build_dag._toposort(images):
+        wanted = platform_of[name]
+        allowed = {n for n, node in nodes.items() if wanted is None or node.arch == wanted}
+        for parent in images[name].parents:
+            if platform_of[parent]:
+                allowed &= {n for n, node in nodes.items() if node.arch == platform_of[parent]}
+        if not allowed:
+            allowed = {n for n, node in nodes.items() if node.arch == platform_of[name]} or set(
+                nodes
+            )
+        eligible[name] = frozenset(allowed)
+    graph = build_dag.Graph(images=images, order=build_dag._toposort(images))
+    return graph, costs, nodes, truth_speed, eligible
 
 
-def prepare_nodes(lab: Lab, names):
-    """A local busybox image on each node: the roots' FROM (nothing can be pulled)."""
-    script = (
-        "set -e; d=$(mktemp -d); mkdir $d/bin; cp /bin/busybox $d/bin/; "
-        "for a in sh sleep echo; do ln -s busybox $d/bin/$a; done; "
-        f"tar -C $d -c . | docker import - {LOCAL_BASE} >/dev/null"
+def real_run(rng, costs, noise=0.1):
+    """This run's real seconds at speed 1.0: the true cost, give or take."""
+    out = {}
+    for name, cost in costs.items():
+        factor = rng.lognormvariate(0, noise)
+        out[name] = {"build": cost["build"] * factor, "push": cost["push"] * factor}
+    return out
+
+
+def one_run(graph, nodes, eligible, estimates, truth, true_speed, strategy):
+    """The real Scheduler deciding on the believed speeds (``nodes``) while the clock runs
+    at the true ones and the real seconds."""
+    result = scheduler.simulate(
+        graph, estimates, nodes, strategy, actual=truth, eligible=eligible, speeds=true_speed
     )
-    for name in names:
-        code, out = lab.exec(name, ["sh", "-c", script])
-        if code:
-            raise SystemExit(f"{name}: {out}")
+    return result["makespan"], result["jobs"]
 
 
-def build(lab: Lab, tmp: Path, label: str, targets, strategy="dynamic") -> dict:
-    tree = write_tree(tmp / label)
-    proc = lab.run_salt(
-        "salt-run",
-        "--out=json",
-        "imagebuild.run",
-        f"source={tree}",
-        f"target={','.join(targets)}",
-        "tgt_type=list",
-        f"strategy={strategy}",
-        check=False,
-    )
-    out = proc.stdout
-    report = json.loads(out[out.index("{\n") :])
-    failed = [i["image"] for i in report["images"] if i["status"] != "done"]
-    if failed:
-        raise SystemExit(f"{label}: failed {failed}\n{out[-3000:]}")
-    return report
+def outcomes_of(jobs, truth, true_speed):
+    out = {}
+    for name, (node, start, end) in jobs.items():
+        outcome = dispatch.Outcome(name, status=scheduler.DONE, node=node, start=start, end=end)
+        speed = true_speed[node]
+        outcome.answer = {
+            "seconds": end - start,
+            "build_seconds": truth[name]["build"] / speed,
+            "push_seconds": truth[name]["push"] / speed,
+        }
+        out[name] = outcome
+    return out
 
 
-def makespan(report) -> float:
-    attempts = [a for item in report["images"] for a in item["attempts"]]
-    return max(a["end"] for a in attempts) - min(a["start"] for a in attempts)
+def evaluate(seed: int) -> dict:
+    rng = random.Random(seed)
+    graph, costs, nodes, true_speed, eligible = workload(rng)
+    physical = {n: scheduler.Node(arch=node.arch, speed=true_speed[n]) for n, node in nodes.items()}
+    ratios = {}
+    with tempfile.TemporaryDirectory(prefix="armswarm-bench-") as tmp:
+        state = Path(tmp)
+        prior = {n: build_run.build_settings.BOARD_SPEEDS[node.board] for n, node in nodes.items()}
+        for run in (1, 2, 3):
+            truth = real_run(rng, costs)
+            bound = scheduler.lower_bound(graph, truth, physical, eligible=eligible)
+            table = build_run.speeds(nodes, state, {})
+            for name, node in nodes.items():
+                node.speed = table[name][0]
+            estimates = build_run.estimates(graph, build_run.durations(state))
+            decide = scheduler.tuned(graph, estimates, nodes, eligible=eligible)
+            span, jobs = one_run(graph, nodes, eligible, decide, truth, true_speed, "dynamic")
+            if run == 1:
+                ratios["no history"] = span / bound
+            if run == 3:
+                ratios["history"] = span / bound
+                for strategy in ("fifo", "static"):
+                    other, _ = one_run(
+                        graph, nodes, eligible, estimates, truth, true_speed, strategy
+                    )
+                    ratios[strategy] = other / bound
+            build_run.remember(state, outcomes_of(jobs, truth, true_speed), prior=prior)
+    return ratios
 
 
-def lower_bound(report, nodes: int) -> float:
-    seconds = {i["image"]: i["node_seconds"] for i in report["images"]}
-    level = {}
-    for name in reversed(list(DAG)):
-        children = [c for c, (parents, _) in DAG.items() if name in parents]
-        level[name] = seconds[name] + max((level[c] for c in children), default=0.0)
-    return max(*level.values(), sum(seconds.values()) / nodes)
+def p90(values):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(math.ceil(0.9 * len(values))) - 1)]
 
 
-def overheads(report) -> list:
-    return [
-        (item["end"] - item["start"]) - item["node_seconds"]
-        for item in report["images"]
-        if len(item["attempts"]) == 1
-    ]
+def scale_check(images=5000, nodes=200) -> float:
+    rng = random.Random(5)
+    graph_images = {}
+    costs = {}
+    for i in range(images):
+        name = f"i{i}"
+        parents = [] if i < 20 else [f"i{rng.randrange(max(0, i - 300), i)}"]
+        graph_images[name] = build_dag.Image(name=name, path=None, parents=parents)
+        costs[name] = {"build": rng.uniform(10, 200), "push": rng.uniform(1, 20)}
+    graph = build_dag.Graph(images=graph_images, order=build_dag._toposort(graph_images))
+    boards = sorted(BOARDS)
+    pool = {
+        f"n{i:03d}": scheduler.Node(
+            arch=BOARDS[boards[i % 4]][0], speed=BOARDS[boards[i % 4]][1], board=boards[i % 4]
+        )
+        for i in range(nodes)
+    }
+    # CPU seconds of this process: on a shared machine wall time measures the neighbours
+    started = time.process_time()
+    scheduler.simulate(graph, costs, pool)
+    scheduler.lower_bound(graph, costs, pool)
+    scheduler.critical_path(graph, costs, pool)
+    return time.process_time() - started
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--nodes", type=int, default=4)
-    parser.add_argument("--keep", action="store_true", help="leave the lab running")
+    parser.add_argument("--workloads", type=int, default=100)
+    parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args()
-    lab = Lab(name="armswarm-bench", subnet="10.77.5.0/24", progress=lambda m: None)
+    labels = ("history", "no history", "fifo", "static")
+    per_rep = {label: [] for label in labels}
     started = time.monotonic()
-    lab.up(main_job=False)
-    lab.sync()
-    names = lab.node_names()[: args.nodes]
-    prepare_nodes(lab, names)
-    print(f"lab up and prepared in {time.monotonic() - started:.0f} s; build nodes {names}")
-    try:
-        with tempfile.TemporaryDirectory(prefix="armswarm-bench-") as name:
-            tmp = Path(name)
-            build(lab, tmp, "warm-up", names)
-            dynamic = build(lab, tmp, "dynamic", names)
-            static = build(lab, tmp, "static", names, strategy="static")
-            single = build(lab, tmp, "single", names[:1])
-    finally:
-        if not args.keep:
-            lab.down()
-    bound = lower_bound(dynamic, len(names))
-    spans = {"dynamic": makespan(dynamic), "static": makespan(static), "one node": makespan(single)}
-    over = overheads(dynamic)
-    sleeps = sum(s for _, s in DAG.values())
-    print(f"16 images, depth 4, {sleeps} s of RUN sleep; {len(names)} nodes")
-    for label, span in spans.items():
-        print(f"  makespan {label:9} {span:6.1f} s")
-    print(f"  lower bound      {bound:6.1f} s (max of critical path, work / nodes; measured)")
-    print(f"ratio dynamic / lower bound   {spans['dynamic'] / bound:.3f}   (target ≤ 1.10)")
-    print(f"ratio static / dynamic        {spans['static'] / spans['dynamic']:.3f}")
-    print(f"ratio one node / dynamic      {spans['one node'] / spans['dynamic']:.3f}")
+    for rep in range(args.repetitions):
+        results = [evaluate(10_000 * (rep + 1) + i) for i in range(args.workloads)]
+        line = [f"repetition {rep + 1}:"]
+        for label in labels:
+            values = [r[label] for r in results]
+            per_rep[label].append((statistics.median(values), p90(values), max(values)))
+            line.append(
+                f"{label} median {per_rep[label][-1][0]:.3f} p90 {per_rep[label][-1][1]:.3f}"
+            )
+        print("  ".join(line), flush=True)
     print(
-        f"dispatch overhead per job     mean {sum(over) / len(over):.2f} s, "
-        f"max {max(over):.2f} s   (target ≤ 0.5 s)"
+        f"\n{args.repetitions} × {args.workloads} mixed-board workloads "
+        f"({time.monotonic() - started:.0f} s); makespan / physical lower bound:"
     )
+    print(f"  {'':12} {'median':>8} {'spread':>15} {'p90':>8} {'spread':>15} {'worst':>7}")
+    for label in labels:
+        medians = [m for m, _, _ in per_rep[label]]
+        p90s = [p for _, p, _ in per_rep[label]]
+        worst = max(w for _, _, w in per_rep[label])
+        print(
+            f"  {label:12} {statistics.median(medians):8.3f} "
+            f"{min(medians):7.3f}–{max(medians):.3f} {statistics.median(p90s):8.3f} "
+            f"{min(p90s):7.3f}–{max(p90s):.3f} {worst:7.3f}"
+        )
+    fifo = statistics.median(m for m, _, _ in per_rep["fifo"])
+    hist = statistics.median(m for m, _, _ in per_rep["history"])
+    print(f"  fifo / history (medians) {fifo / hist:.3f}")
+    print("targets: history median ≤ 1.06, p90 ≤ 1.25; no history median ≤ 1.25")
+    seconds = min(scale_check() for _ in range(3))
+    print(f"scheduler + plan, 5,000 images on 200 nodes: {seconds:.2f} CPU s (target < 1 s)")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,51 @@ DEFAULT_NODES = (
 )
 
 
+# The boards differ in speed: each node's builds (everything its dockerd runs) get a CPU share in
+# proportion to the board's multi-core throughput, ODROID-HC1 = 1.0. The values are issue 16's
+# rounded relative throughputs (compare sbc-bench's Results.md, github.com/ThomasKaiser/sbc-bench:
+# RK3399 2×A72+4×A53 ahead of Exynos 5422 4×A15+4×A7, then BCM2711 4×A72 at 1.5 GHz, then
+# Allwinner A64 4×A53 at 1.15 GHz); the scheduler's board defaults
+# (armswarm_core.build.build_settings.BOARD_SPEEDS) are the same table.
+#   board               share   cap (CPUs) for builds   relative to a RockPro64
+#   rockpro64           1.15    1.15                    1.0
+#   odroid-hc1          1.0     1.0                     0.87
+#   rpi4                0.8     0.8                     0.70
+#   sopine              0.5     0.5                     0.43 (a 1-thread step: 0.5, i.e. 2× as long)
+# The cap is a CFS quota on the cgroup the node's dockerd puts its containers in (dockerd
+# --cgroup-parent), so the minion and dockerd themselves are never throttled; the node
+# container's cpu_shares carry the same proportion when the host's CPUs are contended.
+BOARD_CPU = {
+    "rockpro64": 1.15,
+    "rockpro64-extlinux": 1.15,
+    "odroid-hc1": 1.0,
+    "rpi4": 0.8,
+    "sopine": 0.5,
+}
+CPU_PERIOD_US = 100_000
+BUILD_CGROUP = "armswarm-board"
+CPU_SCRIPT = f"""#!/bin/sh
+# armswarm lab: cap what this node's dockerd runs at the board's CPU share ($1 µs per
+# {CPU_PERIOD_US} µs); the minion and dockerd stay outside the capped cgroup.
+set -e
+cpu=$(awk '$3 == "cgroup" && $4 ~ /(^|,)cpu(,|$)/ {{print $2; exit}}' /proc/self/mounts)
+if [ -n "$cpu" ]; then
+    mkdir -p "$cpu/{BUILD_CGROUP}"
+    echo {CPU_PERIOD_US} > "$cpu/{BUILD_CGROUP}/cpu.cfs_period_us"
+    echo "$1" > "$cpu/{BUILD_CGROUP}/cpu.cfs_quota_us"
+else
+    echo +cpu > /sys/fs/cgroup/cgroup.subtree_control
+    mkdir -p /sys/fs/cgroup/{BUILD_CGROUP}
+    echo "$1 {CPU_PERIOD_US}" > /sys/fs/cgroup/{BUILD_CGROUP}/cpu.max
+fi
+"""
+
+
+def cpu_share(board: str) -> float:
+    """The board's CPU share (HC1 = 1.0); an unknown board gets 1.0."""
+    return BOARD_CPU.get(board, 1.0)
+
+
 class LabError(RuntimeError):
     pass
 
@@ -378,6 +423,12 @@ class Lab:
             "etc/salt/pki/minion/minion.pem": (priv, 0o400),
             "etc/salt/pki/minion/minion.pub": pub,
             f"etc/docker/certs.d/{self.registry}/ca.crt": self.ca_file.read_bytes(),
+            "usr/local/sbin/armswarm-lab-cpu": (CPU_SCRIPT, 0o755),
+            "etc/systemd/system/docker.service.d/armswarm-lab-cpu.conf": (
+                "[Service]\n"
+                f"ExecStartPre=/usr/local/sbin/armswarm-lab-cpu {self.cpu_quota(node)}\n"
+                f"Environment=DOCKER_OPTS=--cgroup-parent=/{BUILD_CGROUP}\n"
+            ),
         }
         for src in sorted(p for p in board_dir.rglob("*") if p.is_file()):
             rel = src.relative_to(board_dir)
@@ -389,6 +440,11 @@ class Lab:
             elif rel.parts[0] == "rootfs":
                 files["/".join(rel.parts[1:])] = content
         return files
+
+    @staticmethod
+    def cpu_quota(node: NodeSpec) -> int:
+        """The CFS quota (µs per period) of the node's containers: its board's share."""
+        return int(round(cpu_share(node.board) * CPU_PERIOD_US))
 
     def _create_node(self, node: NodeSpec, tag: str):
         name = self.container_name(node)
@@ -413,6 +469,8 @@ class Lab:
                 str(self.backup_share): {"bind": NODE_BACKUP_SHARE, "mode": "rw"},
             },
             network_mode=self.name,
+            # the board's weight when the host's CPUs are contended (the cap is inside)
+            cpu_shares=int(round(1024 * cpu_share(node.board))),
         )
         # `--security-opt systempaths=unconfined` of the CLI: the SDK has no option for it.
         host_config["MaskedPaths"] = []

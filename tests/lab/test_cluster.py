@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import requests
@@ -151,3 +152,74 @@ def test_sync_gives_running_minions_the_new_shared_layer(lab):
         container.put_archive(str(boards_py.parent), tar_bytes({"boards.py": synced}))
         lab.exec(node, ["systemctl", "restart", "salt-minion"])
         lab.wait_minions()
+
+
+CPU_PROBE = "armswarm-cpu-probe"
+# One thread of pure shell arithmetic: seconds of CPU, no I/O.
+CPU_STEP = "i=0; while [ $i -lt 700000 ]; do i=$((i+1)); done"
+
+
+def _cpu_probe_image(lab, node):
+    script = (
+        f"set -e; docker image inspect {CPU_PROBE} >/dev/null 2>&1 && exit 0; d=$(mktemp -d); "
+        "mkdir $d/bin; cp /bin/busybox $d/bin/; for a in sh date; do ln -s busybox $d/bin/$a; "
+        f"done; tar -C $d -c . | docker import - {CPU_PROBE} >/dev/null"
+    )
+    code, out = lab.exec(node, ["sh", "-c", script])
+    assert code == 0, out
+
+
+def _build_step_seconds(lab, node) -> float:
+    """Wall seconds of a CPU-bound RUN step built by the node's dockerd (classic builder)."""
+    script = (
+        f"printf 'FROM {CPU_PROBE}\\nRUN {CPU_STEP}\\n' > /tmp/cpu.Dockerfile; "
+        "s=$(date +%s.%N); DOCKER_BUILDKIT=0 docker build -q --no-cache -f /tmp/cpu.Dockerfile "
+        "/tmp/ >/dev/null || exit 1; e=$(date +%s.%N); echo $s $e"
+    )
+    code, out = lab.exec(node, ["sh", "-c", script])
+    assert code == 0, out
+    start, end = (float(x) for x in out.split()[-2:])
+    return end - start
+
+
+def test_boards_differ_in_speed_and_minions_stay_responsive(lab):
+    # node2 plays a RockPro64, node4 a SOPINE: the same build step, one node at a time.
+    for node in ("node2", "node4"):
+        _cpu_probe_image(lab, node)
+    rock = min(_build_step_seconds(lab, "node2") for _ in range(2))
+    sopine = min(_build_step_seconds(lab, "node4") for _ in range(2))
+    ratio = sopine / rock
+    print(f"CPU-bound build step: RockPro64 {rock:.2f} s, SOPINE {sopine:.2f} s, x{ratio:.2f}")
+    assert 1.6 <= ratio <= 2.6, (rock, sopine)
+    # While node4's builds take all of its share, its minion and dockerd answer at once: they
+    # are outside the capped cgroup.
+    code, out = lab.exec(
+        "node4",
+        [
+            "sh",
+            "-c",
+            f"for n in 1 2 3; do docker run -d --rm {CPU_PROBE} sh -c '{CPU_STEP}; {CPU_STEP}'"
+            " >/dev/null; done",
+        ],
+    )
+    assert code == 0, out
+    try:
+        started = time.monotonic()
+        assert lab.salt_json("node4", "test.ping", "--timeout=20") == {"node4": True}
+        ping = time.monotonic() - started
+        code, out = lab.exec(
+            "node4",
+            [
+                "sh",
+                "-c",
+                "s=$(date +%s%N); docker info >/dev/null; "
+                "echo $(( ($(date +%s%N) - s) / 1000000 ))",
+            ],
+        )
+        assert code == 0, out
+        docker_ms = int(out.split()[-1])
+        # the same questions with the node idle are the baseline
+        print(f"node4 under load: test.ping {ping:.2f} s, docker info {docker_ms} ms")
+        assert ping < 5.0 and docker_ms < 3000, (ping, docker_ms)
+    finally:
+        lab.exec("node4", ["sh", "-c", "docker ps -q | xargs -r docker kill >/dev/null"])

@@ -113,6 +113,12 @@ def test_example_tree_builds_across_nodes_into_the_registry(lab, first_run):
     starts = [e for e in events if e.endswith("/job/start")]
     dones = [e for e in events if e.endswith("/job/done")]
     assert len(starts) == len(dones) == len(images)
+    # Each node announced its build before the push (its next job may start meanwhile), and
+    # told build and push time apart.
+    built = [e for e in events if e.endswith("/job/built")]
+    assert len(built) == len(images), events
+    for item in images.values():
+        assert item["build_seconds"] > 0 and item["push_seconds"] > 0, item
 
 
 def test_plan_builds_nothing(lab, first_run):
@@ -122,6 +128,14 @@ def test_plan_builds_nothing(lab, first_run):
     assert plan["order"]["depth 1"] == ["base"]
     assert len(plan["nodes"]) == len(lab.node_names())
     assert plan["expected_makespan_seconds"] >= plan["lower_bound_seconds"] > 0
+    assert plan["expected_over_bound"] >= 1
+    # every node's speed, measured after a run, with the board it is
+    speeds = plan["speeds"]
+    assert set(speeds) == set(lab.node_names())
+    assert speeds["node4"]["board"] == "sopine" and speeds["node2"]["board"] == "rockpro64"
+    # a node that built nothing yet keeps its board's default
+    assert {v["source"] for v in speeds.values()} <= {"measured", "board default"}, speeds
+    assert sum(v["source"] == "measured" for v in speeds.values()) >= 3, speeds
     assert _api(lab, "_catalog").json() == catalog
 
 

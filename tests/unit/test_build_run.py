@@ -90,8 +90,10 @@ class FakeCluster:
         transient=None,
         dies=None,
         interrupt_after=None,
+        push_seconds=None,
     ):
         self.clock = clock
+        self.push_seconds = dict(push_seconds or {})  # image → last seconds of its job: push
         self.registry = registry
         self.facts = facts
         self.tree = tree
@@ -155,6 +157,9 @@ class FakeCluster:
         if self.transient.get(image):
             self.transient[image] -= 1
             answer = {"status": "failed", "transient": True, "error": "push: connection refused"}
+            if image in self.push_seconds:  # built, then the push failed
+                built = {"built": True}
+                self.pending.append((due - self.push_seconds[image], jid, node, built, None))
         elif image in self.fail:
             answer = {
                 "status": "failed",
@@ -167,6 +172,11 @@ class FakeCluster:
             digest = built_digest(image, kwargs["pins"])
             answer = {"status": "ok", "digest": digest, "seconds": due - now, "push_tries": 1}
             push = (repo[len(HOST) + 1 :], tag, digest)
+            if image in self.push_seconds:
+                pushing = self.push_seconds[image]
+                answer["build_seconds"], answer["push_seconds"] = due - now - pushing, pushing
+                built = {"built": True}
+                self.pending.append((due - pushing, jid, node, built, None))
         self.pending.append((due, jid, node, {"return": answer, "success": True}, push))
         return jid
 
@@ -459,6 +469,7 @@ def test_the_plan_for_identical_nodes_has_its_lower_bound_and_builds_nothing(env
 def test_the_plan_places_images_on_the_answering_nodes(env, tmp_path):
     _, _, cluster, settings = env
     cluster.facts = {"n1": grains(), "n2": grains("armv7l"), "n3": "Minion did not return."}
+    settings.speeds = {"rockpro64": 1}  # over the board default, for round numbers
     root = tree(
         tmp_path / "placed",
         {
@@ -500,22 +511,78 @@ def test_durations_are_remembered_blended_and_used_by_the_next_plan(env):
     clock, _, cluster, settings = env
     settings.nodes = 2
     before = build_run.plan(settings, cluster)
-    assert before["images"]["a1"]["expected_seconds"] == 60  # never built: the default
+    assert before["images"]["a1"]["expected_seconds"] == 60  # nothing known: the default
+    assert before["images"]["a1"]["estimate"] == "default"
     report = run(env)
-    durations = json.loads((settings.state_dir / "durations.json").read_text())
-    assert durations == {"base": 4, "a": 6, "b": 3, "a1": 5, "b1": 2}
+    history = json.loads((settings.state_dir / "durations.json").read_text())
+    jobs = history["jobs"]
+    where = {item["image"]: item["node"] for item in report["images"]}
+    # each measurement with the node that made it, build and push apart
+    assert jobs["base"]["samples"] == [[where["base"], 4.0, 0.0]]
+    assert jobs["a"]["samples"] == [[where["a"], 6.0, 0.0]]
+    # both nodes are RockPro64s (board default 1.15) and no image ran on both: the fit keeps
+    # them at 1.15, and a job's cost at speed 1.0 is its seconds × 1.15
+    assert history["speeds"] == {"n1": 1.15, "n2": 1.15}
+    assert jobs["a"]["build"] == 6.9 and jobs["b1"]["build"] == 2.3
     after = build_run.plan(settings, cluster)
-    assert after["images"]["a"]["expected_seconds"] == 6
-    assert after["critical_path"] == ["base", "a", "a1"] and after["critical_path_seconds"] == 15
-    assert after["lower_bound_seconds"] == 15
+    assert after["images"]["a"]["expected_seconds"] == 6.9
+    assert after["critical_path"] == ["base", "a", "a1"]
+    assert after["critical_path_seconds"] == 17.2  # 4.6 + 6.9 + 5.75 on identical nodes
+    assert after["lower_bound_seconds"] == 17.2
     # A second run: half-way to the new measure; an image that failed keeps its old one.
     cluster.seconds["a"] = 10
     cluster.fail = {"b"}
     clock.now += 100
+    settings.nodes = None
     run(env, tag="20261122.2")
-    durations = json.loads((settings.state_dir / "durations.json").read_text())
-    assert durations["a"] == 8 and durations["b"] == 3 and durations["base"] == 4
+    history = json.loads((settings.state_dir / "durations.json").read_text())
+    jobs = history["jobs"]
+    assert [s[1] for s in jobs["a"]["samples"]] == [6.0, 10.0]
+    assert len(jobs["b"]["samples"]) == 1 and jobs["b"]["build"] == 3.45
+    speed = history["speeds"]
+    first, second = (speed[n] * s for n, s, _ in jobs["a"]["samples"])
+    assert jobs["a"]["build"] == pytest.approx(first + 0.5 * (second - first), abs=0.01)
     assert report["images"][0]["node_seconds"] == 4
+
+
+def test_an_old_durations_file_reads_as_build_seconds_and_zero_stays_zero(env):
+    _, _, cluster, settings = env
+    remembered(settings, {"base": 0, "a": 20, "b": 5, "a1": 30, "b1": 5})
+    settings.nodes = 1
+    plan = build_run.plan(settings, cluster)
+    assert plan["images"]["base"]["expected_seconds"] == 0  # measured 0 is not "unknown"
+    assert plan["total_work_seconds"] == 60
+
+
+def test_an_unknown_image_is_estimated_from_the_tree_and_its_hint(env):
+    _, _, cluster, settings = env
+    root = Path(settings.source)
+    (root / "b1" / "image.yaml").write_text("expected_seconds: 42\n")
+    remembered(settings, {"base": 10, "a": 20, "b": 40})
+    settings.nodes = 2
+    plan = build_run.plan(settings, cluster)
+    images = plan["images"]
+    assert (images["a1"]["expected_seconds"], images["a1"]["estimate"]) == (20, "median")
+    assert (images["b1"]["expected_seconds"], images["b1"]["estimate"]) == (42, "hint")
+    (root / "b1" / "image.yaml").write_text("expected_seconds: soon\n")
+    with pytest.raises(ArmswarmError, match="b1: expected_seconds must be a number"):
+        build_run.plan(settings, cluster)
+
+
+def test_node_speeds_come_from_the_pillar_history_or_the_board(env):
+    _, _, cluster, settings = env
+    cluster.facts = {"n1": grains(board="sopine"), "n2": grains(), "n3": grains(board="x")}
+    settings.speeds = {"n3": 3.0, "rockpro64": 2.0}
+    plan = build_run.plan(settings, cluster)
+    assert plan["speeds"] == {
+        "n1": {"speed": 0.5, "source": "board default", "board": "sopine", "arch": "aarch64"},
+        "n2": {"speed": 2.0, "source": "pillar (board)", "board": "rockpro64", "arch": "aarch64"},
+        "n3": {"speed": 3.0, "source": "pillar (node)", "board": "x", "arch": "aarch64"},
+    }
+    # the lower bound is the chain at the fastest speed or the work over all speeds
+    assert plan["lower_bound_seconds"] >= plan["total_work_seconds"] / 5.5 - 0.1
+    assert plan["expected_makespan_seconds"] >= plan["lower_bound_seconds"]
+    assert plan["expected_over_bound"] >= 1.0
 
 
 def test_the_remembered_durations_order_the_work(env):
@@ -657,3 +724,50 @@ def test_aliases_tree_build_args_and_skipped_directories_reach_the_plan_and_the_
     # the node rewrites FROM arch (the alias) to this run's base, not the registry's latest
     assert sent["tools"]["pins"]["arch"] == f"{HOST}/armv7h/archlinux@{base}"
     assert sent["web"]["build_args"]["BASE"] == f"{HOST}/armv7h/archlinux"
+
+
+def test_a_child_builds_on_its_parents_local_image_while_the_parent_pushes(env):
+    clock, registry, cluster, settings = env
+    cluster.seconds = {"base": 10, "a": 8, "b": 8, "a1": 1, "b1": 1}
+    cluster.push_seconds = {"base": 6}
+    report = run(env)
+    items = by_image(report)
+    assert all(i["status"] == "done" for i in items.values())
+    jobs = {image: (node, kwargs) for node, image, kwargs in cluster.jobs.values()}
+    base_node = items["base"]["node"]
+    early = [n for n in ("a", "b") if items[n]["start"] < items["base"]["end"]]
+    # exactly one child started on base's node before base's push ended, on its local tag
+    assert len(early) == 1
+    child = early[0]
+    assert jobs[child][0] == base_node
+    assert jobs[child][1]["pins"] == {"base": f"{HOST}/base:{TAG}"}
+    assert items[child]["start"] == pytest.approx(items["base"]["start"] + 4, abs=1)
+    # the other waited for the push and got the digest
+    other = "b" if child == "a" else "a"
+    assert items[other]["start"] >= items["base"]["end"]
+    assert jobs[other][1]["pins"] == {"base": f"{HOST}/base@{registry.repos['base'][TAG]}"}
+    assert items["base"]["push_seconds"] == 6 and items["base"]["build_seconds"] == 4
+
+
+def test_a_failed_push_rebuilds_what_started_on_the_local_image(env):
+    clock, registry, cluster, settings = env
+    cluster.seconds = {"base": 10, "a": 8, "b": 8, "a1": 1, "b1": 1}
+    cluster.push_seconds = {"base": 6}
+    cluster.transient = {"base": 1}  # built, push refused once: the runner retries
+    report = run(env)
+    items = by_image(report)
+    assert all(i["status"] == "done" for i in items.values())
+    started = [(image, kwargs["pins"]) for _, image, kwargs in cluster.jobs.values()]
+    # a child started on the first try's local tag, was revoked, and built again on the
+    # pushed digest of the second try
+    first_child = next(p for image, p in started if image in ("a", "b"))
+    assert first_child == {"base": f"{HOST}/base:{TAG}"}
+    final = {image: pins for image, pins in started}
+    digest = registry.repos["base"][TAG]
+    assert final["a"]["base"] in (f"{HOST}/base@{digest}", f"{HOST}/base:{TAG}")
+    revoked = [a for item in items.values() for a in item["attempts"] if a["status"] == "revoked"]
+    assert len(revoked) == 1
+    assert [a["status"] for a in items["base"]["attempts"]] == ["failed", "ok"]
+    # every child's final build started after the try of base it built on had finished building
+    for name in ("a", "b"):
+        assert items[name]["attempts"][-1]["start"] >= items["base"]["attempts"][1]["start"]

@@ -309,7 +309,7 @@ def test_dispatcher_pins_children_and_isolates_failures():
     status = {name: o.status for name, o in outcomes.items()}
     assert status == {"base": "done", "a": "failed", "a1": "skipped", "b": "done", "b1": "done"}
     pins = {image: p for image, _, p in transport.started}
-    assert pins["b1"] == {"base": "sha256:base", "b": "sha256:b"}
+    assert pins["b1"] == {"b": "sha256:b"}  # its own parent's only, not the whole run's
     assert [a[3] for a in outcomes["b"].attempts] == ["failed", "ok"]
 
 

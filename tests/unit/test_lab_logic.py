@@ -70,3 +70,26 @@ def test_a_machine_without_a_running_dockerd_has_no_lab_up(monkeypatch, tmp_path
     assert status["up"] is False
     assert {node["state"] for node in status["nodes"]} == {"absent"}
     assert len(status["nodes"]) == len(lab.nodes) > 0
+
+
+def test_each_board_gets_its_cpu_share_for_what_its_dockerd_runs(monkeypatch, tmp_path):
+    lab = Lab(name="armswarm-unit", progress=lambda message: None)
+    monkeypatch.setattr(Lab, "_minion_keys", lambda self, node: ("PRIV", "PUB"))
+    monkeypatch.setattr(Lab, "ca_file", tmp_path / "ca.crt", raising=False)
+    (tmp_path / "ca.crt").write_text("CA")
+    quotas = {}
+    for node in lab.nodes:
+        files = lab._node_files(node)
+        unit = files["etc/systemd/system/docker.service.d/armswarm-lab-cpu.conf"]
+        assert "Environment=DOCKER_OPTS=--cgroup-parent=/armswarm-board" in unit
+        quotas[node.board] = int(unit.split("armswarm-lab-cpu ")[1].split()[0])
+        script, mode = files["usr/local/sbin/armswarm-lab-cpu"]
+        assert mode == 0o755 and "cpu.cfs_quota_us" in script
+    # µs of CPU per 100 ms: the SOPINE gets half a CPU, a RockPro64 1.15
+    assert quotas == {
+        "odroid-hc1": 100000,
+        "rockpro64": 115000,
+        "rockpro64-extlinux": 115000,
+        "sopine": 50000,
+        "rpi4": 80000,
+    }

@@ -11,6 +11,7 @@ One image per directory; its name is the directory's path under the tree's root
     build_args: {VERSION: "1.2"}
     depends: [base]             # parents of a script-built image
     timeout: 1800               # seconds one build may take
+    expected_seconds: 600       # a hint for the scheduler until a run has measured it
     dockerfile: Dockerfile.arm  # another file name (relative to the image directory)
     script: mkimage.sh
     context: ..                 # the build context: this directory or one above it, in the tree
@@ -57,6 +58,7 @@ _KEYS = {
     "build_args",
     "depends",
     "timeout",
+    "expected_seconds",
     "dockerfile",
     "script",
     "context",
@@ -88,6 +90,7 @@ class Image:
     labels: dict = field(default_factory=dict)
     build_args: dict = field(default_factory=dict)
     timeout: int = DEFAULT_TIMEOUT
+    expected_seconds: float | None = None  # image.yaml's hint; history wins
     refs: list = field(default_factory=list)  # image references in the Dockerfile
     directory: Path | None = None
     variant_of: str | None = None
@@ -119,7 +122,15 @@ class Graph:
     root: Path | None = None
 
     def children(self, name: str) -> list:
-        return sorted(n for n, image in self.images.items() if name in image.parents)
+        # one pass over the graph for all images: a tree of thousands asks for each
+        cache = self.__dict__.get("_children")
+        if cache is None or cache[0] != len(self.images):
+            table = {n: [] for n in self.images}
+            for child, image in self.images.items():
+                for parent in set(image.parents):
+                    table.setdefault(parent, []).append(child)
+            cache = self.__dict__["_children"] = (len(self.images), table)
+        return sorted(cache[1].get(name, []))
 
     def ancestors(self, name: str) -> set:
         seen, todo = set(), list(self.images[name].parents)
@@ -166,8 +177,14 @@ class Graph:
 
 
 def duration_of(name: str, durations: dict) -> float:
+    """Seconds of ``name``: a number, or build plus push; unknown is the default, a measured
+    0 stays 0."""
     value = durations.get(name)
-    return float(value) if value else DEFAULT_DURATION
+    if value is None:
+        return DEFAULT_DURATION
+    if isinstance(value, dict):
+        return float(value.get("build") or 0.0) + float(value.get("push") or 0.0)
+    return float(value)
 
 
 def _read_yaml(file: Path, keys: set, errors: list) -> dict:
@@ -523,6 +540,12 @@ def _images_of(directory, name, root, tree_args, errors, skipped):
         errors.append(f"{where}: timeout must be a whole number of seconds")
     else:
         image.timeout = timeout
+    hint = conf.get("expected_seconds")
+    if hint is not None:
+        if isinstance(hint, bool) or not isinstance(hint, (int, float)) or not hint >= 0:
+            errors.append(f"{where}: expected_seconds must be a number of seconds ≥ 0")
+        else:
+            image.expected_seconds = float(hint)
     depends = _as_list(conf.get("depends"), "depends", where, errors)
     context = directory
     if conf.get("context") is not None:
@@ -606,6 +629,7 @@ def _images_of(directory, name, root, tree_args, errors, skipped):
                 labels=dict(image.labels),
                 build_args=args,
                 timeout=image.timeout,
+                expected_seconds=image.expected_seconds,
                 refs=_refs(file, args, f"{vname} ({spec['dockerfile']})", errors),
                 directory=directory,
                 variant_of=name,

@@ -135,6 +135,7 @@ class Job:
         self.lines: list = []
         self.log_tail = log_tail
         self.push_tries = 0
+        self.base_ready = None  # when the build's base was there (pulled or local)
 
     def _log(self, text):
         for line in str(text).splitlines():
@@ -170,6 +171,9 @@ class Job:
             )
             for chunk in stream:
                 if "stream" in chunk:
+                    # the classic builder prints " ---> <id>" once FROM's image is there
+                    if self.base_ready is None and chunk["stream"].startswith(" ---> "):
+                        self.base_ready = time.time()
                     self._log(chunk["stream"])
                 if "error" in chunk:
                     message = chunk.get("errorDetail", {}).get("message") or chunk["error"]
@@ -254,9 +258,12 @@ def run(
     registry=None,
     auth=None,
     timeout=1800,
+    on_built=None,
 ) -> dict:
     """Build ``image`` as ``ref`` and push it. Never raises for a failed build: the answer
-    says ``status`` (``ok`` or ``failed``), ``error`` and whether it is ``transient``."""
+    says ``status`` (``ok`` or ``failed``), ``error`` and whether it is ``transient``.
+    ``on_built()`` is called between the build and the push (the runner may then start a
+    child here on the local image); its failure only costs that head start."""
     started = time.time()
     job = Job(client, ref, registry=registry, auth=auth)
     answer = {"image": image, "ref": ref, "status": "failed", "transient": False}
@@ -273,9 +280,16 @@ def run(
                 )
         built = time.time()
         phase = "push"
+        if on_built is not None:
+            try:
+                on_built()
+            except Exception as exc:  # noqa: BLE001 - a lost notice only costs time
+                job._log(f"could not announce the finished build: {exc}")
         answer["digest"] = job.push()
         answer["status"] = "ok"
         answer["build_seconds"] = round(built - started, 3)
+        if job.base_ready is not None:
+            answer["pull_seconds"] = round(job.base_ready - started, 3)
         answer["push_seconds"] = round(time.time() - built, 3)
     except (
         ArmswarmError,

@@ -26,6 +26,7 @@ The *registry* is a :class:`armswarm_core.registry.registry_api.Registry` (``tag
 import datetime
 import json
 import logging
+import math
 import os
 import time
 import uuid
@@ -78,29 +79,196 @@ class Settings:
     max_context_mb: float | str = MAX_CONTEXT_MB
     build_args: dict = field(default_factory=dict)  # armswarm:imagebuild:build_args
     registry_aliases: list = field(default_factory=list)  # …:registry_aliases
+    speeds: dict = field(default_factory=dict)  # …:speeds, minion id or board → speed
 
 
 # -- durations remembered between runs -------------------------------------------------------
-def durations(state_dir) -> dict:
+# The history (``durations.json``): per job its recent measurements on their nodes, and the
+# build and push seconds normalised to speed 1.0 (seconds × the speed of the node that built
+# it). Node speeds are fitted from all of it: t = work / speed in log space.
+HISTORY_VERSION = 2
+SAMPLES = 6  # recent measurements kept per job
+PRIOR_WEIGHT = 0.25  # a board default counts as a quarter of one measurement
+
+
+def history(state_dir) -> dict:
+    """The remembered history; an old file (``{image: seconds}``) reads as build seconds at
+    speed 1.0."""
     try:
-        return json.loads((Path(state_dir) / "durations.json").read_text())
+        data = json.loads((Path(state_dir) / "durations.json").read_text())
     except (OSError, ValueError):
-        return {}
+        return {"version": HISTORY_VERSION, "jobs": {}}
+    if not isinstance(data, dict):
+        return {"version": HISTORY_VERSION, "jobs": {}}
+    if data.get("version") != HISTORY_VERSION:
+        jobs = {
+            name: {"build": float(v), "push": 0.0, "samples": []}
+            for name, v in data.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0
+        }
+        return {"version": HISTORY_VERSION, "jobs": jobs}
+    data.setdefault("jobs", {})
+    return data
 
 
-def remember(state_dir, outcomes):
-    """Blend each built image's measured seconds into its remembered duration."""
+def durations(state_dir) -> dict:
+    """``{job: {"build": s, "push": s}}`` at speed 1.0, as remembered."""
+    return {
+        name: {"build": entry.get("build", 0.0), "push": entry.get("push", 0.0)}
+        for name, entry in history(state_dir)["jobs"].items()
+    }
+
+
+def fit_speeds(jobs: dict, prior: dict, fixed: dict) -> dict:
+    """Node speeds from the measurements ``jobs[job]["samples"]`` (``[node, build, push]``):
+    least squares of log(seconds) = log(work) − log(speed), each node pulled towards its
+    ``prior`` by a quarter of a measurement, ``fixed`` nodes held. The fitted speeds keep the
+    priors' geometric mean (the scale of ``expected_seconds`` hints)."""
+    obs = []  # (job, node, log seconds)
+    for name, entry in jobs.items():
+        for sample in entry.get("samples") or []:
+            node, seconds = sample[0], float(sample[1]) + float(sample[2])
+            if seconds > 0.05:  # too short to say anything about a node's speed
+                obs.append((name, node, math.log(seconds)))
+    nodes = {n for _, n, _ in obs} | set(prior) | set(fixed)
+    logp = {n: math.log(fixed.get(n) or prior.get(n) or 1.0) for n in nodes}
+    speed = dict(logp)
+    for _ in range(500):  # alternating least squares: stops when the speeds settle
+        before = speed
+        work_sum, work_n = {}, {}
+        for job, node, t in obs:
+            work_sum[job] = work_sum.get(job, 0.0) + t + speed[node]
+            work_n[job] = work_n.get(job, 0) + 1
+        work = {j: work_sum[j] / work_n[j] for j in work_sum}
+        acc = {n: PRIOR_WEIGHT * logp[n] for n in nodes}  # the prior's pseudo-measurement
+        cnt = dict.fromkeys(nodes, PRIOR_WEIGHT)
+        for job, node, t in obs:
+            acc[node] += work[job] - t
+            cnt[node] += 1
+        speed = {n: (logp[n] if n in fixed else acc[n] / cnt[n]) for n in nodes}
+        free = [n for n in nodes if n not in fixed]
+        if free and not fixed:
+            shift = sum(logp[n] - speed[n] for n in free) / len(free)
+            speed = {n: v + shift for n, v in speed.items()}
+        if all(abs(speed[n] - before[n]) < 1e-6 for n in nodes):
+            break
+    # only nodes something was measured on (or held): the others keep their defaults
+    measured = {n for _, n, _ in obs} | set(fixed)
+    return {n: round(math.exp(v), 3) for n, v in speed.items() if n in measured}
+
+
+def remember(state_dir, outcomes, speeds=None, prior=None, fixed=None):
+    """Add each built job's measured build and push seconds to the history, refit the node
+    speeds, and store each job's cost at speed 1.0 (the newest measurement weighs half)."""
     state_dir = Path(state_dir)
-    known = durations(state_dir)
+    data = history(state_dir)
+    jobs = data["jobs"]
     for outcome in outcomes.values():
-        if outcome.status == scheduler.DONE and outcome.answer.get("seconds"):
-            seconds = float(outcome.answer["seconds"])
-            old = known.get(outcome.image)
-            known[outcome.image] = round(
-                seconds if not old else old + DURATION_WEIGHT * (seconds - old), 3
-            )
+        answer = outcome.answer
+        if outcome.status != scheduler.DONE or answer.get("seconds") is None:
+            continue
+        total = float(answer["seconds"])
+        push = float(answer.get("push_seconds") or 0.0)
+        build = float(answer.get("build_seconds", total - push))
+        entry = jobs.setdefault(outcome.image, {"build": None, "push": None, "samples": []})
+        entry.setdefault("samples", []).append([outcome.node, round(build, 3), round(push, 3)])
+        del entry["samples"][:-SAMPLES]
+    prior = {**(data.get("priors") or {}), **(prior or speeds or {})}
+    fitted = fit_speeds(jobs, prior, fixed or {})
+    data["priors"] = prior
+    known = {**fitted, **(fixed or {})}
+    for entry in jobs.values():
+        samples = entry.get("samples") or []
+        if not samples:
+            continue  # an old file's value, never measured since
+        build = push = None
+        for node, measured_build, measured_push in samples:  # oldest first: newest weighs half
+            scale = known.get(node, 1.0)
+            b, p = float(measured_build) * scale, float(measured_push) * scale
+            build = b if build is None else build + DURATION_WEIGHT * (b - build)
+            push = p if push is None else push + DURATION_WEIGHT * (p - push)
+        entry["build"], entry["push"] = round(build, 3), round(push, 3)
+    data["speeds"] = fitted
+    data["version"] = HISTORY_VERSION
     state_dir.mkdir(parents=True, exist_ok=True)
-    files.write(state_dir / "durations.json", json.dumps(known, indent=1, sort_keys=True))
+    files.write(state_dir / "durations.json", json.dumps(data, indent=1, sort_keys=True))
+
+
+def _median(values):
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def estimates(graph, known: dict) -> dict:
+    """Every job's ``{"build", "push", "source"}`` at speed 1.0: remembered (a measured 0
+    stays 0), else the image's ``expected_seconds``, else the median of the remembered jobs
+    (:data:`build_dag.DEFAULT_DURATION` when nothing is known)."""
+    builds = [v["build"] for v in known.values() if v.get("build") is not None]
+    pushes = [v["push"] for v in known.values() if v.get("push") is not None]
+    build_guess = _median(builds)
+    push_guess = _median(pushes) or 0.0
+    # push seconds per build second, for a hint that gives only the total
+    share = push_guess / (build_guess + push_guess) if build_guess else 0.0
+    out = {}
+    for name in graph.order:
+        image = graph.images[name]
+        hint = getattr(image, "expected_seconds", None)
+        if name in known and known[name].get("build") is not None:
+            value = known[name]
+            out[name] = {"build": value["build"], "push": value.get("push") or 0.0}
+            out[name]["source"] = "measured"
+        elif hint is not None:
+            out[name] = {"build": hint * (1 - share), "push": hint * share, "source": "hint"}
+        elif build_guess is not None:
+            out[name] = {"build": build_guess, "push": push_guess, "source": "median"}
+        else:
+            out[name] = {
+                "build": build_dag.DEFAULT_DURATION,
+                "push": 0.0,
+                "source": "default",
+            }
+    return out
+
+
+def speeds(pool: dict, state_dir, overrides: dict) -> dict:
+    """``{node: (speed, source)}``: ``armswarm:imagebuild:speeds`` by minion id, then by
+    board; else measured from the history; else the board's default; else 1.0."""
+    fitted = history(state_dir).get("speeds") or {}
+    out = {}
+    for name, node in pool.items():
+        if name in overrides:
+            out[name] = (float(overrides[name]), "pillar (node)")
+        elif node.board and node.board in overrides:
+            out[name] = (float(overrides[node.board]), "pillar (board)")
+        elif name in fitted:
+            out[name] = (float(fitted[name]), "measured")
+        elif node.board in build_settings.BOARD_SPEEDS:
+            out[name] = (build_settings.BOARD_SPEEDS[node.board], "board default")
+        else:
+            out[name] = (1.0, "default")
+    return out
+
+
+def _with_speeds(pool, state_dir, overrides):
+    table = speeds(pool, state_dir, overrides)
+    for name, node in pool.items():
+        node.speed = table[name][0]
+    return table
+
+
+def _fixed(pool, overrides) -> dict:
+    return {
+        n: float(overrides.get(n, overrides.get(node.board)))
+        for n, node in pool.items()
+        if n in overrides or (node.board and node.board in overrides)
+    }
+
+
+def _prior(pool) -> dict:
+    return {n: build_settings.BOARD_SPEEDS.get(node.board, 1.0) for n, node in pool.items()}
 
 
 # -- the tree and the nodes ------------------------------------------------------------------
@@ -130,7 +298,8 @@ def nodes(facts: dict, layout_nodes: dict, target) -> dict:
             continue  # no answer: Salt's "Minion did not return" string
         labels = {swarm_layout.MINION_LABEL: minion_id, **swarm_layout.grain_labels(grains)}
         labels.update((layout_nodes.get(minion_id) or {}).get("labels") or {})
-        pool[minion_id] = scheduler.Node(arch=grains.get("cpuarch", ""), labels=labels)
+        board = (grains.get("armnode") or {}).get("board") or ""
+        pool[minion_id] = scheduler.Node(arch=grains.get("cpuarch", ""), labels=labels, board=board)
     if not pool:
         raise ArmswarmError(f"no minion matching {target!r} answered")
     return pool
@@ -143,36 +312,44 @@ def _discover(settings, transport) -> dict:
 
 # -- the plan --------------------------------------------------------------------------------
 def plan(settings: Settings, transport) -> dict:
-    """What a run would do: the graph, the order by depth, the critical path and the
-    schedule expected on the nodes (asked through ``transport``, or ``settings.nodes``
-    identical ones)."""
+    """What a run would do: the graph, the order by depth, the node speeds, the critical
+    path, the lower bound and the schedule expected on the nodes (asked through
+    ``transport``, or ``settings.nodes`` identical ones)."""
     graph = _load(settings, transport)
-    known = durations(settings.state_dir)
+    known = estimates(graph, durations(settings.state_dir))
     if settings.nodes:
         pool = {f"node{i + 1}": scheduler.Node() for i in range(int(settings.nodes))}
         # identical nodes: drop placement requirements from the estimate
         for image in graph.images.values():
             image.arch, image.labels = [], {}
+        table = {n: (1.0, "identical") for n in pool}
     else:
         pool = _discover(settings, transport)
-    simulated = scheduler.simulate(graph, known, pool, settings.strategy)
-    levels = {}
-    depth = {}
+        table = _with_speeds(pool, settings.state_dir, settings.speeds or {})
+    decide = _decide(graph, known, pool, settings.strategy)
+    simulated = scheduler.simulate(graph, decide, pool, settings.strategy, actual=known)
+    bound, parts = scheduler.lower_bound(graph, known, pool, detail=True)
+    children = {name: [] for name in graph.order}
+    levels, depth = {}, {}
     for name in graph.order:
+        for parent in set(graph.images[name].parents):
+            children[parent].append(name)
         depth[name] = 1 + max((depth[p] for p in graph.images[name].parents), default=0)
         levels.setdefault(depth[name], []).append(name)
-    critical = graph.critical_path(known)
+    critical = scheduler.critical_path(graph, known, pool)
 
     def seconds(names):
         return round(sum(build_dag.duration_of(n, known) for n in names), 1)
 
+    makespan = simulated["makespan"]
     return {
         "images": {
             name: {
                 "parents": image.parents,
-                "children": graph.children(name),
+                "children": sorted(children[name]),
                 "built_by": image.script or image.dockerfile,
-                "expected_seconds": build_dag.duration_of(name, known),
+                "expected_seconds": round(build_dag.duration_of(name, known), 3),
+                "estimate": known[name]["source"],
                 **({"arch": image.arch} if image.arch else {}),
                 **({"labels": image.labels} if image.labels else {}),
             }
@@ -183,11 +360,22 @@ def plan(settings: Settings, transport) -> dict:
         "skipped": graph.skipped,
         "aliases": graph.aliases,
         "critical_path": critical,
-        "critical_path_seconds": seconds(critical),
-        "total_work_seconds": seconds(graph.order),
+        # at the fastest speed of the nodes that may build each image
+        "critical_path_seconds": round(parts["critical_path"], 1),
+        "total_work_seconds": seconds(graph.order),  # at speed 1.0
         "nodes": sorted(pool),
-        "lower_bound_seconds": round(scheduler.lower_bound(graph, known, len(pool)), 1),
-        "expected_makespan_seconds": round(simulated["makespan"], 1),
+        "speeds": {
+            name: {"speed": speed, "source": source, **_board(pool[name])}
+            for name, (speed, source) in sorted(table.items())
+        },
+        "lower_bound_seconds": round(bound, 1),
+        "lower_bound": {
+            "critical_path_seconds": round(parts["critical_path"], 1),
+            "work_seconds": round(parts["work"], 1),
+            "work_binds_on": parts["binding_nodes"],
+        },
+        "expected_makespan_seconds": round(makespan, 1),
+        "expected_over_bound": round(makespan / bound, 3) if bound else 1.0,
         "expected_schedule": {
             name: f"{node} {start:.0f}–{end:.0f} s"
             for name, (node, start, end) in sorted(
@@ -197,17 +385,34 @@ def plan(settings: Settings, transport) -> dict:
     }
 
 
+def _decide(graph, known, pool, strategy) -> dict:
+    """The costs the scheduler decides on (the baselines take the estimates as they are)."""
+    if strategy != "dynamic":
+        return known
+    return scheduler.tuned(graph, known, pool)
+
+
+def _board(node) -> dict:
+    return {k: v for k, v in (("board", node.board), ("arch", node.arch)) if v}
+
+
 # -- the run ---------------------------------------------------------------------------------
 def job_kwargs(spec, context: str, host: str, tag: str, digests: dict) -> dict:
     """The arguments of the node's ``imagebuild.build`` for image ``spec``: pinned to the
-    digests its parents got in this run."""
+    digests its parents got in this run (``digests`` holds its parents' only). A parent whose
+    digest is None is still pushing from this node: the child builds on its local tag."""
+    pins = spec.pins(digests, host)
+    for parent, digest in digests.items():
+        if digest is None:
+            pins[parent] = f"{host}/{parent}:{tag}"
+            pins.update({alias: pins[parent] for alias, p in spec.spelled.items() if p == parent})
     return {
         "image": spec.name,
         "ref": f"{host}/{spec.name}:{tag}",
         "context": context,
         "dockerfile": spec.dockerfile,
         "script": spec.script,
-        "pins": spec.pins(digests, host),
+        "pins": pins,
         "build_args": spec.build_args,
         "registry_host": host,
         "timeout": spec.timeout,
@@ -232,7 +437,12 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
     host = settings.registry_host
     graph = _load(settings, transport)
     pool = _discover(settings, transport)
-    sched = scheduler.Scheduler(graph, durations(settings.state_dir), pool, settings.strategy)
+    overrides = settings.speeds or {}
+    _with_speeds(pool, settings.state_dir, overrides)
+    known = estimates(graph, durations(settings.state_dir))
+    sched = scheduler.Scheduler(
+        graph, _decide(graph, known, pool, settings.strategy), pool, settings.strategy
+    )
     existing = set()
     for name in graph.order:
         existing.update(registry.tags(name))
@@ -290,11 +500,19 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
                     {},
                     dispatcher.lost_nodes,
                     True,
+                    pool=pool,
+                    durations=known,
                 )
             except OSError as exc:  # never hide the error that stopped the run
                 log.error("imagebuild: cannot write the report of run %s: %s", run_id, exc)
     latest = move_latest(registry, graph, outcomes, tag) if settings.move_latest else {}
-    remember(settings.state_dir, outcomes)
+    remember(
+        settings.state_dir,
+        outcomes,
+        speeds={n: node.speed for n, node in pool.items()},
+        prior=_prior(pool),
+        fixed=_fixed(pool, overrides),
+    )
     report = write_report(
         settings.state_dir,
         run_id,
@@ -305,6 +523,8 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
         outcomes,
         latest,
         dispatcher.lost_nodes,
+        pool=pool,
+        durations=known,
     )
     for line in build_report.table(report):
         transport.say(line)
@@ -330,7 +550,18 @@ def move_latest(registry, graph, outcomes, tag) -> dict:
 
 
 def write_report(
-    state_dir, run_id, tag, started, ended, graph, outcomes, latest, lost_nodes, interrupted=False
+    state_dir,
+    run_id,
+    tag,
+    started,
+    ended,
+    graph,
+    outcomes,
+    latest,
+    lost_nodes,
+    interrupted=False,
+    pool=None,
+    durations=None,
 ) -> dict:
     """The run's report as JSON and its timeline as SVG under ``runs/<run>/``; ``last``
     points to it."""
@@ -344,6 +575,10 @@ def write_report(
         item["push_tries"] = outcomes[name].answer.get("push_tries")
         # the node's own measure of the build and push (the rest is dispatch)
         item["node_seconds"] = outcomes[name].answer.get("seconds")
+        for part in ("pull_seconds", "build_seconds", "push_seconds"):
+            if outcomes[name].answer.get(part) is not None:
+                item[part] = outcomes[name].answer[part]
+        item["parents"] = list(graph.images[name].parents)
         if outcomes[name].status == scheduler.FAILED:
             item["log"] = outcomes[name].answer.get("log", [])[-15:]
         images.append(item)
@@ -359,10 +594,16 @@ def write_report(
         "counts": counts,
         "lost_nodes": lost_nodes,
         "interrupted": interrupted,
+        "nodes": {
+            name: {"speed": node.speed, **_board(node)} for name, node in (pool or {}).items()
+        },
+        "started_at": started,
+        "ended_at": ended,
         "images": images,
         "report": str(directory / "report.json"),
         "timeline": str(directory / "timeline.svg"),
     }
+    report["critical_path"] = build_report.critical_chain(report)
     files.write(directory / "report.json", json.dumps(report, indent=1))
     files.write(directory / "timeline.svg", build_report.svg(report))
     last = state_dir / "last"

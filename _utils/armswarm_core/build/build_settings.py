@@ -20,6 +20,17 @@ DEFAULTS = {
     "probe_timeout": dispatch.PROBE_TIMEOUT,  # unanswered this long twice: the node is gone
     "build_args": {},  # --build-arg for every image (over tree.yaml, under image.yaml)
     "registry_aliases": [],  # other names of the cluster registry in FROM lines
+    "speeds": {},  # minion id or board → relative build speed (over what runs measured)
+}
+# A board's relative build speed until runs have measured its nodes (multi-threaded 7-zip
+# MIPS of sbc-bench results, ODROID-HC1 = 1.0; see docs/imagebuild.rst). The lab gives its
+# node containers CPU shares in the same proportion.
+BOARD_SPEEDS = {
+    "rockpro64": 1.15,
+    "rockpro64-extlinux": 1.15,
+    "odroid-hc1": 1.0,
+    "rpi4": 0.8,
+    "sopine": 0.5,
 }
 # A Salt target may be a list (tgt_type: list).
 _TYPES = {"target": ("str", "list"), "max_context_mb": "number"}
@@ -28,7 +39,7 @@ _TYPES = {"target": ("str", "list"), "max_context_mb": "number"}
 def settings(opts: Mapping | None = None, pillar: Mapping | None = None) -> dict:
     """The merged, typed settings; ArmswarmError naming every bad key."""
     conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
-    conf, more = config.check(conf, DEFAULTS, PILLAR, free=("build_args",), types=_TYPES)
+    conf, more = config.check(conf, DEFAULTS, PILLAR, free=("build_args", "speeds"), types=_TYPES)
     problems += more
     if conf["strategy"] not in scheduler.STRATEGIES:
         problems.append(f"{PILLAR}:strategy must be one of {', '.join(scheduler.STRATEGIES)}")
@@ -37,6 +48,9 @@ def settings(opts: Mapping | None = None, pillar: Mapping | None = None) -> dict
     for key in ("max_context_mb", "probe_every", "probe_timeout"):
         if conf[key] <= 0:
             problems.append(f"{PILLAR}:{key} must be a number > 0")
+    for key, value in (conf.get("speeds") or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            problems.append(f"{PILLAR}:speeds:{key} must be a number > 0, not {value!r}")
     if problems:
         raise ArmswarmError("; ".join(problems))
     return conf

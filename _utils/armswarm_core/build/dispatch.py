@@ -9,7 +9,8 @@ It talks to nodes through a *transport* (the runner's is Salt's publish and even
     ask the node whether job ``jid`` still runs (Salt's ``saltutil.find_job``).
 ``events(wait) -> [(jid, node, ret)]``
     job answers (``ret``: Salt's return event data) and probe answers, waiting at most
-    ``wait`` seconds for the first.
+    ``wait`` seconds for the first; ``ret`` ``{"built": True}`` says job ``jid`` has built its
+    image and is pushing it (the node is free, a child may start there on the local image).
 
 ``start`` and ``probe`` raise :class:`PublishFailed` when the master could not send the job
 at all: a start is then tried again shortly, a probe at its next turn; neither counts against
@@ -18,6 +19,9 @@ the image or the node.
 Failure handling: a failed image skips its descendants only; a *transient* failure (registry,
 network) is retried with backoff; a node that stops answering probes is dropped and its job
 is started again on another node; a job running past its image's timeout fails.
+
+Costs per wake-up: one probe per busy node every ``probe_every`` seconds (a node runs one job
+at a time), and a job carries only its parents' digests.
 """
 
 import time
@@ -46,6 +50,7 @@ class Attempt:
     probe_jid: str | None = None
     probe_sent: float = 0.0
     misses: int = 0
+    built: bool = False  # the image is built, the push runs: the node may take another job
 
 
 @dataclass
@@ -95,7 +100,7 @@ class Dispatcher:
     ):
         self.sched = scheduler
         self.transport = transport
-        self.job_kwargs = job_kwargs  # (image, node, digests so far) → kwargs of the job
+        self.job_kwargs = job_kwargs  # (job, node, its parents' digests) → kwargs of the job
         self.retries = retries
         self.progress = progress or (lambda kind, **data: None)
         self.clock = clock
@@ -111,7 +116,23 @@ class Dispatcher:
 
     # -- helpers -----------------------------------------------------------------------------
     def _busy(self) -> set:
-        return {a.node for a in self.running.values()}
+        return {a.node for a in self.running.values() if not a.built}
+
+    def _drop_runs(self, image: str, now: float, status: str):
+        for jid, attempt in list(self.running.items()):
+            if attempt.image == image:
+                del self.running[jid]
+                self._close(attempt, status, now)
+
+    def _revoke(self, image: str, now: float):
+        """``image`` will not be pushed as built: what started on its local image starts
+        again once it is."""
+        for child in self.sched.revoke(image):
+            self._drop_runs(child, now, "revoked")
+            outcome = self.outcomes[child]
+            outcome.status, outcome.digest, outcome.end = scheduler.WAITING, None, None
+            self.digests.pop(child, None)
+            self.progress("requeue", image=child, why=f"{image} is built again")
 
     def _close(self, attempt: Attempt, status: str, now: float):
         self.outcomes[attempt.image].attempts.append((attempt.node, attempt.started, now, status))
@@ -120,6 +141,7 @@ class Dispatcher:
         outcome = self.outcomes[image]
         outcome.status, outcome.error, outcome.end = scheduler.FAILED, error, now
         for child in self.sched.finished(image, ok=False):
+            self._drop_runs(child, now, "skipped")
             self.outcomes[child].status = scheduler.SKIPPED
             self.outcomes[child].error = f"skipped: {image} failed"
             self.progress("skip", image=child, because=image)
@@ -131,9 +153,10 @@ class Dispatcher:
         self.lost_nodes.append(node)
         self.progress("node-lost", node=node, why=why)
         for jid, attempt in list(self.running.items()):
-            if attempt.node == node:
+            if attempt.node == node and jid in self.running:
                 del self.running[jid]
                 self._close(attempt, "lost", now)
+                self._revoke(attempt.image, now)
                 self.sched.requeue(attempt.image)
                 self.progress("requeue", image=attempt.image, node=node, why=why)
         for image in self.sched.node_lost(node):
@@ -145,9 +168,17 @@ class Dispatcher:
             if until <= now:
                 del self.held[image]
                 self.sched.requeue(image, failed_on=node)
-        free = [n for n in self.sched.nodes if n not in self._busy()]
-        for image, node in self.sched.assign(free):
-            kwargs = self.job_kwargs(image, node, dict(self.digests))
+        busy = self._busy()
+        free = [n for n in self.sched.nodes if n not in busy]
+        if not free:
+            return
+        for image, node in self.sched.assign(free, now):
+            # only its own parents' digests: a job's data does not grow with the run; a parent
+            # still pushing is None (the node has it: it built it)
+            parents = self.sched.parents[image]
+            digests = {p: self.digests[p] for p in parents if p in self.digests}
+            digests.update(dict.fromkeys(self.sched.local_parents(image)))
+            kwargs = self.job_kwargs(image, node, digests)
             try:
                 jid = self.transport.start(node, image, kwargs)
             except PublishFailed as exc:
@@ -186,6 +217,12 @@ class Dispatcher:
                             )
                     return
             return  # an answer to a job of an earlier attempt
+        if ret.get("built"):
+            if not attempt.built:
+                attempt.built = True
+                self.sched.built(attempt.image, now)
+                self.progress("built", image=attempt.image, node=node)
+            return None
         del self.running[jid]
         image = attempt.image
         outcome = self.outcomes[image]
@@ -211,6 +248,7 @@ class Dispatcher:
         return self._fail(image, answer.get("error", "failed"), now)
 
     def _retry_or_fail(self, image, error, now, node=None):
+        self._revoke(image, now)
         tries = self.tries.get(image, 0) + 1
         self.tries[image] = tries
         if tries > self.retries:
