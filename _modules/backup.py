@@ -183,7 +183,15 @@ def restore(volume, backup=None, force=False):
         salt node5 backup.restore app_data backup=20250102T023000.000000Z_node4 force=True
     """
     conf = _conf()
-    return _call(volume_backups.restore_volume, _engine(), conf, volume, backup, bool(force))
+    return _call(
+        volume_backups.restore_volume,
+        _engine(),
+        conf,
+        volume,
+        backup,
+        bool(force),
+        __opts__["id"],
+    )
 
 
 def volume_state(volume):

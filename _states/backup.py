@@ -55,7 +55,7 @@ def volume_restored(name, backup=None):
             return state_results.would_change(
                 ret, f"Volume {name} ({current}) would be restored from {item['id']}"
             )
-        done = volume_backups.restore_volume(engine, conf, name, item["id"])
+        done = volume_backups.restore_volume(engine, conf, name, item["id"], node=__opts__["id"])
         return state_results.changed(
             ret, f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
         )
