@@ -10,6 +10,10 @@ A backup id is ``<UTC start, microseconds>Z_<minion id>``, so names sort by time
 newest backup of a volume is found whichever node made it. A backup is written under a
 ``.<id>.partial`` name and renamed when complete: readers never see a half-written one.
 ``SHA256SUMS`` is in ``sha256sum`` format (``sha256sum -c`` checks it, also busybox's).
+
+Each copy of a volume is a lineage (docs/backup.rst, "Lineages"): its marker beside the data
+names the backup that holds its content; :func:`coverage`, :func:`lineage_retention` and
+:func:`divergent` decide with it.
 """
 
 import fnmatch
