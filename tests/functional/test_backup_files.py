@@ -68,9 +68,34 @@ def test_a_copy_that_hangs_is_given_up_within_its_limit(tmp_path):
         volume_backups._with_limit(1, lambda: open(fifo, "wb"), gave_up.set)
     assert gave_up.is_set()
     assert time.monotonic() - clock < 5
-    # Let the stuck thread go (open a reader) so the test leaves nothing behind.
-    with open(fifo, "rb"):
-        pass
+    # The copy ran in a child process, killed: soon nobody holds the pipe for writing (a
+    # read then sees end of file instead of "try again").
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        for _ in range(100):
+            try:
+                assert os.read(fd, 1) == b""
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the copy's process still holds the pipe")
+    finally:
+        os.close(fd)
+
+
+def test_a_copy_in_time_returns_its_result_or_its_error(tmp_path):
+    assert volume_backups._with_limit(10, lambda: {"manifest": {"size": 3}}) == {
+        "manifest": {"size": 3}
+    }
+
+    def fails():
+        raise ArmswarmError("backup target is not writable (read-only)")
+
+    with pytest.raises(ArmswarmError, match="read-only"):
+        volume_backups._with_limit(10, fails)
+    # Its standard streams are /dev/null: a stuck copy never holds the caller's output.
+    assert volume_backups._with_limit(10, lambda: os.readlink("/proc/self/fd/1")) == "/dev/null"
 
 
 def test_a_cancelled_publish_leaves_nothing(tmp_path):

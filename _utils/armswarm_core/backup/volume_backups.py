@@ -10,10 +10,11 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -213,30 +214,64 @@ def _unchanged(root, name, marker, info) -> str | None:
     return f"unchanged since its backup {item['id']} (lineage {marker['lineage']})"
 
 
-def _with_limit(seconds, job, give_up):
-    """``job()`` in a thread; after ``seconds`` ``give_up()`` runs and ArmswarmError is
-    raised. A write blocked in the kernel (a hung share) cannot be interrupted: the thread
-    is left behind, told to stop at its next write, and never publishes anything."""
-    box, done = {}, threading.Event()
+def _with_limit(seconds, job, give_up=None):
+    """``job()`` (its result JSON-serialisable) in a forked child; after ``seconds``
+    ``give_up()`` (if given) runs, the child is killed and ArmswarmError is raised.
 
-    def run():
+    A child process, not a thread: a write to a hung share blocks in the kernel,
+    uninterruptibly (an NFS hard mount, a frozen file system), and a process with such a
+    thread cannot exit. The child has /dev/null as its standard streams, so a stuck child
+    holds neither the caller's output (cron, ``salt-call``) nor its exit; it dies, killed,
+    the moment the kernel lets it go, before it can rename anything into place."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
         try:
-            box["value"] = job()
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = exc
+            os.close(read_fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            try:
+                answer = {"value": job()}
+            except BaseException as exc:  # noqa: BLE001 - handed to the parent
+                answer = {"error": str(exc) or type(exc).__name__}
+            data = json.dumps(answer).encode()
+            while data:
+                data = data[os.write(write_fd, data) :]
+        except BaseException:  # noqa: BLE001 - nothing to report to: the exit code says it
+            code = 1
         finally:
-            done.set()
-
-    threading.Thread(target=run, name="armswarm-backup-copy", daemon=True).start()
-    if not done.wait(seconds):
-        give_up()
+            os._exit(code)
+    os.close(write_fd)
+    deadline, chunks, finished = time.monotonic() + seconds, [], False
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([read_fd], [], [], left)[0]:
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    finished = True
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+    if not finished:
+        if give_up is not None:
+            give_up()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, os.WNOHANG)  # reaped now if it could die; else it is init's
         raise ArmswarmError(
             f"the copy did not finish within pause_timeout_seconds={seconds:g} "
             "(is the backup target hung?): given up, containers unpaused, nothing published"
         )
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    _pid, status = os.waitpid(pid, 0)
+    try:
+        answer = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ArmswarmError(f"the copy's process failed (status {status})") from None
+    if "error" in answer:
+        raise ArmswarmError(answer["error"])
+    return answer["value"]
 
 
 def _backup_one(engine, conf, root, node, vol, force):
@@ -258,12 +293,6 @@ def _backup_one(engine, conf, root, node, vol, force):
     paused = []
     started = datetime.now(backup_policy.UTC)
     limit = conf["pause_timeout_seconds"]
-    cancel, running = threading.Event(), []
-
-    def give_up():
-        cancel.set()
-        for proc in running:
-            proc.kill()
 
     try:
         if conf["pause"]:
@@ -280,7 +309,7 @@ def _backup_one(engine, conf, root, node, vol, force):
         clock = time.monotonic()
 
         def produce(writer):
-            warning = _tar_create(source, conf["compression"], writer, running)
+            warning = _tar_create(source, conf["compression"], writer)
             if warning:
                 warnings.append(warning)
             return backup_policy.ARCHIVES[conf["compression"]]
@@ -301,11 +330,15 @@ def _backup_one(engine, conf, root, node, vol, force):
             "parent": parent,
             "content": before,
         }
-        manifest = _with_limit(
-            limit,
-            lambda: backup_target.publish(root / "volumes" / name, bid, produce, fields, cancel),
-            give_up,
-        )
+
+        def copy():
+            folder = root / "volumes" / name
+            manifest = backup_target.publish(folder, bid, produce, fields)
+            return {"manifest": manifest, "warnings": warnings}
+
+        # In a child process (see _with_limit): tar and gzip die with it.
+        copied = _with_limit(limit, copy)
+        manifest, warnings = copied["manifest"], copied["warnings"]
         seconds = time.monotonic() - clock
         # Content that changed during the copy (a writer not paused) is in no backup whole.
         same = not warnings and scan(source)["fingerprint"] == before
