@@ -56,8 +56,11 @@ def volume_restored(name, backup=None):
                 ret, f"Volume {name} ({current}) would be restored from {item['id']}"
             )
         done = volume_backups.restore_volume(engine, conf, name, item["id"], node=__opts__["id"])
-        return state_results.changed(
-            ret, f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
-        )
+        comment = f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
+        if done["other_lineages"]:
+            # Divergent copies (a node that kept writing after a move): a person may prefer one.
+            others = ", ".join(done["other_lineages"].values())
+            comment += f"; other lineages' newest backups (pick with backup=): {others}"
+        return state_results.changed(ret, comment)
     except ArmswarmError as exc:
         return state_results.failed(ret, exc)
