@@ -622,9 +622,10 @@ def test_forced_restore_is_refused_in_use_and_two_at_once_leave_one_copy(lab, ap
         'd={d}; rm -rf "$d"/* && mkdir "$d/sub" && echo {w} > "$d/sub/{w}" '
         '&& i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo {w}$i > "$d/{w}$i"; done'
     )
-    sh(lab, node, f"docker volume create {vol} >/dev/null")
     ids, contents = {}, {}
     for w in ("x", "y"):
+        # A new volume each time: two lineages, so that retention keeps both backups.
+        sh(lab, node, f"docker volume rm {vol} >/dev/null 2>&1; docker volume create {vol}")
         sh(lab, node, write.format(d=d, w=w))
         ids[w] = salt(lab, node, "backup.run", f"volumes={vol}")["backed_up"][vol]["id"]
         contents[w] = volume_checksums(lab, node, vol)
