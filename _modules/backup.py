@@ -93,10 +93,13 @@ def settings(strict=True):
 def run(volumes=None, force=False, target=None):
     """
     Back up this node's volumes to the target: one archive per volume (containers using it
-    paused for the copy), a manifest and ``SHA256SUMS``, then keep ``keep_daily`` days.
-    Skips volumes labelled ``io.armswarm.backup=false``, excluded ones, empty ones, and ones
-    unchanged since their newest backup (``force=True`` backs them up anyway). A target that
-    is missing, not mounted or read-only fails before anything is written or deleted.
+    paused for the copy, at most ``pause_timeout_seconds``), a manifest and ``SHA256SUMS``
+    (files 0600, directories 0700), then retention (``keep_daily`` days and the newest backup
+    of each lineage). Skips volumes labelled ``io.armswarm.backup=false``, excluded ones,
+    empty ones, and ones whose own last backup (their lineage marker) holds exactly their
+    current content (``force=True`` backs them up anyway); a newer backup of the same name
+    from another node never counts. A target that is missing, not mounted or read-only fails
+    before anything is written or deleted.
 
     volumes
         Only these volumes (list or comma-separated).
@@ -172,8 +175,12 @@ def restore(volume, backup=None, force=False):
     """
     Restore ``volume`` on this node from its newest good backup (or ``backup``, an id from
     :func:`list_backups`), creating the volume when it is missing. The archive's checksum is
-    verified while it is extracted to a staging directory; on a mismatch nothing is moved
-    into the volume. A volume with data is refused unless ``force=True``.
+    verified while it is extracted to a new staging directory, which is swapped in for the
+    old data atomically only when complete and matching. A volume with data is refused
+    unless ``force=True``; one a running container uses is always refused; two restores of
+    one volume take turns. The return lists ``other_lineages``: the newest backup of every
+    other copy of the volume (after a drain, the node that kept writing), to pick with
+    ``backup=``.
 
     CLI Example:
 
@@ -183,7 +190,15 @@ def restore(volume, backup=None, force=False):
         salt node5 backup.restore app_data backup=20250102T023000.000000Z_node4 force=True
     """
     conf = _conf()
-    return _call(volume_backups.restore_volume, _engine(), conf, volume, backup, bool(force))
+    return _call(
+        volume_backups.restore_volume,
+        _engine(),
+        conf,
+        volume,
+        backup,
+        bool(force),
+        __opts__["id"],
+    )
 
 
 def volume_state(volume):
@@ -236,8 +251,9 @@ def verify(name, backup=None, kind="volumes"):
 def cleanup(dry_run=False, max_age_hours=None, target=None):
     """
     Remove stopped containers older than ``cleanup:container_max_age_hours``, dangling images
-    and unused volumes; never a volume in use, labelled ``io.armswarm.keep=true``, or with no
-    backup newer than its last change (empty volumes excepted). Returns what was removed (or
+    and unused volumes; never a volume in use, labelled ``io.armswarm.keep=true``, or whose
+    exact current content is not in an intact backup (the one its lineage marker names, its
+    archive verified against ``SHA256SUMS``; empty volumes excepted). Returns what was removed (or
     would be, with ``dry_run=True``), why each volume was kept, and the bytes freed. When the
     backup target cannot be read, only empty volumes can go.
 

@@ -55,9 +55,12 @@ def volume_restored(name, backup=None):
             return state_results.would_change(
                 ret, f"Volume {name} ({current}) would be restored from {item['id']}"
             )
-        done = volume_backups.restore_volume(engine, conf, name, item["id"])
-        return state_results.changed(
-            ret, f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
-        )
+        done = volume_backups.restore_volume(engine, conf, name, item["id"], node=__opts__["id"])
+        comment = f"Volume {name} restored from {done['backup']} in {done['seconds']} s"
+        if done["other_lineages"]:
+            # Divergent copies (a node that kept writing after a move): a person may prefer one.
+            others = ", ".join(done["other_lineages"].values())
+            comment += f"; other lineages' newest backups (pick with backup=): {others}"
+        return state_results.changed(ret, comment)
     except ArmswarmError as exc:
         return state_results.failed(ret, exc)

@@ -7,6 +7,7 @@ The network drive is the lab's share (a host directory mounted at /mnt/armswarm-
 node). Images are built here and pushed to the lab registry: no pulls."""
 
 import datetime
+import json
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +27,8 @@ HELPER = "/usr/local/bin/armswarm-restore"
 SERVICE = "bk_app"
 VOLUME = "bk_data"
 SECRET = "Lab-Backup-Pw-7Qz9xK"
+DRAIN = "bk_drain"
+DRAIN_VOLUME = "bk_drain_data"
 
 
 def salt(lab, node, fun, *args, timeout=300):
@@ -56,33 +59,35 @@ def backup_ids(lab, volume):
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
-def wait_task(lab, node, timeout=90):
+def wait_task(lab, node, timeout=90, service=SERVICE):
     deadline = time.monotonic() + timeout
     out = ""
     while time.monotonic() < deadline:
         code, out = lab.exec(
             "node1",
             [
-                "docker", "service", "ps", SERVICE, "--filter", "desired-state=running",
+                "docker", "service", "ps", service, "--filter", "desired-state=running",
                 "--format", "{{.Node}} {{.CurrentState}}",
             ],
         )  # fmt: skip
         if code == 0 and out.strip().startswith(f"{node} Running"):
             return
         time.sleep(1)
-    raise AssertionError(f"{SERVICE} not running on {node}: {out}")
+    raise AssertionError(f"{service} not running on {node}: {out}")
 
 
 @pytest.fixture(scope="module")
 def app_image(lab):
     # A kept lab (ARMSWARM_LAB_KEEP) may hold a previous run's service, volumes and backups.
-    lab.exec("node1", ["docker", "service", "rm", SERVICE])
+    for name in (SERVICE, DRAIN):
+        lab.exec("node1", ["docker", "service", "rm", name])
     for node in lab.node_names():
         lab.exec(
             node,
             [
                 "sh", "-c",
-                "docker rm -f bk_running bk_keepme bk_stopped bkdb >/dev/null 2>&1;"
+                "docker rm -f bk_running bk_keepme bk_stopped bk_user bk_hangapp bkdb"
+                " >/dev/null 2>&1;"
                 " for i in $(seq 30); do docker container prune -f >/dev/null;"
                 " vols=$(docker volume ls -q | grep -E '^(bk_|bkdb_)');"
                 ' [ -z "$vols" ] && break; docker volume rm $vols >/dev/null 2>&1; sleep 1; done',
@@ -95,7 +100,8 @@ def app_image(lab):
     helper = image.helper_script().read_text()
     push_image(lab, "node1", ref, busybox_rootfs(APPLETS, {HELPER[1:]: (helper, 0o755)}))
     yield ref
-    lab.exec("node1", ["docker", "service", "rm", SERVICE])
+    for name in (SERVICE, DRAIN):
+        lab.exec("node1", ["docker", "service", "rm", name])
 
 
 def test_formula_check_apply_reapply_check(lab):
@@ -139,19 +145,41 @@ def test_bad_settings_change_nothing(lab):
     assert not any(s["changes"] for s in ret.values())
 
 
-def test_volume_follows_its_service_to_another_node(lab, app_image):
-    command = ["sh", HELPER, f"/data={VOLUME}", "--", "sleep", "100000"]
+def volume_share_mount(volume):
+    """The documented pattern: only this volume's directory of the share, read-only."""
+    path = f"volumes/{volume}"
+    return f"type=bind,source={NODE_BACKUP_SHARE}/{path},target=/armswarm-backup/{path},readonly"
+
+
+def create_service(lab, name, volume, node, image_ref, allow_empty=True):
+    # A bind mount's source must exist: the directory is made once, 0700 like the backups.
+    (share(lab) / "volumes" / volume).mkdir(mode=0o700, parents=True, exist_ok=True)
+    command = ["sh", HELPER, f"/data={volume}", "--", "sleep", "100000"]
+    env = ["--env", f"ARMSWARM_RESTORE_ALLOW_EMPTY={volume}"] if allow_empty else []
     code, out = lab.exec(
         "node1",
         [
-            "docker", "service", "create", "--detach", "--name", SERVICE,
-            "--constraint", "node.hostname==node4",
-            "--mount", f"type=volume,source={VOLUME},target=/data",
-            "--mount", f"type=bind,source={NODE_BACKUP_SHARE},target=/armswarm-backup,readonly",
-            app_image, *command,
+            "docker", "service", "create", "--detach", "--name", name,
+            "--constraint", f"node.hostname=={node}", *env,
+            "--mount", f"type=volume,source={volume},target=/data",
+            "--mount", volume_share_mount(volume),
+            image_ref, *command,
         ],
     )  # fmt: skip
     assert code == 0, out
+
+
+def move_service(lab, name, old, new):
+    sh(
+        lab,
+        "node1",
+        f"docker service update --detach --env-rm ARMSWARM_RESTORE_ALLOW_EMPTY "
+        f"--constraint-rm node.hostname=={old} --constraint-add node.hostname=={new} {name}",
+    )
+
+
+def test_volume_follows_its_service_to_another_node(lab, app_image):
+    create_service(lab, SERVICE, VOLUME, "node4", app_image)
     wait_task(lab, "node4")
     # Files and random binary data, written where the service runs.
     sh(
@@ -183,7 +211,8 @@ def test_volume_follows_its_service_to_another_node(lab, app_image):
     sh(
         lab,
         "node1",
-        f"docker service update --detach --constraint-rm node.hostname==node4 "
+        f"docker service update --detach --env-rm ARMSWARM_RESTORE_ALLOW_EMPTY "
+        f"--constraint-rm node.hostname==node4 "
         f"--constraint-add node.hostname==node5 --replicas 1 {SERVICE}",
     )
     wait_task(lab, "node5")
@@ -315,8 +344,8 @@ docker run -d --name bk_running -v bk_used:/v2 APP sleep 100000 >/dev/null
     assert "bk_running" not in removed["containers"]
     assert {"bk_fresh", "bk_empty"} <= set(removed["volumes"]), dry
     kept = dry["kept"]["volumes"]
-    assert kept["bk_changed"] == "no backup newer than its last change"
-    assert kept["bk_nobackup"] == "no backup"
+    assert kept["bk_changed"].startswith("changed since its backup "), kept
+    assert kept["bk_nobackup"].startswith("no backup of its current content"), kept
     assert "keep" in kept["bk_kept"] and kept["bk_used"].startswith("in use by bk_running")
     assert salt(lab, node, "backup.volume_state", "bk_fresh") == "data"  # dry run: still there
 
@@ -393,6 +422,12 @@ def test_mariadb_dump_restored_on_another_node(lab, mariadb_image):
     dumped = ret["dumped"]["bkdb"]
     dump_dir = share(lab) / "mysql" / "bkdb" / dumped["id"]
     assert (dump_dir / "dump.sql.gz").stat().st_size == dumped["archive_bytes"]
+    # Owner only: a dump holds every table, password hashes included.
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in dump_dir.iterdir()} == dict.fromkeys(
+        ("SHA256SUMS", "dump.sql.gz", "manifest.json"), "0o600"
+    )
+    for folder in (dump_dir, dump_dir.parent, dump_dir.parent.parent):
+        assert oct(folder.stat().st_mode & 0o777) == "0o700", folder
 
     start_mariadb(lab, "node3", mariadb_image)
     ret = salt(lab, "node3", "backup.mysql_restore", "bkdb")
@@ -404,3 +439,218 @@ def test_mariadb_dump_restored_on_another_node(lab, mariadb_image):
     for node in ("node2", "node3"):
         lab.exec(node, ["docker", "rm", "-f", "bkdb"])
         lab.exec(node, ["docker", "volume", "rm", "bkdb_data"])
+
+
+def mountpoint(volume):
+    return f'"$(docker volume inspect -f {{{{.Mountpoint}}}} {volume})"'
+
+
+def removed_volumes(ret):
+    return [v["name"] for v in ret["removed"]["volumes"]]
+
+
+def test_a_drain_loses_nothing(lab, app_image):
+    # node4 backs up, keeps writing, is drained; node5 restores that backup, writes and backs
+    # up; then node4's nightly backup and clean-up run.
+    create_service(lab, DRAIN, DRAIN_VOLUME, "node4", app_image)
+    wait_task(lab, "node4", service=DRAIN)
+    d = mountpoint(DRAIN_VOLUME)
+    sh(lab, "node4", f"head -c 500000 /dev/urandom > {d}/before.bin && echo one > {d}/log.txt")
+    b1 = salt(lab, "node4", "backup.run", f"volumes={DRAIN_VOLUME}")["backed_up"][DRAIN_VOLUME]
+    sh(lab, "node4", f"head -c 300000 /dev/urandom > {d}/after.bin && echo two >> {d}/log.txt")
+    node4_content = volume_checksums(lab, "node4", DRAIN_VOLUME)
+    move_service(lab, DRAIN, "node4", "node5")
+    wait_task(lab, "node5", service=DRAIN)
+    sh(
+        lab,
+        "node4",
+        f"for i in $(seq 60); do docker ps -q --filter volume={DRAIN_VOLUME} | grep -q . "
+        "|| break; sleep 1; done",
+    )
+    logs = sh(lab, "node1", f"docker service logs --raw {DRAIN} 2>&1")
+    assert f"from backup {b1['id']}" in logs, logs
+    sh(lab, "node5", f"echo written on node5 > {d}/node5.txt")
+    node5_content = volume_checksums(lab, "node5", DRAIN_VOLUME)
+    assert node5_content != node4_content
+    b2 = salt(lab, "node5", "backup.run", f"volumes={DRAIN_VOLUME}")["backed_up"][DRAIN_VOLUME]
+    assert b2["lineage"] != b1["lineage"], (b1, b2)
+
+    # node4's nightly backup: its changes since its own backup go under its own lineage,
+    # although node5's backup of the same name is newer.
+    nightly = salt(lab, "node4", "backup.run")
+    assert DRAIN_VOLUME in nightly["backed_up"], nightly
+    b3 = nightly["backed_up"][DRAIN_VOLUME]
+    assert b3["lineage"] == b1["lineage"], (b1, b3)
+    # Retention keeps the newest of each lineage (all of them are from today).
+    assert {b2["id"], b3["id"]} <= set(backup_ids(lab, DRAIN_VOLUME))
+
+    # The share lost the end of node4's archive, manifest and SHA256SUMS intact: the clean-up
+    # must not take that for a backup.
+    archive = next((share(lab) / "volumes" / DRAIN_VOLUME / b3["id"]).glob("data.tar*"))
+    with open(archive, "r+b") as fh:
+        fh.truncate(archive.stat().st_size // 2)
+    ret = salt(lab, "node4", "backup.cleanup", "max_age_hours=0")
+    assert DRAIN_VOLUME not in removed_volumes(ret), ret
+    assert "SHA256SUMS" in ret["kept"]["volumes"][DRAIN_VOLUME], ret
+    assert salt(lab, "node4", "backup.volume_state", DRAIN_VOLUME) == "data"
+    # The next backup sees the damage and backs up again; only then may the volume go.
+    b4 = salt(lab, "node4", "backup.run", f"volumes={DRAIN_VOLUME}")["backed_up"][DRAIN_VOLUME]
+    assert b4["lineage"] == b1["lineage"]
+    ret = salt(lab, "node4", "backup.cleanup", "max_age_hours=0")
+    assert DRAIN_VOLUME in removed_volumes(ret), ret
+    assert salt(lab, "node4", "backup.volume_state", DRAIN_VOLUME) == "missing"
+
+    # Nothing is lost: node4's last writes are in the newest backup, node5's lineage is listed
+    # and can be picked.
+    try:
+        restored = salt(lab, "node2", "backup.restore", DRAIN_VOLUME)
+        assert restored["backup"] == b4["id"], restored
+        assert restored["other_lineages"] == {b2["lineage"]: b2["id"]}, restored
+        assert volume_checksums(lab, "node2", DRAIN_VOLUME) == node4_content
+        sh(lab, "node2", f"docker volume rm {DRAIN_VOLUME} >/dev/null")
+        picked = salt(lab, "node2", "backup.restore", DRAIN_VOLUME, f"backup={b2['id']}")
+        assert picked["backup"] == b2["id"], picked
+        assert volume_checksums(lab, "node2", DRAIN_VOLUME) == node5_content
+    finally:
+        lab.exec("node1", ["docker", "service", "rm", DRAIN])
+        lab.exec("node2", ["docker", "volume", "rm", DRAIN_VOLUME])
+
+
+def test_backups_are_owner_only_and_the_helper_fails_closed(lab, app_image):
+    node, vol = "node4", "bk_modes"
+    sh(lab, node, f"docker volume create {vol} >/dev/null && echo s > {mountpoint(vol)}/secret")
+    # A umask of 000 (a cron or shell that sets none) must not widen anything.
+    code, out = lab.exec(
+        node, ["sh", "-c", f"umask 000; salt-call --out=json backup.run volumes={vol}"]
+    )
+    assert code == 0, out
+    folder = share(lab) / "volumes" / vol
+    (bid,) = backup_ids(lab, vol)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (folder / bid).iterdir()}
+    assert modes == dict.fromkeys(("SHA256SUMS", "data.tar.gz", "manifest.json"), "0o600")
+    for path in (folder / bid, folder, folder.parent):
+        assert oct(path.stat().st_mode & 0o777) == "0o700", path
+    lab.exec(node, ["docker", "volume", "rm", vol])
+
+    closed = "bk_closed"
+    run = ["docker", "run", "--rm", "-v", f"{closed}:/data"]
+    app = [app_image, "sh", HELPER, f"/data={closed}", "--", "echo", "APP-STARTED"]
+    try:
+        # The share not mounted into the container: the application never starts empty.
+        code, out = lab.exec(node, [*run, *app])
+        assert code != 0 and "APP-STARTED" not in out, out
+        assert "not mounted" in out, out
+        # Mounted (that volume's directory only) but no backup yet: refused unless allowed.
+        (folder.parent / closed).mkdir(mode=0o700, exist_ok=True)
+        mount = ["--mount", volume_share_mount(closed)]
+        code, out = lab.exec(node, [*run, *mount, *app])
+        assert code != 0 and "APP-STARTED" not in out and f"no backup of {closed}" in out, out
+        allow = ["-e", f"ARMSWARM_RESTORE_ALLOW_EMPTY=other {closed}"]
+        code, out = lab.exec(node, [*run, *mount, *allow, *app])
+        assert code == 0 and "APP-STARTED" in out, out
+        # The container sees that one directory of the share, not the other volumes' backups.
+        code, out = lab.exec(
+            node, [*run, *mount, app_image, "sh", "-c", "ls -A /armswarm-backup/volumes"]
+        )
+        assert code == 0 and out.split() == [closed], out
+    finally:
+        lab.exec(node, ["docker", "volume", "rm", closed])
+
+
+HANG = """
+set -e
+[ -e /dev/loop-control ] || mknod /dev/loop-control c 10 237
+for i in $(seq 0 63); do [ -e /dev/loop$i ] || mknod /dev/loop$i b 7 $i; done
+truncate -s 64M /srv/bk-hang.img && mkfs.ext4 -q -F /srv/bk-hang.img
+mkdir -p /srv/bk-hung && mount -t tmpfs tmpfs /srv/bk-hung
+mkdir -p /srv/bk-hung/volumes/bk_hang
+mount -o loop /srv/bk-hang.img /srv/bk-hung/volumes/bk_hang
+docker volume create bk_hang >/dev/null
+head -c 2000000 /dev/urandom > "$(docker volume inspect -f {{.Mountpoint}} bk_hang)/data.bin"
+docker run -d --name bk_hangapp -v bk_hang:/v APP sleep 100000 >/dev/null
+conf=/etc/salt/minion.d/zz-bk-hang.conf
+printf 'armswarm:\\n  backup:\\n    pause_timeout_seconds: 5\\n' > $conf
+# Every write to the volume's directory on the share now blocks in the kernel until thawed.
+fsfreeze -f /srv/bk-hung/volumes/bk_hang
+"""
+
+UNHANG = """
+fsfreeze -u /srv/bk-hung/volumes/bk_hang
+rm -f /etc/salt/minion.d/zz-bk-hang.conf
+docker unpause bk_hangapp >/dev/null 2>&1
+docker rm -f bk_hangapp >/dev/null 2>&1
+for i in $(seq 30); do umount /srv/bk-hung/volumes/bk_hang 2>/dev/null && break; sleep 1; done
+umount /srv/bk-hung; rm -f /srv/bk-hang.img; docker volume rm bk_hang >/dev/null
+"""
+
+
+def test_a_hung_share_unpauses_the_containers_within_the_limit(lab, app_image):
+    node = "node4"
+    try:
+        sh(lab, node, HANG.replace("APP", app_image))
+        clock = time.monotonic()
+        code, out = lab.exec(
+            node,
+            [
+                "sh", "-c",
+                "timeout 120 salt-call --out=json backup.run volumes=bk_hang "
+                "target=/srv/bk-hung 2>/dev/null",
+            ],
+        )  # fmt: skip
+        elapsed = time.monotonic() - clock
+        state = sh(lab, node, "docker inspect -f {{.State.Status}} bk_hangapp").strip()
+        assert state == "running", (state, out)
+        assert code != 124, f"backup.run hung ({elapsed:.0f} s): {out}"
+        ret = json.loads(out)["local"]
+        assert "pause_timeout_seconds=5" in ret["errors"]["bk_hang"], ret
+        assert "bk_hang" not in ret["backed_up"], ret
+        # Salt-call's start and the volume scan are in it too: far below the 120 s hang.
+        assert elapsed < 60, elapsed
+        # Thawed, the share holds no backup that looks complete.
+        sh(lab, node, "fsfreeze -u /srv/bk-hung/volumes/bk_hang")
+        time.sleep(2)
+        listing = sh(lab, node, "ls -1 /srv/bk-hung/volumes/bk_hang").split()
+        assert [n for n in listing if n != "lost+found"] == [], listing
+    finally:
+        lab.exec(node, ["sh", "-c", UNHANG])
+
+
+def test_forced_restore_is_refused_in_use_and_two_at_once_leave_one_copy(lab, app_image):
+    node, vol = "node3", "bk_tx"
+    d = mountpoint(vol)
+    write = (
+        'd={d}; rm -rf "$d"/* && mkdir "$d/sub" && echo {w} > "$d/sub/{w}" '
+        '&& i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo {w}$i > "$d/{w}$i"; done'
+    )
+    ids, contents = {}, {}
+    for w in ("x", "y"):
+        # A new volume each time: two lineages, so that retention keeps both backups.
+        sh(lab, node, f"docker volume rm {vol} >/dev/null 2>&1; docker volume create {vol}")
+        sh(lab, node, write.format(d=d, w=w))
+        ids[w] = salt(lab, node, "backup.run", f"volumes={vol}")["backed_up"][vol]["id"]
+        contents[w] = volume_checksums(lab, node, vol)
+    try:
+        # A running container uses it: refused, even with force, and the data is untouched.
+        sh(lab, node, f"docker run -d --name bk_user -v {vol}:/v {app_image} sleep 100000")
+        ret = salt(lab, node, "backup.restore", vol, f"backup={ids['x']}", "force=True")
+        assert isinstance(ret, str) and "in use by running container(s) bk_user" in ret, ret
+        assert volume_checksums(lab, node, vol) == contents["y"]
+        sh(lab, node, "docker rm -f bk_user >/dev/null")
+
+        # Two forced restores of different backups at once: one complete copy, never a mix.
+        out = sh(
+            lab,
+            node,
+            f"salt-call --out=json backup.restore {vol} backup={ids['x']} force=True "
+            f">/tmp/bk-r1 2>/dev/null & salt-call --out=json backup.restore {vol} "
+            f"backup={ids['y']} force=True >/tmp/bk-r2 2>/dev/null & wait; "
+            "cat /tmp/bk-r1; echo; echo ===; cat /tmp/bk-r2",
+        )
+        first, second = (json.loads(part)["local"] for part in out.split("==="))
+        assert {first["backup"], second["backup"]} == set(ids.values()), (first, second)
+        assert volume_checksums(lab, node, vol) in (contents["x"], contents["y"])
+        # Nothing left beside the data but the lock and the lineage marker.
+        left = sh(lab, node, f'ls -A "$(dirname {d})"').split()
+        assert sorted(left) == ["_data", "armswarm-lineage.json", "armswarm-restore.lock"], left
+    finally:
+        lab.exec(node, ["sh", "-c", f"docker rm -f bk_user; docker volume rm {vol}"])

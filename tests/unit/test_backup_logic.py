@@ -159,6 +159,10 @@ def _volume(name, last_change=NOW - 3600, empty=False, labels=None):
     return {"name": name, "labels": labels or {}, "last_change": last_change, "empty": empty}
 
 
+def _never_called(name):
+    raise AssertionError(f"coverage of {name} asked")
+
+
 def test_cleanup_removes_old_stopped_containers_only():
     containers = [
         _container("old"),
@@ -166,7 +170,7 @@ def test_cleanup_removes_old_stopped_containers_only():
         _container("running", state="running"),
         _container("kept", labels={backup_policy.LABEL_KEEP: "true"}),
     ]
-    decided = backup_policy.plan_cleanup(containers, [], {}, NOW, 24)
+    decided = backup_policy.plan_cleanup(containers, [], _never_called, NOW, 24)
     assert decided["containers"] == ["old"]
 
 
@@ -184,21 +188,29 @@ def test_cleanup_volume_rules():
         _volume("empty", empty=True),
         _volume("unreadable", last_change=None),
     ]
-    latest = {"freed": NOW - 60, "keep": NOW, "stale_backup": NOW - 7200, "used": NOW}
-    decided = backup_policy.plan_cleanup(containers, volumes, latest, NOW, 24)
-    # "freed" is no longer used once its old container goes, and its backup is newer.
+    reasons = {"freed": None, "stale_backup": "changed since its backup X", "never": "no backup"}
+    asked = []
+
+    def covered(name):
+        asked.append(name)
+        return reasons[name]
+
+    decided = backup_policy.plan_cleanup(containers, volumes, covered, NOW, 24)
+    # "freed" is no longer used once its old container goes, and a backup holds its content.
     assert sorted(decided["volumes"]) == ["empty", "freed"]
     assert decided["kept"]["used"].startswith("in use by c-running")
     assert "keep" in decided["kept"]["keep"]
-    assert decided["kept"]["stale_backup"] == "no backup newer than its last change"
+    assert decided["kept"]["stale_backup"] == "changed since its backup X"
     assert decided["kept"]["never"] == "no backup"
     assert "cannot be read" in decided["kept"]["unreadable"]
+    # Backups are read (an archive verified) only for volumes that could go.
+    assert sorted(asked) == ["freed", "never", "stale_backup"]
 
 
 def test_cleanup_keeps_volumes_when_the_target_is_unreadable():
     volumes = [_volume("backed_up"), _volume("empty", empty=True)]
     decided = backup_policy.plan_cleanup(
-        [], volumes, {"backed_up": NOW}, NOW, 24, target_problem="not mounted"
+        [], volumes, _never_called, NOW, 24, target_problem="not mounted"
     )
     assert decided["volumes"] == ["empty"]
     assert "not mounted" in decided["kept"]["backed_up"]
@@ -206,7 +218,7 @@ def test_cleanup_keeps_volumes_when_the_target_is_unreadable():
 
 def test_cleanup_of_volumes_can_be_turned_off():
     decided = backup_policy.plan_cleanup(
-        [], [_volume("x", empty=True)], {}, NOW, 24, clean_volumes=False
+        [], [_volume("x", empty=True)], _never_called, NOW, 24, clean_volumes=False
     )
     assert decided["volumes"] == [] and decided["kept"] == {}
 
@@ -232,3 +244,100 @@ def test_dumps_are_filed_by_service_name():
         == "shop_db"
     )
     assert backup_policy.dump_set_name("/mariadb", {}) == "mariadb"
+
+
+# -- lineages ----------------------------------------------------------------------------------
+FP = "f" * 64
+
+
+def _marker(**kw):
+    return {"lineage": "L4", "backup": _id(1, node="node4"), "sha256": DIGEST, "content": FP, **kw}
+
+
+def _item(sha=DIGEST, error=None):
+    item = {"id": _id(1, node="node4"), "manifest": {"sha256": sha}}
+    if error:
+        item["error"] = error
+    return item
+
+
+def test_coverage_needs_its_own_backup_of_exactly_this_content_and_a_verified_archive():
+    def ok():
+        return DIGEST
+
+    def truncated():
+        return "0" * 64
+
+    def unread():
+        raise AssertionError("archive read although something else already disagrees")
+
+    cov = backup_policy.coverage
+    assert cov(_marker(), FP, _item(), ok) is None
+    # The drain case: the old node's copy changed after its backup; a newer backup of the
+    # same name made elsewhere is not in its marker, so it never counts.
+    assert "changed since" in cov(_marker(), "e" * 64, _item(), unread)
+    assert "never backed up" in cov(None, FP, _item(), unread)
+    assert "while it changed" in cov(_marker(content=None), FP, _item(), unread)
+    assert "no longer on the target" in cov(_marker(), FP, None, unread)
+    assert "damaged" in cov(_marker(), FP, _item(error="bad manifest"), unread)
+    assert "not the archive" in cov(_marker(), FP, _item(sha="1" * 64), unread)
+    # Manifest and sums intact but the archive truncated: the archive is read and fails.
+    assert "SHA256SUMS" in cov(_marker(), FP, _item(), truncated)
+
+
+def test_retention_keeps_the_newest_of_each_lineage():
+    b = lambda day, node, line, origin=None: {  # noqa: E731
+        "id": _id(day, node=node),
+        "lineage": line,
+        "origin": origin,
+    }
+    items = [
+        b(1, "node4", "L4"),
+        b(2, "node4", "L4"),  # node4's copy after the drain: divergent, newest of L4
+        b(3, "node5", "L5", origin=_id(1, node="node4")),
+        b(4, "node5", "L5"),
+        b(5, "node5", "L5"),
+        b(6, "node5", "L5"),
+    ]
+    keep, delete = backup_policy.lineage_retention(items, 2)
+    assert keep == sorted([_id(2, node="node4"), _id(5, node="node5"), _id(6, node="node5")])
+    assert delete == sorted([_id(1, node="node4"), _id(3, node="node5"), _id(4, node="node5")])
+    # A lineage continued by a restore (another lineage's origin) needs no extra copy.
+    items.append(b(7, "node3", "L3", origin=_id(2, node="node4")))
+    keep, _ = backup_policy.lineage_retention(items, 2)
+    assert _id(2, node="node4") not in keep
+    # Backups without lineage (dumps, older backups): the daily rule alone, as before.
+    plain = [{"id": _id(d)} for d in (1, 2, 3)]
+    assert backup_policy.lineage_retention(plain, 2) == (
+        sorted([_id(2), _id(3)]),
+        [_id(1)],
+    )
+
+
+def test_a_restore_lists_the_divergent_lineages():
+    items = [
+        {"id": _id(1, node="node4"), "lineage": "L4"},
+        {"id": _id(2, node="node4"), "lineage": "L4"},
+        {"id": _id(3, node="node5"), "lineage": "L5", "origin": _id(1, node="node4")},
+        {"id": _id(4, node="node3"), "lineage": "L3", "origin": _id(4, node="node1")},
+    ]
+    chosen = items[2]
+    assert backup_policy.divergent(items, chosen) == {
+        "L3": _id(4, node="node3"),
+        "L4": _id(2, node="node4"),
+    }
+    # The lineage the chosen backup was restored from, at that very backup, is its ancestor.
+    chosen = {"id": _id(5, node="node5"), "lineage": "L5", "origin": _id(2, node="node4")}
+    assert "L4" not in backup_policy.divergent(items, chosen)
+
+
+def test_lineage_ids_differ_even_in_the_same_microsecond():
+    now = datetime(2025, 1, 1, tzinfo=backup_policy.UTC)
+    first, second = (backup_policy.new_lineage("node4", now) for _ in range(2))
+    assert first != second and first.startswith(backup_policy.backup_id(now, "node4"))
+
+
+@pytest.mark.parametrize("value", [0, -5, "soon", True, [600]])
+def test_pause_timeout_must_be_a_positive_number(value):
+    with pytest.raises(ArmswarmError, match="pause_timeout_seconds"):
+        backup_policy.settings(None, _pillar({"pause_timeout_seconds": value}))

@@ -10,11 +10,16 @@ A backup id is ``<UTC start, microseconds>Z_<minion id>``, so names sort by time
 newest backup of a volume is found whichever node made it. A backup is written under a
 ``.<id>.partial`` name and renamed when complete: readers never see a half-written one.
 ``SHA256SUMS`` is in ``sha256sum`` format (``sha256sum -c`` checks it, also busybox's).
+
+Each copy of a volume is a lineage (docs/backup.rst, "Lineages"): its marker beside the data
+names the backup that holds its content; :func:`coverage`, :func:`lineage_retention` and
+:func:`divergent` decide with it.
 """
 
 import fnmatch
 import json
 import re
+import secrets
 from collections.abc import Mapping
 from datetime import datetime, timezone
 
@@ -42,6 +47,9 @@ DEFAULTS = {
     "keep_daily": 7,
     "compression": "gzip",
     "pause": True,
+    # The longest a copy may take (containers paused meanwhile): a hung share fails the
+    # backup and unpauses them after this many seconds.
+    "pause_timeout_seconds": 600,
     "exclude": [],
     "mysql": {
         "enabled": True,
@@ -74,7 +82,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
 
 
-_TYPES = {"cleanup:container_max_age_hours": "number"}
+_TYPES = {"cleanup:container_max_age_hours": "number", "pause_timeout_seconds": "number"}
 
 
 def _check(conf: Mapping) -> tuple[dict, list[str]]:
@@ -101,6 +109,9 @@ def _check(conf: Mapping) -> tuple[dict, list[str]]:
                 if isinstance(cred, Mapping)
                 else {}
             )
+    limit = clean["pause_timeout_seconds"]
+    if limit <= 0:
+        problems.append(f"{PILLAR}:pause_timeout_seconds must be > 0, not {limit!r}")
     age = clean["cleanup"]["container_max_age_hours"]
     if age < 0:
         problems.append(f"{PILLAR}:cleanup:container_max_age_hours must be >= 0, not {age!r}")
@@ -244,6 +255,72 @@ def retention(ids: list[str], keep_daily: int) -> tuple[list[str], list[str]]:
     return sorted(keep), sorted(delete)
 
 
+def lineage_retention(items: list[dict], keep_daily: int) -> tuple[list[str], list[str]]:
+    """``(keep, delete)`` among complete backups ``{id, lineage, origin}`` of one volume:
+    the daily rule of :func:`retention` over all of them, and the newest backup of every
+    lineage (a divergent copy of the volume, see docs/backup.rst) on top, unless a restore
+    continued it (another lineage names it as its ``origin``). Backups without a lineage
+    (dumps, older backups) form one lineage."""
+    keep, _delete = retention([b["id"] for b in items], keep_daily)
+    keep = set(keep)
+    origins = {b.get("origin") for b in items if b.get("origin")}
+    newest: dict = {}
+    for b in items:
+        parsed = parse_backup_id(b["id"])
+        if parsed is None:
+            continue
+        line = b.get("lineage") or ""
+        if line not in newest or parsed[0] > newest[line][0]:
+            newest[line] = (parsed[0], b["id"])
+    keep |= {bid for _, bid in newest.values() if bid not in origins}
+    ids = [b["id"] for b in items]
+    return sorted(keep), sorted(bid for bid in ids if bid not in keep)
+
+
+def divergent(items: list[dict], chosen: dict) -> dict[str, str]:
+    """``{lineage: its newest backup id}`` for the lineages other than ``chosen``'s, leaving
+    out the one ``chosen`` was restored from (its ancestor, not a divergent copy)."""
+    newest: dict = {}
+    for b in items:
+        line = b.get("lineage")
+        if not line or line == chosen.get("lineage") or parse_backup_id(b["id"]) is None:
+            continue
+        if line not in newest or b["id"] > newest[line]:
+            newest[line] = b["id"]
+    return {line: bid for line, bid in sorted(newest.items()) if bid != chosen.get("origin")}
+
+
+def new_lineage(node: str, now: datetime) -> str:
+    """A lineage id: where and when this copy of a volume started, plus randomness (two
+    copies started in the same microsecond on one node still differ)."""
+    return f"{backup_id(now, node)}.{secrets.token_hex(4)}"
+
+
+def coverage(marker: Mapping | None, fingerprint: str, item: Mapping | None, digest) -> str | None:
+    """None when the backup ``marker`` names holds exactly the volume's current content
+    (``fingerprint``) and its archive verifies, else why not. ``item``: that backup as
+    listed on the target (None when gone); ``digest``: a callable reading its archive's
+    SHA-256 (only called when everything else agrees)."""
+    if not marker or not marker.get("backup"):
+        return "no backup of its current content (never backed up or restored on this node)"
+    bid = marker["backup"]
+    if not marker.get("content"):
+        return f"its backup {bid} was made while it changed: not known to hold its content"
+    if marker["content"] != fingerprint:
+        return f"changed since its backup {bid}"
+    if item is None:
+        return f"its backup {bid} is no longer on the target"
+    if "error" in item:
+        return f"its backup {bid} is damaged: {item['error']}"
+    manifest = item["manifest"]
+    if manifest.get("sha256") != marker.get("sha256"):
+        return f"its backup {bid} on the target is not the archive it made"
+    read = digest()
+    if read != manifest["sha256"]:
+        return f"its backup {bid} fails its {SUMS} check (archive damaged or truncated)"
+    return None
+
+
 def excluded(volume: str, labels: Mapping | None, patterns) -> str | None:
     """Why ``volume`` is not backed up (opt-out label or exclude pattern), else None."""
     if str((labels or {}).get(LABEL_BACKUP, "")).lower() in ("false", "no", "0", "off"):
@@ -265,7 +342,7 @@ STOPPED = ("exited", "created", "dead")
 def plan_cleanup(
     containers: list[dict],
     volumes: list[dict],
-    latest_backup: Mapping[str, float],
+    covered,
     now: float,
     max_age_hours: float,
     target_problem: str | None = None,
@@ -276,12 +353,14 @@ def plan_cleanup(
     ``containers``: ``{id, name, state, finished, labels, volumes}`` (``finished`` in epoch
     seconds, or the creation time for a container that never ran); ``volumes``: ``{name,
     labels, last_change, empty}`` (``last_change`` None when it cannot be read);
-    ``latest_backup``: volume → start time of its newest complete backup (any node).
+    ``covered(name)``: None when an intact backup of exactly the volume's current content
+    exists (see :func:`coverage`), else why not; called only for volumes that could go.
 
     A stopped container goes once it has been stopped longer than ``max_age_hours`` unless
     labelled keep. A volume goes only when no remaining container uses it, it is not labelled
-    keep, and it is empty or has a backup that started after its last change. When the backup
-    target cannot be read (``target_problem``) only empty volumes can go.
+    keep, and it is empty or covered. A newer backup made elsewhere (another node, another
+    lineage) never covers it. When the backup target cannot be read (``target_problem``)
+    only empty volumes can go.
     """
     limit = now - max_age_hours * 3600
     remove_containers = []
@@ -310,10 +389,8 @@ def plan_cleanup(
             kept[name] = "its content cannot be read (not a local volume?)"
         elif target_problem:
             kept[name] = f"backups cannot be checked: {target_problem}"
-        elif name not in latest_backup:
-            kept[name] = "no backup"
-        elif latest_backup[name] <= vol["last_change"]:
-            kept[name] = "no backup newer than its last change"
+        elif (why := covered(name)) is not None:
+            kept[name] = why
         else:
             remove_volumes.append(name)
     return {"containers": remove_containers, "volumes": remove_volumes, "kept": kept}

@@ -18,6 +18,13 @@ from armswarm_core.common import files
 
 CHUNK = 1 << 20
 PROBE = ".armswarm-write-probe"
+# Backups hold whatever the volumes hold (database files, keys): owner only, whatever the umask.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+class Cancelled(ArmswarmError):
+    """The copy was given up (its time limit passed): the partial backup is removed."""
 
 
 # -- the target ----------------------------------------------------------------------------
@@ -78,13 +85,40 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-class _HashingWriter:
-    """A file that hashes and counts what goes through it."""
+def archive_digest(item: dict) -> str:
+    """The SHA-256 of a listed backup's archive, read from the target."""
+    digest = hashlib.sha256()
+    with open(Path(item["path"]) / item["manifest"]["archive"], "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
-    def __init__(self, fh):
-        self.fh, self.hash, self.size = fh, hashlib.sha256(), 0
+
+def find(root: Path, kind: str, name: str, bid: str) -> dict | None:
+    """The listed backup ``bid`` of ``name`` (``error`` when damaged), None when absent."""
+    return next((b for b in backups(root, kind, name) if b["id"] == bid), None)
+
+
+def private_dir(path: Path):
+    """``path`` and its missing parents below the target made, each 0700; an existing one
+    made by an older version (0755) is narrowed."""
+    try:
+        path.mkdir(mode=DIR_MODE)
+    except FileExistsError:
+        pass
+    if os.stat(path).st_mode & 0o777 != DIR_MODE:
+        os.chmod(path, DIR_MODE)
+
+
+class _HashingWriter:
+    """A file that hashes and counts what goes through it, and stops when ``cancel`` is set."""
+
+    def __init__(self, fh, cancel=None):
+        self.fh, self.hash, self.size, self.cancel = fh, hashlib.sha256(), 0, cancel
 
     def write(self, data):
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled("the copy was given up")
         self.hash.update(data)
         self.size += len(data)
         return self.fh.write(data)
@@ -93,17 +127,25 @@ class _HashingWriter:
         self.fh.flush()
 
 
-def publish(folder: Path, bid: str, produce, manifest_fields: dict) -> dict:
+def publish(folder: Path, bid: str, produce, manifest_fields: dict, cancel=None) -> dict:
     """Write a backup under its partial name with ``produce(writer) -> archive name``, add the
-    manifest and checksums, fsync and rename it into place. Returns the manifest."""
-    folder.mkdir(parents=True, exist_ok=True)
+    manifest and checksums, fsync and rename it into place. Returns the manifest. Files are
+    0600 and directories 0700 whatever the umask. When ``cancel`` (a threading.Event) is set
+    the next write fails and nothing is renamed into place."""
+    private_dir(folder.parent)
+    private_dir(folder)
     partial = folder / backup_policy.partial_name(bid)
-    partial.mkdir()
+    partial.mkdir(mode=DIR_MODE)
     try:
+        os.chmod(partial, DIR_MODE)  # mkdir's mode is narrowed by the umask, never widened
         started = datetime.now(backup_policy.UTC)
         archive = produce_name = None
-        with open(partial / "archive.tmp", "wb") as fh:
-            writer = _HashingWriter(fh)
+        fd = os.open(
+            partial / "archive.tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, FILE_MODE
+        )
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as fh:
+            writer = _HashingWriter(fh, cancel)
             produce_name = produce(writer)
             fh.flush()
             os.fsync(fh.fileno())
@@ -118,10 +160,12 @@ def publish(folder: Path, bid: str, produce, manifest_fields: dict) -> dict:
             **manifest_fields,
         )
         text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        files.write(partial / backup_policy.MANIFEST, text)
+        files.write(partial / backup_policy.MANIFEST, text, mode=FILE_MODE)
         sums = {archive: manifest["sha256"], backup_policy.MANIFEST: _sha256_bytes(text.encode())}
         # files.write fsyncs ``partial``: the archive's rename above is durable too.
-        files.write(partial / backup_policy.SUMS, backup_policy.sums_text(sums))
+        files.write(partial / backup_policy.SUMS, backup_policy.sums_text(sums), mode=FILE_MODE)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the copy was given up")
         # The whole backup appears under its final name at once, or not at all.
         partial.rename(folder / bid)
         files.fsync_dir(folder)
@@ -135,10 +179,18 @@ def apply_retention(root: Path, kind: str, name: str, keep_daily: int) -> list[s
     """Delete the backups of ``name`` that retention does not keep (ids returned). Damaged
     backups count as neither kept nor deleted: they stay for a person to look at."""
     items = backups(root, kind, name)
-    good = [b["id"] for b in items if "error" not in b]
+    good = [
+        {
+            "id": b["id"],
+            "lineage": b["manifest"].get("lineage"),
+            "origin": b["manifest"].get("origin"),
+        }
+        for b in items
+        if "error" not in b
+    ]
     if not good:
         return []
-    _keep, delete = backup_policy.retention(good, keep_daily)
+    _keep, delete = backup_policy.lineage_retention(good, keep_daily)
     removed = []
     for bid in delete:
         try:
@@ -176,11 +228,7 @@ def verify(conf: dict, kind: str, name: str, bid: str | None = None) -> dict:
     root = target_root(conf, write=False)
     item = choose(root, kind, name, bid)
     manifest = item["manifest"]
-    digest = hashlib.sha256()
-    with open(Path(item["path"]) / manifest["archive"], "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    ok = digest.hexdigest() == manifest["sha256"]
+    ok = archive_digest(item) == manifest["sha256"]
     return {"id": item["id"], "ok": ok, "archive": manifest["archive"], "size": manifest["size"]}
 
 
@@ -196,6 +244,7 @@ def listing(conf: dict, kind: str, name: str | None = None) -> dict:
                 "id": b["id"],
                 "node": b["node"],
                 "size": (b.get("manifest") or {}).get("size"),
+                "lineage": (b.get("manifest") or {}).get("lineage"),
                 "status": b.get("error", "complete"),
             }
             for b in backups(root, kind, n)

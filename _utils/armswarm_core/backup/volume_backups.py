@@ -4,10 +4,15 @@ and restores, with containers paused for the copy.
 Decisions are in :mod:`armswarm_core.backup.backup_policy`.
 """
 
+import ctypes
+import fcntl
 import hashlib
+import json
 import logging
 import os
+import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -16,27 +21,85 @@ from pathlib import Path
 
 from armswarm_core import ArmswarmError
 from armswarm_core.backup import backup_policy, backup_target
+from armswarm_core.common import files
 
 log = logging.getLogger(__name__)
 
 
 # -- volumes -------------------------------------------------------------------------------
+# Beside the volume's data (``/var/lib/docker/volumes/<name>/``), not in it: the application
+# never sees it, and ``docker volume rm`` removes it with the volume.
+MARKER = "armswarm-lineage.json"
+STAGING = "armswarm-restore.staging"
+OLD = "armswarm-restore.old"
+LOCK = "armswarm-restore.lock"
+LOCK_WAIT = 600  # seconds a restore waits for another restore of the same volume
+
+
 def scan(path) -> dict:
-    """Size, file count and last change (newest mtime/ctime, root included) of a directory."""
+    """Size, file count, last change (newest mtime/ctime, root included) of a directory and
+    its ``fingerprint``: a SHA-256 over every entry's path, type, mode, owner, size, inode,
+    mtime and ctime (ns). Any change to the content changes the ctime of what changed, and
+    no program can set a ctime back: an equal fingerprint means the same content."""
     st = os.lstat(path)
+    digest = hashlib.sha256()
     last, total, files, entries = max(st.st_mtime, st.st_ctime), 0, 0, 0
+
+    def add(rel, st):
+        digest.update(os.fsencode(rel) + b"\0")
+        digest.update(
+            b"%d %d %d %d %d %d %d\n"
+            % (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_ino, st.st_mtime_ns,
+               st.st_ctime_ns)
+        )  # fmt: skip
+
+    add(".", st)
     for dirpath, dirnames, filenames in os.walk(path):
-        for entry in dirnames + filenames:
+        dirnames.sort()
+        rel_dir = os.path.relpath(dirpath, path)
+        for entry in dirnames + sorted(filenames):
             entries += 1
+            rel = os.path.join(rel_dir, entry)
             try:
                 st = os.lstat(os.path.join(dirpath, entry))
             except FileNotFoundError:
+                digest.update(os.fsencode(rel) + b"\0gone\n")
                 continue
+            add(rel, st)
             last = max(last, st.st_mtime, st.st_ctime)
             if entry in filenames:
                 files += 1
                 total += st.st_size
-    return {"bytes": total, "files": files, "last_change": last, "empty": entries == 0}
+    return {
+        "bytes": total,
+        "files": files,
+        "last_change": last,
+        "empty": entries == 0,
+        "fingerprint": digest.hexdigest(),
+    }
+
+
+def marker_path(mountpoint) -> Path | None:
+    """Where the lineage marker of a local volume lives (None outside Docker's layout)."""
+    data = Path(mountpoint)
+    return data.parent / MARKER if data.name == "_data" else None
+
+
+def read_marker(mountpoint) -> dict | None:
+    """The volume's lineage marker ``{lineage, origin, backup, sha256, content}``, or None
+    (never backed up or restored here, or unreadable: then nothing is assumed)."""
+    path = marker_path(mountpoint)
+    try:
+        marker = json.loads(path.read_text()) if path else None
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and marker.get("lineage") else None
+
+
+def write_marker(mountpoint, marker: dict):
+    path = marker_path(mountpoint)
+    if path is not None:
+        files.write(path, json.dumps(marker, sort_keys=True) + "\n", mode=0o600)
 
 
 def volume_info(engine) -> list[dict]:
@@ -67,8 +130,9 @@ def _drain(errfile) -> str:
         return errfile.read().decode(errors="replace").strip()
 
 
-def _tar_create(source: str, compression: str, writer):
-    """Stream a tar (optionally gzip -1: fast on small CPUs) of ``source`` into ``writer``."""
+def _tar_create(source: str, compression: str, writer, running=None):
+    """Stream a tar (optionally gzip -1: fast on small CPUs) of ``source`` into ``writer``.
+    The processes are appended to ``running`` (a list) so that a time limit can kill them."""
     # stderr goes to a file: a pipe nobody reads while the data streams could fill and stall tar
     errfile = tempfile.TemporaryFile()
     tar = subprocess.Popen(
@@ -77,10 +141,14 @@ def _tar_create(source: str, compression: str, writer):
         stderr=errfile,
     )
     procs, out = [tar], tar.stdout
+    if running is not None:
+        running.append(tar)
     if compression == "gzip":
         gz = subprocess.Popen(["gzip", "-1", "-c"], stdin=tar.stdout, stdout=subprocess.PIPE)
         tar.stdout.close()
         procs.append(gz)
+        if running is not None:
+            running.append(gz)
         out = gz.stdout
     try:
         while chunk := out.read(backup_target.CHUNK):
@@ -97,9 +165,10 @@ def _tar_create(source: str, compression: str, writer):
 
 def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> dict:
     """Back up the node's volumes (all, or ``names``): one archive per volume, containers
-    using it paused for the copy, then retention. Unchanged volumes are skipped (unless
-    ``force``): a stale copy left on a node the service moved away from never shadows the
-    newer backups made where it runs now."""
+    using it paused for the copy (at most ``pause_timeout_seconds``), then retention. A
+    volume is skipped (unless ``force``) only when its own last backup, named in its lineage
+    marker, holds exactly its current content: a newer backup of the same name made on
+    another node never counts (that is another lineage, see docs/backup.rst)."""
     root = backup_target.target_root(conf, write=True)
     wanted = set(names) if names else None
     result = {"backed_up": {}, "skipped": {}, "errors": {}, "removed": {}}
@@ -129,17 +198,102 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
     return result
 
 
+def _unchanged(root, name, marker, info) -> str | None:
+    """Why a backup is not needed (its own last backup holds this content), else None."""
+    if not marker or not marker.get("content") or marker["content"] != info["fingerprint"]:
+        return None
+    item = backup_target.find(root, "volumes", name, marker.get("backup") or "")
+    if item is None or "error" in item or item["manifest"].get("sha256") != marker.get("sha256"):
+        return None
+    try:  # a truncated archive is backed up again (the full check is the clean-up's)
+        size = (Path(item["path"]) / item["manifest"]["archive"]).stat().st_size
+    except OSError:
+        return None
+    if size != item["manifest"]["size"]:
+        return None
+    return f"unchanged since its backup {item['id']} (lineage {marker['lineage']})"
+
+
+def _with_limit(seconds, job, give_up=None):
+    """``job()`` (its result JSON-serialisable) in a forked child; after ``seconds``
+    ``give_up()`` (if given) runs, the child is killed and ArmswarmError is raised.
+
+    A child process, not a thread: a write to a hung share blocks in the kernel,
+    uninterruptibly (an NFS hard mount, a frozen file system), and a process with such a
+    thread cannot exit. The child has /dev/null as its standard streams, so a stuck child
+    holds neither the caller's output (cron, ``salt-call``) nor its exit; it dies, killed,
+    the moment the kernel lets it go, before it can rename anything into place."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            os.close(read_fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            try:
+                answer = {"value": job()}
+            except BaseException as exc:  # noqa: BLE001 - handed to the parent
+                answer = {"error": str(exc) or type(exc).__name__}
+            data = json.dumps(answer).encode()
+            while data:
+                data = data[os.write(write_fd, data) :]
+        except BaseException:  # noqa: BLE001 - nothing to report to: the exit code says it
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    deadline, chunks, finished = time.monotonic() + seconds, [], False
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([read_fd], [], [], left)[0]:
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    finished = True
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+    if not finished:
+        if give_up is not None:
+            give_up()
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, os.WNOHANG)  # reaped now if it could die; else it is init's
+        raise ArmswarmError(
+            f"the copy did not finish within pause_timeout_seconds={seconds:g} "
+            "(is the backup target hung?): given up, containers unpaused, nothing published"
+        )
+    _pid, status = os.waitpid(pid, 0)
+    try:
+        answer = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ArmswarmError(f"the copy's process failed (status {status})") from None
+    if "error" in answer:
+        raise ArmswarmError(answer["error"])
+    return answer["value"]
+
+
 def _backup_one(engine, conf, root, node, vol, force):
     name = backup_policy.check_name(vol["name"])
     source = vol["mountpoint"]
     info = scan(source)
     if info["empty"]:
         return "empty"
-    latest = backup_target.latest_good(root, "volumes", name)
-    if latest and not force and latest["started"].timestamp() > info["last_change"]:
-        return f"unchanged since backup {latest['id']}"
+    marker = read_marker(source)
+    if not force and (why := _unchanged(root, name, marker, info)):
+        return why
+    if marker:
+        lineage, origin, parent = marker["lineage"], marker.get("origin"), marker.get("backup")
+    else:
+        # Never backed up or restored by armswarm here (or restored by the helper inside a
+        # container): a new lineage, whatever other nodes backed up under this name.
+        lineage = backup_policy.new_lineage(node, datetime.now(backup_policy.UTC))
+        origin = parent = None
     paused = []
     started = datetime.now(backup_policy.UTC)
+    limit = conf["pause_timeout_seconds"]
+
     try:
         if conf["pause"]:
             for c in vol["containers"]:
@@ -150,6 +304,7 @@ def _backup_one(engine, conf, root, node, vol, force):
                     paused.append(c)
         # The start time is taken once writers are paused: later changes are not in it.
         started = datetime.now(backup_policy.UTC)
+        before = scan(source)["fingerprint"]
         warnings = []
         clock = time.monotonic()
 
@@ -159,37 +314,60 @@ def _backup_one(engine, conf, root, node, vol, force):
                 warnings.append(warning)
             return backup_policy.ARCHIVES[conf["compression"]]
 
-        manifest = backup_target.publish(
-            root / "volumes" / name,
-            backup_policy.backup_id(started, node),
-            produce,
-            {
-                "kind": "volume",
-                "name": name,
-                "node": node,
-                "started": started,
-                "compression": conf["compression"],
-                "source_bytes": info["bytes"],
-                "files": info["files"],
-                "last_change": info["last_change"],
-                "paused": [c["Names"][0].lstrip("/") for c in paused],
-            },
-        )
+        bid = backup_policy.backup_id(started, node)
+        fields = {
+            "kind": "volume",
+            "name": name,
+            "node": node,
+            "started": started,
+            "compression": conf["compression"],
+            "source_bytes": info["bytes"],
+            "files": info["files"],
+            "last_change": info["last_change"],
+            "paused": [c["Names"][0].lstrip("/") for c in paused],
+            "lineage": lineage,
+            "origin": origin,
+            "parent": parent,
+            "content": before,
+        }
+
+        def copy():
+            folder = root / "volumes" / name
+            manifest = backup_target.publish(folder, bid, produce, fields)
+            return {"manifest": manifest, "warnings": warnings}
+
+        # In a child process (see _with_limit): tar and gzip die with it.
+        copied = _with_limit(limit, copy)
+        manifest, warnings = copied["manifest"], copied["warnings"]
         seconds = time.monotonic() - clock
+        # Content that changed during the copy (a writer not paused) is in no backup whole.
+        same = not warnings and scan(source)["fingerprint"] == before
     finally:
         for c in paused:
             try:
                 engine.api.unpause(c["Id"])
             except Exception as exc:  # noqa: BLE001 - report, and unpause the others
                 log.error("backup: cannot unpause %s: %s", c["Id"][:12], exc)
+    write_marker(
+        source,
+        {
+            "lineage": lineage,
+            "origin": origin,
+            "backup": bid,
+            "sha256": manifest["sha256"],
+            "content": before if same else None,
+        },
+    )
     return {
-        "id": backup_policy.backup_id(started, node),
+        "id": bid,
+        "lineage": lineage,
         "bytes": info["bytes"],
         "archive_bytes": manifest["size"],
         "sha256": manifest["sha256"],
         "seconds": round(seconds, 3),
         "paused": manifest["paused"],
         **({"warning": warnings[0][-300:]} if warnings else {}),
+        **({} if same else {"changed_during_copy": True}),
     }
 
 
@@ -215,66 +393,167 @@ def volume_state(engine, name: str) -> str:
     return "empty" if scan(data)["empty"] else "data"
 
 
-def restore_volume(engine, conf: dict, name: str, bid: str | None = None, force=False) -> dict:
+def _users(engine, name: str) -> list[str]:
+    """Containers that are running (or paused, restarting) with ``name`` mounted."""
+    return sorted(
+        c["Names"][0].lstrip("/")
+        for c in engine.api.containers(all=True)
+        if c.get("State") in ("running", "paused", "restarting")
+        and any(m.get("Type") == "volume" and m.get("Name") == name for m in c.get("Mounts") or ())
+    )
+
+
+class _Lock:
+    """An exclusive ``flock`` beside the volume's data: one restore of a volume at a time."""
+
+    def __init__(self, folder: Path, name: str):
+        self.path, self.name, self.fd = folder / LOCK, name, None
+
+    def __enter__(self):
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise ArmswarmError(
+                        f"another restore of {self.name} has held its lock for {LOCK_WAIT} s"
+                    ) from None
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        os.close(self.fd)  # releases the lock
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path):
+    """Swap two directories in one step (``renameat2(RENAME_EXCHANGE)``): a reader, a crash or
+    a power cut sees the old content or the new one, never a mix and never neither."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    func = getattr(libc, "renameat2", None)
+    if func is None:
+        raise ArmswarmError("this C library has no renameat2: an atomic swap is not possible")
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if func(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        err = ctypes.get_errno()
+        raise ArmswarmError(f"cannot swap {a} and {b} atomically: {os.strerror(err)}")
+
+
+def restore_volume(
+    engine, conf: dict, name: str, bid: str | None = None, force=False, node: str = ""
+) -> dict:
     """Restore ``name`` from its newest good backup (or ``bid``) on this node, creating the
-    volume when missing. The archive is extracted into a staging directory next to the
-    volume's data while its checksum is computed, and moved in only when the checksum
-    matches: a corrupted archive leaves the volume as it was. A volume with data is refused
-    unless ``force`` (its content is then replaced)."""
+    volume when missing. Transactional: the archive is extracted into a staging directory
+    beside the volume's data while its checksum is computed, and only a complete, matching
+    copy is swapped in, atomically (the old content is then removed). A volume with data is
+    refused unless ``force``; a volume a running container uses is always refused; two
+    restores of one volume run one after the other (a lock). The result lists the other
+    lineages' newest backups (divergent copies a person may prefer, ``backup=``)."""
     backup_policy.check_name(name)
     root = backup_target.target_root(conf, write=False)
+    items = backup_target.backups(root, "volumes", name)
     item = backup_target.choose(root, "volumes", name, bid)
     manifest = item["manifest"]
-    _vol, data = _volume_dir(engine, name, create=False)
-    if data is not None and not scan(data)["empty"] and not force:
-        raise ArmswarmError(f"volume {name} has data: pass force=True to replace it")
+    vol, data = _volume_dir(engine, name, create=False)
+    if vol is not None:
+        _check_restorable(engine, vol, name, data, force)
     created = data is None
     if created:
-        _vol, data = _volume_dir(engine, name, create=True)
-    staging = data.parent / f"armswarm-restore.{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+        vol, data = _volume_dir(engine, name, create=True)
+    staging, old = data.parent / STAGING, data.parent / OLD
     clock = time.monotonic()
-    try:
-        digest, size, err = _extract(
-            Path(item["path"]) / manifest["archive"],
-            staging,
-            manifest.get("compression", "gzip"),
-        )
-        if digest != manifest["sha256"] or size != manifest["size"]:
-            raise ArmswarmError(
-                f"backup {item['id']} of {name}: checksum mismatch "
-                f"(expected {manifest['sha256'][:16]}…, read {digest[:16]}…): "
-                "restore refused, the volume is untouched"
+    with _Lock(data.parent, name):
+        try:
+            # Again under the lock: another restore or a container may have come first.
+            _check_restorable(engine, vol, name, data, force)
+            # Leftovers of a run that crashed (this one holds the lock: nobody else's).
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(old, ignore_errors=True)
+            staging.mkdir(mode=0o700)
+            digest, size, err = _extract(
+                Path(item["path"]) / manifest["archive"],
+                staging,
+                manifest.get("compression", "gzip"),
             )
-        if err is not None:
-            raise ArmswarmError(f"backup {item['id']} of {name}: extraction failed: {err}")
-        if force:
-            for entry in list(data.iterdir()):
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-        for entry in staging.iterdir():
-            os.rename(entry, data / entry.name)
-        # The archive's "./" carries the volume root's owner and mode (e.g. mysql:mysql).
-        st = staging.stat()
-        os.chown(data, st.st_uid, st.st_gid)
-        os.chmod(data, st.st_mode & 0o7777)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created:
-            # Leave the node as it was: no empty volume made by a refused restore.
-            engine.api.remove_volume(name)
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
+            if digest != manifest["sha256"] or size != manifest["size"]:
+                raise ArmswarmError(
+                    f"backup {item['id']} of {name}: checksum mismatch "
+                    f"(expected {manifest['sha256'][:16]}…, read {digest[:16]}…): "
+                    "restore refused, the volume is untouched"
+                )
+            if err is not None:
+                raise ArmswarmError(f"backup {item['id']} of {name}: extraction failed: {err}")
+            os.sync()  # the new copy is on disk before it replaces the old one
+            # The archive's "./" gave staging the volume root's owner and mode (mysql:mysql).
+            _exchange(staging, data)
+            files.fsync_dir(data.parent)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created and not _has_entries(data):
+                # Leave the node as it was: no empty volume made by a refused restore.
+                try:
+                    engine.api.remove_volume(name)
+                except Exception:  # noqa: BLE001 - docker.errors.APIError: in use meanwhile
+                    log.warning("restore: could not remove the empty volume %s", name)
+            raise
+        shutil.rmtree(staging, ignore_errors=True)  # now the old content
+        lineage = backup_policy.new_lineage(node or "restore", datetime.now(backup_policy.UTC))
+        write_marker(
+            data,
+            {
+                "lineage": lineage,
+                "origin": item["id"],
+                "backup": item["id"],
+                "sha256": manifest["sha256"],
+                "content": scan(data)["fingerprint"],
+            },
+        )
     return {
         "volume": name,
         "backup": item["id"],
+        "lineage": lineage,
+        "other_lineages": backup_policy.divergent(
+            [
+                {"id": b["id"], **{k: b["manifest"].get(k) for k in ("lineage", "origin")}}
+                for b in items
+                if "error" not in b
+            ],
+            {"id": item["id"], **{k: manifest.get(k) for k in ("lineage", "origin")}},
+        ),
         "bytes": manifest.get("source_bytes"),
         "files": manifest.get("files"),
         "seconds": round(time.monotonic() - clock, 3),
     }
+
+
+def _has_entries(path: Path) -> bool:
+    try:
+        return any(os.scandir(path))
+    except OSError:
+        return True  # unknown: keep it
+
+
+def _check_restorable(engine, vol: dict, name: str, data: Path, force: bool):
+    if vol.get("Options"):
+        # Its data lives on the device it mounts while in use, not in the directory.
+        raise ArmswarmError(
+            f"volume {name} has driver options {sorted(vol['Options'])}: restore "
+            "into it is not supported (restore into a plain local volume)"
+        )
+    users = _users(engine, name)
+    if users:
+        raise ArmswarmError(
+            f"volume {name} is in use by running container(s) {', '.join(users)}: "
+            "stop them (scale the service to 0) before restoring"
+        )
+    if _has_entries(data) and not force:
+        raise ArmswarmError(f"volume {name} has data: pass force=True to replace it")
 
 
 def _extract(archive: Path, dest: Path, compression: str):

@@ -49,29 +49,31 @@ def cleanup(engine, conf: dict, dry_run=False, now=None, max_age_hours=None) -> 
                 "size": c.get("SizeRw") or 0,
             }
         )
-    target_problem, latest = None, {}
+    target_problem = None
     try:
         root = backup_target.target_root(conf, write=False)
     except ArmswarmError as exc:
         target_problem, root = str(exc), None
-    volumes = []
+    volumes, mountpoints = [], {}
     for vol in volume_backups.volume_info(engine) if settings["volumes"] else ():
         entry = {"name": vol["name"], "labels": vol["labels"], "last_change": None}
         if vol["driver"] == "local" and vol["mountpoint"]:
             try:
                 info = volume_backups.scan(vol["mountpoint"])
                 entry.update(info)
+                mountpoints[vol["name"]] = vol["mountpoint"]
             except OSError:
                 pass
-        if root is not None:
-            good = backup_target.latest_good(root, "volumes", vol["name"])
-            if good:
-                latest[vol["name"]] = good["started"].timestamp()
         volumes.append(entry)
+    fingerprints = {v["name"]: v.get("fingerprint") for v in volumes}
+
+    def covered(name):
+        return _coverage(root, name, mountpoints[name], fingerprints[name])
+
     decided = backup_policy.plan_cleanup(
         containers,
         volumes,
-        latest,
+        covered,
         now,
         settings["container_max_age_hours"],
         target_problem=target_problem,
@@ -111,6 +113,21 @@ def cleanup(engine, conf: dict, dry_run=False, now=None, max_age_hours=None) -> 
             report["removed"]["volumes"].append({"name": name, "bytes": sizes.get(name, 0)})
             report["freed_bytes"] += sizes.get(name, 0)
     return report
+
+
+def _coverage(root, name, mountpoint, fingerprint) -> str | None:
+    """None when the backup the volume's lineage marker names holds exactly its current
+    content and its archive verifies against the checksums, else why the volume stays."""
+    marker = volume_backups.read_marker(mountpoint)
+    try:
+        item = None
+        if marker and marker.get("backup"):
+            item = backup_target.find(root, "volumes", name, marker["backup"])
+        return backup_policy.coverage(
+            marker, fingerprint, item, lambda: backup_target.archive_digest(item)
+        )
+    except OSError as exc:
+        return f"its backup cannot be read: {exc}"
 
 
 def _remove(report, dry_run, action, what) -> bool:

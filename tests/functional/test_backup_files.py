@@ -1,0 +1,113 @@
+"""Backups on real files, no Docker: modes whatever the umask, the content fingerprint, and
+the copy's time limit against a write that really hangs (a named pipe nobody reads)."""
+
+import os
+import stat
+import threading
+import time
+from datetime import datetime
+
+import pytest
+from armswarm_core import ArmswarmError
+from armswarm_core.backup import backup_policy, backup_target, volume_backups
+
+pytestmark = pytest.mark.functional
+
+
+def _mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_backups_are_owner_only_whatever_the_umask(tmp_path, umask):
+    # A directory made by an older version with the usual 0755 is narrowed too.
+    (tmp_path / "volumes").mkdir(mode=0o755)
+    old = os.umask(umask)
+    try:
+        bid = backup_policy.backup_id(datetime.now(backup_policy.UTC), "node1")
+        folder = tmp_path / "volumes" / "app"
+
+        def produce(writer):
+            writer.write(b"secret database pages")
+            return backup_policy.ARCHIVES["none"]
+
+        backup_target.publish(
+            folder, bid, produce, {"kind": "volume", "name": "app", "node": "node1"}
+        )
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "volumes") == 0o700
+    assert _mode(folder) == 0o700
+    assert _mode(folder / bid) == 0o700
+    names = sorted(p.name for p in (folder / bid).iterdir())
+    assert names == ["SHA256SUMS", "data.tar", "manifest.json"]
+    assert {p.name: _mode(p) for p in (folder / bid).iterdir()} == dict.fromkeys(names, 0o600)
+
+
+def test_the_fingerprint_sees_a_change_whose_mtime_was_put_back(tmp_path):
+    (tmp_path / "d").mkdir()
+    f = tmp_path / "d" / "f"
+    f.write_bytes(b"one")
+    first = volume_backups.scan(tmp_path)["fingerprint"]
+    assert volume_backups.scan(tmp_path)["fingerprint"] == first  # reading changes nothing
+    st = f.stat()
+    time.sleep(0.01)
+    f.write_bytes(b"two")  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # a program can put the mtime back ...
+    assert f.stat().st_mtime_ns == st.st_mtime_ns
+    assert volume_backups.scan(tmp_path)["fingerprint"] != first  # ... not the ctime
+
+
+def test_a_copy_that_hangs_is_given_up_within_its_limit(tmp_path):
+    fifo = tmp_path / "share-that-hangs"
+    os.mkfifo(fifo)
+    gave_up = threading.Event()
+    clock = time.monotonic()
+    with pytest.raises(ArmswarmError, match="pause_timeout_seconds=1"):
+        # Opening a FIFO for writing blocks in the kernel until a reader comes: nobody does.
+        volume_backups._with_limit(1, lambda: open(fifo, "wb"), gave_up.set)
+    assert gave_up.is_set()
+    assert time.monotonic() - clock < 5
+    # The copy ran in a child process, killed: soon nobody holds the pipe for writing (a
+    # read then sees end of file instead of "try again").
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        for _ in range(100):
+            try:
+                assert os.read(fd, 1) == b""
+                break
+            except BlockingIOError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError("the copy's process still holds the pipe")
+    finally:
+        os.close(fd)
+
+
+def test_a_copy_in_time_returns_its_result_or_its_error(tmp_path):
+    assert volume_backups._with_limit(10, lambda: {"manifest": {"size": 3}}) == {
+        "manifest": {"size": 3}
+    }
+
+    def fails():
+        raise ArmswarmError("backup target is not writable (read-only)")
+
+    with pytest.raises(ArmswarmError, match="read-only"):
+        volume_backups._with_limit(10, fails)
+    # Its standard streams are /dev/null: a stuck copy never holds the caller's output.
+    assert volume_backups._with_limit(10, lambda: os.readlink("/proc/self/fd/1")) == "/dev/null"
+
+
+def test_a_cancelled_publish_leaves_nothing(tmp_path):
+    cancel = threading.Event()
+    bid = backup_policy.backup_id(datetime.now(backup_policy.UTC), "node1")
+
+    def produce(writer):
+        writer.write(b"first chunk")
+        cancel.set()  # the time limit passed meanwhile
+        writer.write(b"second chunk")
+        return backup_policy.ARCHIVES["none"]
+
+    with pytest.raises(backup_target.Cancelled):
+        backup_target.publish(tmp_path / "volumes" / "app", bid, produce, {}, cancel)
+    assert list((tmp_path / "volumes" / "app").iterdir()) == []
