@@ -67,6 +67,13 @@ def _names(value):
     return [str(v) for v in value]
 
 
+def _flag(value, key):
+    """A boolean argument as given: ``force="false"`` from a script must not read as true."""
+    if not isinstance(value, bool):
+        raise CommandExecutionError(f"{key} must be true or false, not {value!r}")
+    return value
+
+
 def _flag_errors(result):
     if result.get("errors"):
         __context__["retcode"] = 1
@@ -87,7 +94,7 @@ def settings(strict=True):
 
         salt '*' backup.settings
     """
-    return _conf(strict=bool(strict))
+    return _conf(strict=_flag(strict, "strict"))
 
 
 def run(volumes=None, force=False, target=None):
@@ -120,7 +127,7 @@ def run(volumes=None, force=False, target=None):
         conf,
         __opts__["id"],
         names=_names(volumes),
-        force=bool(force),
+        force=_flag(force, "force"),
     )
     return _flag_errors(result)
 
@@ -196,7 +203,7 @@ def restore(volume, backup=None, force=False):
         conf,
         volume,
         backup,
-        bool(force),
+        _flag(force, "force"),
         __opts__["id"],
     )
 
@@ -269,10 +276,11 @@ def cleanup(dry_run=False, max_age_hours=None, target=None):
         salt '*' backup.cleanup dry_run=True
         salt '*' backup.cleanup
     """
+    dry_run = _flag(dry_run, "dry_run")
     conf = _conf(target)
     if not conf["cleanup"]["enabled"]:
-        return {"dry_run": bool(dry_run), "comment": "clean-up is disabled"}
+        return {"dry_run": dry_run, "comment": "clean-up is disabled"}
     result = _call(
-        volume_cleanup.cleanup, _engine(), conf, dry_run=bool(dry_run), max_age_hours=max_age_hours
+        volume_cleanup.cleanup, _engine(), conf, dry_run=dry_run, max_age_hours=max_age_hours
     )
     return _flag_errors(result)
