@@ -109,7 +109,15 @@ def _task_machines(lab, service):
         )
         for cid in out.split():
             code, said = lab.exec(
-                node, ["docker", "exec", cid, "sh", "-c", "uname -m; cat /etc/armswarm-arch"]
+                node,
+                [
+                    "docker",
+                    "exec",
+                    cid,
+                    "sh",
+                    "-c",
+                    "uname -m; cat /etc/armswarm-arch 2>/dev/null || cat /etc/armswarm-base-arch",
+                ],
             )
             assert code == 0, (node, said)
             found.setdefault(node, []).append(tuple(said.split()[-2:]))
