@@ -55,19 +55,26 @@ def test_down_removes_only_the_handlers_its_lab_registered(lab, tmp_path, monkey
     assert _kernel("qemu-aarch64")["enabled"]
 
 
-def test_down_hands_shared_handlers_to_a_lab_still_up(lab, tmp_path):
-    # A lab in the real state root that finds the handlers registered by the session's lab
-    # records that it uses them; it registered nothing, so its down removes nothing.
+def test_down_hands_a_handler_it_registered_to_a_lab_still_using_it(lab):
+    # A second lab registers qemu-aarch64 while the session's lab (up, in the same state root)
+    # uses it: the second lab's down must not pull it from under the session's nodes.
     other = cluster.Lab(name="armswarm-binfmt-b", subnet="10.77.251.0/24", progress=print)
     other.state_dir.mkdir(parents=True, exist_ok=True)
+    (KERNEL / "qemu-aarch64").write_text("-1")
     try:
         other._ensure_binfmt()
+        assert json.loads((other.state_dir / binfmt.STATE_FILE).read_text())["registered"] == [
+            "qemu-aarch64"
+        ]
         other.down()
+        assert _kernel("qemu-aarch64")["enabled"]  # kept: the session's lab uses it
+        # ... and it is now the session's lab's to remove
+        assert lab.status()["binfmt"]["qemu-aarch64"]["ours"] is True
+        assert not other.state_dir.exists()
     finally:
         lab._ensure_binfmt()
     for name in ("qemu-arm", "qemu-aarch64"):
         assert _kernel(name)["enabled"], name
-    assert not other.state_dir.exists()
 
 
 @pytest.mark.parametrize(
