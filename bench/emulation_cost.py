@@ -86,8 +86,8 @@ def main():
             labs = [d.parent for d in cluster.STATE_ROOT.glob(f"*/{binfmt.STATE_FILE}")]
             binfmt.release(Path(state), labs, log=lambda m: None)
     print(
-        f"base image from the cached rootfs: amd64 {bases[PLATFORMS[0]]:.1f}s, "
-        f"arm64 {bases[PLATFORMS[1]]:.1f}s"
+        "base image (rootfs from the cache, bootstrapped when missing): "
+        f"amd64 {bases[PLATFORMS[0]]:.1f}s, arm64 {bases[PLATFORMS[1]]:.1f}s"
     )
     print(
         f"{'step (median of ' + str(args.rounds) + ' builds)':<36} {'amd64 s':>8} "
