@@ -266,6 +266,7 @@ def stack_deployed(
     wait=True,
     timeout=300,
     saltenv="base",
+    resolve_image=stacks.RESOLVE_IMAGE_DEFAULT,
 ):
     """
     Stack ``name`` runs the services of the compose file ``compose`` (a ``salt://`` path or a
@@ -273,10 +274,13 @@ def stack_deployed(
     definition changed are updated (they roll out by their ``update_config``); ``prune``
     removes services no longer in the file. Registry credentials come from the pillar key
     ``registry_auth_pillar`` (``{registry or host, username, password}``) and never appear in the
-    return. Run on a manager.
+    return. ``resolve_image`` (``always``, ``changed``, ``never``) is ``docker stack deploy
+    --resolve-image``: ``never`` keeps the swarm from placing tasks by the image's platforms.
+    Run on a manager.
     """
     ret = state_results.new(name)
     try:
+        stacks.check_resolve_image(resolve_image)
         text = _compose_text(compose, template, context, saltenv)
         engine = _client()
         stamped, hashes = stacks.load_and_stamp(text)
@@ -301,6 +305,7 @@ def stack_deployed(
             with_registry_auth=with_registry_auth,
             registry_auth=auth,
             timeout=timeout,
+            resolve_image=resolve_image,
         )
         pending = {}
         if wait:

@@ -78,6 +78,15 @@ def main(argv=None) -> int:
                     f"CA {status_data['registry']['ca_file']}"
                 )
                 print(f"  master config {status_data['master']['config_dir']}")
+                for handler, info in status_data["binfmt"].items():
+                    state = "not registered"
+                    if info:
+                        state = (
+                            f"{'enabled' if info['enabled'] else 'disabled'}, flags "
+                            f"{info['flags'] or '-'}, {info['interpreter']}"
+                            f"{' (registered by this lab)' if info['ours'] else ''}"
+                        )
+                    print(f"  binfmt {handler}: {state}")
         elif args.command == "summary":
             print(lab.summary())
         elif args.command in PASSTHROUGH:

@@ -25,7 +25,7 @@ import salt.crypt
 import yaml
 
 from armswarm import paths
-from armswarm.lab import image, pki
+from armswarm.lab import binfmt, image, pki
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,11 @@ SYNCED_CORE = "/var/cache/salt/minion/extmods/utils/armswarm_core/__init__.py"
 # The lab's "network drive": a host directory under the lab's state directory, bind-mounted at
 # this path into every node (what a mounted NFS/SMB share is on real boards).
 NODE_BACKUP_SHARE = "/mnt/armswarm-backup"
+# A lab-only convenience: root filesystem tarballs that image build scripts made, kept by
+# content on the host across lab re-creations (salt/imagebuild/images/base/build.sh reads and
+# fills it when the directory exists; on a board it does not, and every build bootstraps).
+ROOTFS_CACHE = CACHE_DIR / "rootfs"
+NODE_ROOTFS_CACHE = "/var/cache/armswarm/rootfs"
 
 
 @dataclass(frozen=True)
@@ -467,6 +472,7 @@ class Lab:
             binds={
                 volume.name: {"bind": "/var/lib/docker", "mode": "rw"},
                 str(self.backup_share): {"bind": NODE_BACKUP_SHARE, "mode": "rw"},
+                **self._rootfs_cache_bind(),
             },
             network_mode=self.name,
             # the board's weight when the host's CPUs are contended (the cap is inside)
@@ -489,6 +495,33 @@ class Lab:
         container = self.client.containers.get(created["Id"])
         container.put_archive("/", image.tar_bytes(self._node_files(node)))
         return container
+
+    # -- ARM emulation --------------------------------------------------------------------
+    def _ensure_binfmt(self):
+        """The kernel runs arm and aarch64 binaries through qemu-user-static (in every node)."""
+        try:
+            binfmt.ensure(self.state_dir, log=self.progress)
+        except binfmt.BinfmtError as exc:
+            raise LabError(str(exc)) from exc
+
+    def _release_binfmt(self):
+        """Unregister the handlers this lab registered (another lab up keeps them)."""
+        if not self.state_dir.is_dir():
+            return
+        others = [
+            d
+            for d in sorted(STATE_ROOT.glob(f"*/{binfmt.STATE_FILE}"))
+            if d.parent != self.state_dir
+        ]
+        try:
+            binfmt.release(self.state_dir, [d.parent for d in others], log=self.progress)
+        except binfmt.BinfmtError as exc:
+            raise LabError(str(exc)) from exc
+
+    @staticmethod
+    def _rootfs_cache_bind() -> dict:
+        ROOTFS_CACHE.mkdir(parents=True, exist_ok=True)
+        return {str(ROOTFS_CACHE): {"bind": NODE_ROOTFS_CACHE, "mode": "rw"}}
 
     # -- salt -----------------------------------------------------------------------------
     def salt_argv(self, tool: str, *args: str) -> list[str]:
@@ -555,6 +588,7 @@ class Lab:
         if self.is_up():
             served = self.served_tree()
             if served == paths.tree_root():
+                self._ensure_binfmt()  # someone may have removed the handlers meanwhile
                 self.progress(f"lab {self.name} is already up")
                 return self.status()
             # Its master serves another checkout's modules and formulas: tests would run those.
@@ -567,6 +601,7 @@ class Lab:
         tag = image.ensure_node_image(self.client, CACHE_DIR, progress=self.progress)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.backup_share.mkdir(exist_ok=True)
+        self._ensure_binfmt()
         self._ensure_network()
         pki.ensure_ca(self.pki_dir, self.name)
         self._start_registry()
@@ -648,6 +683,7 @@ class Lab:
             network.remove()
         self._stop("master")
         self._stop("registry")
+        self._release_binfmt()
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         self.progress(f"lab {self.name} down in {time.monotonic() - started:.0f}s")
@@ -705,6 +741,7 @@ class Lab:
                 "running": bool(self._pid_alive("registry")),
             },
             "nodes": nodes,
+            "binfmt": binfmt.status(self.state_dir),
         }
 
     # -- exec -----------------------------------------------------------------------------

@@ -34,6 +34,8 @@ PACKAGES = (
     "docker.io",
     # /bin/busybox: image builds start from scratch (nothing can be pulled here)
     "busybox-static",
+    # the example tree's base images: real Debian root filesystems of each board's platform
+    "mmdebstrap",
     "iproute2",
     "iptables",
     "procps",

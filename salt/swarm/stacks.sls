@@ -6,7 +6,8 @@
         compose: salt://stacks/web.yml      # a compose file (version 3)
         context: {tag: "20261122"}          # rendered with Jinja; registry comes from pillar
         prune: true                         # remove services no longer in the file
-        registry_auth_pillar: armswarm:registry   # username/password for private images #}
+        registry_auth_pillar: armswarm:registry   # username/password for private images
+        resolve_image: never                # always / changed (default) / never #}
 {%- set stacks = salt["pillar.get"]("armswarm:stacks", {}) %}
 {%- set registry = salt["pillar.get"]("armswarm:registry:host", "") %}
 {%- for name, stack in stacks | dictsort %}
@@ -19,6 +20,9 @@ armswarm-stack-{{ name }}:
     - template: {{ stack.get("template", "jinja") | json }}
     - context: {{ context | json }}
     - prune: {{ stack.get("prune", false) | json }}
+{%-   if "resolve_image" in stack %}
+    - resolve_image: {{ stack.resolve_image | json }}
+{%-   endif %}
 {%-   if stack.get("registry_auth_pillar") %}
     - registry_auth_pillar: {{ stack.registry_auth_pillar | json }}
 {%-   endif %}

@@ -1,12 +1,17 @@
 """Helpers shared by the lab tests."""
 
 import io
+import json
 import shutil
 import subprocess
 import tarfile
 import tempfile
 from pathlib import Path
 
+import requests
+import yaml
+
+from armswarm.lab.cluster import FIXTURES
 from armswarm.lab.image import tar_bytes
 
 # A real token, not the string in our own source that guards against printing one.
@@ -100,3 +105,82 @@ def load_registry_image(lab, node: str, ref: str = "armswarm-lab/registry:local"
     code, out = lab.exec(node, ["docker", "load", "-i", "/root/registry-image.tar"])
     assert code == 0, out
     return ref
+
+
+BASE_SCRIPT = Path(__file__).resolve().parents[2] / "salt/imagebuild/images/base/build.sh"
+# What `uname -m` says on each platform, from the kernel (through qemu-user-static in the lab).
+MACHINE = {"linux/arm/v7": "armv7l", "linux/arm64": "aarch64"}
+
+
+def build_base(lab, node: str, platform: str, ref: str) -> str:
+    """Build the example tree's base image for ``platform`` on ``node`` with the tree's own
+    ``build.sh``, given the platform as the build farm gives it; returns its output. The root
+    filesystem comes from the lab's rootfs cache when an earlier build made it."""
+    container = lab.client.containers.get(lab.container_name(lab.node(node)))
+    container.put_archive("/root", tar_bytes({"base-build.sh": (BASE_SCRIPT.read_text(), 0o755)}))
+    arch, _, variant = platform.removeprefix("linux/").partition("/")
+    code, out = lab.exec(
+        node,
+        [
+            "env",
+            f"ARMSWARM_IMAGE={ref}",
+            f"TARGETPLATFORM={platform}",
+            f"TARGETARCH={arch}",
+            f"TARGETVARIANT={variant}",
+            "/root/base-build.sh",
+        ],
+    )
+    assert code == 0, out
+    return out
+
+
+def board_machine(lab, node: str) -> str:
+    """``uname -m`` on the real board that ``node`` plays (its fixture's board.yaml)."""
+    board = yaml.safe_load((FIXTURES / lab.node(node).board / "board.yaml").read_text())
+    return board["uname_m"]
+
+
+PLATFORM_OF = {machine: platform for platform, machine in MACHINE.items()}
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+
+
+def put_index(lab, repo: str, tag: str, per_platform: dict) -> str:
+    """Put ``repo:tag`` as a manifest list over ``{platform: tag}`` (already pushed); the
+    platform of each entry is read from that manifest's own image config. Returns its digest."""
+    base = f"https://{lab.registry}/v2/{repo}"
+    verify = str(lab.ca_file)
+    entries = []
+    for platform, source in sorted(per_platform.items()):
+        got = requests.get(
+            f"{base}/manifests/{source}", headers={"Accept": MANIFEST}, verify=verify, timeout=30
+        )
+        got.raise_for_status()
+        manifest = got.json()
+        assert manifest["mediaType"] == MANIFEST, manifest
+        config = requests.get(
+            f"{base}/blobs/{manifest['config']['digest']}", verify=verify, timeout=30
+        ).json()
+        entry = {"os": config["os"], "architecture": config["architecture"]}
+        if config.get("variant"):
+            entry["variant"] = config["variant"]
+        variant = f"/{entry['variant']}" if "variant" in entry else ""
+        assert f"{entry['os']}/{entry['architecture']}{variant}" == platform, (source, config)
+        entries.append(
+            {
+                "mediaType": MANIFEST,
+                "digest": got.headers["Docker-Content-Digest"],
+                "size": len(got.content),
+                "platform": entry,
+            }
+        )
+    index = {"schemaVersion": 2, "mediaType": MANIFEST_LIST, "manifests": entries}
+    put = requests.put(
+        f"{base}/manifests/{tag}",
+        data=json.dumps(index),
+        headers={"Content-Type": MANIFEST_LIST},
+        verify=verify,
+        timeout=30,
+    )
+    assert put.status_code == 201, put.text
+    return put.headers["Docker-Content-Digest"]

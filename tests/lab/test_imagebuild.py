@@ -227,12 +227,20 @@ def test_a_node_killed_mid_build_has_its_job_finish_elsewhere(lab, first_run, tm
 
 
 def test_registry_outage_during_push(lab, first_run, tmp_path):
-    slow_base = (EXAMPLE / "base/build.sh").read_text().replace("set -eu", "set -eu\nsleep 6")
+    # The base takes a while (a root filesystem): it says when its image is made, and the
+    # registry goes away just before the push.
+    marker = "/tmp/armswarm-test-built"
+    slow_base = (EXAMPLE / "base/build.sh").read_text() + f"touch {marker}\nsleep 3\n"
     root = _tree(tmp_path, names={"base"}, edits={"base/build.sh": slow_base})
+    for node in lab.node_names():
+        lab.exec(node, ["rm", "-f", marker])
     # Back within the push retries: the image lands.
     argv = lab.salt_argv("salt-run", "--out=json", "imagebuild.run", f"source={root}")
     runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)
+    deadline = time.monotonic() + 200
+    while not any(lab.exec(n, ["test", "-e", marker])[0] == 0 for n in lab.node_names()):
+        assert time.monotonic() < deadline and runner.poll() is None, "the base never got built"
+        time.sleep(0.5)
     lab._stop("registry")
     time.sleep(8)
     lab._start_registry()

@@ -1,10 +1,12 @@
 """The lab's own logic that needs no daemons: reading salt's JSON output, and the main job
 refusing to run when a step's file is missing from the tree."""
 
+from pathlib import Path
+
 import pytest
 
 from armswarm import paths
-from armswarm.lab import cluster
+from armswarm.lab import binfmt, cluster
 from armswarm.lab.cluster import Lab, LabError, json_returns
 
 STEP_FILES = ("salt/armnode/init.sls", "salt/swarm/init.sls", "_runners/imagebuild.py")
@@ -93,3 +95,26 @@ def test_each_board_gets_its_cpu_share_for_what_its_dockerd_runs(monkeypatch, tm
         "sopine": 50000,
         "rpi4": 80000,
     }
+
+
+def test_binfmt_lines_come_from_qemu_user_static_with_fix_binary(tmp_path):
+    real = Path("/usr/lib/binfmt.d/qemu-aarch64.conf")
+    if real.exists():  # Debian's own file, as installed by scripts/setup.sh
+        line = binfmt.handler_line("qemu-aarch64")
+        assert line.startswith(":qemu-aarch64:M::\\x7f\\x45\\x4c\\x46\\x02")
+        assert "F" in line.rsplit(":", 1)[1]
+    interp = tmp_path / "qemu-arm-static"
+    interp.write_text("")
+    # a handler line without F (binfmt-support's style) gets it: nodes' containers need it
+    (tmp_path / "qemu-arm.conf").write_text(
+        f"# comment\n:qemu-arm:M::\\x7fELF\\x01:\\xff\\xff\\xff\\xff\\xff:{interp}:OC\n"
+    )
+    assert binfmt.handler_line("qemu-arm", tmp_path).endswith(f":{interp}:OCF")
+    with pytest.raises(binfmt.BinfmtError, match="install qemu-user-static"):
+        binfmt.handler_line("qemu-aarch64", tmp_path)
+    (tmp_path / "qemu-aarch64.conf").write_text(":qemu-arm:M::x:y:/nonexistent:F\n")
+    with pytest.raises(binfmt.BinfmtError, match="not a binfmt_misc line for qemu-aarch64"):
+        binfmt.handler_line("qemu-aarch64", tmp_path)
+    (tmp_path / "qemu-aarch64.conf").write_text(":qemu-aarch64:M::x:y:/nonexistent:F\n")
+    with pytest.raises(binfmt.BinfmtError, match="/nonexistent does not exist"):
+        binfmt.handler_line("qemu-aarch64", tmp_path)

@@ -73,3 +73,35 @@ def test_cli_host_only_for_another_engine():
     assert stacks._cli_host("unix://var/run/docker.sock") is None
     assert stacks._cli_host("unix://run/other.sock") == "unix:///run/other.sock"
     assert stacks._cli_host("tcp://10.0.0.1:2376") == "tcp://10.0.0.1:2376"
+
+
+@pytest.mark.parametrize("value", ["sometimes", "", "Never", True, None, ["never"]])
+def test_bad_resolve_image_is_refused_naming_the_key(value):
+    with pytest.raises(ArmswarmError, match="resolve_image must be one of always, changed, never"):
+        stacks.check_resolve_image(value)
+
+
+@pytest.mark.parametrize("value", ["always", "changed", "never"])
+def test_resolve_image_reaches_the_cli(value, tmp_path, monkeypatch):
+    # A docker CLI that records its arguments: what the deploy asks the real CLI to do.
+    record = tmp_path / "argv"
+    cli = tmp_path / "docker"
+    cli.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    cli.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    stamped, _ = stacks.load_and_stamp(COMPOSE)
+    stacks.deploy("web", stamped, None, with_registry_auth=False, resolve_image=value)
+    argv = record.read_text().split("\n")
+    assert argv[argv.index("--resolve-image") + 1] == value
+
+
+def test_bad_resolve_image_runs_no_cli(tmp_path, monkeypatch):
+    record = tmp_path / "argv"
+    cli = tmp_path / "docker"
+    cli.write_text(f"#!/bin/sh\ntouch {record}\n")
+    cli.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    stamped, _ = stacks.load_and_stamp(COMPOSE)
+    with pytest.raises(ArmswarmError, match="resolve_image"):
+        stacks.deploy("web", stamped, None, resolve_image="no")
+    assert not record.exists()

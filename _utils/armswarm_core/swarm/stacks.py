@@ -27,6 +27,22 @@ except ImportError:  # pragma: no cover - client.missing_dependency() reports it
 
 HASH_LABEL = "io.armswarm.stack.hash"
 NAMESPACE_LABEL = "com.docker.stack.namespace"
+# ``docker stack deploy --resolve-image``: "changed" (the default) does not roll services whose
+# definition is unchanged just because a tag now points at another digest; "never" leaves the
+# tag unresolved, so the swarm does not place tasks by the image's platforms (needed where the
+# engines report another platform than the boards they stand for, as in the lab).
+RESOLVE_IMAGE = ("always", "changed", "never")
+RESOLVE_IMAGE_DEFAULT = "changed"
+
+
+def check_resolve_image(value, key="resolve_image") -> str:
+    """``value`` when it is one of :data:`RESOLVE_IMAGE`, else ArmswarmError naming ``key``."""
+    if not isinstance(value, str) or value not in RESOLVE_IMAGE:
+        raise ArmswarmError(
+            f"{key} must be one of {', '.join(RESOLVE_IMAGE)}, not {value!r}"
+            f" ({type(value).__name__})"
+        )
+    return value
 
 
 def load(text: str) -> dict:
@@ -126,6 +142,7 @@ def deploy(
     with_registry_auth=True,
     registry_auth=None,
     timeout=300,
+    resolve_image=RESOLVE_IMAGE_DEFAULT,
 ):
     """Run ``docker stack deploy`` with the stamped compose file.
 
@@ -134,6 +151,7 @@ def deploy(
     credentials, the login goes to a throw-away docker config (seeded with root's own, so
     other logins still work) through standard input.
     """
+    check_resolve_image(resolve_image)
     cli = shutil.which("docker")
     if not cli:
         raise ArmswarmError(
@@ -157,9 +175,7 @@ def deploy(
         path = os.path.join(tmp, "compose.json")
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(compose, fh, default=str)
-        # --resolve-image changed: do not roll services whose definition is unchanged just
-        # because a tag now points at another digest.
-        argv = [cli, "stack", "deploy", "--compose-file", path, "--resolve-image", "changed"]
+        argv = [cli, "stack", "deploy", "--compose-file", path, "--resolve-image", resolve_image]
         if with_registry_auth:
             argv.append("--with-registry-auth")
         if prune:

@@ -1,16 +1,168 @@
 #!/bin/sh
-# The cluster's base image is not a Dockerfile: a root filesystem imported with `docker import`
-# (on the original cluster: pacstrap of Arch Linux ARM). Here: Debian's static busybox.
+# The tree's base image: a real root filesystem of the platform this job builds for, made on
+# the build node and imported with `docker build --platform` (FROM scratch + ADD), so the image
+# is recorded with that platform and every child runs that platform's programs.
+#
+#   Debian (default):       mmdebstrap --arch=armhf|arm64|… (debootstrap --arch without it)
+#   Arch Linux ARM boards:  BASE_DISTRO=archlinuxarm: pacstrap with an Arch Linux ARM
+#                           pacman.conf (armv7h / aarch64), as on the HC1 author's cluster
+#
+# The platform comes from the build farm (TARGETPLATFORM, TARGETARCH, TARGETVARIANT, as BuildKit
+# names them); without it, the node's own architecture. Settings from the environment:
+#   BASE_DISTRO=debian|archlinuxarm  BASE_SUITE=bookworm  BASE_MIRROR=<Debian mirror>
+#   BASE_PACKAGES="busybox"          ARMSWARM_ROOTFS_CACHE=/var/cache/armswarm/rootfs
+#   ARMSWARM_DRY_RUN=1               print the commands instead of running them
+# A cache directory that exists keeps each root filesystem by content (distro, suite,
+# architecture, packages, recipe); a board normally has none and bootstraps every time.
 set -eu
-rootfs=$(mktemp -d)
-trap 'rm -rf "$rootfs"' EXIT
-mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/var/www"
-cp /bin/busybox "$rootfs/bin/busybox"
-for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
-done
-echo 'root:x:0:0:root:/root:/bin/sh' > "$rootfs/etc/passwd"
-echo "built $(date -u +%Y-%m-%dT%H:%M:%SZ)" > "$rootfs/etc/armswarm-base"
-tar -C "$rootfs" -c . | docker import --change 'CMD ["/bin/sh"]' - "$ARMSWARM_IMAGE"
-# Smoke test before anything builds on it.
-docker run --rm "$ARMSWARM_IMAGE" /bin/sh -c 'echo base ok'
+
+RECIPE=1
+: "${ARMSWARM_IMAGE:?ARMSWARM_IMAGE names the image to create}"
+BASE_DISTRO=${BASE_DISTRO:-debian}
+BASE_SUITE=${BASE_SUITE:-bookworm}
+# busybox: the applets the tree's children use (httpd, wget, uptime, hostname) on minbase
+BASE_PACKAGES=${BASE_PACKAGES:-busybox}
+CACHE=${ARMSWARM_ROOTFS_CACHE:-/var/cache/armswarm/rootfs}
+DRY=${ARMSWARM_DRY_RUN:-}
+
+run() {
+    if [ -n "$DRY" ]; then
+        echo "+ $*"
+    else
+        "$@"
+    fi
+}
+
+die() {
+    echo "build.sh: $*" >&2
+    exit 1
+}
+
+native_arch() {
+    case $(uname -m) in
+        x86_64) echo amd64 ;;
+        aarch64 | arm64) echo arm64 ;;
+        armv7l | armv7*) echo arm/v7 ;;
+        armv6l) echo arm/v6 ;;
+        *) die "unknown machine $(uname -m): set TARGETPLATFORM" ;;
+    esac
+}
+
+# -- the platform ---------------------------------------------------------------------------
+if [ -z "${TARGETARCH:-}" ]; then
+    if [ -n "${TARGETPLATFORM:-}" ]; then
+        spec=${TARGETPLATFORM#*/}
+    else
+        spec=$(native_arch)
+    fi
+    TARGETARCH=${spec%%/*}
+    case $spec in */*) TARGETVARIANT=${spec#*/} ;; *) TARGETVARIANT= ;; esac
+fi
+TARGETVARIANT=${TARGETVARIANT:-}
+platform="linux/$TARGETARCH${TARGETVARIANT:+/$TARGETVARIANT}"
+
+# What each distribution calls that platform, and what `uname -m` says on it.
+case "$TARGETARCH/$TARGETVARIANT" in
+    arm64/ | arm64/v8) debarch=arm64 alarch=aarch64 machine=aarch64 ;;
+    arm/v7) debarch=armhf alarch=armv7h machine=armv7l ;;
+    arm/v6 | arm/v5) debarch=armel alarch=armv6h machine="armv${TARGETVARIANT#v}l" ;;
+    amd64/) debarch=amd64 alarch= machine=x86_64 ;;
+    *) die "no root filesystem recipe for platform $platform" ;;
+esac
+
+case $BASE_DISTRO in
+    debian | archlinuxarm) ;;
+    *) die "BASE_DISTRO must be debian or archlinuxarm, not $BASE_DISTRO" ;;
+esac
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+ctx="$work/context"
+mkdir -p "$ctx"
+tarball="$ctx/rootfs.tar"
+
+# -- the root filesystem ----------------------------------------------------------------------
+# Links for the busybox applets the children call by name; the architecture file is written by
+# the root filesystem's own dpkg (run through binfmt when the node is not that platform).
+links='for a in httpd wget uptime hostname; do [ -e "$1/usr/bin/$a" ] || ln -s /bin/busybox "$1/usr/bin/$a"; done'
+arch_file='chroot "$1" dpkg --print-architecture > "$1/etc/armswarm-base-arch"'
+
+debian_rootfs() {
+    mirror=${BASE_MIRROR:-}
+    if [ -z "$mirror" ]; then
+        # The mirror this node's own apt uses (a board may only reach its local mirror).
+        mirror=$(awk '$1 == "deb" && $2 !~ /^\[/ && $2 !~ /security/ {print $2; exit}' \
+            /etc/apt/sources.list 2>/dev/null || true)
+    fi
+    if [ -z "$mirror" ]; then
+        mirror=$(sed -n 's/^URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+            | grep -v security | head -n 1 || true)
+    fi
+    mirror=${mirror:-http://deb.debian.org/debian}
+    if command -v mmdebstrap >/dev/null 2>&1 || [ -n "$DRY" ]; then
+        # check/qemu: mmdebstrap cannot see the host's binfmt handlers from inside a container
+        # and would want qemu in the node; the kernel runs foreign binaries (flag F) anyway.
+        skip=
+        [ "$debarch" = "$(dpkg --print-architecture 2>/dev/null || echo none)" ] \
+            || skip=--skip=check/qemu
+        run mmdebstrap --variant=minbase --arch="$debarch" $skip \
+            --include="$(echo "$BASE_PACKAGES" | tr ' ' ',')" \
+            --customize-hook="$links" --customize-hook="$arch_file" \
+            "$BASE_SUITE" "$tarball" "$mirror" </dev/null
+    else
+        root="$work/root"
+        run debootstrap --variant=minbase --arch="$debarch" \
+            --include="$(echo "$BASE_PACKAGES" | tr ' ' ',')" "$BASE_SUITE" "$root" "$mirror"
+        run sh -c "set -- '$root'; $links; $arch_file"
+        run tar -C "$root" -cf "$tarball" .
+    fi
+}
+
+archlinuxarm_rootfs() {
+    [ -n "$alarch" ] || die "Arch Linux ARM has no $platform"
+    root="$work/root"
+    mkdir -p "$root"
+    conf="$work/pacman.conf"
+    cat >"$conf" <<EOF
+[options]
+Architecture = $alarch
+SigLevel = Required DatabaseOptional
+[core]
+Server = ${ALARM_MIRROR:-http://mirror.archlinuxarm.org}/\$arch/\$repo
+[extra]
+Server = ${ALARM_MIRROR:-http://mirror.archlinuxarm.org}/\$arch/\$repo
+EOF
+    [ -z "$DRY" ] || sed 's/^/| /' "$conf"
+    # -c: the host's package cache, -G: the host's keyring, -M: not its mirror list
+    run pacstrap -C "$conf" -c -G -M "$root" base $BASE_PACKAGES
+    run sh -c "echo $alarch > '$root/etc/armswarm-base-arch'"
+    run tar -C "$root" -cf "$tarball" .
+}
+
+# The cache key: everything the root filesystem is made from (not the mirror or the date).
+key=$(printf '%s\n' "$RECIPE" "$BASE_DISTRO" "$BASE_SUITE" "$debarch" "$alarch" "$BASE_PACKAGES" \
+    "$links" "$arch_file" | sha256sum | cut -c1-16)
+cached="$CACHE/$BASE_DISTRO-$BASE_SUITE-$debarch-$key.tar"
+if [ -f "$cached" ]; then
+    echo "root filesystem from the cache: $cached"
+    run cp "$cached" "$tarball"
+else
+    echo "making a $BASE_DISTRO $BASE_SUITE root filesystem for $platform"
+    "${BASE_DISTRO}_rootfs" || die "$BASE_DISTRO root filesystem for $platform failed"
+    if [ -d "$CACHE" ] && [ -w "$CACHE" ]; then
+        # atomic: another node may be reading or writing the same key
+        run cp "$tarball" "$cached.partial.$$"
+        run mv "$cached.partial.$$" "$cached"
+    fi
+fi
+
+# -- the image ---------------------------------------------------------------------------------
+printf 'FROM scratch\nADD rootfs.tar /\nCMD ["/bin/sh"]\n' >"$ctx/Dockerfile"
+run docker build --platform "$platform" -t "$ARMSWARM_IMAGE" "$ctx"
+# Smoke test before anything builds on it: the image's own programs say what they run on.
+if [ -z "$DRY" ]; then
+    got=$(docker run --rm --platform "$platform" "$ARMSWARM_IMAGE" /bin/sh -c 'uname -m')
+    [ "$got" = "$machine" ] || die "$platform image runs as $got, not $machine"
+    echo "base ok: $platform, uname -m $got, $(docker run --rm --platform "$platform" \
+        "$ARMSWARM_IMAGE" cat /etc/armswarm-base-arch)"
+fi
