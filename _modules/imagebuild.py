@@ -42,6 +42,7 @@ def build(
     build_args=None,
     registry_host=None,
     timeout=1800,
+    platform=None,
 ):
     """
     Build ``image`` from ``context`` (base64 of a gzip tar of its directory), tag it ``ref``
@@ -49,7 +50,11 @@ def build(
     to the exact references this run built (``<registry>/base@sha256:…``): FROM and
     ``COPY --from`` lines naming them are rewritten, so a child never builds on an older
     parent. ``script`` builds the image with a script instead of a Dockerfile (it must create
-    ``$ARMSWARM_IMAGE``).
+    ``$ARMSWARM_IMAGE``). ``platform`` (``linux/arm/v7``, ``linux/arm64`` …) is what the image
+    is built for: the engine builds for it, the Dockerfile gets TARGETPLATFORM, TARGETOS,
+    TARGETARCH, TARGETVARIANT and BUILDPLATFORM … as build arguments (those it declares), a
+    script as environment variables, and the built image must say that platform in its config
+    or it is not pushed.
 
     Returns ``status`` (``ok``/``failed``), ``digest``, ``error``, ``transient`` (worth
     retrying), timings and the last lines of build output.
@@ -77,6 +82,7 @@ def build(
         registry=registry_host,
         auth=_auth(),
         timeout=int(timeout),
+        platform=platform,
     )
     answer["node"] = __opts__["id"]
     if answer["status"] != "ok":

@@ -101,6 +101,7 @@ def _settings(source, target, tgt_type, strategy, **more) -> build_run.Settings:
         layout_nodes=(swarm_layout.layout_conf(__opts__, _pillar()) or {}).get("nodes") or {},
         build_args=_setting("build_args"),
         registry_aliases=_setting("registry_aliases"),
+        platforms=_setting("platforms") or None,
         **more,
     )
 

@@ -20,6 +20,7 @@ DEFAULTS = {
     "probe_timeout": dispatch.PROBE_TIMEOUT,  # unanswered this long twice: the node is gone
     "build_args": {},  # --build-arg for every image (over tree.yaml, under image.yaml)
     "registry_aliases": [],  # other names of the cluster registry in FROM lines
+    "platforms": [],  # the tree's default platforms; empty: every platform of the nodes
 }
 # A Salt target may be a list (tgt_type: list).
 _TYPES = {"target": ("str", "list"), "max_context_mb": "number"}

@@ -59,6 +59,7 @@ class Dockerfile:
     escape: str = "\\"
     heredocs: list = field(default_factory=list)  # (line, instruction, terminator), 1-based
     buildkit: list = field(default_factory=list)  # what the classic builder cannot do
+    declared: set = field(default_factory=set)  # names of every ARG
 
 
 @dataclass
@@ -340,6 +341,7 @@ def parse(text: str, build_args: dict | None = None) -> Dockerfile:
             scope = global_args if not result.stages else stage_args
             for raw, _, _ in words:
                 name, eq, default = raw.partition("=")
+                result.declared.add(name)
                 if name in build_args:
                     scope[name] = build_args[name]
                 elif eq:

@@ -28,6 +28,7 @@ STRATEGIES = ("dynamic", "static")
 class Node:
     arch: str = ""
     labels: dict = field(default_factory=dict)
+    platform: str = ""  # linux/arm64 …: the jobs of a platform build only on its nodes
 
 
 class Scheduler:
@@ -50,7 +51,7 @@ class Scheduler:
             name: sorted(
                 n
                 for n, node in self.nodes.items()
-                if graph.images[name].eligible(node.arch, node.labels)
+                if graph.images[name].eligible(node.arch, node.labels, node.platform)
             )
             for name in graph.order
         }
