@@ -1,4 +1,5 @@
-"""The end-of-run report of an image build: a table, JSON, and an SVG timeline (Gantt)."""
+"""The end-of-run report of an image build: a table, JSON, and an SVG timeline (Gantt).
+One row and one bar per job: an image, or ``image@platform`` for an image of several."""
 
 import datetime
 import html
@@ -21,7 +22,7 @@ def table(report: dict) -> list:
         seconds = item.get("seconds")
         rows.append(
             (
-                item["image"],
+                item.get("job") or item["image"],
                 item["status"],
                 item.get("node") or "-",
                 _clock(item.get("start")),
@@ -40,7 +41,8 @@ def table(report: dict) -> list:
 def svg(report: dict, width: int = 900) -> str:
     """A Gantt chart: one lane per node, one bar per attempt, coloured by its result."""
     attempts = [
-        (a["node"], a["start"], a["end"], a["status"], item["image"])
+        # the job: image@platform for an image of several platforms
+        (a["node"], a["start"], a["end"], a["status"], item.get("job") or item["image"])
         for item in report["images"]
         for a in item.get("attempts", [])
     ]
