@@ -27,6 +27,11 @@ except ImportError:  # pragma: no cover - the module's __virtual__ reports it
 
 
 LOG_TAIL = 40
+SCRATCH_HINT = (
+    "Docker's classic builder records the engine's own platform for an ARG, ENV or LABEL "
+    "step directly after FROM scratch: put an ADD or COPY first, e.g. "
+    "FROM scratch / COPY README / / ARG TARGETARCH / ADD rootfs-${TARGETARCH}.tar /"
+)
 PUSH_TRIES = 4
 
 
@@ -153,8 +158,9 @@ class Job:
         text = source.read_bytes().decode("utf-8")
         everything = {**self.platform_args, **build_args}
         pinned = dockerfile.pin(text, pins, self.registry, everything)
+        parsed = dockerfile.parse(text, everything)
         # Only the platform arguments the Dockerfile declares: others would be "not consumed".
-        declared = dockerfile.parse(text, everything).declared
+        declared = parsed.declared
         build_args = {
             **{k: v for k, v in self.platform_args.items() if k in declared},
             **build_args,
@@ -176,6 +182,9 @@ class Job:
                 tag=self.ref,
                 buildargs=build_args or None,
                 platform=self.platform,
+                # The classic builder's cache ignores the platform: the first step on scratch
+                # of another platform's build would be taken, with its architecture.
+                nocache=bool(self.platform and parsed.from_scratch),
                 rm=True,
                 forcerm=True,
                 decode=True,
@@ -186,6 +195,8 @@ class Job:
                 if "error" in chunk:
                     message = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                     self._log(message)
+                    if "does not match the specified platform" in message and parsed.from_scratch:
+                        message += f" ({SCRATCH_HINT})"
                     raise ArmswarmError(f"build failed: {message.strip()}")
         except docker.errors.DockerException as exc:
             raise ArmswarmError(f"build failed: {exc}") from exc
