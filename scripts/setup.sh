@@ -8,7 +8,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${ARMSWARM_VENV:-$REPO/.venv}
 DEB_PACKAGES=(
     docker.io docker-registry debootstrap busybox-static u-boot-tools u-boot-menu rsync fdisk e2fsprogs
-    iproute2 iptables ca-certificates python3 python3-venv git
+    iproute2 iptables ca-certificates python3 python3-venv git qemu-user-static mmdebstrap
 )
 
 if [ "$(id -u)" != 0 ]; then

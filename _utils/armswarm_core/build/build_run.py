@@ -167,8 +167,8 @@ def job_durations(jobs, known: dict) -> dict:
 
 def lower_bound(jobs, durations: dict, eligible: dict) -> float:
     """No schedule is shorter: the critical path, and for every set S of nodes the work of
-    the jobs only S can build (a platform's jobs on that platform's nodes) over |S|. With
-    identical nodes this is max(critical path, work / nodes)."""
+    the jobs only S can build (a platform's jobs on that platform's nodes) over the size of
+    S. With identical nodes this is max(critical path, work / nodes)."""
     levels = jobs.bottom_levels(durations)
     bound = max(levels.values(), default=0.0)
     work = {k: build_dag.duration_of(k, durations) for k in jobs.order}

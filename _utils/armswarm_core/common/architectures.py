@@ -4,6 +4,11 @@ Every spelling (``uname -m``, Debian, Arch Linux ARM, Docker/OCI) maps onto one 
 the kernel's: ``aarch64``, ``armv7``, ``armv6``, ``armv5``, ``x86_64``, ``x86``. The ``armnode``
 grain reports it and image builds compare with it, so ``arch: [arm64]`` and ``arch: [aarch64]``
 in an ``image.yaml`` both match a node whose ``uname -m`` says ``aarch64``.
+
+Platforms (OCI's ``os/architecture[/variant]``): :data:`PLATFORMS` gives the platform an
+architecture's images are published as (a board's platform is its architecture's),
+:func:`platform` the one spelling of a platform string, :func:`build_args` BuildKit's automatic
+platform arguments and :func:`matches` whether an image config is a platform.
 """
 
 ALIASES = {
