@@ -7,7 +7,7 @@ import json
 
 import pytest
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_dag, build_job, build_run, scheduler
+from armswarm_core.build import build_dag, build_job, build_run, build_settings, scheduler
 from armswarm_core.common import architectures
 from armswarm_core.registry import registry_api, tag_retention
 from test_build_run import HOST, Clock, FakeCluster, FakeRegistry, built_digest, tree
@@ -536,3 +536,20 @@ def test_the_plan_shows_platforms_and_which_nodes_build_each(mixed):
 def test_a_child_built_on_the_wrong_platforms_parent_would_get_another_digest(mixed):
     # the fake nodes' digests depend on the pins: a mix-up of platforms cannot go unseen
     assert built_digest("web", {"base": "a"}) != built_digest("web", {"base": "b"})
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("linux/arm64", "armswarm:imagebuild:platforms: must be a list"),
+        (["linux/arm64", "linux/mips"], "'linux/mips' is not a known platform"),
+        ([7], "7 is not a known platform"),
+    ],
+)
+def test_the_pillars_platforms_are_checked_with_the_settings(value, message):
+    pillar = {"armswarm": {"imagebuild": {"platforms": value}}}
+    with pytest.raises(ArmswarmError, match=message):
+        build_settings.settings(None, pillar)
+    ok = {"armswarm": {"imagebuild": {"platforms": ["linux/arm/v7", "linux/arm64"]}}}
+    assert build_settings.settings(None, ok)["platforms"] == ["linux/arm/v7", "linux/arm64"]
+    assert build_settings.settings(None, None)["platforms"] == []

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from armswarm_core import ArmswarmError
 from armswarm_core.build import dispatch, scheduler
-from armswarm_core.common import config
+from armswarm_core.common import architectures, config
 
 PILLAR = "armswarm:imagebuild"
 DEFAULTS = {
@@ -38,6 +38,12 @@ def settings(opts: Mapping | None = None, pillar: Mapping | None = None) -> dict
     for key in ("max_context_mb", "probe_every", "probe_timeout"):
         if conf[key] <= 0:
             problems.append(f"{PILLAR}:{key} must be a number > 0")
+    for item in conf["platforms"]:
+        if architectures.platform(item) is None:
+            problems.append(
+                f"{PILLAR}:platforms: {item!r} is not a known platform "
+                f"(known: {', '.join(sorted(architectures.ARCH_OF))})"
+            )
     if problems:
         raise ArmswarmError("; ".join(problems))
     return conf
