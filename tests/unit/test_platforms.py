@@ -553,3 +553,24 @@ def test_the_pillars_platforms_are_checked_with_the_settings(value, message):
     ok = {"armswarm": {"imagebuild": {"platforms": ["linux/arm/v7", "linux/arm64"]}}}
     assert build_settings.settings(None, ok)["platforms"] == ["linux/arm/v7", "linux/arm64"]
     assert build_settings.settings(None, None)["platforms"] == []
+
+
+def test_a_plan_for_identical_nodes_expands_the_platforms_written_down(mixed):
+    _, _, cluster, settings = mixed
+    settings.nodes = 2
+    plan = build_run.plan(settings, cluster)
+    # tool's own list is kept; base and web have none, and nodes of any platform: one job each
+    assert sorted(plan["jobs"]) == ["base", "tool", "web"]
+    assert plan["images"]["tool"]["platforms"] == {ARM64: ["node1", "node2"]}
+    assert cluster.asked == []
+    settings.platforms = ["linux/arm/v7", "linux/arm64"]
+    plan = build_run.plan(settings, cluster)
+    assert sorted(plan["jobs"]) == [
+        "base@linux/arm/v7",
+        "base@linux/arm64",
+        "tool",
+        "web@linux/arm/v7",
+        "web@linux/arm64",
+    ]
+    # 5 jobs of 60 s on 2 nodes of any platform: 150 s (the path base → web is 120 s)
+    assert plan["lower_bound_seconds"] == 150

@@ -770,8 +770,11 @@ def resolve_platforms(graph: Graph, nodes: dict, default=None) -> dict:
     inherited is narrowed to the platforms some node that may build the image (``labels``)
     has; a list written down must be buildable as written. An image gets ``[None]`` (built
     for whatever its node is, unchecked) only when no node has a known platform and nothing
-    asks for one."""
+    asks for one. ``nodes`` None: an estimate for nodes of any platform (nothing is checked
+    against nodes, a root without a list gets the tree default or ``[None]``)."""
     errors: list = []
+    estimate = nodes is None
+    nodes = nodes or {}
     default = platform_list(default, PLATFORMS_KEY, "value", errors) if default is not None else []
     available: dict = {}
     for node_name, node in sorted(nodes.items()):
@@ -786,14 +789,15 @@ def resolve_platforms(graph: Graph, nodes: dict, default=None) -> dict:
         explicit = bool(image.platforms)
         if image.platforms:
             wanted = list(image.platforms)
-            for parent in parents:
+            for parent in (p for p in parents if out[p] != [None]):  # [None]: any platform
                 for missing in (p for p in wanted if p not in out[parent]):
                     errors.append(
                         f"{where}: platform {missing} is not a platform of its parent {parent} "
                         f"({parent} has {', '.join(map(str, out[parent])) or 'none'})"
                     )
         elif parents:
-            wanted = [p for p in out[parents[0]] if all(p in out[q] for q in parents)]
+            known = [out[q] for q in parents if out[q] != [None]] or [[None]]
+            wanted = [p for p in known[0] if all(p in k for k in known)]
         elif default:
             wanted, explicit, where = list(default), True, f"{where}, from {PLATFORMS_KEY}"
         elif available:
@@ -812,7 +816,7 @@ def resolve_platforms(graph: Graph, nodes: dict, default=None) -> dict:
                     f"({', '.join(map(str, wanted)) or 'none'})"
                 )
             wanted = kept
-        if wanted == [None]:
+        if wanted == [None] or estimate:
             out[name] = wanted
             continue
         able = {

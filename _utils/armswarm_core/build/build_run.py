@@ -149,8 +149,8 @@ def _discover(settings, transport) -> dict:
 
 
 def _jobs(graph, pool, settings):
-    """``(platforms, jobs)``: each image's platforms on these nodes and the graph of jobs,
-    one per (image, platform)."""
+    """``(platforms, jobs)``: each image's platforms on these nodes (``pool`` None: nodes of
+    any platform) and the graph of jobs, one per (image, platform)."""
     platforms = build_dag.resolve_platforms(graph, pool, settings.platforms)
     return platforms, build_dag.expand(graph, platforms)
 
@@ -194,7 +194,7 @@ def plan(settings: Settings, transport) -> dict:
     graph = _load(settings, transport)
     if settings.nodes:
         pool = {f"node{i + 1}": scheduler.Node() for i in range(int(settings.nodes))}
-        platforms, jobs = _jobs(graph, pool, settings)
+        platforms, jobs = _jobs(graph, None, settings)
         # identical nodes: drop placement requirements from the estimate
         for image in [*graph.images.values(), *jobs.images.values()]:
             image.arch, image.labels, image.platform = [], {}, None
