@@ -42,6 +42,7 @@ def build(
     build_args=None,
     registry_host=None,
     timeout=1800,
+    platform=None,
     **kwargs,
 ):
     """
@@ -50,7 +51,11 @@ def build(
     to the exact references this run built (``<registry>/base@sha256:…``): FROM and
     ``COPY --from`` lines naming them are rewritten, so a child never builds on an older
     parent. ``script`` builds the image with a script instead of a Dockerfile (it must create
-    ``$ARMSWARM_IMAGE``).
+    ``$ARMSWARM_IMAGE``). ``platform`` (``linux/arm/v7``, ``linux/arm64`` …) is what the image
+    is built for: the engine builds for it, the Dockerfile gets TARGETPLATFORM, TARGETOS,
+    TARGETARCH, TARGETVARIANT and BUILDPLATFORM … as build arguments (those it declares), a
+    script as environment variables, and the built image must say that platform in its config
+    or it is not pushed.
 
     Returns ``status`` (``ok``/``failed``), ``digest``, ``error``, ``transient`` (worth
     retrying), timings (``pull_seconds``, ``build_seconds``, ``push_seconds``) and the last
@@ -85,6 +90,7 @@ def build(
         auth=_auth(),
         timeout=int(timeout),
         on_built=_announcer(kwargs.get("__pub_jid"), image),
+        platform=platform,
     )
     answer["node"] = __opts__["id"]
     if answer["status"] != "ok":

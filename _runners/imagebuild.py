@@ -23,12 +23,15 @@ the defaults < the master config < the pillar compiled for the master's id, key 
         probe_every: 10            # seconds between "still building?" checks of a job
         probe_timeout: 10          # unanswered this long twice in a row: the node is gone
         speeds: {sopine: 0.45}     # relative build speed by board or minion id (else measured)
+        platforms: [linux/arm/v7, linux/arm64]   # default: every platform of the nodes
 
-Each image is tagged with the run's UTC date (``20261122``; a later run that day gets
-``20261122.2`` …) and built on its parents' digests from this run. ``latest`` moves at the end
-of the run, for each image that was built. Events ``armswarm/imagebuild/<run>/…`` report each
-job's start and end; the report (JSON) and a timeline (SVG) are written under the master's
-cache directory.
+Each image is built for its platforms (``platforms:`` in its ``image.yaml``, its parents', or the
+tree default), one job per platform on a node whose board has it; a multi-platform image gets one
+image index per tag. Each image is tagged with the run's UTC date (``20261122``; a later run that
+day gets ``20261122.2`` …) and built on its parents' digests from this run. ``latest`` moves at the
+end of the run, for each image that was built. Events ``armswarm/imagebuild/<run>/…`` report each
+job's start and end; the report (JSON) and a timeline (SVG) are written under the master's cache
+directory.
 
 This module only reads the settings and talks to Salt; what a plan, a run and retention
 decide is in :mod:`armswarm_core.build.build_run`.
@@ -103,6 +106,7 @@ def _settings(source, target, tgt_type, strategy, **more) -> build_run.Settings:
         build_args=_setting("build_args"),
         registry_aliases=_setting("registry_aliases"),
         speeds=_setting("speeds"),
+        platforms=_setting("platforms") or None,
         **more,
     )
 
@@ -303,9 +307,11 @@ def _prune(keep=None, dry_run=True, repositories=None, gc=True):
 
 def plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
     """
-    Show what :func:`run` would do without building anything: each image's parents, the build
-    order by depth, each node's speed and where it came from, the critical path, the lower
-    bound, and the schedule expected on the answering build nodes with its ratio to the bound
+    Show what :func:`run` would do without building anything: each image's parents, its
+    platforms and the nodes that can build each, the jobs (one per image and platform), the
+    build order by depth, each node's speed and where it came from, the critical path, a lower
+    bound of the makespan that respects which nodes build which platform and how fast they are,
+    and the schedule expected on the answering build nodes with its ratio to the bound
     (``nodes=N`` estimates for N identical nodes instead of asking the minions). Durations are
     remembered from earlier runs, normalised by node speed; an image never built is estimated
     from its ``expected_seconds`` or the tree's measured images.
@@ -337,11 +343,13 @@ def run(
     probe_timeout=None,
 ):
     """
-    Build every image of the tree ``source`` (``salt://…`` or a directory on the master) on
-    the minions matched by ``target``, parents first, each on its parents' digests from this
-    run, push it as ``<registry>/<image>:<date>``, then move ``latest`` of every image that was
-    built. A failed image skips only its descendants; registry and network failures are
-    retried; a node that stops answering has its job started again elsewhere.
+    Build every image of the tree ``source`` (``salt://…`` or a directory on the master) on the
+    minions matched by ``target``, parents first, each on its parents' digests from this run, push
+    it as ``<registry>/<image>:<date>`` (an image of several platforms: each as
+    ``<date>-<platform>`` on a node of that platform, then one image index under ``<date>``), then
+    move ``latest`` of every image that was built on all its platforms. A failed image skips only
+    its descendants (on its platform); registry and network failures are retried; a node that stops
+    answering has its job started again elsewhere.
 
     Returns the report: the run's tag, per image node, start, end, duration, digest and status,
     and the paths of the JSON report and the SVG timeline. The exit code is 1 when an image
@@ -352,7 +360,7 @@ def run(
     .. code-block:: bash
 
         salt-run imagebuild.run source=salt://images
-        salt-run imagebuild.run source=/srv/images target='G@cpuarch:aarch64' tgt_type=compound
+        salt-run imagebuild.run source=/srv/images target='G@armnode:arch:aarch64' tgt_type=compound
     """
     try:
         return _run(

@@ -11,6 +11,7 @@ from pathlib import Path
 import requests
 import yaml
 
+from armswarm.lab import cluster, image
 from armswarm.lab.cluster import FIXTURES
 from armswarm.lab.image import tar_bytes
 
@@ -184,3 +185,54 @@ def put_index(lab, repo: str, tag: str, per_platform: dict) -> str:
     )
     assert put.status_code == 201, put.text
     return put.headers["Docker-Content-Digest"]
+
+
+# Debian architecture → the TARGETARCH + TARGETVARIANT of the platform its binaries are for
+DEBIAN_PLATFORM_ARCH = {"armhf": "armv7", "arm64": "arm64"}
+
+
+def arm_busybox(debian_arch: str) -> Path:
+    """Debian's static busybox for ``debian_arch`` (armhf, arm64), from the mirror the host's
+    apt uses (``mmdebstrap --variant=extract``: nothing of the host's apt changes), cached
+    under the lab's cache directory."""
+    cache = cluster.CACHE_DIR / "arm-busybox"
+    target = cache / f"busybox-{debian_arch}"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "root.tar"
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--quiet",
+                "--variant=extract",
+                "--include=busybox-static",
+                f"--arch={debian_arch}",
+                "--skip=check/qemu",
+                "bookworm",
+                str(out),
+                image.host_apt_mirror(),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        with tarfile.open(out) as tar:
+            data = tar.extractfile("./bin/busybox").read()
+        partial = cache / f".{target.name}.partial"
+        partial.write_bytes(data)
+        partial.chmod(0o755)
+        partial.rename(target)  # atomic: a cut-off download is never taken for the binary
+    return target
+
+
+def arm_rootfs(debian_arch: str, applets=("sh", "echo", "cat", "uname")) -> bytes:
+    """A root filesystem of ``debian_arch`` holding its static busybox and some applets."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(str(arm_busybox(debian_arch)), arcname="bin/busybox")
+        for applet in applets:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return buf.getvalue()

@@ -29,7 +29,9 @@ def _api(lab, path, method="GET", **kwargs):
 def _digest(lab, repo, ref):
     accept = (
         "application/vnd.docker.distribution.manifest.v2+json,"
-        "application/vnd.oci.image.manifest.v1+json"
+        "application/vnd.oci.image.manifest.v1+json,"
+        "application/vnd.docker.distribution.manifest.list.v2+json,"
+        "application/vnd.oci.image.index.v1+json"
     )
     response = _api(lab, f"{repo}/manifests/{ref}", "HEAD", headers={"Accept": accept})
     return response.headers.get("Docker-Content-Digest") if response.ok else None
@@ -93,19 +95,28 @@ def first_run(lab):
 
 def test_example_tree_builds_across_nodes_into_the_registry(lab, first_run):
     proc, report, events = first_run
-    images = {item["image"]: item for item in report["images"]}
-    assert len(images) >= 10
+    # one job per image and platform
+    images = {item["job"]: item for item in report["images"]}
+    assert len({item["image"] for item in images.values()}) >= 10
     assert all(item["status"] == "done" for item in images.values()), report
     # The work was spread: several nodes built something.
     assert len({item["node"] for item in images.values()}) >= 3
     tag = report["tag"]
-    for name, item in images.items():
-        assert _digest(lab, name, tag) == item["digest"]
-        assert _digest(lab, name, "latest") == item["digest"]
-    # Children are built on this run's parents: their layers start with the parent's.
+    for name, published in report["published"].items():
+        # a manifest, or the index over its platforms
+        assert _digest(lab, name, tag) == published["digest"]
+        assert _digest(lab, name, "latest") == published["digest"]
+    # Children are built on this run's parents of their platform: their layers start with the
+    # parent's.
     for child, parent in (("runtime", "base"), ("web", "runtime"), ("queue", "worker")):
-        parent_layers = _layers(lab, parent, tag)
-        assert _layers(lab, child, tag)[: len(parent_layers)] == parent_layers
+        for item in (i for i in images.values() if i["image"] == child):
+            (parent_item,) = [
+                i
+                for i in images.values()
+                if i["image"] == parent and i["platform"] == item["platform"]
+            ]
+            parent_layers = _layers(lab, parent, parent_item["digest"])
+            assert _layers(lab, child, item["digest"])[: len(parent_layers)] == parent_layers
     # The report, its timeline, progress in the output and one event per job start/finish.
     assert json.loads(Path(report["report"]).read_text())["tag"] == tag
     assert Path(report["timeline"]).read_text().startswith("<svg")
@@ -150,7 +161,7 @@ def test_a_second_run_the_same_day_gets_a_new_tag_and_placement_is_respected(
     assert next(i for i in second["images"] if i["image"] == "monitor")["node"] == "node5"
     day = first["tag"].split(".")[0]
     assert second["tag"].startswith(f"{day}.") and second["tag"] != first["tag"]
-    first_base = next(i for i in first["images"] if i["image"] == "base")["digest"]
+    first_base = first["published"]["base"]["digest"]
     assert _digest(lab, "base", first["tag"]) == first_base  # earlier tag intact
     assert _digest(lab, "base", "latest") != first_base  # latest moved to this run
 
@@ -246,9 +257,9 @@ def test_registry_outage_during_push(lab, first_run, tmp_path):
     lab._start_registry()
     out, _ = runner.communicate(timeout=240)
     report = json.loads(out)
-    (base,) = report["images"]
-    assert base["status"] == "done", out
-    assert base["push_tries"] > 1
+    # base for each platform of the boards
+    assert all(base["status"] == "done" for base in report["images"]), out
+    assert max(base["push_tries"] for base in report["images"]) > 1
     # Down for good: a clear error after the retries.
     argv = lab.salt_argv("salt-run", "--out=json", "imagebuild.run", f"source={root}", "retries=0")
     runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -260,9 +271,9 @@ def test_registry_outage_during_push(lab, first_run, tmp_path):
         lab._start_registry()
     assert runner.returncode == 1
     report = json.loads(out)
-    (base,) = report["images"]
-    assert base["status"] == "failed"
-    assert "push of" in base["error"] and "failed 4 times" in base["error"]
+    for base in report["images"]:
+        assert base["status"] == "failed"
+        assert "push of" in base["error"] and "failed 4 times" in base["error"]
 
 
 def test_retention_keeps_latest_and_recent_tags(lab, first_run):

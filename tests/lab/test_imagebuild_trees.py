@@ -34,7 +34,8 @@ def _hc1_like_tree(root: Path, registry: str) -> Path:
     host = registry.rsplit(":", 1)[0]
     files = {
         "tree.yaml": f"build_args: {{REG: '{registry}'}}\n",
-        "armv7h/archlinux/image.yaml": "timeout: 600\n",
+        # the HC1's platform: the whole tree inherits it
+        "armv7h/archlinux/image.yaml": "timeout: 600\nplatforms: [linux/arm/v7]\n",
         # the original layout's leftover: listed as skipped, never silently an image
         "archlinux_image_builder/mkimage-arch.sh": "#!/bin/sh\nexit 1\n",
         "bozon/Dockerfile": (
@@ -82,3 +83,5 @@ def test_an_hc1_like_tree_builds_every_child_on_this_runs_base(lab, tmp_path):
         assert _layers(lab, child, tag)[: len(base)] == base, child
     web, naxsi = _layers(lab, "apps/web", tag), _layers(lab, "nginx_naxsi", tag)
     assert web[: len(naxsi)] == naxsi and len(web) == len(naxsi) + 1
+    # all built for the HC1's platform on the HC1 (node1)
+    assert {(i["platform"], i["node"]) for i in report["images"]} == {("linux/arm/v7", "node1")}

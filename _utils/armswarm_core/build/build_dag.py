@@ -6,6 +6,7 @@ One image per directory; its name is the directory's path under the tree's root
 
 .. code-block:: yaml
 
+    platforms: [linux/arm/v7, linux/arm64]   # one image per platform under one tag
     arch: [aarch64, armv7l]     # build only on nodes of these CPU architectures
     labels: {armswarm.board: rockpro64}   # … and with these node labels
     build_args: {VERSION: "1.2"}
@@ -25,8 +26,15 @@ root sets ``build_args`` for every image (the pillar's ``armswarm:imagebuild:bui
 it, an image's own over both). Hidden directories are ignored; directories and Dockerfiles that
 are not built are in :attr:`Graph.skipped` with the reason; a symlinked directory is an alias
 of its target (:attr:`Graph.aliases`), never a second image.
+
+Platforms: an image without ``platforms:`` inherits its parents' (those all of them have), a
+root the tree default (``armswarm:imagebuild:platforms``) or, without one, every platform of
+the answering build nodes; ``arch:`` filters that list. :func:`resolve_platforms` decides
+them, :func:`expand` turns the graph of images into the graph of jobs, one per (image,
+platform), each FROM its parents' job of the same platform.
 """
 
+import dataclasses
 import errno
 import ipaddress
 import os
@@ -52,7 +60,9 @@ DEFAULT_DURATION = 60.0
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$")
 _VARIANT = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PLATFORMS_KEY = "armswarm:imagebuild:platforms"
 _KEYS = {
+    "platforms",
     "arch",
     "labels",
     "build_args",
@@ -96,6 +106,19 @@ class Image:
     variant_of: str | None = None
     # reference paths that name a tree image under another name (a symlinked alias) → image
     spelled: dict = field(default_factory=dict)
+    platforms: list = field(default_factory=list)  # its own platforms: (image.yaml)
+    # a job of the graph of jobs (:func:`expand`): the platform it builds, the image it is
+    platform: str | None = None
+    image: str | None = None
+
+    @property
+    def image_name(self) -> str:
+        return self.image or self.name
+
+    @property
+    def file(self) -> str:
+        """Where the image's settings are written (for messages)."""
+        return f"{self.variant_of or self.name}/{IMAGE_FILE}"
 
     def pins(self, digests: dict, registry: str) -> dict:
         """What the node rewrites: each parent's path, and every other path this image's
@@ -105,8 +128,11 @@ class Image:
         out.update({alias: out[p] for alias, p in self.spelled.items() if p in out})
         return out
 
-    def eligible(self, node_arch: str, node_labels: dict) -> bool:
-        """Whether a node with this CPU architecture and these labels may build the image."""
+    def eligible(self, node_arch: str, node_labels: dict, node_platform: str = "") -> bool:
+        """Whether a node with this CPU architecture, these labels and this platform may
+        build the image (a job with a platform needs a node of that platform)."""
+        if self.platform and node_platform != self.platform:
+            return False
         if self.arch and not any(architectures.same(node_arch, a) for a in self.arch):
             return False
         return all(str(node_labels.get(k)) == str(v) for k, v in self.labels.items())
@@ -529,6 +555,9 @@ def _images_of(directory, name, root, tree_args, errors, skipped):
     own_args = build_args_of(conf.get("build_args"), where, errors)
     image = Image(name=name, path=directory, directory=directory)
     image.arch = _as_list(conf.get("arch"), "arch", where, errors)
+    image.platforms = platform_list(
+        conf.get("platforms"), f"{where} ({name}/{IMAGE_FILE})", "platforms", errors
+    )
     labels = conf.get("labels") or {}
     if not isinstance(labels, dict):
         errors.append(f"{where}: labels must be a mapping")
@@ -626,6 +655,7 @@ def _images_of(directory, name, root, tree_args, errors, skipped):
                 dockerfile=file.relative_to(vcontext).as_posix(),
                 parents=list(image.parents),
                 arch=list(image.arch),
+                platforms=list(image.platforms),
                 labels=dict(image.labels),
                 build_args=args,
                 timeout=image.timeout,
@@ -728,3 +758,150 @@ def _cycle(remaining: dict) -> list:
             return [*path[path.index(nxt) :], nxt]
         path.append(nxt)
         seen.add(nxt)
+
+
+# -- platforms -------------------------------------------------------------------------------
+def platform_list(value, where: str, key: str, errors: list) -> list:
+    """A list of platform strings in their one spelling (sorted, no repeats); a scalar, an
+    empty list or an unknown platform is an error naming ``where`` and ``key``."""
+    if value is None:
+        return []
+    known = ", ".join(sorted(architectures.ARCH_OF))
+    if not isinstance(value, list) or not value:
+        errors.append(
+            f"{where}: {key} must be a non-empty list of platforms such as [linux/arm/v7, "
+            f"linux/arm64], not {value!r}"
+        )
+        return []
+    out = []
+    for item in value:
+        spelled = architectures.platform(item)
+        if spelled is None:
+            errors.append(f"{where}: {key}: {item!r} is not a known platform (known: {known})")
+        elif spelled not in out:
+            out.append(spelled)
+    return sorted(out)
+
+
+def resolve_platforms(graph: Graph, nodes: dict, default=None) -> dict:
+    """``{image: [platform, …]}`` for every image of ``graph`` on build ``nodes`` (name →
+    an object with ``arch``, ``labels`` and ``platform``); ``default`` is the tree default
+    (``armswarm:imagebuild:platforms``, None when unset). Every problem is one ArmswarmError
+    naming the image and its file, raised before anything is built.
+
+    An image's list is its own, or inherited: the platforms all its parents have, for a root
+    the tree default or every platform of the nodes. ``arch:`` filters it. A list that was
+    inherited is narrowed to the platforms some node that may build the image (``labels``)
+    has; a list written down must be buildable as written. An image gets ``[None]`` (built
+    for whatever its node is, unchecked) only when no node has a known platform and nothing
+    asks for one. ``nodes`` None: an estimate for nodes of any platform (nothing is checked
+    against nodes, a root without a list gets the tree default or ``[None]``)."""
+    errors: list = []
+    estimate = nodes is None
+    nodes = nodes or {}
+    default = platform_list(default, PLATFORMS_KEY, "value", errors) if default is not None else []
+    available: dict = {}
+    for node_name, node in sorted(nodes.items()):
+        if node.platform:
+            available.setdefault(node.platform, []).append(node_name)
+    have = ", ".join(sorted(available)) or "none"
+    out: dict = {}
+    for name in graph.order:
+        image = graph.images[name]
+        where = f"{name} ({image.file})"
+        parents = [p for p in image.parents if p in out]
+        explicit = bool(image.platforms)
+        if image.platforms:
+            wanted = list(image.platforms)
+            for parent in (p for p in parents if out[p] != [None]):  # [None]: any platform
+                for missing in (p for p in wanted if p not in out[parent]):
+                    errors.append(
+                        f"{where}: platform {missing} is not a platform of its parent {parent} "
+                        f"({parent} has {', '.join(map(str, out[parent])) or 'none'})"
+                    )
+        elif parents:
+            known = [out[q] for q in parents if out[q] != [None]] or [[None]]
+            wanted = [p for p in known[0] if all(p in k for k in known)]
+        elif default:
+            wanted, explicit, where = list(default), True, f"{where}, from {PLATFORMS_KEY}"
+        elif available:
+            wanted = sorted(available)
+        else:
+            wanted = [None]
+        if image.arch and wanted != [None]:
+            kept = [
+                p
+                for p in wanted
+                if any(architectures.same(architectures.arch_of_platform(p), a) for a in image.arch)
+            ]
+            if not kept:
+                errors.append(
+                    f"{where}: arch {image.arch} leaves none of its platforms "
+                    f"({', '.join(map(str, wanted)) or 'none'})"
+                )
+            wanted = kept
+        if wanted == [None] or estimate:
+            out[name] = wanted
+            continue
+        able = {
+            p: [
+                n
+                for n in available.get(p, [])
+                if image.eligible(nodes[n].arch, nodes[n].labels, nodes[n].platform)
+            ]
+            for p in wanted
+        }
+        if explicit:
+            for p in wanted:
+                if p not in available:
+                    errors.append(
+                        f"{where}: no build node has platform {p} (the nodes have {have})"
+                    )
+                elif not able[p]:
+                    errors.append(
+                        f"{where}: no build node of platform {p} matches its labels "
+                        f"{image.labels} (nodes of {p}: {', '.join(available[p])})"
+                    )
+        else:
+            narrowed = [p for p in wanted if able[p]]
+            if wanted and not narrowed:
+                errors.append(
+                    f"{where}: no build node that matches its arch/labels "
+                    f"({image.arch or 'any'}, {image.labels or 'any'}) has any of its "
+                    f"platforms {', '.join(wanted)}"
+                )
+            wanted = narrowed
+        out[name] = wanted
+    if errors:
+        raise ArmswarmError("image platforms: " + "; ".join(dict.fromkeys(errors)))
+    return out
+
+
+def job_name(image: str, platform, platforms: list) -> str:
+    """The job that builds ``image`` for ``platform``: the image's name when it has one
+    platform, ``image@platform`` when it has several."""
+    return f"{image}@{platform}" if len(platforms) > 1 else image
+
+
+def expand(graph: Graph, platforms: dict) -> Graph:
+    """The graph of jobs: one job per (image, platform), whose parents are its parents' jobs
+    of the same platform (``platforms`` from :func:`resolve_platforms`)."""
+    jobs = {}
+    for name in graph.order:
+        image = graph.images[name]
+        for platform in platforms[name]:
+            key = job_name(name, platform, platforms[name])
+            jobs[key] = dataclasses.replace(
+                image,
+                name=key,
+                image=name,
+                platform=platform,
+                parents=sorted(job_name(p, platform, platforms[p]) for p in image.parents),
+            )
+    return Graph(
+        images=jobs,
+        order=_toposort(jobs),
+        skipped=graph.skipped,
+        aliases=graph.aliases,
+        root=graph.root,
+    )

@@ -9,6 +9,7 @@ import base64
 import io
 import json
 import os
+import platform as host_platform
 import subprocess
 import tarfile
 import tempfile
@@ -17,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from armswarm_core import ArmswarmError
 from armswarm_core.build import dockerfile
-from armswarm_core.common import files
+from armswarm_core.common import architectures, files
 
 try:
     import docker.errors
@@ -26,6 +27,11 @@ except ImportError:  # pragma: no cover - the module's __virtual__ reports it
 
 
 LOG_TAIL = 40
+SCRATCH_HINT = (
+    "Docker's classic builder records the engine's own platform for an ARG, ENV or LABEL "
+    "step directly after FROM scratch: put an ADD or COPY first, e.g. "
+    "FROM scratch / COPY README / / ARG TARGETARCH / ADD rootfs-${TARGETARCH}.tar /"
+)
 PUSH_TRIES = 4
 
 
@@ -127,8 +133,12 @@ def _split(ref: str) -> tuple:
 class Job:
     """One build. ``log`` keeps the last lines of output for the report."""
 
-    def __init__(self, client, ref, registry=None, auth=None, log_tail=LOG_TAIL):
+    def __init__(
+        self, client, ref, registry=None, auth=None, log_tail=LOG_TAIL, platform=None, args=None
+    ):
         self.client = client
+        self.platform = platform  # linux/arm64 …, or None: the engine's own, unchecked
+        self.platform_args = dict(args or {})  # TARGETPLATFORM … (BuildKit's values)
         self.ref = ref
         self.registry = registry
         self.auth = auth  # {"username", "password"} or None; never returned
@@ -146,9 +156,16 @@ class Job:
     def build_dockerfile(self, workdir: Path, name: str, pins: dict, build_args: dict, timeout):
         source = _inside(workdir, name)
         # bytes in, bytes out: CRLF line ends and the final newline stay as they were
-        pinned = dockerfile.pin(
-            source.read_bytes().decode("utf-8"), pins, self.registry, build_args
-        )
+        text = source.read_bytes().decode("utf-8")
+        everything = {**self.platform_args, **build_args}
+        pinned = dockerfile.pin(text, pins, self.registry, everything)
+        parsed = dockerfile.parse(text, everything)
+        # Only the platform arguments the Dockerfile declares: others would be "not consumed".
+        declared = parsed.declared
+        build_args = {
+            **{k: v for k, v in self.platform_args.items() if k in declared},
+            **build_args,
+        }
         target = workdir / ".armswarm.Dockerfile"
         target.write_bytes(pinned.encode("utf-8"))
         api = self.client.api
@@ -165,6 +182,10 @@ class Job:
                 dockerfile=target.name,
                 tag=self.ref,
                 buildargs=build_args or None,
+                platform=self.platform,
+                # The classic builder's cache ignores the platform: the first step on scratch
+                # of another platform's build would be taken, with its architecture.
+                nocache=bool(self.platform and parsed.from_scratch),
                 rm=True,
                 forcerm=True,
                 decode=True,
@@ -178,6 +199,8 @@ class Job:
                 if "error" in chunk:
                     message = chunk.get("errorDetail", {}).get("message") or chunk["error"]
                     self._log(message)
+                    if "does not match the specified platform" in message and parsed.from_scratch:
+                        message += f" ({SCRATCH_HINT})"
                     raise ArmswarmError(f"build failed: {message.strip()}")
         except docker.errors.DockerException as exc:
             raise ArmswarmError(f"build failed: {exc}") from exc
@@ -187,7 +210,12 @@ class Job:
     def build_script(self, workdir: Path, script: str, timeout):
         path = _inside(workdir, script)
         argv = [str(path)] if os.access(path, os.X_OK) else ["/bin/sh", str(path)]
-        env = {**os.environ, "ARMSWARM_IMAGE": self.ref, "ARMSWARM_REGISTRY": self.registry or ""}
+        env = {
+            **os.environ,
+            **self.platform_args,
+            "ARMSWARM_IMAGE": self.ref,
+            "ARMSWARM_REGISTRY": self.registry or "",
+        }
         if self.auth and self.registry:
             # the docker CLI in the script reads the registry login from $DOCKER_CONFIG
             config = workdir / ".armswarm-docker"
@@ -220,6 +248,27 @@ class Job:
                 "(it must create the image named in $ARMSWARM_IMAGE)"
             ) from None
 
+    def check_platform(self):
+        """The built image's config must say the platform asked for (an engine that ignored
+        it, or a script that imported a root filesystem of another architecture)."""
+        if not self.platform:
+            return
+        attrs = self.client.images.get(self.ref).attrs
+        got = "/".join(
+            str(attrs.get(k) or "") for k in ("Os", "Architecture", "Variant") if attrs.get(k)
+        )
+        if not architectures.matches(
+            self.platform, attrs.get("Architecture"), attrs.get("Variant"), attrs.get("Os")
+        ):
+            message = (
+                f"platform check: {self.ref} was built as {got or 'no platform'}, but "
+                f"{self.platform} was asked for (its config says architecture "
+                f"{attrs.get('Architecture')!r}, variant {attrs.get('Variant') or ''!r}); "
+                "not pushed"
+            )
+            self._log(message)
+            raise ArmswarmError(message)
+
     def push(self) -> str:
         """Push with retries and backoff; returns the pushed manifest digest."""
         repo, tag = _split(self.ref)
@@ -246,6 +295,16 @@ class Job:
         raise ArmswarmError(f"push of {self.ref} failed {PUSH_TRIES} times: {last}")
 
 
+def build_platform(client) -> str | None:
+    """The platform the node's engine runs natively (BUILDPLATFORM): what dockerd reports,
+    else this machine's."""
+    try:
+        machine = client.info().get("Architecture") or ""
+    except docker.errors.DockerException:
+        machine = ""
+    return architectures.oci_platform(machine or host_platform.machine())
+
+
 def run(
     client,
     image: str,
@@ -259,16 +318,23 @@ def run(
     auth=None,
     timeout=1800,
     on_built=None,
+    platform=None,
 ) -> dict:
-    """Build ``image`` as ``ref`` and push it. Never raises for a failed build: the answer
-    says ``status`` (``ok`` or ``failed``), ``error`` and whether it is ``transient``.
-    ``on_built()`` is called between the build and the push (the runner may then start a
-    child here on the local image); its failure only costs that head start."""
+    """Build ``image`` as ``ref`` for ``platform`` and push it. Never raises for a failed
+    build: the answer says ``status`` (``ok`` or ``failed``), ``error`` and whether it is
+    ``transient``. ``on_built()`` is called between the build and the push (the runner may
+    then start a child here on the local image); its failure only costs that head start."""
     started = time.time()
-    job = Job(client, ref, registry=registry, auth=auth)
     answer = {"image": image, "ref": ref, "status": "failed", "transient": False}
+    job = Job(client, ref, registry=registry, auth=auth)
     phase = "build"
     try:
+        if platform:
+            wanted = architectures.platform(platform)
+            if wanted is None:
+                raise ArmswarmError(f"{platform!r} is not a known platform")
+            job.platform = answer["platform"] = wanted
+            job.platform_args = architectures.build_args(wanted, build_platform(client))
         with tempfile.TemporaryDirectory(prefix="armswarm-build-") as tmp:
             workdir = Path(tmp)
             _unpack(context, workdir)
@@ -278,6 +344,7 @@ def run(
                 job.build_dockerfile(
                     workdir, dockerfile_name or "Dockerfile", pins or {}, build_args or {}, timeout
                 )
+            job.check_platform()
         built = time.time()
         phase = "push"
         if on_built is not None:

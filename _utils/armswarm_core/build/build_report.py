@@ -1,4 +1,5 @@
-"""The end-of-run report of an image build: a table, JSON, and an SVG timeline (Gantt)."""
+"""The end-of-run report of an image build: a table, JSON, and an SVG timeline (Gantt).
+One row and one bar per job: an image, or ``image@platform`` for an image of several."""
 
 import datetime
 import html
@@ -21,7 +22,7 @@ def table(report: dict) -> list:
         seconds = item.get("seconds")
         rows.append(
             (
-                item["image"],
+                item.get("job") or item["image"],
                 item["status"],
                 item.get("node") or "-",
                 _clock(item.get("start")),
@@ -37,32 +38,37 @@ def table(report: dict) -> list:
     ]
 
 
+def _job(item) -> str:
+    """A report row's job: ``image@platform`` for an image of several platforms."""
+    return item.get("job") or item["image"]
+
+
 def critical_chain(report: dict) -> list:
     """The images that set this run's length: from the last to finish back through whatever
     it waited for, a parent's end or the previous job on its node (the schedule's critical
     path), first to last."""
-    items = {i["image"]: i for i in report["images"] if i.get("start") and i.get("end")}
+    items = {_job(i): i for i in report["images"] if i.get("start") and i.get("end")}
     if not items:
         return []
     by_node = {}
     for item in items.values():
         by_node.setdefault(item.get("node"), []).append(item)
-    chain = [max(items.values(), key=lambda i: (i["end"], i["image"]))]
-    seen = {chain[0]["image"]}
+    chain = [max(items.values(), key=lambda i: (i["end"], _job(i)))]
+    seen = {_job(chain[0])}
     while True:
         item = chain[-1]
         start = item["start"]
         before = [items[p] for p in item.get("parents") or [] if p in items]
         before += [o for o in by_node.get(item.get("node"), []) if o is not item]
-        before = [o for o in before if o["end"] <= start + 1.0 and o["image"] not in seen]
+        before = [o for o in before if o["end"] <= start + 1.0 and _job(o) not in seen]
         if not before:
             break
-        pred = max(before, key=lambda o: (o["end"], o["image"]))
+        pred = max(before, key=lambda o: (o["end"], _job(o)))
         if start - pred["end"] > 5.0:  # nothing it waited for ended just before it started
             break
         chain.append(pred)
-        seen.add(pred["image"])
-    return [i["image"] for i in reversed(chain)]
+        seen.add(_job(pred))
+    return [_job(i) for i in reversed(chain)]
 
 
 SEGMENT_COLOURS = {"pull": "#8fbbd9", "build": "#4c9a2a", "push": "#2c6e9b"}
@@ -109,7 +115,7 @@ def svg(report: dict, width: int = 960) -> str:
     for index, node in enumerate(nodes):
         y = top + index * lane
         info = nodes_info.get(node) or {}
-        parts = [node, info.get("board"), info.get("arch")]
+        parts = [node, info.get("board"), info.get("platform") or info.get("arch")]
         if info.get("speed") is not None:
             parts.append(f"×{info['speed']:g}")
         label = html.escape(" · ".join(str(p) for p in parts if p))
@@ -122,7 +128,7 @@ def svg(report: dict, width: int = 960) -> str:
         for attempt in item.get("attempts", []):
             y = top + nodes.index(attempt["node"]) * lane
             end = attempt["end"] or t1
-            on_path = item["image"] in critical and attempt.get("status") == "ok"
+            on_path = _job(item) in critical and attempt.get("status") == "ok"
             for kind, start, stop in _segments(item, attempt, end):
                 x = left + (start - t0) * scale
                 w = max((stop - start) * scale, 1.0)
@@ -131,7 +137,7 @@ def svg(report: dict, width: int = 960) -> str:
                     or {"failed": "#c0392b", "error": "#c0392b", "timeout": "#c0392b"}.get(kind)
                     or "#e67e22"
                 )
-                label = html.escape(f"{item['image']}: {kind} {stop - start:.1f} s")
+                label = html.escape(f"{_job(item)}: {kind} {stop - start:.1f} s")
                 stroke = 'stroke="#000" stroke-width="2"' if on_path else 'stroke="#fff"'
                 out.append(
                     f'<rect x="{x:.1f}" y="{y + 3}" width="{w:.1f}" height="{lane - 8}" '
@@ -141,7 +147,7 @@ def svg(report: dict, width: int = 960) -> str:
             w = (end - attempt["start"]) * scale
             out.append(
                 f'<text x="{x + 3:.1f}" y="{y + 17}" fill="#fff">'
-                f"{html.escape(item['image'])[: max(int(w / 6.5), 0)]}</text>"
+                f"{html.escape(_job(item))[: max(int(w / 6.5), 0)]}</text>"
             )
     ticks = 5
     axis = top + lane * len(nodes) + 14

@@ -42,7 +42,7 @@ from armswarm_core.build import (
     dispatch,
     scheduler,
 )
-from armswarm_core.common import files
+from armswarm_core.common import architectures, files
 from armswarm_core.registry import tag_retention
 from armswarm_core.swarm import swarm_layout
 
@@ -80,6 +80,7 @@ class Settings:
     build_args: dict = field(default_factory=dict)  # armswarm:imagebuild:build_args
     registry_aliases: list = field(default_factory=list)  # …:registry_aliases
     speeds: dict = field(default_factory=dict)  # …:speeds, minion id or board → speed
+    platforms: list | None = None  # armswarm:imagebuild:platforms (None: the nodes')
 
 
 # -- durations remembered between runs -------------------------------------------------------
@@ -289,17 +290,25 @@ def _load(settings, transport):
 
 
 def nodes(facts: dict, layout_nodes: dict, target) -> dict:
-    """Answering build nodes (``facts``: minion → grains) with their architecture and
-    placement labels (the labels the swarm orchestration gives them: from grains and
-    ``armswarm:swarm:nodes``)."""
+    """Answering build nodes (``facts``: minion → grains) with their architecture, platform
+    and placement labels (the labels the swarm orchestration gives them: from grains and
+    ``armswarm:swarm:nodes``). The architecture and platform are the board's (the
+    ``armnode`` grain's ``arch``: an HC1 is linux/arm/v7, a RockPro64 linux/arm64, a Pi on a
+    32-bit OS linux/arm/v7), ``cpuarch`` only when the grain has none."""
     pool = {}
     for minion_id, grains in sorted(facts.items()):
         if not isinstance(grains, dict):
             continue  # no answer: Salt's "Minion did not return" string
         labels = {swarm_layout.MINION_LABEL: minion_id, **swarm_layout.grain_labels(grains)}
         labels.update((layout_nodes.get(minion_id) or {}).get("labels") or {})
-        board = (grains.get("armnode") or {}).get("board") or ""
-        pool[minion_id] = scheduler.Node(arch=grains.get("cpuarch", ""), labels=labels, board=board)
+        armnode = grains.get("armnode") if isinstance(grains.get("armnode"), dict) else {}
+        arch = architectures.canonical(armnode.get("arch") or grains.get("cpuarch", ""))
+        pool[minion_id] = scheduler.Node(
+            arch=arch,
+            labels=labels,
+            board=armnode.get("board") or "",
+            platform=architectures.oci_platform(arch) or "",
+        )
     if not pool:
         raise ArmswarmError(f"no minion matching {target!r} answered")
     return pool
@@ -310,60 +319,98 @@ def _discover(settings, transport) -> dict:
     return nodes(facts, settings.layout_nodes or {}, settings.target)
 
 
+def _jobs(graph, pool, settings):
+    """``(platforms, jobs)``: each image's platforms on these nodes (``pool`` None: nodes of
+    any platform) and the graph of jobs, one per (image, platform)."""
+    platforms = build_dag.resolve_platforms(graph, pool, settings.platforms)
+    return platforms, build_dag.expand(graph, platforms)
+
+
+def job_durations(jobs, known: dict) -> dict:
+    """Each job's remembered seconds: its own (``web@linux/arm64``), else its image's."""
+    out = {}
+    for key, job in jobs.images.items():
+        value = known.get(key) or known.get(job.image_name)
+        if value:
+            out[key] = value
+    return out
+
+
 # -- the plan --------------------------------------------------------------------------------
 def plan(settings: Settings, transport) -> dict:
     """What a run would do: the graph, the order by depth, the node speeds, the critical
     path, the lower bound and the schedule expected on the nodes (asked through
     ``transport``, or ``settings.nodes`` identical ones)."""
     graph = _load(settings, transport)
-    known = estimates(graph, durations(settings.state_dir))
     if settings.nodes:
         pool = {f"node{i + 1}": scheduler.Node() for i in range(int(settings.nodes))}
+        platforms, jobs = _jobs(graph, None, settings)
         # identical nodes: drop placement requirements from the estimate
-        for image in graph.images.values():
-            image.arch, image.labels = [], {}
+        for image in [*graph.images.values(), *jobs.images.values()]:
+            image.arch, image.labels, image.platform = [], {}, None
         table = {n: (1.0, "identical") for n in pool}
     else:
         pool = _discover(settings, transport)
+        platforms, jobs = _jobs(graph, pool, settings)
         table = _with_speeds(pool, settings.state_dir, settings.speeds or {})
-    decide = _decide(graph, known, pool, settings.strategy)
-    simulated = scheduler.simulate(graph, decide, pool, settings.strategy, actual=known)
-    bound, parts = scheduler.lower_bound(graph, known, pool, detail=True)
+    known = estimates(jobs, job_durations(jobs, durations(settings.state_dir)))
+    eligible = scheduler.eligibility(jobs, pool)
+    decide = _decide(jobs, known, pool, settings.strategy)
+    simulated = scheduler.simulate(jobs, decide, pool, settings.strategy, actual=known)
+    bound, parts = scheduler.lower_bound(jobs, known, pool, eligible=eligible, detail=True)
     children = {name: [] for name in graph.order}
-    levels, depth = {}, {}
     for name in graph.order:
         for parent in set(graph.images[name].parents):
             children[parent].append(name)
-        depth[name] = 1 + max((depth[p] for p in graph.images[name].parents), default=0)
+    levels, depth = {}, {}
+    for name in jobs.order:
+        depth[name] = 1 + max((depth[p] for p in jobs.images[name].parents), default=0)
         levels.setdefault(depth[name], []).append(name)
-    critical = scheduler.critical_path(graph, known, pool)
+    critical = scheduler.critical_path(jobs, known, pool, eligible=eligible)
 
     def seconds(names):
         return round(sum(build_dag.duration_of(n, known) for n in names), 1)
 
     makespan = simulated["makespan"]
+
+    def able(name, platform):
+        return sorted(eligible[build_dag.job_name(name, platform, platforms[name])])
+
+    def image_jobs(name):
+        return [build_dag.job_name(name, p, platforms[name]) for p in platforms[name]]
+
     return {
         "images": {
             name: {
                 "parents": image.parents,
                 "children": sorted(children[name]),
                 "built_by": image.script or image.dockerfile,
-                "expected_seconds": round(build_dag.duration_of(name, known), 3),
-                "estimate": known[name]["source"],
+                # the longest of its platforms' jobs, at speed 1.0
+                "expected_seconds": round(
+                    max(build_dag.duration_of(j, known) for j in image_jobs(name)), 3
+                ),
+                "estimate": known[image_jobs(name)[0]]["source"],
+                # each platform and the nodes that can build it
+                "platforms": {str(p): able(name, p) for p in platforms[name]},
                 **({"arch": image.arch} if image.arch else {}),
                 **({"labels": image.labels} if image.labels else {}),
             }
             for name, image in graph.images.items()
+        },
+        "jobs": {
+            key: {"image": job.image_name, "platform": job.platform, "nodes": sorted(eligible[key])}
+            for key, job in jobs.images.items()
         },
         "order": {f"depth {d}": names for d, names in sorted(levels.items())},
         # what the tree holds but does not build, and why; symlinked directories
         "skipped": graph.skipped,
         "aliases": graph.aliases,
         "critical_path": critical,
-        # at the fastest speed of the nodes that may build each image
+        # at the fastest speed of the nodes that may build each job
         "critical_path_seconds": round(parts["critical_path"], 1),
-        "total_work_seconds": seconds(graph.order),  # at speed 1.0
+        "total_work_seconds": seconds(jobs.order),  # at speed 1.0
         "nodes": sorted(pool),
+        "node_platforms": {n: node.platform or None for n, node in sorted(pool.items())},
         "speeds": {
             name: {"speed": speed, "source": source, **_board(pool[name])}
             for name, (speed, source) in sorted(table.items())
@@ -393,22 +440,39 @@ def _decide(graph, known, pool, strategy) -> dict:
 
 
 def _board(node) -> dict:
-    return {k: v for k, v in (("board", node.board), ("arch", node.arch)) if v}
+    pairs = (("board", node.board), ("arch", node.arch), ("platform", node.platform))
+    return {k: v for k, v in pairs if v}
 
 
 # -- the run ---------------------------------------------------------------------------------
-def job_kwargs(spec, context: str, host: str, tag: str, digests: dict) -> dict:
-    """The arguments of the node's ``imagebuild.build`` for image ``spec``: pinned to the
-    digests its parents got in this run (``digests`` holds its parents' only). A parent whose
-    digest is None is still pushing from this node: the child builds on its local tag."""
-    pins = spec.pins(digests, host)
-    for parent, digest in digests.items():
-        if digest is None:
-            pins[parent] = f"{host}/{parent}:{tag}"
-            pins.update({alias: pins[parent] for alias, p in spec.spelled.items() if p == parent})
+def push_tag(job, tag: str) -> str:
+    """The tag a job pushes: the dated tag for an image of one platform, ``<tag>-<platform>``
+    for one platform of several (the index goes under the dated tag)."""
+    return tag_retention.platform_tag(tag, job.platform) if job.name != job.image_name else tag
+
+
+def job_kwargs(spec, context: str, host: str, tag: str, digests: dict, jobs=None) -> dict:
+    """The arguments of the node's ``imagebuild.build`` for job ``spec``: pinned to the
+    digests its parents' jobs (of its platform) got in this run (``digests``: parent job →
+    digest, its parents' only). A parent whose digest is None is still pushing from this
+    node: the child builds on its local tag (``jobs``: the run's jobs, for that tag)."""
+    by_image, local = {}, {}
+    for parent in spec.parents:
+        if parent not in digests:
+            continue
+        image = _image_of(parent)
+        if digests[parent] is None:
+            parent_job = jobs.images.get(parent) if jobs is not None else None
+            local[image] = f"{host}/{image}:{push_tag(parent_job, tag) if parent_job else tag}"
+        else:
+            by_image[image] = digests[parent]
+    pins = spec.pins(by_image, host)
+    for image, ref in local.items():
+        pins[image] = ref
+        pins.update({alias: ref for alias, p in spec.spelled.items() if p == image})
     return {
-        "image": spec.name,
-        "ref": f"{host}/{spec.name}:{tag}",
+        "image": spec.image_name,
+        "ref": f"{host}/{spec.image_name}:{push_tag(spec, tag)}",
         "context": context,
         "dockerfile": spec.dockerfile,
         "script": spec.script,
@@ -416,7 +480,12 @@ def job_kwargs(spec, context: str, host: str, tag: str, digests: dict) -> dict:
         "build_args": spec.build_args,
         "registry_host": host,
         "timeout": spec.timeout,
+        "platform": spec.platform,
     }
+
+
+def _image_of(job: str) -> str:
+    return job.split("@", 1)[0]
 
 
 def _contexts(graph, max_context_mb) -> dict:
@@ -432,20 +501,23 @@ def _contexts(graph, max_context_mb) -> dict:
 
 
 def run(settings: Settings, transport, registry, clock=time.time) -> dict:
-    """Build the tree on the nodes, push, move ``latest``, write the report and return it
-    (``retcode`` 1 when an image failed or was skipped, or ``latest`` could not move)."""
+    """Build the tree on the nodes (one job per image and platform), push, put the image
+    indexes of multi-platform images, move ``latest``, write the report and return it
+    (``retcode`` 1 when a job failed or was skipped, or a tag could not be put)."""
     host = settings.registry_host
     graph = _load(settings, transport)
     pool = _discover(settings, transport)
     overrides = settings.speeds or {}
     _with_speeds(pool, settings.state_dir, overrides)
-    known = estimates(graph, durations(settings.state_dir))
+    platforms, jobs = _jobs(graph, pool, settings)
+    known = estimates(jobs, job_durations(jobs, durations(settings.state_dir)))
     sched = scheduler.Scheduler(
-        graph, _decide(graph, known, pool, settings.strategy), pool, settings.strategy
+        jobs, _decide(jobs, known, pool, settings.strategy), pool, settings.strategy
     )
     existing = set()
     for name in graph.order:
-        existing.update(registry.tags(name))
+        # a platform tag (20261201-linux-arm64) takes its run's tag too
+        existing.update(tag_retention.run_of(t) for t in registry.tags(name))
     tag = settings.tag or tag_retention.run_tag(existing, fmt=settings.tag_format)
     if tag in existing:
         raise ArmswarmError(f"tag {tag} is already published: dated tags are never overwritten")
@@ -467,15 +539,25 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
     outcomes = None
     try:
         transport.fire(
-            {"run": run_id, "tag": tag, "images": graph.order, "nodes": sorted(pool)},
+            {
+                "run": run_id,
+                "tag": tag,
+                "images": graph.order,
+                "jobs": jobs.order,
+                "platforms": {n: [str(p) for p in ps] for n, ps in platforms.items()},
+                "nodes": sorted(pool),
+            },
             f"{prefix}/start",
         )
-        transport.say(f"run {run_id}: {len(graph.order)} images on {len(pool)} nodes, tag {tag}")
+        jobs_said = f" ({len(jobs.order)} jobs)" if len(jobs.order) != len(graph.order) else ""
+        transport.say(
+            f"run {run_id}: {len(graph.order)} images{jobs_said} on {len(pool)} nodes, tag {tag}"
+        )
         dispatcher = dispatch.Dispatcher(
             sched,
             transport,
-            lambda image, node, digests: job_kwargs(
-                graph.images[image], contexts[image], host, tag, digests
+            lambda job, node, digests: job_kwargs(
+                jobs.images[job], contexts[jobs.images[job].image_name], host, tag, digests, jobs
             ),
             retries=int(settings.retries),
             progress=progress,
@@ -495,7 +577,7 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
                     tag,
                     started,
                     clock(),
-                    graph,
+                    jobs,
                     dispatcher.outcomes,
                     {},
                     dispatcher.lost_nodes,
@@ -505,7 +587,11 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
                 )
             except OSError as exc:  # never hide the error that stopped the run
                 log.error("imagebuild: cannot write the report of run %s: %s", run_id, exc)
-    latest = move_latest(registry, graph, outcomes, tag) if settings.move_latest else {}
+    published = publish(registry, graph, jobs, platforms, outcomes, tag)
+    if settings.move_latest:
+        latest = move_latest(registry, graph, jobs, platforms, outcomes, tag, published)
+    else:
+        latest = {}
     remember(
         settings.state_dir,
         outcomes,
@@ -519,33 +605,86 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
         tag,
         started,
         clock(),
-        graph,
+        jobs,
         outcomes,
         latest,
         dispatcher.lost_nodes,
+        published=published,
         pool=pool,
         durations=known,
     )
     for line in build_report.table(report):
         transport.say(line)
     failed = [o.image for o in outcomes.values() if o.status != scheduler.DONE]
+    broken = [n for n, p in published.items() if p.get("error")]
     # salt-run exits with a returned dict's "retcode"
-    report["retcode"] = 1 if failed or not all(latest.values()) else 0
+    report["retcode"] = 1 if failed or broken or not all(latest.values()) else 0
     return report
 
 
-def move_latest(registry, graph, outcomes, tag) -> dict:
-    """``latest`` → this run's image, for images built with all their ancestors."""
+def _jobs_of(name, platforms):
+    return {p: build_dag.job_name(name, p, platforms[name]) for p in platforms[name]}
+
+
+def publish(registry, graph, jobs, platforms, outcomes, tag) -> dict:
+    """What this run put under each image's dated tag. An image of one platform: the
+    manifest its job pushed. An image of several: an image index over the platforms that
+    built, put once all its jobs have ended; when a platform failed or was skipped the dated
+    tag holds the others (``missing`` names it, and ``latest`` stays), when none built there
+    is no dated tag."""
+    out = {}
+    for name in graph.order:
+        per = _jobs_of(name, platforms)
+        status = {str(p): outcomes[job].status for p, job in per.items()}
+        built = {p: outcomes[job].digest for p, job in per.items() if status[str(p)] == "done"}
+        entry = {
+            "tag": tag,
+            "platforms": status,
+            "missing": sorted(p for p, st in status.items() if st != scheduler.DONE),
+        }
+        if len(per) == 1:
+            entry["kind"] = "manifest"
+            entry["digest"] = next(iter(built.values()), None)
+        elif built:
+            entry["kind"] = "index"
+            entry["manifests"] = {
+                str(p): {"tag": tag_retention.platform_tag(tag, p), "digest": d}
+                for p, d in sorted(built.items())
+            }
+            try:
+                entry["digest"] = registry.put_index(name, [tag], built)
+            except ArmswarmError as exc:
+                log.error("imagebuild: cannot put the index %s:%s: %s", name, tag, exc)
+                entry["digest"], entry["error"] = None, f"index {name}:{tag}: {exc}"
+        else:
+            entry["kind"], entry["digest"] = None, None
+        out[name] = entry
+    return out
+
+
+def move_latest(registry, graph, jobs, platforms, outcomes, tag, published) -> dict:
+    """``latest`` → this run's image, for images built on every platform, with all their
+    ancestors (an index: the dated tag's index is put under ``latest`` too)."""
     moved = {}
     for name in graph.order:
-        built = outcomes[name].status == scheduler.DONE
-        if built and all(outcomes[a].status == scheduler.DONE for a in graph.ancestors(name)):
-            try:
+        needed = [
+            j for a in {name, *graph.ancestors(name)} for j in _jobs_of(a, platforms).values()
+        ]
+        if not all(outcomes[j].status == scheduler.DONE for j in needed):
+            continue
+        entry = published[name]
+        try:
+            if entry["kind"] == "index":
+                if entry.get("error"):
+                    raise ArmswarmError(entry["error"])
+                built = {p: m["digest"] for p, m in entry["manifests"].items()}
+                registry.put_index(name, [tag_retention.LATEST], built)
+            else:
                 registry.retag(name, tag, tag_retention.LATEST)
-                moved[name] = True
-            except ArmswarmError as exc:
-                log.error("imagebuild: cannot move %s:latest: %s", name, exc)
-                moved[name] = False
+            moved[name] = True
+        except ArmswarmError as exc:
+            log.error("imagebuild: cannot move %s:latest: %s", name, exc)
+            moved[name] = False
     return moved
 
 
@@ -560,6 +699,7 @@ def write_report(
     latest,
     lost_nodes,
     interrupted=False,
+    published=None,
     pool=None,
     durations=None,
 ) -> dict:
@@ -570,8 +710,10 @@ def write_report(
     directory.mkdir(parents=True, exist_ok=True)
     images = []
     for name in graph.order:
+        job = graph.images[name]
         item = outcomes[name].as_dict()
-        item["latest_moved"] = latest.get(name, False)
+        item["image"], item["job"], item["platform"] = job.image_name, name, job.platform
+        item["latest_moved"] = latest.get(job.image_name, False)
         item["push_tries"] = outcomes[name].answer.get("push_tries")
         # the node's own measure of the build and push (the rest is dispatch)
         item["node_seconds"] = outcomes[name].answer.get("seconds")
@@ -600,6 +742,9 @@ def write_report(
         "started_at": started,
         "ended_at": ended,
         "images": images,
+        # per image: what its dated tag holds (a manifest, or an index over the platforms
+        # that built, with the missing ones named)
+        "published": published or {},
         "report": str(directory / "report.json"),
         "timeline": str(directory / "timeline.svg"),
     }
@@ -636,11 +781,18 @@ def prune(
     result = {"dry_run": bool(dry_run), "keep": keep, "repositories": {}}
     for repo in repos:
         tags = registry.tag_digests(repo)
-        plan_ = tag_retention.retention(tags, keep, tag_format)
+        # what each index references: a manifest a kept index holds is never deleted
+        children = {
+            d: registry.index_children(repo, d) for d in sorted(set(tags.values()) - {None})
+        }
+        plan_ = tag_retention.retention(
+            tags, keep, tag_format, children={d: c for d, c in children.items() if c}
+        )
         entry = {
             "kept": plan_["keep"],
             "deleted": [t for t, _ in plan_["delete"]],
             "untagged": [t for t, _ in plan_["untag"]],
+            "orphans": plan_["orphans"],
         }
         if not dry_run:
             done = set()
@@ -648,6 +800,9 @@ def prune(
                 if digest not in done:
                     registry.delete(repo, digest)
                     done.add(digest)
+            # the manifests only deleted indexes held: after the indexes
+            for digest in plan_["orphans"]:
+                registry.delete(repo, digest)
             for tag_, _ in plan_["untag"]:
                 registry.untag(repo, tag_)
         if entry["deleted"] or entry["untagged"]:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from armswarm_core import ArmswarmError
 from armswarm_core.build import dispatch, scheduler
-from armswarm_core.common import config
+from armswarm_core.common import architectures, config
 
 PILLAR = "armswarm:imagebuild"
 DEFAULTS = {
@@ -21,6 +21,7 @@ DEFAULTS = {
     "build_args": {},  # --build-arg for every image (over tree.yaml, under image.yaml)
     "registry_aliases": [],  # other names of the cluster registry in FROM lines
     "speeds": {},  # minion id or board → relative build speed (over what runs measured)
+    "platforms": [],  # the tree's default platforms; empty: every platform of the nodes
 }
 # A board's relative build speed until runs have measured its nodes (multi-threaded 7-zip
 # MIPS of sbc-bench results, ODROID-HC1 = 1.0; see docs/imagebuild.rst). The lab gives its
@@ -51,6 +52,12 @@ def settings(opts: Mapping | None = None, pillar: Mapping | None = None) -> dict
     for key, value in (conf.get("speeds") or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             problems.append(f"{PILLAR}:speeds:{key} must be a number > 0, not {value!r}")
+    for item in conf["platforms"]:
+        if architectures.platform(item) is None:
+            problems.append(
+                f"{PILLAR}:platforms: {item!r} is not a known platform "
+                f"(known: {', '.join(sorted(architectures.ARCH_OF))})"
+            )
     if problems:
         raise ArmswarmError("; ".join(problems))
     return conf

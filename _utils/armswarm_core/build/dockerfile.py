@@ -59,6 +59,8 @@ class Dockerfile:
     escape: str = "\\"
     heredocs: list = field(default_factory=list)  # (line, instruction, terminator), 1-based
     buildkit: list = field(default_factory=list)  # what the classic builder cannot do
+    declared: set = field(default_factory=set)  # names of every ARG
+    from_scratch: bool = False  # a stage starts FROM scratch
 
 
 @dataclass
@@ -340,6 +342,7 @@ def parse(text: str, build_args: dict | None = None) -> Dockerfile:
             scope = global_args if not result.stages else stage_args
             for raw, _, _ in words:
                 name, eq, default = raw.partition("=")
+                result.declared.add(name)
                 if name in build_args:
                     scope[name] = build_args[name]
                 elif eq:
@@ -358,6 +361,7 @@ def parse(text: str, build_args: dict | None = None) -> Dockerfile:
             if not value:
                 raise ArmswarmError(f"{at}: FROM {raw} expands to nothing")
             stage = len(result.stages)
+            result.from_scratch = result.from_scratch or value == "scratch"
             if not _is_stage(value, result.stages) and value != "scratch":
                 where = ins.locate(start, end)
                 result.references.append(

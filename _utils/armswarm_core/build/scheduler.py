@@ -62,6 +62,7 @@ class Node:
     labels: dict = field(default_factory=dict)
     speed: float = 1.0  # relative: 2.0 builds in half the time of 1.0
     board: str = ""  # what it is, for the plan and the timeline
+    platform: str = ""  # linux/arm64 …: the jobs of a platform build only on its nodes
 
 
 def cost(name: str, durations: dict) -> tuple:
@@ -91,18 +92,21 @@ def _as_nodes(nodes) -> dict:
 
 
 def eligibility(graph, nodes: dict) -> dict:
-    """``{job: frozenset of node names}`` from each image's arch and labels (asked once per
-    distinct requirement: trees of thousands share a few)."""
+    """``{job: frozenset of node names}`` from each job's platform, arch and labels (asked once
+    per distinct requirement: trees of thousands share a few)."""
     seen, out = {}, {}
     for name in graph.order:
         image = graph.images[name]
         key = (
+            getattr(image, "platform", "") or "",
             tuple(getattr(image, "arch", None) or ()),
             tuple(sorted((getattr(image, "labels", None) or {}).items())),
         )
         if key not in seen:
             seen[key] = frozenset(
-                n for n, node in nodes.items() if image.eligible(node.arch, node.labels)
+                n
+                for n, node in nodes.items()
+                if image.eligible(node.arch, node.labels, node.platform)
             )
         out[name] = seen[key]
     return out

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import architectures
 from armswarm_core.registry import registry_settings
 
 try:
@@ -42,6 +43,31 @@ MANIFEST_TYPES = (
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 )
+
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+
+
+def image_index(manifests: list) -> tuple:
+    """``(body, media type)`` of the index over per-platform manifests (``[(platform,
+    media type, size, digest)]``): a Docker manifest list when every manifest is a Docker
+    v2 manifest (what dockerd pushes), otherwise an OCI index. Entries are in platform order
+    and carry os, architecture and variant."""
+    if not manifests:
+        raise ArmswarmError("an image index needs at least one manifest")
+    docker = all(media == DOCKER_MANIFEST for _, media, _, _ in manifests)
+    entries = []
+    for platform, media, size, digest in sorted(manifests, key=lambda m: str(m[0])):
+        os_, arch, variant = architectures.parts(platform)
+        described = {"architecture": arch, "os": os_, **({"variant": variant} if variant else {})}
+        entries.append({"mediaType": media, "size": size, "digest": digest, "platform": described})
+    media_type = DOCKER_LIST if docker else OCI_INDEX
+    body = {"schemaVersion": 2, "mediaType": media_type, "manifests": entries}
+    return json.dumps(body, indent=3).encode(), media_type
 
 
 _NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
@@ -235,6 +261,38 @@ class Registry:
             headers={"Content-Type": "application/octet-stream"},
         )
         return digest
+
+    def put_index(self, repo: str, tags, manifests: dict) -> str:
+        """Put one image index over ``manifests`` (platform → digest of a manifest in
+        ``repo``) under each of ``tags``; returns the index's digest."""
+        described = []
+        for platform, digest in sorted(manifests.items()):
+            body, media_type, _ = self.manifest(repo, digest)
+            described.append((platform, media_type.split(";")[0].strip(), len(body), digest))
+        body, media_type = image_index(described)
+        digest = ""
+        for tag in tags:
+            digest = self.put_manifest(repo, tag, body, media_type) or digest
+        return digest or "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def index_children(self, repo: str, ref: str) -> list:
+        """The manifest digests an index (or manifest list) references; [] for an image
+        manifest or a tag or digest that is gone."""
+        try:
+            body, media_type, _ = self.manifest(repo, ref)
+        except ArmswarmError as exc:
+            if "HTTP 404" in str(exc):
+                return []
+            raise
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return []
+        if media_type.split(";")[0].strip() not in INDEX_TYPES and data.get("mediaType") not in (
+            INDEX_TYPES
+        ):
+            return []
+        return [m["digest"] for m in data.get("manifests") or [] if m.get("digest")]
 
     def layers(self, repo: str, ref: str) -> list:
         """Layer digests of an image manifest (for a single-platform image)."""

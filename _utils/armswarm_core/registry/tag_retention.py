@@ -1,8 +1,15 @@
 """Dated tags (``%Y%m%d`` by default, suffixed ``.1``, ``.2`` … within a day) and which of them
-retention keeps."""
+retention keeps.
+
+A multi-platform image's run pushes one tag per platform, ``<dated tag>-<platform>``
+(``20261201-linux-arm-v7``), and puts an image index over them under the dated tag (and
+``latest``). A platform tag belongs to its run: it is as old as its dated tag and goes with
+it. A manifest that a kept tag's index references is never deleted."""
 
 import datetime
 import re
+
+from armswarm_core.common import architectures
 
 DEFAULT_TAG_FORMAT = "%Y%m%d"
 DEFAULT_KEEP = 7
@@ -26,10 +33,29 @@ def run_tag(existing_tags, when: datetime.datetime | None = None, fmt=DEFAULT_TA
     return f"{base}.{n}"
 
 
+def platform_tag(tag: str, platform: str) -> str:
+    """The tag of one platform's manifest of a multi-platform run: ``20261201-linux-arm64``."""
+    return f"{tag}-{architectures.slug(platform)}"
+
+
+_SLUGS = sorted((architectures.slug(p) for p in architectures.ARCH_OF), key=len, reverse=True)
+
+
+def run_of(tag: str) -> str:
+    """The run tag a platform tag belongs to (``20261201-linux-arm64`` → ``20261201``); any
+    other tag is its own."""
+    for slug in _SLUGS:
+        if tag.endswith("-" + slug) and len(tag) > len(slug) + 1:
+            return tag[: -len(slug) - 1]
+    return tag
+
+
 def dated_key(tag: str, fmt=DEFAULT_TAG_FORMAT):
     """A sort key for a dated tag (``(date, suffix)``), or None for other tags. The whole tag
     is tried first: a format with dots (``%Y.%m.%d``) must not lose its last part as a
     same-day suffix."""
+    if run_of(tag) != tag:
+        return dated_key(run_of(tag), fmt)
     try:
         return (datetime.datetime.strptime(tag, fmt), 1)
     except ValueError:
@@ -42,27 +68,40 @@ def dated_key(tag: str, fmt=DEFAULT_TAG_FORMAT):
     return (day, int(match.group("n") or 1))
 
 
-def retention(tags: dict, keep: int, fmt=DEFAULT_TAG_FORMAT) -> dict:
+def retention(tags: dict, keep: int, fmt=DEFAULT_TAG_FORMAT, children=None) -> dict:
     """What to remove from one repository (``tags``: tag → digest): all but the newest
-    ``keep`` dated tags. Tags that are not dated, and ``latest``, are always kept.
+    ``keep`` runs' dated tags (a run's platform tags with it). Tags that are not dated, and
+    ``latest``, are always kept. ``children``: index digest → the manifest digests it
+    references.
 
-    Returns ``{"keep": [...], "delete": [(tag, digest)], "untag": [(tag, digest)]}``: a digest
-    that a kept tag also points to is never deleted (that would delete the kept tag too); its
-    old tag is only untagged."""
-    dated = sorted((t for t in tags if dated_key(t, fmt)), key=lambda t: dated_key(t, fmt))
-    old = dated[: max(len(dated) - keep, 0)]
+    Returns ``{"keep": [...], "delete": [(tag, digest)], "untag": [(tag, digest)],
+    "orphans": [digest]}``: a digest that a kept tag points to, or that a kept tag's index
+    references, is never deleted (that would delete the kept tag too, or break its index); its
+    old tag is only untagged. ``orphans`` are manifests that only deleted indexes
+    referenced: deleted after them."""
+    children = children or {}
+    runs = sorted({run_of(t) for t in tags if dated_key(t, fmt)}, key=lambda t: dated_key(t, fmt))
+    old_runs = set(runs[: max(len(runs) - keep, 0)])
+    old = sorted(
+        (t for t in tags if dated_key(t, fmt) and run_of(t) in old_runs),
+        key=lambda t: (dated_key(t, fmt), t),
+    )
     kept = sorted(set(tags) - set(old))
-    kept_digests = {tags[t] for t in kept}
-    plan = {"keep": kept, "delete": [], "untag": []}
+    protected = {tags[t] for t in kept}
+    protected |= {c for d in list(protected) for c in children.get(d, ())}
+    plan = {"keep": kept, "delete": [], "untag": [], "orphans": []}
     deleted = set()
     for tag in old:
         digest = tags[tag]
-        if digest in kept_digests:
+        if digest in protected:
             plan["untag"].append((tag, digest))
-        elif digest in deleted:
-            # another old tag on the same digest: removed with it
-            plan["delete"].append((tag, digest))
         else:
+            # another old tag on the same digest is removed with it
             deleted.add(digest)
             plan["delete"].append((tag, digest))
+    tagged = set(tags.values())
+    for digest in sorted(deleted):
+        for child in children.get(digest, ()):
+            if child not in protected and child not in tagged and child not in plan["orphans"]:
+                plan["orphans"].append(child)
     return plan
