@@ -592,9 +592,27 @@ def test_node_speeds_come_from_the_pillar_history_or_the_board(env):
     settings.speeds = {"n3": 3.0, "rockpro64": 2.0}
     plan = build_run.plan(settings, cluster)
     assert plan["speeds"] == {
-        "n1": {"speed": 0.5, "source": "board default", "board": "sopine", "arch": "aarch64"},
-        "n2": {"speed": 2.0, "source": "pillar (board)", "board": "rockpro64", "arch": "aarch64"},
-        "n3": {"speed": 3.0, "source": "pillar (node)", "board": "x", "arch": "aarch64"},
+        "n1": {
+            "speed": 0.5,
+            "source": "board default",
+            "board": "sopine",
+            "arch": "aarch64",
+            "platform": "linux/arm64",
+        },
+        "n2": {
+            "speed": 2.0,
+            "source": "pillar (board)",
+            "board": "rockpro64",
+            "arch": "aarch64",
+            "platform": "linux/arm64",
+        },
+        "n3": {
+            "speed": 3.0,
+            "source": "pillar (node)",
+            "board": "x",
+            "arch": "aarch64",
+            "platform": "linux/arm64",
+        },
     }
     # the lower bound is the chain at the fastest speed or the work over all speeds
     assert plan["lower_bound_seconds"] >= plan["total_work_seconds"] / 5.5 - 0.1
