@@ -1,8 +1,10 @@
-"""The lab's node image: Debian bookworm from debootstrap, systemd as PID 1, dockerd, a salt-minion.
+"""The lab's node images: Debian from debootstrap, systemd as PID 1, dockerd, a salt-minion.
 
-No image can be pulled here, so the root filesystem is made with debootstrap and turned into an
-image with ``docker import``. The image is tagged with a hash of everything that goes into it,
-so a second ``up`` (or a CI run on the same machine) reuses it.
+Two releases: Debian 12 bookworm (Docker 20.10, Python 3.11) and Debian 13 trixie (Docker 26.1
+with buildx, Python 3.13, no ``crypt`` module), so one swarm runs both engines as a cluster in
+the middle of an upgrade does. No image can be pulled here, so each root filesystem is made with
+debootstrap and turned into an image with ``docker import``. An image is tagged with a hash of
+everything that goes into it, so a second ``up`` (or a CI run on the same machine) reuses it.
 """
 
 import hashlib
@@ -23,7 +25,15 @@ log = logging.getLogger(__name__)
 
 # Bump when the build steps change in a way the hashed inputs below do not show.
 RECIPE = "5"
+# The release of the host's own apt sources (where the Debian mirror is read from) and of the
+# MariaDB test image.
 SUITE = "bookworm"
+# The node images' releases: the Python each ships, for the minion venv's wheels.
+RELEASES = {
+    "bookworm": {"version": "12", "python": "3.11"},
+    "trixie": {"version": "13", "python": "3.13"},
+}
+DEFAULT_RELEASE = "bookworm"
 IMAGE_REPO = "armswarm-lab-node"
 LABEL = "io.armswarm.lab.node-image"
 
@@ -42,6 +52,11 @@ PACKAGES = (
     "python3-venv",
     "ca-certificates",
 )
+# Per release, on top of PACKAGES. trixie's docker.io no longer pulls in BuildKit's client.
+RELEASE_PACKAGES = {
+    "bookworm": (),
+    "trixie": ("docker-buildx",),
+}
 # The minion's Python dependencies, pinned to what the host's venv runs so master and minions match.
 MINION_DISTRIBUTIONS = ("salt", "docker", "PyYAML", "requests")
 
@@ -114,12 +129,17 @@ def minion_requirements() -> list[str]:
     return [f"{dist}=={importlib.metadata.version(dist)}" for dist in MINION_DISTRIBUTIONS]
 
 
-def content_hash(mirror: str, requirements: list[str]) -> str:
+def release_packages(release: str) -> tuple:
+    return PACKAGES + RELEASE_PACKAGES[release]
+
+
+def content_hash(mirror: str, requirements: list[str], release: str = DEFAULT_RELEASE) -> str:
     recipe = {
         "recipe": RECIPE,
-        "suite": SUITE,
+        # The bookworm recipe hashes as it always did: a cached image stays valid.
+        "suite": release,
         "mirror": mirror,
-        "packages": PACKAGES,
+        "packages": release_packages(release) if release != "bookworm" else PACKAGES,
         "requirements": requirements,
         "init": INIT_SCRIPT,
         "unit": MINION_UNIT,
@@ -129,8 +149,9 @@ def content_hash(mirror: str, requirements: list[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def image_tag(digest: str) -> str:
-    return f"{IMAGE_REPO}:{digest}"
+def image_tag(digest: str, release: str = DEFAULT_RELEASE) -> str:
+    # bookworm keeps the bare hash (what a cached image is already tagged with).
+    return f"{IMAGE_REPO}:{digest}" if release == "bookworm" else f"{IMAGE_REPO}:{release}-{digest}"
 
 
 def _run(cmd, **kwargs):
@@ -166,6 +187,117 @@ def build_wheelhouse(cache_dir: Path, requirements: list[str]) -> Path:
     return wheelhouse
 
 
+def _platform_tags(machine: str) -> list[str]:
+    # Every manylinux level a glibc of Debian 13 (2.41) runs, newest first.
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(41, 16, -1)]
+    return [*tags, f"manylinux2014_{machine}", f"linux_{machine}"]
+
+
+def _pip_download_for(python: str, wheelhouse: Path, host_wheelhouse: Path, requirements):
+    tag = "cp" + python.replace(".", "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        tag,
+    ]
+    for platform_tag in _platform_tags(os.uname().machine):
+        cmd += ["--platform", platform_tag]
+    cmd += ["--find-links", str(host_wheelhouse), "--find-links", str(wheelhouse)]
+    cmd += ["-d", str(wheelhouse), *requirements]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+# Compilers for the sdists that have no wheel for the target Python (salt's timelib), removed
+# from the root filesystem again afterwards.
+BUILD_PACKAGES = ("gcc", "libc6-dev", "python3-dev")
+BUILD_REQUIREMENTS = ("setuptools", "wheel", "Cython")
+
+
+def build_wheelhouse_for(
+    rootfs: Path, cache_dir: Path, requirements: list[str], python: str, host_wheelhouse: Path
+) -> Path:
+    """Wheels for a minion venv whose Python is not the host's (trixie's 3.13).
+
+    pip on the host resolves for the target interpreter (``--python-version``, binary wheels
+    only); the wheels the host built from sdists (salt itself, pure Python) come from the host's
+    wheelhouse. A C extension published only as an sdist (timelib) is compiled inside the
+    target root filesystem, as ``pip install salt`` on such a board compiles it, and kept in
+    the wheelhouse, so this happens once per machine.
+    """
+    wheelhouse = cache_dir / f"wheelhouse-cp{python.replace('.', '')}"
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    compiled = set()
+    while True:
+        proc = _pip_download_for(python, wheelhouse, host_wheelhouse, requirements)
+        if proc.returncode == 0:
+            return wheelhouse
+        match = re.search(r"No matching distribution found for ([A-Za-z0-9_.\-]+)", proc.stderr)
+        name = match.group(1) if match else None
+        if not name or name in compiled:
+            raise RuntimeError(
+                f"pip download for Python {python} failed:\n{proc.stdout}{proc.stderr}"
+            )
+        compiled.add(name)
+        _compile_in_rootfs(rootfs, name, wheelhouse, python)
+
+
+def _compile_in_rootfs(rootfs: Path, requirement: str, wheelhouse: Path, python: str):
+    sdists = rootfs / "tmp/sdists"
+    sdists.mkdir(parents=True, exist_ok=True)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary=:all:",
+            "-d",
+            str(sdists),
+            requirement,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    # Its build backend as wheels for the target Python (timelib's setup needs Cython).
+    proc = _pip_download_for(python, sdists, sdists, BUILD_REQUIREMENTS)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip download of {BUILD_REQUIREMENTS} failed:\n{proc.stderr}")
+    _chroot(rootfs, "apt-get", "install", "-y", "-q", "--no-install-recommends", *BUILD_PACKAGES)
+    try:
+        out = rootfs / "tmp/built"
+        out.mkdir(exist_ok=True)
+        _chroot(rootfs, "python3", "-m", "venv", "/tmp/buildenv")
+        _chroot(
+            rootfs,
+            "/tmp/buildenv/bin/pip",
+            "wheel",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            "/tmp/sdists",
+            "--no-deps",
+            "-w",
+            "/tmp/built",
+            requirement,
+        )
+        for wheel in out.glob("*.whl"):
+            shutil.copy2(wheel, wheelhouse / wheel.name)
+    finally:
+        _chroot(rootfs, "apt-get", "purge", "-y", "-q", "--autoremove", *BUILD_PACKAGES)
+        for leftover in ("tmp/sdists", "tmp/built", "tmp/buildenv"):
+            shutil.rmtree(rootfs / leftover, ignore_errors=True)
+
+
 def _write(rootfs: Path, path: str, text: str, mode: int = 0o644):
     target = rootfs / path.lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -194,18 +326,30 @@ def _configure_rootfs(rootfs: Path):
     (rootfs / "etc/salt/minion.d").mkdir(parents=True, exist_ok=True)
 
 
-def build_rootfs(rootfs: Path, mirror: str, wheelhouse: Path, requirements: list[str]):
+def build_rootfs(
+    rootfs: Path,
+    mirror: str,
+    wheelhouse: Path,
+    requirements: list[str],
+    release: str = DEFAULT_RELEASE,
+    cache_dir: Path | None = None,
+):
     _run(
         [
             "debootstrap",
             "--variant=minbase",
-            f"--include={','.join(PACKAGES)}",
-            SUITE,
+            f"--include={','.join(release_packages(release))}",
+            release,
             str(rootfs),
             mirror,
         ],
         stdout=subprocess.DEVNULL,
     )
+    python = RELEASES[release]["python"]
+    if python != f"{sys.version_info.major}.{sys.version_info.minor}":
+        wheelhouse = build_wheelhouse_for(
+            rootfs, cache_dir or wheelhouse.parent, requirements, python, wheelhouse
+        )
     staged = rootfs / "tmp/wheelhouse"
     shutil.copytree(wheelhouse, staged)
     proc = rootfs / "proc"
@@ -256,21 +400,26 @@ def _import(rootfs: Path, tag: str, digest: str):
         raise RuntimeError("tar of the node root filesystem failed")
 
 
-def ensure_node_image(client, cache_dir: Path, progress=print) -> str:
-    """Return the node image tag, building it only when no image has this content hash."""
+def ensure_node_image(
+    client, cache_dir: Path, progress=print, release: str = DEFAULT_RELEASE
+) -> str:
+    """Return the node image tag of ``release``, building it only when no image has this
+    content hash."""
+    if release not in RELEASES:
+        raise ValueError(f"release: {release!r} is not one of {sorted(RELEASES)}")
     mirror = host_apt_mirror()
     requirements = minion_requirements()
-    digest = content_hash(mirror, requirements)
-    tag = image_tag(digest)
+    digest = content_hash(mirror, requirements, release)
+    tag = image_tag(digest, release)
     if client.images.list(filters={"label": f"{LABEL}={digest}"}):
         progress(f"node image {tag} is cached")
         return tag
-    progress(f"building node image {tag} (debootstrap {SUITE}, minion venv)")
+    progress(f"building node image {tag} (debootstrap {release}, minion venv)")
     cache_dir.mkdir(parents=True, exist_ok=True)
     wheelhouse = build_wheelhouse(cache_dir, requirements)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix="rootfs-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        build_rootfs(rootfs, mirror, wheelhouse, requirements)
+        build_rootfs(rootfs, mirror, wheelhouse, requirements, release, cache_dir)
         _import(rootfs, tag, digest)
     progress(f"node image {tag} built")
     return tag
