@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-
 from armswarm_core import ArmswarmError
 from armswarm_core.common import password_hashes
 
