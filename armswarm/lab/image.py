@@ -52,10 +52,11 @@ PACKAGES = (
     "python3-venv",
     "ca-certificates",
 )
-# Per release, on top of PACKAGES. trixie's docker.io no longer pulls in BuildKit's client.
+# Per release, on top of PACKAGES: trixie splits the docker CLI out of docker.io (a Recommends,
+# which debootstrap does not install) and ships BuildKit's client (buildx).
 RELEASE_PACKAGES = {
     "bookworm": (),
-    "trixie": ("docker-buildx",),
+    "trixie": ("docker-cli", "docker-buildx"),
 }
 # The minion's Python dependencies, pinned to what the host's venv runs so master and minions match.
 MINION_DISTRIBUTIONS = ("salt", "docker", "PyYAML", "requests")
