@@ -73,13 +73,13 @@ def main(argv=None) -> int:
                 print(f"lab {status_data['name']}: {'up' if status_data['up'] else 'down'}")
                 print(
                     f"  {'node':<7} {'address':<14} {'board':<20} {'state':<8} "
-                    f"{'os':<32} {'engine':<8} python"
+                    f"{'os':<32} {'engine':<15} python"
                 )
                 for node in status_data["nodes"]:
                     print(
                         f"  {node['name']:<7} {node['address']:<14} {node['board']:<20} "
                         f"{node['state']:<8} {node['os'] or node['release']:<32} "
-                        f"{node['engine'] or '-':<8} {node['python'] or '-'}"
+                        f"{node['engine'] or '-':<15} {node['python'] or '-'}"
                     )
                 print(
                     f"  registry {status_data['registry']['url']} "

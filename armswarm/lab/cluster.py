@@ -552,17 +552,13 @@ class Lab:
 
     def _node_images(self) -> dict:
         """``{release: image tag}`` for every release a node of this lab runs (each cached by
-        its content hash)."""
-        releases = sorted({node.release for node in self.nodes})
-        unknown = [r for r in releases if r not in image.RELEASES]
-        if unknown:
-            raise LabError(f"node release(s) {unknown} not among {sorted(image.RELEASES)}")
-        return {
-            release: image.ensure_node_image(
-                self.client, CACHE_DIR, progress=self.progress, release=release
+        its content hash; missing ones are built side by side)."""
+        try:
+            return image.ensure_node_images(
+                self.client, CACHE_DIR, [node.release for node in self.nodes], self.progress
             )
-            for release in releases
-        }
+        except ValueError as exc:
+            raise LabError(f"node release: {exc}") from exc
 
     def sync(self) -> list[str]:
         """Ship the tree's modules to the minions and to the master (orchestration states).

@@ -7,6 +7,7 @@ debootstrap and turned into an image with ``docker import``. An image is tagged 
 everything that goes into it, so a second ``up`` (or a CI run on the same machine) reuses it.
 """
 
+import concurrent.futures
 import hashlib
 import importlib.metadata
 import io
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -160,10 +162,11 @@ def _run(cmd, **kwargs):
     return subprocess.run(cmd, check=True, **kwargs)
 
 
-def _chroot(rootfs: Path, *argv: str):
+def _chroot(rootfs: Path, *argv: str, **kwargs):
     # env -i: the host's PIP_* variables and pip config point at paths the chroot lacks.
     env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
-    _run(["chroot", str(rootfs), *env, *argv])
+    env.append("DEBIAN_FRONTEND=noninteractive")
+    _run(["chroot", str(rootfs), *env, *argv], **kwargs)
 
 
 def build_wheelhouse(cache_dir: Path, requirements: list[str]) -> Path:
@@ -273,7 +276,16 @@ def _compile_in_rootfs(rootfs: Path, requirement: str, wheelhouse: Path, python:
     proc = _pip_download_for(python, sdists, sdists, BUILD_REQUIREMENTS)
     if proc.returncode != 0:
         raise RuntimeError(f"pip download of {BUILD_REQUIREMENTS} failed:\n{proc.stderr}")
-    _chroot(rootfs, "apt-get", "install", "-y", "-q", "--no-install-recommends", *BUILD_PACKAGES)
+    _chroot(
+        rootfs,
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        *BUILD_PACKAGES,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         out = rootfs / "tmp/built"
         out.mkdir(exist_ok=True)
@@ -294,7 +306,16 @@ def _compile_in_rootfs(rootfs: Path, requirement: str, wheelhouse: Path, python:
         for wheel in out.glob("*.whl"):
             shutil.copy2(wheel, wheelhouse / wheel.name)
     finally:
-        _chroot(rootfs, "apt-get", "purge", "-y", "-q", "--autoremove", *BUILD_PACKAGES)
+        _chroot(
+            rootfs,
+            "apt-get",
+            "purge",
+            "-y",
+            "-q",
+            "--autoremove",
+            *BUILD_PACKAGES,
+            stdout=subprocess.DEVNULL,
+        )
         for leftover in ("tmp/sdists", "tmp/built", "tmp/buildenv"):
             shutil.rmtree(rootfs / leftover, ignore_errors=True)
 
@@ -406,24 +427,44 @@ def ensure_node_image(
 ) -> str:
     """Return the node image tag of ``release``, building it only when no image has this
     content hash."""
-    if release not in RELEASES:
-        raise ValueError(f"release: {release!r} is not one of {sorted(RELEASES)}")
+    return ensure_node_images(client, cache_dir, [release], progress)[release]
+
+
+def ensure_node_images(client, cache_dir: Path, releases, progress=print) -> dict:
+    """``{release: image tag}``, building the missing images side by side (debootstrap and apt
+    wait on the mirror most of the time), after the host's wheelhouse they share."""
+    unknown = [r for r in releases if r not in RELEASES]
+    if unknown:
+        raise ValueError(f"release: {unknown} not among {sorted(RELEASES)}")
     mirror = host_apt_mirror()
     requirements = minion_requirements()
-    digest = content_hash(mirror, requirements, release)
-    tag = image_tag(digest, release)
-    if client.images.list(filters={"label": f"{LABEL}={digest}"}):
-        progress(f"node image {tag} is cached")
-        return tag
-    progress(f"building node image {tag} (debootstrap {release}, minion venv)")
+    tags, missing = {}, {}
+    for release in sorted(set(releases)):
+        digest = content_hash(mirror, requirements, release)
+        tags[release] = image_tag(digest, release)
+        if client.images.list(filters={"label": f"{LABEL}={digest}"}):
+            progress(f"node image {tags[release]} is cached")
+        else:
+            missing[release] = digest
+    if not missing:
+        return tags
     cache_dir.mkdir(parents=True, exist_ok=True)
     wheelhouse = build_wheelhouse(cache_dir, requirements)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="rootfs-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        build_rootfs(rootfs, mirror, wheelhouse, requirements, release, cache_dir)
-        _import(rootfs, tag, digest)
-    progress(f"node image {tag} built")
-    return tag
+
+    def build(release):
+        tag, digest = tags[release], missing[release]
+        progress(f"building node image {tag} (debootstrap {release}, minion venv)")
+        begun = time.monotonic()
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f"rootfs-{release}-") as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            build_rootfs(rootfs, mirror, wheelhouse, requirements, release, cache_dir)
+            _import(rootfs, tag, digest)
+        progress(f"node image {tag} built in {time.monotonic() - begun:.0f}s")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(missing)) as pool:
+        for future in [pool.submit(build, release) for release in missing]:
+            future.result()
+    return tags
 
 
 def tar_bytes(files: dict, mode: int = 0o644) -> bytes:

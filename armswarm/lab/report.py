@@ -58,14 +58,14 @@ def orch_returns(ret) -> dict:
 
 def node_table(rows: list[dict]) -> list[str]:
     """Rows of ``{node, board, os, engine, python, counts}`` as aligned lines."""
-    head = f"{'node':<7} {'board':<20} {'os':<34} {'engine':<8} {'python':<7} states ok/chg/fail"
+    head = f"{'node':<7} {'board':<20} {'os':<34} {'engine':<15} {'python':<7} states ok/chg/fail"
     lines = [head]
     for row in rows:
         counts = row.get("counts")
         states = f"{counts['ok']}/{counts['changed']}/{counts['failed']}" if counts else "-"
         lines.append(
             f"{row['node']:<7} {str(row.get('board') or '?'):<20} "
-            f"{str(row.get('os') or '?')[:34]:<34} {str(row.get('engine') or '?'):<8} "
+            f"{str(row.get('os') or '?')[:34]:<34} {str(row.get('engine') or '?'):<15} "
             f"{str(row.get('python') or '?'):<7} {states}"
         )
     return lines
