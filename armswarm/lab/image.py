@@ -292,6 +292,10 @@ def _compile_in_rootfs(rootfs: Path, requirement: str, wheelhouse: Path, python:
         _chroot(rootfs, "python3", "-m", "venv", "/tmp/buildenv")
         _chroot(
             rootfs,
+            # -O0: timelib is one large generated parser, used only to parse dates; an
+            # optimised build takes minutes of a first `up`.
+            "env",
+            "CFLAGS=-O0",
             "/tmp/buildenv/bin/pip",
             "wheel",
             "--quiet",
