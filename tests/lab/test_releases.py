@@ -141,3 +141,24 @@ def test_daemon_json_is_valid_for_the_nodes_engine(lab, node):
         node, ["dockerd", "--validate", "--config-file", "/etc/docker/daemon.json"]
     )
     assert code == 0 and "configuration OK" in out, out
+
+
+def test_the_summary_reads_at_a_glance(lab):
+    cli = Path(sys.executable).parent / "armswarm-lab"
+    proc = subprocess.run(
+        [str(cli), "--name", lab.name, "--subnet", lab.subnet, "summary"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = proc.stdout.splitlines()
+    # a screenful, not thousands of lines of Salt output
+    assert len(lines) < 60, proc.stdout
+    for section in ("swarm:", "registry:", "backups:"):
+        assert section in lines, proc.stdout
+    node3 = next(line for line in lines if line.startswith("node3 "))
+    assert "Debian GNU/Linux 13 (trixie)" in node3 and "26.1." in node3
+    swarm = lines[lines.index("swarm:") + 1 : lines.index("registry:")]
+    assert {"20.10", "26.1"} <= {
+        word[:5] for line in swarm for word in line.split() if word[:1].isdigit()
+    }, swarm
