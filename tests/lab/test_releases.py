@@ -7,6 +7,7 @@ what the node itself says (os-release, dockerd, dpkg, /etc/shadow, PAM), never t
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,7 @@ def test_password_hash_on_the_node_matches_openssl_and_logs_in(lab, node):
         assert code == 0, out
         code, shadow = sh(lab, node, f"getent shadow {user} | cut -d: -f2")
         assert shadow.strip() == hashed
-        good = f"printf '%s\\0' {json.dumps(password)} | /usr/sbin/unix_chkpwd {user} nonull"
+        good = f"printf '%s\\0' {shlex.quote(password)} | /usr/sbin/unix_chkpwd {user} nonull"
         bad = f"printf '%s\\0' 'wrong' | /usr/sbin/unix_chkpwd {user} nonull"
         assert sh(lab, node, good)[0] == 0
         assert sh(lab, node, bad)[0] != 0
@@ -159,6 +160,6 @@ def test_the_summary_reads_at_a_glance(lab):
     node3 = next(line for line in lines if line.startswith("node3 "))
     assert "Debian GNU/Linux 13 (trixie)" in node3 and "26.1." in node3
     swarm = lines[lines.index("swarm:") + 1 : lines.index("registry:")]
-    assert {"20.10", "26.1"} <= {
-        word[:5] for line in swarm for word in line.split() if word[:1].isdigit()
-    }, swarm
+    engines = [line.split()[-1] for line in swarm[1:]]
+    assert any(e.startswith("20.10.") for e in engines), swarm
+    assert any(e.startswith("26.1.") for e in engines), swarm
