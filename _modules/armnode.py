@@ -7,6 +7,7 @@ A thin façade over :mod:`armswarm_core.node.node_settings` and
 """
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import password_hashes
 from armswarm_core.node import boot_files, node_settings, root_move
 from salt.exceptions import CommandExecutionError
 
@@ -52,6 +53,30 @@ def settings(strict=True, show_secrets=False):
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
     return conf if show_secrets is True else node_settings.masked(conf)
+
+
+def gen_password(password, crypt_salt=None, algorithm="sha512", rounds=None):
+    """
+    A crypt(3) hash of ``password`` for ``/etc/shadow`` (``user.present`` with
+    ``hash_password: false``, ``chpasswd -e``), as ``shadow.gen_password`` makes, but also on
+    Python 3.13 (Debian 13), which has no ``crypt`` module: SHA-512 is computed in Python,
+    ``bcrypt`` and ``yescrypt`` by the system's libcrypt. ``crypt_salt`` keeps a hash stable
+    (for example the salt of the current one); without it a random salt is drawn.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 armnode.gen_password 'correct horse' crypt_salt=Qx7b0mFq
+    """
+    if not isinstance(password, str):
+        raise CommandExecutionError("armnode.gen_password: the password must be a string")
+    try:
+        return password_hashes.hash_password(
+            password, method=algorithm, salt=crypt_salt, rounds=rounds
+        )
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
 
 
 def kernel_args():

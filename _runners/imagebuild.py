@@ -45,6 +45,7 @@ from pathlib import Path
 import salt.client
 import salt.exceptions
 import salt.fileclient
+import salt.loader
 import salt.pillar
 import salt.utils.event
 from armswarm_core import ArmswarmError
@@ -244,6 +245,22 @@ def _say(message):
         print(message, file=sys.stderr, flush=True)
 
 
+def _readable(ret):
+    """On salt-run's command line, the return goes to the ``armswarm_imagebuild`` outputter
+    (a table); ``--out=json`` and programmatic callers still get the full data."""
+    if __opts__.get("__cli") == "salt-run" and "armswarm_imagebuild" in _outputters():
+        return {"data": ret, "outputter": "armswarm_imagebuild"}
+    return ret
+
+
+def _outputters():
+    # The outputter is there once saltutil.sync_all (or the entry point) brought _output/.
+    try:
+        return salt.loader.outputters(__opts__)
+    except Exception:  # noqa: BLE001 - without it, Salt's nested output is the fallback
+        return {}
+
+
 # -- public functions ------------------------------------------------------------------------
 def _plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
     try:
@@ -324,11 +341,11 @@ def plan(source=None, target=None, tgt_type=None, nodes=None, strategy=None):
         salt-run imagebuild.plan source=/srv/images nodes=4
     """
     try:
-        return _plan(
-            source=source, target=target, tgt_type=tgt_type, nodes=nodes, strategy=strategy
+        return _readable(
+            _plan(source=source, target=target, tgt_type=tgt_type, nodes=nodes, strategy=strategy)
         )
     except ArmswarmError as exc:
-        return _failure(exc)
+        return _readable(_failure(exc))
 
 
 def run(
@@ -363,7 +380,7 @@ def run(
         salt-run imagebuild.run source=/srv/images target='G@armnode:arch:aarch64' tgt_type=compound
     """
     try:
-        return _run(
+        report = _run(
             source=source,
             target=target,
             tgt_type=tgt_type,
@@ -375,7 +392,8 @@ def run(
             probe_timeout=probe_timeout,
         )
     except ArmswarmError as exc:
-        return _failure(exc)
+        return _readable(_failure(exc))
+    return _readable(report)
 
 
 def prune(keep=None, dry_run=True, repositories=None, gc=True):

@@ -6,7 +6,7 @@ it under ``armswarm/tree/``.
 
 from pathlib import Path
 
-EXT_TYPES = ("modules", "states", "grains", "runners", "utils")
+EXT_TYPES = ("modules", "states", "grains", "runners", "utils", "output")
 
 
 def tree_root() -> Path:

@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="bring the lab up (if it is up, report) and run the main job")
     up.add_argument("--no-main-job", action="store_true", help="only start the cluster")
+    up.add_argument(
+        "--verbose", action="store_true", help="print the main job's full Salt output too"
+    )
     sub.add_parser(
         "sync", help="ship this tree's modules; restart minions whose armswarm_core changed"
     )
@@ -55,7 +58,7 @@ def main(argv=None) -> int:
     lab = _lab(args)
     try:
         if args.command == "up":
-            lab.up(main_job=not args.no_main_job)
+            lab.up(main_job=not args.no_main_job, verbose=args.verbose)
             print(lab.summary())
         elif args.command == "sync":
             restarted = lab.sync()
@@ -68,10 +71,15 @@ def main(argv=None) -> int:
                 print(json.dumps(status_data, indent=2))
             else:
                 print(f"lab {status_data['name']}: {'up' if status_data['up'] else 'down'}")
+                print(
+                    f"  {'node':<7} {'address':<14} {'board':<20} {'state':<8} "
+                    f"{'os':<32} {'engine':<15} python"
+                )
                 for node in status_data["nodes"]:
                     print(
                         f"  {node['name']:<7} {node['address']:<14} {node['board']:<20} "
-                        f"{node['state']}"
+                        f"{node['state']:<8} {node['os'] or node['release']:<32} "
+                        f"{node['engine'] or '-':<15} {node['python'] or '-'}"
                     )
                 print(
                     f"  registry {status_data['registry']['url']} "

@@ -25,7 +25,7 @@ import salt.crypt
 import yaml
 
 from armswarm import paths
-from armswarm.lab import binfmt, image, pki
+from armswarm.lab import binfmt, image, pki, report
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,18 @@ class NodeSpec:
     name: str
     board: str
     host: int  # last octet of the node's address
+    # The node image's Debian release (image.RELEASES): bookworm (Docker 20.10, Python 3.11)
+    # or trixie (Docker 26.1, Python 3.13).
+    release: str = image.DEFAULT_RELEASE
 
 
-# The example pillar (pillar/) makes node1-3 managers and node4-5 workers.
+# The example pillar (pillar/) makes node1-3 managers and node4-5 workers. The second RockPro64
+# and the SOPINE run Debian 13, as their Armbian images do: one swarm, engines 20.10 and 26.1.
 DEFAULT_NODES = (
     NodeSpec("node1", "odroid-hc1", 11),
     NodeSpec("node2", "rockpro64", 12),
-    NodeSpec("node3", "rockpro64-extlinux", 13),
-    NodeSpec("node4", "sopine", 14),
+    NodeSpec("node3", "rockpro64-extlinux", 13, release="trixie"),
+    NodeSpec("node4", "sopine", 14, release="trixie"),
     NodeSpec("node5", "rpi4", 15),
 )
 
@@ -581,8 +585,13 @@ class Lab:
             )
 
     # -- lifecycle ------------------------------------------------------------------------
-    def up(self, main_job: bool = True) -> dict:
-        """Bring the lab up (idempotent) and run the main job; return the status."""
+    def up(self, main_job: bool = True, verbose: bool = False) -> dict:
+        """Bring the lab up (idempotent) and run the main job; return the status.
+
+        One line per step with its time; the main job's full Salt output goes to
+        :attr:`main_job_log` (and to the terminal too with ``verbose``). A failing step raises
+        :class:`LabError` with the failing states' comments.
+        """
         started = time.monotonic()
         self.ensure_host_dockerd()
         if self.is_up():
@@ -598,28 +607,51 @@ class Lab:
             # A half-up lab (a crash, a reboot, a killed session): start again from clean.
             self.progress(f"lab {self.name} is partly up: removing it first")
             self.down()
-        tag = image.ensure_node_image(self.client, CACHE_DIR, progress=self.progress)
+        tags = self._step("node images", self._node_images)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.backup_share.mkdir(exist_ok=True)
-        self._ensure_binfmt()
+        self._step("binfmt handlers (arm, aarch64)", self._ensure_binfmt)
+        self._step(f"registry https://{self.registry}", self._start_network_and_registry)
+        self._step("salt-master", self._start_master)
+        self._step(f"nodes {', '.join(self.node_names())}", lambda: self._start_nodes(tags))
+        self._step("minions answering", self.wait_minions)
+        self._step("modules synced", self.sync)
+        if main_job:
+            self.main_job(verbose=verbose)
+        self.progress(f"lab up in {time.monotonic() - started:.0f}s")
+        return self.status()
+
+    def _step(self, title: str, func):
+        """Run one step of ``up`` and print one line with its time."""
+        begun = time.monotonic()
+        try:
+            result = func()
+        except Exception:
+            self.progress(f"{title:<44} FAILED after {time.monotonic() - begun:.1f}s")
+            raise
+        self.progress(f"{title:<44} {time.monotonic() - begun:6.1f}s")
+        return result
+
+    def _start_network_and_registry(self):
         self._ensure_network()
         pki.ensure_ca(self.pki_dir, self.name)
         self._start_registry()
-        self.progress(f"registry at https://{self.registry} (CA {self.ca_file})")
-        self._start_master()
-        self.progress("salt-master up")
+
+    def _start_nodes(self, tags: dict):
         for node in self.nodes:
-            container = self._create_node(node, tag)
+            container = self._create_node(node, tags[node.release])
             if container.status != "running":
                 container.start()
-        self.progress(f"nodes started: {', '.join(self.node_names())}")
-        self.wait_minions()
-        self.progress(f"minions answering after {time.monotonic() - started:.0f}s")
-        self.sync()
-        if main_job:
-            self.main_job()
-        self.progress(f"lab up in {time.monotonic() - started:.0f}s")
-        return self.status()
+
+    def _node_images(self) -> dict:
+        """``{release: image tag}`` for every release a node of this lab runs (each cached by
+        its content hash; missing ones are built side by side)."""
+        try:
+            return image.ensure_node_images(
+                self.client, CACHE_DIR, [node.release for node in self.nodes], self.progress
+            )
+        except ValueError as exc:
+            raise LabError(f"node release: {exc}") from exc
 
     def sync(self) -> list[str]:
         """Ship the tree's modules to the minions and to the master (orchestration states).
@@ -644,14 +676,17 @@ class Lab:
             self.wait_minions()
         return stale
 
-    def main_job(self):
-        """The package's main job: apply armnode, form the swarm, build the images."""
+    @property
+    def main_job_log(self) -> Path:
+        return self.state_dir / "main-job.log"
+
+    def main_job_steps(self) -> list:
         root = paths.tree_root()
-        steps = [
+        return [
             (
                 "state.apply armnode",
                 root / "salt/armnode/init.sls",
-                ("salt", "*", "state.apply", "armnode", "--state-verbose=False"),
+                ("salt", "*", "state.apply", "armnode"),
             ),
             (
                 "state.orch swarm.init",
@@ -660,14 +695,58 @@ class Lab:
             ),
             ("imagebuild.run", root / "_runners/imagebuild.py", ("salt-run", "imagebuild.run")),
         ]
+
+    def main_job(self, verbose: bool = False) -> dict:
+        """The package's main job: apply armnode, form the swarm, build the images.
+
+        Each step runs with ``--out=json``; its full output is appended to
+        :attr:`main_job_log` (printed as well with ``verbose``) and the returns are kept in
+        :attr:`main_job_returns` for :meth:`summary`. A step that fails raises
+        :class:`LabError` naming the failing states and their comments.
+        """
+        steps = self.main_job_steps()
         # Every step's file first: a moved or deleted one stops the job before it changes
         # anything, instead of a step silently not running.
         missing = [f"{title} needs {marker}" for title, marker, _ in steps if not marker.exists()]
         if missing:
             raise LabError("main job: missing from the tree: " + "; ".join(missing))
+        self.main_job_log.parent.mkdir(parents=True, exist_ok=True)
+        self.main_job_log.write_text("")
+        self.progress(f"main job: full Salt output in {self.main_job_log}")
+        self.main_job_returns = {}
         for title, _, argv in steps:
-            self.progress(f"main job: {title}")
-            self.run_salt(argv[0], *argv[1:], capture=False)
+            self._step(
+                f"main job: {title}", lambda a=argv, t=title: self._main_job_step(t, a, verbose)
+            )
+        return self.main_job_returns
+
+    def _main_job_step(self, title: str, argv: tuple, verbose: bool):
+        proc = self.run_salt(argv[0], "--out=json", *argv[1:], check=False)
+        text = (
+            f"== {title}: {' '.join(argv)} (exit {proc.returncode})\n{proc.stdout}{proc.stderr}\n"
+        )
+        with open(self.main_job_log, "a") as logf:
+            logf.write(text)
+        if verbose:
+            sys.stdout.write(text)
+        try:
+            ret = json_returns(proc.stdout) if proc.stdout.strip() else {}
+        except ValueError:
+            ret = {}
+        self.main_job_returns[title] = ret
+        if proc.returncode == 0:
+            return
+        if argv[0] == "salt":
+            failed = report.failures(ret)
+        elif title.startswith("state.orch"):
+            failed = report.failures(report.orch_returns(ret))
+        else:
+            failed = [" ".join(str(ret).split())[:1000]] if ret else []
+        detail = "\n  ".join(failed or [(proc.stderr or proc.stdout).strip()[-2000:]])
+        raise LabError(
+            f"main job: {title} failed (exit {proc.returncode}); full output in "
+            f"{self.main_job_log}:\n  {detail}"
+        )
 
     def down(self):
         """Remove every container, volume and network with the lab's label, its processes
@@ -723,6 +802,8 @@ class Lab:
                     "address": self.node_address(node),
                     "container": self.container_name(node),
                     "state": container.status if container else "absent",
+                    "release": node.release,
+                    **self._node_versions(container),
                 }
             )
         return {
@@ -744,6 +825,31 @@ class Lab:
             "binfmt": binfmt.status(self.state_dir),
         }
 
+    # What each node really runs (read on the node, not from the spec).
+    _VERSIONS_SCRIPT = (
+        '. /etc/os-release; echo "os=$PRETTY_NAME"; '
+        'echo "engine=$(docker version --format "{{.Server.Version}}" 2>/dev/null)"; '
+        'echo "python=$(/opt/salt/bin/python -c '
+        '"import platform; print(platform.python_version())")"; '
+        'echo "salt=$(/opt/salt/bin/python -c '
+        '"import salt.version; print(salt.version.__version__)")"'
+    )
+
+    @classmethod
+    def _node_versions(cls, container) -> dict:
+        versions = {"os": None, "engine": None, "python": None, "salt": None}
+        if container is None or container.status != "running":
+            return versions
+        try:
+            result = container.exec_run(["sh", "-c", cls._VERSIONS_SCRIPT])
+        except docker.errors.DockerException:
+            return versions
+        for line in result.output.decode(errors="replace").splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key in versions:
+                versions[key] = value.strip() or None
+        return versions
+
     # -- exec -----------------------------------------------------------------------------
     def exec(self, node_name: str, argv: list[str]) -> tuple[int, str]:
         """Run ``argv`` on a node; return (exit code, combined output)."""
@@ -754,19 +860,46 @@ class Lab:
 
     # -- summary --------------------------------------------------------------------------
     def summary(self) -> str:
-        lines = [f"lab {self.name}: master {self.gateway}, registry https://{self.registry}"]
+        """Nodes (board, OS, engine, Python, the main job's state counts), the swarm, the
+        registry's images with tags and platforms, the build report, the backups."""
+        returns = getattr(self, "main_job_returns", {}) or {}
+        applied = returns.get("state.apply armnode") or {}
         grains = self.salt_json("*", "grains.item", "armnode", "--timeout=15", check=False)
-        lines.append(f"{'node':<7} {'address':<14} {'board':<20} {'model':<32} boot")
+        by_name = {n["name"]: n for n in self.status()["nodes"]}
+        rows = []
         for node in self.nodes:
             info = (grains.get(node.name) or {}).get("armnode") or {}
-            lines.append(
-                f"{node.name:<7} {self.node_address(node):<14} {info.get('board', '?'):<20} "
-                f"{str(info.get('model', '?'))[:32]:<32} {info.get('boot_flavour', '?')}"
+            versions = by_name.get(node.name) or {}
+            rows.append(
+                {
+                    "node": node.name,
+                    "board": info.get("board"),
+                    "os": versions.get("os"),
+                    "engine": versions.get("engine"),
+                    "python": versions.get("python"),
+                    "counts": report.state_counts(applied[node.name])
+                    if node.name in applied
+                    else None,
+                }
             )
+        lines = [f"lab {self.name}: master {self.gateway}, registry https://{self.registry}"]
+        lines.extend(report.node_table(rows))
         lines.append("swarm:")
         lines.extend("  " + line for line in self.swarm_table())
         lines.append("registry:")
         lines.extend("  " + line for line in self.registry_listing())
+        if "imagebuild.run" in returns:
+            lines.append("build:")
+            lines.extend("  " + line for line in report.build_lines(returns["imagebuild.run"]))
+        lines.append("backups:")
+        listing = self.salt_json(
+            self.nodes[0].name, "backup.list_backups", "--timeout=15", check=False
+        )
+        lines.extend(
+            "  " + line for line in report.backup_lines(listing.get(self.nodes[0].name, listing))
+        )
+        if returns:
+            lines.append(f"full main job output: {self.main_job_log}")
         return "\n".join(lines)
 
     def swarm_table(self) -> list[str]:
@@ -775,11 +908,22 @@ class Lab:
                 node.name, ["docker", "info", "--format", "{{.Swarm.ControlAvailable}}"]
             )
             if code == 0 and out.strip() == "true":
-                code, out = self.exec(node.name, ["docker", "node", "ls"])
+                code, out = self.exec(
+                    node.name,
+                    [
+                        "docker",
+                        "node",
+                        "ls",
+                        "--format",
+                        "table {{.Hostname}}\t{{.Status}}\t{{.Availability}}\t"
+                        "{{.ManagerStatus}}\t{{.EngineVersion}}",
+                    ],
+                )
                 return out.rstrip().splitlines()
         return ["no swarm formed (no node is a manager)"]
 
     def registry_listing(self) -> list[str]:
+        """``repo: tag (platforms), …`` for every repository in the lab registry."""
         base = f"https://{self.registry}/v2"
         verify = str(self.ca_file)
         try:
@@ -789,8 +933,47 @@ class Lab:
         lines = []
         for repo in repos.get("repositories") or []:
             tags = requests.get(f"{base}/{repo}/tags/list", verify=verify, timeout=10).json()
-            lines.append(f"{repo}: {', '.join(sorted(tags.get('tags') or []))}")
+            shown = [
+                f"{tag} ({self._tag_platforms(base, repo, tag, verify)})"
+                for tag in sorted(tags.get("tags") or [])
+            ]
+            lines.append(f"{repo}: {', '.join(shown)}")
         return lines or ["(empty)"]
+
+    @staticmethod
+    def _tag_platforms(base: str, repo: str, tag: str, verify: str) -> str:
+        """The platforms of a tag: a manifest list's entries, or one image's config."""
+        accept = ", ".join(
+            (
+                "application/vnd.docker.distribution.manifest.list.v2+json",
+                "application/vnd.oci.image.index.v1+json",
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.oci.image.manifest.v1+json",
+            )
+        )
+        try:
+            manifest = requests.get(
+                f"{base}/{repo}/manifests/{tag}",
+                headers={"Accept": accept},
+                verify=verify,
+                timeout=10,
+            ).json()
+            if manifest.get("manifests"):
+                platforms = [m.get("platform") or {} for m in manifest["manifests"]]
+            else:
+                digest = manifest["config"]["digest"]
+                platforms = [
+                    requests.get(f"{base}/{repo}/blobs/{digest}", verify=verify, timeout=10).json()
+                ]
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            return "?"
+        names = []
+        for plat in platforms:
+            if plat.get("os") == "unknown":  # BuildKit's attestation manifests
+                continue
+            name = f"{plat.get('os', '?')}/{plat.get('architecture', '?')}"
+            names.append(name + (f"/{plat['variant']}" if plat.get("variant") else ""))
+        return " ".join(sorted(set(names))) or "?"
 
     # -- helpers --------------------------------------------------------------------------
     @staticmethod

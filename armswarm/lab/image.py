@@ -1,10 +1,13 @@
-"""The lab's node image: Debian bookworm from debootstrap, systemd as PID 1, dockerd, a salt-minion.
+"""The lab's node images: Debian from debootstrap, systemd as PID 1, dockerd, a salt-minion.
 
-No image can be pulled here, so the root filesystem is made with debootstrap and turned into an
-image with ``docker import``. The image is tagged with a hash of everything that goes into it,
-so a second ``up`` (or a CI run on the same machine) reuses it.
+Two releases: Debian 12 bookworm (Docker 20.10, Python 3.11) and Debian 13 trixie (Docker 26.1
+with buildx, Python 3.13, no ``crypt`` module), so one swarm runs both engines as a cluster in
+the middle of an upgrade does. No image can be pulled here, so each root filesystem is made with
+debootstrap and turned into an image with ``docker import``. An image is tagged with a hash of
+everything that goes into it, so a second ``up`` (or a CI run on the same machine) reuses it.
 """
 
+import concurrent.futures
 import hashlib
 import importlib.metadata
 import io
@@ -17,13 +20,22 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 # Bump when the build steps change in a way the hashed inputs below do not show.
 RECIPE = "5"
+# The release of the host's own apt sources (where the Debian mirror is read from) and of the
+# MariaDB test image.
 SUITE = "bookworm"
+# The node images' releases: the Python each ships, for the minion venv's wheels.
+RELEASES = {
+    "bookworm": {"version": "12", "python": "3.11"},
+    "trixie": {"version": "13", "python": "3.13"},
+}
+DEFAULT_RELEASE = "bookworm"
 IMAGE_REPO = "armswarm-lab-node"
 LABEL = "io.armswarm.lab.node-image"
 
@@ -44,6 +56,12 @@ PACKAGES = (
     "python3-venv",
     "ca-certificates",
 )
+# Per release, on top of PACKAGES: trixie splits the docker CLI out of docker.io (a Recommends,
+# which debootstrap does not install) and ships BuildKit's client (buildx).
+RELEASE_PACKAGES = {
+    "bookworm": (),
+    "trixie": ("docker-cli", "docker-buildx"),
+}
 # The minion's Python dependencies, pinned to what the host's venv runs so master and minions match.
 MINION_DISTRIBUTIONS = ("salt", "docker", "PyYAML", "requests")
 
@@ -116,12 +134,17 @@ def minion_requirements() -> list[str]:
     return [f"{dist}=={importlib.metadata.version(dist)}" for dist in MINION_DISTRIBUTIONS]
 
 
-def content_hash(mirror: str, requirements: list[str]) -> str:
+def release_packages(release: str) -> tuple:
+    return PACKAGES + RELEASE_PACKAGES[release]
+
+
+def content_hash(mirror: str, requirements: list[str], release: str = DEFAULT_RELEASE) -> str:
     recipe = {
         "recipe": RECIPE,
-        "suite": SUITE,
+        # The bookworm recipe hashes as it always did: a cached image stays valid.
+        "suite": release,
         "mirror": mirror,
-        "packages": PACKAGES,
+        "packages": release_packages(release) if release != "bookworm" else PACKAGES,
         "requirements": requirements,
         "init": INIT_SCRIPT,
         "unit": MINION_UNIT,
@@ -131,8 +154,9 @@ def content_hash(mirror: str, requirements: list[str]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def image_tag(digest: str) -> str:
-    return f"{IMAGE_REPO}:{digest}"
+def image_tag(digest: str, release: str = DEFAULT_RELEASE) -> str:
+    # bookworm keeps the bare hash (what a cached image is already tagged with).
+    return f"{IMAGE_REPO}:{digest}" if release == "bookworm" else f"{IMAGE_REPO}:{release}-{digest}"
 
 
 def _run(cmd, **kwargs):
@@ -140,10 +164,11 @@ def _run(cmd, **kwargs):
     return subprocess.run(cmd, check=True, **kwargs)
 
 
-def _chroot(rootfs: Path, *argv: str):
+def _chroot(rootfs: Path, *argv: str, **kwargs):
     # env -i: the host's PIP_* variables and pip config point at paths the chroot lacks.
     env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"]
-    _run(["chroot", str(rootfs), *env, *argv])
+    env.append("DEBIAN_FRONTEND=noninteractive")
+    _run(["chroot", str(rootfs), *env, *argv], **kwargs)
 
 
 def build_wheelhouse(cache_dir: Path, requirements: list[str]) -> Path:
@@ -166,6 +191,139 @@ def build_wheelhouse(cache_dir: Path, requirements: list[str]) -> Path:
     if proc.returncode != 0:
         raise RuntimeError(f"pip wheel failed:\n{proc.stdout}{proc.stderr}")
     return wheelhouse
+
+
+def _platform_tags(machine: str) -> list[str]:
+    # Every manylinux level a glibc of Debian 13 (2.41) runs, newest first.
+    tags = [f"manylinux_2_{minor}_{machine}" for minor in range(41, 16, -1)]
+    return [*tags, f"manylinux2014_{machine}", f"linux_{machine}"]
+
+
+def _pip_download_for(python: str, wheelhouse: Path, host_wheelhouse: Path, requirements):
+    tag = "cp" + python.replace(".", "")
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--only-binary=:all:",
+        "--python-version",
+        python,
+        "--implementation",
+        "cp",
+        "--abi",
+        tag,
+    ]
+    for platform_tag in _platform_tags(os.uname().machine):
+        cmd += ["--platform", platform_tag]
+    cmd += ["--find-links", str(host_wheelhouse), "--find-links", str(wheelhouse)]
+    cmd += ["-d", str(wheelhouse), *requirements]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False)
+
+
+# Compilers for the sdists that have no wheel for the target Python (salt's timelib), removed
+# from the root filesystem again afterwards.
+BUILD_PACKAGES = ("gcc", "libc6-dev", "python3-dev")
+BUILD_REQUIREMENTS = ("setuptools", "wheel", "Cython")
+
+
+def build_wheelhouse_for(
+    rootfs: Path, cache_dir: Path, requirements: list[str], python: str, host_wheelhouse: Path
+) -> Path:
+    """Wheels for a minion venv whose Python is not the host's (trixie's 3.13).
+
+    pip on the host resolves for the target interpreter (``--python-version``, binary wheels
+    only); the wheels the host built from sdists (salt itself, pure Python) come from the host's
+    wheelhouse. A C extension published only as an sdist (timelib) is compiled inside the
+    target root filesystem, as ``pip install salt`` on such a board compiles it, and kept in
+    the wheelhouse, so this happens once per machine.
+    """
+    wheelhouse = cache_dir / f"wheelhouse-cp{python.replace('.', '')}"
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    compiled = set()
+    while True:
+        proc = _pip_download_for(python, wheelhouse, host_wheelhouse, requirements)
+        if proc.returncode == 0:
+            return wheelhouse
+        match = re.search(r"No matching distribution found for ([A-Za-z0-9_.\-]+)", proc.stderr)
+        name = match.group(1) if match else None
+        if not name or name in compiled:
+            raise RuntimeError(
+                f"pip download for Python {python} failed:\n{proc.stdout}{proc.stderr}"
+            )
+        compiled.add(name)
+        _compile_in_rootfs(rootfs, name, wheelhouse, python)
+
+
+def _compile_in_rootfs(rootfs: Path, requirement: str, wheelhouse: Path, python: str):
+    sdists = rootfs / "tmp/sdists"
+    sdists.mkdir(parents=True, exist_ok=True)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary=:all:",
+            "-d",
+            str(sdists),
+            requirement,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    # Its build backend as wheels for the target Python (timelib's setup needs Cython).
+    proc = _pip_download_for(python, sdists, sdists, BUILD_REQUIREMENTS)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pip download of {BUILD_REQUIREMENTS} failed:\n{proc.stderr}")
+    _chroot(
+        rootfs,
+        "apt-get",
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        *BUILD_PACKAGES,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        out = rootfs / "tmp/built"
+        out.mkdir(exist_ok=True)
+        _chroot(rootfs, "python3", "-m", "venv", "/tmp/buildenv")
+        _chroot(
+            rootfs,
+            # -O0: timelib is one large generated parser, used only to parse dates; an
+            # optimised build takes minutes of a first `up`.
+            "env",
+            "CFLAGS=-O0",
+            "/tmp/buildenv/bin/pip",
+            "wheel",
+            "--quiet",
+            "--no-index",
+            "--find-links",
+            "/tmp/sdists",
+            "--no-deps",
+            "-w",
+            "/tmp/built",
+            requirement,
+        )
+        for wheel in out.glob("*.whl"):
+            shutil.copy2(wheel, wheelhouse / wheel.name)
+    finally:
+        _chroot(
+            rootfs,
+            "apt-get",
+            "purge",
+            "-y",
+            "-q",
+            "--autoremove",
+            *BUILD_PACKAGES,
+            stdout=subprocess.DEVNULL,
+        )
+        for leftover in ("tmp/sdists", "tmp/built", "tmp/buildenv"):
+            shutil.rmtree(rootfs / leftover, ignore_errors=True)
 
 
 def _write(rootfs: Path, path: str, text: str, mode: int = 0o644):
@@ -196,18 +354,30 @@ def _configure_rootfs(rootfs: Path):
     (rootfs / "etc/salt/minion.d").mkdir(parents=True, exist_ok=True)
 
 
-def build_rootfs(rootfs: Path, mirror: str, wheelhouse: Path, requirements: list[str]):
+def build_rootfs(
+    rootfs: Path,
+    mirror: str,
+    wheelhouse: Path,
+    requirements: list[str],
+    release: str = DEFAULT_RELEASE,
+    cache_dir: Path | None = None,
+):
     _run(
         [
             "debootstrap",
             "--variant=minbase",
-            f"--include={','.join(PACKAGES)}",
-            SUITE,
+            f"--include={','.join(release_packages(release))}",
+            release,
             str(rootfs),
             mirror,
         ],
         stdout=subprocess.DEVNULL,
     )
+    python = RELEASES[release]["python"]
+    if python != f"{sys.version_info.major}.{sys.version_info.minor}":
+        wheelhouse = build_wheelhouse_for(
+            rootfs, cache_dir or wheelhouse.parent, requirements, python, wheelhouse
+        )
     staged = rootfs / "tmp/wheelhouse"
     shutil.copytree(wheelhouse, staged)
     proc = rootfs / "proc"
@@ -258,24 +428,49 @@ def _import(rootfs: Path, tag: str, digest: str):
         raise RuntimeError("tar of the node root filesystem failed")
 
 
-def ensure_node_image(client, cache_dir: Path, progress=print) -> str:
-    """Return the node image tag, building it only when no image has this content hash."""
+def ensure_node_image(
+    client, cache_dir: Path, progress=print, release: str = DEFAULT_RELEASE
+) -> str:
+    """Return the node image tag of ``release``, building it only when no image has this
+    content hash."""
+    return ensure_node_images(client, cache_dir, [release], progress)[release]
+
+
+def ensure_node_images(client, cache_dir: Path, releases, progress=print) -> dict:
+    """``{release: image tag}``, building the missing images side by side (debootstrap and apt
+    wait on the mirror most of the time), after the host's wheelhouse they share."""
+    unknown = [r for r in releases if r not in RELEASES]
+    if unknown:
+        raise ValueError(f"release: {unknown} not among {sorted(RELEASES)}")
     mirror = host_apt_mirror()
     requirements = minion_requirements()
-    digest = content_hash(mirror, requirements)
-    tag = image_tag(digest)
-    if client.images.list(filters={"label": f"{LABEL}={digest}"}):
-        progress(f"node image {tag} is cached")
-        return tag
-    progress(f"building node image {tag} (debootstrap {SUITE}, minion venv)")
+    tags, missing = {}, {}
+    for release in sorted(set(releases)):
+        digest = content_hash(mirror, requirements, release)
+        tags[release] = image_tag(digest, release)
+        if client.images.list(filters={"label": f"{LABEL}={digest}"}):
+            progress(f"node image {tags[release]} is cached")
+        else:
+            missing[release] = digest
+    if not missing:
+        return tags
     cache_dir.mkdir(parents=True, exist_ok=True)
     wheelhouse = build_wheelhouse(cache_dir, requirements)
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix="rootfs-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        build_rootfs(rootfs, mirror, wheelhouse, requirements)
-        _import(rootfs, tag, digest)
-    progress(f"node image {tag} built")
-    return tag
+
+    def build(release):
+        tag, digest = tags[release], missing[release]
+        progress(f"building node image {tag} (debootstrap {release}, minion venv)")
+        begun = time.monotonic()
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=f"rootfs-{release}-") as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            build_rootfs(rootfs, mirror, wheelhouse, requirements, release, cache_dir)
+            _import(rootfs, tag, digest)
+        progress(f"node image {tag} built in {time.monotonic() - begun:.0f}s")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(missing)) as pool:
+        for future in [pool.submit(build, release) for release in missing]:
+            future.result()
+    return tags
 
 
 def tar_bytes(files: dict, mode: int = 0o644) -> bytes:

@@ -11,6 +11,11 @@ armnode-docker-installed:
     - name: {{ armnode.docker_package }}
     - require:
       - armnode: armnode-settings-valid
+    {%- if armnode.mail.enabled %}
+      # The relay's MTA first: a package recommending a mail transport then finds one, and
+      # exim4 is never installed and left behind.
+      - pkg: armnode-mail-packages-installed
+    {%- endif %}
 
 armnode-docker-daemon-json:
   file.serialize:

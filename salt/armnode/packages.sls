@@ -17,6 +17,9 @@ armnode-mirrors-managed:
       - armnode: armnode-settings-valid
     - require_in:
       - pkg: armnode-packages-installed
+      {%- if armnode.mail.enabled %}
+      - pkg: armnode-mail-packages-installed
+      {%- endif %}
 {%- elif grains.os_family == "Arch" and mirrors.get("arch") %}
 armnode-mirrors-managed:
   file.managed:
@@ -30,6 +33,9 @@ armnode-mirrors-managed:
       - armnode: armnode-settings-valid
     - require_in:
       - pkg: armnode-packages-installed
+      {%- if armnode.mail.enabled %}
+      - pkg: armnode-mail-packages-installed
+      {%- endif %}
 {%- endif %}
 
 armnode-packages-installed:
@@ -37,6 +43,11 @@ armnode-packages-installed:
     - pkgs: {{ (armnode.packages + armnode.os_packages + boot_tools) | unique | list | json }}
     - require:
       - armnode: armnode-settings-valid
+    {%- if armnode.mail.enabled %}
+      # The relay's MTA first: a package recommending a mail transport then finds one, and
+      # exim4 is never installed and left behind.
+      - pkg: armnode-mail-packages-installed
+    {%- endif %}
 
 {%- for name, content in armnode.scripts.items() %}
 armnode-script-{{ name }}-managed:

@@ -8,6 +8,11 @@ armnode-timesync-installed:
     - name: {{ armnode.timesync_package }}
     - require:
       - armnode: armnode-settings-valid
+    {%- if armnode.mail.enabled %}
+      # The relay's MTA first: a package recommending a mail transport then finds one, and
+      # exim4 is never installed and left behind.
+      - pkg: armnode-mail-packages-installed
+    {%- endif %}
     - require_in:
       - service: armnode-timesync-running
 {%- endif %}

@@ -7,6 +7,11 @@ armnode-zram-installed:
     - name: {{ armnode.zram_package }}
     - require:
       - armnode: armnode-settings-valid
+    {%- if armnode.mail.enabled %}
+      # The relay's MTA first: a package recommending a mail transport then finds one, and
+      # exim4 is never installed and left behind.
+      - pkg: armnode-mail-packages-installed
+    {%- endif %}
 
 armnode-zram-config:
   file.managed:

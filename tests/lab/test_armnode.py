@@ -174,15 +174,18 @@ def test_mail_relay_configured_and_password_never_returned(lab):
 
 
 def test_default_users_removed_never_the_admin(lab):
-    # Raspberry Pi OS's `pi`, and on Armbian (node2) the first user, UID 1000, whatever its name.
-    lab.exec("node5", ["useradd", "-M", "pi"])
+    # Raspberry Pi OS's `pi` (node5 bookworm, node4 trixie), and on Armbian (node2) the first
+    # user, UID 1000, whatever its name.
+    for node in ("node4", "node5"):
+        lab.exec(node, ["useradd", "-M", "pi"])
     lab.exec("node2", ["useradd", "-M", "-o", "-u", "1000", "armbianfirst"])
-    ret = apply(lab, "L@node2,node5")
-    assert any("default-user-pi-absent" in sid for sid in changes(ret["node5"]))
+    ret = apply(lab, "L@node2,node4,node5")
+    for node in ("node4", "node5"):
+        assert any("default-user-pi-absent" in sid for sid in changes(ret[node])), node
+        assert lab.exec(node, ["id", "pi"])[0] != 0
     assert any("default-user-armbianfirst-absent" in sid for sid in changes(ret["node2"]))
-    for node in ("node2", "node5"):
+    for node in ("node2", "node4", "node5"):
         code, _ = lab.exec(node, ["id", "clusteradm"])
         assert code == 0, f"the admin must stay on {node}"
-    assert lab.exec("node5", ["id", "pi"])[0] != 0
     assert lab.exec("node2", ["id", "armbianfirst"])[0] != 0
-    assert all(not changes(states) for states in apply(lab, "L@node2,node5").values())
+    assert all(not changes(states) for states in apply(lab, "L@node2,node4,node5").values())

@@ -1,6 +1,8 @@
 """The lab's own logic that needs no daemons: reading salt's JSON output, and the main job
 refusing to run when a step's file is missing from the tree."""
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -49,18 +51,57 @@ def test_main_job_with_a_step_file_missing_fails_before_running_anything(
     assert ran == []
 
 
-def test_main_job_runs_every_step_of_the_tree(monkeypatch):
+def test_main_job_runs_every_step_of_the_tree(monkeypatch, tmp_path):
     # This checkout ships every step: none may be found missing.
     assert all((paths.tree_root() / rel).is_file() for rel in STEP_FILES)
     ran = []
     lab = Lab(name="armswarm-unit", progress=lambda message: None)
-    monkeypatch.setattr(lab, "run_salt", lambda *argv, **kwargs: ran.append(argv[:3]))
+    monkeypatch.setattr(cluster, "STATE_ROOT", tmp_path)
+    lab.state_dir = tmp_path / lab.name
+
+    def run_salt(*argv, **kwargs):
+        ran.append(tuple(a for a in argv if a != "--out=json")[:3])
+        return subprocess.CompletedProcess(argv, 0, stdout="{}", stderr="")
+
+    monkeypatch.setattr(lab, "run_salt", run_salt)
     lab.main_job()
     assert ran == [
         ("salt", "*", "state.apply"),
         ("salt-run", "state.orch", "swarm.init"),
         ("salt-run", "imagebuild.run"),
     ]
+    assert lab.main_job_log.read_text().count("(exit 0)") == 3
+
+
+def test_a_failing_step_names_the_failing_states_and_stops(monkeypatch, tmp_path):
+    ran = []
+    lab = Lab(name="armswarm-unit", progress=lambda message: None)
+    lab.state_dir = tmp_path / lab.name
+    ret = {
+        "node1": {
+            "pkg_|-armnode-packages-installed_|-armnode-packages-installed_|-installed": {
+                "__id__": "armnode-packages-installed",
+                "result": False,
+                "comment": "E: Unable to locate package htopp",
+                "changes": {},
+            },
+            "file_|-x_|-/etc/x_|-managed": {"__id__": "x", "result": True, "changes": {"a": 1}},
+        }
+    }
+
+    def run_salt(*argv, **kwargs):
+        ran.append(argv)
+        return subprocess.CompletedProcess(argv, 1, stdout=json.dumps(ret), stderr="")
+
+    monkeypatch.setattr(lab, "run_salt", run_salt)
+    with pytest.raises(LabError) as err:
+        lab.main_job()
+    assert len(ran) == 1  # the swarm and the builds do not run after a failed armnode
+    message = str(err.value)
+    assert "node1: armnode-packages-installed (pkg.installed)" in message
+    assert "Unable to locate package htopp" in message
+    assert str(lab.main_job_log) in message
+    assert "Unable to locate package htopp" in lab.main_job_log.read_text()
 
 
 def test_a_machine_without_a_running_dockerd_has_no_lab_up(monkeypatch, tmp_path):

@@ -10,7 +10,7 @@ from armswarm import loader, paths
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-LOADER_TYPES = {"modules", "states", "grains", "runners", "utils"}
+LOADER_TYPES = {"modules", "states", "grains", "runners", "utils", "output"}
 
 
 def _setup_cfg():

@@ -20,12 +20,12 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from pathlib import Path
 
 import yaml
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common import password_hashes
 from armswarm_core.registry import registry_settings
 
 CONTAINER = "armswarm-registry"
@@ -77,16 +77,11 @@ def render_config(conf: dict, readonly: bool = False) -> str:
 # -- htpasswd ---------------------------------------------------------------------------------
 def _bcrypt(password: str, salt_from: str | None = None) -> str:
     # bcrypt (what the registry's htpasswd accepts) through the system's libcrypt: no extra
-    # package on the boards. The module is deprecated, not gone, in Python 3.11 and 3.12.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt as _crypt  # noqa: PLC0415
-
-    salt = salt_from or _crypt.mksalt(_crypt.METHOD_BLOWFISH)
-    hashed = _crypt.crypt(password, salt)
-    if not hashed or not hashed.startswith("$2"):
-        raise ArmswarmError("this system's crypt() has no bcrypt: cannot write htpasswd")
-    return hashed
+    # package on the boards, and no Python ``crypt`` module (Python 3.13 has none).
+    try:
+        return password_hashes.hash_password(password, "bcrypt", salt=salt_from, rounds=12)
+    except ArmswarmError as exc:
+        raise ArmswarmError(f"cannot write htpasswd: {exc}") from None
 
 
 def htpasswd(users: dict, current: str = "") -> tuple:
