@@ -6,15 +6,18 @@ own dockerd and its own salt-minion. Everything the lab creates carries the labe
 directory (master, registry, keys), so ``down`` removes exactly that.
 """
 
+import base64
 import ipaddress
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +66,21 @@ DEFAULT_NODES = (
 )
 
 
+REGISTRY_USER = "lab"
+
+
+def _bcrypt(password: str) -> str:
+    # the htpasswd hash docker-registry accepts, from the host's libcrypt
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # noqa: PLC0415
+
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    if not hashed or not hashed.startswith("$2"):
+        raise LabError("the host's crypt() has no bcrypt: cannot write the registry's htpasswd")
+    return hashed
+
+
 class LabError(RuntimeError):
     pass
 
@@ -104,6 +122,18 @@ class Lab:
     @property
     def registry(self) -> str:
         return f"{self.gateway}:{self.registry_port}"
+
+    @property
+    def registry_auth(self) -> tuple[str, str]:
+        """The lab registry's login (it is closed, like a deployed one): made once per lab,
+        kept 0600 in its state directory; the master, every node's root and the tests use it."""
+        path = self.state_dir / "registry-password"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(18))
+        return REGISTRY_USER, path.read_text().strip()
 
     @property
     def ca_file(self) -> Path:
@@ -256,15 +286,28 @@ class Lab:
                 "tls": {"certificate": str(cert), "key": str(key)},
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
+            "auth": {
+                "htpasswd": {
+                    "realm": "armswarm-lab",
+                    "path": str(self.registry_dir / "htpasswd"),
+                }
+            },
         }
         conf_file = self.registry_dir / "config.yml"
         conf_file.parent.mkdir(parents=True, exist_ok=True)
+        user, password = self.registry_auth
+        htpasswd = self.registry_dir / "htpasswd"
+        htpasswd.write_text(f"{user}:{_bcrypt(password)}\n")
+        htpasswd.chmod(0o600)
         conf_file.write_text(yaml.safe_dump(config))
         self._spawn("registry", [binary, "serve", str(conf_file)], self.registry_dir / "log")
         self._wait(
             lambda: (
                 requests.get(
-                    f"https://{self.registry}/v2/", verify=str(self.ca_file), timeout=2
+                    f"https://{self.registry}/v2/",
+                    auth=self.registry_auth,
+                    verify=str(self.ca_file),
+                    timeout=2,
                 ).status_code
                 == 200
             ),
@@ -295,7 +338,14 @@ class Lab:
             "state_output": "changes",
             # The lab registry's address depends on the lab's subnet: the master config says
             # where it is (pillar's registry keys merge over it, key by key).
-            "armswarm": {"registry": {"host": self.registry, "ca_file": str(self.ca_file)}},
+            "armswarm": {
+                "registry": {
+                    "host": self.registry,
+                    "ca_file": str(self.ca_file),
+                    "username": self.registry_auth[0],
+                    "password": self.registry_auth[1],
+                }
+            },
         }
 
     def served_tree(self) -> Path | None:
@@ -327,7 +377,11 @@ class Lab:
         if self._pid_alive("master"):
             return
         self.master_conf_dir.mkdir(parents=True, exist_ok=True)
-        (self.master_conf_dir / "master").write_text(yaml.safe_dump(self.master_config()))
+        # 0600: it holds the lab registry's password
+        conf = self.master_conf_dir / "master"
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)
+        conf.write_text(yaml.safe_dump(self.master_config()))
         accepted = self.master_root / "pki" / "minions"
         accepted.mkdir(parents=True, exist_ok=True)
         # Keys are made by the lab and accepted up front: no auto-accept, and re-created nodes
@@ -378,6 +432,9 @@ class Lab:
             "etc/salt/pki/minion/minion.pem": (priv, 0o400),
             "etc/salt/pki/minion/minion.pub": pub,
             f"etc/docker/certs.d/{self.registry}/ca.crt": self.ca_file.read_bytes(),
+            # root's docker login to the lab registry: the CLI, the SDK and stack deploys
+            # (--with-registry-auth) on every node read it
+            "root/.docker/config.json": (self._docker_login(), 0o600),
         }
         for src in sorted(p for p in board_dir.rglob("*") if p.is_file()):
             rel = src.relative_to(board_dir)
@@ -389,6 +446,10 @@ class Lab:
             elif rel.parts[0] == "rootfs":
                 files["/".join(rel.parts[1:])] = content
         return files
+
+    def _docker_login(self) -> str:
+        secret = base64.b64encode(":".join(self.registry_auth).encode()).decode()
+        return json.dumps({"auths": {self.registry: {"auth": secret}}})
 
     def _create_node(self, node: NodeSpec, tag: str):
         name = self.container_name(node)
@@ -686,14 +747,16 @@ class Lab:
 
     def registry_listing(self) -> list[str]:
         base = f"https://{self.registry}/v2"
-        verify = str(self.ca_file)
+        verify, auth = str(self.ca_file), self.registry_auth
         try:
-            repos = requests.get(f"{base}/_catalog", verify=verify, timeout=10).json()
+            repos = requests.get(f"{base}/_catalog", auth=auth, verify=verify, timeout=10).json()
         except (requests.RequestException, ValueError) as exc:
             return [f"registry not reachable: {exc}"]
         lines = []
         for repo in repos.get("repositories") or []:
-            tags = requests.get(f"{base}/{repo}/tags/list", verify=verify, timeout=10).json()
+            tags = requests.get(
+                f"{base}/{repo}/tags/list", auth=auth, verify=verify, timeout=10
+            ).json()
             lines.append(f"{repo}: {', '.join(sorted(tags.get('tags') or []))}")
         return lines or ["(empty)"]
 

@@ -190,9 +190,20 @@ def test_backup_formula_renders_with_config_and_pillar(tmp_path):
 
 def test_registry_formula_renders_with_config_and_pillar(tmp_path):
     pytest.importorskip("docker")
+    # As a board with Docker reports itself: docker0's address sorts before the LAN's.
+    grains = {
+        **ARCH,
+        "id": "render-test",
+        "ipv4": ["127.0.0.1", "172.17.0.1", "192.168.1.20"],
+        "ip4_interfaces": {
+            "docker0": ["172.17.0.1"],
+            "eth0": ["192.168.1.20"],
+            "lo": ["127.0.0.1"],
+        },
+    }
     high = show_sls(
         tmp_path,
-        {**ARCH, "id": "render-test", "ipv4": ["127.0.0.1", "10.0.0.5"]},
+        grains,
         sls="registry",
         options={"armswarm": {"registry": {"port": 5001}}},
         pillar={"armswarm": {"registry": {"storage": "/srv/ssd/registry"}}},
@@ -205,8 +216,10 @@ def test_registry_formula_renders_with_config_and_pillar(tmp_path):
         5001,
         "/srv/ssd/registry",
     )
-    assert "IP:10.0.0.5" in _arg(high["armswarm-registry-tls-cert"], "x509", "subjectAltName")
-    assert _arg(high["armswarm-registry-tls-cert"], "x509", "CN") == "10.0.0.5"
+    sans = _arg(high["armswarm-registry-tls-cert"], "x509", "subjectAltName")
+    assert "IP:192.168.1.20" in sans and "172.17" not in sans
+    # the default host (the certificate's name) is the LAN address, never docker0's
+    assert _arg(high["armswarm-registry-tls-cert"], "x509", "CN") == "192.168.1.20"
 
 
 def test_registry_formula_refuses_a_bad_key_before_any_state(tmp_path):
