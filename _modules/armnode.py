@@ -54,6 +54,38 @@ def settings(strict=True, show_secrets=False):
     return conf if show_secrets is True else node_settings.masked(conf)
 
 
+def ssh_lockout():
+    """
+    Why removing the default users (``armnode:remove_default_users``) would lock everyone
+    out of SSH, or an empty string: the admin has no password and no SSH key, neither from
+    pillar nor already on this node (a usable hash in ``/etc/shadow``, a key in
+    ``~/.ssh/authorized_keys``). The formula keeps the default users while it says so.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' armnode.ssh_lockout
+    """
+    import pwd  # noqa: PLC0415
+
+    conf = node_settings.settings(__opts__, __pillar__, __grains__, _boot_root(), strict=False)
+    name = str((conf.get("admin") or {}).get("name") or "")
+    try:
+        with open("/etc/shadow", encoding="utf-8", errors="replace") as fh:
+            password = node_settings.usable_password(fh.read(), name)
+    except OSError:
+        password = False
+    keys = 0
+    try:
+        home = pwd.getpwnam(name).pw_dir
+        with open(f"{home}/.ssh/authorized_keys", encoding="utf-8", errors="replace") as fh:
+            keys = node_settings.authorized_keys(fh.read())
+    except (KeyError, OSError):
+        pass
+    return node_settings.ssh_lockout(conf, password, keys)
+
+
 def kernel_args():
     """
     The kernel command line in the boot configuration (not ``/proc/cmdline``, which shows the

@@ -232,3 +232,23 @@ def test_registry_formula_refuses_a_bad_key_before_any_state(tmp_path):
             pillar={"armswarm": {"registry": {"users": ["builder"]}}},
         )
     assert "armswarm:registry:users: must be a mapping, not a list" in str(err.value)
+
+
+def test_removing_default_users_never_locks_out_ssh(tmp_path):
+    # `root` stands in for an image's default user: it exists wherever this test runs. The
+    # admin (a name no test machine has) gets neither a password nor a key.
+    pillar = {"armnode": {"default_users": ["root"], "admin": {"name": "armswarm-t-admin"}}}
+    high = show_sls(tmp_path, ARCH, sls="armnode.users", pillar=pillar)
+    assert "armnode-default-user-root-absent" not in high
+    kept = high["armnode-default-users-kept"]
+    name = next(a["name"] for a in kept["test"] if isinstance(a, dict) and "name" in a)
+    assert "armnode:remove_default_users" in name and "no password and no SSH key" in name
+    # With a key from pillar the admin can log in: the default user goes, after the key.
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx5mJ2C3qk4b8g0sPRb1Q2Yg8l5j2m0Sx9H5b3kP2hX t@x"
+    pillar["armnode"]["admin"]["ssh_keys"] = [key]
+    (tmp_path / "with-key").mkdir()
+    high = show_sls(tmp_path / "with-key", ARCH, sls="armnode.users", pillar=pillar)
+    assert "armnode-default-users-kept" not in high
+    absent = high["armnode-default-user-root-absent"]
+    requires = next(a["require"] for a in absent["user"] if isinstance(a, dict) and "require" in a)
+    assert {"ssh_auth": "armnode-admin-ssh-keys-present"} in requires
