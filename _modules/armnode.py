@@ -6,8 +6,12 @@ A thin façade over :mod:`armswarm_core.node.node_settings` and
 ``armnode.boot_root`` (default ``/``; the lab and tests point it elsewhere).
 """
 
+import json
+import subprocess
+import time
+
 from armswarm_core import ArmswarmError
-from armswarm_core.node import boot_files, node_settings, root_move
+from armswarm_core.node import boot_files, docker_daemon, node_settings, root_move
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "armnode"
@@ -84,6 +88,78 @@ def ssh_lockout():
     except (KeyError, OSError):
         pass
     return node_settings.ssh_lockout(conf, password, keys)
+
+
+def _swarm_info():
+    proc = subprocess.run(
+        ["docker", "info", "--format", "{{json .Swarm}}"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None
+
+
+def docker_restart_pending():
+    """
+    Whether ``/etc/docker/daemon.json`` changed while this node was in a swarm and dockerd
+    still runs the old one (``salt-run armnode_docker.rolling_restart`` restarts it).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' armnode.docker_restart_pending
+    """
+    return docker_daemon.is_pending()
+
+
+def restart_docker(timeout=120):
+    """
+    Restart dockerd on this node now and wait until it answers again (and, when the node was
+    in a swarm, until it is back in it, as a manager when it was one); clears the pending
+    mark. Called one node at a time by ``salt-run armnode_docker.rolling_restart``: restarting
+    several managers at once loses the swarm's quorum.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node4 armnode.restart_docker
+    """
+    before = _swarm_info() or {}
+    was_active = before.get("LocalNodeState") == "active"
+    was_manager = bool(before.get("ControlAvailable"))
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["systemctl", "restart", "docker"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return {"ok": False, "error": f"systemctl restart docker: {proc.stderr.strip()[-300:]}"}
+    deadline = started + float(timeout)
+    while time.monotonic() < deadline:
+        info = _swarm_info()
+        if info is not None and (
+            not was_active
+            or (
+                info.get("LocalNodeState") == "active"
+                and (not was_manager or info.get("ControlAvailable"))
+            )
+        ):
+            docker_daemon.clear_pending()
+            return {"ok": True, "seconds": round(time.monotonic() - started, 1)}
+        time.sleep(1)
+    return {"ok": False, "error": f"dockerd is not back after {timeout} s"}
 
 
 def kernel_args():
