@@ -215,14 +215,18 @@ def reboot_required():
     return boot_files.reboot_required(_boot_root())
 
 
-def move_root(target, dry_run=True, source="/"):
+def move_root(target, dry_run=True, source="/", wipe=False):
     """
     Move the root file system to ``target`` (a disk, partitioned with one partition, or a
     partition): dry-run unless ``dry_run=False``. Refuses a target that is mounted, holds the
-    current root, or is smaller than the used space; then formats it (ext4), copies the root,
-    points the copy's fstab and the board's boot configuration at it (``boot.scr`` or
-    ``u-boot-update`` regenerated as the boot flavour needs) and sets the reboot-required
-    marker. Not part of any state run: a person asks for it.
+    current root (also through ``/dev/root``, LVM or md), is active swap, is held by LVM, md
+    or dm-crypt, or is smaller than the used space; and one with partitions or any signature
+    (a file system, RAID or LVM member, a partition table) unless ``wipe=True``. Then formats
+    it (ext4), copies the root, points the copy's fstab and the board's boot configuration at
+    it (``boot.scr`` or ``u-boot-update`` regenerated as the boot flavour needs) and sets the
+    reboot-required marker. When the boot files are on the root itself, the copy's fstab
+    mounts the old root and binds their directory, so later boot edits land where U-Boot
+    reads them. Not part of any state run: a person asks for it.
 
     CLI Example:
 
@@ -230,10 +234,13 @@ def move_root(target, dry_run=True, source="/"):
 
         salt node1 armnode.move_root /dev/sda
         salt node1 armnode.move_root /dev/sda dry_run=False
+        salt node1 armnode.move_root /dev/sda dry_run=False wipe=True
     """
+    if not isinstance(wipe, bool) or not isinstance(dry_run, bool):
+        raise CommandExecutionError("move_root: dry_run and wipe must be true or false")
     try:
         return root_move.run(
-            str(target), source=source, boot_root=_boot_root(), dry_run=bool(dry_run)
+            str(target), source=source, boot_root=_boot_root(), dry_run=dry_run, wipe=wipe
         )
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
