@@ -205,13 +205,13 @@ class FakeCluster:
 
     def fun_sealed_join_tokens(self, minion, role, recipients):
         self._require_manager(minion)
-        return {m: join_tokens.seal(self.tokens[role], pub) for m, pub in recipients.items()}
+        return {m: join_tokens.seal(self.tokens[role], pub, m) for m, pub in recipients.items()}
 
     def fun_join(self, minion, remote_addrs, sealed_token=None, advertise_addr=None, **kwargs):
         if minion.state != "inactive":
             return {"changed": False, "state": self.swarm_state(minion)}
         assert join_tokens.is_sealed(sealed_token), "a join token travelled in plaintext"
-        token = join_tokens.unseal(sealed_token, minion.private)
+        token = join_tokens.unseal(sealed_token, minion.private, minion.id)
         first = remote_addrs.split(",")[0]
         # The engine tries the first address only: it must be a manager now.
         if first not in {n["manager_addr"] for n in self.managers() if n["state"] == "ready"}:
