@@ -7,6 +7,7 @@ directory (master, registry, keys), so ``down`` removes exactly that.
 """
 
 import base64
+import io
 import ipaddress
 import json
 import logging
@@ -16,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -432,9 +434,6 @@ class Lab:
             "etc/salt/pki/minion/minion.pem": (priv, 0o400),
             "etc/salt/pki/minion/minion.pub": pub,
             f"etc/docker/certs.d/{self.registry}/ca.crt": self.ca_file.read_bytes(),
-            # root's docker login to the lab registry: the CLI, the SDK and stack deploys
-            # (--with-registry-auth) on every node read it
-            "root/.docker/config.json": (self._docker_login(), 0o600),
         }
         for src in sorted(p for p in board_dir.rglob("*") if p.is_file()):
             rel = src.relative_to(board_dir)
@@ -447,9 +446,22 @@ class Lab:
                 files["/".join(rel.parts[1:])] = content
         return files
 
-    def _docker_login(self) -> str:
+    def _docker_login(self) -> bytes:
+        """root's docker login to the lab registry (the CLI, the SDK and stack deploys with
+        --with-registry-auth on every node read it), as a tar for ``put_archive``: /root and
+        /root/.docker 0700, the file 0600."""
         secret = base64.b64encode(":".join(self.registry_auth).encode()).decode()
-        return json.dumps({"auths": {self.registry: {"auth": secret}}})
+        data = json.dumps({"auths": {self.registry: {"auth": secret}}}).encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, mode in (("root", 0o700), ("root/.docker", 0o700)):
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = tarfile.DIRTYPE, mode
+                tar.addfile(info)
+            info = tarfile.TarInfo("root/.docker/config.json")
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
 
     def _create_node(self, node: NodeSpec, tag: str):
         name = self.container_name(node)
@@ -491,6 +503,7 @@ class Lab:
         )
         container = self.client.containers.get(created["Id"])
         container.put_archive("/", image.tar_bytes(self._node_files(node)))
+        container.put_archive("/", self._docker_login())
         return container
 
     # -- salt -----------------------------------------------------------------------------

@@ -80,6 +80,7 @@ def test_no_users_no_registry(lab, deployed):
         assert running["changes"] == {}
     code, out = lab.exec(NODE, ["docker", "ps", "-aq", "--filter", "name=armswarm-registry"])
     assert code == 0 and out.strip() == "", out
+    _remove(lab)  # the CA this run made: the next test starts from nothing again
 
 
 def test_check_apply_reapply_check(lab, deployed):
@@ -225,7 +226,12 @@ def test_a_replacement_that_does_not_start_keeps_the_old_registry(lab, deployed)
     assert code == 0, before
     # An image the engine cannot run (no command): the new container fails to be created.
     code, out = lab.exec(
-        NODE, ["sh", "-c", "tar -c -T /dev/null | docker import - armswarm-lab/broken:1"]
+        NODE,
+        [
+            "sh",
+            "-c",
+            "d=$(mktemp -d); echo x > $d/x; tar -C $d -c . | docker import - armswarm-lab/broken:1",
+        ],
     )
     assert code == 0, out
     broken = {"armswarm": {"registry": {**pillar["armswarm"]["registry"]}}}
