@@ -91,13 +91,16 @@ def ssh_lockout():
 
 
 def _swarm_info():
-    proc = subprocess.run(
-        ["docker", "info", "--format", "{{json .Swarm}}"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{json .Swarm}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     if proc.returncode != 0:
         return None
     try:

@@ -186,13 +186,17 @@ def settings_valid(name="armnode-settings", settings=None):
 
 
 def _docker_swarm_state():
-    proc = subprocess.run(
-        ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    """The engine's swarm state, or None when no dockerd answers (not installed or stopped)."""
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
