@@ -200,7 +200,7 @@ def _docker_swarm_state():
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def docker_daemon_config(name=docker_daemon.PATH, daemon=None):
+def docker_daemon_config(name=docker_daemon.PATH, daemon=None, restart=True):
     """
     dockerd's ``daemon.json`` holds ``daemon``, checked before it is written: ``dockerd
     --validate --config-file`` where the engine has it (Docker 23+), else JSON, known keys and
@@ -209,10 +209,12 @@ def docker_daemon_config(name=docker_daemon.PATH, daemon=None):
     A change restarts dockerd at once only on a node outside a swarm. In a swarm, restarting
     every node of a ``state.apply`` at once would lose the managers' quorum: the node is
     marked and ``salt-run armnode_docker.rolling_restart`` restarts the marked nodes one at a
-    time, the quorum kept.
+    time, the quorum kept. ``restart: false`` only writes the file.
     """
     ret = state_results.new(name)
     daemon = {} if daemon is None else daemon
+    if not isinstance(restart, bool):
+        return state_results.failed(ret, "restart: must be true or false; nothing changed")
     try:
         how = docker_daemon.validate(daemon)
     except ArmswarmError as exc:
@@ -220,7 +222,7 @@ def docker_daemon_config(name=docker_daemon.PATH, daemon=None):
     text = docker_daemon.render(daemon)
     current = _read(name)
     pending = docker_daemon.is_pending()
-    swarm = _docker_swarm_state()
+    swarm = _docker_swarm_state() if restart else None
     in_swarm = swarm in ("active", "locked", "pending")
     if current == text:
         if pending:
