@@ -120,7 +120,7 @@ def test_rolling_restart_stops_before_losing_the_quorum():
     roles = {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"}
     # node3's engine is down already: restarting node1 would leave one of three managers
     swarm = _Swarm(roles, broken=["node3"])
-    result = docker_daemon.rolling_restart(swarm, ["node1", "node2", "node4"], timeout=5)
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node2", "node4"], timeout=0.2)
     assert result["restarted"] == ["node4"] and result["pending"] == ["node1", "node2"]
     assert "restarting node1 would leave 1 of 3 managers" in result["error"]
     assert [minion for minion, _ in swarm.log] == ["node4"]
@@ -136,3 +136,26 @@ def test_a_node_that_does_not_say_its_role_is_not_restarted():
     result = docker_daemon.rolling_restart(swarm, ["node4", "node9"], timeout=5)
     assert result["restarted"] == ["node4"] and result["pending"] == ["node9"]
     assert "node9: no swarm state" in result["error"]
+
+
+class _Settling(_Swarm):
+    """node3 looks unreachable for the first few listings, as right after node1's restart."""
+
+    def __init__(self, roles, unsettled=3):
+        super().__init__(roles, broken=["node3"])
+        self.unsettled = unsettled
+
+    def nodes(self, exclude):
+        listed = super().nodes(exclude)
+        self.unsettled -= 1
+        if self.unsettled <= 0:
+            self.broken.clear()
+        return listed
+
+
+def test_a_swarm_settling_after_a_restart_is_waited_for():
+    roles = {"node1": "manager", "node2": "manager", "node3": "manager"}
+    swarm = _Settling(roles)
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node2"], timeout=30)
+    assert result == {"restarted": ["node1", "node2"], "pending": [], "error": None}
+    assert all(len(down) == 1 for _, down in swarm.log)

@@ -201,8 +201,9 @@ def rolling_restart(transport, pending: list, timeout: float = 180, progress=Non
     swarm; a minion missing there did not answer), ``node_id(minion)``,
     ``nodes(exclude) -> list`` (the swarm as a manager other than ``exclude`` lists it; None
     when none answers), ``restart(minion) -> dict`` (the node restarts its engine and waits for
-    it) and ``sleep(seconds)``. Stops at the first node that cannot be restarted safely or
-    does not come back; the rest stay pending."""
+    it) and ``sleep(seconds)``. Before each node it waits up to ``timeout`` for the swarm to
+    be safe without it; stops at the first node that cannot be restarted safely or does not
+    come back; the rest stay pending."""
     progress = progress or (lambda message: None)
     roles = transport.roles()
     done: list = []
@@ -216,14 +217,22 @@ def rolling_restart(transport, pending: list, timeout: float = 180, progress=Non
         in_swarm = roles.get(minion) in ("manager", "worker")
         node_id = transport.node_id(minion) if in_swarm else None
         if in_swarm:
-            nodes = transport.nodes(minion)
-            if nodes is None:
-                result["error"] = f"no other manager answers: {minion} is not restarted"
-            else:
-                result["error"] = quorum_problem(nodes, node_id) or None
-            if result["error"]:
-                result["pending"] = order[index:]
-                return result
+            # A manager restarted a moment ago still sees the others as unreachable for a
+            # few heartbeats: wait for a safe swarm, give up only when it stays unsafe.
+            deadline = time.monotonic() + timeout
+            while True:
+                nodes = transport.nodes(minion)
+                if nodes is None:
+                    problem = f"no other manager answers: {minion} is not restarted"
+                else:
+                    problem = quorum_problem(nodes, node_id)
+                if not problem:
+                    break
+                if time.monotonic() > deadline:
+                    result["error"] = problem
+                    result["pending"] = order[index:]
+                    return result
+                transport.sleep(2)
         progress(f"restarting dockerd on {minion} ({roles.get(minion) or 'no swarm'})")
         answer = transport.restart(minion) or {}
         if not answer.get("ok"):
