@@ -75,8 +75,8 @@ def rolling_restart(tgt="*", tgt_type="glob", timeout=180):
     swarm (``armnode.docker_restart_pending``), one node at a time: workers (and nodes
     outside the swarm) first, then managers, a manager only when the others keep the raft
     quorum without it, each node back in the swarm (ready, reachable) before the next. Stops
-    at the first node that cannot be restarted safely; returns ``restarted``, ``pending``
-    and ``error``.
+    at the first node that cannot be restarted safely; returns ``restarted``, ``pending``,
+    ``error`` and ``retcode`` (1 with an error: salt-run exits 1).
 
     CLI Example:
 
@@ -91,13 +91,17 @@ def rolling_restart(tgt="*", tgt_type="glob", timeout=180):
     )
     pending = sorted(m for m, flag in answers.items() if flag is True)
     if not pending:
-        return {"restarted": [], "pending": [], "error": None}
+        return {"restarted": [], "pending": [], "error": None, "retcode": 0}
 
     def progress(message):
         # in the log, and on salt-run's stderr (stdout keeps the return for --out=json)
         log.info("armnode_docker: %s", message)
         print(f"armnode_docker: {message}", file=sys.stderr, flush=True)
 
-    return docker_daemon.rolling_restart(
+    result = docker_daemon.rolling_restart(
         transport, pending, timeout=float(timeout), progress=progress
     )
+    result["retcode"] = 1 if result["error"] else 0
+    if result["error"]:
+        __context__["retcode"] = 1  # salt-run's exit code, and an orchestration's salt.runner
+    return result
