@@ -6,9 +6,13 @@ A thin façade over :mod:`armswarm_core.node.node_settings` and
 ``armnode.boot_root`` (default ``/``; the lab and tests point it elsewhere).
 """
 
+import json
+import subprocess
+import time
+
 from armswarm_core import ArmswarmError
 from armswarm_core.common import password_hashes
-from armswarm_core.node import boot_files, node_settings, root_move
+from armswarm_core.node import boot_files, docker_daemon, node_settings, root_move
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "armnode"
@@ -79,6 +83,113 @@ def gen_password(password, crypt_salt=None, algorithm="sha512", rounds=None):
         raise CommandExecutionError(str(exc)) from exc
 
 
+def ssh_lockout():
+    """
+    Why removing the default users (``armnode:remove_default_users``) would lock everyone
+    out of SSH, or an empty string: the admin has no password and no SSH key, neither from
+    pillar nor already on this node (a usable hash in ``/etc/shadow``, a key in
+    ``~/.ssh/authorized_keys``). The formula keeps the default users while it says so.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' armnode.ssh_lockout
+    """
+    import pwd  # noqa: PLC0415
+
+    conf = node_settings.settings(__opts__, __pillar__, __grains__, _boot_root(), strict=False)
+    name = str((conf.get("admin") or {}).get("name") or "")
+    try:
+        with open("/etc/shadow", encoding="utf-8", errors="replace") as fh:
+            password = node_settings.usable_password(fh.read(), name)
+    except OSError:
+        password = False
+    keys = 0
+    try:
+        home = pwd.getpwnam(name).pw_dir
+        with open(f"{home}/.ssh/authorized_keys", encoding="utf-8", errors="replace") as fh:
+            keys = node_settings.authorized_keys(fh.read())
+    except (KeyError, OSError):
+        pass
+    return node_settings.ssh_lockout(conf, password, keys)
+
+
+def _swarm_info():
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{json .Swarm}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None
+
+
+def docker_restart_pending():
+    """
+    Whether ``/etc/docker/daemon.json`` changed while this node was in a swarm and dockerd
+    still runs the old one (``salt-run armnode_docker.rolling_restart`` restarts it).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' armnode.docker_restart_pending
+    """
+    return docker_daemon.is_pending()
+
+
+def restart_docker(timeout=120):
+    """
+    Restart dockerd on this node now and wait until it answers again (and, when the node was
+    in a swarm, until it is back in it, as a manager when it was one); clears the pending
+    mark. Called one node at a time by ``salt-run armnode_docker.rolling_restart``: restarting
+    several managers at once loses the swarm's quorum.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node4 armnode.restart_docker
+    """
+    before = _swarm_info() or {}
+    was_active = before.get("LocalNodeState") == "active"
+    was_manager = bool(before.get("ControlAvailable"))
+    started = time.monotonic()
+    proc = subprocess.run(
+        ["systemctl", "restart", "docker"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        return {"ok": False, "error": f"systemctl restart docker: {proc.stderr.strip()[-300:]}"}
+    deadline = started + float(timeout)
+    while time.monotonic() < deadline:
+        info = _swarm_info()
+        if info is not None and (
+            not was_active
+            or (
+                info.get("LocalNodeState") == "active"
+                and (not was_manager or info.get("ControlAvailable"))
+            )
+        ):
+            docker_daemon.clear_pending()
+            return {"ok": True, "seconds": round(time.monotonic() - started, 1)}
+        time.sleep(1)
+    return {"ok": False, "error": f"dockerd is not back after {timeout} s"}
+
+
 def kernel_args():
     """
     The kernel command line in the boot configuration (not ``/proc/cmdline``, which shows the
@@ -132,14 +243,18 @@ def reboot_required():
     return boot_files.reboot_required(_boot_root())
 
 
-def move_root(target, dry_run=True, source="/"):
+def move_root(target, dry_run=True, source="/", wipe=False):
     """
     Move the root file system to ``target`` (a disk, partitioned with one partition, or a
     partition): dry-run unless ``dry_run=False``. Refuses a target that is mounted, holds the
-    current root, or is smaller than the used space; then formats it (ext4), copies the root,
-    points the copy's fstab and the board's boot configuration at it (``boot.scr`` or
-    ``u-boot-update`` regenerated as the boot flavour needs) and sets the reboot-required
-    marker. Not part of any state run: a person asks for it.
+    current root (also through ``/dev/root``, LVM or md), is active swap, is held by LVM, md
+    or dm-crypt, or is smaller than the used space; and one with partitions or any signature
+    (a file system, RAID or LVM member, a partition table) unless ``wipe=True``. Then formats
+    it (ext4), copies the root, points the copy's fstab and the board's boot configuration at
+    it (``boot.scr`` or ``u-boot-update`` regenerated as the boot flavour needs) and sets the
+    reboot-required marker. When the boot files are on the root itself, the copy's fstab
+    mounts the old root and binds their directory, so later boot edits land where U-Boot
+    reads them. Not part of any state run: a person asks for it.
 
     CLI Example:
 
@@ -147,10 +262,13 @@ def move_root(target, dry_run=True, source="/"):
 
         salt node1 armnode.move_root /dev/sda
         salt node1 armnode.move_root /dev/sda dry_run=False
+        salt node1 armnode.move_root /dev/sda dry_run=False wipe=True
     """
+    if not isinstance(wipe, bool) or not isinstance(dry_run, bool):
+        raise CommandExecutionError("move_root: dry_run and wipe must be true or false")
     try:
         return root_move.run(
-            str(target), source=source, boot_root=_boot_root(), dry_run=bool(dry_run)
+            str(target), source=source, boot_root=_boot_root(), dry_run=dry_run, wipe=wipe
         )
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc

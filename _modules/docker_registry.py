@@ -42,6 +42,26 @@ def settings(strict=True):
     return registry_settings.masked(conf)
 
 
+def placement():
+    """
+    Where this node's registry is reached: ``host`` (the name clients use, default
+    ``<address>:<port>``), ``listen`` (the address its port is published on) and
+    ``addresses`` (this node's addresses other nodes can reach: no loopback, no docker
+    bridge such as docker0's 172.17.0.1). The formula's certificate names come from these.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_registry.placement
+    """
+    try:
+        conf = registry_settings.settings(__opts__, __pillar__)
+    except ArmswarmError as exc:
+        raise CommandExecutionError(str(exc)) from exc
+    return registry_host.placement(conf, __grains__.get("ip4_interfaces"))
+
+
 def status(name=registry_host.CONTAINER):
     """
     The registry container ``name`` on this node: ``id``, ``status``, ``image``, the spec it

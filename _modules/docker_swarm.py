@@ -126,18 +126,20 @@ def init(advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN, force_new
     return {"changed": True, "comment": "swarm initialised", "state": new}
 
 
-def sealed_join_token(role, recipient_pub):
+def sealed_join_token(role, recipient_pub, recipient):
     """
-    The join token for ``role`` (``worker`` or ``manager``), sealed for the minion whose public
-    key is ``recipient_pub`` (PEM): only that minion can open it. Run on a manager.
+    The join token for ``role`` (``worker`` or ``manager``), sealed for minion ``recipient``
+    whose public key is ``recipient_pub`` (PEM): only that minion, with that id, can open it.
+    Run on a manager.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt node1 docker_swarm.sealed_join_token worker "$(cat /etc/salt/pki/master/minions/node4)"
+        pub=$(cat /etc/salt/pki/master/minions/node4)
+        salt node1 docker_swarm.sealed_join_token worker "$pub" node4
     """
-    return sealed_join_tokens(role, {"recipient": recipient_pub})["recipient"]
+    return sealed_join_tokens(role, {str(recipient): recipient_pub})[str(recipient)]
 
 
 def sealed_join_tokens(role, recipients):
@@ -155,7 +157,10 @@ def sealed_join_tokens(role, recipients):
         raise CommandExecutionError(f"role must be manager or worker, not {role!r}")
     token = _call(swarm_engine.join_tokens)[role]
     try:
-        return {minion: join_tokens.seal(token, pub) for minion, pub in dict(recipients).items()}
+        return {
+            minion: join_tokens.seal(token, pub, str(minion))
+            for minion, pub in dict(recipients).items()
+        }
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
 
@@ -206,28 +211,37 @@ def autolock(enabled=True):
     return {"changed": changed, "autolock": bool(enabled)}
 
 
-def unlock_key(reveal=False):
+def unlock_key():
     """
-    The unlock key of an autolocked swarm. Returns it only with ``reveal=True`` (it then lands
-    in the job cache); otherwise says whether there is one.
+    The unlock key of an autolocked swarm, sealed for the Salt master (with the master's
+    public key this minion holds, ``pki_dir/minion_master.pub``): ``{"available", "sealed"}``.
+    The plaintext is never returned: job returns and the job cache hold ciphertext only.
+    ``salt-run swarm_keys.unlock <node>`` opens it on the master and unlocks a locked manager.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt node1 docker_swarm.unlock_key reveal=True
+        salt node1 docker_swarm.unlock_key
     """
     key = _call(swarm_engine.unlock_key)
-    if reveal:
-        return key
-    return {"available": bool(key), "hint": "reveal=True prints it"}
+    if not key:
+        return {"available": False, "sealed": None}
+    try:
+        with open(os.path.join(__opts__["pki_dir"], "minion_master.pub"), "rb") as fh:
+            master_pub = fh.read()
+        sealed = join_tokens.seal(key, master_pub, join_tokens.MASTER)
+    except (OSError, ArmswarmError) as exc:
+        raise CommandExecutionError(f"cannot seal the unlock key for the master: {exc}") from exc
+    return {"available": True, "sealed": sealed}
 
 
-def unlock(key=None, key_pillar=None):
+def unlock(key=None, key_pillar=None, sealed_key=None):
     """
-    Unlock this (locked) manager with the swarm's unlock key, given as ``key`` or, better, read
-    from the pillar key ``key_pillar``: a ``key`` argument is stored in the job cache like any
-    argument, a pillar value is not. The key is never returned or logged.
+    Unlock this (locked) manager with the swarm's unlock key: ``sealed_key`` (sealed for this
+    minion, as ``salt-run swarm_keys.unlock`` sends it), or read from the pillar key
+    ``key_pillar``, or ``key`` (a ``key`` argument is stored in the job cache like any
+    argument, a pillar value or a sealed one is not). The key is never returned or logged.
 
     CLI Example:
 
@@ -235,10 +249,16 @@ def unlock(key=None, key_pillar=None):
 
         salt node2 docker_swarm.unlock key_pillar=armswarm:swarm:unlock_key
     """
-    if key_pillar:
+    if sealed_key:
+        try:
+            with open(os.path.join(__opts__["pki_dir"], "minion.pem"), "rb") as fh:
+                key = join_tokens.unseal(sealed_key, fh.read(), __opts__["id"])
+        except (OSError, ArmswarmError) as exc:
+            raise CommandExecutionError(f"cannot open the unlock key: {exc}") from exc
+    elif key_pillar:
         key = traverse_dict_and_list(__pillar__, key_pillar, None)
     if not key:
-        raise CommandExecutionError("an unlock key is needed: key or key_pillar")
+        raise CommandExecutionError("an unlock key is needed: sealed_key, key_pillar or key")
     return _call(swarm_engine.unlock, str(key))
 
 
@@ -252,7 +272,7 @@ def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm_engi
 
     .. code-block:: bash
 
-        salt node4 docker_swarm.join 10.0.0.11:2377 sealed_token=armswarm-sealed-v1:...
+        salt node4 docker_swarm.join 10.0.0.11:2377 sealed_token=armswarm-sealed-v2:...
     """
     current = state()
     if current["state"] != "inactive":
@@ -266,7 +286,7 @@ def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm_engi
     key_file = os.path.join(__opts__["pki_dir"], "minion.pem")
     try:
         with open(key_file, "rb") as fh:
-            token = join_tokens.unseal(sealed_token, fh.read())
+            token = join_tokens.unseal(sealed_token, fh.read(), __opts__["id"])
     except (OSError, ArmswarmError) as exc:
         raise CommandExecutionError(f"cannot open the join token: {exc}") from exc
     new = _call(

@@ -8,6 +8,7 @@ from armswarm_core import ArmswarmError
 from armswarm_core.common import files, state_results
 from armswarm_core.node import (
     boot_files,
+    docker_daemon,
     io_schedulers,
     irqs,
     log_files,
@@ -182,6 +183,81 @@ def settings_valid(name="armnode-settings", settings=None):
             ret, "Invalid armnode settings, nothing changed:\n" + "\n".join(errors)
         )
     return state_results.unchanged(ret, "Settings are valid")
+
+
+def _docker_swarm_state():
+    """The engine's swarm state, or None when no dockerd answers (not installed or stopped)."""
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def docker_daemon_config(name=docker_daemon.PATH, daemon=None, restart=True):
+    """
+    dockerd's ``daemon.json`` holds ``daemon``, checked before it is written: ``dockerd
+    --validate --config-file`` where the engine has it (Docker 23+), else JSON, known keys and
+    their types. A bad key fails the state, naming it, and the file stays as it was.
+
+    A change restarts dockerd at once only on a node outside a swarm. In a swarm, restarting
+    every node of a ``state.apply`` at once would lose the managers' quorum: the node is
+    marked and ``salt-run armnode_docker.rolling_restart`` restarts the marked nodes one at a
+    time, the quorum kept. ``restart: false`` only writes the file.
+    """
+    ret = state_results.new(name)
+    daemon = {} if daemon is None else daemon
+    if not isinstance(restart, bool):
+        return state_results.failed(ret, "restart: must be true or false; nothing changed")
+    try:
+        how = docker_daemon.validate(daemon)
+    except ArmswarmError as exc:
+        return state_results.failed(ret, f"{exc}; {name} is unchanged")
+    text = docker_daemon.render(daemon)
+    current = _read(name)
+    pending = docker_daemon.is_pending()
+    swarm = _docker_swarm_state() if restart else None
+    in_swarm = swarm in ("active", "locked", "pending")
+    if current == text:
+        if pending:
+            return state_results.unchanged(
+                ret,
+                f"{name} is up to date; dockerd restart pending "
+                "(salt-run armnode_docker.rolling_restart)",
+            )
+        return state_results.unchanged(ret, f"{name} is up to date (checked: {how})")
+    changes = {"daemon.json": name, "checked": how}
+    changes["restart"] = "rolling (pending)" if in_swarm else ("now" if swarm else "none")
+    if __opts__["test"]:
+        return state_results.would_change(ret, f"{name} would be written", changes)
+    files.write(name, text, 0o644)
+    if in_swarm:
+        docker_daemon.mark_pending()
+        return state_results.changed(
+            ret,
+            f"{name} written; this node is in a swarm: its dockerd restarts with "
+            "salt-run armnode_docker.rolling_restart (one node at a time)",
+            changes,
+        )
+    if swarm is not None:  # dockerd runs, outside a swarm: nothing to keep
+        proc = subprocess.run(
+            ["systemctl", "restart", "docker"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if proc.returncode != 0:
+            return state_results.failed(
+                ret, f"{name} written, dockerd restart failed: {proc.stderr.strip()[-300:]}"
+            )
+    return state_results.changed(ret, f"{name} written", changes)
 
 
 def mail_relay(

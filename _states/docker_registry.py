@@ -28,17 +28,44 @@ def _conf(overrides, name=registry_host.CONTAINER):
     return registry_host.settings(__opts__, __pillar__, name, **overrides)
 
 
-def running(name="armswarm-registry", image=None, port=None, storage=None, users=None):
+def running(
+    name="armswarm-registry",
+    image=None,
+    port=None,
+    storage=None,
+    users=None,
+    listen=None,
+    allow_anonymous=None,
+):
     """
     The registry container runs with the current configuration: ``config.yml`` (filesystem
-    storage under ``storage``, deletes enabled, TLS, htpasswd auth when ``users`` are set) and
-    ``htpasswd`` are written to ``config_dir``, and the container is (re)created when any of
-    its inputs changed (settings, configuration, certificate, users). Arguments override
+    storage under ``storage``, deletes enabled, TLS, htpasswd auth) and ``htpasswd`` are
+    written to ``config_dir``, and the container is (re)created when any of its inputs
+    changed (settings, configuration, certificate, users). Without ``users`` the state fails
+    before anything changes, unless ``allow_anonymous`` is true. The port is published on
+    ``listen`` only (default: the address in ``host``, else the node's first address that is
+    not loopback or a docker bridge). A new container starts before the old one is removed;
+    when it does not serve, the old one runs again and the state fails. Arguments override
     pillar ``armswarm:registry``. Passwords never appear in changes or comments.
     """
     ret = state_results.new(name)
     try:
-        conf = _conf({"image": image, "port": port, "storage": storage, "users": users}, name)
+        conf = _conf(
+            {
+                "image": image,
+                "port": port,
+                "storage": storage,
+                "users": users,
+                "listen": listen,
+                "allow_anonymous": allow_anonymous,
+            },
+            name,
+        )
+        conf["listen"] = registry_host.placement(conf, __grains__.get("ip4_interfaces"))["listen"]
+        if not conf["listen"]:
+            raise ArmswarmError(
+                "armswarm:registry:listen: this node has no address other nodes can reach"
+            )
         config_dir = Path(conf["config_dir"])
         for needed in ("tls.crt", "tls.key"):
             if not (config_dir / needed).is_file() and not __opts__["test"]:
@@ -80,15 +107,21 @@ def running(name="armswarm-registry", image=None, port=None, storage=None, users
         if before and before["status"] == "running" and before["spec"] == spec:
             if not changes:
                 return state_results.unchanged(
-                    ret, f"The registry runs on port {conf['port']} as configured"
+                    ret, f"The registry runs on {conf['listen']}:{conf['port']} as configured"
                 )
         registry_host.replace(engine, conf, spec)
-        registry_host.wait_serving(conf["port"])
         changes["container"] = {
             "old": before and {k: before[k] for k in ("id", "status", "spec")},
-            "new": {"spec": spec, "image": conf["image"], "port": conf["port"]},
+            "new": {
+                "spec": spec,
+                "image": conf["image"],
+                "listen": conf["listen"],
+                "port": conf["port"],
+            },
         }
-        return state_results.changed(ret, f"The registry runs on port {conf['port']}", changes)
+        return state_results.changed(
+            ret, f"The registry runs on {conf['listen']}:{conf['port']}", changes
+        )
     except ArmswarmError as exc:
         return state_results.failed(ret, exc)
 

@@ -129,7 +129,7 @@ def _token(sealed_token, join_token_pillar):
     if sealed_token:
         try:
             with open(os.path.join(__opts__["pki_dir"], "minion.pem"), "rb") as fh:
-                return join_tokens.unseal(sealed_token, fh.read())
+                return join_tokens.unseal(sealed_token, fh.read(), __opts__["id"])
         except OSError as exc:
             raise ArmswarmError(f"cannot read this minion's key: {exc}") from exc
     if join_token_pillar:

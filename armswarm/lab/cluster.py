@@ -6,15 +6,20 @@ own dockerd and its own salt-minion. Everything the lab creates carries the labe
 directory (master, registry, keys), so ``down`` removes exactly that.
 """
 
+import base64
+import io
 import ipaddress
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,6 +122,21 @@ def cpu_share(board: str) -> float:
     return BOARD_CPU.get(board, 1.0)
 
 
+REGISTRY_USER = "lab"
+
+
+def _bcrypt(password: str) -> str:
+    # the htpasswd hash docker-registry accepts, from the host's libcrypt
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt  # noqa: PLC0415
+
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    if not hashed or not hashed.startswith("$2"):
+        raise LabError("the host's crypt() has no bcrypt: cannot write the registry's htpasswd")
+    return hashed
+
+
 class LabError(RuntimeError):
     pass
 
@@ -158,6 +178,18 @@ class Lab:
     @property
     def registry(self) -> str:
         return f"{self.gateway}:{self.registry_port}"
+
+    @property
+    def registry_auth(self) -> tuple[str, str]:
+        """The lab registry's login (it is closed, like a deployed one): made once per lab,
+        kept 0600 in its state directory; the master, every node's root and the tests use it."""
+        path = self.state_dir / "registry-password"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(18))
+        return REGISTRY_USER, path.read_text().strip()
 
     @property
     def ca_file(self) -> Path:
@@ -310,15 +342,28 @@ class Lab:
                 "tls": {"certificate": str(cert), "key": str(key)},
                 "headers": {"X-Content-Type-Options": ["nosniff"]},
             },
+            "auth": {
+                "htpasswd": {
+                    "realm": "armswarm-lab",
+                    "path": str(self.registry_dir / "htpasswd"),
+                }
+            },
         }
         conf_file = self.registry_dir / "config.yml"
         conf_file.parent.mkdir(parents=True, exist_ok=True)
+        user, password = self.registry_auth
+        htpasswd = self.registry_dir / "htpasswd"
+        htpasswd.write_text(f"{user}:{_bcrypt(password)}\n")
+        htpasswd.chmod(0o600)
         conf_file.write_text(yaml.safe_dump(config))
         self._spawn("registry", [binary, "serve", str(conf_file)], self.registry_dir / "log")
         self._wait(
             lambda: (
                 requests.get(
-                    f"https://{self.registry}/v2/", verify=str(self.ca_file), timeout=2
+                    f"https://{self.registry}/v2/",
+                    auth=self.registry_auth,
+                    verify=str(self.ca_file),
+                    timeout=2,
                 ).status_code
                 == 200
             ),
@@ -349,7 +394,14 @@ class Lab:
             "state_output": "changes",
             # The lab registry's address depends on the lab's subnet: the master config says
             # where it is (pillar's registry keys merge over it, key by key).
-            "armswarm": {"registry": {"host": self.registry, "ca_file": str(self.ca_file)}},
+            "armswarm": {
+                "registry": {
+                    "host": self.registry,
+                    "ca_file": str(self.ca_file),
+                    "username": self.registry_auth[0],
+                    "password": self.registry_auth[1],
+                }
+            },
         }
 
     def served_tree(self) -> Path | None:
@@ -381,7 +433,11 @@ class Lab:
         if self._pid_alive("master"):
             return
         self.master_conf_dir.mkdir(parents=True, exist_ok=True)
-        (self.master_conf_dir / "master").write_text(yaml.safe_dump(self.master_config()))
+        # 0600: it holds the lab registry's password
+        conf = self.master_conf_dir / "master"
+        conf.touch(mode=0o600)
+        conf.chmod(0o600)
+        conf.write_text(yaml.safe_dump(self.master_config()))
         accepted = self.master_root / "pki" / "minions"
         accepted.mkdir(parents=True, exist_ok=True)
         # Keys are made by the lab and accepted up front: no auto-accept, and re-created nodes
@@ -455,6 +511,23 @@ class Lab:
         """The CFS quota (µs per period) of the node's containers: its board's share."""
         return int(round(cpu_share(node.board) * CPU_PERIOD_US))
 
+    def _docker_login(self) -> bytes:
+        """root's docker login to the lab registry (the CLI, the SDK and stack deploys with
+        --with-registry-auth on every node read it), as a tar for ``put_archive``: /root and
+        /root/.docker 0700, the file 0600."""
+        secret = base64.b64encode(":".join(self.registry_auth).encode()).decode()
+        data = json.dumps({"auths": {self.registry: {"auth": secret}}}).encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, mode in (("root", 0o700), ("root/.docker", 0o700)):
+                info = tarfile.TarInfo(name)
+                info.type, info.mode = tarfile.DIRTYPE, mode
+                tar.addfile(info)
+            info = tarfile.TarInfo("root/.docker/config.json")
+            info.size, info.mode = len(data), 0o600
+            tar.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
     def _create_node(self, node: NodeSpec, tag: str):
         name = self.container_name(node)
         try:
@@ -498,6 +571,7 @@ class Lab:
         )
         container = self.client.containers.get(created["Id"])
         container.put_archive("/", image.tar_bytes(self._node_files(node)))
+        container.put_archive("/", self._docker_login())
         return container
 
     # -- ARM emulation --------------------------------------------------------------------
@@ -925,23 +999,25 @@ class Lab:
     def registry_listing(self) -> list[str]:
         """``repo: tag (platforms), …`` for every repository in the lab registry."""
         base = f"https://{self.registry}/v2"
-        verify = str(self.ca_file)
+        verify, auth = str(self.ca_file), self.registry_auth
         try:
-            repos = requests.get(f"{base}/_catalog", verify=verify, timeout=10).json()
+            repos = requests.get(f"{base}/_catalog", auth=auth, verify=verify, timeout=10).json()
         except (requests.RequestException, ValueError) as exc:
             return [f"registry not reachable: {exc}"]
         lines = []
         for repo in repos.get("repositories") or []:
-            tags = requests.get(f"{base}/{repo}/tags/list", verify=verify, timeout=10).json()
+            tags = requests.get(
+                f"{base}/{repo}/tags/list", auth=auth, verify=verify, timeout=10
+            ).json()
             shown = [
-                f"{tag} ({self._tag_platforms(base, repo, tag, verify)})"
+                f"{tag} ({self._tag_platforms(base, repo, tag, verify, auth)})"
                 for tag in sorted(tags.get("tags") or [])
             ]
             lines.append(f"{repo}: {', '.join(shown)}")
         return lines or ["(empty)"]
 
     @staticmethod
-    def _tag_platforms(base: str, repo: str, tag: str, verify: str) -> str:
+    def _tag_platforms(base: str, repo: str, tag: str, verify: str, auth=None) -> str:
         """The platforms of a tag: a manifest list's entries, or one image's config."""
         accept = ", ".join(
             (
@@ -955,6 +1031,7 @@ class Lab:
             manifest = requests.get(
                 f"{base}/{repo}/manifests/{tag}",
                 headers={"Accept": accept},
+                auth=auth,
                 verify=verify,
                 timeout=10,
             ).json()
@@ -963,7 +1040,9 @@ class Lab:
             else:
                 digest = manifest["config"]["digest"]
                 platforms = [
-                    requests.get(f"{base}/{repo}/blobs/{digest}", verify=verify, timeout=10).json()
+                    requests.get(
+                        f"{base}/{repo}/blobs/{digest}", auth=auth, verify=verify, timeout=10
+                    ).json()
                 ]
         except (requests.RequestException, ValueError, KeyError, TypeError):
             return "?"

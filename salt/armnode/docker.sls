@@ -17,15 +17,12 @@ armnode-docker-installed:
       - pkg: armnode-mail-packages-installed
     {%- endif %}
 
+{#- Checked before it is written (dockerd --validate, else known keys); in a swarm a change
+    waits for salt-run armnode_docker.rolling_restart (one node at a time, quorum kept). #}
 armnode-docker-daemon-json:
-  file.serialize:
+  armnode.docker_daemon_config:
     - name: /etc/docker/daemon.json
-    - serializer: json
-    - serializer_opts:
-      - indent: 2
-      - sort_keys: true
-    - dataset: {{ daemon | json }}
-    - makedirs: true
+    - daemon: {{ daemon | json }}
     - require:
       - pkg: armnode-docker-installed
 
@@ -52,5 +49,5 @@ armnode-docker-running:
   service.running:
     - name: docker
     - enable: true
-    - watch:
-      - file: armnode-docker-daemon-json
+    - require:
+      - armnode: armnode-docker-daemon-json

@@ -47,14 +47,29 @@ armnode-admin-sudoers-managed:
 {%- endif %}
 {%- endfor %}
 {%- endif %}
+{%- set removable = [] %}
 {%- for name in candidates %}
 {%- if name != admin.name and name not in logged_in and salt["user.info"](name) %}
+{%- do removable.append(name) %}
+{%- endif %}
+{%- endfor %}
+{#- Never lock everyone out: the admin needs a password or a key (pillar, or on the node). #}
+{%- set lockout = salt["armnode.ssh_lockout"]() if removable else "" %}
+{%- if lockout %}
+armnode-default-users-kept:
+  test.fail_without_changes:
+    - name: {{ lockout | json }}
+{%- else %}
+{%- for name in removable %}
 armnode-default-user-{{ name }}-absent:
   user.absent:
     - name: {{ name }}
     - purge: false
     - require:
       - user: armnode-admin-user-present
-{%- endif %}
+      {%- if admin.ssh_keys %}
+      - ssh_auth: armnode-admin-ssh-keys-present
+      {%- endif %}
 {%- endfor %}
+{%- endif %}
 {%- endif %}

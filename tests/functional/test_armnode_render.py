@@ -190,9 +190,20 @@ def test_backup_formula_renders_with_config_and_pillar(tmp_path):
 
 def test_registry_formula_renders_with_config_and_pillar(tmp_path):
     pytest.importorskip("docker")
+    # As a board with Docker reports itself: docker0's address sorts before the LAN's.
+    grains = {
+        **ARCH,
+        "id": "render-test",
+        "ipv4": ["127.0.0.1", "172.17.0.1", "192.168.1.20"],
+        "ip4_interfaces": {
+            "docker0": ["172.17.0.1"],
+            "eth0": ["192.168.1.20"],
+            "lo": ["127.0.0.1"],
+        },
+    }
     high = show_sls(
         tmp_path,
-        {**ARCH, "id": "render-test", "ipv4": ["127.0.0.1", "10.0.0.5"]},
+        grains,
         sls="registry",
         options={"armswarm": {"registry": {"port": 5001}}},
         pillar={"armswarm": {"registry": {"storage": "/srv/ssd/registry"}}},
@@ -205,8 +216,10 @@ def test_registry_formula_renders_with_config_and_pillar(tmp_path):
         5001,
         "/srv/ssd/registry",
     )
-    assert "IP:10.0.0.5" in _arg(high["armswarm-registry-tls-cert"], "x509", "subjectAltName")
-    assert _arg(high["armswarm-registry-tls-cert"], "x509", "CN") == "10.0.0.5"
+    sans = _arg(high["armswarm-registry-tls-cert"], "x509", "subjectAltName")
+    assert "IP:192.168.1.20" in sans and "172.17" not in sans
+    # the default host (the certificate's name) is the LAN address, never docker0's
+    assert _arg(high["armswarm-registry-tls-cert"], "x509", "CN") == "192.168.1.20"
 
 
 def test_registry_formula_refuses_a_bad_key_before_any_state(tmp_path):
@@ -219,3 +232,23 @@ def test_registry_formula_refuses_a_bad_key_before_any_state(tmp_path):
             pillar={"armswarm": {"registry": {"users": ["builder"]}}},
         )
     assert "armswarm:registry:users: must be a mapping, not a list" in str(err.value)
+
+
+def test_removing_default_users_never_locks_out_ssh(tmp_path):
+    # `root` stands in for an image's default user: it exists wherever this test runs. The
+    # admin (a name no test machine has) gets neither a password nor a key.
+    pillar = {"armnode": {"default_users": ["root"], "admin": {"name": "armswarm-t-admin"}}}
+    high = show_sls(tmp_path, ARCH, sls="armnode.users", pillar=pillar)
+    assert "armnode-default-user-root-absent" not in high
+    kept = high["armnode-default-users-kept"]
+    name = next(a["name"] for a in kept["test"] if isinstance(a, dict) and "name" in a)
+    assert "armnode:remove_default_users" in name and "no password and no SSH key" in name
+    # With a key from pillar the admin can log in: the default user goes, after the key.
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx5mJ2C3qk4b8g0sPRb1Q2Yg8l5j2m0Sx9H5b3kP2hX t@x"
+    pillar["armnode"]["admin"]["ssh_keys"] = [key]
+    (tmp_path / "with-key").mkdir()
+    high = show_sls(tmp_path / "with-key", ARCH, sls="armnode.users", pillar=pillar)
+    assert "armnode-default-users-kept" not in high
+    absent = high["armnode-default-user-root-absent"]
+    requires = next(a["require"] for a in absent["user"] if isinstance(a, dict) and "require" in a)
+    assert {"ssh_auth": "armnode-admin-ssh-keys-present"} in requires

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from armswarm_core import ArmswarmError
+from armswarm_core.common import files
 from armswarm_core.node import boot_files, cmdline, root_move
 
 BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
@@ -19,8 +20,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def sh(*argv, check_ok=True):
-    proc = subprocess.run(argv, check=False, capture_output=True, text=True)
+def sh(*argv, check_ok=True, input_text=None):
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True, input=input_text)
     if check_ok and proc.returncode != 0:
         raise AssertionError(f"{argv}: {proc.stderr}")
     return proc.stdout
@@ -151,3 +152,127 @@ def test_move(disks, board):
     if flavour == "boot.txt":
         assert cmdline.decode_script_image(Path(boot, "boot/boot.scr").read_bytes()) == text
     assert any("root moves to" in r for r in boot_files.reboot_required(boot))
+
+
+def test_a_target_with_data_is_refused_unless_wipe(disks):
+    source, target = str(disks["source"]), disks["target"]
+    boot = boot_root(disks, "odroid-hc1")
+    sh("mkfs.ext4", "-q", "-F", "-L", "precious", target)  # an SSD holding a file system
+    with pytest.raises(ArmswarmError, match=r"is not empty \(.*TYPE=ext4.*wipe=True"):
+        root_move.run(target, source=source, boot_root=boot)
+    sh("wipefs", "-a", target)
+    sh("sfdisk", "--quiet", target, input_text="label: gpt\n,,L\n")  # a partition table
+    with pytest.raises(ArmswarmError, match="PTTYPE=gpt"):
+        root_move.run(target, source=source, boot_root=boot)
+    report = root_move.run(target, source=source, boot_root=boot, wipe=True, dry_run=False)
+    assert report["uuid"] and "precious" not in sh("blkid", "-p", report["partition"])
+
+
+def test_the_root_is_seen_through_dev_root(disks):
+    # A root mounted without initramfs is listed as /dev/root, which is no device node here.
+    source = str(disks["source"])
+    mounts = f"/dev/root {source} ext4 rw 0 0\nproc /proc proc rw 0 0\n"
+    with pytest.raises(ArmswarmError, match="holds the current root"):
+        root_move.check(disks["source_dev"], source=source, mounts_text=mounts)
+
+
+def test_swap_and_device_mapper_holders_are_refused(disks):
+    source, target = str(disks["source"]), disks["target"]
+    sh("mkswap", target)
+    swaps = f"Filename Type Size Used Priority\n{target} partition 131068 0 -2\n"
+    with pytest.raises(ArmswarmError, match="is active swap"):
+        root_move.check(target, source=source, swaps_text=swaps, wipe=True)
+    sh("wipefs", "-a", target)
+    if not shutil.which("dmsetup"):
+        pytest.skip("dmsetup is not installed")
+    sectors = int(sh("blockdev", "--getsz", target))
+    name = f"armswarm-test-{os.getpid()}"
+    made = subprocess.run(
+        ["dmsetup", "create", name, "--table", f"0 {sectors} linear {target} 0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"device mapper unavailable here: {made.stderr.strip()}")
+    try:
+        # as an LVM volume or a dm-crypt mapping over the SSD would: it holds the disk
+        with pytest.raises(ArmswarmError, match=r"held by dm-\d+"):
+            root_move.check(target, source=source, wipe=True)
+        # and a file system mounted from that mapping counts as the disk being mounted
+        sh("mkfs.ext4", "-q", "-F", f"/dev/mapper/{name}")
+        point = disks["tmp"] / "on-dm"
+        point.mkdir()
+        sh("mount", f"/dev/mapper/{name}", str(point))
+        disks["mounts"].append(point)
+        with pytest.raises(ArmswarmError, match="is mounted"):
+            root_move.check(target, source=source, wipe=True)
+    finally:
+        subprocess.run(["umount", str(disks["tmp"] / "on-dm")], check=False, capture_output=True)
+        subprocess.run(["dmsetup", "remove", name], check=False, capture_output=True)
+
+
+def _mount_as_next_boot(copy: Path, fstab: str):
+    """Mount what the copy's fstab adds for the boot files, as the next boot would."""
+    done = []
+    for line in fstab.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or line.startswith("#") or fields[1] == "/":
+            continue
+        where = copy / fields[1].lstrip("/")
+        if fields[2] == "none" and "bind" in fields[3].split(","):
+            sh("mount", "--bind", str(copy / fields[0].lstrip("/")), str(where))
+        else:
+            dev = sh("blkid", "-U", fields[0].split("=", 1)[1]).strip()
+            sh("mount", dev, str(where))
+        done.append(where)
+    return done
+
+
+@pytest.mark.parametrize(
+    "board, read_dir",
+    [("odroid-hc1", "boot"), ("rockpro64", "boot"), ("rpi4", "boot/firmware")],
+)
+def test_after_the_move_boot_edits_land_where_u_boot_reads(disks, board, read_dir):
+    # The boot files on the root itself (no /boot partition): as on an HC1's SD card.
+    source = disks["source"]
+    shutil.copytree(BOARDS / board / "rootfs", source, dirs_exist_ok=True)
+    report = root_move.run(
+        disks["target"], source=str(source), boot_root=str(source), dry_run=False
+    )
+    assert report["boot_files_on_root"] is True
+    copy = disks["tmp"] / "copy"
+    copy.mkdir()
+    sh("mount", report["partition"], str(copy))
+    disks["mounts"].append(copy)
+    fstab = (copy / "etc/fstab").read_text()
+    assert f"{root_move.OLD_ROOT}/{read_dir}\t/{read_dir}\tnone\tbind" in fstab
+    disks["mounts"].extend(_mount_as_next_boot(copy, fstab))
+    # A later kernel-argument edit on the moved system, with / = the copy:
+    flavour, path = boot_files.locate(str(copy))
+    new = cmdline.edit(flavour, path.read_text(), ["fsck.mode=force"], path=str(path))
+    files.write(path, new)
+    boot_files.regenerate(flavour, path)
+    # ... is in the files U-Boot reads, on the old root (the SD card):
+    _, on_sd = boot_files.locate(str(source))
+    assert "fsck.mode=force" in cmdline.read(flavour, on_sd.read_text())
+    if flavour == "boot.txt":
+        scr = cmdline.decode_script_image((source / "boot/boot.scr").read_bytes())
+        assert "fsck.mode=force" in scr
+
+
+def test_u_boot_menu_output_stays_on_the_old_root(disks):
+    # u-boot-menu edits /etc (moved with the root) and writes /boot/extlinux (must stay).
+    source = disks["source"]
+    shutil.copytree(BOARDS / "rockpro64-extlinux" / "rootfs", source, dirs_exist_ok=True)
+    flavour, path = boot_files.locate(str(source))
+    assert flavour == "u-boot-menu"
+    read_dir = root_move.boot_read_dir(str(source), flavour, path)
+    assert read_dir == (source / "boot").resolve()
+    lines = root_move._boot_fstab_lines(read_dir, str(source), str(source), "1234-abcd")
+    assert lines[1] == f"UUID=1234-abcd\t{root_move.OLD_ROOT}\text4\tdefaults,noatime\t0\t2"
+    assert lines[2].startswith(f"{root_move.OLD_ROOT}/boot\t/boot\tnone\tbind")
+    # a /boot of its own (another file system): nothing to add, the copied fstab mounts it
+    other = disks["tmp"] / "bootfs"
+    other.mkdir()
+    assert root_move._boot_fstab_lines(other, str(disks["tmp"]), str(source), "x") == []

@@ -61,13 +61,23 @@ def test_registry_over_tls_from_every_node(lab):
     ref = f"{lab.registry}/lab/busybox:smoke"
     push_image(lab, "node1", ref, busybox_rootfs())
     tags = requests.get(
-        f"https://{lab.registry}/v2/lab/busybox/tags/list", verify=str(lab.ca_file), timeout=10
+        f"https://{lab.registry}/v2/lab/busybox/tags/list",
+        auth=lab.registry_auth,
+        verify=str(lab.ca_file),
+        timeout=10,
     ).json()
     assert "smoke" in tags["tags"]
     for node in ("node4", "node5"):
         code, out = lab.exec(node, ["docker", "run", "--rm", ref, "/bin/echo", "pulled-ok"])
         assert code == 0 and "pulled-ok" in out, (node, out)
     assert any("lab/busybox: smoke" in line for line in lab.registry_listing())
+    # Closed like a deployed registry: no login, no catalog.
+    anonymous = requests.get(
+        f"https://{lab.registry}/v2/_catalog", verify=str(lab.ca_file), timeout=10
+    )
+    assert anonymous.status_code == 401
+    code, out = lab.exec("node4", ["stat", "-c", "%a", "/root/.docker/config.json"])
+    assert code == 0 and out.strip() == "600", out
 
 
 def _cli(lab, *args) -> subprocess.CompletedProcess:

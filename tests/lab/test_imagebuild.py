@@ -22,7 +22,12 @@ EXAMPLE = paths.tree_root() / "salt/imagebuild/images"
 
 def _api(lab, path, method="GET", **kwargs):
     return requests.request(
-        method, f"https://{lab.registry}/v2/{path}", verify=str(lab.ca_file), timeout=10, **kwargs
+        method,
+        f"https://{lab.registry}/v2/{path}",
+        auth=lab.registry_auth,
+        verify=str(lab.ca_file),
+        timeout=10,
+        **kwargs,
     )
 
 

@@ -23,6 +23,7 @@ def _layers(lab, repo, ref):
     response = requests.get(
         f"https://{lab.registry}/v2/{repo}/manifests/{ref}",
         headers={"Accept": accept},
+        auth=lab.registry_auth,
         verify=str(lab.ca_file),
         timeout=10,
     )

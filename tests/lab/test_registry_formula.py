@@ -39,6 +39,9 @@ def deployed(lab):
     _remove(lab)
 
 
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 3)"
+
+
 def _apply(lab, target, sls, pillar, test=False):
     args = [target, "state.apply", sls, f"pillar={json.dumps(pillar)}"]
     if test:
@@ -64,6 +67,22 @@ def _results(states):
     return {s["__id__"]: s["result"] for s in states.values()}
 
 
+def test_no_users_no_registry(lab, deployed):
+    # Closed by default: without users (and without allow_anonymous) nothing is deployed.
+    _, pillar = deployed
+    open_pillar = {"armswarm": {"registry": dict(pillar["armswarm"]["registry"])}}
+    del open_pillar["armswarm"]["registry"]["users"]
+    for test in (True, False):
+        states = _apply(lab, NODE, "registry", open_pillar, test=test)
+        running = next(s for s in states.values() if s["__id__"] == "armswarm-registry-running")
+        assert running["result"] is False, running
+        assert "armswarm:registry:users is empty" in running["comment"], running
+        assert running["changes"] == {}
+    code, out = lab.exec(NODE, ["docker", "ps", "-aq", "--filter", "name=armswarm-registry"])
+    assert code == 0 and out.strip() == "", out
+    _remove(lab)  # the CA this run made: the next test starts from nothing again
+
+
 def test_check_apply_reapply_check(lab, deployed):
     _, pillar = deployed
     check = _apply(lab, NODE, "registry", pillar, test=True)
@@ -78,6 +97,25 @@ def test_check_apply_reapply_check(lab, deployed):
         "armswarm-registry-running",
     } <= set(changed)
     assert changed["armswarm-registry-running"]["users"] == ["builder"]
+    # Published on the node's address only, not on every interface.
+    code, out = lab.exec(
+        NODE,
+        ["docker", "inspect", "--format", "{{json .HostConfig.PortBindings}}", "armswarm-registry"],
+    )
+    assert code == 0, out
+    assert json.loads(out) == {
+        "5000/tcp": [{"HostIp": lab.node_address(lab.node(NODE)), "HostPort": "5000"}]
+    }
+    code, _ = lab.exec(NODE, ["/opt/salt/bin/python3", "-c", CONNECT, "127.0.0.1", "5000"])
+    assert code != 0  # loopback (and docker0) does not reach it
+    # The container has the certificate and key it serves, never the CA's private key.
+    copy = ["docker", "cp", "armswarm-registry:/etc/docker/registry/{}", "/tmp/registry-{}"]
+    code, out = lab.exec(NODE, [a.format("tls.key") for a in copy])
+    assert code == 0, out
+    code, out = lab.exec(NODE, [a.format("ca.key") for a in copy])
+    assert code != 0 and "ca.key" in out, out
+    code, out = lab.exec(NODE, ["test", "-s", "/etc/armswarm/registry/ca.key"])
+    assert code == 0  # it exists on the node, outside the container
     again = _apply(lab, NODE, "registry", pillar)
     assert _changed(again) == {} and all(_results(again).values()), _changed(again)
     check = _apply(lab, NODE, "registry", pillar, test=True)
@@ -183,3 +221,37 @@ def test_a_build_pulls_its_parent_from_the_authenticating_registry(lab, deployed
         "node2", ["sh", "-c", f"docker logout {host}; docker rmi -f {host}/child:1"]
     )
     assert code == 0, out
+
+
+def test_a_replacement_that_does_not_start_keeps_the_old_registry(lab, deployed):
+    host, pillar = deployed
+    code, before = lab.exec(NODE, ["docker", "inspect", "--format", "{{.Id}}", "armswarm-registry"])
+    assert code == 0, before
+    # An image the engine cannot run (no command): the new container fails to be created.
+    code, out = lab.exec(
+        NODE,
+        [
+            "sh",
+            "-c",
+            "d=$(mktemp -d); echo x > $d/x; tar -C $d -c . | docker import - armswarm-lab/broken:1",
+        ],
+    )
+    assert code == 0, out
+    broken = {"armswarm": {"registry": {**pillar["armswarm"]["registry"]}}}
+    broken["armswarm"]["registry"]["image"] = "armswarm-lab/broken:1"
+    states = _apply(lab, NODE, "registry", broken)
+    running = next(s for s in states.values() if s["__id__"] == "armswarm-registry-running")
+    assert running["result"] is False and "runs again" in running["comment"], running
+    code, after = lab.exec(
+        NODE, ["docker", "inspect", "--format", "{{.Id}} {{.State.Status}}", "armswarm-registry"]
+    )
+    assert code == 0 and after.split() == [before.strip(), "running"], after
+    code, out = lab.exec(NODE, ["docker", "ps", "-aq", "--filter", "name=previous"])
+    assert out.strip() == "", out
+    response = requests.get(
+        f"https://{host}/v2/", auth=("builder", PASSWORD), verify=_ca_file(lab), timeout=10
+    )
+    assert response.status_code == 200
+    # and the pillar it was deployed from is still what runs
+    again = _apply(lab, NODE, "registry", pillar)
+    assert _changed(again) == {} and all(_results(again).values()), _changed(again)

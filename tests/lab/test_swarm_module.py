@@ -38,8 +38,10 @@ def test_init_join_label_leave(swarm):
     assert again["changed"] is False
 
     for joiner, role in (("node2", "manager"), ("node4", "worker")):
-        blob = _one(lab, "node1", "docker_swarm.sealed_join_token", role, _pub_body(lab, joiner))
-        assert blob.startswith("armswarm-sealed-v1:") and "SWMTKN" not in blob
+        blob = _one(
+            lab, "node1", "docker_swarm.sealed_join_token", role, _pub_body(lab, joiner), joiner
+        )
+        assert blob.startswith("armswarm-sealed-v2:") and "SWMTKN" not in blob
         address = lab.node_address(lab.node(joiner))
         joined = _one(
             lab,
@@ -53,7 +55,9 @@ def test_init_join_label_leave(swarm):
         assert joined["state"]["is_manager"] is (role == "manager")
 
     # A token sealed for node4 is useless to node5.
-    blob = _one(lab, "node1", "docker_swarm.sealed_join_token", "worker", _pub_body(lab, "node4"))
+    blob = _one(
+        lab, "node1", "docker_swarm.sealed_join_token", "worker", _pub_body(lab, "node4"), "node4"
+    )
     refused = _one(
         lab, "node5", "docker_swarm.join", f"{node1}:2377", f"sealed_token={blob}", check=False
     )

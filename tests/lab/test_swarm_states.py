@@ -156,8 +156,10 @@ def test_left_initialised_and_joined_on_a_worker(lab):
     }
 
     # Back into the lab swarm with a token sealed for node5's key.
-    blob = call(lab, "node1", "docker_swarm.sealed_join_token", "worker", pub_body(lab, "node5"))
-    assert blob.startswith("armswarm-sealed-v1:") and "SWMTKN" not in blob
+    blob = call(
+        lab, "node1", "docker_swarm.sealed_join_token", "worker", pub_body(lab, "node5"), "node5"
+    )
+    assert blob.startswith("armswarm-sealed-v2:") and "SWMTKN" not in blob
     args = (
         "name=swarm",
         f"remote_addrs={node1}:2377",

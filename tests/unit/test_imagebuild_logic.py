@@ -3,6 +3,7 @@ and the dispatcher's failure handling (driven by a simulated transport)."""
 
 import base64
 import datetime
+import hashlib
 import io
 import tarfile
 import textwrap
@@ -15,6 +16,11 @@ from armswarm_core.registry import registry_api, tag_retention
 pytestmark = pytest.mark.unit
 
 REG = "reg.lan:5000"
+
+
+def _digest(image: str) -> str:
+    """A build's answer: a real sha256 digest (the dispatcher refuses anything else)."""
+    return "sha256:" + hashlib.sha256(image.encode()).hexdigest()
 
 
 # -- Dockerfile ------------------------------------------------------------------------------
@@ -259,7 +265,7 @@ class FakeTransport:
         elif image in self.fail:
             answer = {"status": "failed", "transient": False, "error": "RUN false"}
         else:
-            answer = {"status": "ok", "digest": f"sha256:{image}", "seconds": 1}
+            answer = {"status": "ok", "digest": _digest(image), "seconds": 1}
         due = self.clock.now + self.durations.get(image, 1)
         self.pending.append((due, jid, node, {"return": answer, "success": True}))
         return jid
@@ -309,7 +315,7 @@ def test_dispatcher_pins_children_and_isolates_failures():
     status = {name: o.status for name, o in outcomes.items()}
     assert status == {"base": "done", "a": "failed", "a1": "skipped", "b": "done", "b1": "done"}
     pins = {image: p for image, _, p in transport.started}
-    assert pins["b1"] == {"b": "sha256:b"}  # its own parent's only, not the whole run's
+    assert pins["b1"] == {"b": _digest("b")}  # its own parent's only, not the whole run's
     assert [a[3] for a in outcomes["b"].attempts] == ["failed", "ok"]
 
 

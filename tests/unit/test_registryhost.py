@@ -30,7 +30,8 @@ def test_config_document():
     assert doc["http"]["addr"] == ":5000" and "tls" in doc["http"]
     assert doc["auth"]["htpasswd"]["path"] == "/etc/docker/registry/htpasswd"
     assert "pw" not in registry_host.render_config(conf)
-    assert "auth" not in registry_host.config_document(registry_host.settings())
+    open_conf = registry_host.settings(None, _pillar(allow_anonymous=True))
+    assert "auth" not in registry_host.config_document(open_conf)
     assert registry_host.config_document(conf, readonly=True)["storage"]["maintenance"] == {
         "readonly": {"enabled": True}
     }
@@ -54,3 +55,64 @@ def test_spec_hash_follows_the_files(tmp_path):
     assert registry_host.spec_hash({**conf, "image": "registry:2.8"}, tmp_path) != second
     (tmp_path / "other").write_text("ignored")
     assert registry_host.spec_hash(conf, tmp_path) == second
+
+
+def test_closed_by_default():
+    # No users: refused, naming the key, unless an open registry is asked for (a string is
+    # not a boolean).
+    with pytest.raises(ArmswarmError, match="armswarm:registry:users is empty"):
+        registry_host.config_document(registry_host.settings())
+    with pytest.raises(ArmswarmError, match="allow_anonymous"):
+        registry_host.settings(None, _pillar(allow_anonymous="true"))
+    with pytest.raises(ArmswarmError, match="armswarm:registry:listen"):
+        registry_host.settings(None, _pillar(listen="0.0.0.0\n"))
+
+
+# ip4_interfaces as a board with Docker reports it: docker0 (the same 172.17.0.1 on every
+# node) and a user network's bridge come before the LAN interface, plus a veth and loopback.
+BOARD_INTERFACES = {
+    "br-3f2a9c1d": ["172.18.0.1"],
+    "docker0": ["172.17.0.1"],
+    "docker_gwbridge": ["172.19.0.1"],
+    "eth0": ["192.168.1.20", "169.254.3.4"],
+    "lo": ["127.0.0.1"],
+    "veth12ab": [],
+    "wlan0": ["192.168.2.20"],
+}
+
+
+def test_default_host_is_never_a_docker_bridge():
+    conf = registry_host.settings(None, _pillar(users={"u": "p"}))
+    placed = registry_host.placement(conf, BOARD_INTERFACES)
+    assert placed["addresses"] == ["192.168.1.20", "192.168.2.20"]
+    assert placed["host"] == "192.168.1.20:5000" and placed["listen"] == "192.168.1.20"
+    # host names one of the node's addresses: published there
+    conf = registry_host.settings(None, _pillar(host="192.168.2.20:5000"))
+    assert registry_host.placement(conf, BOARD_INTERFACES)["listen"] == "192.168.2.20"
+    # a DNS name: the first reachable address; listen set: that one
+    conf = registry_host.settings(None, _pillar(host="registry.lan:5000"))
+    assert registry_host.placement(conf, BOARD_INTERFACES)["listen"] == "192.168.1.20"
+    conf = registry_host.settings(None, _pillar(listen="192.168.2.20"))
+    assert registry_host.placement(conf, BOARD_INTERFACES)["listen"] == "192.168.2.20"
+    # only docker's bridges: nothing to publish on, not 172.17.0.1
+    only_docker = {"docker0": ["172.17.0.1"], "lo": ["127.0.0.1"]}
+    placed = registry_host.placement(registry_host.settings(), only_docker)
+    assert placed == {"host": "", "listen": "", "addresses": []}
+
+
+def test_the_container_sees_only_what_it_serves(tmp_path):
+    for name in ("ca.key", "ca.crt", "tls.key", "tls.crt", "config.yml", "htpasswd"):
+        (tmp_path / name).write_text(name)
+    conf = registry_host.settings(
+        None, _pillar(config_dir=str(tmp_path), storage="/srv/registry", listen="10.0.0.5")
+    )
+    conf["name"] = "armswarm-registry"
+    kwargs = registry_host.container_kwargs(conf, "spec")
+    sources = set(kwargs["volumes"])
+    assert sources == {"/srv/registry"} | {
+        str(tmp_path / n) for n in ("tls.key", "tls.crt", "config.yml", "htpasswd")
+    }
+    assert all(v["mode"] == "ro" for k, v in kwargs["volumes"].items() if k != "/srv/registry")
+    assert kwargs["ports"] == {"5000/tcp": ("10.0.0.5", 5000)}
+    with pytest.raises(ArmswarmError, match="listen"):
+        registry_host.container_kwargs({**conf, "listen": ""}, "spec")

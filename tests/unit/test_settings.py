@@ -372,3 +372,20 @@ def test_a_plaintext_database_password_never_comes_back_even_unstrict():
     conf = backup_policy.settings({}, pillar, strict=False)
     assert conf["mysql"]["credentials"]["db"] == {"user": "root"}
     assert "s3cret" not in repr(conf)
+
+
+def test_ssh_login_on_the_node():
+    from armswarm_core.node import node_settings as ns  # noqa: PLC0415
+
+    shadow = "root:*:19000:0:99999:7:::\nadmin:!$6$x$y:1::\nops:$6$salt$hash:1::\nnew::1::\n"
+    assert [ns.usable_password(shadow, n) for n in ("root", "admin", "ops", "new", "x")] == [
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+    assert ns.authorized_keys("# keys\n\n  # old\nssh-ed25519 AAAA a@b\n") == 1
+    settings = {"admin": {"name": "admin", "password_hash": "", "ssh_keys": []}}
+    assert "admin:password_hash" in ns.ssh_lockout(settings, False, 0)
+    assert ns.ssh_lockout(settings, True, 0) == "" and ns.ssh_lockout(settings, False, 1) == ""

@@ -27,6 +27,7 @@ ALL = [*MANAGERS, *WORKERS]
 LAYOUT = {"managers": MANAGERS, "workers": WORKERS}
 # What changes a node or the swarm, from docker_swarm's docstrings (test=True calls none).
 CHANGING = {
+    "docker_swarm.rotate_join_tokens",
     "docker_swarm.init",
     "docker_swarm.join",
     "docker_swarm.leave",
@@ -205,13 +206,13 @@ class FakeCluster:
 
     def fun_sealed_join_tokens(self, minion, role, recipients):
         self._require_manager(minion)
-        return {m: join_tokens.seal(self.tokens[role], pub) for m, pub in recipients.items()}
+        return {m: join_tokens.seal(self.tokens[role], pub, m) for m, pub in recipients.items()}
 
     def fun_join(self, minion, remote_addrs, sealed_token=None, advertise_addr=None, **kwargs):
         if minion.state != "inactive":
             return {"changed": False, "state": self.swarm_state(minion)}
         assert join_tokens.is_sealed(sealed_token), "a join token travelled in plaintext"
-        token = join_tokens.unseal(sealed_token, minion.private)
+        token = join_tokens.unseal(sealed_token, minion.private, minion.id)
         first = remote_addrs.split(",")[0]
         # The engine tries the first address only: it must be a manager now.
         if first not in {n["manager_addr"] for n in self.managers() if n["state"] == "ready"}:
@@ -247,6 +248,13 @@ class FakeCluster:
             node["reachability"] = "reachable" if manager and node["state"] == "ready" else None
             node["manager_addr"] = f"{node['addr']}:{PORT}" if manager else None
         return changes
+
+    def fun_rotate_join_tokens(self, minion, worker=True, manager=False):
+        self._require_manager(minion)
+        for role, flag in (("worker", worker), ("manager", manager)):
+            if flag:
+                self.tokens[role] = f"SWMTKN-1-{secrets.token_hex(20)}-{role}"
+        return {"rotated": [r for r, f in (("worker", worker), ("manager", manager)) if f]}
 
     def fun_update_nodes(self, minion, batch):
         return {name: self.fun_update_node(minion, name, **s) for name, s in batch.items()}
@@ -417,6 +425,29 @@ def test_grow_a_new_worker_joins():
     assert cluster.view()["w3"] == ("worker", "ready", "active")
     assert cluster.node_of("w3")["labels"]["armswarm.minion"] == "w3"
     assert_no_plaintext_token(cluster, ret)
+
+
+def test_join_tokens_rotated_after_the_joins_when_asked():
+    cluster = formed()
+    used = dict(cluster.tokens)
+    cluster.add_minion("w3")
+    ret = converge_run(cluster, {**LAYOUT, "workers": [*WORKERS, "w3"], "rotate_join_tokens": True})
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["rotate_join_tokens"] == ["worker"]
+    assert cluster.changing_calls()[:2] == [
+        ("w3", "docker_swarm.join"),
+        ("m1", "docker_swarm.rotate_join_tokens"),
+    ]
+    assert cluster.tokens["worker"] != used["worker"]  # the token w3 used joins nobody now
+    assert cluster.tokens["manager"] == used["manager"]
+    # nothing joined: nothing rotated
+    again = converge_run(
+        cluster, {**LAYOUT, "workers": [*WORKERS, "w3"], "rotate_join_tokens": True}
+    )
+    assert "rotate_join_tokens" not in again["changes"]
+    # a string is not a boolean
+    bad = converge_run(cluster, {**LAYOUT, "rotate_join_tokens": "true"})
+    assert bad["result"] is False and "rotate_join_tokens" in bad["comment"]
 
 
 @pytest.mark.parametrize(

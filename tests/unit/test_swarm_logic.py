@@ -88,21 +88,31 @@ def test_sealed_token_opens_only_for_its_minion():
     priv, pub = salt.crypt.gen_keys(2048)
     other_priv, _ = salt.crypt.gen_keys(2048)
     token = "SWMTKN-1-" + "x" * 50 + "-" + "y" * 25
-    blob = join_tokens.seal(token, pub)
+    blob = join_tokens.seal(token, pub, "node4")
     assert "SWMTKN" not in blob and join_tokens.is_sealed(blob)
-    assert join_tokens.unseal(blob, priv) == token
+    assert join_tokens.unseal(blob, priv, "node4") == token
     with pytest.raises(ArmswarmError, match="another minion") as err:
-        join_tokens.unseal(blob, other_priv)
+        join_tokens.unseal(blob, other_priv, "node4")
     assert "SWMTKN" not in str(err.value)
     # The one-line base64 body of the PEM (what survives a YAML CLI argument) works too.
     body = "".join(line for line in pub.splitlines() if "-----" not in line)
-    assert join_tokens.unseal(join_tokens.seal(token, body), priv) == token
+    assert join_tokens.unseal(join_tokens.seal(token, body, "node4"), priv, "node4") == token
+
+
+def test_sealed_token_is_bound_to_its_recipient():
+    # Boards cloned from one image share the minion key: the id still tells them apart.
+    priv, pub = salt.crypt.gen_keys(2048)
+    blob = join_tokens.seal("SWMTKN-1-abc-def", pub, "node4")
+    with pytest.raises(ArmswarmError, match="another minion"):
+        join_tokens.unseal(blob, priv, "node5")
+    with pytest.raises(ArmswarmError, match="recipient"):
+        join_tokens.seal("x", pub, "")
 
 
 def test_tampered_seal_is_refused():
     priv, pub = salt.crypt.gen_keys(2048)
-    blob = join_tokens.seal("secret", pub)
+    blob = join_tokens.seal("secret", pub, "node4")
     head, wrapped, body = blob.split(":")
     tampered = f"{head}:{wrapped}:{body[:-4]}AAAA"
     with pytest.raises(ArmswarmError):
-        join_tokens.unseal(tampered, priv)
+        join_tokens.unseal(tampered, priv, "node4")

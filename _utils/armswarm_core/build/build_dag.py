@@ -353,12 +353,18 @@ def _inside(path: Path, directory: Path) -> bool:
     return path == directory or directory in path.parents
 
 
-def _relative_file(directory, value, key, where, errors):
-    """``directory / value`` for a relative file name that stays in ``directory``'s tree."""
+def _relative_file(directory, value, key, where, errors, contained=True):
+    """``directory / value`` for a relative file name that stays in ``directory`` (links
+    followed); a build context (``contained=False``) is checked against the tree by its
+    caller."""
     if not isinstance(value, str) or not value or Path(value).is_absolute():
         errors.append(f"{where}: {key} must be a relative file name, not {value!r}")
         return None
-    return (directory / value).resolve()
+    path = (directory / value).resolve()  # links followed: where the file really is
+    if contained and not _inside(path, directory.resolve()):
+        errors.append(f"{where}: {key} {value} is outside the image directory")
+        return None
+    return path
 
 
 # -- the cluster registry under its other spellings ------------------------------------------
@@ -639,7 +645,9 @@ def _images_of(directory, name, root, tree_args, errors, skipped):
             errors.append(f"{vwhere}: no file {spec['dockerfile']}")
             continue
         if "context" in spec:
-            vcontext = _relative_file(directory, spec["context"], "context", vwhere, errors)
+            vcontext = _relative_file(
+                directory, spec["context"], "context", vwhere, errors, contained=False
+            )
         else:
             # jupyter/docker-stacks style: a variant in a subdirectory is built in it
             vcontext = file.parent if file.parent != directory else context

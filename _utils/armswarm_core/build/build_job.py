@@ -216,26 +216,26 @@ class Job:
             "ARMSWARM_IMAGE": self.ref,
             "ARMSWARM_REGISTRY": self.registry or "",
         }
-        if self.auth and self.registry:
-            # the docker CLI in the script reads the registry login from $DOCKER_CONFIG
-            config = workdir / ".armswarm-docker"
-            config.mkdir(mode=0o700)
-            secret = f"{self.auth['username']}:{self.auth['password']}".encode()
-            auths = {"auths": {self.registry: {"auth": base64.b64encode(secret).decode()}}}
-            files.write(config / "config.json", json.dumps(auths), 0o600)
-            env["DOCKER_CONFIG"] = str(config)
-        try:
-            proc = subprocess.run(
-                argv,
-                cwd=path.parent,  # the image's directory, also when the context is above it
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ArmswarmError(f"build script {script} ran longer than {timeout} s") from exc
+        # The login for the docker CLI in the script lives outside the build context: a
+        # script that sends its directory to `docker build` never ships the credentials.
+        with tempfile.TemporaryDirectory(prefix="armswarm-docker-") as config:
+            if self.auth and self.registry:
+                secret = f"{self.auth['username']}:{self.auth['password']}".encode()
+                auths = {"auths": {self.registry: {"auth": base64.b64encode(secret).decode()}}}
+                files.write(Path(config) / "config.json", json.dumps(auths), 0o600)
+                env["DOCKER_CONFIG"] = config
+            try:
+                proc = subprocess.run(
+                    argv,
+                    cwd=path.parent,  # the image's directory, also when the context is above it
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise ArmswarmError(f"build script {script} ran longer than {timeout} s") from exc
         self._log(proc.stdout)
         self._log(proc.stderr)
         if proc.returncode != 0:

@@ -24,6 +24,7 @@ Costs per wake-up: one probe per busy node every ``probe_every`` seconds (a node
 at a time), and a job carries only its parents' digests.
 """
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ PROBE_EVERY = 10.0  # seconds between "is it still running?" probes of one job
 PROBE_TIMEOUT = 10.0  # a probe unanswered this long is a miss
 PROBE_MISSES = 2  # misses in a row before a node counts as gone
 RETRY_DELAY = 5.0  # first backoff after a transient failure; doubles per try
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")  # what a build may answer as its image
 TIMEOUT_MARGIN = 60.0  # a job's timeout is its image's plus this, for start-up and push
 
 
@@ -217,6 +219,11 @@ class Dispatcher:
                             )
                     return
             return  # an answer to a job of an earlier attempt
+        if node != attempt.node:
+            # Only the node given the job answers it: another minion's return for this jid
+            # (a replayed or forged one) neither finishes the job nor pins a child.
+            self.progress("foreign-answer", image=attempt.image, node=node, jid=jid)
+            return
         if ret.get("built"):
             if not attempt.built:
                 attempt.built = True
@@ -233,6 +240,15 @@ class Dispatcher:
             self._close(attempt, "error", now)
             return self._retry_or_fail(image, error, now, node)
         outcome.answer = answer
+        if answer.get("status") == "ok" and not _DIGEST.match(str(answer.get("digest") or "")):
+            # The digest goes into the children's FROM lines: exactly a sha256, nothing else.
+            answer = {
+                **answer,
+                "status": "failed",
+                "transient": False,
+                "error": f"{node}: the build answered no valid image digest",
+            }
+            outcome.answer = answer
         if answer.get("status") == "ok":
             self._close(attempt, "ok", now)
             outcome.status, outcome.end = scheduler.DONE, now

@@ -296,3 +296,34 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
     if docker.get("registry_ca") and not docker.get("registry"):
         errors.append("armnode:docker:registry: needed with registry_ca (host:port)")
     return errors
+
+
+# -- SSH lock-out ------------------------------------------------------------------------------
+def usable_password(shadow_text: str, name: str) -> bool:
+    """Whether ``name`` has a password one can log in with in /etc/shadow's text (not empty,
+    not locked ``!…``, not ``*``)."""
+    for line in shadow_text.splitlines():
+        user, sep, rest = line.partition(":")
+        if sep and user == name:
+            hashed = rest.split(":", 1)[0]
+            return bool(hashed) and not hashed.startswith(("!", "*"))
+    return False
+
+
+def authorized_keys(text: str) -> int:
+    """How many keys an ``authorized_keys`` file holds (comments and blank lines are not)."""
+    return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip()[:1] == "#")
+
+
+def ssh_lockout(settings: dict, node_password: bool, node_keys: int) -> str:
+    """Why removing the default users would leave nobody to log in over SSH, or ``""``: the
+    admin gets a password or a key from pillar in the same run, or already has one on the
+    node (``node_password``, ``node_keys``)."""
+    admin = settings.get("admin") or {}
+    if admin.get("password_hash") or admin.get("ssh_keys") or node_password or node_keys:
+        return ""
+    return (
+        f"armnode:remove_default_users: not removing the default users: the admin "
+        f"{admin.get('name')!r} has no password and no SSH key (armnode:admin:password_hash, "
+        "armnode:admin:ssh_keys), so nobody could log in over SSH afterwards"
+    )

@@ -62,10 +62,98 @@ def _is_whole_disk(dev: str) -> bool:
     return not (Path("/sys/class/block") / os.path.basename(_real(dev)) / "partition").exists()
 
 
-def check(target: str, source: str = "/", mounts_text: str | None = None) -> dict:
-    """Refusals first, then what a run would do (nothing is changed)."""
+def _name_of_devno(devno: int) -> str | None:
+    """The kernel's name of block device ``devno`` (``sda1``, ``dm-0``, ``md0``), or None."""
+    link = Path(f"/sys/dev/block/{os.major(devno)}:{os.minor(devno)}")
+    return os.path.basename(os.path.realpath(link)) if link.exists() else None
+
+
+def _name_of(dev: str) -> str | None:
+    try:
+        st = os.stat(dev)
+    except OSError:
+        return None
+    return _name_of_devno(st.st_rdev) if stat.S_ISBLK(st.st_mode) else None
+
+
+def _below(name: str, seen=None) -> set:
+    """``name`` and every device under it: an LVM volume's or md array's members
+    (``slaves``), down to the partitions and disks."""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return seen
+    seen.add(name)
+    slaves = Path("/sys/class/block") / name / "slaves"
+    if slaves.is_dir():
+        for slave in slaves.iterdir():
+            _below(slave.name, seen)
+    return seen
+
+
+def _holders(name: str) -> list[str]:
+    holders = Path("/sys/class/block") / name / "holders"
+    return sorted(h.name for h in holders.iterdir()) if holders.is_dir() else []
+
+
+def _mounted_names(mounts: list) -> list[tuple[str, str, str]]:
+    """``(device as listed, mount point, kernel name)`` of block-device mounts. The kernel name
+    comes from the mount point's device number: ``/dev/root`` (a root without initramfs)
+    and ``/dev/mapper/…`` names are seen through."""
+    out = []
+    for dev, where in mounts:
+        if not dev.startswith("/dev/"):
+            continue
+        name = None
+        try:
+            name = _name_of_devno(os.stat(where).st_dev)
+        except OSError:
+            pass
+        name = name or _name_of(dev)
+        if name:
+            out.append((dev, where, name))
+    return out
+
+
+def _swaps(swaps_text: str) -> list[str]:
+    return [line.split()[0] for line in swaps_text.splitlines()[1:] if line.split()]
+
+
+def _signatures(dev: str) -> str:
+    """What ``blkid -p`` finds on ``dev`` (a file system, RAID or LVM member, partition
+    table), as ``TYPE=ext4`` / ``PTTYPE=gpt``; empty when nothing."""
+    try:
+        proc = subprocess.run(
+            ["blkid", "-p", "-o", "export", dev],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except FileNotFoundError as exc:
+        raise ArmswarmError("blkid is not installed") from exc
+    found = [
+        line for line in proc.stdout.splitlines() if line.split("=", 1)[0] in ("TYPE", "PTTYPE")
+    ]
+    return ", ".join(found)
+
+
+def check(
+    target: str,
+    source: str = "/",
+    mounts_text: str | None = None,
+    wipe: bool = False,
+    swaps_text: str | None = None,
+) -> dict:
+    """Refusals first, then what a run would do (nothing is changed). A target is refused
+    when it (or a partition of it, or a device built on it: LVM, md, dm-crypt) holds the
+    root, is mounted, is active swap or is held by another device; and, unless ``wipe``,
+    when it has partitions or any signature (file system, RAID or LVM member, partition
+    table)."""
     if mounts_text is None:
         mounts_text = Path("/proc/self/mounts").read_text()
+    if swaps_text is None:
+        swaps = Path("/proc/swaps")
+        swaps_text = swaps.read_text() if swaps.exists() else ""
     try:
         mode = os.stat(target).st_mode
     except OSError as exc:
@@ -73,15 +161,42 @@ def check(target: str, source: str = "/", mounts_text: str | None = None) -> dic
     if not stat.S_ISBLK(mode):
         raise ArmswarmError(f"target {target} is not a block device")
     whole = _is_whole_disk(target)
-    family = {_real(target), *map(_real, _partitions(target))}
+    partitions = _partitions(target) if whole else []
+    family = {n for n in (_name_of(target), *map(_name_of, partitions)) if n}
     mounts = _mounts(mounts_text)
     point = source.rstrip("/") or "/"
     source_dev = next((dev for dev, where in reversed(mounts) if where == point), None)
-    if source_dev and source_dev.startswith("/dev/") and _real(source_dev) in family:
+    source_name = _name_of_devno(os.stat(source).st_dev)
+    if source_name and _below(source_name) & family:
+        shown = source_dev if source_dev and source_dev != "/dev/root" else f"/dev/{source_name}"
+        raise ArmswarmError(f"{target} holds the current root ({shown} on {point})")
+    if (
+        source_dev
+        and source_dev.startswith("/dev/")
+        and _real(source_dev) in map(_real, [target, *partitions])
+    ):
         raise ArmswarmError(f"{target} holds the current root ({source_dev} on {point})")
-    for dev, where in mounts:
-        if dev.startswith("/dev/") and _real(dev) in family:
+    for dev, where, name in _mounted_names(mounts):
+        if _below(name) & family:
             raise ArmswarmError(f"{target} is mounted ({dev} on {where}): unmount it first")
+    for swap in _swaps(swaps_text):
+        name = _name_of(swap)
+        if name and _below(name) & family:
+            raise ArmswarmError(f"{target} is active swap ({swap}): swapoff it first")
+    for name in sorted(family):
+        holders = _holders(name)
+        if holders:
+            raise ArmswarmError(
+                f"{target} is in use: /dev/{name} is held by {', '.join(holders)} "
+                "(LVM, md RAID or dm-crypt); take it out of that first"
+            )
+    if not wipe:
+        found = [f"{dev}: {sig}" for dev in [target, *partitions] if (sig := _signatures(dev))]
+        if partitions or found:
+            what = "; ".join(found) or f"partitions {', '.join(partitions)}"
+            raise ArmswarmError(
+                f"{target} is not empty ({what}): it would be erased; pass wipe=True to erase it"
+            )
     usage = os.statvfs(source)
     used = (usage.f_blocks - usage.f_bfree) * usage.f_frsize
     size = _size_bytes(target)
@@ -96,11 +211,14 @@ def check(target: str, source: str = "/", mounts_text: str | None = None) -> dic
         "size_mib": size // 2**20,
         "used_mib": used // 2**20,
         "source": source,
-        "source_device": source_dev,
+        "source_device": source_dev if source_dev != "/dev/root" else f"/dev/{source_name}",
+        "wipe": bool(wipe),
     }
 
 
 def _partition(disk: str) -> str:
+    for part in _partitions(disk):  # wipe=True: their signatures go with them
+        _run(["wipefs", "--all", "--quiet", part])
     _run(["sfdisk", "--quiet", "--wipe", "always", disk], input="label: gpt\n,,L\n")
     if not _partitions(disk):
         # The kernel did not re-read the table by itself (a busy disk): ask it.
@@ -116,10 +234,10 @@ def _ids(dev: str) -> dict:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def _point_fstab(clone: Path, uuid: str):
+def _point_fstab(clone: Path, uuid: str, extra=()):
     fstab = clone / "etc/fstab"
     if not fstab.exists():
-        files.write(fstab, f"UUID={uuid} / ext4 defaults,noatime 0 1\n")
+        files.write(fstab, "\n".join([f"UUID={uuid} / ext4 defaults,noatime 0 1", *extra]) + "\n")
         return
     lines, found = [], False
     for line in fstab.read_text().splitlines():
@@ -132,7 +250,37 @@ def _point_fstab(clone: Path, uuid: str):
             lines.append(line)
     if not found:
         lines.append(f"UUID={uuid}\t/\text4\tdefaults,noatime\t0\t1")
+    lines.extend(extra)
     files.write(fstab, "\n".join(lines) + "\n")
+
+
+OLD_ROOT = "/mnt/armswarm-oldroot"  # where the moved-from root stays mounted (boot files)
+
+
+def boot_read_dir(boot_root: str, flavour: str, path: Path) -> Path:
+    """The directory U-Boot (or the Pi firmware) reads: the boot file's own directory when it
+    is under /boot (boot.txt, armbianEnv.txt, firmware/cmdline.txt), else /boot (u-boot-menu
+    edits /etc and writes /boot/extlinux)."""
+    boot = Path(boot_root) / "boot"
+    try:
+        path.resolve().relative_to(boot.resolve())
+        return path.resolve().parent
+    except ValueError:
+        return boot
+
+
+def _boot_fstab_lines(read_dir: Path, boot_root: str, source: str, old_uuid: str) -> list:
+    """fstab lines for the new root so that the boot files stay those U-Boot reads: when they
+    are on the old root itself (not a partition of their own), the old root is mounted at
+    :data:`OLD_ROOT` and their directory bound over the copy's."""
+    if os.stat(read_dir).st_dev != os.stat(source).st_dev:
+        return []  # a /boot (or /boot/firmware) of its own: the copied fstab mounts it
+    rel = read_dir.resolve().relative_to(Path(boot_root).resolve())
+    return [
+        "# the boot files U-Boot reads stay on the old root (armswarm root move)",
+        f"UUID={old_uuid}\t{OLD_ROOT}\text4\tdefaults,noatime\t0\t2",
+        f"{OLD_ROOT}/{rel}\t/{rel}\tnone\tbind,x-systemd.requires-mounts-for={OLD_ROOT}\t0\t0",
+    ]
 
 
 def boot_change(boot_root: str, ids: dict) -> dict:
@@ -177,23 +325,44 @@ def run(
     dry_run: bool = True,
     mounts_text: str | None = None,
     progress=lambda step: None,
+    wipe: bool = False,
 ) -> dict:
-    """Check, then (unless ``dry_run``) move. Returns what was (or would be) done."""
-    report = check(target, source, mounts_text)
+    """Check, then (unless ``dry_run``) move. Returns what was (or would be) done. ``wipe``
+    allows a target with partitions or signatures (it is erased)."""
+    report = check(target, source, mounts_text, wipe=wipe)
     flavour, path = boot_files.locate(boot_root)
     tool = boot_files.TOOLS.get(flavour)
-    report.update({"boot_flavour": flavour, "boot_file": str(path)})
+    read_dir = boot_read_dir(boot_root, flavour, path)
+    boot_on_root = os.stat(read_dir).st_dev == os.stat(source).st_dev
+    report.update(
+        {"boot_flavour": flavour, "boot_file": str(path), "boot_files_on_root": boot_on_root}
+    )
     steps = [
         *(["partition the disk (one GPT partition)"] if report["whole_disk"] else []),
         "make an ext4 file system",
         f"copy {source} (one file system)",
-        "point the copy's /etc/fstab at it",
+        "point the copy's /etc/fstab at it"
+        + (
+            f" and keep {read_dir} from the old root (mounted at {OLD_ROOT})"
+            if boot_on_root
+            else ""
+        ),
         f"set the new root in {path}" + (f" and run {tool}" if tool else ""),
     ]
     report["steps"] = steps
     if dry_run:
         report["comment"] = "Dry run: nothing changed. Run with dry_run=False to move the root."
         return report
+    extra = []
+    if boot_on_root:
+        old = _name_of_devno(os.stat(source).st_dev)
+        old_uuid = _ids(f"/dev/{old}").get("UUID") if old else None
+        if not old_uuid:
+            raise ArmswarmError(
+                f"the boot files in {read_dir} are on the root, whose UUID is unknown: after "
+                "the move later boot edits could not reach them; nothing changed"
+            )
+        extra = _boot_fstab_lines(read_dir, boot_root, source, old_uuid)
     part = _partition(target) if report["whole_disk"] else target
     progress("partitioned")
     _run(["mkfs.ext4", "-q", "-F", "-L", "armroot", part])
@@ -205,7 +374,9 @@ def run(
             # -x: stay on the root file system (no /proc, /sys, /run, other mounts).
             _run(["rsync", "-aHAXx", "--numeric-ids", f"{source.rstrip('/')}/", f"{mnt}/"])
             progress("copied")
-            _point_fstab(Path(mnt), ids["UUID"])
+            _point_fstab(Path(mnt), ids["UUID"], extra)
+            if extra:
+                (Path(mnt) / OLD_ROOT.lstrip("/")).mkdir(parents=True, exist_ok=True)
         finally:
             _run(["umount", mnt])
     change = boot_change(boot_root, ids)

@@ -13,10 +13,19 @@ users, and garbage collection with the registry read-only.
         image: registry:2           # the lab builds its own image
         port: 5000
         storage: /srv/registry      # on the node's SSD
-        users: {builder: secret}    # htpasswd basic auth; omit for none
+        users: {builder: secret}    # htpasswd basic auth (required ...
+        allow_anonymous: false      # ... unless this is true)
+
+The registry is closed by default: without ``users`` it is not deployed unless
+``allow_anonymous: true``. Its port is published on one address of the node (``listen``, by
+default the one in ``host``), never on every interface. The container sees only the files it
+serves (``config.yml``, ``tls.crt``, ``tls.key``, ``htpasswd``), never the CA's private key.
+A new container is started before the old one is removed; when it does not serve, it is
+removed and the old one runs again.
 """
 
 import hashlib
+import ipaddress
 import json
 import os
 import time
@@ -33,6 +42,11 @@ IN_CONTAINER = "/etc/docker/registry"  # where registry images read their config
 DATA = "/var/lib/registry"
 BINARY = "/bin/registry"
 HASH_LABEL = "io.armswarm.registry.spec"
+PREVIOUS = "-previous"  # suffix of the container kept stopped while its replacement starts
+SERVED_FILES = ("config.yml", "tls.crt", "tls.key", "htpasswd")  # all the container sees
+# Interfaces whose addresses clients on other nodes never use: loopback, docker's bridges
+# (docker0, docker_gwbridge, user networks br-…), container ends and libvirt's bridge.
+_LOCAL_INTERFACES = ("lo", "docker", "br-", "veth", "virbr")
 
 
 def settings(opts=None, pillar=None, name: str = CONTAINER, **overrides) -> dict:
@@ -44,8 +58,50 @@ def settings(opts=None, pillar=None, name: str = CONTAINER, **overrides) -> dict
     return out
 
 
+def node_addresses(ip4_interfaces) -> list:
+    """The node's IPv4 addresses other nodes can reach, from the ``ip4_interfaces`` grain,
+    in interface order: without loopback, docker bridges (``docker0``'s 172.17.0.1 is the
+    same on every node), container ends and link-local addresses."""
+    out = []
+    for iface, addrs in (ip4_interfaces or {}).items():
+        if str(iface).startswith(_LOCAL_INTERFACES):
+            continue
+        for addr in addrs or ():
+            try:
+                ip = ipaddress.ip_address(addr)
+            except ValueError:
+                continue
+            if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified) and addr not in out:
+                out.append(addr)
+    return out
+
+
+def placement(conf: dict, ip4_interfaces) -> dict:
+    """``{"host", "listen", "addresses"}``: the name clients use (``host``, default
+    ``<first address>:<port>``) and the address the port is published on (``listen``, default
+    the address in ``host`` when it is one of this node's, else the first address)."""
+    addresses = node_addresses(ip4_interfaces)
+    host = conf["host"] or (f"{addresses[0]}:{conf['port']}" if addresses else "")
+    listen = conf["listen"]
+    if not listen:
+        name = host.rsplit(":", 1)[0].strip("[]")
+        listen = name if name in addresses else (addresses[0] if addresses else "")
+    return {"host": host, "listen": listen, "addresses": addresses}
+
+
+def check_access(conf: dict):
+    """A registry without users is open to anyone who reaches it: only when asked for."""
+    if not conf["users"] and not conf["allow_anonymous"]:
+        raise ArmswarmError(
+            "armswarm:registry:users is empty: the registry would let anyone push and delete; "
+            "set users, or allow_anonymous: true for an open registry"
+        )
+
+
 def config_document(conf: dict, readonly: bool = False) -> dict:
-    """The registry's config.yml: filesystem storage, deletes enabled, TLS, optional auth."""
+    """The registry's config.yml: filesystem storage, deletes enabled, TLS, htpasswd auth
+    (ArmswarmError without users, unless ``allow_anonymous``)."""
+    check_access(conf)
     doc = {
         "version": 0.1,
         "log": {"level": "info", "fields": {"service": "registry"}},
@@ -111,9 +167,11 @@ def spec_hash(conf: dict, config_dir: Path, pending: dict | None = None) -> str:
     (bytes, or None for absent) of files about to be written, for a prediction in test mode."""
     pending = pending or {}
     digest = hashlib.sha256(
-        json.dumps({k: conf[k] for k in ("image", "port", "storage")}, sort_keys=True).encode()
+        json.dumps(
+            {k: conf.get(k) for k in ("image", "port", "storage", "listen")}, sort_keys=True
+        ).encode()
     )
-    for name in ("config.yml", "tls.crt", "tls.key", "htpasswd"):
+    for name in SERVED_FILES:
         path = config_dir / name
         data = pending[name] if name in pending else (path.read_bytes() if path.exists() else None)
         if data is not None:
@@ -126,16 +184,21 @@ def container_kwargs(conf: dict, spec: str, readonly: bool = False) -> dict:
     if readonly:
         # Garbage collection needs writes to stop; pulls keep working.
         env["REGISTRY_STORAGE_MAINTENANCE_READONLY"] = '{"enabled": true}'
+    if not conf.get("listen"):
+        raise ArmswarmError("no address to publish the registry on (armswarm:registry:listen)")
+    # One file at a time, read-only: the CA's private key next to them stays out of reach.
+    volumes = {conf["storage"]: {"bind": DATA, "mode": "rw"}}
+    for name in SERVED_FILES:
+        path = Path(conf["config_dir"]) / name
+        if path.is_file():
+            volumes[str(path)] = {"bind": f"{IN_CONTAINER}/{name}", "mode": "ro"}
     return {
         "image": conf["image"],
         "name": conf["name"],
         "detach": True,
         "restart_policy": {"Name": "always"},
-        "ports": {f"{conf['port']}/tcp": conf["port"]},
-        "volumes": {
-            conf["storage"]: {"bind": DATA, "mode": "rw"},
-            conf["config_dir"]: {"bind": IN_CONTAINER, "mode": "ro"},
-        },
+        "ports": {f"{conf['port']}/tcp": (conf["listen"], conf["port"])},
+        "volumes": volumes,
         "environment": env,
         "labels": {HASH_LABEL: spec, "io.armswarm.registry.readonly": str(readonly).lower()},
     }
@@ -150,7 +213,11 @@ def current(client, conf: dict) -> dict | None:
     except docker.errors.NotFound:
         return None
     labels = container.labels or {}
+    bindings = ((container.attrs.get("HostConfig") or {}).get("PortBindings") or {}).values()
+    published = [b for bound in bindings for b in (bound or ())]
     return {
+        "listen": published[0].get("HostIp") if published else None,
+        "port": int(published[0]["HostPort"]) if published else None,
         "id": container.short_id,
         "status": container.status,
         "image": (container.attrs.get("Config") or {}).get("Image"),
@@ -173,34 +240,78 @@ def ensure_image(client, image: str):
             ) from exc
 
 
-def replace(client, conf: dict, spec: str, readonly: bool = False):
-    """(Re)create the container from ``conf``; storage is a bind mount, so data stays."""
+def _get(client, name):
+    import docker.errors  # noqa: PLC0415
+
+    try:
+        return client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def replace(client, conf: dict, spec: str, readonly: bool = False, timeout: float = 30):
+    """(Re)create the container from ``conf``; storage is a bind mount, so data stays. The
+    old container is stopped and kept (``<name>-previous``) until the new one serves; when
+    the new one does not start or serve, it is removed and the old one runs again."""
     import docker.errors  # noqa: PLC0415
 
     ensure_image(client, conf["image"])
+    name = conf["name"]
+    old = _get(client, name)
+    kept = _get(client, name + PREVIOUS)
+    if old is None and kept is not None:
+        old, kept = kept, None  # an interrupted replacement: the kept one is the last good one
+    if kept is not None:
+        kept.remove(force=True)
+    old_was_running = False
+    if old is not None:
+        old.reload()
+        old_was_running = old.status == "running"
+        try:
+            old.stop(timeout=10)  # frees the port; restart policy does not restart it
+            if old.name != name + PREVIOUS:
+                old.rename(name + PREVIOUS)
+        except docker.errors.DockerException as exc:
+            raise ArmswarmError(f"cannot stop the current registry container: {exc}") from exc
     try:
-        client.containers.get(conf["name"]).remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    try:
-        client.containers.run(**container_kwargs(conf, spec, readonly))
-    except docker.errors.DockerException as exc:
-        raise ArmswarmError(f"cannot start the registry container: {exc}") from exc
+        try:
+            client.containers.run(**container_kwargs(conf, spec, readonly))
+        except docker.errors.DockerException as exc:
+            raise ArmswarmError(f"cannot start the registry container: {exc}") from exc
+        wait_serving(conf, timeout, client)
+    except ArmswarmError as exc:
+        failed = _get(client, name)
+        if failed is not None:
+            failed.remove(force=True)
+        if old is None:
+            raise
+        old.rename(name)
+        if old_was_running:
+            old.start()
+            wait_serving(conf, timeout, client)
+        raise ArmswarmError(f"{exc}; the previous registry container runs again") from exc
+    if old is not None:
+        old.remove(force=True)
 
 
-def wait_serving(port: int, timeout: float = 30):
-    """Until the registry accepts TCP connections on ``port`` (TLS makes HTTP checks need
-    the CA; a connection is enough to know it listens)."""
+def wait_serving(conf: dict, timeout: float = 30, client=None):
+    """Until the registry accepts TCP connections on its address and port (TLS makes HTTP
+    checks need the CA; a connection is enough to know it listens). With ``client``, a
+    container that exited meanwhile fails at once."""
     import socket  # noqa: PLC0415
 
+    address, port = conf["listen"], conf["port"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2):
+            with socket.create_connection((address, port), timeout=2):
                 return
         except OSError:
             time.sleep(0.3)
-    raise ArmswarmError(f"the registry does not listen on port {port} after {timeout} s")
+        container = _get(client, conf["name"]) if client is not None else None
+        if container is not None and container.status in ("exited", "dead"):
+            raise ArmswarmError(f"the registry container exited: {container.logs(tail=5)!r}")
+    raise ArmswarmError(f"the registry does not listen on {address}:{port} after {timeout} s")
 
 
 def disk_usage(path) -> int:
@@ -221,19 +332,22 @@ def garbage_collect(client, conf: dict, dry_run: bool = False) -> dict:
     if not state or state["status"] != "running":
         raise ArmswarmError(f"the registry container {conf['name']} is not running")
     spec = state["spec"]
-    # Recreate it from the image it runs, whatever the pillar says now.
-    conf = {**conf, "image": state["image"] or conf["image"]}
+    # Recreate it from the image and address it runs with, whatever the pillar says now.
+    conf = {
+        **conf,
+        "image": state["image"] or conf["image"],
+        "listen": state["listen"] or conf["listen"],
+        "port": state["port"] or conf["port"],
+    }
     before = disk_usage(conf["storage"])
     replace(client, conf, spec, readonly=True)
     try:
-        wait_serving(conf["port"])
         argv = [BINARY, "garbage-collect", *(["--dry-run"] if dry_run else [])]
         argv.append(f"{IN_CONTAINER}/config.yml")
         code, output = client.containers.get(conf["name"]).exec_run(argv)
         text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
     finally:
         replace(client, conf, spec, readonly=False)
-        wait_serving(conf["port"])
     if code != 0:
         raise ArmswarmError(f"registry garbage-collect exited {code}: {text[-500:]}")
     after = disk_usage(conf["storage"])

@@ -6,6 +6,7 @@ over them key by key (:mod:`armswarm_core.common.config`), so the master config 
 the registry is while pillar holds its users and storage.
 """
 
+import ipaddress
 from collections.abc import Mapping
 
 from armswarm_core import ArmswarmError
@@ -25,7 +26,13 @@ DEFAULTS = {
     "cert_days": 825,
     "cert_renew_days": 30,
     "extra_sans": [],  # more DNS:/IP: entries for the certificate
-    "users": {},  # htpasswd basic auth: {user: password}
+    "users": {},  # htpasswd basic auth: {user: password}; required unless allow_anonymous
+    # Serve without authentication (anyone who reaches the port pulls, pushes and deletes):
+    # only when asked for, never because users were left out.
+    "allow_anonymous": False,
+    # The address the registry's port is published on; empty: the address in ``host`` when it
+    # is one of the node's, else the node's first address (never loopback or a docker bridge).
+    "listen": "",
     # -- its clients (image builds, the imagebuild runner) -----------------------------------
     "url": "",  # the API; empty: https://<host>
     "ca_file": "",  # CA bundle for the API calls; empty: the system's
@@ -50,6 +57,11 @@ def _check(conf: Mapping) -> tuple[dict, list[str]]:
         for k, v in clean["users"].items()
     ):
         problems.append(f"{PILLAR}:users must map user names (no ':') to passwords")
+    if clean["listen"]:
+        try:
+            ipaddress.ip_address(clean["listen"])
+        except ValueError:
+            problems.append(f"{PILLAR}:listen must be an IP address of the registry node")
     for key in ("ca_days", "cert_days", "cert_renew_days", "keep"):
         if clean[key] < 1:
             problems.append(f"{PILLAR}:{key} must be a whole number ≥ 1")

@@ -66,6 +66,12 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
                 ret, "Cannot converge the swarm, nothing changed:\n" + "\n".join(errors)
             )
         changes = plan.changes()
+        if parsed.rotate_join_tokens and (plan.join_managers or plan.join_workers):
+            changes["rotate_join_tokens"] = [
+                r
+                for r, joins in (("worker", plan.join_workers), ("manager", plan.join_managers))
+                if joins
+            ]
         notes = _notes(plan, changes)
         if not changes:
             state_results.unchanged(ret, "The swarm matches the layout." + notes)
@@ -240,6 +246,12 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
                     failures.append(str(exc))
             if failures:
                 raise ArmswarmError("; ".join(failures))
+    if layout.rotate_join_tokens and (plan.join_managers or plan.join_workers):
+        # The tokens used are spent: a copy of one (a log, a leaked blob) joins nothing more.
+        roles = {"worker": bool(plan.join_workers), "manager": bool(plan.join_managers)}
+        transport.one(manager, "docker_swarm.rotate_join_tokens", kwarg=roles)
+        done["rotate_join_tokens"] = [r for r, flag in roles.items() if flag]
+        transport.progress("join-tokens-rotated", roles=done["rotate_join_tokens"])
     for minion_id in plan.demote:
         transport.one(
             manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "worker"}

@@ -4,6 +4,10 @@ Swarm join tokens travel from a manager to a joiner through the Salt master (run
 returns → job cache → events). Sealed with the joiner's minion public key (RSA-OAEP wrapping an
 AES-256-GCM key), what travels is ciphertext; the plaintext exists only on the manager and on
 the joiner. The master already holds every minion's public key (``pki_dir/minions/<id>``).
+
+A sealed value is bound to its recipient's minion id (authenticated data of the AES-GCM
+seal): boards cloned from one image can share a minion key, and a token sealed for one of
+them must still not open on another.
 """
 
 import base64
@@ -16,8 +20,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from armswarm_core import ArmswarmError
 
-PREFIX = "armswarm-sealed-v1"
-_AAD = PREFIX.encode()
+PREFIX = "armswarm-sealed-v2"  # v2: bound to the recipient's minion id
+MASTER = "salt-master"  # the recipient name of values sealed for the master's key
 _OAEP = padding.OAEP(
     mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None
 )
@@ -44,9 +48,16 @@ def _pem(public_key: str | bytes) -> bytes:
     return public_key.encode()
 
 
-def seal(secret: str, public_key_pem: str | bytes) -> str:
-    """Encrypt ``secret`` for the owner of the RSA public key ``public_key_pem`` (PEM, or the
-    PEM's base64 body on one line)."""
+def _aad(recipient: str) -> bytes:
+    if not isinstance(recipient, str) or not recipient:
+        raise ArmswarmError("a sealed value needs its recipient's minion id")
+    return f"{PREFIX}|{recipient}".encode()
+
+
+def seal(secret: str, public_key_pem: str | bytes, recipient: str) -> str:
+    """Encrypt ``secret`` for minion ``recipient``, the owner of the RSA public key
+    ``public_key_pem`` (PEM, or the PEM's base64 body on one line)."""
+    aad = _aad(recipient)
     public_key_pem = _pem(public_key_pem)
     try:
         public_key = serialization.load_pem_public_key(public_key_pem)
@@ -56,13 +67,17 @@ def seal(secret: str, public_key_pem: str | bytes) -> str:
         raise ArmswarmError("sealing needs an RSA public key (a Salt minion key)")
     key = AESGCM.generate_key(bit_length=256)
     nonce = os.urandom(12)
-    ciphertext = AESGCM(key).encrypt(nonce, secret.encode(), _AAD)
+    ciphertext = AESGCM(key).encrypt(nonce, secret.encode(), aad)
     wrapped = public_key.encrypt(key, _OAEP)
     return f"{PREFIX}:{_b64(wrapped)}:{_b64(nonce + ciphertext)}"
 
 
-def unseal(blob: str, private_key_pem: str | bytes) -> str:
-    """Open a value made by :func:`seal` with the matching private key."""
+def unseal(blob: str, private_key_pem: str | bytes, recipient: str) -> str:
+    """Open a value made by :func:`seal` with the matching private key, as minion
+    ``recipient`` (a value sealed for another minion id does not open, even with the key)."""
+    aad = _aad(recipient)
+    if isinstance(blob, str) and blob.startswith("armswarm-sealed-v1:"):
+        raise ArmswarmError("a sealed value of an older armswarm (v1): ask for a new one")
     if not is_sealed(blob):
         raise ArmswarmError("not a sealed value")
     if isinstance(private_key_pem, str):
@@ -72,7 +87,7 @@ def unseal(blob: str, private_key_pem: str | bytes) -> str:
         private_key = serialization.load_pem_private_key(private_key_pem, password=None)
         key = private_key.decrypt(base64.urlsafe_b64decode(wrapped), _OAEP)
         raw = base64.urlsafe_b64decode(body)
-        return AESGCM(key).decrypt(raw[:12], raw[12:], _AAD).decode()
+        return AESGCM(key).decrypt(raw[:12], raw[12:], aad).decode()
     except (ValueError, InvalidTag) as exc:
         # Never echo the blob: a wrong recipient is the usual cause.
         raise ArmswarmError("cannot open the sealed value (sealed for another minion?)") from exc

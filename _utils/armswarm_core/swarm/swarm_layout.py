@@ -38,6 +38,7 @@ class Layout:
     grain_labels: bool = True
     listen_port: int = DEFAULT_PORT
     force: bool = False
+    rotate_join_tokens: bool = False
 
     @property
     def members(self) -> list:
@@ -105,6 +106,7 @@ KEYS = (
     "grain_labels",
     "listen_port",
     "force",
+    "rotate_join_tokens",
 )
 NODE_KEYS = ("advertise_addr", "advertise_interface", "labels", "availability")
 
@@ -206,6 +208,7 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         grain_labels=_flag(conf, "grain_labels", True, errors),
         listen_port=_port(conf, errors),
         force=_flag(conf, "force", False, errors),
+        rotate_join_tokens=_flag(conf, "rotate_join_tokens", False, errors),
     )
     return layout, errors, targets
 

@@ -1,0 +1,161 @@
+"""daemon.json checks and the order and safety of a rolling dockerd restart (pure logic)."""
+
+import pytest
+from armswarm_core import ArmswarmError
+from armswarm_core.node import docker_daemon
+
+pytestmark = pytest.mark.unit
+
+
+def test_bad_daemon_json_is_refused_naming_the_key(tmp_path):
+    good = {
+        "storage-driver": "overlay2",
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "3"},
+        "insecure-registries": [],
+        "live-restore": False,
+    }
+    assert docker_daemon.check(good) == []
+    bad = {
+        "storage-drivr": "overlay2",  # a typo dockerd refuses at start
+        "live-restore": "false",
+        "log-opts": {"max-file": 3},
+        "insecure-registries": "registry.lan:5000",
+        "data-root": "srv/docker",
+        "mtu": True,
+    }
+    problems = "\n".join(docker_daemon.check(bad))
+    for key in ("storage-drivr", "live-restore", "log-opts", "insecure-registries", "data-root"):
+        assert f"armnode:docker:daemon:{key}:" in problems
+    assert "armnode:docker:daemon:mtu: must be a whole number" in problems
+    assert "registry.lan" not in problems
+    with pytest.raises(ArmswarmError, match="storage-drivr"):
+        docker_daemon.validate(bad, dockerd=str(tmp_path / "no-dockerd"))
+    assert docker_daemon.check(["storage-driver"]) == ["armnode:docker:daemon: must be a mapping"]
+
+
+def _node(nid, role, state="ready", reach="reachable"):
+    return {
+        "id": nid,
+        "role": role,
+        "state": state,
+        "reachability": reach if role == "manager" else None,
+    }
+
+
+def test_quorum_is_kept():
+    three = [_node("m1", "manager"), _node("m2", "manager"), _node("m3", "manager")]
+    assert docker_daemon.quorum_problem(three, "m1") == ""
+    one_down = [_node("m1", "manager"), _node("m2", "manager", "down", "unreachable"), three[2]]
+    assert "fewer than the quorum of 2" in docker_daemon.quorum_problem(one_down, "m1")
+    assert docker_daemon.quorum_problem([*one_down, _node("w1", "worker")], "w1") == ""
+
+
+class _Swarm:
+    """A swarm as the runner sees it: each restart takes the node down until it is listed
+    again; records what was down at each moment."""
+
+    def __init__(self, roles, fail=(), broken=()):
+        self._roles = roles
+        self.broken = set(broken)  # down all along (not restarted by the runner)
+        self.down: set = set()
+        self.log: list = []
+        self.fail = set(fail)
+
+    def roles(self):
+        return dict(self._roles)
+
+    def node_id(self, minion):
+        return minion
+
+    def nodes(self, exclude):
+        listed = []
+        for minion, role in self._roles.items():
+            if role is None:
+                continue
+            down = minion in self.down or minion in self.broken
+            listed.append(
+                _node(
+                    minion,
+                    role,
+                    "down" if down else "ready",
+                    "unreachable" if down else "reachable",
+                )
+            )
+        # the restarted node comes back once it was seen down
+        self.down.clear()
+        return listed
+
+    def restart(self, minion):
+        if minion in self.fail:
+            return {"ok": False, "error": "dockerd is not back"}
+        self.down.add(minion)
+        self.log.append((minion, sorted(self.down)))
+        return {"ok": True}
+
+    def sleep(self, seconds):
+        pass
+
+
+def test_rolling_restart_one_at_a_time_workers_first():
+    roles = {
+        "node1": "manager",
+        "node2": "manager",
+        "node3": "manager",
+        "node4": "worker",
+        "node5": "worker",
+        "solo": None,
+    }
+    swarm = _Swarm(roles)
+    result = docker_daemon.rolling_restart(swarm, sorted(roles), timeout=5)
+    assert result == {
+        "restarted": ["node4", "node5", "solo", "node1", "node2", "node3"],
+        "pending": [],
+        "error": None,
+    }
+    assert all(len(down) == 1 for _, down in swarm.log)  # never two nodes down at once
+
+
+def test_rolling_restart_stops_before_losing_the_quorum():
+    roles = {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"}
+    # node3's engine is down already: restarting node1 would leave one of three managers
+    swarm = _Swarm(roles, broken=["node3"])
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node2", "node4"], timeout=0.2)
+    assert result["restarted"] == ["node4"] and result["pending"] == ["node1", "node2"]
+    assert "restarting node1 would leave 1 of 3 managers" in result["error"]
+    assert [minion for minion, _ in swarm.log] == ["node4"]
+    # a node whose engine does not come back stops the run
+    swarm = _Swarm(roles, fail=["node4"])
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node4"], timeout=5)
+    assert result["restarted"] == [] and result["pending"] == ["node4", "node1"]
+    assert "node4" in result["error"]
+
+
+def test_a_node_that_does_not_say_its_role_is_not_restarted():
+    swarm = _Swarm({"node1": "manager", "node4": "worker"})
+    result = docker_daemon.rolling_restart(swarm, ["node4", "node9"], timeout=5)
+    assert result["restarted"] == ["node4"] and result["pending"] == ["node9"]
+    assert "node9: no swarm state" in result["error"]
+
+
+class _Settling(_Swarm):
+    """node3 looks unreachable for the first few listings, as right after node1's restart."""
+
+    def __init__(self, roles, unsettled=3):
+        super().__init__(roles, broken=["node3"])
+        self.unsettled = unsettled
+
+    def nodes(self, exclude):
+        listed = super().nodes(exclude)
+        self.unsettled -= 1
+        if self.unsettled <= 0:
+            self.broken.clear()
+        return listed
+
+
+def test_a_swarm_settling_after_a_restart_is_waited_for():
+    roles = {"node1": "manager", "node2": "manager", "node3": "manager"}
+    swarm = _Settling(roles)
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node2"], timeout=30)
+    assert result == {"restarted": ["node1", "node2"], "pending": [], "error": None}
+    assert all(len(down) == 1 for _, down in swarm.log)
