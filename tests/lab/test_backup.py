@@ -45,7 +45,8 @@ def volume_checksums(lab, node, volume):
     return sh(
         lab,
         node,
-        f'cd "$(docker volume inspect -f {{{{.Mountpoint}}}} {volume})" && '
+        # A missing volume fails here (cd "" would hash the node's whole root instead).
+        f'd=$(docker volume inspect -f {{{{.Mountpoint}}}} {volume}) && cd "$d" && '
         "find . -type f | sort | xargs sha256sum",
     )
 
