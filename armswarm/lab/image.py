@@ -48,6 +48,8 @@ PACKAGES = (
     "busybox-static",
     # the example tree's base images: real Debian root filesystems of each board's platform
     "mmdebstrap",
+    # mkfs.ext4 for the backup tests' frozen share (trixie's minimal root has no e2fsprogs)
+    "e2fsprogs",
     "iproute2",
     "iptables",
     "procps",

@@ -14,6 +14,7 @@ except ImportError:  # pragma: no cover - exercised by __virtual__ on minions wi
 
 
 PILLAR = "armswarm:docker"
+API_VERSION = "1.41"
 DEFAULTS = {
     "base_url": "unix://var/run/docker.sock",
     "timeout": 60,  # seconds per API call
@@ -54,7 +55,13 @@ def connect(opts=None, pillar=None, base_url=None, timeout=None):
     settings = engine_settings(opts, pillar)
     url = base_url or settings["base_url"]
     try:
-        client = docker.DockerClient(base_url=url, timeout=timeout or settings["timeout"])
+        # API 1.41 (Docker 20.10's) on every engine: from 1.42 on, listing volumes on a swarm
+        # node also asks the managers for cluster volumes, which a 20.10 manager does not know
+        # ("unknown method ListVolumes"), so a Docker 26 node in a mixed swarm could not list
+        # its own volumes. Docker 26 still serves 1.41 (its minimum is 1.24).
+        client = docker.DockerClient(
+            base_url=url, timeout=timeout or settings["timeout"], version=API_VERSION
+        )
         client.ping()
     except docker.errors.DockerException as exc:
         raise ArmswarmError(f"cannot reach the docker engine at {url}: {exc}") from exc
