@@ -140,8 +140,13 @@ def test_example_tree_builds_across_nodes_into_the_registry(lab, first_run):
 def test_plan_builds_nothing(lab, first_run):
     catalog = _api(lab, "_catalog").json()
     plan = lab.salt_json("imagebuild.plan", "source=salt://imagebuild/images", tool="salt-run")
-    assert plan["critical_path"][0] == "base"
-    assert plan["order"]["depth 1"] == ["base"]
+    # one job per (image, platform): the lab's HC1 is linux/arm/v7, the other boards linux/arm64
+    assert plan["critical_path"][0] in ("base@linux/arm/v7", "base@linux/arm64")
+    assert plan["order"]["depth 1"] == ["base@linux/arm/v7", "base@linux/arm64"]
+    assert plan["images"]["base"]["platforms"] == {
+        "linux/arm/v7": ["node1"],
+        "linux/arm64": ["node2", "node3", "node4", "node5"],
+    }
     assert len(plan["nodes"]) == len(lab.node_names())
     assert plan["expected_makespan_seconds"] >= plan["lower_bound_seconds"] > 0
     assert plan["expected_over_bound"] >= 1
