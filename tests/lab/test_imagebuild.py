@@ -164,16 +164,25 @@ def test_a_second_run_the_same_day_gets_a_new_tag_and_placement_is_respected(
     lab, first_run, tmp_path
 ):
     _, first, _ = first_run
-    # monitor may only build on the Raspberry Pi (a label from its grains): node5.
-    edits = {"monitor/image.yaml": "labels: {armswarm.board: rpi4}\n"}
+    # monitor may only build on the Raspberry Pi (a label from its grains): node5. Its
+    # Dockerfile changes, so this run's monitor differs from the first run's.
+    monitor = (EXAMPLE / "monitor/Dockerfile").read_text() + "LABEL run=second\n"
+    edits = {
+        "monitor/image.yaml": "labels: {armswarm.board: rpi4}\n",
+        "monitor/Dockerfile": monitor,
+    }
     root = _tree(tmp_path, names={"base", "monitor"}, edits=edits)
     _, second = _run(lab, f"source={root}")
     assert next(i for i in second["images"] if i["image"] == "monitor")["node"] == "node5"
     day = first["tag"].split(".")[0]
     assert second["tag"].startswith(f"{day}.") and second["tag"] != first["tag"]
-    first_base = first["published"]["base"]["digest"]
-    assert _digest(lab, "base", first["tag"]) == first_base  # earlier tag intact
-    assert _digest(lab, "base", "latest") != first_base  # latest moved to this run
+    for name in ("base", "monitor"):
+        before, now = first["published"][name]["digest"], second["published"][name]["digest"]
+        assert _digest(lab, name, first["tag"]) == before  # earlier tag intact
+        assert _digest(lab, name, second["tag"]) == now
+        assert _digest(lab, name, "latest") == now  # latest is this run's
+    # base's root filesystem is the same (reproducible), monitor's content is not
+    assert second["published"]["monitor"]["digest"] != first["published"]["monitor"]["digest"]
 
 
 def test_a_broken_image_skips_only_its_descendants(lab, first_run, tmp_path):

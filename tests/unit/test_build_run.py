@@ -422,6 +422,27 @@ def test_a_node_that_vanishes_mid_run_has_its_job_built_on_the_other(env):
     assert any(tag.endswith("/job/requeue") for tag, _ in cluster.fired)
 
 
+def test_a_node_that_vanishes_while_pushing_loses_the_child_built_on_its_local_image(env):
+    clock, registry, cluster, _ = env
+    cluster.seconds = {"base": 10, "a": 8, "b": 8, "a1": 1, "b1": 1}
+    cluster.push_seconds = {"base": 6}
+    # base is built on n1 at 4 s and pushes until 10 s; a child starts on its local image
+    # there; n1 stops answering at 7 s, during both
+    cluster.dies = {"n1": clock.now + 7}
+    report = run(env)
+    images = by_image(report)
+    assert all(item["status"] == "done" for item in images.values()), report
+    assert report["lost_nodes"] == ["n1"]
+    assert images["base"]["attempts"][0]["node"] == "n1"
+    early = [n for n in ("a", "b") if images[n]["attempts"][0]["node"] == "n1"]
+    assert early, report
+    for name in early:
+        # lost with the node, not merely revoked by its parent's lost push
+        assert images[name]["attempts"][0]["status"] == "lost"
+        assert images[name]["attempts"][-1]["status"] == "ok"
+        assert images[name]["attempts"][-1]["node"] == "n2"
+
+
 def test_images_go_only_where_their_arch_and_labels_allow(env, tmp_path):
     _, _, cluster, settings = env
     cluster.facts = {"n1": grains(), "n2": grains("armv7l", "odroid-hc1"), "n3": grains()}

@@ -159,3 +159,47 @@ def test_a_swarm_settling_after_a_restart_is_waited_for():
     result = docker_daemon.rolling_restart(swarm, ["node1", "node2"], timeout=30)
     assert result == {"restarted": ["node1", "node2"], "pending": [], "error": None}
     assert all(len(down) == 1 for _, down in swarm.log)
+
+
+class _Reconnecting(_Swarm):
+    """Restarting a manager makes the workers reconnect: they read down for a few listings."""
+
+    def __init__(self, roles, listings=3):
+        super().__init__(roles)
+        self.listings = listings
+        self.reconnecting = 0
+        self.last: list = []
+
+    def restart(self, minion):
+        answer = super().restart(minion)
+        if self._roles[minion] == "manager":
+            self.reconnecting = self.listings
+        return answer
+
+    def nodes(self, exclude):
+        if self.reconnecting:
+            self.reconnecting -= 1
+            self.broken = {m for m, r in self._roles.items() if r == "worker"}
+        else:
+            self.broken = set()
+        self.last = super().nodes(exclude)
+        return self.last
+
+
+def test_the_run_waits_for_the_workers_a_manager_restart_disconnected():
+    roles = {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"}
+    swarm = _Reconnecting(roles)
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node2", "node4"], timeout=30)
+    assert result == {"restarted": ["node4", "node1", "node2"], "pending": [], "error": None}
+    # at the end every node reads ready, as it did before
+    assert {n["id"]: n["state"] for n in swarm.last} == dict.fromkeys(roles, "ready")
+    # node2 was restarted only once node4 read ready again after node1's restart
+    assert all(len(down) == 1 for _, down in swarm.log)
+
+
+def test_workers_that_stay_down_after_a_restart_stop_the_run():
+    roles = {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"}
+    swarm = _Reconnecting(roles, listings=10**6)
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node2"], timeout=0.2)
+    assert result["restarted"] == ["node1"] and result["pending"] == ["node2"]
+    assert "after the restart of node1" in result["error"] and "node4" in result["error"]

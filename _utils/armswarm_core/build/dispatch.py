@@ -120,17 +120,18 @@ class Dispatcher:
     def _busy(self) -> set:
         return {a.node for a in self.running.values() if not a.built}
 
-    def _drop_runs(self, image: str, now: float, status: str):
+    def _drop_runs(self, image: str, now: float, status: str, lost_node: str | None = None):
         for jid, attempt in list(self.running.items()):
             if attempt.image == image:
                 del self.running[jid]
-                self._close(attempt, status, now)
+                # a run on the node that went away was lost with it, whatever else happened
+                self._close(attempt, "lost" if attempt.node == lost_node else status, now)
 
-    def _revoke(self, image: str, now: float):
+    def _revoke(self, image: str, now: float, lost_node: str | None = None):
         """``image`` will not be pushed as built: what started on its local image starts
         again once it is."""
         for child in self.sched.revoke(image):
-            self._drop_runs(child, now, "revoked")
+            self._drop_runs(child, now, "revoked", lost_node)
             outcome = self.outcomes[child]
             outcome.status, outcome.digest, outcome.end = scheduler.WAITING, None, None
             self.digests.pop(child, None)
@@ -158,7 +159,7 @@ class Dispatcher:
             if attempt.node == node and jid in self.running:
                 del self.running[jid]
                 self._close(attempt, "lost", now)
-                self._revoke(attempt.image, now)
+                self._revoke(attempt.image, now, lost_node=node)
                 self.sched.requeue(attempt.image)
                 self.progress("requeue", image=attempt.image, node=node, why=why)
         for image in self.sched.node_lost(node):

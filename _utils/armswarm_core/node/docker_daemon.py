@@ -189,6 +189,12 @@ def back_in_swarm(nodes: list, node_id: str) -> bool:
     return False
 
 
+def not_ready(nodes: list, ids: set) -> list:
+    """Which of the node IDs ``ids`` the listing does not show ready (absent ones too)."""
+    ready = {n["id"] for n in nodes if n["state"] == "ready"}
+    return sorted(ids - ready)
+
+
 def restart_order(pending: list, roles: Mapping) -> list:
     """Workers (and nodes outside the swarm) first, then managers, each group by name."""
     return sorted(pending, key=lambda m: (roles.get(m) == "manager", m))
@@ -209,6 +215,12 @@ def rolling_restart(transport, pending: list, timeout: float = 180, progress=Non
     done: list = []
     result = {"restarted": done, "pending": [], "error": None}
     order = restart_order(pending, roles)
+    # the nodes ready now must be ready again before the next restart and at the end: a
+    # manager's restart makes workers reconnect, and they read "down" for a few heartbeats
+    ready_before: set = set()
+    if any(roles.get(m) in ("manager", "worker") for m in order):
+        listed = transport.nodes(None) or []
+        ready_before = {n["id"] for n in listed if n["state"] == "ready"}
     for index, minion in enumerate(order):
         if minion not in roles:  # its engine did not answer: it may be a manager
             result["error"] = f"{minion}: no swarm state (is dockerd running?); not restarted"
@@ -251,4 +263,19 @@ def rolling_restart(transport, pending: list, timeout: float = 180, progress=Non
                     return result
                 transport.sleep(2)
         done.append(minion)
+        if in_swarm and ready_before:
+            deadline = time.monotonic() + timeout
+            while True:
+                nodes = transport.nodes(None)
+                missing = not_ready(nodes, ready_before) if nodes else ["(no manager answers)"]
+                if not missing:
+                    break
+                if time.monotonic() > deadline:
+                    result["error"] = (
+                        f"after the restart of {minion}, not ready again after {timeout} s: "
+                        + ", ".join(missing)
+                    )
+                    result["pending"] = order[index + 1 :]
+                    return result
+                transport.sleep(2)
     return result
