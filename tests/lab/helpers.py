@@ -154,13 +154,20 @@ def put_index(lab, repo: str, tag: str, per_platform: dict) -> str:
     entries = []
     for platform, source in sorted(per_platform.items()):
         got = requests.get(
-            f"{base}/manifests/{source}", headers={"Accept": MANIFEST}, verify=verify, timeout=30
+            f"{base}/manifests/{source}",
+            headers={"Accept": MANIFEST},
+            auth=lab.registry_auth,
+            verify=verify,
+            timeout=30,
         )
         got.raise_for_status()
         manifest = got.json()
         assert manifest["mediaType"] == MANIFEST, manifest
         config = requests.get(
-            f"{base}/blobs/{manifest['config']['digest']}", verify=verify, timeout=30
+            f"{base}/blobs/{manifest['config']['digest']}",
+            auth=lab.registry_auth,
+            verify=verify,
+            timeout=30,
         ).json()
         entry = {"os": config["os"], "architecture": config["architecture"]}
         if config.get("variant"):
@@ -180,6 +187,7 @@ def put_index(lab, repo: str, tag: str, per_platform: dict) -> str:
         f"{base}/manifests/{tag}",
         data=json.dumps(index),
         headers={"Content-Type": MANIFEST_LIST},
+        auth=lab.registry_auth,
         verify=verify,
         timeout=30,
     )

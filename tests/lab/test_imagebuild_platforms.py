@@ -69,6 +69,7 @@ def _get(lab, path, accept=ACCEPT):
     response = requests.get(
         f"https://{lab.registry}/v2/{path}",
         headers={"Accept": accept},
+        auth=lab.registry_auth,
         verify=str(lab.ca_file),
         timeout=30,
     )
