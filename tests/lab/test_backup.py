@@ -160,7 +160,8 @@ def create_service(lab, name, volume, node, image_ref, allow_empty=True):
     code, out = lab.exec(
         "node1",
         [
-            "docker", "service", "create", "--detach", "--name", name,
+            # the registry is closed: the nodes pull with node1's login, as a deploy does
+            "docker", "service", "create", "--detach", "--with-registry-auth", "--name", name,
             "--constraint", f"node.hostname=={node}", *env,
             "--mount", f"type=volume,source={volume},target=/data",
             "--mount", volume_share_mount(volume),
@@ -174,7 +175,8 @@ def move_service(lab, name, old, new):
     sh(
         lab,
         "node1",
-        f"docker service update --detach --env-rm ARMSWARM_RESTORE_ALLOW_EMPTY "
+        "docker service update --detach --with-registry-auth"
+        " --env-rm ARMSWARM_RESTORE_ALLOW_EMPTY "
         f"--constraint-rm node.hostname=={old} --constraint-add node.hostname=={new} {name}",
     )
 
@@ -212,7 +214,8 @@ def test_volume_follows_its_service_to_another_node(lab, app_image):
     sh(
         lab,
         "node1",
-        f"docker service update --detach --env-rm ARMSWARM_RESTORE_ALLOW_EMPTY "
+        "docker service update --detach --with-registry-auth"
+        " --env-rm ARMSWARM_RESTORE_ALLOW_EMPTY "
         f"--constraint-rm node.hostname==node4 "
         f"--constraint-add node.hostname==node5 --replicas 1 {SERVICE}",
     )
