@@ -8,6 +8,7 @@ import json
 import pytest
 import salt.crypt
 from armswarm_core import ArmswarmError
+from armswarm_core.common import docker_client
 from armswarm_core.swarm import join_tokens, swarm_engine
 from loaders import load_modules
 
@@ -26,6 +27,8 @@ def minion(tmp_path, monkeypatch):
     (pki / "minion_master.pub").write_text(master_pub)
     (pki / "minion.pem").write_text(minion_priv)
     unlocked = []
+    # no engine is asked (a machine without a running dockerd runs this test too)
+    monkeypatch.setattr(docker_client, "connect", lambda *args, **kwargs: object())
     monkeypatch.setattr(swarm_engine, "unlock_key", lambda client: KEY)
     monkeypatch.setattr(swarm_engine, "unlock", lambda client, key: unlocked.append(key) or {})
     mods = load_modules(tmp_path, id="node2", pki_dir=str(pki))
