@@ -216,7 +216,8 @@ def unlock_key():
     The unlock key of an autolocked swarm, sealed for the Salt master (with the master's
     public key this minion holds, ``pki_dir/minion_master.pub``): ``{"available", "sealed"}``.
     The plaintext is never returned: job returns and the job cache hold ciphertext only.
-    ``salt-run swarm_keys.unlock <node>`` opens it on the master and unlocks a locked manager.
+    ``salt-run swarm_keys.unlock <locked node> <running manager>`` opens it on the master and
+    unlocks the locked manager.
 
     CLI Example:
 

@@ -217,15 +217,21 @@ class _SaltTransport:
                 if len(parts) == 5 and parts[3] == "ret" and parts[2] in self.jids:
                     out.append((parts[2], parts[4], data["data"]))
             elif data["tag"].startswith(BUILT_TAG) and len(parts) == 4:
-                # a node's event.send: its data may come wrapped once more
-                body = data.get("data") or {}
-                if isinstance(body.get("data"), dict):
-                    body = body["data"]
-                jid = parts[3]
-                if jid in self.jids and body.get("jid") == jid:
-                    out.append((jid, self.jids[jid], {"built": True}))
+                out.extend(self._built(parts[3], data.get("data") or {}))
             data = self.event.get_event(wait=0.01, tag="", full=True)
         return out
+
+    def _built(self, jid, load) -> list:
+        """A node's ``event.send`` that its build is done: only from the node given the job.
+        ``load["id"]`` is the sender as the master authenticated it (the minion's own data,
+        under ``load["data"]``, could name any node)."""
+        body = load.get("data")
+        if not isinstance(body, dict) or jid not in self.jids:
+            return []
+        if load.get("id") != self.jids[jid] or body.get("jid") != jid:
+            log.warning("imagebuild: a built event for job %s not from its node, ignored", jid)
+            return []
+        return [(jid, self.jids[jid], {"built": True})]
 
 
 def _failure(exc) -> dict:

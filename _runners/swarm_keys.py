@@ -57,4 +57,7 @@ def unlock(target, manager):
     result = local.cmd(target, "docker_swarm.unlock", kwarg={"sealed_key": sealed}, timeout=60).get(
         target
     )
+    # the node's swarm state after the unlock, or its error (a string) or no answer at all
+    if not isinstance(result, dict):
+        raise CommandExecutionError(f"{target} was not unlocked: {result!r}"[:300])
     return {"target": target, "result": result}

@@ -3,6 +3,7 @@ the script may send to ``docker build``."""
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ found=$(grep -rl --exclude=build.sh "YnVpbGRlcjpzM2NyM3Q" "$context" || true)
 case "$DOCKER_CONFIG" in "$context"*) echo "DOCKER_CONFIG inside the context"; exit 4;; esac
 stat -c %a "$DOCKER_CONFIG/config.json" > "$OUT/mode"
 cat "$DOCKER_CONFIG/config.json" > "$OUT/config"
+echo "$DOCKER_CONFIG" > "$OUT/dir"
 """
 
 
@@ -41,6 +43,10 @@ def test_script_login_is_outside_the_build_context(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     monkeypatch.setenv("OUT", str(out))
+    # the login's temporary directory goes here, where the test can see that it is gone
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     job = build_job.Job(
         _Client(),
         "registry.lan:5000/app:1",
@@ -53,4 +59,6 @@ def test_script_login_is_outside_the_build_context(tmp_path, monkeypatch):
     # nothing left behind in the context either
     assert not [p for p in workdir.rglob("*") if p.name == "config.json"]
     assert sorted(os.listdir(workdir)) == ["app"]
-    assert not any(Path(p).name.startswith("armswarm-docker-") for p in os.listdir(tmp_path))
+    login_dir = Path((out / "dir").read_text().strip())
+    assert login_dir.parent == temp and login_dir.name.startswith("armswarm-docker-")
+    assert os.listdir(temp) == []  # the login's directory is removed after the script
