@@ -161,22 +161,36 @@ def restart_docker(timeout=120):
 
         salt node4 armnode.restart_docker
     """
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise CommandExecutionError(f"timeout must be a number of seconds > 0, not {timeout!r}")
     before = _swarm_info() or {}
     was_active = before.get("LocalNodeState") == "active"
     was_manager = bool(before.get("ControlAvailable"))
     started = time.monotonic()
-    proc = subprocess.run(
-        ["systemctl", "restart", "docker"],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            ["systemctl", "restart", "docker"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"systemctl restart docker took over {timeout} s"}
     if proc.returncode != 0:
         return {"ok": False, "error": f"systemctl restart docker: {proc.stderr.strip()[-300:]}"}
     deadline = started + float(timeout)
     while time.monotonic() < deadline:
         info = _swarm_info()
+        if was_active and (info or {}).get("LocalNodeState") == "locked":
+            # an autolocked manager comes back locked after every restart; it runs the new
+            # daemon.json already
+            docker_daemon.clear_pending()
+            return {
+                "ok": False,
+                "error": "dockerd is back but the swarm is locked (autolock): unlock it with "
+                f"salt-run swarm_keys.unlock {__opts__['id']} <a running manager>",
+            }
         if info is not None and (
             not was_active
             or (

@@ -111,7 +111,11 @@ def garbage_collect(dry_run=False, name=registry_host.CONTAINER):
         salt node1 docker_registry.garbage_collect dry_run=True
     """
     try:
+        conf = _conf(name)
+        # the address the registry state would publish on (a container of an older version
+        # may have none recorded: every interface)
+        conf["listen"] = registry_host.placement(conf, __grains__.get("ip4_interfaces"))["listen"]
         engine = docker_client.connect(__opts__, __pillar__)
-        return registry_host.garbage_collect(engine, _conf(name), dry_run=bool(dry_run))
+        return registry_host.garbage_collect(engine, conf, dry_run=bool(dry_run))
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc

@@ -66,6 +66,10 @@ def test_closed_by_default():
         registry_host.settings(None, _pillar(allow_anonymous="true"))
     with pytest.raises(ArmswarmError, match="armswarm:registry:listen"):
         registry_host.settings(None, _pillar(listen="0.0.0.0\n"))
+    # every interface is not an address the nodes use
+    for everywhere in ("0.0.0.0", "::"):
+        with pytest.raises(ArmswarmError, match="listen .* is every interface"):
+            registry_host.settings(None, _pillar(listen=everywhere))
 
 
 # ip4_interfaces as a board with Docker reports it: docker0 (the same 172.17.0.1 on every
@@ -116,3 +120,39 @@ def test_the_container_sees_only_what_it_serves(tmp_path):
     assert kwargs["ports"] == {"5000/tcp": ("10.0.0.5", 5000)}
     with pytest.raises(ArmswarmError, match="listen"):
         registry_host.container_kwargs({**conf, "listen": ""}, "spec")
+
+
+class _Container:
+    def __init__(self, host_ip):
+        self.labels = {}
+        self.short_id, self.status = "abc123", "running"
+        self.attrs = {
+            "HostConfig": {"PortBindings": {"5000/tcp": [{"HostIp": host_ip, "HostPort": "5000"}]}},
+            "Config": {"Image": "armswarm/registry:1"},
+        }
+
+
+class _Client:
+    def __init__(self, container):
+        self.container, self.asked = container, []
+
+    @property
+    def containers(self):
+        return self
+
+    def get(self, name):
+        self.asked.append(name)
+        return self.container
+
+    def run(self, *args, **kwargs):  # a replacement would start here: it must not
+        raise AssertionError("the registry was replaced")
+
+
+@pytest.mark.parametrize("host_ip", ["", "0.0.0.0", "::"])
+def test_garbage_collection_never_republishes_on_every_interface(host_ip):
+    client = _Client(_Container(host_ip))
+    conf = registry_host.settings(None, _pillar())
+    assert conf["listen"] in (None, "")
+    with pytest.raises(ArmswarmError, match="no address to publish on"):
+        registry_host.garbage_collect(client, conf)
+    assert client.asked == [conf["name"]]  # read, nothing stopped or started

@@ -325,6 +325,14 @@ def disk_usage(path) -> int:
     return total
 
 
+def _specific(address) -> str:
+    """``address`` unless it is empty or every interface (0.0.0.0, ::)."""
+    try:
+        return address if address and not ipaddress.ip_address(address).is_unspecified else ""
+    except ValueError:
+        return ""
+
+
 def garbage_collect(client, conf: dict, dry_run: bool = False) -> dict:
     """Free the blobs no manifest uses: the registry goes read-only (pulls keep working,
     pushes wait), ``registry garbage-collect`` runs in it, then it is writable again."""
@@ -336,9 +344,15 @@ def garbage_collect(client, conf: dict, dry_run: bool = False) -> dict:
     conf = {
         **conf,
         "image": state["image"] or conf["image"],
-        "listen": state["listen"] or conf["listen"],
+        "listen": _specific(state["listen"]) or conf["listen"],
         "port": state["port"] or conf["port"],
     }
+    if not _specific(conf["listen"]):
+        # never re-publish on every interface (a container made before ``listen`` existed)
+        raise ArmswarmError(
+            f"the registry container {conf['name']} has no address to publish on: set "
+            "armswarm:registry:listen (or host) and apply the registry state first"
+        )
     before = disk_usage(conf["storage"])
     replace(client, conf, spec, readonly=True)
     try:

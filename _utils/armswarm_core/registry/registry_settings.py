@@ -59,9 +59,15 @@ def _check(conf: Mapping) -> tuple[dict, list[str]]:
         problems.append(f"{PILLAR}:users must map user names (no ':') to passwords")
     if clean["listen"]:
         try:
-            ipaddress.ip_address(clean["listen"])
+            address = ipaddress.ip_address(clean["listen"])
         except ValueError:
             problems.append(f"{PILLAR}:listen must be an IP address of the registry node")
+        else:
+            if address.is_unspecified:  # 0.0.0.0 or :: is every interface
+                problems.append(
+                    f"{PILLAR}:listen {clean['listen']} is every interface: give the address "
+                    "the nodes use (leave it out for the node's own)"
+                )
     for key in ("ca_days", "cert_days", "cert_renew_days", "keep"):
         if clean[key] < 1:
             problems.append(f"{PILLAR}:{key} must be a whole number ≥ 1")
