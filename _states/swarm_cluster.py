@@ -25,7 +25,7 @@ import salt.utils.event
 import salt.utils.minions
 from armswarm_core import ArmswarmError
 from armswarm_core.common import state_results
-from armswarm_core.swarm import converge, swarm_layout
+from armswarm_core.swarm import converge, join_tokens, swarm_layout
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,29 @@ class _Minions:
         return set(salt.key.get_key(self.opts).list_keys().get("minions") or [])
 
     def public_keys(self, ids) -> dict:
-        """The accepted public key of each minion, as the master stores it."""
-        keys = {}
-        for minion_id in ids:
+        """The accepted public key of each minion, as the master stores it; an error when
+        another accepted minion has the same key (boards cloned from one image)."""
+        every = {}
+        for minion_id in sorted(self.accepted() | set(ids)):
             path = os.path.join(self.opts["pki_dir"], "minions", minion_id)
-            with open(path, encoding="utf-8") as fh:
-                keys[minion_id] = fh.read()
-        return keys
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    every[minion_id] = fh.read()
+            except OSError as exc:
+                if minion_id in ids:
+                    raise ArmswarmError(f"no accepted minion key for {minion_id}: {exc}") from exc
+        shared = join_tokens.shared_keys(every, ids)
+        if shared:
+            raise ArmswarmError(
+                "; ".join(
+                    f"{minion} has the same minion key as {', '.join(others)}"
+                    for minion, others in sorted(shared.items())
+                )
+                + ": boards cloned from one image open each other's secrets. Give each its "
+                "own key (delete /etc/salt/pki/minion/minion.* on the board, restart "
+                "salt-minion, salt-key -d and accept it again); nothing was sent"
+            )
+        return {minion_id: every[minion_id] for minion_id in ids}
 
     def expand(self, tgt, tgt_type) -> list:
         found = salt.utils.minions.CkMinions(self.opts).check_minions(tgt, tgt_type)

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tarfile
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,12 +125,15 @@ REGISTRY_USER = "lab"
 
 
 def _bcrypt(password: str) -> str:
-    # the htpasswd hash docker-registry accepts, from the host's libcrypt
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import crypt  # noqa: PLC0415
+    # the htpasswd hash docker-registry accepts, from the host's libcrypt (through ctypes, as
+    # the nodes do: Python 3.13 has no crypt module)
+    from armswarm_core import ArmswarmError  # noqa: PLC0415 - the tree's shared layer
+    from armswarm_core.common import password_hashes  # noqa: PLC0415
 
-    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    try:
+        hashed = password_hashes.hash_password(password, "bcrypt")
+    except ArmswarmError as exc:
+        raise LabError(f"cannot write the registry's htpasswd: {exc}") from exc
     if not hashed or not hashed.startswith("$2"):
         raise LabError("the host's crypt() has no bcrypt: cannot write the registry's htpasswd")
     return hashed

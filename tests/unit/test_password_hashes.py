@@ -135,6 +135,9 @@ def test_bcrypt_through_libcrypt_round_trips():
         pytest.skip("this system's libcrypt has no bcrypt")
     assert hashed.startswith("$2b$05$")
     assert password_hashes.hash_password("pw1", "bcrypt", salt=hashed) == hashed
+    # without rounds: cost 12, not libxcrypt's default of 5
+    default = password_hashes.hash_password("pw1", "bcrypt")
+    assert default.startswith("$2b$12$") and password_hashes.verify("pw1", default)
     assert password_hashes.verify("pw1", hashed)
     assert not password_hashes.verify("pw2", hashed)
 

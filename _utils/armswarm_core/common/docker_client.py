@@ -6,6 +6,7 @@ from armswarm_core.common import config
 try:
     import docker
     import docker.errors
+    import requests.exceptions
 
     HAS_DOCKER = True
 except ImportError:  # pragma: no cover - exercised by __virtual__ on minions without the SDK
@@ -14,6 +15,11 @@ except ImportError:  # pragma: no cover - exercised by __virtual__ on minions wi
 
 
 PILLAR = "armswarm:docker"
+# Docker 20.10's API: from 1.42 on, listing volumes on a swarm node also asks the managers
+# for cluster volumes, which a 20.10 manager does not know ("unknown method ListVolumes"), so a
+# Docker 26 node in a mixed swarm could not list its own volumes. Engines that still serve it
+# (Docker 26's minimum is 1.24) are spoken to in it; newer engines whose minimum is above it
+# (Docker 29: 1.44) in their own.
 API_VERSION = "1.41"
 DEFAULTS = {
     "base_url": "unix://var/run/docker.sock",
@@ -54,15 +60,36 @@ def connect(opts=None, pillar=None, base_url=None, timeout=None):
         raise ArmswarmError(reason)
     settings = engine_settings(opts, pillar)
     url = base_url or settings["base_url"]
+    seconds = timeout or settings["timeout"]
     try:
-        # API 1.41 (Docker 20.10's) on every engine: from 1.42 on, listing volumes on a swarm
-        # node also asks the managers for cluster volumes, which a 20.10 manager does not know
-        # ("unknown method ListVolumes"), so a Docker 26 node in a mixed swarm could not list
-        # its own volumes. Docker 26 still serves 1.41 (its minimum is 1.24).
-        client = docker.DockerClient(
-            base_url=url, timeout=timeout or settings["timeout"], version=API_VERSION
-        )
-        client.ping()
-    except docker.errors.DockerException as exc:
+        # the engine's own versions first (one unversioned request: a client made with a
+        # version asks nothing when made), then the client in the version chosen from them
+        probe = docker.APIClient(base_url=url, timeout=seconds, version=API_VERSION)
+        try:
+            version = api_version(probe.version(api_version=False))
+        finally:
+            probe.close()
+        client = docker.DockerClient(base_url=url, timeout=seconds, version=version)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        # a socket nobody serves is a requests error, not the SDK's
         raise ArmswarmError(f"cannot reach the docker engine at {url}: {exc}") from exc
     return client
+
+
+def _number(version) -> tuple:
+    try:
+        return tuple(int(part) for part in str(version).split("."))
+    except ValueError:
+        return ()
+
+
+def api_version(engine: dict) -> str:
+    """The API version to speak to an engine whose ``/version`` answer is ``engine``:
+    :data:`API_VERSION` when the engine serves it, else the engine's own."""
+    newest, oldest = engine.get("ApiVersion"), engine.get("MinAPIVersion")
+    wanted = _number(API_VERSION)
+    if not _number(newest):
+        return API_VERSION
+    if _number(newest) < wanted or (_number(oldest) and _number(oldest) > wanted):
+        return str(newest)
+    return API_VERSION

@@ -176,6 +176,7 @@ def libcrypt_gensalt(prefix: str, rounds: int = 0) -> str | None:
 
 # -- the public path -----------------------------------------------------------------------------
 METHODS = {"sha512": "$6$", "bcrypt": "$2b$", "yescrypt": "$y$"}
+BCRYPT_COST = 12
 
 
 def hash_password(
@@ -189,6 +190,10 @@ def hash_password(
         raise ArmswarmError(f"hash_password: method {method!r} is not one of {sorted(METHODS)}")
     if method == "sha512":
         return sha512_crypt(password, gen_salt() if salt is None else salt, rounds)
+    if method == "bcrypt" and not rounds:
+        # libxcrypt's own default cost for bcrypt is 5 (2^5 rounds): too cheap for a login;
+        # 12 is what Python's crypt.mksalt and htpasswd -B chose
+        rounds = BCRYPT_COST
     setting = libcrypt_gensalt(METHODS[method], rounds or 0) if salt is None else salt
     hashed = libcrypt(password, setting) if setting else None
     if not hashed or not hashed.startswith(METHODS[method]):

@@ -6,8 +6,10 @@ AES-256-GCM key), what travels is ciphertext; the plaintext exists only on the m
 the joiner. The master already holds every minion's public key (``pki_dir/minions/<id>``).
 
 A sealed value is bound to its recipient's minion id (authenticated data of the AES-GCM
-seal): boards cloned from one image can share a minion key, and a token sealed for one of
-them must still not open on another.
+seal), which stops a value sent to the wrong minion by mistake from opening there. It is no
+protection between boards cloned from one image that share a minion key: the id is not secret,
+and root on either board can open what was sealed for the other. So nothing is sealed for a
+minion whose accepted key another minion shares (:func:`shared_keys`).
 """
 
 import base64
@@ -91,3 +93,19 @@ def unseal(blob: str, private_key_pem: str | bytes, recipient: str) -> str:
     except (ValueError, InvalidTag) as exc:
         # Never echo the blob: a wrong recipient is the usual cause.
         raise ArmswarmError("cannot open the sealed value (sealed for another minion?)") from exc
+
+
+def shared_keys(keys: dict, ids) -> dict:
+    """``{minion: [other minions with the same public key]}`` for those of ``ids`` whose key
+    (``keys``: every accepted minion → its PEM, as the master stores them) is not their own."""
+    by_key: dict = {}
+    for minion, pem in keys.items():
+        by_key.setdefault("".join(str(pem).split()), []).append(minion)
+    out = {}
+    for minion in ids:
+        if minion not in keys:
+            continue
+        others = sorted(m for m in by_key["".join(str(keys[minion]).split())] if m != minion)
+        if others:
+            out[minion] = others
+    return out
