@@ -28,6 +28,26 @@ def _conf(overrides, name=registry_host.CONTAINER):
     return registry_host.settings(__opts__, __pillar__, name, **overrides)
 
 
+def _keep_files(directory: Path, modes: dict):
+    """The files the running registry was made with, as they are now; returns what puts them
+    back (a file that did not exist is removed again)."""
+    kept = {}
+    for name in modes:
+        try:
+            kept[name] = (directory / name).read_bytes()
+        except FileNotFoundError:
+            kept[name] = None
+
+    def restore():
+        for name, data in kept.items():
+            if data is None:
+                (directory / name).unlink(missing_ok=True)
+            else:
+                files.write(directory / name, data, modes[name])
+
+    return restore
+
+
 def running(
     name="armswarm-registry",
     image=None,
@@ -99,6 +119,7 @@ def running(
                 return state_results.would_change(ret, "The registry would be updated", changes)
             return state_results.unchanged(ret, "The registry is up to date")
         Path(conf["storage"]).mkdir(parents=True, exist_ok=True)
+        restore = _keep_files(config_dir, {"config.yml": 0o644, "htpasswd": 0o640})
         # Only files whose text differs: an unchanged one keeps its mtime (and mode).
         if config_changes:
             files.write(config_dir / "config.yml", text, 0o644)
@@ -109,7 +130,7 @@ def running(
                 return state_results.unchanged(
                     ret, f"The registry runs on {conf['listen']}:{conf['port']} as configured"
                 )
-        registry_host.replace(engine, conf, spec)
+        registry_host.replace(engine, conf, spec, restore=restore)
         changes["container"] = {
             "old": before and {k: before[k] for k in ("id", "status", "spec")},
             "new": {

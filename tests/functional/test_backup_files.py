@@ -6,6 +6,7 @@ import stat
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from armswarm_core import ArmswarmError
@@ -82,6 +83,24 @@ def test_a_copy_that_hangs_is_given_up_within_its_limit(tmp_path):
             raise AssertionError("the copy's process still holds the pipe")
     finally:
         os.close(fd)
+    # and it was reaped: no zombie child of this (long-lived, like a minion) process
+    for _ in range(100):
+        if not _zombie_children():
+            break
+        time.sleep(0.05)
+    assert _zombie_children() == []
+
+
+def _zombie_children() -> list:
+    found = []
+    for proc in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = proc.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            found.append(proc.parent.name)
+    return found
 
 
 def test_a_copy_in_time_returns_its_result_or_its_error(tmp_path):

@@ -237,8 +237,13 @@ def test_a_replacement_that_does_not_start_keeps_the_old_registry(lab, deployed)
         ],
     )
     assert code == 0, out
+    # ... and a new password in the same change: the files it writes are bind-mounted into
+    # the container, so the old one must run again on its own files, not the new ones
     broken = {"armswarm": {"registry": {**pillar["armswarm"]["registry"]}}}
     broken["armswarm"]["registry"]["image"] = "armswarm-lab/broken:1"
+    broken["armswarm"]["registry"]["users"] = {"builder": PASSWORD + "-new"}
+    code, htpasswd_before = lab.exec(NODE, ["cat", "/etc/armswarm/registry/htpasswd"])
+    assert code == 0 and htpasswd_before.startswith("builder:$2"), htpasswd_before
     states = _apply(lab, NODE, "registry", broken)
     running = next(s for s in states.values() if s["__id__"] == "armswarm-registry-running")
     assert running["result"] is False and "runs again" in running["comment"], running
@@ -252,6 +257,11 @@ def test_a_replacement_that_does_not_start_keeps_the_old_registry(lab, deployed)
         f"https://{host}/v2/", auth=("builder", PASSWORD), verify=_ca_file(lab), timeout=10
     )
     assert response.status_code == 200
+    assert lab.exec(NODE, ["cat", "/etc/armswarm/registry/htpasswd"]) == (0, htpasswd_before)
+    refused = requests.get(
+        f"https://{host}/v2/", auth=("builder", PASSWORD + "-new"), verify=_ca_file(lab), timeout=10
+    )
+    assert refused.status_code == 401
     # and the pillar it was deployed from is still what runs
     again = _apply(lab, NODE, "registry", pillar)
     assert _changed(again) == {} and all(_results(again).values()), _changed(again)

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -259,7 +260,9 @@ def _with_limit(seconds, job, give_up=None):
         if give_up is not None:
             give_up()
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, os.WNOHANG)  # reaped now if it could die; else it is init's
+        # a process stuck on a hung share dies only when the share answers: reaped then, by a
+        # thread (the minion lives on; an unreaped child would stay a zombie of it)
+        threading.Thread(target=_reap, args=(pid,), daemon=True).start()
         raise ArmswarmError(
             f"the copy did not finish within pause_timeout_seconds={seconds:g} "
             "(is the backup target hung?): given up, containers unpaused, nothing published"
@@ -272,6 +275,13 @@ def _with_limit(seconds, job, give_up=None):
     if "error" in answer:
         raise ArmswarmError(answer["error"])
     return answer["value"]
+
+
+def _reap(pid: int):
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _backup_one(engine, conf, root, node, vol, force):

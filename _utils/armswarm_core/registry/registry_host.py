@@ -249,10 +249,14 @@ def _get(client, name):
         return None
 
 
-def replace(client, conf: dict, spec: str, readonly: bool = False, timeout: float = 30):
+def replace(
+    client, conf: dict, spec: str, readonly: bool = False, timeout: float = 30, restore=None
+):
     """(Re)create the container from ``conf``; storage is a bind mount, so data stays. The
     old container is stopped and kept (``<name>-previous``) until the new one serves; when
-    the new one does not start or serve, it is removed and the old one runs again."""
+    the new one does not start or serve, it is removed and the old one runs again, after
+    ``restore()`` put back the files it was made with (they are bind-mounted: it would
+    otherwise start on the new ones)."""
     import docker.errors  # noqa: PLC0415
 
     ensure_image(client, conf["image"])
@@ -283,6 +287,8 @@ def replace(client, conf: dict, spec: str, readonly: bool = False, timeout: floa
         failed = _get(client, name)
         if failed is not None:
             failed.remove(force=True)
+        if restore is not None:
+            restore()
         if old is None:
             raise
         old.rename(name)
