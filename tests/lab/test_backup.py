@@ -408,6 +408,24 @@ def sql(lab, node, query):
     return out
 
 
+def _dockerd_debug(lab, node, on: bool) -> str:
+    """Switch the node's dockerd debug log on (daemon.json + SIGHUP, no restart) or back to
+    exactly the file it was; returns the node's time before, for journalctl --since."""
+    _, now = lab.exec(node, ["date", "+%Y-%m-%d %H:%M:%S"])
+    if on:
+        sh(lab, node, "cp -p /etc/docker/daemon.json /root/daemon.json.before-debug")
+        edit = (
+            "import json; p = '/etc/docker/daemon.json'; d = json.load(open(p)); "
+            "d['debug'] = True; json.dump(d, open(p, 'w'), indent=2)"
+        )
+        code, out = lab.exec(node, ["/opt/salt/bin/python3", "-c", edit])
+        assert code == 0, out
+    else:
+        sh(lab, node, "mv /root/daemon.json.before-debug /etc/docker/daemon.json")
+    sh(lab, node, "kill -HUP $(pidof dockerd) && sleep 1")
+    return now.strip()
+
+
 def test_mariadb_dump_restored_on_another_node(lab, mariadb_image):
     start_mariadb(lab, "node2", mariadb_image)
     sql(
@@ -421,8 +439,17 @@ def test_mariadb_dump_restored_on_another_node(lab, mariadb_image):
     rows = sql(lab, "node2", "SELECT id, name, HEX(data) FROM shop.items ORDER BY id")
     assert len(rows.splitlines()) == 500
 
-    ret = salt(lab, "node2", "backup.mysql_dump")
+    # dockerd logs each API request's body with debug on (a reloadable setting): the dump's
+    # exec must not carry the password there
+    since = _dockerd_debug(lab, "node2", True)
+    try:
+        ret = salt(lab, "node2", "backup.mysql_dump")
+    finally:
+        _dockerd_debug(lab, "node2", False)
     assert not ret["errors"], ret
+    _, journal = lab.exec("node2", ["journalctl", "-u", "docker", "--no-pager", "--since", since])
+    assert "/exec" in journal and "form data" in journal, journal[-2000:]  # debug was on
+    assert SECRET not in journal
     dumped = ret["dumped"]["bkdb"]
     dump_dir = share(lab) / "mysql" / "bkdb" / dumped["id"]
     assert (dump_dir / "dump.sql.gz").stat().st_size == dumped["archive_bytes"]

@@ -1,6 +1,8 @@
 """MySQL/MariaDB dumps and their restore, through ``docker exec``.
 
-Nothing here logs or returns a database password.
+Nothing here logs or returns a database password. It reaches the client on the exec's stdin
+(first line), never in the exec's environment or command: those are in the request that
+creates the exec, which dockerd writes to its log with ``debug: true``.
 """
 
 import gzip
@@ -21,6 +23,31 @@ DUMP_CMD = (
 
 
 CLIENT_CMD = 'exec "$(command -v mariadb || command -v mysql)" --user="$ARMSWARM_DB_USER"'
+# the password is stdin's first line (``read`` takes no byte beyond it); the rest is the
+# client's
+READ_PASSWORD = "IFS= read -r MYSQL_PWD || exit 97; export MYSQL_PWD; "
+
+
+def _password_line(password: str) -> bytes:
+    if "\n" in password or "\r" in password or "\0" in password:
+        raise ArmswarmError("a database password with a line break cannot be passed on")
+    return password.encode() + b"\n"
+
+
+def _frames(raw):
+    """``(stream, payload)`` of a non-tty exec's multiplexed output (8-byte frame headers:
+    stream 1 stdout, 2 stderr), as they arrive."""
+    buf = bytearray()
+    while data := raw.recv(65536):
+        buf += data
+        while len(buf) >= 8:
+            length = int.from_bytes(buf[4:8], "big")
+            if len(buf) < 8 + length:
+                break
+            yield buf[0], bytes(buf[8 : 8 + length])
+            del buf[: 8 + length]
+
+
 ROOT_PASSWORD_ENV = ("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD")
 EMPTY_PASSWORD_ENV = ("MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "MYSQL_ALLOW_EMPTY_PASSWORD")
 
@@ -107,20 +134,30 @@ def _dump_one(engine, conf, root, node, c, creds):
     clock = time.monotonic()
     exec_ids = []
 
+    line = _password_line(password)
+
     def produce(writer):
         exec_id = api.exec_create(
             c["id"],
-            ["sh", "-c", DUMP_CMD],
-            environment={"MYSQL_PWD": password, "ARMSWARM_DB_USER": user},
+            ["sh", "-c", READ_PASSWORD + DUMP_CMD],
+            stdin=True,
+            environment={"ARMSWARM_DB_USER": user},
         )["Id"]
         exec_ids.append(exec_id)
         errors = bytearray()
-        with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as gz:
-            for out, err in api.exec_start(exec_id, stream=True, demux=True):
-                if out:
-                    gz.write(out)
-                if err and len(errors) < 4096:
-                    errors += err
+        sock = api.exec_start(exec_id, socket=True)
+        raw = getattr(sock, "_sock", sock)
+        try:
+            raw.sendall(line)
+            raw.shutdown(socket.SHUT_WR)
+            with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as gz:
+                for stream, payload in _frames(raw):
+                    if stream == 1:
+                        gz.write(payload)
+                    elif len(errors) < 4096:
+                        errors += payload
+        finally:
+            sock.close()
         code = _exit_code(api, exec_id)
         if code != 0:
             message = _scrub(errors.decode(errors="replace").strip(), password)
@@ -185,20 +222,22 @@ def mysql_restore(engine, conf, name, container, pillar_get, bid=None) -> dict:
     user, password = creds
     api = engine.api
     clock = time.monotonic()
+    line = _password_line(password)
     exec_id = api.exec_create(
         target["id"],
-        ["sh", "-c", CLIENT_CMD],
+        ["sh", "-c", READ_PASSWORD + CLIENT_CMD],
         stdin=True,
-        environment={"MYSQL_PWD": password, "ARMSWARM_DB_USER": user},
+        environment={"ARMSWARM_DB_USER": user},
     )["Id"]
     sock = api.exec_start(exec_id, socket=True)
     raw = getattr(sock, "_sock", sock)
     try:
+        raw.sendall(line)
         with gzip.open(path, "rb") as dump:
             while chunk := dump.read(backup_target.CHUNK):
                 raw.sendall(chunk)
         raw.shutdown(socket.SHUT_WR)
-        output = _read_frames(raw)
+        output = b"".join(payload for _, payload in _frames(raw))
     finally:
         sock.close()
     code = _exit_code(api, exec_id, timeout=600)
@@ -211,16 +250,3 @@ def mysql_restore(engine, conf, name, container, pillar_get, bid=None) -> dict:
         "container": target["name"],
         "seconds": round(time.monotonic() - clock, 3),
     }
-
-
-def _read_frames(raw) -> bytes:
-    """The multiplexed stdout/stderr of a non-tty exec (8-byte frame headers), joined."""
-    buf = bytearray()
-    while data := raw.recv(65536):
-        buf += data
-    out, pos = bytearray(), 0
-    while pos + 8 <= len(buf):
-        length = int.from_bytes(buf[pos + 4 : pos + 8], "big")
-        out += buf[pos + 8 : pos + 8 + length]
-        pos += 8 + length
-    return bytes(out)
