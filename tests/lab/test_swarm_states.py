@@ -176,7 +176,9 @@ def test_left_initialised_and_joined_on_a_worker(lab):
     # A token sealed for another minion does not open on node5.
     call(lab, "node5", "docker_swarm.leave")
     forget(lab, "node5")
-    wrong = call(lab, "node1", "docker_swarm.sealed_join_token", "worker", pub_body(lab, "node4"))
+    wrong = call(
+        lab, "node1", "docker_swarm.sealed_join_token", "worker", pub_body(lab, "node4"), "node4"
+    )
     for test in (True, False):
         ret = state_single(
             lab,
