@@ -192,9 +192,10 @@ def _build_step_seconds(lab, node) -> float:
     step itself measured them."""
     container = lab.client.containers.get(lab.container_name(lab.node(node)))
     dockerfile = f"FROM {CPU_PROBE}\nRUN {TIMED_STEP}\n"
-    container.put_archive("/tmp", tar_bytes({"cpu-step/Dockerfile": dockerfile}))
+    # /root: /tmp is the node systemd's tmpfs, which the archive API does not see
+    container.put_archive("/root", tar_bytes({"cpu-step/Dockerfile": dockerfile}))
     code, out = lab.exec(
-        node, ["sh", "-c", "DOCKER_BUILDKIT=0 docker build --no-cache /tmp/cpu-step 2>&1"]
+        node, ["sh", "-c", "DOCKER_BUILDKIT=0 docker build --no-cache /root/cpu-step 2>&1"]
     )
     assert code == 0, out
     (centiseconds,) = [
