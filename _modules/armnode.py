@@ -6,7 +6,6 @@ A thin façade over :mod:`armswarm_core.node.node_settings` and
 ``armnode.boot_root`` (default ``/``; the lab and tests point it elsewhere).
 """
 
-import json
 import subprocess
 import time
 
@@ -115,25 +114,6 @@ def ssh_lockout():
     return node_settings.ssh_lockout(conf, password, keys)
 
 
-def _swarm_info():
-    try:
-        proc = subprocess.run(
-            ["docker", "info", "--format", "{{json .Swarm}}"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if proc.returncode != 0:
-        return None
-    try:
-        return json.loads(proc.stdout)
-    except ValueError:
-        return None
-
-
 def docker_restart_pending():
     """
     Whether ``/etc/docker/daemon.json`` changed while this node was in a swarm and dockerd
@@ -163,7 +143,7 @@ def restart_docker(timeout=120):
     """
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         raise CommandExecutionError(f"timeout must be a number of seconds > 0, not {timeout!r}")
-    before = _swarm_info() or {}
+    before = docker_daemon.swarm_info() or {}
     was_active = before.get("LocalNodeState") == "active"
     was_manager = bool(before.get("ControlAvailable"))
     started = time.monotonic()
@@ -181,7 +161,7 @@ def restart_docker(timeout=120):
         return {"ok": False, "error": f"systemctl restart docker: {proc.stderr.strip()[-300:]}"}
     deadline = started + float(timeout)
     while time.monotonic() < deadline:
-        info = _swarm_info()
+        info = docker_daemon.swarm_info()
         if was_active and (info or {}).get("LocalNodeState") == "locked":
             # an autolocked manager comes back locked after every restart; it runs the new
             # daemon.json already

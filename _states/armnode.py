@@ -185,21 +185,6 @@ def settings_valid(name="armnode-settings", settings=None):
     return state_results.unchanged(ret, "Settings are valid")
 
 
-def _docker_swarm_state():
-    """The engine's swarm state, or None when no dockerd answers (not installed or stopped)."""
-    try:
-        proc = subprocess.run(
-            ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
 def docker_daemon_config(name=docker_daemon.PATH, daemon=None, restart=True):
     """
     dockerd's ``daemon.json`` holds ``daemon``, checked before it is written: ``dockerd
@@ -222,7 +207,9 @@ def docker_daemon_config(name=docker_daemon.PATH, daemon=None, restart=True):
     text = docker_daemon.render(daemon)
     current = _read(name)
     pending = docker_daemon.is_pending()
-    swarm = _docker_swarm_state() if restart else None
+    info = docker_daemon.swarm_info() if restart else None
+    # None: no dockerd answers
+    swarm = None if info is None else info.get("LocalNodeState") or ""
     in_swarm = swarm in ("active", "locked", "pending")
     if current == text:
         if pending:

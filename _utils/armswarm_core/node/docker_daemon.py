@@ -158,6 +158,28 @@ def clear_pending(pending: str = PENDING):
     Path(pending).unlink(missing_ok=True)
 
 
+def swarm_info() -> dict | None:
+    """The engine's ``docker info`` Swarm section (``LocalNodeState``, ``ControlAvailable``,
+    …), or None when no dockerd answers (not installed, stopped, or too slow)."""
+    try:
+        proc = subprocess.run(
+            ["docker", "info", "--format", "{{json .Swarm}}"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        info = json.loads(proc.stdout)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
+
+
 # -- rolling restart ----------------------------------------------------------------------------
 def quorum_problem(nodes: list, restarting: str) -> str:
     """Why restarting the engine of swarm node ``restarting`` (node ID) would lose the raft
