@@ -339,6 +339,26 @@ def update_node(
     )
 
 
+def set_role(node, role, timeout=60):
+    """
+    Promote (``role=manager``) or demote (``role=worker``) one node and wait, up to
+    ``timeout`` seconds, until the raft membership follows: a promoted node is a reachable
+    manager, a demoted one no manager any more, and the swarm has a leader. A demotion that
+    would lose quorum (on the live node list) is refused; a wait that times out is an error.
+    Run on a manager that stays one.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node3 docker_swarm.set_role node4 manager
+        salt node3 docker_swarm.set_role node1 worker timeout=120
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise CommandExecutionError(f"timeout: must be a number of seconds, not {timeout!r}")
+    return _call(swarm_engine.set_role, node, role, timeout=timeout)
+
+
 def update_nodes(updates):
     """
     :func:`update_node` for many nodes in one call: ``updates`` maps node IDs or hostnames to

@@ -190,6 +190,56 @@ def test_dead_leader_keeps_quorum_and_comes_back(lab):
     assert len(managers) == 3 and all(m["reachability"] == "reachable" for m in managers)
 
 
+def _cluster_id(lab, node):
+    code, out = lab.exec(node, ["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"])
+    assert code == 0, out
+    return out.strip()
+
+
+def _docker_managers(lab, via) -> dict:
+    """``{hostname: reachability}`` of the managers, as docker itself lists them."""
+    code, out = lab.exec(
+        via,
+        [
+            "sh",
+            "-c",
+            "docker node inspect --format "
+            "'{{.Description.Hostname}} {{.Spec.Role}} {{if .ManagerStatus}}"
+            "{{.ManagerStatus.Reachability}}{{end}}' $(docker node ls -q)",
+        ],
+    )
+    assert code == 0, out
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return {r[0]: r[2] if len(r) > 2 else None for r in rows if r[1] == "manager"}
+
+
+def test_moving_the_manager_role_keeps_the_cluster(lab):
+    """node1-3 -> node3-5 and back, each in the check -> apply -> re-apply -> check cycle;
+    the promotions are waited for, so no demotion meets unreachable new managers."""
+    cluster = _cluster_id(lab, "node3")
+    moves = [
+        (["node3", "node4", "node5"], ["node1", "node2"], ["node4", "node5"], ["node1", "node2"]),
+        (["node1", "node2", "node3"], ["node4", "node5"], ["node1", "node2"], ["node4", "node5"]),
+    ]
+    for managers, workers, promoted, demoted in moves:
+        pillar = json.dumps({"armswarm": {"swarm": {"managers": managers, "workers": workers}}})
+        predicted = orch(lab, f"pillar={pillar}", "test=True")
+        assert predicted["result"] is None, predicted["comment"]
+        assert predicted["changes"]["promote"] == promoted
+        assert sorted(predicted["changes"]["demote"]) == demoted
+        applied = orch(lab, f"pillar={pillar}")
+        assert applied["result"] is True, applied["comment"]
+        assert applied["changes"] == predicted["changes"]
+        # Docker's own view: exactly the new managers, all reachable, one cluster.
+        assert _docker_managers(lab, managers[-1]) == dict.fromkeys(managers, "reachable")
+        # (a worker's engine shows no cluster ID: the managers, old and new, are the witnesses)
+        assert {m: _cluster_id(lab, m) for m in managers} == dict.fromkeys(managers, cluster)
+        for extra in ((), ("test=True",)):
+            again = orch(lab, f"pillar={pillar}", *extra)
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+    assert sorted(swarm_nodes(lab, "node1")) == lab.node_names()
+
+
 def test_no_join_token_in_job_cache_events_or_logs(lab, events):
     time.sleep(2)  # let the capture flush
     assert events.stat().st_size > 0

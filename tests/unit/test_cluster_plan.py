@@ -339,3 +339,32 @@ def test_stale_removal_never_takes_a_healthy_member():
 )
 def test_default_route_interface(table, iface):
     assert swarm_engine.default_route_interface(table) == iface
+
+
+def test_a_demotion_counts_the_nodes_promoted_before_it():
+    # One manager m1 hands the role to w1: fine, w1 is promoted (and waited for) first.
+    facts = {n: fact(n, "active", n == "m1", "C1", f"id-{n}") for n in ALL}
+    nodes = [
+        swarm_node(
+            n, "manager" if n == "m1" else "worker", reach="reachable" if n == "m1" else None
+        )
+        for n in ALL
+    ]
+    moved = layout(managers=["w1"], workers=["m1", "m2", "m3", "w2"])
+    plan, errors = swarm_plan.make_plan(moved, facts, nodes)
+    assert errors == [] and plan.promote == ["w1"] and plan.demote == ["m1"]
+    assert plan.cluster_id == "C1"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("answer_timeout", "60", "must be a number of seconds"),
+        ("role_timeout", True, "must be a number of seconds"),
+        ("answer_timeout", 0, "must be a number of seconds"),
+    ],
+)
+def test_timeouts_are_numbers_of_seconds(key, value, message):
+    _, errors, _ = swarm_layout.parse_layout({**BASE, key: value})
+    assert [e for e in errors if e.startswith(f"armswarm:swarm:{key}: {message}")], errors
+    assert layout(answer_timeout=45, role_timeout=120).answer_timeout == 45

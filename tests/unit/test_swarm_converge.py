@@ -32,6 +32,7 @@ CHANGING = {
     "docker_swarm.leave",
     "docker_swarm.update_node",
     "docker_swarm.update_nodes",
+    "docker_swarm.set_role",
     "docker_swarm.remove_node",
 }
 BOARDS = {"m1": "hc1", "m2": "rockpro64", "m3": "rockpro64"}
@@ -71,6 +72,8 @@ class FakeCluster:
         self.expanded = []
         self.key_requests = []
         self.fail = {}  # (minion, fun) -> error message
+        self.settling = set()  # node ids whose role change raft has not followed yet
+        self.never_settles = set()  # hostnames whose role change never settles
         self.serial = 0
         self.lock = threading.RLock()
         for name in names:
@@ -244,9 +247,33 @@ class FakeCluster:
             node[key] = change["new"]
         if "role" in changes:
             manager = node["role"] == "manager"
-            node["reachability"] = "reachable" if manager and node["state"] == "ready" else None
+            # As the engine does: a promoted node joins raft a moment later ("unknown" until
+            # then); a demoted one leaves it a moment later.
+            node["reachability"] = "unknown" if manager else node["reachability"]
             node["manager_addr"] = f"{node['addr']}:{PORT}" if manager else None
+            self.settling.add(node["id"])
         return changes
+
+    def _settle(self, node):
+        if node["id"] in self.settling and node["hostname"] not in self.never_settles:
+            self.settling.discard(node["id"])
+            manager = node["role"] == "manager"
+            node["reachability"] = "reachable" if manager and node["state"] == "ready" else None
+            if not manager:
+                node["leader"] = False
+                if not any(n["leader"] for n in self.managers()):
+                    self.managers()[0]["leader"] = True
+
+    def fun_set_role(self, minion, name, role, timeout=None):
+        """The engine's set_role: update, then wait until raft follows (or time out)."""
+        assert timeout == 60
+        self._require_manager(minion)
+        node = self._find(name)
+        changes = self.fun_update_node(minion, name, role=role)
+        self._settle(node)
+        if node["id"] in self.settling:
+            raise ArmswarmError(f"{role}: {node['hostname']}: not settled after {timeout} s")
+        return {"changed": bool(changes), "node": node["hostname"], "waited": 1.0}
 
     def fun_update_nodes(self, minion, batch):
         return {name: self.fun_update_node(minion, name, **s) for name, s in batch.items()}
@@ -280,7 +307,7 @@ class FakeCluster:
                         continue
             return out
 
-    def one(self, target, fun, arg=(), kwarg=None):
+    def one(self, target, fun, arg=(), kwarg=None, timeout=None):
         with self.lock:
             self.calls.append((target, fun, list(arg), dict(kwarg or {})))
             if target not in self.minions or not self.minions[target].up:
@@ -598,3 +625,66 @@ def test_a_force_argument_that_is_not_a_boolean_is_refused_before_any_call():
     assert ret["result"] is False and ret["changes"] == {}
     assert ret["comment"] == "force: must be true or false, not a string; nothing changed"
     assert cluster.calls == [] and cluster.events == []
+
+
+# -- moving the manager role -------------------------------------------------------------------
+MOVED = {"managers": ["m3", "w1", "w2"], "workers": ["m1", "m2"]}
+
+
+def managers_of(cluster):
+    return sorted(n["hostname"] for n in cluster.managers() if n["state"] == "ready")
+
+
+def test_moving_the_manager_role_promotes_waits_then_demotes_in_the_same_cluster():
+    cluster = formed()
+    cluster_id = cluster.cluster_id
+    predicted = converge_run(cluster, MOVED, test=True)
+    assert predicted["result"] is None and cluster.changing_calls() == []
+    ret = converge_run(cluster, MOVED)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == predicted["changes"]
+    assert ret["changes"]["promote"] == ["w1", "w2"] and ret["changes"]["demote"] == ["m1", "m2"]
+    # Each promotion settled (reachable) before the next step; demotions after all of them.
+    roles = [(a[1], c[0]) for c in cluster.calls if c[1] == "docker_swarm.set_role" for a in [c[2]]]
+    assert [r for r, _ in roles] == ["manager", "manager", "worker", "worker"]
+    assert cluster.cluster_id == cluster_id and cluster.settling == set()
+    assert managers_of(cluster) == ["m3", "w1", "w2"]
+    assert all(n["reachability"] == "reachable" for n in cluster.managers())
+    assert sorted(cluster.view()) == ALL
+    again = converge_run(cluster, MOVED)
+    assert again["result"] is True and again["changes"] == {}, again["comment"]
+
+    # And back: m3 is the manager the run talks through the whole time.
+    back = converge_run(cluster, LAYOUT)
+    assert back["result"] is True, back["comment"]
+    assert back["changes"]["promote"] == ["m1", "m2"] and back["changes"]["demote"] == ["w1", "w2"]
+    assert managers_of(cluster) == MANAGERS and cluster.cluster_id == cluster_id
+    assert converge_run(cluster, LAYOUT)["changes"] == {}
+
+
+def test_the_whole_manager_role_moves_to_nodes_that_are_no_managers_yet():
+    one = {"managers": ["m1"], "workers": ["m2", "m3", *WORKERS]}
+    cluster = formed(conf=one)
+    cluster_id = cluster.cluster_id
+    moved = {"managers": ["w1"], "workers": ["m1", "m2", "m3", "w2"]}
+    ret = converge_run(cluster, moved)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["promote"] == ["w1"] and ret["changes"]["demote"] == ["m1"]
+    set_role = [c for c in cluster.calls if c[1] == "docker_swarm.set_role"]
+    # Promoted through the old manager, demoted through the new one.
+    assert [(c[0], c[2][1]) for c in set_role] == [("m1", "manager"), ("w1", "worker")]
+    assert managers_of(cluster) == ["w1"] and cluster.cluster_id == cluster_id
+    assert converge_run(cluster, moved)["changes"] == {}
+
+
+def test_a_promotion_that_does_not_settle_stops_before_any_demotion():
+    cluster = formed()
+    cluster.never_settles.add("w1")
+    ret = converge_run(cluster, MOVED)
+
+    assert ret["result"] is False
+    assert "not settled" in ret["comment"] and "w1" in ret["comment"]
+    assert not any(c[1] == "docker_swarm.set_role" and c[2][1] == "worker" for c in cluster.calls)
+    assert {"m1", "m2", "m3"} <= set(managers_of(cluster))

@@ -6,9 +6,10 @@ unit tests use a fake cluster):
 
 ``many(targets, fun, arg=(), kwarg=None, timeout=None) -> {minion: return}``
     call ``fun`` on many minions at once; only the minions that answered without an error.
-``one(target, fun, arg=(), kwarg=None) -> return``
-    call ``fun`` on one minion; raises :class:`~armswarm_core.ArmswarmError` naming the
-    minion when it does not answer or the call fails.
+``one(target, fun, arg=(), kwarg=None, timeout=None) -> return``
+    call ``fun`` on one minion (``timeout``: seconds, when longer than the transport's own);
+    raises :class:`~armswarm_core.ArmswarmError` naming the minion when it does not answer or
+    the call fails.
 ``fork() -> transport``
     a transport of its own for another thread (workers join in parallel).
 ``accepted() -> set``
@@ -31,8 +32,8 @@ from armswarm_core import ArmswarmError
 from armswarm_core.common import config, state_results
 from armswarm_core.swarm import swarm_layout, swarm_plan
 
-# A minion that cannot say what it is within this is reported as not answering (down).
-FACTS_TIMEOUT = 20
+# What a role change's call may take beyond its wait (the Salt round trip).
+CALL_MARGIN = 30
 
 
 def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
@@ -120,7 +121,7 @@ def gather_facts(layout, transport) -> dict:
     facts = {
         m: f
         for m, f in transport.many(
-            layout.members, "docker_swarm.facts", timeout=FACTS_TIMEOUT
+            layout.members, "docker_swarm.facts", timeout=layout.answer_timeout
         ).items()
         if isinstance(f, dict) and "swarm" in f
     }
@@ -132,8 +133,10 @@ def gather_facts(layout, transport) -> dict:
 
 def live_manager(layout, facts):
     """The first layout manager that sees its cluster, to ask for the node list (one without
-    a leader cannot list nodes; ``make_plan`` explains that case); None when there is none."""
-    for minion_id in layout.managers:
+    a leader cannot list nodes; ``make_plan`` explains that case); when no layout manager is
+    a manager yet (the whole role moves), the first layout worker that still is one. None
+    when there is none."""
+    for minion_id in swarm_plan.cluster_candidates(layout, facts):
         swarm_state = (facts.get(minion_id) or {}).get("swarm") or {}
         if (
             swarm_state.get("state") == "active"
@@ -185,6 +188,16 @@ def remote_addrs(manager, plan, swarm_nodes, port) -> list:
     return addrs
 
 
+def _set_role(transport, layout, manager, node_id, role):
+    transport.one(
+        manager,
+        "docker_swarm.set_role",
+        [node_id, role],
+        {"timeout": layout.role_timeout},
+        timeout=layout.role_timeout + CALL_MARGIN,
+    )
+
+
 def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     """Carry the plan out, recording each step in ``done`` (the changes made so far, also when
     a step fails); return the manager to ask for the final node list."""
@@ -205,13 +218,16 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         manager = plan.init
         done["init"] = plan.init
         transport.progress("initialised", minion=plan.init, address=addr)
-    # Promotions first: a promoted node then serves joins as a manager.
+    # Promotions first, each waited for until the node is a reachable manager: it then serves
+    # joins, and counts for the quorum of the demotions below (fired back to back, the
+    # promoted nodes are still unreachable when the first demotion is checked).
     for minion_id in plan.promote:
-        transport.one(
-            manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "manager"}
-        )
+        _set_role(transport, layout, manager, node_ids[minion_id], "manager")
         done.setdefault("promote", []).append(minion_id)
         transport.progress("promoted", minion=minion_id)
+    if manager in plan.demote and plan.promote:
+        # The node we talk through is about to lose its role: ask a promoted one from now on.
+        manager = plan.promote[0]
     remote = remote_addrs(manager, plan, swarm_nodes, port)
     # Managers one at a time: each join changes the raft membership.
     for minion_id in plan.join_managers:
@@ -240,10 +256,14 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
                     failures.append(str(exc))
             if failures:
                 raise ArmswarmError("; ".join(failures))
-    for minion_id in plan.demote:
-        transport.one(
-            manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "worker"}
+    if manager in plan.demote:
+        manager = next(
+            (m for m in (*plan.promote, *plan.join_managers) if m not in plan.demote), manager
         )
+    # One at a time, each checked against quorum on the live node list by the manager and
+    # waited for until the node left the raft membership.
+    for minion_id in plan.demote:
+        _set_role(transport, layout, manager, node_ids[minion_id], "worker")
         done.setdefault("demote", []).append(minion_id)
         transport.progress("demoted", minion=minion_id)
     for node in plan.stale:

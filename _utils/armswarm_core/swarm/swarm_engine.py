@@ -116,7 +116,14 @@ def leave(client, force=False, timeout: float = 60) -> dict:
         if me and others:
             check_demotion(all_nodes, me)
             update_node(client, me["id"], role="worker")
-            _wait_local(client, lambda s: not s["is_manager"], timeout)
+            stepped_down = _wait_local(client, lambda s: not s["is_manager"], timeout)
+            if stepped_down["is_manager"]:
+                # A forced leave now would take a raft member away without the leader's
+                # consent: the managers that stay could lose quorum.
+                raise ArmswarmError(
+                    f"this node was demoted but is still a manager after {timeout:g} s "
+                    "(raft membership not handed over yet): not leaving; re-run later"
+                )
     # The low-level API throughout: ``client.swarm`` inspects the swarm when it is created, which
     # fails on a manager that lost quorum, exactly when a forced leave is needed.
     try:
@@ -326,6 +333,61 @@ def update_node(
                 continue
             raise _api_error(f"updating node {name} failed", exc) from exc
     return changes
+
+
+def _wait_nodes(client, done, timeout: float, sleep=time.sleep) -> tuple[bool, list | None]:
+    """``(done, nodes)``: poll the node list until ``done(nodes)`` or ``timeout``. A failed
+    list (a leader election in progress) counts as not done yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            current = nodes(client)
+        except ArmswarmError:
+            current = None
+        if current is not None and done(current):
+            return True, current
+        if time.monotonic() >= deadline:
+            return False, current
+        sleep(1)
+
+
+def _has_leader(all_nodes) -> bool:
+    return any(n["leader"] for n in all_nodes)
+
+
+def set_role(client, name: str, role: str, timeout: float = 60) -> dict:
+    """Promote or demote one node and wait until the raft membership follows: a promoted
+    node is a reachable manager, a demoted one is no manager any more, with a leader either
+    way. A demotion is checked against quorum on the live node list first. Returns
+    ``{"changed", "node", "waited"}``; raises when the wait times out (naming what it saw),
+    so a caller never goes on with a membership change still in flight."""
+    if role not in ROLES:
+        raise ArmswarmError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    started = time.monotonic()
+    node = find_node(client, name)
+    changed = bool(update_node(client, node["id"], role=role))
+
+    def settled(all_nodes):
+        me = next((n for n in all_nodes if n["id"] == node["id"]), None)
+        if me is None or not _has_leader(all_nodes):
+            return False
+        if role == "manager":
+            return me["role"] == "manager" and me["reachability"] == "reachable"
+        return me["role"] == "worker" and me["reachability"] is None
+
+    ok, last = _wait_nodes(client, settled, timeout)
+    if not ok:
+        me = next((n for n in last or [] if n["id"] == node["id"]), None)
+        seen = (
+            f"role {me['role']}, reachability {me['reachability'] or 'none'}"
+            if me
+            else "no node list (no leader?)"
+        )
+        raise ArmswarmError(
+            f"{'promoting' if role == 'manager' else 'demoting'} {node['hostname']}: not "
+            f"settled after {timeout:g} s ({seen}); stopping here"
+        )
+    return {"changed": changed, "node": node["hostname"], "waited": time.monotonic() - started}
 
 
 def remove_node(client, name: str, force=False) -> dict:

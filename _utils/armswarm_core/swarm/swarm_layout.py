@@ -15,6 +15,10 @@ from armswarm_core.swarm import swarm_engine
 
 LABEL_PREFIX = "armswarm."
 DEFAULT_PORT = 2377
+# Seconds a minion has to say what it is before it counts as not answering (a loaded Pi
+# can take longer than a fast board), and a promotion or demotion to settle in raft.
+DEFAULT_ANSWER_TIMEOUT = 20
+DEFAULT_ROLE_TIMEOUT = 60
 # The minion id on each node (set last, never from pillar).
 MINION_LABEL = f"{LABEL_PREFIX}minion"
 
@@ -38,6 +42,8 @@ class Layout:
     grain_labels: bool = True
     listen_port: int = DEFAULT_PORT
     force: bool = False
+    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT
+    role_timeout: float = DEFAULT_ROLE_TIMEOUT
 
     @property
     def members(self) -> list:
@@ -94,6 +100,20 @@ def _port(conf: dict, errors: list) -> int:
     return port
 
 
+def _seconds(conf: dict, key: str, default: float, errors: list) -> float:
+    """A positive number of seconds (a YAML number; never a boolean or a string)."""
+    value = conf.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        errors.append(
+            f"armswarm:swarm:{key}: must be a number of seconds (1 to 3600), "
+            f"not {config.kind(value) if not isinstance(value, int | float) else value}"
+        )
+        return default
+    return value
+
+
 # Every key of the layout; anything else is a typo to name, not to ignore.
 KEYS = (
     "managers",
@@ -105,6 +125,8 @@ KEYS = (
     "grain_labels",
     "listen_port",
     "force",
+    "answer_timeout",
+    "role_timeout",
 )
 NODE_KEYS = ("advertise_addr", "advertise_interface", "labels", "availability")
 
@@ -206,6 +228,8 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         grain_labels=_flag(conf, "grain_labels", True, errors),
         listen_port=_port(conf, errors),
         force=_flag(conf, "force", False, errors),
+        answer_timeout=_seconds(conf, "answer_timeout", DEFAULT_ANSWER_TIMEOUT, errors),
+        role_timeout=_seconds(conf, "role_timeout", DEFAULT_ROLE_TIMEOUT, errors),
     )
     return layout, errors, targets
 

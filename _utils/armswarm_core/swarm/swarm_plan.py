@@ -72,9 +72,10 @@ def make_plan(
         if len(ids) > 1:
             errors.append(f"armswarm:swarm: {', '.join(ids)} share the advertise address {addr}")
 
-    # Which cluster is ours: the one the pillar's managers are in.
+    # Which cluster is ours: the one the pillar's managers are in (or, when the manager role
+    # moves to nodes that are no managers yet, the one the layout's current managers are in).
     clusters: dict = {}
-    for minion_id in layout.managers:
+    for minion_id in cluster_candidates(layout, facts):
         swarm_state = (facts.get(minion_id) or {}).get("swarm") or {}
         if swarm_state.get("state") == "active" and swarm_state.get("is_manager"):
             if not swarm_state.get("cluster_id"):
@@ -175,13 +176,17 @@ def make_plan(
         node_of = {m: by_id[facts[m]["swarm"]["node_id"]] for m in plan.demote}
         plan.demote.sort(key=lambda m: node_of[m]["reachability"] == "reachable")
         staying = [n for n in swarm_nodes if n["role"] == "manager"]
+        # Promotions and manager joins come first and are waited for: those nodes answer, so
+        # they count as reachable managers when the demotions are checked.
+        coming = len(plan.promote) + len(plan.join_managers)
         for minion_id in plan.demote:
             staying = [n for n in staying if n["id"] != node_of[minion_id]["id"]]
-            reachable = sum(1 for n in staying if n["reachability"] == "reachable")
-            if not staying or reachable < swarm_engine.quorum(len(staying)):
+            reachable = coming + sum(1 for n in staying if n["reachability"] == "reachable")
+            total = coming + len(staying)
+            if not total or reachable < swarm_engine.quorum(total):
                 errors.append(
                     f"demoting {minion_id} would leave {reachable} reachable of "
-                    f"{len(staying)} managers, below quorum ({swarm_engine.quorum(len(staying))})"
+                    f"{total} managers, below quorum ({swarm_engine.quorum(total)})"
                 )
                 break
 
@@ -204,6 +209,18 @@ def make_plan(
                 # Still running: drain it; it is removed once it left (or went down).
                 plan.drain.append(node)
     return plan, errors
+
+
+def cluster_candidates(layout, facts) -> list:
+    """The members whose cluster is ours: the layout's managers that are active managers;
+    when none is, the layout's workers that are (the manager role moves to new nodes)."""
+
+    def manager_now(minion_id):
+        swarm_state = (facts.get(minion_id) or {}).get("swarm") or {}
+        return swarm_state.get("state") == "active" and swarm_state.get("is_manager")
+
+    found = [m for m in layout.managers if manager_now(m)]
+    return found or [m for m in layout.workers if manager_now(m)]
 
 
 def _layout_entries(layout, facts, swarm_nodes) -> set:
