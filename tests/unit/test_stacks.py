@@ -73,3 +73,130 @@ def test_cli_host_only_for_another_engine():
     assert stacks._cli_host("unix://var/run/docker.sock") is None
     assert stacks._cli_host("unix://run/other.sock") == "unix:///run/other.sock"
     assert stacks._cli_host("tcp://10.0.0.1:2376") == "tcp://10.0.0.1:2376"
+
+
+SITE = """
+services:
+  web:
+    image: reg:5000/web:v1
+    env_file: ./site.env
+    environment: {COLOR: green, DEBUG: false}
+    configs: [{source: page, target: /www/index.html}]
+    secrets: [token]
+    deploy: {replicas: 2}
+configs:
+  page: {file: ./page.html}
+  shared: {external: true}
+secrets:
+  token: {x-pillar: "armswarm:site:token"}
+"""
+
+
+def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=a b\nBARE\n"):
+    files = {"./page.html": page, "./site.env": env}
+    read = []
+
+    def read_file(path, where):
+        read.append((path, where))
+        if path not in files:
+            raise ArmswarmError(f"{where}: {path} missing")
+        return files[path]
+
+    out, written = stacks.bundle(
+        "site", stacks.load(SITE), read_file, lambda key, where: {"armswarm:site:token": token}[key]
+    )
+    return out, written, read
+
+
+def test_files_named_relative_to_the_compose_file_come_along_named_by_content():
+    out, files, read = bundled()
+    assert sorted(read) == [
+        ("./page.html", "configs:page:file"),
+        ("./site.env", "services:web:env_file:0"),
+    ]
+    page = out["configs"]["page"]
+    assert page["name"].startswith("site_page_") and page["file"].startswith("./files/config-")
+    assert files[page["file"][2:]] == (b"<h1>one</h1>", 0o644)
+    token = out["secrets"]["token"]
+    assert "x-pillar" not in token and token["name"].startswith("site_token_")
+    assert files[token["file"][2:]] == (b"s3cret", 0o600)
+    assert out["configs"]["shared"] == {"external": True}
+    # Another content: another name, and the service's hash follows.
+    other, _, _ = bundled(page=b"<h1>two</h1>")
+    assert other["configs"]["page"]["name"] != page["name"]
+    assert stacks.stamp(other)[1]["web"] != stacks.stamp(out)[1]["web"]
+    assert bundled(token="new")[0]["secrets"]["token"]["name"] != token["name"]
+    # The secret's value is nowhere in the compose file the CLI gets.
+    assert "s3cret" not in json.dumps(out)
+
+
+def test_env_files_read_as_the_cli_reads_them():
+    assert stacks.parse_env_file(b'A=1\n  # c\nB="q" x\nBARE\n\nC=\n') == {
+        "A": "1",
+        "B": '"q" x',
+        "C": "",
+    }
+
+
+def test_bad_objects_name_the_key():
+    with pytest.raises(ArmswarmError, match="configs:page: needs file"):
+        stacks.bundle("s", stacks.load(SITE.replace("{file: ./page.html}", "{}")), None, None)
+    with pytest.raises(ArmswarmError, match="secrets:token:x-pillar: must be one pillar key"):
+        stacks.bundle(
+            "s",
+            stacks.load(SITE.replace('"armswarm:site:token"', "[a, b]")),
+            lambda p, w: b"x",
+            None,
+        )
+
+
+def _live(out, files, **change):
+    """The spec the CLI makes of the bundled file (what the lab shows), with changes."""
+    fields = stacks.desired_fields("site", out, files)["web"]
+    spec = {
+        "Name": "site_web",
+        "Labels": {stacks.NAMESPACE_LABEL: "site", stacks.HASH_LABEL: "h1"},
+        "Mode": {"Replicated": {"Replicas": 2}},
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": "reg:5000/web:v1@sha256:" + "0" * 64,
+                "Env": sorted(f"{k}={v}" for k, v in fields["env"].items()),
+                "Configs": [
+                    {
+                        "ConfigName": out["configs"]["page"]["name"],
+                        "File": {"Name": "/www/index.html"},
+                    }
+                ],
+                "Secrets": [
+                    {"SecretName": out["secrets"]["token"]["name"], "File": {"Name": "token"}}
+                ],
+            }
+        },
+    }
+    for key, value in change.items():
+        if key == "replicas":
+            spec["Mode"]["Replicated"]["Replicas"] = value
+        else:
+            spec["TaskTemplate"]["ContainerSpec"][key] = value
+    return stacks.live_fields(spec)
+
+
+def test_drift_is_found_in_the_live_spec_and_nothing_else():
+    out, written, _ = bundled()
+    desired = stacks.desired_fields("site", out, written)
+    assert desired["web"]["env"] == {
+        "MODE": "blue",
+        "NAME": "a b",
+        "COLOR": "green",
+        "DEBUG": "false",
+    }
+    assert stacks.drift(desired["web"], _live(out, written)) == []
+    assert stacks.drift(desired["web"], _live(out, written, replicas=1)) == ["replicas"]
+    assert stacks.drift(desired["web"], _live(out, written, Env=["MODE=red"])) == ["env"]
+    assert stacks.drift(desired["web"], _live(out, written, Image="reg:5000/web:v0")) == ["image"]
+    hashes = {"web": "h1"}
+    existing = {"web": {"hash": "h1", "fields": _live(out, written, replicas=5)}}
+    assert stacks.plan(hashes, existing, False, desired) == {
+        "update": ["web"],
+        "drift": {"web": ["replicas"]},
+    }

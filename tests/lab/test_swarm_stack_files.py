@@ -1,0 +1,167 @@
+"""A stack with a config, a secret from pillar and an env file, all named relative to the
+compose file on salt:// (salt/swarm/stacks/site/): check -> apply -> re-apply -> check; a new
+config file and a new secret value roll the service out and the old objects go; a service
+changed or scaled by hand is reported and put back; a task that cannot be placed says why.
+What the containers see is read inside them."""
+
+import base64
+import json
+
+import pytest
+from helpers import busybox_rootfs, push_image
+
+COMPOSE = "salt://swarm/stacks/site/site.yml"
+STACK = "site"
+APPLETS = ("sh", "httpd", "cat", "echo")
+SECRET_KEY = "armswarm:test_site:token"
+
+
+@pytest.fixture(scope="module")
+def image(lab):
+    repo = f"{lab.registry}/armswarm/busybox"
+    rootfs = busybox_rootfs(APPLETS, {"www/index.html": "image page\n"})
+    push_image(lab, "node1", f"{repo}:site", rootfs)
+    lab.exec("node1", ["docker", "stack", "rm", STACK])
+    yield repo
+    lab.exec("node1", ["docker", "stack", "rm", STACK])
+
+
+def deploy(lab, page="one", color="green", token="s3cret-value-1", test=False, **extra):
+    context = {
+        "registry": lab.registry,
+        "tag": "site",
+        "page": page,
+        "color": color,
+        "token_pillar": SECRET_KEY,
+        "constraint": extra.pop("constraint", ""),
+    }
+    pillar = {"armswarm": {"test_site": {"token": token}}}
+    argv = [
+        "node1",
+        "state.single",
+        "docker_swarm.stack_deployed",
+        f"name={STACK}",
+        f"compose={COMPOSE}",
+        "template=jinja",
+        f"context={json.dumps(context)}",
+        f"pillar={json.dumps(pillar)}",
+        *(f"{k}={v}" for k, v in extra.items()),
+        "--timeout=400",
+    ]
+    if test:
+        argv.append("test=True")
+    ret = lab.salt_json(*argv, check=False)["node1"]
+    assert isinstance(ret, dict), ret
+    (result,) = ret.values()
+    assert token not in json.dumps(result)  # the secret is never in a return
+    return result
+
+
+def docker(lab, *argv):
+    code, out = lab.exec("node1", ["docker", *argv])
+    assert code == 0, out
+    return out.strip()
+
+
+def stack_objects(lab, kind):
+    out = docker(
+        lab,
+        kind,
+        "ls",
+        "--filter",
+        f"label=com.docker.stack.namespace={STACK}",
+        "--format",
+        "{{.Name}}",
+    )
+    return sorted(out.splitlines())
+
+
+def inside(lab, *command) -> set:
+    """What each running task's container says (``sh -c`` command), one answer per task."""
+    answers = []
+    for node in lab.node_names():
+        code, out = lab.exec(
+            node,
+            ["sh", "-c", f"docker ps -q --filter label=com.docker.swarm.service.name={STACK}_web"],
+        )
+        for cid in out.split():
+            code, said = lab.exec(node, ["docker", "exec", cid, "sh", "-c", " ".join(command)])
+            assert code == 0, said
+            answers.append(said.strip())
+    return answers
+
+
+def cycle(lab, expected_changes, **kwargs):
+    predicted = deploy(lab, test=True, **kwargs)
+    assert predicted["result"] is None, predicted["comment"]
+    assert predicted["changes"] == expected_changes, predicted["changes"]
+    applied = deploy(lab, **kwargs)
+    assert applied["result"] is True, applied["comment"]
+    assert applied["changes"] == predicted["changes"]
+    for test in (False, True):
+        again = deploy(lab, test=test, **kwargs)
+        assert again["result"] is True and again["changes"] == {}, again["comment"]
+    return applied
+
+
+def test_configs_secrets_env_files_come_along_and_changes_roll_out(lab, image):
+    cycle(lab, {"create": ["web"]})
+    (config,) = stack_objects(lab, "config")
+    (secret,) = stack_objects(lab, "secret")
+    assert config.startswith("site_page_") and secret.startswith("site_token_")
+    data = json.loads(docker(lab, "config", "inspect", config, "--format", "{{json .Spec.Data}}"))
+    with open("salt/swarm/stacks/site/page-one.html", "rb") as fh:
+        assert base64.b64decode(data) == fh.read()
+    seen = inside(lab, "cat /www/index.html /run/secrets/token; echo $SITE_MODE $SITE_COLOR")
+    assert len(seen) == 2
+    assert set(seen) == {"<h1>page one</h1>\ns3cret-value-1\nblue green"}
+
+    # A new config file (the context picks it) and a new secret value: new objects, a rolling
+    # update, the old objects removed once no task uses them.
+    applied = cycle(
+        lab,
+        {"update": ["web"], "remove_objects": {"configs": [config], "secrets": [secret]}},
+        page="two",
+        token="s3cret-value-2",
+    )
+    assert "remove_objects" in applied["changes"]
+    (config2,) = stack_objects(lab, "config")
+    (secret2,) = stack_objects(lab, "secret")
+    assert config2 != config and secret2 != secret
+    seen = inside(lab, "cat /www/index.html /run/secrets/token")
+    assert seen == ["<h1>page two</h1>\ns3cret-value-2"] * 2
+
+    # An environment-only change: every task runs it when the state returns.
+    cycle(lab, {"update": ["web"]}, page="two", token="s3cret-value-2", color="red")
+    assert inside(lab, "echo $SITE_COLOR") == ["red", "red"]
+
+
+def test_a_service_changed_or_scaled_by_hand_is_put_back(lab, image):
+    now = {"page": "two", "token": "s3cret-value-2", "color": "red"}
+    assert deploy(lab, **now)["changes"] == {}
+    docker(lab, "service", "scale", "--detach", f"{STACK}_web=1")
+    docker(lab, "service", "update", "--detach", "--env-add", "SITE_COLOR=hand", f"{STACK}_web")
+    cycle(lab, {"update": ["web"], "drift": {"web": ["replicas", "env"]}}, **now)
+    replicas = docker(
+        lab, "service", "inspect", f"{STACK}_web", "--format", "{{.Spec.Mode.Replicated.Replicas}}"
+    )
+    assert replicas == "2"
+    assert inside(lab, "echo $SITE_COLOR") == ["red", "red"]
+
+
+def test_a_task_that_cannot_be_placed_says_why(lab, image):
+    now = {"page": "two", "token": "s3cret-value-2", "color": "red"}
+    ret = deploy(lab, constraint="node.labels.armswarm.board == nosuchboard", timeout=25, **now)
+    assert ret["result"] is False and ret["changes"]["update"] == ["web"]
+    assert "not converged" in ret["comment"] and "no suitable node" in ret["comment"], ret[
+        "comment"
+    ]
+    # Put back: the state's wait sees the rollout through.
+    assert deploy(lab, **now)["result"] is True
+    assert deploy(lab, **now)["changes"] == {}
+
+
+def test_the_secret_value_is_in_no_minion_log(lab, image):
+    for node in lab.node_names():
+        proc = lab.exec(node, ["grep", "-rl", "s3cret-value", "/var/log/salt"])
+        assert proc[0] == 1, (node, proc[1])
