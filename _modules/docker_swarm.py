@@ -14,13 +14,15 @@ import os
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import docker_client
-from armswarm_core.swarm import join_tokens, swarm_engine
+from armswarm_core.swarm import join_tokens, stacks, swarm_engine
 from salt.exceptions import CommandExecutionError
 from salt.utils.data import traverse_dict_and_list
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "docker_swarm"
+# stacks() would shadow the core package of the same name here.
+__func_alias__ = {"stacks_list": "stacks"}
 
 
 def __virtual__():
@@ -389,3 +391,47 @@ def remove_node(node, force=False):
     """
     removed = _call(swarm_engine.remove_node, node, force=force)
     return {"removed": removed["hostname"], "id": removed["id"]}
+
+
+def stacks_list():
+    """
+    The stacks in the swarm: per stack the number of services, the tasks running and the
+    replicas asked for. Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.stacks
+    """
+    return _call(stacks.list_stacks)
+
+
+def services(stack=None):
+    """
+    The services (of ``stack``, or all): name, stack, image, mode, replicas wanted and
+    running, update state. Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.services stack=demo
+    """
+    return _call(stacks.list_services, stack)
+
+
+def tasks(stack=None, service=None):
+    """
+    The tasks of a stack, of a service (its full name, ``<stack>_<service>``) or all: service,
+    slot, the node it runs on (hostname), desired and current state, and the error of a task
+    that failed or cannot be placed (``no suitable node …``). Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.tasks stack=demo
+        salt node1 docker_swarm.tasks service=demo_web
+    """
+    return _call(stacks.list_tasks, stack=stack, service=service)

@@ -351,6 +351,26 @@ def stack_deployed(
         return state_results.failed(ret, exc, ret["changes"])
 
 
+def stack_absent(name, timeout=120):
+    """
+    Stack ``name`` is not in the swarm: its services are removed, then (once their tasks are
+    gone) its networks, configs and secrets. Run on a manager.
+    """
+    ret = state_results.new(name)
+    try:
+        engine = _client()
+        contents = stacks.stack_contents(engine, name)
+        if not contents:
+            return state_results.unchanged(ret, f"Stack {name} is absent")
+        ret["changes"] = {"removed": contents}
+        if __opts__["test"]:
+            return state_results.would_change(ret, f"Stack {name} would be removed")
+        stacks.remove_stack(engine, name, timeout=timeout)
+        return state_results.changed(ret, f"Stack {name} removed")
+    except ArmswarmError as exc:
+        return state_results.failed(ret, exc)
+
+
 def _pillar_secret(key, where):
     value = traverse_dict_and_list(__pillar__, key, None)
     if not isinstance(value, str) or not value:

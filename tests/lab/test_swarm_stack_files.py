@@ -165,3 +165,96 @@ def test_the_secret_value_is_in_no_minion_log(lab, image):
     for node in lab.node_names():
         proc = lab.exec(node, ["grep", "-rl", "s3cret-value", "/var/log/salt"])
         assert proc[0] == 1, (node, proc[1])
+
+
+def test_listing_stacks_services_and_tasks(lab, image):
+    (ret,) = lab.salt_json("node1", "docker_swarm.stacks", "--timeout=60").values()
+    assert ret[STACK] == {"services": 1, "running": 2, "wanted": 2}, ret
+    (tasks,) = lab.salt_json(
+        "node1", "docker_swarm.tasks", f"stack={STACK}", "--timeout=60"
+    ).values()
+    running = sorted(t["node"] for t in tasks if t["state"] == "running")
+    # docker's own answer: the nodes of the running tasks
+    out = docker(
+        lab,
+        "service",
+        "ps",
+        f"{STACK}_web",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.Node}} {{.CurrentState}}",
+    )
+    assert running == sorted(line.split()[0] for line in out.splitlines() if "Running" in line)
+    assert len(running) == 2 and set(running) <= set(lab.node_names())
+    # The task that could not be placed earlier says why.
+    assert any("no suitable node" in (t["error"] or "") for t in tasks), tasks
+    (services,) = lab.salt_json("node1", "docker_swarm.services", f"stack={STACK}").values()
+    assert [(s["name"], s["replicas"], s["running"]) for s in services] == [(f"{STACK}_web", 2, 2)]
+
+
+def test_deploy_runs_on_a_manager_that_answers(lab, image):
+    """managers[0] (node1) does not answer: the orchestration deploys from node2."""
+    pillar = {
+        "armswarm": {
+            "registry": {"host": lab.registry},
+            "stacks": {
+                "demo2": {"compose": "salt://swarm/stacks/demo.yml", "context": {"tag": "site"}}
+            },
+        }
+    }
+    code, out = lab.exec("node1", ["systemctl", "stop", "salt-minion"])
+    assert code == 0, out
+    try:
+        proc = lab.run_salt(
+            "salt-run",
+            "--out=json",
+            "state.orch",
+            "swarm.deploy",
+            f"pillar={json.dumps(pillar)}",
+            check=False,
+        )
+        ((state,),) = [s.values() for s in json.loads(proc.stdout)["data"].values()]
+        assert state["result"] is True, state["comment"]
+        assert list(state["changes"]["ret"]) == ["node2"], state["changes"]
+    finally:
+        lab.exec("node1", ["systemctl", "start", "salt-minion"])
+        lab.wait_minions()
+    assert docker(
+        lab,
+        "service",
+        "ls",
+        "--filter",
+        "label=com.docker.stack.namespace=demo2",
+        "--format",
+        "{{.Name}}",
+    ).split() == ["demo2_client", "demo2_web"]
+    lab.exec("node1", ["docker", "stack", "rm", "demo2"])
+
+
+def test_stack_absent_check_apply_reapply(lab, image):
+    def absent(test=False):
+        argv = [
+            "node1",
+            "state.single",
+            "docker_swarm.stack_absent",
+            f"name={STACK}",
+            "--timeout=200",
+        ]
+        (ret,) = lab.salt_json(*argv, *(["test=True"] if test else [])).values()
+        (result,) = ret.values()
+        return result
+
+    predicted = absent(test=True)
+    assert predicted["result"] is None
+    removed = predicted["changes"]["removed"]
+    assert removed["services"] == [f"{STACK}_web"] and removed["networks"] == [f"{STACK}_default"]
+    assert len(removed["configs"]) == 1 and len(removed["secrets"]) == 1
+    applied = absent()
+    assert applied["result"] is True and applied["changes"] == predicted["changes"], applied
+    for test in (False, True):
+        again = absent(test=test)
+        assert again["result"] is True and again["changes"] == {}, again["comment"]
+    label = f"label=com.docker.stack.namespace={STACK}"
+    for kind in ("service", "network", "config", "secret"):
+        assert docker(lab, kind, "ls", "-q", "--filter", label) == "", kind

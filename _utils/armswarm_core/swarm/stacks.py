@@ -644,3 +644,148 @@ def object_names(compose: dict) -> dict:
         )
         for kind in ("configs", "secrets")
     }
+
+
+# -- listing and removing stacks -------------------------------------------------------------------
+def _api(action, call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"{action}: {exc.explanation or exc}") from exc
+
+
+def _node_names(client) -> dict:
+    return {
+        n["ID"]: (n.get("Description") or {}).get("Hostname") or n["ID"][:12]
+        for n in _api("cannot list nodes (is this a manager?)", client.api.nodes)
+    }
+
+
+def list_services(client, stack: str | None = None) -> list:
+    """The services (of ``stack``, or all), each with its stack, image, mode, replicas
+    running/wanted and update state."""
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"} if stack else None
+    services = _api("cannot list services", client.api.services, filters=filters)
+    tasks = _api("cannot list tasks", client.api.tasks, filters={"desired-state": "running"})
+    running: dict = {}
+    for task in tasks:
+        if (task.get("Status") or {}).get("State") == "running":
+            running[task.get("ServiceID")] = running.get(task.get("ServiceID"), 0) + 1
+    out = []
+    for service in services:
+        spec = service.get("Spec") or {}
+        mode = spec.get("Mode") or {}
+        out.append(
+            {
+                "name": spec.get("Name"),
+                "stack": (spec.get("Labels") or {}).get(NAMESPACE_LABEL),
+                "image": ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image"),
+                "mode": "replicated" if "Replicated" in mode else "global",
+                "replicas": (mode.get("Replicated") or {}).get("Replicas"),
+                "running": running.get(service.get("ID"), 0),
+                "update": (service.get("UpdateStatus") or {}).get("State"),
+            }
+        )
+    return sorted(out, key=lambda s: s["name"] or "")
+
+
+def list_stacks(client) -> dict:
+    """``{stack: {"services": n, "running": tasks running, "wanted": replicas asked for}}``."""
+    out: dict = {}
+    for service in list_services(client):
+        if not service["stack"]:
+            continue
+        entry = out.setdefault(service["stack"], {"services": 0, "running": 0, "wanted": 0})
+        entry["services"] += 1
+        entry["running"] += service["running"]
+        entry["wanted"] += service["replicas"] or 0
+    return out
+
+
+def list_tasks(client, stack: str | None = None, service: str | None = None) -> list:
+    """The tasks of a service (full name), of a stack, or all: service, slot, node hostname,
+    desired and current state, and the error of the ones that failed or cannot be placed."""
+    filters = {}
+    if service:
+        filters["service"] = service
+    if stack:
+        filters["label"] = f"{NAMESPACE_LABEL}={stack}"
+    tasks = _api("cannot list tasks", client.api.tasks, filters=filters or None)
+    names = {
+        s["ID"]: (s.get("Spec") or {}).get("Name")
+        for s in _api("cannot list services", client.api.services)
+    }
+    nodes = _node_names(client)
+    out = []
+    for task in tasks:
+        status = task.get("Status") or {}
+        out.append(
+            {
+                "service": names.get(task.get("ServiceID"), task.get("ServiceID")),
+                "slot": task.get("Slot"),
+                "node": nodes.get(task.get("NodeID")) if task.get("NodeID") else None,
+                "desired": task.get("DesiredState"),
+                "state": status.get("State"),
+                "error": status.get("Err") or None,
+                "message": status.get("Message"),
+                "since": status.get("Timestamp"),
+            }
+        )
+    return sorted(out, key=lambda t: (t["service"] or "", t["slot"] or 0, t["since"] or ""))
+
+
+def stack_contents(client, stack: str) -> dict:
+    """What ``stack`` has in the swarm: ``{"services", "networks", "configs", "secrets"}``
+    (names), only the non-empty ones."""
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    out = {
+        "services": sorted(
+            s["Spec"]["Name"]
+            for s in _api("cannot list services", client.api.services, filters=filters)
+        ),
+        "networks": sorted(
+            n["Name"] for n in _api("cannot list networks", client.api.networks, filters=filters)
+        ),
+        **{k: sorted(v) for k, v in stack_objects(client, stack).items()},
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def remove_stack(client, stack: str, timeout: float = 120) -> dict:
+    """Remove every service, network, config and secret of ``stack``: services first, then,
+    once their tasks are gone (a network in use cannot go), the rest. Returns what was
+    removed; raises when the tasks do not go within ``timeout``."""
+    contents = stack_contents(client, stack)
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    for service in _api("cannot list services", client.api.services, filters=filters):
+        _api(
+            f"removing service {service['Spec']['Name']}", client.api.remove_service, service["ID"]
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [
+            t
+            for t in _api("cannot list tasks", client.api.tasks, filters=filters)
+            if (t.get("Status") or {}).get("State") in ("running", "starting", "preparing")
+        ]
+        if not left:
+            break
+        if time.monotonic() >= deadline:
+            raise ArmswarmError(
+                f"stack {stack}: {len(left)} tasks still running after {timeout:g} s"
+            )
+        time.sleep(1)
+    for network in _api("cannot list networks", client.api.networks, filters=filters):
+        for attempt in range(10):
+            try:
+                client.api.remove_network(network["Id"])
+                break
+            except docker.errors.APIError as exc:
+                # The containers of the removed tasks detach from it a moment later.
+                if attempt == 9 or "in use" not in str(exc.explanation or exc):
+                    raise ArmswarmError(
+                        f"removing network {network['Name']}: {exc.explanation or exc}"
+                    ) from exc
+                time.sleep(2)
+    remove_objects(client, stack, stack_objects(client, stack))
+    return contents
