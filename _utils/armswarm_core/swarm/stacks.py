@@ -705,16 +705,16 @@ def list_stacks(client) -> dict:
 def list_tasks(client, stack: str | None = None, service: str | None = None) -> list:
     """The tasks of a service (full name), of a stack, or all: service, slot, node hostname,
     desired and current state, and the error of the ones that failed or cannot be placed."""
-    filters = {}
-    if service:
-        filters["service"] = service
-    if stack:
-        filters["label"] = f"{NAMESPACE_LABEL}={stack}"
-    tasks = _api("cannot list tasks", client.api.tasks, filters=filters or None)
-    names = {
-        s["ID"]: (s.get("Spec") or {}).get("Name")
-        for s in _api("cannot list services", client.api.services)
+    services = _api("cannot list services", client.api.services)
+    names = {s["ID"]: (s.get("Spec") or {}).get("Name") for s in services}
+    # A stack's tasks by its services (tasks carry no stack label of their own).
+    wanted = {
+        s["ID"]
+        for s in services
+        if (not stack or ((s.get("Spec") or {}).get("Labels") or {}).get(NAMESPACE_LABEL) == stack)
+        and (not service or names[s["ID"]] == service)
     }
+    tasks = [t for t in _api("cannot list tasks", client.api.tasks) if t.get("ServiceID") in wanted]
     nodes = _node_names(client)
     out = []
     for task in tasks:
