@@ -126,6 +126,8 @@ def test_half_formed_swarm_prediction_is_what_the_run_does(lab):
         ({"nodes": {"node5": {"advertise_addr": "NODE4"}}}, "node4, node5 share the advertise"),
         ({"managers": []}, "at least one manager is needed"),
         ({"nodes": {"node4": {"availability": "paused"}}}, "node4:availability"),
+        # a typo'd address of a manager (it would leave raft without a leader)
+        ({"nodes": {"node2": {"advertise_addr": "10.77.9.254"}}}, "is not an address of node2"),
     ],
 )
 def test_bad_pillar_is_refused_and_nothing_changes(lab, override, message):

@@ -122,8 +122,24 @@ def test_duplicate_advertise_address_is_an_error():
     conf = layout(
         nodes={"w2": {"advertise_addr": "10.9.9.9"}, "w1": {"advertise_addr": "10.9.9.9"}}
     )
-    plan, errors = swarm_plan.make_plan(conf, {n: fact(n) for n in ALL}, None)
+    facts = {n: fact(n) for n in ALL}
+    for n in ("w1", "w2"):  # both hold it (a copied network config)
+        facts[n]["interfaces"]["eth1"] = ["10.9.9.9"]
+    plan, errors = swarm_plan.make_plan(conf, facts, None)
     assert any("w1, w2 share the advertise address 10.9.9.9" in e for e in errors)
+
+
+def test_an_advertise_addr_that_is_not_the_nodes_is_refused():
+    facts = {n: fact(n) for n in ALL}
+    conf = layout(nodes={"m2": {"advertise_addr": "10.0.0.250"}})
+    plan, errors = swarm_plan.make_plan(conf, facts, None)
+    own = facts["m2"]["interfaces"]["eth0"][0]
+    assert errors == [
+        "armswarm:swarm:nodes:m2:advertise_addr: 10.0.0.250 is not an address of m2 "
+        f"(its interfaces: eth0 {own})"
+    ]
+    facts["m2"]["interfaces"]["wlan0"] = ["10.0.0.250"]
+    assert swarm_plan.make_plan(conf, facts, None)[1] == []
 
 
 def test_node_in_another_swarm_refused_without_force():
@@ -318,7 +334,7 @@ def test_stale_removal_never_takes_a_healthy_member():
     # m1 (healthy) and the rejoining w2 share a hostname, and w2 got the address m1's entry
     # still shows (m1 was re-addressed by DHCP).
     facts, nodes = converged()
-    facts["w2"] = {**fact("w2"), "hostname": "m1"}
+    facts["w2"] = {**fact("w2"), "hostname": "m1", "interfaces": {"eth0": ["10.0.9.9"]}}
     for node in nodes:
         node["labels"] = {}  # joined before the label existed
     nodes[0]["addr"] = "10.0.9.9"

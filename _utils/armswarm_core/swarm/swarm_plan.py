@@ -66,6 +66,19 @@ def make_plan(
                 "advertise_addr or advertise_interface)"
             )
             continue
+        own = {a for addrs in (facts[minion_id].get("interfaces") or {}).values() for a in addrs}
+        settings = layout.nodes.get(minion_id)
+        if settings and settings.advertise_addr and ":" not in addr and addr not in own:
+            # A typo here on a joining manager leaves a raft without a leader: refuse it
+            # before anything changes (the facts hold the node's IPv4 addresses).
+            listed = ", ".join(
+                f"{iface} {' '.join(addrs)}"
+                for iface, addrs in sorted((facts[minion_id].get("interfaces") or {}).items())
+            )
+            errors.append(
+                f"armswarm:swarm:nodes:{minion_id}:advertise_addr: {addr} is not an address "
+                f"of {minion_id} (its interfaces: {listed or 'none with an IPv4 address'})"
+            )
         plan.addresses[minion_id] = addr
         owners.setdefault(addr, []).append(minion_id)
     for addr, ids in owners.items():
