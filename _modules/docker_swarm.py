@@ -244,11 +244,18 @@ def unlock(key=None, key_pillar=None):
     return _call(swarm_engine.unlock, str(key))
 
 
-def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN):
+def join(
+    remote_addrs,
+    sealed_token,
+    advertise_addr=None,
+    listen_addr=swarm_engine.DEFAULT_LISTEN,
+    availability=None,
+):
     """
     Join the swarm managed at ``remote_addrs`` (a list or comma-separated ``host:port``),
-    with a token sealed for this minion (:func:`sealed_join_token`). Does nothing when the
-    node is already in a swarm.
+    with a token sealed for this minion (:func:`sealed_join_token`), with ``availability``
+    (active, pause, drain) from the first moment when given. Does nothing when the node is
+    already in a swarm.
 
     CLI Example:
 
@@ -277,6 +284,7 @@ def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm_engi
         token,
         advertise_addr=advertise_addr,
         listen_addr=listen_addr,
+        availability=availability,
     )
     return {
         "changed": True,

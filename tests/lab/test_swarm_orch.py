@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import assert_no_join_token
+from helpers import assert_no_join_token, busybox_rootfs, push_image
 
 
 def orch(lab, *extra) -> dict:
@@ -240,6 +240,63 @@ def test_moving_the_manager_role_keeps_the_cluster(lab):
             again = orch(lab, f"pillar={pillar}", *extra)
             assert again["result"] is True and again["changes"] == {}, again["comment"]
     assert sorted(swarm_nodes(lab, "node1")) == lab.node_names()
+
+
+def test_a_node_joins_drained_and_never_gets_a_task(lab):
+    """A global service would put a task on a node the moment it joins: a node the layout
+    drains joins drained, so its task history stays empty."""
+    image = f"{lab.registry}/armswarm/busybox:join"
+    push_image(lab, "node1", image, busybox_rootfs(("sh", "sleep")))
+    code, out = lab.exec(
+        "node1",
+        [
+            "docker",
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "joinprobe",
+            "--mode",
+            "global",
+            "--endpoint-mode",
+            "dnsrr",
+            image,
+            "sleep",
+            "3600",
+        ],
+    )
+    assert code == 0, out
+    try:
+        call(lab, "node5", "docker_swarm.leave")
+        wait_down(lab, ["node5"])
+        drained = json.dumps(
+            {"armswarm": {"swarm": {"nodes": {"node5": {"availability": "drain"}}}}}
+        )
+        predicted = orch(lab, f"pillar={drained}", "test=True")
+        assert predicted["changes"]["join_workers"] == ["node5"], predicted["comment"]
+        applied = orch(lab, f"pillar={drained}")
+        assert applied["result"] is True and applied["changes"] == predicted["changes"]
+        for extra in ((), ("test=True",)):
+            again = orch(lab, f"pillar={drained}", *extra)
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+        code, out = lab.exec(
+            "node1", ["docker", "node", "inspect", "node5", "--format", "{{.Spec.Availability}}"]
+        )
+        assert out.strip() == "drain", out
+        time.sleep(3)  # a task the scheduler gave node5 would show by now
+        code, out = lab.exec(
+            "node1",
+            ["docker", "service", "ps", "joinprobe", "--format", "{{.Node}} {{.CurrentState}}"],
+        )
+        assert code == 0 and "node5" not in out, out
+        assert "node4" in out  # the probe does place tasks (it would on node5 too)
+        active = json.dumps(
+            {"armswarm": {"swarm": {"nodes": {"node5": {"availability": "active"}}}}}
+        )
+        assert orch(lab, f"pillar={active}")["result"] is True
+        assert orch(lab)["changes"] == {}
+    finally:
+        lab.exec("node1", ["docker", "service", "rm", "joinprobe"])
 
 
 def test_no_join_token_in_job_cache_events_or_logs(lab, events):

@@ -72,6 +72,7 @@ class FakeCluster:
         self.expanded = []
         self.key_requests = []
         self.fail = {}  # (minion, fun) -> error message
+        self.joined_with = {}  # minion -> availability at join
         self.settling = set()  # node ids whose role change raft has not followed yet
         self.never_settles = set()  # hostnames whose role change never settles
         self.serial = 0
@@ -219,9 +220,14 @@ class FakeCluster:
         # The engine tries the first address only: it must be a manager now.
         if first not in {n["manager_addr"] for n in self.managers() if n["state"] == "ready"}:
             raise ArmswarmError(f"could not connect to {first}")
+        availability = kwargs.pop("availability", None)
         assert advertise_addr == minion.addr and kwargs == {"listen_addr": f"0.0.0.0:{PORT}"}
         (role,) = [r for r, t in self.tokens.items() if t == token]
         self._add_node(minion, role)
+        if availability:
+            self.nodes[minion.node_id]["availability"] = availability
+        # What the node had from its first moment in the swarm.
+        self.joined_with[minion.id] = self.nodes[minion.node_id]["availability"]
         return {"changed": True, "state": self.swarm_state(minion)}
 
     def fun_leave(self, minion, force=False):
@@ -688,3 +694,16 @@ def test_a_promotion_that_does_not_settle_stops_before_any_demotion():
     assert "not settled" in ret["comment"] and "w1" in ret["comment"]
     assert not any(c[1] == "docker_swarm.set_role" and c[2][1] == "worker" for c in cluster.calls)
     assert {"m1", "m2", "m3"} <= set(managers_of(cluster))
+
+
+def test_a_node_joins_with_its_availability_from_the_first_moment():
+    conf = {**LAYOUT, "nodes": {"w2": {"availability": "drain"}, "m3": {"availability": "pause"}}}
+    cluster = FakeCluster()
+    predicted = converge_run(cluster, conf, test=True)
+    ret = converge_run(cluster, conf)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == predicted["changes"]
+    assert cluster.joined_with == {"m2": "active", "m3": "pause", "w1": "active", "w2": "drain"}
+    assert "availability" not in ret["changes"]["nodes"]["w2"]  # nothing left to change
+    assert cluster.node_of("w2")["availability"] == "drain"
+    assert converge_run(cluster, conf)["changes"] == {}

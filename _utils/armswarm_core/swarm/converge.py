@@ -158,15 +158,18 @@ def _notes(plan, changes) -> str:
     return notes
 
 
-def _join(transport, joiner, sealed_token, remote_addrs, addr, port):
-    ret = transport.one(
-        joiner,
-        "docker_swarm.join",
-        [",".join(remote_addrs)],
-        {"sealed_token": sealed_token, "advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"},
-    )
+def _join(transport, joiner, sealed_token, remote_addrs, addr, port, availability=None):
+    kwarg = {"sealed_token": sealed_token, "advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"}
+    if availability:
+        # From the first moment: drained after the join, it could already have had a task.
+        kwarg["availability"] = availability
+    ret = transport.one(joiner, "docker_swarm.join", [",".join(remote_addrs)], kwarg)
     transport.progress("joined", minion=joiner, manager=ret["state"]["is_manager"])
     return ret["state"]["node_id"]
+
+
+def _join_availability(layout, minion_id):
+    return (layout.nodes.get(minion_id) or swarm_layout.NodeSettings()).availability
 
 
 def _sealed_tokens(transport, manager, role, joiners) -> dict:
@@ -233,7 +236,13 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     for minion_id in plan.join_managers:
         token = _sealed_tokens(transport, manager, "manager", [minion_id])[minion_id]
         node_ids[minion_id] = _join(
-            transport, minion_id, token, remote, plan.addresses[minion_id], port
+            transport,
+            minion_id,
+            token,
+            remote,
+            plan.addresses[minion_id],
+            port,
+            _join_availability(layout, minion_id),
         )
         done.setdefault("join_managers", []).append(minion_id)
         remote.append(f"{plan.addresses[minion_id]}:{port}")
@@ -243,7 +252,14 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         with ThreadPoolExecutor(max_workers=min(16, len(plan.join_workers))) as pool:
             futures = {
                 m: pool.submit(
-                    _join, transport.fork(), m, tokens[m], remote, plan.addresses[m], port
+                    _join,
+                    transport.fork(),
+                    m,
+                    tokens[m],
+                    remote,
+                    plan.addresses[m],
+                    port,
+                    _join_availability(layout, m),
                 )
                 for m in plan.join_workers
             }

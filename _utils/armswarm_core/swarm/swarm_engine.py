@@ -72,15 +72,37 @@ def join(
     advertise_addr=None,
     listen_addr=DEFAULT_LISTEN,
     timeout: float = 90,
+    availability=None,
 ) -> dict:
-    """Join an existing swarm; the role comes from the token."""
-    try:
-        client.api.join_swarm(
-            remote_addrs=list(remote_addrs),
-            join_token=token,
-            listen_addr=listen_addr,
-            advertise_addr=advertise_addr,
+    """Join an existing swarm; the role comes from the token. ``availability`` (active,
+    pause, drain) is the node's from its first moment: a node drained after joining could
+    already have received a task."""
+    if availability is not None and availability not in AVAILABILITIES:
+        raise ArmswarmError(
+            f"availability must be one of {', '.join(AVAILABILITIES)}, not {availability!r}"
         )
+    try:
+        if availability is None:
+            client.api.join_swarm(
+                remote_addrs=list(remote_addrs),
+                join_token=token,
+                listen_addr=listen_addr,
+                advertise_addr=advertise_addr,
+            )
+        else:
+            # The SDK's join_swarm has no availability; the engine's JoinRequest has had it
+            # since API 1.31 (what `docker swarm join --availability` sends).
+            response = client.api._post_json(
+                client.api._url("/swarm/join"),
+                data={
+                    "RemoteAddrs": list(remote_addrs),
+                    "ListenAddr": listen_addr,
+                    "JoinToken": token,
+                    "AdvertiseAddr": advertise_addr,
+                    "Availability": availability,
+                },
+            )
+            client.api._raise_for_status(response)
     except docker.errors.APIError as exc:
         # The engine's message can quote the token: keep only what does not.
         message = str(getattr(exc, "explanation", "") or exc)

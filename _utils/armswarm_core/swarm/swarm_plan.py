@@ -151,9 +151,15 @@ def make_plan(
                 continue
             plan.leave.append(minion_id)
         settings = layout.nodes.get(minion_id) or swarm_layout.NodeSettings()
-        # A node that joins starts with no labels and availability "active".
+        # A node that joins starts with no labels and its layout availability (it joins with
+        # it, see converge._join); the first manager of a new swarm starts "active".
+        joins_with = (
+            settings.availability
+            if not (plan.cluster_id is None and plan.init is None and want == "manager")
+            else None
+        )
         new = swarm_engine.node_changes(
-            {"labels": {}, "availability": "active"},
+            {"labels": {}, "availability": joins_with or "active"},
             labels=swarm_layout.desired_labels(minion_id, layout, node_facts),
             availability=settings.availability,
         )
