@@ -299,6 +299,35 @@ def test_a_node_joins_drained_and_never_gets_a_task(lab):
         lab.exec("node1", ["docker", "service", "rm", "joinprobe"])
 
 
+def _docker_labels(lab, node):
+    code, out = lab.exec(
+        "node1", ["docker", "node", "inspect", node, "--format", "{{json .Spec.Labels}}"]
+    )
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_labels_dropped_from_pillar_go_hand_set_ones_stay(lab):
+    pool = json.dumps({"armswarm": {"swarm": {"nodes": {"node4": {"labels": {"pool": "a"}}}}}})
+    for pillar, expected in ((pool, "a"), (None, None)):
+        extra = (f"pillar={pillar}",) if pillar else ()
+        predicted = orch(lab, *extra, "test=True")
+        assert predicted["result"] is None and list(predicted["changes"]["nodes"]) == ["node4"]
+        applied = orch(lab, *extra)
+        assert applied["result"] is True and applied["changes"] == predicted["changes"]
+        for again in (orch(lab, *extra), orch(lab, *extra, "test=True")):
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+        labels = _docker_labels(lab, "node4")
+        assert labels.get("pool") == expected, labels
+        if pillar:
+            code, out = lab.exec(
+                "node1", ["docker", "node", "update", "--label-add", "rack=r1", "node4"]
+            )
+            assert code == 0, out
+    assert _docker_labels(lab, "node4")["rack"] == "r1"  # set by hand: stays
+    lab.exec("node1", ["docker", "node", "update", "--label-rm", "rack", "node4"])
+
+
 def test_no_join_token_in_job_cache_events_or_logs(lab, events):
     time.sleep(2)  # let the capture flush
     assert events.stat().st_size > 0

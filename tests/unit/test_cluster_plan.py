@@ -37,6 +37,8 @@ def fact(n, state="inactive", manager=False, cluster_id=None, node_id=None, boar
 def swarm_node(n, role="worker", state="ready", reach=None, labels=None, addr=None):
     # Nodes the orchestration configured carry their minion id as a label.
     labels = {**labels, swarm_layout.MINION_LABEL: n} if labels is not None else {}
+    if labels:  # the keys the orchestration set, as it keeps them
+        labels[swarm_layout.MANAGED_LABEL] = ",".join(sorted(labels))
     return {
         "id": f"id-{n}",
         "hostname": n,
@@ -67,6 +69,8 @@ def test_fresh_cluster_inits_first_manager_then_joins():
         "armswarm.cpus": "6",
         "armswarm.big-cores": "2",
         "armswarm.storage": "ssd",
+        "armswarm.labels": "armswarm.arch,armswarm.big-cores,armswarm.board,armswarm.cpus,"
+        "armswarm.minion,armswarm.storage",
     }
 
 
@@ -384,3 +388,28 @@ def test_timeouts_are_numbers_of_seconds(key, value, message):
     _, errors, _ = swarm_layout.parse_layout({**BASE, key: value})
     assert [e for e in errors if e.startswith(f"armswarm:swarm:{key}: {message}")], errors
     assert layout(answer_timeout=45, role_timeout=120).answer_timeout == 45
+
+
+def test_a_label_dropped_from_pillar_goes_and_a_hand_set_label_stays():
+    facts, nodes = converged()
+    nodes[3]["labels"].update({"pool": "a", "rack": "r1"})  # w1: pool from pillar, rack by hand
+    nodes[3]["labels"][swarm_layout.MANAGED_LABEL] += ",pool"
+    plan, errors = swarm_plan.make_plan(layout(), facts, nodes)  # pool no longer declared
+    assert errors == []
+    new = plan.updates["w1"]["labels"]["new"]
+    assert "pool" not in new and new["rack"] == "r1"
+    assert "pool" not in new[swarm_layout.MANAGED_LABEL].split(",")
+    assert all(not plan.updates[n] for n in ALL if n != "w1")
+    # With remove_undeclared_labels, the hand-set one goes too.
+    plan, _ = swarm_plan.make_plan(layout(remove_undeclared_labels=True), facts, nodes)
+    assert "rack" not in plan.updates["w1"]["labels"]["new"]
+
+
+def test_the_label_list_is_reserved():
+    _, errors, _ = swarm_layout.parse_layout(
+        {**BASE, "nodes": {"w1": {"labels": {swarm_layout.MANAGED_LABEL: "x"}}}}
+    )
+    assert errors == [
+        "armswarm:swarm:nodes:w1:labels:armswarm.labels: reserved, armswarm keeps its list of "
+        "labels there"
+    ]

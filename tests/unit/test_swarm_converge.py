@@ -707,3 +707,14 @@ def test_a_node_joins_with_its_availability_from_the_first_moment():
     assert "availability" not in ret["changes"]["nodes"]["w2"]  # nothing left to change
     assert cluster.node_of("w2")["availability"] == "drain"
     assert converge_run(cluster, conf)["changes"] == {}
+
+
+def test_a_label_dropped_from_pillar_is_removed_from_the_node_a_hand_set_one_stays():
+    with_pool = {**LAYOUT, "nodes": {"w2": {"labels": {"pool": "db"}}}}
+    cluster = formed(conf=with_pool)
+    cluster.node_of("w2")["labels"]["rack"] = "r7"  # set by hand
+    ret = converge_run(cluster, LAYOUT)
+    assert ret["result"] is True, ret["comment"]
+    labels = cluster.node_of("w2")["labels"]
+    assert "pool" not in labels and labels["rack"] == "r7"
+    assert converge_run(cluster, LAYOUT)["changes"] == {}

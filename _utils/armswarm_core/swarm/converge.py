@@ -295,7 +295,10 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     for minion_id, change in updates.items():
         settings = {"remove_undeclared_labels": layout.remove_undeclared_labels}
         if "labels" in change:
-            settings["labels"] = change["labels"]["new"]
+            # The declared labels: the manager merges them into the node's labels as they
+            # are then, and removes the ones it set before that are no longer declared.
+            settings["labels"] = swarm_layout.desired_labels(minion_id, layout, facts[minion_id])
+            settings["managed_label"] = swarm_layout.MANAGED_LABEL
         if "availability" in change:
             settings["availability"] = change["availability"]["new"]
         batch[node_ids[minion_id]] = settings

@@ -276,18 +276,31 @@ def quorum(managers: int) -> int:
 
 
 def node_changes(
-    current: dict, labels=None, availability=None, role=None, remove_undeclared_labels=False
+    current: dict,
+    labels=None,
+    availability=None,
+    role=None,
+    remove_undeclared_labels=False,
+    managed_label=None,
 ) -> dict:
     """What an update would change: ``{field: {"old": …, "new": …}}``; empty when converged.
 
     Labels are strings in the engine, so declared values are compared as strings. Undeclared
-    labels stay unless ``remove_undeclared_labels`` (another tool may own them).
+    labels stay unless ``remove_undeclared_labels`` (another tool may own them). With
+    ``managed_label``, that label lists the keys declared last time: a key listed there and
+    no longer declared is removed (it was ours), and the label is set to the keys declared now.
     """
     changes = {}
     if labels is not None or remove_undeclared_labels:
         old = dict(current.get("labels") or {})
         new = {} if remove_undeclared_labels else dict(old)
-        new.update({str(k): "" if v is None else str(v) for k, v in (labels or {}).items()})
+        declared = {str(k): "" if v is None else str(v) for k, v in (labels or {}).items()}
+        if managed_label:
+            ours_before = set(filter(None, old.get(managed_label, "").split(",")))
+            for key in ours_before - set(declared):
+                new.pop(key, None)
+            declared[managed_label] = ",".join(sorted(k for k in declared if k != managed_label))
+        new.update(declared)
         if new != old:
             changes["labels"] = {"old": old, "new": new}
     if availability is not None:
@@ -329,10 +342,13 @@ def update_node(
     role=None,
     remove_undeclared_labels=False,
     test=False,
+    managed_label=None,
 ) -> dict:
     """Reconcile one node's labels, availability and role; return the changes (made or not)."""
     node = find_node(client, name)
-    changes = node_changes(node, labels, availability, role, remove_undeclared_labels)
+    changes = node_changes(
+        node, labels, availability, role, remove_undeclared_labels, managed_label=managed_label
+    )
     if not changes or test:
         return changes
     if changes.get("role", {}).get("new") == "worker":

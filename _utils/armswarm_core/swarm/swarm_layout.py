@@ -21,6 +21,9 @@ DEFAULT_ANSWER_TIMEOUT = 20
 DEFAULT_ROLE_TIMEOUT = 60
 # The minion id on each node (set last, never from pillar).
 MINION_LABEL = f"{LABEL_PREFIX}minion"
+# The keys of the labels the orchestration set last time (comma-separated): a label dropped
+# from pillar is removed, a label set by hand is not.
+MANAGED_LABEL = f"{LABEL_PREFIX}labels"
 
 
 @dataclass
@@ -178,6 +181,13 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         if not isinstance(labels, dict):
             errors.append(f"armswarm:swarm:nodes:{minion_id}:labels: must be a mapping")
             labels = {}
+        for reserved in (MANAGED_LABEL,):
+            if reserved in labels:
+                errors.append(
+                    f"armswarm:swarm:nodes:{minion_id}:labels:{reserved}: reserved, "
+                    "armswarm keeps its list of labels there"
+                )
+                labels = {k: v for k, v in labels.items() if k != reserved}
         if MINION_LABEL in labels:
             # Stale entries and prune candidates are told apart by it: pillar must not move it.
             errors.append(

@@ -134,6 +134,7 @@ def make_plan(
                 labels=swarm_layout.desired_labels(minion_id, layout, node_facts),
                 availability=settings.availability,
                 remove_undeclared_labels=layout.remove_undeclared_labels,
+                managed_label=swarm_layout.MANAGED_LABEL,
             )
             continue
         if local == "active":
@@ -162,6 +163,7 @@ def make_plan(
             {"labels": {}, "availability": joins_with or "active"},
             labels=swarm_layout.desired_labels(minion_id, layout, node_facts),
             availability=settings.availability,
+            managed_label=swarm_layout.MANAGED_LABEL,
         )
         if new:
             plan.new_node_settings[minion_id] = new
