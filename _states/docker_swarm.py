@@ -267,6 +267,7 @@ def stack_deployed(
     wait=True,
     timeout=300,
     saltenv="base",
+    force=False,
 ):
     """
     Stack ``name`` runs the services of the compose file ``compose`` (a ``salt://`` path or a
@@ -280,11 +281,14 @@ def stack_deployed(
     service uses any more are removed after the rollout. A secret with ``x-pillar: <key>``
     takes its value from that pillar key of this minion; the value never appears in a return.
     Registry credentials come from the pillar key ``registry_auth_pillar`` (``{registry or
-    host, username, password}``). The wait after a deploy checks every running task against
-    the service's whole new definition and fails on a rollback or a paused update. Run on a
-    manager.
+    host, username, password}``). ``force: true`` rolls every service out again even when
+    nothing changed (a re-pushed tag): it always reports changes (``force``). The wait after
+    a deploy checks every running task against the service's whole new definition and fails
+    on a rollback or a paused update. Run on a manager.
     """
     ret = state_results.new(name)
+    if not isinstance(force, bool):
+        return state_results.failed(ret, f"force: must be true or false, not {force!r}")
     try:
         text, base = _compose_text(compose, template, context, saltenv)
         engine = _client()
@@ -302,6 +306,13 @@ def stack_deployed(
         stale = stacks.unused_objects(engine, name, keep, switching={f"{name}_{s}" for s in hashes})
         if stale:
             changes["remove_objects"] = stale
+        forced = []
+        if force:
+            # The services the deploy does not roll anyway.
+            rolling = set(changes.get("create", [])) | set(changes.get("update", []))
+            forced = sorted(s for s in hashes if s in existing and s not in rolling)
+            if forced:
+                changes["force"] = forced
         if not changes:
             return state_results.unchanged(
                 ret, f"Stack {name} is up to date ({len(hashes)} services)"
@@ -314,6 +325,7 @@ def stack_deployed(
         if __opts__["test"]:
             return state_results.would_change(ret, f"Stack {name} would be deployed{note}")
         rolled = changes.get("create", []) + changes.get("update", [])
+        base_url = docker_client.engine_settings(__opts__, __pillar__)["base_url"]
         if rolled or changes.get("remove"):
             auth = None
             if registry_auth_pillar:
@@ -323,13 +335,16 @@ def stack_deployed(
             stacks.deploy(
                 name,
                 stamped,
-                docker_client.engine_settings(__opts__, __pillar__)["base_url"],
+                base_url,
                 prune=prune,
                 with_registry_auth=with_registry_auth,
                 registry_auth=auth,
                 timeout=timeout,
                 files=files,
             )
+        if forced:
+            stacks.force_update(name, forced, base_url, timeout=timeout)
+            rolled = rolled + forced
         pending = {}
         if wait and rolled:
             pending = stacks.wait_converged(engine, name, rolled, timeout=timeout)

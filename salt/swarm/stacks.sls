@@ -6,6 +6,7 @@
         compose: salt://stacks/web.yml      # a compose file (version 3)
         context: {tag: "20261122"}          # rendered with Jinja; registry comes from pillar
         prune: true                         # remove services no longer in the file
+        force: false                        # true: roll out again every run (re-pushed tags)
         registry_auth_pillar: armswarm:registry   # username/password for private images #}
 {%- set stacks = salt["pillar.get"]("armswarm:stacks", {}) %}
 {%- set registry = salt["pillar.get"]("armswarm:registry:host", "") %}
@@ -19,6 +20,7 @@ armswarm-stack-{{ name }}:
     - template: {{ stack.get("template", "jinja") | json }}
     - context: {{ context | json }}
     - prune: {{ stack.get("prune", false) | json }}
+    - force: {{ stack.get("force", false) | json }}
 {%-   if stack.get("registry_auth_pillar") %}
     - registry_auth_pillar: {{ stack.registry_auth_pillar | json }}
 {%-   endif %}

@@ -166,6 +166,33 @@ def test_a_task_that_cannot_be_placed_says_why(lab, image):
     assert deploy(lab, **now)["changes"] == {}
 
 
+def _running_task_ids(lab):
+    out = docker(
+        lab,
+        "service",
+        "ps",
+        f"{STACK}_web",
+        "--filter",
+        "desired-state=running",
+        "--format",
+        "{{.ID}}",
+    )
+    return set(out.split())
+
+
+def test_force_rolls_out_again_with_nothing_changed(lab, image):
+    now = {"page": "two", "token": "s3cret-value-2", "color": "red"}
+    before = _running_task_ids(lab)
+    assert len(before) == 2
+    predicted = deploy(lab, force=True, test=True, **now)
+    assert predicted["result"] is None and predicted["changes"] == {"force": ["web"]}
+    applied = deploy(lab, force=True, **now)
+    assert applied["result"] is True and applied["changes"] == {"force": ["web"]}, applied
+    after = _running_task_ids(lab)
+    assert len(after) == 2 and not after & before  # every task replaced
+    assert deploy(lab, **now)["changes"] == {}
+
+
 def test_the_secret_value_is_in_no_minion_log(lab, image):
     for node in lab.node_names():
         proc = lab.exec(node, ["grep", "-rl", "s3cret-value", "/var/log/salt"])

@@ -447,6 +447,31 @@ def deploy(
         return proc.stdout
 
 
+def force_update(stack: str, services: list, base_url: str | None, timeout=300) -> None:
+    """Roll the named services of ``stack`` out again with their definition unchanged
+    (``docker service update --force``): what brings a re-pushed tag to the nodes when the
+    definition did not change. Registry credentials stay those of the last deploy."""
+    cli = shutil.which("docker")
+    if not cli:
+        raise ArmswarmError("the docker CLI is needed for stack deploys")
+    env = dict(os.environ)
+    host = _cli_host(base_url)
+    if host:
+        env["DOCKER_HOST"] = host
+    for name in services:
+        argv = [cli, "service", "update", "--force", "--detach", "--quiet", f"{stack}_{name}"]
+        try:
+            proc = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ArmswarmError(f"forcing {stack}_{name} did not finish in {timeout}s") from exc
+        if proc.returncode != 0:
+            raise ArmswarmError(
+                f"forcing {stack}_{name} failed: {(proc.stderr or proc.stdout).strip()}"
+            )
+
+
 def _login(cli, env, auth: dict):
     # armswarm:registry itself works: its "host" is the registry to log in to.
     auth = {"registry": auth.get("host"), **{k: v for k, v in auth.items() if v}}
