@@ -91,10 +91,21 @@ def facts():
     }
 
 
-def init(advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN, force_new_cluster=False):
+def init(
+    advertise_addr=None,
+    listen_addr=swarm_engine.DEFAULT_LISTEN,
+    force_new_cluster=False,
+    default_addr_pool=None,
+    subnet_size=None,
+    data_path_addr=None,
+    data_path_port=None,
+):
     """
     Create a swarm with this node as first manager. Does nothing (``changed: False``) when the
-    node is already in a swarm: ``init`` never makes a second cluster.
+    node is already in a swarm: ``init`` never makes a second cluster. ``default_addr_pool``
+    (a list of CIDRs) and ``subnet_size`` set where overlay networks get their subnets
+    (docker's default 10.0.0.0/8 collides with many home networks); ``data_path_addr`` and
+    ``data_path_port`` the VXLAN data path. They are fixed once the swarm exists.
 
     advertise_addr
         Address (or interface) other nodes reach this one at.
@@ -122,6 +133,13 @@ def init(advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN, force_new
             "force_new_cluster is for a manager whose swarm lost quorum; this one has a leader"
         )
     options = {"force_new_cluster": True} if force_new_cluster else {}
+    given = {
+        "default_addr_pool": default_addr_pool,
+        "subnet_size": subnet_size,
+        "data_path_addr": data_path_addr,
+        "data_path_port": data_path_port,
+    }
+    options.update({k: v for k, v in given.items() if v is not None})
     new = _call(
         swarm_engine.init, advertise_addr=advertise_addr, listen_addr=listen_addr, **options
     )
@@ -250,6 +268,7 @@ def join(
     advertise_addr=None,
     listen_addr=swarm_engine.DEFAULT_LISTEN,
     availability=None,
+    data_path_addr=None,
 ):
     """
     Join the swarm managed at ``remote_addrs`` (a list or comma-separated ``host:port``),
@@ -285,6 +304,7 @@ def join(
         advertise_addr=advertise_addr,
         listen_addr=listen_addr,
         availability=availability,
+        data_path_addr=data_path_addr,
     )
     return {
         "changed": True,
@@ -443,3 +463,34 @@ def tasks(stack=None, service=None):
         salt node1 docker_swarm.tasks service=demo_web
     """
     return _call(stacks.list_tasks, stack=stack, service=service)
+
+
+def cluster_settings():
+    """
+    The cluster settings a layout can set: ``task_history_retention_limit``,
+    ``dispatcher_heartbeat_period`` and ``node_cert_expiry`` (seconds), and the ones fixed at
+    init (``default_addr_pool``, ``subnet_size``, ``data_path_port``). Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.cluster_settings
+    """
+    return _call(swarm_engine.cluster_settings)
+
+
+def update_cluster(settings):
+    """
+    Set cluster settings (the keys of :func:`cluster_settings` that are not fixed at init);
+    returns the changes. Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.update_cluster '{task_history_retention_limit: 3}'
+    """
+    if not isinstance(settings, dict):
+        raise CommandExecutionError("settings: must be a mapping")
+    return _call(swarm_engine.update_cluster, settings)

@@ -73,6 +73,15 @@ class FakeCluster:
         self.key_requests = []
         self.fail = {}  # (minion, fun) -> error message
         self.joined_with = {}  # minion -> availability at join
+        self.init_options = None
+        self.cluster_spec = {
+            "task_history_retention_limit": 5,
+            "dispatcher_heartbeat_period": 5,
+            "node_cert_expiry": 7776000,
+            "subnet_size": 24,
+            "default_addr_pool": ["10.0.0.0/8"],
+            "data_path_port": 4789,
+        }
         self.settling = set()  # node ids whose role change raft has not followed yet
         self.never_settles = set()  # hostnames whose role change never settles
         self.serial = 0
@@ -178,11 +187,25 @@ class FakeCluster:
             "cpuarch": "aarch64",
         }
 
-    def fun_init(self, minion, advertise_addr=None, listen_addr=None):
+    def fun_cluster_settings(self, minion):
+        self._require_manager(minion)
+        return dict(self.cluster_spec)
+
+    def fun_update_cluster(self, minion, settings):
+        self._require_manager(minion)
+        changes = {k: {"old": self.cluster_spec.get(k), "new": v} for k, v in settings.items()}
+        self.cluster_spec.update(settings)
+        return changes
+
+    def fun_init(self, minion, advertise_addr=None, listen_addr=None, **options):
         if minion.state != "inactive":
             return {"changed": False, "state": self.swarm_state(minion)}
         assert advertise_addr == minion.addr and listen_addr == f"0.0.0.0:{PORT}"
         assert self.cluster_id is None, "a second swarm initialised"
+        self.init_options = options
+        self.cluster_spec.update(
+            {k: v for k, v in options.items() if k in ("default_addr_pool", "subnet_size")}
+        )
         self.cluster_id = secrets.token_hex(12)
         self.tokens = {
             role: f"SWMTKN-1-{secrets.token_hex(20)}-{role}" for role in ("manager", "worker")
@@ -718,3 +741,27 @@ def test_a_label_dropped_from_pillar_is_removed_from_the_node_a_hand_set_one_sta
     labels = cluster.node_of("w2")["labels"]
     assert "pool" not in labels and labels["rack"] == "r7"
     assert converge_run(cluster, LAYOUT)["changes"] == {}
+
+
+def test_init_options_go_to_the_first_manager_and_the_cluster_spec_is_reconciled():
+    conf = {
+        **LAYOUT,
+        "default_addr_pool": ["10.201.0.0/16"],
+        "subnet_size": 26,
+        "cluster": {"task_history_retention_limit": 2, "dispatcher_heartbeat_period": 9},
+    }
+    cluster = FakeCluster()
+    predicted = converge_run(cluster, conf, test=True)
+    ret = converge_run(cluster, conf)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == predicted["changes"]
+    assert cluster.init_options == {"default_addr_pool": ["10.201.0.0/16"], "subnet_size": 26}
+    assert cluster.cluster_spec["task_history_retention_limit"] == 2
+    assert converge_run(cluster, conf)["changes"] == {}
+    # A spec change on a running swarm is made; an init-only one is reported, not made.
+    conf["cluster"]["task_history_retention_limit"] = 4
+    conf["subnet_size"] = 24
+    conf["default_addr_pool"] = ["10.9.0.0/16"]
+    ret = converge_run(cluster, conf)
+    assert ret["changes"] == {"cluster": {"task_history_retention_limit": {"old": 2, "new": 4}}}
+    assert "left as they are: default_addr_pool ['10.201.0.0/16']" in ret["comment"]

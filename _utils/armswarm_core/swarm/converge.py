@@ -61,7 +61,10 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
     done: dict = {}
     try:
         swarm_nodes = transport.one(manager, "docker_swarm.nodes") if manager else None
-        plan, errors = swarm_plan.make_plan(parsed, facts, swarm_nodes, force=force)
+        cluster_now = transport.one(manager, "docker_swarm.cluster_settings") if manager else None
+        plan, errors = swarm_plan.make_plan(
+            parsed, facts, swarm_nodes, force=force, cluster_now=cluster_now
+        )
         if errors:
             return state_results.failed(
                 ret, "Cannot converge the swarm, nothing changed:\n" + "\n".join(errors)
@@ -150,6 +153,10 @@ def live_manager(layout, facts):
 def _notes(plan, changes) -> str:
     """What the comment adds about nodes left as they are."""
     notes = f"\nNot answering (left as they are): {', '.join(plan.down)}" if plan.down else ""
+    if plan.fixed:
+        notes += "\nFixed when the swarm was initialised, left as they are: " + ", ".join(
+            f"{key} {live} (layout: {want})" for key, (live, want) in sorted(plan.fixed.items())
+        )
     if plan.drain:
         notes += (
             f"\nDrained, not in the layout: {', '.join(changes['drain'])}; they are "
@@ -158,18 +165,21 @@ def _notes(plan, changes) -> str:
     return notes
 
 
-def _join(transport, joiner, sealed_token, remote_addrs, addr, port, availability=None):
+def _join(transport, joiner, sealed_token, remote_addrs, addr, port, settings=None):
     kwarg = {"sealed_token": sealed_token, "advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"}
-    if availability:
+    if settings and settings.availability:
         # From the first moment: drained after the join, it could already have had a task.
-        kwarg["availability"] = availability
+        kwarg["availability"] = settings.availability
+    if settings and settings.data_path_addr:
+        kwarg["data_path_addr"] = settings.data_path_addr
     ret = transport.one(joiner, "docker_swarm.join", [",".join(remote_addrs)], kwarg)
     transport.progress("joined", minion=joiner, manager=ret["state"]["is_manager"])
     return ret["state"]["node_id"]
 
 
 def _join_availability(layout, minion_id):
-    return (layout.nodes.get(minion_id) or swarm_layout.NodeSettings()).availability
+    """The node's layout settings a join uses (availability, data path address)."""
+    return layout.nodes.get(minion_id)
 
 
 def _sealed_tokens(transport, manager, role, joiners) -> dict:
@@ -212,15 +222,23 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     node_ids = {m: (facts[m].get("swarm") or {}).get("node_id") for m in facts}
     if plan.init:
         addr = plan.addresses[plan.init]
-        ret = transport.one(
-            plan.init,
-            "docker_swarm.init",
-            kwarg={"advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"},
-        )
+        kwarg = {"advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}", **layout.init_options}
+        data_path_addr = (layout.nodes.get(plan.init) or swarm_layout.NodeSettings()).data_path_addr
+        if data_path_addr:
+            kwarg["data_path_addr"] = data_path_addr
+        ret = transport.one(plan.init, "docker_swarm.init", kwarg=kwarg)
         node_ids[plan.init] = ret["state"]["node_id"]
         manager = plan.init
         done["init"] = plan.init
         transport.progress("initialised", minion=plan.init, address=addr)
+    if plan.cluster:
+        transport.one(
+            manager,
+            "docker_swarm.update_cluster",
+            [{key: change["new"] for key, change in plan.cluster.items()}],
+        )
+        done["cluster"] = dict(plan.cluster)
+        transport.progress("cluster-configured", settings=sorted(plan.cluster))
     # Promotions first, each waited for until the node is a reachable manager: it then serves
     # joins, and counts for the quorum of the demotions below (fired back to back, the
     # promoted nodes are still unreachable when the first demotion is checked).

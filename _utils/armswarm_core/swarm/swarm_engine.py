@@ -73,6 +73,7 @@ def join(
     listen_addr=DEFAULT_LISTEN,
     timeout: float = 90,
     availability=None,
+    data_path_addr=None,
 ) -> dict:
     """Join an existing swarm; the role comes from the token. ``availability`` (active,
     pause, drain) is the node's from its first moment: a node drained after joining could
@@ -88,6 +89,7 @@ def join(
                 join_token=token,
                 listen_addr=listen_addr,
                 advertise_addr=advertise_addr,
+                data_path_addr=data_path_addr,
             )
         else:
             # The SDK's join_swarm has no availability; the engine's JoinRequest has had it
@@ -100,6 +102,7 @@ def join(
                     "JoinToken": token,
                     "AdvertiseAddr": advertise_addr,
                     "Availability": availability,
+                    **({"DataPathAddr": data_path_addr} if data_path_addr else {}),
                 },
             )
             client.api._raise_for_status(response)
@@ -189,6 +192,58 @@ def rotate_join_tokens(client, worker=True, manager=False) -> None:
         )
     except docker.errors.APIError as exc:
         raise _api_error("token rotation failed", exc) from exc
+
+
+# Cluster settings from the layout, as ``(spec section, spec key, seconds as nanoseconds)``.
+CLUSTER_SPEC = {
+    "task_history_retention_limit": ("Orchestration", "TaskHistoryRetentionLimit", False),
+    "dispatcher_heartbeat_period": ("Dispatcher", "HeartbeatPeriod", True),
+    "node_cert_expiry": ("CAConfig", "NodeCertExpiry", True),
+}
+# Fixed when the swarm is initialised (the engine cannot change them later).
+INIT_ONLY = {
+    "default_addr_pool": "DefaultAddrPool",
+    "subnet_size": "SubnetSize",
+    "data_path_port": "DataPathPort",
+}
+
+
+def cluster_settings(client) -> dict:
+    """The cluster settings the layout can set (no secrets): the spec's, in seconds, and the
+    ones fixed at init."""
+    attrs = _swarm_attrs(client)
+    spec = attrs.get("Spec") or {}
+    out = {}
+    for key, (section, field, nanos) in CLUSTER_SPEC.items():
+        value = (spec.get(section) or {}).get(field)
+        out[key] = value // 1_000_000_000 if nanos and value is not None else value
+    for key, field in INIT_ONLY.items():
+        out[key] = attrs.get(field)
+    return out
+
+
+def update_cluster(client, settings: dict) -> dict:
+    """Set cluster spec values (``CLUSTER_SPEC`` keys, seconds); return the changes."""
+    unknown = sorted(set(settings) - set(CLUSTER_SPEC))
+    if unknown:
+        raise ArmswarmError(f"not a cluster setting: {', '.join(unknown)}")
+    attrs = _swarm_attrs(client)
+    spec = dict(attrs["Spec"])
+    current = cluster_settings(client)
+    changes = {}
+    for key, value in settings.items():
+        if current.get(key) == value:
+            continue
+        section, field, nanos = CLUSTER_SPEC[key]
+        spec[section] = dict(spec.get(section) or {})
+        spec[section][field] = value * 1_000_000_000 if nanos else value
+        changes[key] = {"old": current.get(key), "new": value}
+    if changes:
+        try:
+            client.api.update_swarm(version=attrs["Version"]["Index"], swarm_spec=spec)
+        except docker.errors.APIError as exc:
+            raise _api_error("updating the cluster settings failed", exc) from exc
+    return changes
 
 
 def set_autolock(client, enabled: bool) -> bool:

@@ -22,6 +22,10 @@ class Plan:
     drain: list = field(default_factory=list)  # running nodes outside the layout (prune)
     down: list = field(default_factory=list)  # pillar nodes that did not answer
     addresses: dict = field(default_factory=dict)
+    cluster: dict = field(default_factory=dict)  # cluster spec: key -> {"old", "new"}
+    fixed: dict = field(
+        default_factory=dict
+    )  # init-only settings that differ: key -> (live, layout)
 
     def changes(self) -> dict:
         """The plan as state ``changes`` (what a run makes, what test=True predicts)."""
@@ -42,14 +46,21 @@ class Plan:
             out["drain"] = [n["hostname"] or n["id"] for n in self.drain]
         if self.stale:
             out["remove_stale"] = [f"{n['hostname']} ({n['id'][:12]})" for n in self.stale]
+        if self.cluster:
+            out["cluster"] = dict(self.cluster)
         return out
 
 
 def make_plan(
-    layout: swarm_layout.Layout, facts: dict, swarm_nodes: list | None, force: bool = False
+    layout: swarm_layout.Layout,
+    facts: dict,
+    swarm_nodes: list | None,
+    force: bool = False,
+    cluster_now: dict | None = None,
 ):
     """``(plan, errors)``. ``facts`` holds only the minions that answered; ``swarm_nodes`` is
-    the node list of the cluster the pillar's managers are in (None when there is none)."""
+    the node list of the cluster the pillar's managers are in (None when there is none);
+    ``cluster_now`` that cluster's settings (``docker_swarm.cluster_settings``)."""
     errors = []
     plan = Plan()
     plan.down = [m for m in layout.members if m not in facts]
@@ -210,6 +221,16 @@ def make_plan(
                     f"{total} managers, below quorum ({swarm_engine.quorum(total)})"
                 )
                 break
+
+    # Cluster settings: the spec is reconciled; what is fixed at init is only reported.
+    for key, want in layout.cluster.items():
+        have = (cluster_now or {}).get(key) if plan.init is None else None
+        if have != want:
+            plan.cluster[key] = {"old": have, "new": want}
+    if cluster_now and plan.init is None:
+        for key, want in layout.init_options.items():
+            if cluster_now.get(key) is not None and cluster_now.get(key) != want:
+                plan.fixed[key] = (cluster_now.get(key), want)
 
     if layout.prune and swarm_nodes:
         ours = {(facts.get(m) or {}).get("swarm", {}).get("node_id") for m in layout.members}
