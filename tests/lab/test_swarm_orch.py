@@ -328,6 +328,72 @@ def test_labels_dropped_from_pillar_go_hand_set_ones_stay(lab):
     lab.exec("node1", ["docker", "node", "update", "--label-rm", "rack", "node4"])
 
 
+def _docker_cluster(lab):
+    code, out = lab.exec("node1", ["docker", "info", "--format", "{{json .Swarm.Cluster}}"])
+    assert code == 0, out
+    return json.loads(out)
+
+
+def _cycle(lab, pillar, expected_keys):
+    extra = f"pillar={json.dumps(pillar)}"
+    predicted = orch(lab, extra, "test=True")
+    assert predicted["result"] is None and sorted(predicted["changes"]) == expected_keys, predicted
+    applied = orch(lab, extra)
+    assert applied["result"] is True and applied["changes"] == predicted["changes"], applied
+    for again in (orch(lab, extra), orch(lab, extra, "test=True")):
+        assert again["result"] is True and again["changes"] == {}, again["comment"]
+    return applied
+
+
+def test_init_options_and_cluster_spec(lab):
+    layout = {
+        "default_addr_pool": ["10.201.0.0/16"],
+        "subnet_size": 26,
+        "cluster": {"task_history_retention_limit": 3, "dispatcher_heartbeat_period": 7},
+    }
+    for node in reversed(lab.node_names()):
+        call(lab, node, "docker_swarm.leave", "force=True")
+    try:
+        applied = _cycle(
+            lab,
+            {"armswarm": {"swarm": layout}},
+            ["cluster", "init", "join_managers", "join_workers", "nodes"],
+        )
+        assert applied["changes"]["cluster"]["dispatcher_heartbeat_period"]["new"] == 7
+        cluster = _docker_cluster(lab)
+        assert cluster["DefaultAddrPool"] == ["10.201.0.0/16"] and cluster["SubnetSize"] == 26
+        assert cluster["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"] == 3
+        assert cluster["Spec"]["Dispatcher"]["HeartbeatPeriod"] == 7_000_000_000
+        code, out = lab.exec("node1", ["docker", "network", "create", "-d", "overlay", "poolprobe"])
+        assert code == 0, out
+        code, out = lab.exec(
+            "node1",
+            [
+                "docker",
+                "network",
+                "inspect",
+                "poolprobe",
+                "--format",
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            ],
+        )
+        lab.exec("node1", ["docker", "network", "rm", "poolprobe"])
+        assert out.strip().startswith("10.201.") and out.strip().endswith("/26"), out
+        # On the running swarm: the spec changes, the pool (fixed at init) is only reported.
+        layout["cluster"]["task_history_retention_limit"] = 4
+        layout["subnet_size"] = 24
+        applied = _cycle(lab, {"armswarm": {"swarm": layout}}, ["cluster"])
+        assert applied["changes"]["cluster"] == {
+            "task_history_retention_limit": {"old": 3, "new": 4}
+        }
+        assert "subnet_size 26 (layout: 24)" in applied["comment"]
+        assert _docker_cluster(lab)["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"] == 4
+    finally:
+        for node in reversed(lab.node_names()):
+            call(lab, node, "docker_swarm.leave", "force=True")
+        assert orch(lab)["result"] is True  # the lab's own swarm again
+
+
 def test_no_join_token_in_job_cache_events_or_logs(lab, events):
     time.sleep(2)  # let the capture flush
     assert events.stat().st_size > 0
