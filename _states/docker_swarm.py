@@ -289,6 +289,7 @@ def stack_deployed(
     ret = state_results.new(name)
     if not isinstance(force, bool):
         return state_results.failed(ret, f"force: must be true or false, not {force!r}")
+    done = {}  # what was made before a failure
     try:
         text, base = _compose_text(compose, template, context, saltenv)
         engine = _client()
@@ -342,9 +343,11 @@ def stack_deployed(
                 timeout=timeout,
                 files=files,
             )
+            done = {k: v for k, v in changes.items() if k != "remove_objects"}
         if forced:
             stacks.force_update(name, forced, base_url, timeout=timeout)
             rolled = rolled + forced
+            done["force"] = forced
         pending = {}
         if wait and rolled:
             pending = stacks.wait_converged(engine, name, rolled, timeout=timeout)
@@ -363,7 +366,7 @@ def stack_deployed(
             changes["remove_objects"] = left
         return state_results.changed(ret, f"Stack {name} deployed{note}")
     except ArmswarmError as exc:
-        return state_results.failed(ret, exc, ret["changes"])
+        return state_results.failed(ret, exc, done)
 
 
 def stack_absent(name, timeout=120):
