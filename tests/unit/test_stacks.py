@@ -200,3 +200,54 @@ def test_drift_is_found_in_the_live_spec_and_nothing_else():
         "update": ["web"],
         "drift": {"web": ["replicas"]},
     }
+
+
+class _Api:
+    """A service's tasks as the engine lists them (pure logic: no daemon)."""
+
+    def __init__(self, template, tasks, update=None, replicas=2):
+        self.service = {
+            "Spec": {
+                "Name": "site_web",
+                "TaskTemplate": template,
+                "Mode": {"Replicated": {"Replicas": replicas}},
+            },
+            "UpdateStatus": {"State": update, "Message": "update rolled back"} if update else None,
+        }
+        self._tasks = tasks
+
+    def services(self, filters=None):
+        return [self.service]
+
+    def tasks(self, filters=None):
+        return self._tasks
+
+
+class _Client:
+    def __init__(self, *args, **kwargs):
+        self.api = _Api(*args, **kwargs)
+
+
+NEW = {"ContainerSpec": {"Image": "web:v1", "Env": ["COLOR=red"]}, "ForceUpdate": 0}
+OLD = {"ContainerSpec": {"Image": "web:v1", "Env": ["COLOR=green"]}, "ForceUpdate": 0}
+
+
+def _task(spec, state, desired="running", err=None):
+    return {"Spec": spec, "DesiredState": desired, "Status": {"State": state, "Err": err}}
+
+
+def test_an_env_only_change_is_not_converged_while_old_tasks_run():
+    tasks = [_task(NEW, "running"), _task(OLD, "running")]
+    state = stacks._service_state(_Client(NEW, tasks, update="updating"), "site", "web")
+    assert state == "1/2 running the current definition, 1 still on the old one"
+    done = [_task(NEW, "running"), _task(NEW, "running"), _task(OLD, "shutdown", "shutdown")]
+    assert stacks._service_state(_Client(NEW, done, update="completed"), "site", "web") is None
+
+
+def test_tasks_that_cannot_be_placed_say_why_and_a_rollback_fails():
+    reason = "no suitable node (scheduling constraints not satisfied on 5 nodes)"
+    tasks = [_task(OLD, "running"), _task(OLD, "running"), _task(NEW, "pending", err=reason)]
+    state = stacks._service_state(_Client(NEW, tasks, update="updating"), "site", "web")
+    assert state.endswith(f"waiting: {reason}"), state
+    with pytest.raises(ArmswarmError, match="update rollback_completed: update rolled back"):
+        stacks._service_state(_Client(NEW, tasks, update="rollback_completed"), "site", "web")
