@@ -214,10 +214,14 @@ def network_present(
     gateway=None,
     encrypted=False,
     labels=None,
+    mtu=None,
+    enable_ipv6=False,
+    subnet6=None,
 ):
     """
-    An overlay network exists with these settings. A network in use is never re-created: a
-    difference is then an error naming what differs. Run on a manager.
+    An overlay network exists with these settings (``mtu``: the driver's MTU; ``encrypted``:
+    IPsec on the data path; ``enable_ipv6`` with ``subnet6``). A network in use is never
+    re-created: a difference is then an error naming what differs. Run on a manager.
     """
     ret = state_results.new(name)
     try:
@@ -230,6 +234,9 @@ def network_present(
             gateway=gateway,
             encrypted=encrypted,
             labels=labels,
+            mtu=mtu,
+            enable_ipv6=enable_ipv6,
+            subnet6=subnet6,
         )
         current = networks.current(engine, name)
         diff = networks.diff(current, desired)
@@ -252,6 +259,28 @@ def network_present(
         return state_results.changed(
             ret, f"Network {name} {'re-created' if current else 'created'}"
         )
+    except ArmswarmError as exc:
+        return state_results.failed(ret, exc)
+
+
+def network_absent(name):
+    """
+    No network called ``name`` exists. A network still in use is not removed: the state fails
+    naming it. Run on a manager.
+    """
+    ret = state_results.new(name)
+    try:
+        engine = _client()
+        current = networks.current(engine, name)
+        if current is None:
+            return state_results.unchanged(ret, f"Network {name} is absent")
+        if networks.in_use(engine, name):
+            return state_results.failed(ret, f"Network {name} is in use: detach its services first")
+        ret["changes"] = {"network": {"old": current, "new": None}}
+        if __opts__["test"]:
+            return state_results.would_change(ret, f"Network {name} would be removed")
+        networks.remove(engine, name)
+        return state_results.changed(ret, f"Network {name} removed")
     except ArmswarmError as exc:
         return state_results.failed(ret, exc)
 

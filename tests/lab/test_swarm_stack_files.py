@@ -290,3 +290,34 @@ def test_stack_absent_check_apply_reapply(lab, image):
     label = f"label=com.docker.stack.namespace={STACK}"
     for kind in ("service", "network", "config", "secret"):
         assert docker(lab, kind, "ls", "-q", "--filter", label) == "", kind
+
+
+def test_overlay_network_options_and_network_absent(lab, image):
+    def single(fun, *args, test=False):
+        argv = ["node1", "state.single", fun, *args, "--timeout=120"]
+        (ret,) = lab.salt_json(*argv, *(["test=True"] if test else []), check=False).values()
+        (result,) = ret.values()
+        return result
+
+    args = ("name=armswarm-mtu-net", "mtu=1400", "encrypted=True", "attachable=True")
+    predicted = single("docker_swarm.network_present", *args, test=True)
+    assert predicted["result"] is None and predicted["changes"]["network"]["mtu"] == 1400
+    assert single("docker_swarm.network_present", *args)["result"] is True
+    for test in (False, True):
+        again = single("docker_swarm.network_present", *args, test=test)
+        assert again["result"] is True and again["changes"] == {}, again["comment"]
+    options = json.loads(
+        docker(lab, "network", "inspect", "armswarm-mtu-net", "--format", "{{json .Options}}")
+    )
+    assert options["com.docker.network.driver.mtu"] == "1400" and "encrypted" in options
+    bad = single("docker_swarm.network_present", "name=armswarm-mtu-net", "mtu=yes")
+    assert bad["result"] is False and "mtu: must be a whole number" in bad["comment"]
+
+    predicted = single("docker_swarm.network_absent", "name=armswarm-mtu-net", test=True)
+    assert predicted["result"] is None and predicted["changes"]["network"]["new"] is None
+    assert single("docker_swarm.network_absent", "name=armswarm-mtu-net")["result"] is True
+    for test in (False, True):
+        again = single("docker_swarm.network_absent", "name=armswarm-mtu-net", test=test)
+        assert again["result"] is True and again["changes"] == {}, again["comment"]
+    code, _ = lab.exec("node1", ["docker", "network", "inspect", "armswarm-mtu-net"])
+    assert code != 0

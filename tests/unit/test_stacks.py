@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 from armswarm_core import ArmswarmError
-from armswarm_core.swarm import stacks
+from armswarm_core.swarm import networks, stacks
 
 COMPOSE = """
 services:
@@ -251,3 +251,25 @@ def test_tasks_that_cannot_be_placed_say_why_and_a_rollback_fails():
     assert state.endswith(f"waiting: {reason}"), state
     with pytest.raises(ArmswarmError, match="update rollback_completed: update rolled back"):
         stacks._service_state(_Client(NEW, tasks, update="rollback_completed"), "site", "web")
+
+
+def test_network_settings_read_back_with_mtu_and_ipv6():
+    raw = {
+        "Driver": "overlay",
+        "EnableIPv6": True,
+        "Options": {"com.docker.network.driver.mtu": "1400", "encrypted": ""},
+        "IPAM": {"Config": [{"Subnet": "fd00:77::/64"}, {"Subnet": "10.9.0.0/24"}]},
+    }
+    got = networks.normalise(raw)
+    assert (got["mtu"], got["enable_ipv6"], got["subnet6"], got["subnet"]) == (
+        1400,
+        True,
+        "fd00:77::/64",
+        "10.9.0.0/24",
+    )
+    want = networks.desired(mtu=1400, encrypted=True, enable_ipv6=True, subnet6="fd00:77::/64")
+    assert networks.diff(got, want) == {}
+    with pytest.raises(ArmswarmError, match="mtu: must be a whole number"):
+        networks.desired(mtu=True)
+    with pytest.raises(ArmswarmError, match="attachable: must be true or false"):
+        networks.desired(attachable="false")
