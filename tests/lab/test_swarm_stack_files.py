@@ -301,7 +301,7 @@ def test_overlay_network_options_and_network_absent(lab, image):
 
     args = ("name=armswarm-mtu-net", "mtu=1400", "encrypted=True", "attachable=True")
     predicted = single("docker_swarm.network_present", *args, test=True)
-    assert predicted["result"] is None and predicted["changes"]["network"]["mtu"] == 1400
+    assert predicted["result"] is None and predicted["changes"]["network"]["new"]["mtu"] == 1400
     assert single("docker_swarm.network_present", *args)["result"] is True
     for test in (False, True):
         again = single("docker_swarm.network_present", *args, test=test)
