@@ -273,3 +273,18 @@ def test_network_settings_read_back_with_mtu_and_ipv6():
         networks.desired(mtu=True)
     with pytest.raises(ArmswarmError, match="attachable: must be true or false"):
         networks.desired(attachable="false")
+
+
+def test_a_task_matches_its_template_without_what_the_engine_leaves_out():
+    # As docker 28 shows them: the task's copy lacks RestartPolicy, Runtime, StopGracePeriod.
+    template = {
+        "ContainerSpec": {"Image": "web:v1", "StopGracePeriod": 10**10, "DNSConfig": {}},
+        "RestartPolicy": {"Condition": "any"},
+        "Runtime": "container",
+        "ForceUpdate": 0,
+    }
+    task_spec = {"ContainerSpec": {"Image": "web:v1"}, "ForceUpdate": 0}
+    tasks = [_task(task_spec, "running"), _task(task_spec, "running")]
+    assert stacks._service_state(_Client(template, tasks, update="completed"), "s", "web") is None
+    forced = {**template, "ForceUpdate": 1}
+    assert stacks._service_state(_Client(forced, tasks, update="completed"), "s", "web")

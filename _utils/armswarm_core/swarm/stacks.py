@@ -509,6 +509,19 @@ FAILED_UPDATES = ("rollback_started", "rollback_paused", "rollback_completed", "
 _ENDED = ("complete", "shutdown", "failed", "rejected", "orphaned", "remove")
 
 
+# What the engine leaves out of a task's copy of the task template (seen on docker 28): not
+# compared, or no task would ever match.
+_NOT_IN_TASKS = {"RestartPolicy", "Runtime"}
+_NOT_IN_TASK_CONTAINERS = {"StopGracePeriod", "DNSConfig"}
+
+
+def _comparable(spec: dict) -> dict:
+    out = {k: v for k, v in (spec or {}).items() if k not in _NOT_IN_TASKS}
+    container = out.get("ContainerSpec") or {}
+    out["ContainerSpec"] = {k: v for k, v in container.items() if k not in _NOT_IN_TASK_CONTAINERS}
+    return out
+
+
 def _task_reason(task) -> str:
     status = task.get("Status") or {}
     return status.get("Err") or status.get("Message") or status.get("State") or "?"
@@ -534,18 +547,20 @@ def _service_state(client, stack: str, name: str) -> str | None:
             f"service {full}: update {update}: "
             f"{(service.get('UpdateStatus') or {}).get('Message', '')}"
         )
-    template = service["Spec"].get("TaskTemplate") or {}
+    template = _comparable(service["Spec"].get("TaskTemplate") or {})
     tasks = client.api.tasks(filters={"service": full})
     wanted_running = [t for t in tasks if t.get("DesiredState") == "running"]
     current = [
         t
         for t in wanted_running
-        if (t.get("Status") or {}).get("State") == "running" and (t.get("Spec") or {}) == template
+        if (t.get("Status") or {}).get("State") == "running"
+        and _comparable(t.get("Spec")) == template
     ]
     old = [
         t
         for t in tasks
-        if (t.get("Status") or {}).get("State") == "running" and (t.get("Spec") or {}) != template
+        if (t.get("Status") or {}).get("State") == "running"
+        and _comparable(t.get("Spec")) != template
     ]
     mode = service["Spec"].get("Mode") or {}
     wanted = (mode.get("Replicated") or {}).get("Replicas")
@@ -566,7 +581,7 @@ def _service_state(client, stack: str, name: str) -> str | None:
             _task_reason(t)
             for t in tasks
             if (t.get("Status") or {}).get("State") in ("failed", "rejected")
-            and (t.get("Spec") or {}) == template
+            and _comparable(t.get("Spec")) == template
         }
     )
     detail = f"{len(current)}/{wanted} running the current definition"
