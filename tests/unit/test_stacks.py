@@ -285,6 +285,8 @@ def test_a_task_matches_its_template_without_what_the_engine_leaves_out():
     }
     task_spec = {"ContainerSpec": {"Image": "web:v1"}, "ForceUpdate": 0}
     tasks = [_task(task_spec, "running"), _task(task_spec, "running")]
-    assert stacks._service_state(_Client(template, tasks, update="completed"), "s", "web") is None
+    assert (
+        stacks._service_state(_Client(template, tasks, update="completed"), "site", "web") is None
+    )
     forced = {**template, "ForceUpdate": 1}
-    assert stacks._service_state(_Client(forced, tasks, update="completed"), "s", "web")
+    assert stacks._service_state(_Client(forced, tasks, update="completed"), "site", "web")
