@@ -27,27 +27,27 @@ def image(lab):
 
 
 def deploy(lab, page="one", color="green", token="s3cret-value-1", test=False, **extra):
-    context = {
-        "registry": lab.registry,
-        "tag": "site",
-        "page": page,
-        "color": color,
-        "token_pillar": SECRET_KEY,
-        "constraint": extra.pop("constraint", ""),
+    """The stack through salt/swarm/stacks.sls (as swarm.deploy runs it on a manager), with
+    the secret's value in the pillar of this run."""
+    stack = {
+        "compose": COMPOSE,
+        "context": {
+            "tag": "site",
+            "page": page,
+            "color": color,
+            "token_pillar": SECRET_KEY,
+            "constraint": extra.pop("constraint", ""),
+        },
+        **extra,
     }
-    pillar = {"armswarm": {"test_site": {"token": token}}}
-    argv = [
-        "node1",
-        "state.single",
-        "docker_swarm.stack_deployed",
-        f"name={STACK}",
-        f"compose={COMPOSE}",
-        "template=jinja",
-        f"context={json.dumps(context)}",
-        f"pillar={json.dumps(pillar)}",
-        *(f"{k}={v}" for k, v in extra.items()),
-        "--timeout=400",
-    ]
+    pillar = {
+        "armswarm": {
+            "registry": {"host": lab.registry},
+            "stacks": {STACK: stack},
+            "test_site": {"token": token},
+        }
+    }
+    argv = ["node1", "state.sls", "swarm.stacks", f"pillar={json.dumps(pillar)}", "--timeout=400"]
     if test:
         argv.append("test=True")
     ret = lab.salt_json(*argv, check=False)["node1"]
