@@ -283,7 +283,11 @@ def test_a_task_matches_its_template_without_what_the_engine_leaves_out():
         "Runtime": "container",
         "ForceUpdate": 0,
     }
-    task_spec = {"ContainerSpec": {"Image": "web:v1"}, "ForceUpdate": 0}
+    task_spec = {
+        "ContainerSpec": {"Image": "web:v1"},
+        "ForceUpdate": 0,
+        "Placement": {"Platforms": [{"Architecture": "amd64", "OS": "linux"}]},
+    }
     tasks = [_task(task_spec, "running"), _task(task_spec, "running")]
     assert (
         stacks._service_state(_Client(template, tasks, update="completed"), "site", "web") is None

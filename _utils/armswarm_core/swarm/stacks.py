@@ -509,8 +509,8 @@ FAILED_UPDATES = ("rollback_started", "rollback_paused", "rollback_completed", "
 _ENDED = ("complete", "shutdown", "failed", "rejected", "orphaned", "remove")
 
 
-# What the engine leaves out of a task's copy of the task template (seen on docker 28): not
-# compared, or no task would ever match.
+# What the engine leaves out of a task's copy of the task template, or adds to it (seen on
+# docker 28: placement platforms): not compared, or no task would ever match.
 _NOT_IN_TASKS = {"RestartPolicy", "Runtime"}
 _NOT_IN_TASK_CONTAINERS = {"StopGracePeriod", "DNSConfig"}
 
@@ -519,6 +519,9 @@ def _comparable(spec: dict) -> dict:
     out = {k: v for k, v in (spec or {}).items() if k not in _NOT_IN_TASKS}
     container = out.get("ContainerSpec") or {}
     out["ContainerSpec"] = {k: v for k, v in container.items() if k not in _NOT_IN_TASK_CONTAINERS}
+    # The engine adds the image's platforms to each task's placement.
+    placement = {k: v for k, v in (out.get("Placement") or {}).items() if k != "Platforms"}
+    out["Placement"] = placement
     return out
 
 
