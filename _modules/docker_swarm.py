@@ -14,13 +14,15 @@ import os
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import docker_client
-from armswarm_core.swarm import join_tokens, swarm_engine
+from armswarm_core.swarm import join_tokens, stacks, swarm_engine
 from salt.exceptions import CommandExecutionError
 from salt.utils.data import traverse_dict_and_list
 
 log = logging.getLogger(__name__)
 
 __virtualname__ = "docker_swarm"
+# stacks() would shadow the core package of the same name here.
+__func_alias__ = {"stacks_list": "stacks"}
 
 
 def __virtual__():
@@ -89,10 +91,21 @@ def facts():
     }
 
 
-def init(advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN, force_new_cluster=False):
+def init(
+    advertise_addr=None,
+    listen_addr=swarm_engine.DEFAULT_LISTEN,
+    force_new_cluster=False,
+    default_addr_pool=None,
+    subnet_size=None,
+    data_path_addr=None,
+    data_path_port=None,
+):
     """
     Create a swarm with this node as first manager. Does nothing (``changed: False``) when the
-    node is already in a swarm: ``init`` never makes a second cluster.
+    node is already in a swarm: ``init`` never makes a second cluster. ``default_addr_pool``
+    (a list of CIDRs) and ``subnet_size`` set where overlay networks get their subnets
+    (docker's default 10.0.0.0/8 collides with many home networks); ``data_path_addr`` and
+    ``data_path_port`` the VXLAN data path. They are fixed once the swarm exists.
 
     advertise_addr
         Address (or interface) other nodes reach this one at.
@@ -120,6 +133,13 @@ def init(advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN, force_new
             "force_new_cluster is for a manager whose swarm lost quorum; this one has a leader"
         )
     options = {"force_new_cluster": True} if force_new_cluster else {}
+    given = {
+        "default_addr_pool": default_addr_pool,
+        "subnet_size": subnet_size,
+        "data_path_addr": data_path_addr,
+        "data_path_port": data_path_port,
+    }
+    options.update({k: v for k, v in given.items() if v is not None})
     new = _call(
         swarm_engine.init, advertise_addr=advertise_addr, listen_addr=listen_addr, **options
     )
@@ -263,11 +283,19 @@ def unlock(key=None, key_pillar=None, sealed_key=None):
     return _call(swarm_engine.unlock, str(key))
 
 
-def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm_engine.DEFAULT_LISTEN):
+def join(
+    remote_addrs,
+    sealed_token,
+    advertise_addr=None,
+    listen_addr=swarm_engine.DEFAULT_LISTEN,
+    availability=None,
+    data_path_addr=None,
+):
     """
     Join the swarm managed at ``remote_addrs`` (a list or comma-separated ``host:port``),
-    with a token sealed for this minion (:func:`sealed_join_token`). Does nothing when the
-    node is already in a swarm.
+    with a token sealed for this minion (:func:`sealed_join_token`), with ``availability``
+    (active, pause, drain) from the first moment when given. Does nothing when the node is
+    already in a swarm.
 
     CLI Example:
 
@@ -296,6 +324,8 @@ def join(remote_addrs, sealed_token, advertise_addr=None, listen_addr=swarm_engi
         token,
         advertise_addr=advertise_addr,
         listen_addr=listen_addr,
+        availability=availability,
+        data_path_addr=data_path_addr,
     )
     return {
         "changed": True,
@@ -360,6 +390,26 @@ def update_node(
     )
 
 
+def set_role(node, role, timeout=60):
+    """
+    Promote (``role=manager``) or demote (``role=worker``) one node and wait, up to
+    ``timeout`` seconds, until the raft membership follows: a promoted node is a reachable
+    manager, a demoted one no manager any more, and the swarm has a leader. A demotion that
+    would lose quorum (on the live node list) is refused; a wait that times out is an error.
+    Run on a manager that stays one.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node3 docker_swarm.set_role node4 manager
+        salt node3 docker_swarm.set_role node1 worker timeout=120
+    """
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+        raise CommandExecutionError(f"timeout: must be a number of seconds, not {timeout!r}")
+    return _call(swarm_engine.set_role, node, role, timeout=timeout)
+
+
 def update_nodes(updates):
     """
     :func:`update_node` for many nodes in one call: ``updates`` maps node IDs or hostnames to
@@ -390,3 +440,78 @@ def remove_node(node, force=False):
     """
     removed = _call(swarm_engine.remove_node, node, force=force)
     return {"removed": removed["hostname"], "id": removed["id"]}
+
+
+def stacks_list():
+    """
+    The stacks in the swarm: per stack the number of services, the tasks running and the
+    replicas asked for. Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.stacks
+    """
+    return _call(stacks.list_stacks)
+
+
+def services(stack=None):
+    """
+    The services (of ``stack``, or all): name, stack, image, mode, replicas wanted and
+    running, update state. Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.services stack=demo
+    """
+    return _call(stacks.list_services, stack)
+
+
+def tasks(stack=None, service=None):
+    """
+    The tasks of a stack, of a service (its full name, ``<stack>_<service>``) or all: service,
+    slot, the node it runs on (hostname), desired and current state, and the error of a task
+    that failed or cannot be placed (``no suitable node …``). Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.tasks stack=demo
+        salt node1 docker_swarm.tasks service=demo_web
+    """
+    return _call(stacks.list_tasks, stack=stack, service=service)
+
+
+def cluster_settings():
+    """
+    The cluster settings a layout can set: ``task_history_retention_limit``,
+    ``dispatcher_heartbeat_period`` and ``node_cert_expiry`` (seconds), and the ones fixed at
+    init (``default_addr_pool``, ``subnet_size``, ``data_path_port``). Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.cluster_settings
+    """
+    return _call(swarm_engine.cluster_settings)
+
+
+def update_cluster(settings):
+    """
+    Set cluster settings (the keys of :func:`cluster_settings` that are not fixed at init);
+    returns the changes. Run on a manager.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt node1 docker_swarm.update_cluster '{task_history_retention_limit: 3}'
+    """
+    if not isinstance(settings, dict):
+        raise CommandExecutionError("settings: must be a mapping")
+    return _call(swarm_engine.update_cluster, settings)

@@ -21,6 +21,7 @@ For forming a whole cluster from pillar use the orchestration (``swarm_cluster.c
 """
 
 import os
+import posixpath
 import tempfile
 
 from armswarm_core import ArmswarmError
@@ -213,10 +214,14 @@ def network_present(
     gateway=None,
     encrypted=False,
     labels=None,
+    mtu=None,
+    enable_ipv6=False,
+    subnet6=None,
 ):
     """
-    An overlay network exists with these settings. A network in use is never re-created: a
-    difference is then an error naming what differs. Run on a manager.
+    An overlay network exists with these settings (``mtu``: the driver's MTU; ``encrypted``:
+    IPsec on the data path; ``enable_ipv6`` with ``subnet6``). A network in use is never
+    re-created: a difference is then an error naming what differs. Run on a manager.
     """
     ret = state_results.new(name)
     try:
@@ -229,6 +234,9 @@ def network_present(
             gateway=gateway,
             encrypted=encrypted,
             labels=labels,
+            mtu=mtu,
+            enable_ipv6=enable_ipv6,
+            subnet6=subnet6,
         )
         current = networks.current(engine, name)
         diff = networks.diff(current, desired)
@@ -255,6 +263,28 @@ def network_present(
         return state_results.failed(ret, exc)
 
 
+def network_absent(name):
+    """
+    No network called ``name`` exists. A network still in use is not removed: the state fails
+    naming it. Run on a manager.
+    """
+    ret = state_results.new(name)
+    try:
+        engine = _client()
+        current = networks.current(engine, name)
+        if current is None:
+            return state_results.unchanged(ret, f"Network {name} is absent")
+        if networks.in_use(engine, name):
+            return state_results.failed(ret, f"Network {name} is in use: detach its services first")
+        ret["changes"] = {"network": {"old": current, "new": None}}
+        if __opts__["test"]:
+            return state_results.would_change(ret, f"Network {name} would be removed")
+        networks.remove(engine, name)
+        return state_results.changed(ret, f"Network {name} removed")
+    except ArmswarmError as exc:
+        return state_results.failed(ret, exc)
+
+
 def stack_deployed(
     name,
     compose,
@@ -267,49 +297,94 @@ def stack_deployed(
     timeout=300,
     saltenv="base",
     resolve_image=stacks.RESOLVE_IMAGE_DEFAULT,
+    force=False,
 ):
     """
     Stack ``name`` runs the services of the compose file ``compose`` (a ``salt://`` path or a
     local path; ``template: jinja`` with ``context`` renders it first). Only services whose
-    definition changed are updated (they roll out by their ``update_config``); ``prune``
-    removes services no longer in the file. Registry credentials come from the pillar key
-    ``registry_auth_pillar`` (``{registry or host, username, password}``) and never appear in the
-    return. ``resolve_image`` (``always``, ``changed``, ``never``) is ``docker stack deploy
-    --resolve-image``: ``never`` keeps the swarm from placing tasks by the image's platforms.
-    Run on a manager.
+    definition changed, or that were changed by hand (``drift``), are updated (they roll out by
+    their ``update_config``); ``prune`` removes services no longer in the file.
+
+    Files named relative to the compose file (configs, secrets, ``env_file``) come along from
+    ``salt://`` next to it (not rendered). Configs and secrets are named by their content's
+    hash: a change is a new object and a rolling update; the stack's configs and secrets no
+    service uses any more are removed after the rollout. A secret with ``x-pillar: <key>``
+    takes its value from that pillar key of this minion; the value never appears in a return.
+    Registry credentials come from the pillar key ``registry_auth_pillar`` (``{registry or
+    host, username, password}``). ``force: true`` rolls every service out again even when
+    nothing changed (a re-pushed tag): it always reports changes (``force``). The wait after
+    a deploy checks every running task against the service's whole new definition and fails
+    on a rollback or a paused update. ``resolve_image`` (``always``, ``changed``,
+    ``never``) is ``docker stack deploy --resolve-image``: ``never`` keeps the swarm from
+    placing tasks by the image's platforms. Run on a manager.
     """
     ret = state_results.new(name)
+    if not isinstance(force, bool):
+        return state_results.failed(ret, f"force: must be true or false, not {force!r}")
+    done = {}  # what was made before a failure
     try:
         stacks.check_resolve_image(resolve_image)
         text = _compose_text(compose, template, context, saltenv)
+        text, base = _compose_text(compose, template, context, saltenv)
         engine = _client()
-        stamped, hashes = stacks.load_and_stamp(text)
-        changes = stacks.plan(hashes, stacks.current(engine, name), prune)
+        bundled, files = stacks.bundle(
+            name,
+            stacks.load(text),
+            lambda path, where: _compose_file(base, path, where, saltenv),
+            _pillar_secret,
+        )
+        stamped, hashes = stacks.stamp(bundled)
+        desired = stacks.desired_fields(name, bundled, files)
+        existing = stacks.current(engine, name)
+        changes = stacks.plan(hashes, existing, prune, desired)
+        keep = stacks.object_names(bundled)
+        stale = stacks.unused_objects(engine, name, keep, switching={f"{name}_{s}" for s in hashes})
+        if stale:
+            changes["remove_objects"] = stale
+        forced = []
+        if force:
+            # The services the deploy does not roll anyway.
+            rolling = set(changes.get("create", [])) | set(changes.get("update", []))
+            forced = sorted(s for s in hashes if s in existing and s not in rolling)
+            if forced:
+                changes["force"] = forced
         if not changes:
             return state_results.unchanged(
                 ret, f"Stack {name} is up to date ({len(hashes)} services)"
             )
         ret["changes"] = changes
-        if __opts__["test"]:
-            return state_results.would_change(ret, f"Stack {name} would be deployed")
-        auth = None
-        if registry_auth_pillar:
-            auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
-            if not isinstance(auth, dict):
-                raise ArmswarmError(f"pillar key {registry_auth_pillar} holds no registry auth")
-        stacks.deploy(
-            name,
-            stamped,
-            docker_client.engine_settings(__opts__, __pillar__)["base_url"],
-            prune=prune,
-            with_registry_auth=with_registry_auth,
-            registry_auth=auth,
-            timeout=timeout,
-            resolve_image=resolve_image,
+        drifted = changes.get("drift") or {}
+        note = "".join(
+            f"\nChanged by hand, put back: {s} ({', '.join(f)})" for s, f in sorted(drifted.items())
         )
+        if __opts__["test"]:
+            return state_results.would_change(ret, f"Stack {name} would be deployed{note}")
+        rolled = changes.get("create", []) + changes.get("update", [])
+        base_url = docker_client.engine_settings(__opts__, __pillar__)["base_url"]
+        if rolled or changes.get("remove"):
+            auth = None
+            if registry_auth_pillar:
+                auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
+                if not isinstance(auth, dict):
+                    raise ArmswarmError(f"pillar key {registry_auth_pillar} holds no registry auth")
+            stacks.deploy(
+                name,
+                stamped,
+                base_url,
+                prune=prune,
+                with_registry_auth=with_registry_auth,
+                registry_auth=auth,
+                timeout=timeout,
+                files=files,
+                resolve_image=resolve_image,
+            )
+            done = {k: v for k, v in changes.items() if k != "remove_objects"}
+        if forced:
+            stacks.force_update(name, forced, base_url, timeout=timeout)
+            rolled = rolled + forced
+            done["force"] = forced
         pending = {}
-        if wait:
-            rolled = changes.get("create", []) + changes.get("update", [])
+        if wait and rolled:
             pending = stacks.wait_converged(engine, name, rolled, timeout=timeout)
         if pending:
             # Deployed all the same: the changes stand.
@@ -319,12 +394,76 @@ def stack_deployed(
                 + ", ".join(f"{s} ({state})" for s, state in sorted(pending.items())),
                 changes,
             )
-        return state_results.changed(ret, f"Stack {name} deployed")
+        if stale:
+            # Only now: the old tasks that used them are gone.
+            left = stacks.unused_objects(engine, name, keep)
+            stacks.remove_objects(engine, name, left)
+            changes["remove_objects"] = left
+        return state_results.changed(ret, f"Stack {name} deployed{note}")
+    except ArmswarmError as exc:
+        return state_results.failed(ret, exc, done)
+
+
+def stack_absent(name, timeout=120):
+    """
+    Stack ``name`` is not in the swarm: its services are removed, then (once their tasks are
+    gone) its networks, configs and secrets. Run on a manager.
+    """
+    ret = state_results.new(name)
+    try:
+        engine = _client()
+        contents = stacks.stack_contents(engine, name)
+        if not contents:
+            return state_results.unchanged(ret, f"Stack {name} is absent")
+        ret["changes"] = {"removed": contents}
+        if __opts__["test"]:
+            return state_results.would_change(ret, f"Stack {name} would be removed")
+        stacks.remove_stack(engine, name, timeout=timeout)
+        return state_results.changed(ret, f"Stack {name} removed")
     except ArmswarmError as exc:
         return state_results.failed(ret, exc)
 
 
+def _pillar_secret(key, where):
+    value = traverse_dict_and_list(__pillar__, key, None)
+    if not isinstance(value, str) or not value:
+        # Never the value: only what it is.
+        raise ArmswarmError(
+            f"{where}: pillar key {key} must hold a non-empty string, not "
+            f"{'nothing' if value is None else type(value).__name__}"
+        )
+    return value
+
+
+def _compose_file(base, path, where, saltenv):
+    """The bytes of ``path`` as the compose file at ``base`` names it: relative to the compose
+    file, on the file server for a ``salt://`` compose file; an absolute path is a file on
+    this minion."""
+    if os.path.isabs(path):
+        local = path
+    elif base.startswith("salt://"):
+        root, _, query = base[len("salt://") :].partition("?")
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(root), path))
+        if joined.startswith("../") or joined == "..":
+            raise ArmswarmError(f"{where}: {path} is outside the file server")
+        source = f"salt://{joined}" + (f"?{query}" if query else "")
+        local = __salt__["cp.cache_file"](source, saltenv=saltenv)
+        if not local:
+            raise ArmswarmError(f"{where}: {source} is not on the file server")
+    else:
+        local = os.path.join(os.path.dirname(base), path)
+    try:
+        with open(local, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ArmswarmError(f"{where}: cannot read {path}: {exc.strerror}") from exc
+
+
 def _compose_text(compose, template, context, saltenv):
+    """``(text, base)``: the compose file's text (rendered with ``template``) and where it
+    is, for the files it names relative to itself."""
+    if not isinstance(compose, str) or not compose:
+        raise ArmswarmError("compose: must be a salt:// path or a local path")
     if compose.startswith("salt://"):
         if template:
             with tempfile.TemporaryDirectory(prefix="armswarm-compose-") as tmp:
@@ -335,15 +474,16 @@ def _compose_text(compose, template, context, saltenv):
                 if not cached:
                     raise ArmswarmError(f"cannot render {compose}")
                 with open(cached, encoding="utf-8") as fh:
-                    return fh.read()
+                    return fh.read(), compose
         cached = __salt__["cp.cache_file"](compose, saltenv=saltenv)
         if not cached:
             raise ArmswarmError(f"{compose} is not in the file server")
-        compose = cached
-    elif template:
+        with open(cached, encoding="utf-8") as fh:
+            return fh.read(), compose
+    if template:
         raise ArmswarmError("template needs a salt:// compose file")
     try:
         with open(compose, encoding="utf-8") as fh:
-            return fh.read()
+            return fh.read(), os.path.abspath(compose)
     except OSError as exc:
         raise ArmswarmError(f"cannot read {compose}: {exc}") from exc

@@ -10,7 +10,9 @@
 The layout (pillar ``armswarm:swarm``): ``managers`` and ``workers`` (minion ids, or
 ``{tgt: …, tgt_type: …}``), per-node ``nodes:<id>:advertise_addr|advertise_interface|labels|
 availability``, ``allow_even_managers``, ``prune``, ``remove_undeclared_labels``,
-``grain_labels``, ``force``. Everything is validated before anything changes.
+``grain_labels``, ``force``, ``answer_timeout`` (seconds a minion has to answer before it
+counts as down), ``role_timeout`` (seconds a promotion or demotion may take to settle).
+Everything is validated before anything changes.
 
 Join tokens go from a manager to each joiner sealed with the joiner's minion key (the master
 holds every accepted minion's public key): returns, the job cache and events carry ciphertext.
@@ -86,9 +88,14 @@ class _Minions:
                 )
         return good
 
-    def one(self, target, fun, arg=(), kwarg=None):
+    def one(self, target, fun, arg=(), kwarg=None, timeout=None):
         rets = self.client.cmd(
-            target, fun, list(arg), kwarg=kwarg or {}, timeout=self.timeout, full_return=True
+            target,
+            fun,
+            list(arg),
+            kwarg=kwarg or {},
+            timeout=max(self.timeout, timeout or 0),
+            full_return=True,
         )
         if target not in rets:
             raise ArmswarmError(f"{target} did not answer {fun}")

@@ -6,6 +6,7 @@
         compose: salt://stacks/web.yml      # a compose file (version 3)
         context: {tag: "20261122"}          # rendered with Jinja; registry comes from pillar
         prune: true                         # remove services no longer in the file
+        force: false                        # true: roll out again every run (re-pushed tags)
         registry_auth_pillar: armswarm:registry   # username/password for private images
         resolve_image: never                # always / changed (default) / never #}
 {%- set stacks = salt["pillar.get"]("armswarm:stacks", {}) %}
@@ -23,6 +24,7 @@ armswarm-stack-{{ name }}:
 {%-   if "resolve_image" in stack %}
     - resolve_image: {{ stack.resolve_image | json }}
 {%-   endif %}
+    - force: {{ stack.get("force", false) | json }}
 {%-   if stack.get("registry_auth_pillar") %}
     - registry_auth_pillar: {{ stack.registry_auth_pillar | json }}
 {%-   endif %}

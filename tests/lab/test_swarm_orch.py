@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from helpers import assert_no_join_token
+from helpers import assert_no_join_token, busybox_rootfs, push_image
 
 
 def orch(lab, *extra) -> dict:
@@ -126,6 +126,8 @@ def test_half_formed_swarm_prediction_is_what_the_run_does(lab):
         ({"nodes": {"node5": {"advertise_addr": "NODE4"}}}, "node4, node5 share the advertise"),
         ({"managers": []}, "at least one manager is needed"),
         ({"nodes": {"node4": {"availability": "paused"}}}, "node4:availability"),
+        # a typo'd address of a manager (it would leave raft without a leader)
+        ({"nodes": {"node2": {"advertise_addr": "10.77.9.254"}}}, "is not an address of node2"),
     ],
 )
 def test_bad_pillar_is_refused_and_nothing_changes(lab, override, message):
@@ -188,6 +190,210 @@ def test_dead_leader_keeps_quorum_and_comes_back(lab):
     assert orch(lab)["changes"] == {}
     managers = [n for n in call(lab, others[0], "docker_swarm.nodes") if n["role"] == "manager"]
     assert len(managers) == 3 and all(m["reachability"] == "reachable" for m in managers)
+
+
+def _cluster_id(lab, node):
+    code, out = lab.exec(node, ["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"])
+    assert code == 0, out
+    return out.strip()
+
+
+def _docker_managers(lab, via) -> dict:
+    """``{hostname: reachability}`` of the managers, as docker itself lists them."""
+    code, out = lab.exec(
+        via,
+        [
+            "sh",
+            "-c",
+            "docker node inspect --format "
+            "'{{.Description.Hostname}} {{.Spec.Role}} {{if .ManagerStatus}}"
+            "{{.ManagerStatus.Reachability}}{{end}}' $(docker node ls -q)",
+        ],
+    )
+    assert code == 0, out
+    rows = [line.split() for line in out.splitlines() if line.strip()]
+    return {r[0]: r[2] if len(r) > 2 else None for r in rows if r[1] == "manager"}
+
+
+def test_moving_the_manager_role_keeps_the_cluster(lab):
+    """node1-3 -> node3-5 and back, each in the check -> apply -> re-apply -> check cycle;
+    the promotions are waited for, so no demotion meets unreachable new managers."""
+    cluster = _cluster_id(lab, "node3")
+    moves = [
+        (["node3", "node4", "node5"], ["node1", "node2"], ["node4", "node5"], ["node1", "node2"]),
+        (["node1", "node2", "node3"], ["node4", "node5"], ["node1", "node2"], ["node4", "node5"]),
+    ]
+    for managers, workers, promoted, demoted in moves:
+        pillar = json.dumps({"armswarm": {"swarm": {"managers": managers, "workers": workers}}})
+        predicted = orch(lab, f"pillar={pillar}", "test=True")
+        assert predicted["result"] is None, predicted["comment"]
+        assert predicted["changes"]["promote"] == promoted
+        assert sorted(predicted["changes"]["demote"]) == demoted
+        applied = orch(lab, f"pillar={pillar}")
+        assert applied["result"] is True, applied["comment"]
+        assert applied["changes"] == predicted["changes"]
+        # Docker's own view: exactly the new managers, all reachable, one cluster.
+        assert _docker_managers(lab, managers[-1]) == dict.fromkeys(managers, "reachable")
+        # (a worker's engine shows no cluster ID: the managers, old and new, are the witnesses)
+        assert {m: _cluster_id(lab, m) for m in managers} == dict.fromkeys(managers, cluster)
+        for extra in ((), ("test=True",)):
+            again = orch(lab, f"pillar={pillar}", *extra)
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+    assert sorted(swarm_nodes(lab, "node1")) == lab.node_names()
+
+
+def test_a_node_joins_drained_and_never_gets_a_task(lab):
+    """A global service would put a task on a node the moment it joins: a node the layout
+    drains joins drained, so its task history stays empty."""
+    image = f"{lab.registry}/armswarm/busybox:join"
+    push_image(lab, "node1", image, busybox_rootfs(("sh", "sleep")))
+    code, out = lab.exec(
+        "node1",
+        [
+            "docker",
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "joinprobe",
+            "--mode",
+            "global",
+            "--endpoint-mode",
+            "dnsrr",
+            image,
+            "sleep",
+            "3600",
+        ],
+    )
+    assert code == 0, out
+    try:
+        call(lab, "node5", "docker_swarm.leave")
+        wait_down(lab, ["node5"])
+        drained = json.dumps(
+            {"armswarm": {"swarm": {"nodes": {"node5": {"availability": "drain"}}}}}
+        )
+        predicted = orch(lab, f"pillar={drained}", "test=True")
+        assert predicted["changes"]["join_workers"] == ["node5"], predicted["comment"]
+        applied = orch(lab, f"pillar={drained}")
+        assert applied["result"] is True and applied["changes"] == predicted["changes"]
+        for extra in ((), ("test=True",)):
+            again = orch(lab, f"pillar={drained}", *extra)
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+        code, out = lab.exec(
+            "node1", ["docker", "node", "inspect", "node5", "--format", "{{.Spec.Availability}}"]
+        )
+        assert out.strip() == "drain", out
+        time.sleep(3)  # a task the scheduler gave node5 would show by now
+        code, out = lab.exec(
+            "node1",
+            ["docker", "service", "ps", "joinprobe", "--format", "{{.Node}} {{.CurrentState}}"],
+        )
+        assert code == 0 and "node5" not in out, out
+        assert "node4" in out  # the probe does place tasks (it would on node5 too)
+        active = json.dumps(
+            {"armswarm": {"swarm": {"nodes": {"node5": {"availability": "active"}}}}}
+        )
+        assert orch(lab, f"pillar={active}")["result"] is True
+        assert orch(lab)["changes"] == {}
+    finally:
+        lab.exec("node1", ["docker", "service", "rm", "joinprobe"])
+
+
+def _docker_labels(lab, node):
+    code, out = lab.exec(
+        "node1", ["docker", "node", "inspect", node, "--format", "{{json .Spec.Labels}}"]
+    )
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_labels_dropped_from_pillar_go_hand_set_ones_stay(lab):
+    # (the lab's pillar gives node4 pool=workers: another key, added and dropped here)
+    pool = json.dumps({"armswarm": {"swarm": {"nodes": {"node4": {"labels": {"tier": "a"}}}}}})
+    for pillar, expected in ((pool, "a"), (None, None)):
+        extra = (f"pillar={pillar}",) if pillar else ()
+        predicted = orch(lab, *extra, "test=True")
+        assert predicted["result"] is None and list(predicted["changes"]["nodes"]) == ["node4"]
+        applied = orch(lab, *extra)
+        assert applied["result"] is True and applied["changes"] == predicted["changes"]
+        for again in (orch(lab, *extra), orch(lab, *extra, "test=True")):
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+        labels = _docker_labels(lab, "node4")
+        assert labels.get("tier") == expected, labels
+        assert labels["pool"] == "workers"  # still declared: stays
+        if pillar:
+            code, out = lab.exec(
+                "node1", ["docker", "node", "update", "--label-add", "rack=r1", "node4"]
+            )
+            assert code == 0, out
+    assert _docker_labels(lab, "node4")["rack"] == "r1"  # set by hand: stays
+    lab.exec("node1", ["docker", "node", "update", "--label-rm", "rack", "node4"])
+
+
+def _docker_cluster(lab):
+    code, out = lab.exec("node1", ["docker", "info", "--format", "{{json .Swarm.Cluster}}"])
+    assert code == 0, out
+    return json.loads(out)
+
+
+def _cycle(lab, pillar, expected_keys):
+    extra = f"pillar={json.dumps(pillar)}"
+    predicted = orch(lab, extra, "test=True")
+    assert predicted["result"] is None and sorted(predicted["changes"]) == expected_keys, predicted
+    applied = orch(lab, extra)
+    assert applied["result"] is True and applied["changes"] == predicted["changes"], applied
+    for again in (orch(lab, extra), orch(lab, extra, "test=True")):
+        assert again["result"] is True and again["changes"] == {}, again["comment"]
+    return applied
+
+
+def test_init_options_and_cluster_spec(lab):
+    layout = {
+        "default_addr_pool": ["10.201.0.0/16"],
+        "subnet_size": 26,
+        "cluster": {"task_history_retention_limit": 3, "dispatcher_heartbeat_period": 7},
+    }
+    for node in reversed(lab.node_names()):
+        call(lab, node, "docker_swarm.leave", "force=True")
+    try:
+        applied = _cycle(
+            lab,
+            {"armswarm": {"swarm": layout}},
+            ["cluster", "init", "join_managers", "join_workers", "nodes"],
+        )
+        assert applied["changes"]["cluster"]["dispatcher_heartbeat_period"]["new"] == 7
+        cluster = _docker_cluster(lab)
+        assert cluster["DefaultAddrPool"] == ["10.201.0.0/16"] and cluster["SubnetSize"] == 26
+        assert cluster["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"] == 3
+        assert cluster["Spec"]["Dispatcher"]["HeartbeatPeriod"] == 7_000_000_000
+        code, out = lab.exec("node1", ["docker", "network", "create", "-d", "overlay", "poolprobe"])
+        assert code == 0, out
+        code, out = lab.exec(
+            "node1",
+            [
+                "docker",
+                "network",
+                "inspect",
+                "poolprobe",
+                "--format",
+                "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+            ],
+        )
+        lab.exec("node1", ["docker", "network", "rm", "poolprobe"])
+        assert out.strip().startswith("10.201.") and out.strip().endswith("/26"), out
+        # On the running swarm: the spec changes, the pool (fixed at init) is only reported.
+        layout["cluster"]["task_history_retention_limit"] = 4
+        layout["subnet_size"] = 24
+        applied = _cycle(lab, {"armswarm": {"swarm": layout}}, ["cluster"])
+        assert applied["changes"]["cluster"] == {
+            "task_history_retention_limit": {"old": 3, "new": 4}
+        }
+        assert "subnet_size 26 (layout: 24)" in applied["comment"]
+        assert _docker_cluster(lab)["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"] == 4
+    finally:
+        for node in reversed(lab.node_names()):
+            call(lab, node, "docker_swarm.leave", "force=True")
+        assert orch(lab)["result"] is True  # the lab's own swarm again
 
 
 def test_no_join_token_in_job_cache_events_or_logs(lab, events):

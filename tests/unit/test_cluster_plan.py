@@ -37,6 +37,8 @@ def fact(n, state="inactive", manager=False, cluster_id=None, node_id=None, boar
 def swarm_node(n, role="worker", state="ready", reach=None, labels=None, addr=None):
     # Nodes the orchestration configured carry their minion id as a label.
     labels = {**labels, swarm_layout.MINION_LABEL: n} if labels is not None else {}
+    if labels:  # the keys the orchestration set, as it keeps them
+        labels[swarm_layout.MANAGED_LABEL] = ",".join(sorted(labels))
     return {
         "id": f"id-{n}",
         "hostname": n,
@@ -67,6 +69,8 @@ def test_fresh_cluster_inits_first_manager_then_joins():
         "armswarm.cpus": "6",
         "armswarm.big-cores": "2",
         "armswarm.storage": "ssd",
+        "armswarm.labels": "armswarm.arch,armswarm.big-cores,armswarm.board,armswarm.cpus,"
+        "armswarm.minion,armswarm.storage",
     }
 
 
@@ -122,8 +126,24 @@ def test_duplicate_advertise_address_is_an_error():
     conf = layout(
         nodes={"w2": {"advertise_addr": "10.9.9.9"}, "w1": {"advertise_addr": "10.9.9.9"}}
     )
-    plan, errors = swarm_plan.make_plan(conf, {n: fact(n) for n in ALL}, None)
+    facts = {n: fact(n) for n in ALL}
+    for n in ("w1", "w2"):  # both hold it (a copied network config)
+        facts[n]["interfaces"]["eth1"] = ["10.9.9.9"]
+    plan, errors = swarm_plan.make_plan(conf, facts, None)
     assert any("w1, w2 share the advertise address 10.9.9.9" in e for e in errors)
+
+
+def test_an_advertise_addr_that_is_not_the_nodes_is_refused():
+    facts = {n: fact(n) for n in ALL}
+    conf = layout(nodes={"m2": {"advertise_addr": "10.0.0.250"}})
+    plan, errors = swarm_plan.make_plan(conf, facts, None)
+    own = facts["m2"]["interfaces"]["eth0"][0]
+    assert errors == [
+        "armswarm:swarm:nodes:m2:advertise_addr: 10.0.0.250 is not an address of m2 "
+        f"(its interfaces: eth0 {own})"
+    ]
+    facts["m2"]["interfaces"]["wlan0"] = ["10.0.0.250"]
+    assert swarm_plan.make_plan(conf, facts, None)[1] == []
 
 
 def test_node_in_another_swarm_refused_without_force():
@@ -318,7 +338,7 @@ def test_stale_removal_never_takes_a_healthy_member():
     # m1 (healthy) and the rejoining w2 share a hostname, and w2 got the address m1's entry
     # still shows (m1 was re-addressed by DHCP).
     facts, nodes = converged()
-    facts["w2"] = {**fact("w2"), "hostname": "m1"}
+    facts["w2"] = {**fact("w2"), "hostname": "m1", "interfaces": {"eth0": ["10.0.9.9"]}}
     for node in nodes:
         node["labels"] = {}  # joined before the label existed
     nodes[0]["addr"] = "10.0.9.9"
@@ -339,3 +359,57 @@ def test_stale_removal_never_takes_a_healthy_member():
 )
 def test_default_route_interface(table, iface):
     assert swarm_engine.default_route_interface(table) == iface
+
+
+def test_a_demotion_counts_the_nodes_promoted_before_it():
+    # One manager m1 hands the role to w1: fine, w1 is promoted (and waited for) first.
+    facts = {n: fact(n, "active", n == "m1", "C1", f"id-{n}") for n in ALL}
+    nodes = [
+        swarm_node(
+            n, "manager" if n == "m1" else "worker", reach="reachable" if n == "m1" else None
+        )
+        for n in ALL
+    ]
+    moved = layout(managers=["w1"], workers=["m1", "m2", "m3", "w2"])
+    plan, errors = swarm_plan.make_plan(moved, facts, nodes)
+    assert errors == [] and plan.promote == ["w1"] and plan.demote == ["m1"]
+    assert plan.cluster_id == "C1"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("answer_timeout", "60", "must be a number of seconds"),
+        ("role_timeout", True, "must be a number of seconds"),
+        ("answer_timeout", 0, "must be a number of seconds"),
+    ],
+)
+def test_timeouts_are_numbers_of_seconds(key, value, message):
+    _, errors, _ = swarm_layout.parse_layout({**BASE, key: value})
+    assert [e for e in errors if e.startswith(f"armswarm:swarm:{key}: {message}")], errors
+    assert layout(answer_timeout=45, role_timeout=120).answer_timeout == 45
+
+
+def test_a_label_dropped_from_pillar_goes_and_a_hand_set_label_stays():
+    facts, nodes = converged()
+    nodes[3]["labels"].update({"pool": "a", "rack": "r1"})  # w1: pool from pillar, rack by hand
+    nodes[3]["labels"][swarm_layout.MANAGED_LABEL] += ",pool"
+    plan, errors = swarm_plan.make_plan(layout(), facts, nodes)  # pool no longer declared
+    assert errors == []
+    new = plan.updates["w1"]["labels"]["new"]
+    assert "pool" not in new and new["rack"] == "r1"
+    assert "pool" not in new[swarm_layout.MANAGED_LABEL].split(",")
+    assert all(not plan.updates[n] for n in ALL if n != "w1")
+    # With remove_undeclared_labels, the hand-set one goes too.
+    plan, _ = swarm_plan.make_plan(layout(remove_undeclared_labels=True), facts, nodes)
+    assert "rack" not in plan.updates["w1"]["labels"]["new"]
+
+
+def test_the_label_list_is_reserved():
+    _, errors, _ = swarm_layout.parse_layout(
+        {**BASE, "nodes": {"w1": {"labels": {swarm_layout.MANAGED_LABEL: "x"}}}}
+    )
+    assert errors == [
+        "armswarm:swarm:nodes:w1:labels:armswarm.labels: reserved, armswarm keeps its list of "
+        "labels there"
+    ]

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 from armswarm_core import ArmswarmError
-from armswarm_core.swarm import stacks
+from armswarm_core.swarm import networks, stacks
 
 COMPOSE = """
 services:
@@ -105,3 +105,224 @@ def test_bad_resolve_image_runs_no_cli(tmp_path, monkeypatch):
     with pytest.raises(ArmswarmError, match="resolve_image"):
         stacks.deploy("web", stamped, None, resolve_image="no")
     assert not record.exists()
+
+
+SITE = """
+services:
+  web:
+    image: reg:5000/web:v1
+    env_file: ./site.env
+    environment: {COLOR: green, DEBUG: false}
+    configs: [{source: page, target: /www/index.html}]
+    secrets: [token]
+    deploy: {replicas: 2}
+configs:
+  page: {file: ./page.html}
+  shared: {external: true}
+secrets:
+  token: {x-pillar: "armswarm:site:token"}
+"""
+
+
+def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=a b\nBARE\n"):
+    files = {"./page.html": page, "./site.env": env}
+    read = []
+
+    def read_file(path, where):
+        read.append((path, where))
+        if path not in files:
+            raise ArmswarmError(f"{where}: {path} missing")
+        return files[path]
+
+    out, written = stacks.bundle(
+        "site", stacks.load(SITE), read_file, lambda key, where: {"armswarm:site:token": token}[key]
+    )
+    return out, written, read
+
+
+def test_files_named_relative_to_the_compose_file_come_along_named_by_content():
+    out, files, read = bundled()
+    assert sorted(read) == [
+        ("./page.html", "configs:page:file"),
+        ("./site.env", "services:web:env_file:0"),
+    ]
+    page = out["configs"]["page"]
+    assert page["name"].startswith("site_page_") and page["file"].startswith("./files/config-")
+    assert files[page["file"][2:]] == (b"<h1>one</h1>", 0o644)
+    token = out["secrets"]["token"]
+    assert "x-pillar" not in token and token["name"].startswith("site_token_")
+    assert files[token["file"][2:]] == (b"s3cret", 0o600)
+    assert out["configs"]["shared"] == {"external": True}
+    # Another content: another name, and the service's hash follows.
+    other, _, _ = bundled(page=b"<h1>two</h1>")
+    assert other["configs"]["page"]["name"] != page["name"]
+    assert stacks.stamp(other)[1]["web"] != stacks.stamp(out)[1]["web"]
+    assert bundled(token="new")[0]["secrets"]["token"]["name"] != token["name"]
+    # The secret's value is nowhere in the compose file the CLI gets.
+    assert "s3cret" not in json.dumps(out)
+
+
+def test_env_files_read_as_the_cli_reads_them():
+    assert stacks.parse_env_file(b'A=1\n  # c\nB="q" x\nBARE\n\nC=\n') == {
+        "A": "1",
+        "B": '"q" x',
+        "C": "",
+    }
+
+
+def test_bad_objects_name_the_key():
+    with pytest.raises(ArmswarmError, match="configs:page: needs file"):
+        stacks.bundle("s", stacks.load(SITE.replace("{file: ./page.html}", "{}")), None, None)
+    with pytest.raises(ArmswarmError, match="secrets:token:x-pillar: must be one pillar key"):
+        stacks.bundle(
+            "s",
+            stacks.load(SITE.replace('"armswarm:site:token"', "[a, b]")),
+            lambda p, w: b"x",
+            None,
+        )
+
+
+def _live(out, files, **change):
+    """The spec the CLI makes of the bundled file (what the lab shows), with changes."""
+    fields = stacks.desired_fields("site", out, files)["web"]
+    spec = {
+        "Name": "site_web",
+        "Labels": {stacks.NAMESPACE_LABEL: "site", stacks.HASH_LABEL: "h1"},
+        "Mode": {"Replicated": {"Replicas": 2}},
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": "reg:5000/web:v1@sha256:" + "0" * 64,
+                "Env": sorted(f"{k}={v}" for k, v in fields["env"].items()),
+                "Configs": [
+                    {
+                        "ConfigName": out["configs"]["page"]["name"],
+                        "File": {"Name": "/www/index.html"},
+                    }
+                ],
+                "Secrets": [
+                    {"SecretName": out["secrets"]["token"]["name"], "File": {"Name": "token"}}
+                ],
+            }
+        },
+    }
+    for key, value in change.items():
+        if key == "replicas":
+            spec["Mode"]["Replicated"]["Replicas"] = value
+        else:
+            spec["TaskTemplate"]["ContainerSpec"][key] = value
+    return stacks.live_fields(spec)
+
+
+def test_drift_is_found_in_the_live_spec_and_nothing_else():
+    out, written, _ = bundled()
+    desired = stacks.desired_fields("site", out, written)
+    assert desired["web"]["env"] == {
+        "MODE": "blue",
+        "NAME": "a b",
+        "COLOR": "green",
+        "DEBUG": "false",
+    }
+    assert stacks.drift(desired["web"], _live(out, written)) == []
+    assert stacks.drift(desired["web"], _live(out, written, replicas=1)) == ["replicas"]
+    assert stacks.drift(desired["web"], _live(out, written, Env=["MODE=red"])) == ["env"]
+    assert stacks.drift(desired["web"], _live(out, written, Image="reg:5000/web:v0")) == ["image"]
+    hashes = {"web": "h1"}
+    existing = {"web": {"hash": "h1", "fields": _live(out, written, replicas=5)}}
+    assert stacks.plan(hashes, existing, False, desired) == {
+        "update": ["web"],
+        "drift": {"web": ["replicas"]},
+    }
+
+
+class _Api:
+    """A service's tasks as the engine lists them (pure logic: no daemon)."""
+
+    def __init__(self, template, tasks, update=None, replicas=2):
+        self.service = {
+            "Spec": {
+                "Name": "site_web",
+                "TaskTemplate": template,
+                "Mode": {"Replicated": {"Replicas": replicas}},
+            },
+            "UpdateStatus": {"State": update, "Message": "update rolled back"} if update else None,
+        }
+        self._tasks = tasks
+
+    def services(self, filters=None):
+        return [self.service]
+
+    def tasks(self, filters=None):
+        return self._tasks
+
+
+class _Client:
+    def __init__(self, *args, **kwargs):
+        self.api = _Api(*args, **kwargs)
+
+
+NEW = {"ContainerSpec": {"Image": "web:v1", "Env": ["COLOR=red"]}, "ForceUpdate": 0}
+OLD = {"ContainerSpec": {"Image": "web:v1", "Env": ["COLOR=green"]}, "ForceUpdate": 0}
+
+
+def _task(spec, state, desired="running", err=None):
+    return {"Spec": spec, "DesiredState": desired, "Status": {"State": state, "Err": err}}
+
+
+def test_an_env_only_change_is_not_converged_while_old_tasks_run():
+    tasks = [_task(NEW, "running"), _task(OLD, "running")]
+    state = stacks._service_state(_Client(NEW, tasks, update="updating"), "site", "web")
+    assert state == "1/2 running the current definition, 1 still on the old one"
+    done = [_task(NEW, "running"), _task(NEW, "running"), _task(OLD, "shutdown", "shutdown")]
+    assert stacks._service_state(_Client(NEW, done, update="completed"), "site", "web") is None
+
+
+def test_tasks_that_cannot_be_placed_say_why_and_a_rollback_fails():
+    reason = "no suitable node (scheduling constraints not satisfied on 5 nodes)"
+    tasks = [_task(OLD, "running"), _task(OLD, "running"), _task(NEW, "pending", err=reason)]
+    state = stacks._service_state(_Client(NEW, tasks, update="updating"), "site", "web")
+    assert state.endswith(f"waiting: {reason}"), state
+    with pytest.raises(ArmswarmError, match="update rollback_completed: update rolled back"):
+        stacks._service_state(_Client(NEW, tasks, update="rollback_completed"), "site", "web")
+
+
+def test_network_settings_read_back_with_mtu_and_ipv6():
+    raw = {
+        "Driver": "overlay",
+        "EnableIPv6": True,
+        "Options": {"com.docker.network.driver.mtu": "1400", "encrypted": ""},
+        "IPAM": {"Config": [{"Subnet": "fd00:77::/64"}, {"Subnet": "10.9.0.0/24"}]},
+    }
+    got = networks.normalise(raw)
+    assert (got["mtu"], got["enable_ipv6"], got["subnet6"], got["subnet"]) == (
+        1400,
+        True,
+        "fd00:77::/64",
+        "10.9.0.0/24",
+    )
+    want = networks.desired(mtu=1400, encrypted=True, enable_ipv6=True, subnet6="fd00:77::/64")
+    assert networks.diff(got, want) == {}
+    with pytest.raises(ArmswarmError, match="mtu: must be a whole number"):
+        networks.desired(mtu=True)
+    with pytest.raises(ArmswarmError, match="attachable: must be true or false"):
+        networks.desired(attachable="false")
+
+
+def test_a_task_matches_its_template_without_what_the_engine_leaves_out():
+    # As docker 28 shows them: the task's copy lacks RestartPolicy, Runtime, StopGracePeriod.
+    template = {
+        "ContainerSpec": {"Image": "web:v1", "StopGracePeriod": 10**10, "DNSConfig": {}},
+        "RestartPolicy": {"Condition": "any"},
+        "Runtime": "container",
+        "ForceUpdate": 0,
+    }
+    task_spec = {
+        "ContainerSpec": {"Image": "web:v1"},
+        "ForceUpdate": 0,
+        "Placement": {"Platforms": [{"Architecture": "amd64", "OS": "linux"}]},
+    }
+    tasks = [_task(task_spec, "running"), _task(task_spec, "running")]
+    assert (
+        stacks._service_state(_Client(template, tasks, update="completed"), "site", "web") is None
+    )
+    forced = {**template, "ForceUpdate": 1}
+    assert stacks._service_state(_Client(forced, tasks, update="completed"), "site", "web")

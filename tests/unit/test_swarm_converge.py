@@ -33,6 +33,7 @@ CHANGING = {
     "docker_swarm.leave",
     "docker_swarm.update_node",
     "docker_swarm.update_nodes",
+    "docker_swarm.set_role",
     "docker_swarm.remove_node",
 }
 BOARDS = {"m1": "hc1", "m2": "rockpro64", "m3": "rockpro64"}
@@ -72,6 +73,18 @@ class FakeCluster:
         self.expanded = []
         self.key_requests = []
         self.fail = {}  # (minion, fun) -> error message
+        self.joined_with = {}  # minion -> availability at join
+        self.init_options = None
+        self.cluster_spec = {
+            "task_history_retention_limit": 5,
+            "dispatcher_heartbeat_period": 5,
+            "node_cert_expiry": 7776000,
+            "subnet_size": 24,
+            "default_addr_pool": ["10.0.0.0/8"],
+            "data_path_port": 4789,
+        }
+        self.settling = set()  # node ids whose role change raft has not followed yet
+        self.never_settles = set()  # hostnames whose role change never settles
         self.serial = 0
         self.lock = threading.RLock()
         for name in names:
@@ -175,11 +188,25 @@ class FakeCluster:
             "cpuarch": "aarch64",
         }
 
-    def fun_init(self, minion, advertise_addr=None, listen_addr=None):
+    def fun_cluster_settings(self, minion):
+        self._require_manager(minion)
+        return dict(self.cluster_spec)
+
+    def fun_update_cluster(self, minion, settings):
+        self._require_manager(minion)
+        changes = {k: {"old": self.cluster_spec.get(k), "new": v} for k, v in settings.items()}
+        self.cluster_spec.update(settings)
+        return changes
+
+    def fun_init(self, minion, advertise_addr=None, listen_addr=None, **options):
         if minion.state != "inactive":
             return {"changed": False, "state": self.swarm_state(minion)}
         assert advertise_addr == minion.addr and listen_addr == f"0.0.0.0:{PORT}"
         assert self.cluster_id is None, "a second swarm initialised"
+        self.init_options = options
+        self.cluster_spec.update(
+            {k: v for k, v in options.items() if k in ("default_addr_pool", "subnet_size")}
+        )
         self.cluster_id = secrets.token_hex(12)
         self.tokens = {
             role: f"SWMTKN-1-{secrets.token_hex(20)}-{role}" for role in ("manager", "worker")
@@ -217,9 +244,14 @@ class FakeCluster:
         # The engine tries the first address only: it must be a manager now.
         if first not in {n["manager_addr"] for n in self.managers() if n["state"] == "ready"}:
             raise ArmswarmError(f"could not connect to {first}")
+        availability = kwargs.pop("availability", None)
         assert advertise_addr == minion.addr and kwargs == {"listen_addr": f"0.0.0.0:{PORT}"}
         (role,) = [r for r, t in self.tokens.items() if t == token]
         self._add_node(minion, role)
+        if availability:
+            self.nodes[minion.node_id]["availability"] = availability
+        # What the node had from its first moment in the swarm.
+        self.joined_with[minion.id] = self.nodes[minion.node_id]["availability"]
         return {"changed": True, "state": self.swarm_state(minion)}
 
     def fun_leave(self, minion, force=False):
@@ -245,8 +277,11 @@ class FakeCluster:
             node[key] = change["new"]
         if "role" in changes:
             manager = node["role"] == "manager"
-            node["reachability"] = "reachable" if manager and node["state"] == "ready" else None
+            # As the engine does: a promoted node joins raft a moment later ("unknown" until
+            # then); a demoted one leaves it a moment later.
+            node["reachability"] = "unknown" if manager else node["reachability"]
             node["manager_addr"] = f"{node['addr']}:{PORT}" if manager else None
+            self.settling.add(node["id"])
         return changes
 
     def fun_rotate_join_tokens(self, minion, worker=True, manager=False):
@@ -255,6 +290,27 @@ class FakeCluster:
             if flag:
                 self.tokens[role] = f"SWMTKN-1-{secrets.token_hex(20)}-{role}"
         return {"rotated": [r for r, f in (("worker", worker), ("manager", manager)) if f]}
+
+    def _settle(self, node):
+        if node["id"] in self.settling and node["hostname"] not in self.never_settles:
+            self.settling.discard(node["id"])
+            manager = node["role"] == "manager"
+            node["reachability"] = "reachable" if manager and node["state"] == "ready" else None
+            if not manager:
+                node["leader"] = False
+                if not any(n["leader"] for n in self.managers()):
+                    self.managers()[0]["leader"] = True
+
+    def fun_set_role(self, minion, name, role, timeout=None):
+        """The engine's set_role: update, then wait until raft follows (or time out)."""
+        assert timeout == 60
+        self._require_manager(minion)
+        node = self._find(name)
+        changes = self.fun_update_node(minion, name, role=role)
+        self._settle(node)
+        if node["id"] in self.settling:
+            raise ArmswarmError(f"{role}: {node['hostname']}: not settled after {timeout} s")
+        return {"changed": bool(changes), "node": node["hostname"], "waited": 1.0}
 
     def fun_update_nodes(self, minion, batch):
         return {name: self.fun_update_node(minion, name, **s) for name, s in batch.items()}
@@ -288,7 +344,7 @@ class FakeCluster:
                         continue
             return out
 
-    def one(self, target, fun, arg=(), kwarg=None):
+    def one(self, target, fun, arg=(), kwarg=None, timeout=None):
         with self.lock:
             self.calls.append((target, fun, list(arg), dict(kwarg or {})))
             if target not in self.minions or not self.minions[target].up:
@@ -629,3 +685,114 @@ def test_a_force_argument_that_is_not_a_boolean_is_refused_before_any_call():
     assert ret["result"] is False and ret["changes"] == {}
     assert ret["comment"] == "force: must be true or false, not a string; nothing changed"
     assert cluster.calls == [] and cluster.events == []
+
+
+# -- moving the manager role -------------------------------------------------------------------
+MOVED = {"managers": ["m3", "w1", "w2"], "workers": ["m1", "m2"]}
+
+
+def managers_of(cluster):
+    return sorted(n["hostname"] for n in cluster.managers() if n["state"] == "ready")
+
+
+def test_moving_the_manager_role_promotes_waits_then_demotes_in_the_same_cluster():
+    cluster = formed()
+    cluster_id = cluster.cluster_id
+    predicted = converge_run(cluster, MOVED, test=True)
+    assert predicted["result"] is None and cluster.changing_calls() == []
+    ret = converge_run(cluster, MOVED)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == predicted["changes"]
+    assert ret["changes"]["promote"] == ["w1", "w2"] and ret["changes"]["demote"] == ["m1", "m2"]
+    # Each promotion settled (reachable) before the next step; demotions after all of them.
+    roles = [(a[1], c[0]) for c in cluster.calls if c[1] == "docker_swarm.set_role" for a in [c[2]]]
+    assert [r for r, _ in roles] == ["manager", "manager", "worker", "worker"]
+    assert cluster.cluster_id == cluster_id and cluster.settling == set()
+    assert managers_of(cluster) == ["m3", "w1", "w2"]
+    assert all(n["reachability"] == "reachable" for n in cluster.managers())
+    assert sorted(cluster.view()) == ALL
+    again = converge_run(cluster, MOVED)
+    assert again["result"] is True and again["changes"] == {}, again["comment"]
+
+    # And back: m3 is the manager the run talks through the whole time.
+    back = converge_run(cluster, LAYOUT)
+    assert back["result"] is True, back["comment"]
+    assert back["changes"]["promote"] == ["m1", "m2"] and back["changes"]["demote"] == ["w1", "w2"]
+    assert managers_of(cluster) == MANAGERS and cluster.cluster_id == cluster_id
+    assert converge_run(cluster, LAYOUT)["changes"] == {}
+
+
+def test_the_whole_manager_role_moves_to_nodes_that_are_no_managers_yet():
+    one = {"managers": ["m1"], "workers": ["m2", "m3", *WORKERS]}
+    cluster = formed(conf=one)
+    cluster_id = cluster.cluster_id
+    moved = {"managers": ["w1"], "workers": ["m1", "m2", "m3", "w2"]}
+    ret = converge_run(cluster, moved)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["promote"] == ["w1"] and ret["changes"]["demote"] == ["m1"]
+    set_role = [c for c in cluster.calls if c[1] == "docker_swarm.set_role"]
+    # Promoted through the old manager, demoted through the new one.
+    assert [(c[0], c[2][1]) for c in set_role] == [("m1", "manager"), ("w1", "worker")]
+    assert managers_of(cluster) == ["w1"] and cluster.cluster_id == cluster_id
+    assert converge_run(cluster, moved)["changes"] == {}
+
+
+def test_a_promotion_that_does_not_settle_stops_before_any_demotion():
+    cluster = formed()
+    cluster.never_settles.add("w1")
+    ret = converge_run(cluster, MOVED)
+
+    assert ret["result"] is False
+    assert "not settled" in ret["comment"] and "w1" in ret["comment"]
+    assert not any(c[1] == "docker_swarm.set_role" and c[2][1] == "worker" for c in cluster.calls)
+    assert {"m1", "m2", "m3"} <= set(managers_of(cluster))
+
+
+def test_a_node_joins_with_its_availability_from_the_first_moment():
+    conf = {**LAYOUT, "nodes": {"w2": {"availability": "drain"}, "m3": {"availability": "pause"}}}
+    cluster = FakeCluster()
+    predicted = converge_run(cluster, conf, test=True)
+    ret = converge_run(cluster, conf)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == predicted["changes"]
+    assert cluster.joined_with == {"m2": "active", "m3": "pause", "w1": "active", "w2": "drain"}
+    assert "availability" not in ret["changes"]["nodes"]["w2"]  # nothing left to change
+    assert cluster.node_of("w2")["availability"] == "drain"
+    assert converge_run(cluster, conf)["changes"] == {}
+
+
+def test_a_label_dropped_from_pillar_is_removed_from_the_node_a_hand_set_one_stays():
+    with_pool = {**LAYOUT, "nodes": {"w2": {"labels": {"pool": "db"}}}}
+    cluster = formed(conf=with_pool)
+    cluster.node_of("w2")["labels"]["rack"] = "r7"  # set by hand
+    ret = converge_run(cluster, LAYOUT)
+    assert ret["result"] is True, ret["comment"]
+    labels = cluster.node_of("w2")["labels"]
+    assert "pool" not in labels and labels["rack"] == "r7"
+    assert converge_run(cluster, LAYOUT)["changes"] == {}
+
+
+def test_init_options_go_to_the_first_manager_and_the_cluster_spec_is_reconciled():
+    conf = {
+        **LAYOUT,
+        "default_addr_pool": ["10.201.0.0/16"],
+        "subnet_size": 26,
+        "cluster": {"task_history_retention_limit": 2, "dispatcher_heartbeat_period": 9},
+    }
+    cluster = FakeCluster()
+    predicted = converge_run(cluster, conf, test=True)
+    ret = converge_run(cluster, conf)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == predicted["changes"]
+    assert cluster.init_options == {"default_addr_pool": ["10.201.0.0/16"], "subnet_size": 26}
+    assert cluster.cluster_spec["task_history_retention_limit"] == 2
+    assert converge_run(cluster, conf)["changes"] == {}
+    # A spec change on a running swarm is made; an init-only one is reported, not made.
+    conf["cluster"]["task_history_retention_limit"] = 4
+    conf["subnet_size"] = 24
+    conf["default_addr_pool"] = ["10.9.0.0/16"]
+    ret = converge_run(cluster, conf)
+    assert ret["changes"] == {"cluster": {"task_history_retention_limit": {"old": 2, "new": 4}}}
+    assert "left as they are: default_addr_pool ['10.201.0.0/16']" in ret["comment"]

@@ -116,3 +116,57 @@ def test_tampered_seal_is_refused():
     tampered = f"{head}:{wrapped}:{body[:-4]}AAAA"
     with pytest.raises(ArmswarmError):
         join_tokens.unseal(tampered, priv, "node4")
+
+
+class _Api:
+    """What swarm_engine.leave asks of docker's low-level client (pure logic, no daemon): a
+    manager whose demotion the leader accepts but raft never follows."""
+
+    def __init__(self):
+        self.left = False
+        self.spec = {"Role": "manager", "Availability": "active"}
+
+    def nodes(self):
+        def node(id_, leader):
+            return {
+                "ID": id_,
+                "Spec": dict(self.spec) if id_ == "me" else {"Role": "manager"},
+                "Description": {"Hostname": id_},
+                "ManagerStatus": {"Leader": leader, "Reachability": "reachable"},
+                "Version": {"Index": 1},
+            }
+
+        return [node("me", False), node("m2", True), node("m3", False)]
+
+    def inspect_node(self, id_):
+        return {"Spec": dict(self.spec), "Version": {"Index": 1}}
+
+    def update_node(self, id_, version, spec):
+        self.spec = spec
+
+    def leave_swarm(self, force=False):
+        self.left = True
+
+
+class _Client:
+    def __init__(self):
+        self.api = _Api()
+
+    def info(self):
+        # Still a raft member: ControlAvailable stays true.
+        return {
+            "Swarm": {
+                "LocalNodeState": "active",
+                "NodeID": "me",
+                "ControlAvailable": True,
+                "Cluster": {"ID": "C1"},
+            }
+        }
+
+
+def test_a_step_down_that_does_not_finish_stops_the_leave():
+    client = _Client()
+    with pytest.raises(ArmswarmError, match="still a manager .* not leaving"):
+        swarm_engine.leave(client, force=True, timeout=0)
+    assert client.api.spec["Role"] == "worker"  # the demotion was asked for
+    assert client.api.left is False  # but no forced leave of a raft member

@@ -6,9 +6,10 @@ unit tests use a fake cluster):
 
 ``many(targets, fun, arg=(), kwarg=None, timeout=None) -> {minion: return}``
     call ``fun`` on many minions at once; only the minions that answered without an error.
-``one(target, fun, arg=(), kwarg=None) -> return``
-    call ``fun`` on one minion; raises :class:`~armswarm_core.ArmswarmError` naming the
-    minion when it does not answer or the call fails.
+``one(target, fun, arg=(), kwarg=None, timeout=None) -> return``
+    call ``fun`` on one minion (``timeout``: seconds, when longer than the transport's own);
+    raises :class:`~armswarm_core.ArmswarmError` naming the minion when it does not answer or
+    the call fails.
 ``fork() -> transport``
     a transport of its own for another thread (workers join in parallel).
 ``accepted() -> set``
@@ -31,8 +32,8 @@ from armswarm_core import ArmswarmError
 from armswarm_core.common import config, state_results
 from armswarm_core.swarm import swarm_layout, swarm_plan
 
-# A minion that cannot say what it is within this is reported as not answering (down).
-FACTS_TIMEOUT = 20
+# What a role change's call may take beyond its wait (the Salt round trip).
+CALL_MARGIN = 30
 
 
 def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
@@ -60,7 +61,10 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
     done: dict = {}
     try:
         swarm_nodes = transport.one(manager, "docker_swarm.nodes") if manager else None
-        plan, errors = swarm_plan.make_plan(parsed, facts, swarm_nodes, force=force)
+        cluster_now = transport.one(manager, "docker_swarm.cluster_settings") if manager else None
+        plan, errors = swarm_plan.make_plan(
+            parsed, facts, swarm_nodes, force=force, cluster_now=cluster_now
+        )
         if errors:
             return state_results.failed(
                 ret, "Cannot converge the swarm, nothing changed:\n" + "\n".join(errors)
@@ -126,7 +130,7 @@ def gather_facts(layout, transport) -> dict:
     facts = {
         m: f
         for m, f in transport.many(
-            layout.members, "docker_swarm.facts", timeout=FACTS_TIMEOUT
+            layout.members, "docker_swarm.facts", timeout=layout.answer_timeout
         ).items()
         if isinstance(f, dict) and "swarm" in f
     }
@@ -138,8 +142,10 @@ def gather_facts(layout, transport) -> dict:
 
 def live_manager(layout, facts):
     """The first layout manager that sees its cluster, to ask for the node list (one without
-    a leader cannot list nodes; ``make_plan`` explains that case); None when there is none."""
-    for minion_id in layout.managers:
+    a leader cannot list nodes; ``make_plan`` explains that case); when no layout manager is
+    a manager yet (the whole role moves), the first layout worker that still is one. None
+    when there is none."""
+    for minion_id in swarm_plan.cluster_candidates(layout, facts):
         swarm_state = (facts.get(minion_id) or {}).get("swarm") or {}
         if (
             swarm_state.get("state") == "active"
@@ -153,6 +159,10 @@ def live_manager(layout, facts):
 def _notes(plan, changes) -> str:
     """What the comment adds about nodes left as they are."""
     notes = f"\nNot answering (left as they are): {', '.join(plan.down)}" if plan.down else ""
+    if plan.fixed:
+        notes += "\nFixed when the swarm was initialised, left as they are: " + ", ".join(
+            f"{key} {live} (layout: {want})" for key, (live, want) in sorted(plan.fixed.items())
+        )
     if plan.drain:
         notes += (
             f"\nDrained, not in the layout: {', '.join(changes['drain'])}; they are "
@@ -161,15 +171,21 @@ def _notes(plan, changes) -> str:
     return notes
 
 
-def _join(transport, joiner, sealed_token, remote_addrs, addr, port):
-    ret = transport.one(
-        joiner,
-        "docker_swarm.join",
-        [",".join(remote_addrs)],
-        {"sealed_token": sealed_token, "advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"},
-    )
+def _join(transport, joiner, sealed_token, remote_addrs, addr, port, settings=None):
+    kwarg = {"sealed_token": sealed_token, "advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"}
+    if settings and settings.availability:
+        # From the first moment: drained after the join, it could already have had a task.
+        kwarg["availability"] = settings.availability
+    if settings and settings.data_path_addr:
+        kwarg["data_path_addr"] = settings.data_path_addr
+    ret = transport.one(joiner, "docker_swarm.join", [",".join(remote_addrs)], kwarg)
     transport.progress("joined", minion=joiner, manager=ret["state"]["is_manager"])
     return ret["state"]["node_id"]
+
+
+def _join_availability(layout, minion_id):
+    """The node's layout settings a join uses (availability, data path address)."""
+    return layout.nodes.get(minion_id)
 
 
 def _sealed_tokens(transport, manager, role, joiners) -> dict:
@@ -191,6 +207,16 @@ def remote_addrs(manager, plan, swarm_nodes, port) -> list:
     return addrs
 
 
+def _set_role(transport, layout, manager, node_id, role):
+    transport.one(
+        manager,
+        "docker_swarm.set_role",
+        [node_id, role],
+        {"timeout": layout.role_timeout},
+        timeout=layout.role_timeout + CALL_MARGIN,
+    )
+
+
 def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     """Carry the plan out, recording each step in ``done`` (the changes made so far, also when
     a step fails); return the manager to ask for the final node list."""
@@ -202,28 +228,45 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     node_ids = {m: (facts[m].get("swarm") or {}).get("node_id") for m in facts}
     if plan.init:
         addr = plan.addresses[plan.init]
-        ret = transport.one(
-            plan.init,
-            "docker_swarm.init",
-            kwarg={"advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"},
-        )
+        kwarg = {"advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}", **layout.init_options}
+        data_path_addr = (layout.nodes.get(plan.init) or swarm_layout.NodeSettings()).data_path_addr
+        if data_path_addr:
+            kwarg["data_path_addr"] = data_path_addr
+        ret = transport.one(plan.init, "docker_swarm.init", kwarg=kwarg)
         node_ids[plan.init] = ret["state"]["node_id"]
         manager = plan.init
         done["init"] = plan.init
         transport.progress("initialised", minion=plan.init, address=addr)
-    # Promotions first: a promoted node then serves joins as a manager.
-    for minion_id in plan.promote:
+    if plan.cluster:
         transport.one(
-            manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "manager"}
+            manager,
+            "docker_swarm.update_cluster",
+            [{key: change["new"] for key, change in plan.cluster.items()}],
         )
+        done["cluster"] = dict(plan.cluster)
+        transport.progress("cluster-configured", settings=sorted(plan.cluster))
+    # Promotions first, each waited for until the node is a reachable manager: it then serves
+    # joins, and counts for the quorum of the demotions below (fired back to back, the
+    # promoted nodes are still unreachable when the first demotion is checked).
+    for minion_id in plan.promote:
+        _set_role(transport, layout, manager, node_ids[minion_id], "manager")
         done.setdefault("promote", []).append(minion_id)
         transport.progress("promoted", minion=minion_id)
+    if manager in plan.demote and plan.promote:
+        # The node we talk through is about to lose its role: ask a promoted one from now on.
+        manager = plan.promote[0]
     remote = remote_addrs(manager, plan, swarm_nodes, port)
     # Managers one at a time: each join changes the raft membership.
     for minion_id in plan.join_managers:
         token = _sealed_tokens(transport, manager, "manager", [minion_id])[minion_id]
         node_ids[minion_id] = _join(
-            transport, minion_id, token, remote, plan.addresses[minion_id], port
+            transport,
+            minion_id,
+            token,
+            remote,
+            plan.addresses[minion_id],
+            port,
+            _join_availability(layout, minion_id),
         )
         done.setdefault("join_managers", []).append(minion_id)
         remote.append(f"{plan.addresses[minion_id]}:{port}")
@@ -233,7 +276,14 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         with ThreadPoolExecutor(max_workers=min(16, len(plan.join_workers))) as pool:
             futures = {
                 m: pool.submit(
-                    _join, transport.fork(), m, tokens[m], remote, plan.addresses[m], port
+                    _join,
+                    transport.fork(),
+                    m,
+                    tokens[m],
+                    remote,
+                    plan.addresses[m],
+                    port,
+                    _join_availability(layout, m),
                 )
                 for m in plan.join_workers
             }
@@ -252,10 +302,14 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         transport.one(manager, "docker_swarm.rotate_join_tokens", kwarg=roles)
         done["rotate_join_tokens"] = [r for r, flag in roles.items() if flag]
         transport.progress("join-tokens-rotated", roles=done["rotate_join_tokens"])
-    for minion_id in plan.demote:
-        transport.one(
-            manager, "docker_swarm.update_node", [node_ids[minion_id]], {"role": "worker"}
+    if manager in plan.demote:
+        manager = next(
+            (m for m in (*plan.promote, *plan.join_managers) if m not in plan.demote), manager
         )
+    # One at a time, each checked against quorum on the live node list by the manager and
+    # waited for until the node left the raft membership.
+    for minion_id in plan.demote:
+        _set_role(transport, layout, manager, node_ids[minion_id], "worker")
         done.setdefault("demote", []).append(minion_id)
         transport.progress("demoted", minion=minion_id)
     for node in plan.stale:
@@ -271,7 +325,10 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     for minion_id, change in updates.items():
         settings = {"remove_undeclared_labels": layout.remove_undeclared_labels}
         if "labels" in change:
-            settings["labels"] = change["labels"]["new"]
+            # The declared labels: the manager merges them into the node's labels as they
+            # are then, and removes the ones it set before that are no longer declared.
+            settings["labels"] = swarm_layout.desired_labels(minion_id, layout, facts[minion_id])
+            settings["managed_label"] = swarm_layout.MANAGED_LABEL
         if "availability" in change:
             settings["availability"] = change["availability"]["new"]
         batch[node_ids[minion_id]] = settings

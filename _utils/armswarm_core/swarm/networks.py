@@ -10,6 +10,7 @@ except ImportError:  # pragma: no cover - client.missing_dependency() reports it
 
 
 ENCRYPTED = "encrypted"
+MTU_OPTION = "com.docker.network.driver.mtu"
 
 
 def desired(
@@ -20,8 +21,31 @@ def desired(
     gateway=None,
     encrypted=False,
     labels=None,
+    mtu=None,
+    enable_ipv6=False,
+    subnet6=None,
 ) -> dict:
+    """The settings a network must have. ``mtu``: the VXLAN MTU (a whole number 68 to
+    65535; on boards whose uplink has a smaller MTU, e.g. PPPoE or a VPN); ``enable_ipv6``
+    with ``subnet6``: an IPv6 subnet beside the IPv4 one."""
+    for key, value in (
+        ("attachable", attachable),
+        ("internal", internal),
+        ("encrypted", encrypted),
+        ("enable_ipv6", enable_ipv6),
+    ):
+        if not isinstance(value, bool):
+            raise ArmswarmError(f"{key}: must be true or false, not {value!r}")
+    if mtu is not None and (
+        isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535
+    ):
+        raise ArmswarmError(f"mtu: must be a whole number 68 to 65535, not {mtu!r}")
+    if subnet6 is not None and not enable_ipv6:
+        raise ArmswarmError("subnet6: needs enable_ipv6: true")
     return {
+        "mtu": mtu,
+        "enable_ipv6": enable_ipv6,
+        "subnet6": subnet6,
         "driver": driver,
         "attachable": bool(attachable),
         "internal": bool(internal),
@@ -36,8 +60,14 @@ def desired(
 def normalise(raw: dict) -> dict:
     """The engine's network as the same shape as :func:`desired`."""
     pools = (raw.get("IPAM") or {}).get("Config") or []
-    pool = pools[0] if pools else {}
+    v4 = [p for p in pools if ":" not in (p.get("Subnet") or "")]
+    v6 = [p for p in pools if ":" in (p.get("Subnet") or "")]
+    pool = v4[0] if v4 else {}
+    options = raw.get("Options") or {}
     return {
+        "mtu": int(options[MTU_OPTION]) if str(options.get(MTU_OPTION, "")).isdigit() else None,
+        "enable_ipv6": bool(raw.get("EnableIPv6")),
+        "subnet6": v6[0].get("Subnet") if v6 else None,
         "driver": raw.get("Driver"),
         "attachable": bool(raw.get("Attachable")),
         "internal": bool(raw.get("Internal")),
@@ -54,7 +84,7 @@ def diff(current: dict | None, want: dict) -> dict:
         return dict(want)
     out = {}
     for key, value in want.items():
-        if key in ("subnet", "gateway", "labels") and value is None:
+        if key in ("subnet", "gateway", "labels", "mtu", "subnet6") and value is None:
             continue
         if current.get(key) != value:
             out[key] = {"old": current.get(key), "new": value}
@@ -89,11 +119,16 @@ def in_use(client, name: str) -> bool:
 
 def create(client, name: str, want: dict):
     ipam = None
+    pools = []
     if want.get("subnet"):
-        ipam = docker.types.IPAMConfig(
-            pool_configs=[docker.types.IPAMPool(subnet=want["subnet"], gateway=want.get("gateway"))]
-        )
-    options = {ENCRYPTED: ""} if want.get("encrypted") else None
+        pools.append(docker.types.IPAMPool(subnet=want["subnet"], gateway=want.get("gateway")))
+    if want.get("subnet6"):
+        pools.append(docker.types.IPAMPool(subnet=want["subnet6"]))
+    if pools:
+        ipam = docker.types.IPAMConfig(pool_configs=pools)
+    options = {ENCRYPTED: ""} if want.get("encrypted") else {}
+    if want.get("mtu"):
+        options[MTU_OPTION] = str(want["mtu"])
     try:
         client.api.create_network(
             name,
@@ -103,7 +138,8 @@ def create(client, name: str, want: dict):
             internal=want["internal"],
             ipam=ipam,
             labels=want["labels"] or None,
-            options=options,
+            options=options or None,
+            enable_ipv6=bool(want.get("enable_ipv6")),
         )
     except docker.errors.APIError as exc:
         raise ArmswarmError(f"creating network {name} failed: {exc.explanation or exc}") from exc

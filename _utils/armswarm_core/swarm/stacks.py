@@ -4,6 +4,19 @@ The engine has no stack API (the CLI turns a compose file into services), so the
 here: every service of the compose file gets a label with the hash of its definition, and a
 service whose label already carries that hash is unchanged. ``test=True`` therefore predicts
 exactly which services a deploy creates, updates or (with prune) removes.
+
+The live services are compared with the compose file as well (image, replicas, environment,
+labels, configs, secrets, mounts): a service changed or scaled by hand is reported as drift
+and put back by the deploy.
+
+Files the compose file names relative to itself (``configs: {x: {file: ./site.conf}}``,
+``secrets: {y: {file: …}}``, ``env_file:``) are read through a callback (the state fetches
+them from ``salt://`` next to the compose file) and written beside the compose file the CLI
+reads. Configs and secrets get a name with a hash of their content (``<stack>_<key>_<hash>``):
+swarm objects cannot change in place, so a new content is a new object and a rolling update of
+the services that use it; :func:`remove_unused_objects` removes the old ones. A secret can
+come from a pillar key (``x-pillar: armswarm:secrets:db``): only the key's name is in the
+compose file, the value goes to a 0600 file in a private temporary directory and nowhere else.
 """
 
 import copy
@@ -43,6 +56,11 @@ def check_resolve_image(value, key="resolve_image") -> str:
             f" ({type(value).__name__})"
         )
     return value
+
+
+# Where the files that come along with the compose file are written, beside it.
+FILES_DIR = "files"
+PILLAR_KEY = "x-pillar"
 
 
 def load(text: str) -> dict:
@@ -95,8 +113,235 @@ def stamp(compose: dict) -> tuple[dict, dict]:
     return stamped, hashes
 
 
+# -- files that come along with the compose file ----------------------------------------------
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def _relative_file(path, where: str) -> str:
+    if not isinstance(path, str) or not path.strip():
+        raise ArmswarmError(f"{where}: must be a file path, not {path!r}")
+    return path
+
+
+def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dict]:
+    """``(compose, files)``: the compose file with its configs, secrets and env files replaced
+    by files of a bundle (``files``: relative path -> ``(bytes, mode)``, written beside the
+    compose file by :func:`deploy`), configs and secrets named by their content's hash.
+
+    ``read_file(path, where)`` returns the bytes of a path the compose file names (relative
+    to the compose file); ``read_pillar(key, where)`` the string at a pillar key. ``where``
+    names the compose key for errors. Objects that are ``external`` or carry their own
+    ``name`` are left as they are.
+    """
+    out = copy.deepcopy(compose)
+    files: dict = {}
+    for kind in ("configs", "secrets"):
+        objects = out.get(kind) or {}
+        if not isinstance(objects, dict):
+            raise ArmswarmError(f"{kind}: must be a mapping of names to definitions")
+        for key, definition in objects.items():
+            where = f"{kind}:{key}"
+            if not isinstance(definition, dict):
+                raise ArmswarmError(f"{where}: must be a mapping")
+            if definition.get("external") or definition.get("name"):
+                continue
+            if kind == "secrets" and PILLAR_KEY in definition:
+                pillar_key = definition.pop(PILLAR_KEY)
+                if not isinstance(pillar_key, str) or "file" in definition:
+                    raise ArmswarmError(
+                        f"{where}:{PILLAR_KEY}: must be one pillar key (a string), without file"
+                    )
+                value = read_pillar(pillar_key, f"{where}:{PILLAR_KEY}")
+                data, mode = value.encode(), 0o600
+            elif "file" in definition:
+                path = _relative_file(definition["file"], f"{where}:file")
+                data, mode = read_file(path, f"{where}:file"), 0o600 if kind == "secrets" else 0o644
+            else:
+                raise ArmswarmError(f"{where}: needs file, {PILLAR_KEY} (secrets) or external")
+            digest = _digest(data)
+            name = f"{kind[:-1]}-{key}-{digest}"
+            files[f"{FILES_DIR}/{name}"] = (data, mode)
+            definition["file"] = f"./{FILES_DIR}/{name}"
+            definition["name"] = f"{stack}_{key}_{digest}"
+    for service_name, service in (out.get("services") or {}).items():
+        if not isinstance(service, dict) or "env_file" not in service:
+            continue
+        where = f"services:{service_name}:env_file"
+        given = service["env_file"]
+        paths = [given] if isinstance(given, str) else given
+        if not isinstance(paths, list):
+            raise ArmswarmError(f"{where}: must be a path or a list of paths")
+        written = []
+        for index, path in enumerate(paths):
+            data = read_file(_relative_file(path, f"{where}:{index}"), f"{where}:{index}")
+            name = f"env-{_digest(data)}"
+            files[f"{FILES_DIR}/{name}"] = (data, 0o600)
+            written.append(f"./{FILES_DIR}/{name}")
+        service["env_file"] = written
+    return out, files
+
+
+def parse_env_file(data: bytes) -> dict:
+    """The variables of an env file as the docker CLI reads it: ``KEY=value`` lines (the value
+    as written, quotes included), ``#`` comments; a bare ``KEY`` (taken from the deploying
+    environment) is left out."""
+    env = {}
+    for raw in data.decode("utf-8", errors="replace").splitlines():
+        line = raw.lstrip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        env[key.strip()] = value
+    return env
+
+
+# -- what the swarm runs compared with what the compose file asks for --------------------------
+def _env_of(service: dict, files: dict) -> dict | None:
+    """The environment a service gets: its env files, then ``environment`` over them; None
+    when it cannot be told here (a value taken from the deploying environment or
+    interpolated)."""
+    env = {}
+    for path in service.get("env_file") or []:
+        data = (files.get(path[2:] if path.startswith("./") else path) or (None,))[0]
+        if data is None:
+            return None
+        env.update(parse_env_file(data))
+    given = service.get("environment") or {}
+    if isinstance(given, list):
+        pairs = [item.split("=", 1) if "=" in item else (item, None) for item in given]
+    else:
+        pairs = list(given.items())
+    for key, value in pairs:
+        if value is None:
+            return None
+        env[str(key)] = _scalar(value)
+    if any("$" in v for v in env.values()):
+        return None
+    return env
+
+
+def _scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _image(ref: str | None) -> str | None:
+    """An image reference without digest, with the tag docker adds (``:latest``)."""
+    if not ref:
+        return ref
+    ref = ref.split("@", 1)[0]
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
+    if ":" not in ref.rsplit("/", 1)[-1]:
+        ref += ":latest"
+    return ref
+
+
+def _targets(items, default_target) -> list:
+    """The (source, target) pairs of a service's configs or secrets."""
+    out = []
+    for item in items or []:
+        if isinstance(item, str):
+            out.append((item, default_target(item)))
+        elif isinstance(item, dict):
+            source = item.get("source")
+            out.append((source, item.get("target") or default_target(source)))
+    return sorted(out)
+
+
+def _mount_targets(volumes) -> list:
+    targets = []
+    for volume in volumes or []:
+        if isinstance(volume, str):
+            parts = volume.split(":")
+            targets.append(parts[1] if len(parts) > 1 else parts[0])
+        elif isinstance(volume, dict):
+            targets.append(volume.get("target"))
+    return sorted(t for t in targets if t)
+
+
+def desired_fields(stack: str, compose: dict, files: dict) -> dict:
+    """``{service: {field: value}}``: what each service of a bundled compose file must show
+    in the swarm (only fields that can be told without the CLI; None means "not compared")."""
+    out = {}
+    objects = {
+        kind: {
+            k: (v or {}).get("name") or f"{stack}_{k}" for k, v in (compose.get(kind) or {}).items()
+        }
+        for kind in ("configs", "secrets")
+    }
+    for name, definition in (compose.get("services") or {}).items():
+        service = definition or {}
+        deploy_conf = service.get("deploy") or {}
+        mode = deploy_conf.get("mode") or "replicated"
+        labels = _labels_dict(deploy_conf.get("labels"))
+        labels.pop(HASH_LABEL, None)
+        out[name] = {
+            "image": _image(service.get("image")),
+            "replicas": (deploy_conf.get("replicas", 1) if mode == "replicated" else "global"),
+            "env": _env_of(service, files),
+            "labels": {k: _scalar(v) for k, v in labels.items()},
+            "configs": [
+                (objects["configs"].get(src, src), tgt)
+                for src, tgt in _targets(service.get("configs"), lambda s: f"/{s}")
+            ],
+            "secrets": [
+                (objects["secrets"].get(src, src), tgt)
+                for src, tgt in _targets(service.get("secrets"), lambda s: s)
+            ],
+            "mounts": _mount_targets(service.get("volumes")),
+        }
+    return out
+
+
+def live_fields(spec: dict) -> dict:
+    """The same fields, read from a live service's spec."""
+    task = spec.get("TaskTemplate") or {}
+    container = task.get("ContainerSpec") or {}
+    mode = spec.get("Mode") or {}
+    labels = {
+        k: v
+        for k, v in (spec.get("Labels") or {}).items()
+        if k not in (HASH_LABEL, NAMESPACE_LABEL)
+    }
+    return {
+        "image": _image(container.get("Image")),
+        "replicas": (
+            (mode.get("Replicated") or {}).get("Replicas") if "Replicated" in mode else "global"
+        ),
+        "env": dict(e.split("=", 1) if "=" in e else (e, "") for e in container.get("Env") or []),
+        "labels": labels,
+        "configs": sorted(
+            (c.get("ConfigName"), (c.get("File") or {}).get("Name"))
+            for c in container.get("Configs") or []
+        ),
+        "secrets": sorted(
+            (c.get("SecretName"), (c.get("File") or {}).get("Name"))
+            for c in container.get("Secrets") or []
+        ),
+        "mounts": sorted(m.get("Target") for m in container.get("Mounts") or []),
+    }
+
+
+def drift(desired: dict, live: dict) -> list:
+    """The fields where a live service differs from what the compose file asks for."""
+    differ = []
+    for field, wanted in desired.items():
+        if wanted is None:
+            continue
+        want, have = wanted, live.get(field)
+        if field in ("configs", "secrets"):
+            want, have = sorted(wanted), sorted(have or [])
+        if want != have:
+            differ.append(field)
+    return differ
+
+
 def current(client, stack: str) -> dict:
-    """``{service: {"id", "hash", "image"}}`` for the stack's services in the swarm."""
+    """``{service: {"id", "hash", "image", "fields"}}`` for the stack's services in the swarm."""
     try:
         services = client.api.services(filters={"label": f"{NAMESPACE_LABEL}={stack}"})
     except docker.errors.APIError as exc:
@@ -111,16 +356,31 @@ def current(client, stack: str) -> dict:
             "id": service.get("ID"),
             "hash": (spec.get("Labels") or {}).get(HASH_LABEL),
             "image": ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image"),
+            "fields": live_fields(spec),
         }
     return out
 
 
-def plan(hashes: dict, existing: dict, prune: bool) -> dict:
-    """What a deploy does: ``{"create": [...], "update": [...], "remove": [...]}`` (non-empty)."""
+def plan(hashes: dict, existing: dict, prune: bool, desired: dict | None = None) -> dict:
+    """What a deploy does: ``{"create": [...], "update": [...], "remove": [...], "drift":
+    {service: [fields]}}`` (only the non-empty keys). A service whose hash label matches but
+    whose live fields differ from ``desired`` (:func:`desired_fields`) was changed by hand:
+    it is in ``drift`` and in ``update`` (the deploy puts it back)."""
+    drifted = {}
+    for name, want in (desired or {}).items():
+        if name in existing and existing[name]["hash"] == hashes.get(name):
+            fields = drift(want, existing[name].get("fields") or {})
+            if fields:
+                drifted[name] = fields
     out = {
         "create": sorted(s for s in hashes if s not in existing),
-        "update": sorted(s for s in hashes if s in existing and existing[s]["hash"] != hashes[s]),
+        "update": sorted(
+            s
+            for s in hashes
+            if s in existing and (existing[s]["hash"] != hashes[s] or s in drifted)
+        ),
         "remove": sorted(s for s in existing if s not in hashes) if prune else [],
+        "drift": drifted,
     }
     return {k: v for k, v in out.items() if v}
 
@@ -143,8 +403,11 @@ def deploy(
     registry_auth=None,
     timeout=300,
     resolve_image=RESOLVE_IMAGE_DEFAULT,
+    files=None,
 ):
-    """Run ``docker stack deploy`` with the stamped compose file.
+    """Run ``docker stack deploy`` with the stamped compose file, and the ``files`` of its
+    bundle (:func:`bundle`) beside it in a private temporary directory (0700; secrets 0600),
+    removed when the deploy ends.
 
     The file is written as JSON (valid YAML): a YAML 1.1 dump would leave strings such as
     ``"1e3"`` unquoted, and the CLI (YAML 1.2) would read them as numbers. With registry
@@ -172,6 +435,12 @@ def deploy(
                 shutil.copy(existing, os.path.join(config_dir, "config.json"))
             env["DOCKER_CONFIG"] = config_dir
             _login(cli, env, registry_auth)
+        for relative, (data, mode) in (files or {}).items():
+            target = os.path.join(tmp, relative)
+            os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
         path = os.path.join(tmp, "compose.json")
         with open(path, "w", encoding="utf-8") as fh:
             json.dump(compose, fh, default=str)
@@ -194,6 +463,31 @@ def deploy(
                 f"docker stack deploy {stack} failed: {(proc.stderr or proc.stdout).strip()}"
             )
         return proc.stdout
+
+
+def force_update(stack: str, services: list, base_url: str | None, timeout=300) -> None:
+    """Roll the named services of ``stack`` out again with their definition unchanged
+    (``docker service update --force``): what brings a re-pushed tag to the nodes when the
+    definition did not change. Registry credentials stay those of the last deploy."""
+    cli = shutil.which("docker")
+    if not cli:
+        raise ArmswarmError("the docker CLI is needed for stack deploys")
+    env = dict(os.environ)
+    host = _cli_host(base_url)
+    if host:
+        env["DOCKER_HOST"] = host
+    for name in services:
+        argv = [cli, "service", "update", "--force", "--detach", "--quiet", f"{stack}_{name}"]
+        try:
+            proc = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ArmswarmError(f"forcing {stack}_{name} did not finish in {timeout}s") from exc
+        if proc.returncode != 0:
+            raise ArmswarmError(
+                f"forcing {stack}_{name} failed: {(proc.stderr or proc.stdout).strip()}"
+            )
 
 
 def _login(cli, env, auth: dict):
@@ -229,14 +523,39 @@ def _login(cli, env, auth: dict):
 
 
 FAILED_UPDATES = ("rollback_started", "rollback_paused", "rollback_completed", "paused")
+# Task states that will not become "running" by waiting.
+_ENDED = ("complete", "shutdown", "failed", "rejected", "orphaned", "remove")
+
+
+# What the engine leaves out of a task's copy of the task template, or adds to it (seen on
+# docker 28: placement platforms): not compared, or no task would ever match.
+_NOT_IN_TASKS = {"RestartPolicy", "Runtime"}
+_NOT_IN_TASK_CONTAINERS = {"StopGracePeriod", "DNSConfig"}
+
+
+def _comparable(spec: dict) -> dict:
+    out = {k: v for k, v in (spec or {}).items() if k not in _NOT_IN_TASKS}
+    container = out.get("ContainerSpec") or {}
+    out["ContainerSpec"] = {k: v for k, v in container.items() if k not in _NOT_IN_TASK_CONTAINERS}
+    # The engine adds the image's platforms to each task's placement.
+    placement = {k: v for k, v in (out.get("Placement") or {}).items() if k != "Platforms"}
+    out["Placement"] = placement
+    return out
+
+
+def _task_reason(task) -> str:
+    status = task.get("Status") or {}
+    return status.get("Err") or status.get("Message") or status.get("State") or "?"
 
 
 def _service_state(client, stack: str, name: str) -> str | None:
     """None when the service runs its current definition on all replicas, else why not.
 
     Right after a deploy the engine resets the update status and the old tasks still run, so
-    convergence is judged from the tasks: each running one must carry the service's current
-    container spec.
+    convergence is judged from the tasks: each running one must carry the service's whole
+    current task template (an environment-only change leaves the image as it was), and
+    there must be as many as the service asks for. Tasks that wait (``no suitable node …``)
+    or fail say why.
     """
     full = f"{stack}_{name}"
     matches = [s for s in client.api.services(filters={"name": full}) if s["Spec"]["Name"] == full]
@@ -249,31 +568,60 @@ def _service_state(client, stack: str, name: str) -> str | None:
             f"service {full}: update {update}: "
             f"{(service.get('UpdateStatus') or {}).get('Message', '')}"
         )
-    if update == "updating":
-        return "updating"
-    wanted_spec = (service["Spec"].get("TaskTemplate") or {}).get("ContainerSpec") or {}
-    tasks = client.api.tasks(filters={"service": full, "desired-state": "running"})
+    template = _comparable(service["Spec"].get("TaskTemplate") or {})
+    tasks = client.api.tasks(filters={"service": full})
+    wanted_running = [t for t in tasks if t.get("DesiredState") == "running"]
     current = [
+        t
+        for t in wanted_running
+        if (t.get("Status") or {}).get("State") == "running"
+        and _comparable(t.get("Spec")) == template
+    ]
+    old = [
         t
         for t in tasks
         if (t.get("Status") or {}).get("State") == "running"
-        and ((t.get("Spec") or {}).get("ContainerSpec") or {}).get("Image")
-        == wanted_spec.get("Image")
+        and _comparable(t.get("Spec")) != template
     ]
     mode = service["Spec"].get("Mode") or {}
     wanted = (mode.get("Replicated") or {}).get("Replicas")
     if wanted is None:  # global: every task the scheduler wants must run the current spec
-        wanted = len(tasks)
-    if len(current) < wanted or len(current) < len(tasks):
-        return f"{len(current)}/{wanted} running the current definition"
-    return None
+        wanted = len(wanted_running)
+    if update != "updating" and len(current) >= wanted and not old:
+        return None
+    waiting = sorted(
+        {
+            _task_reason(t)
+            for t in wanted_running
+            if (t.get("Status") or {}).get("State") not in ("running", *_ENDED)
+            and ((t.get("Status") or {}).get("Err") or t["Status"].get("State") == "pending")
+        }
+    )
+    failed = sorted(
+        {
+            _task_reason(t)
+            for t in tasks
+            if (t.get("Status") or {}).get("State") in ("failed", "rejected")
+            and _comparable(t.get("Spec")) == template
+        }
+    )
+    detail = f"{len(current)}/{wanted} running the current definition"
+    if old:
+        detail += f", {len(old)} still on the old one"
+    if waiting:
+        detail += f"; waiting: {'; '.join(waiting)}"
+    if failed:
+        detail += f"; failed: {'; '.join(failed)}"
+    return detail
 
 
-def wait_converged(client, stack: str, services: list, timeout: float = 300) -> dict:
+def wait_converged(client, stack: str, services: list, timeout: float = 300, progress=None) -> dict:
     """Wait until the named services run their current definition on every replica; return
-    ``{service: state}`` for the ones that did not (a rolled-back update raises)."""
+    ``{service: state}`` for the ones that did not (a rolled-back or paused update raises).
+    ``progress(pending)`` hears each change of what is still pending."""
     deadline = time.monotonic() + timeout
-    pending = {}
+    pending: dict = {}
+    said = None
     try:
         while time.monotonic() < deadline:
             pending = {}
@@ -283,7 +631,222 @@ def wait_converged(client, stack: str, services: list, timeout: float = 300) -> 
                     pending[name] = state
             if not pending:
                 return {}
+            if progress and pending != said:
+                progress(pending)
+                said = dict(pending)
             time.sleep(2)
     except docker.errors.APIError as exc:
         raise ArmswarmError(f"cannot follow the rollout: {exc.explanation or exc}") from exc
     return pending
+
+
+# -- configs and secrets of earlier versions -----------------------------------------------------
+def stack_objects(client, stack: str) -> dict:
+    """``{"configs": {name: id}, "secrets": {name: id}}`` the stack created."""
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    try:
+        return {
+            "configs": {c["Spec"]["Name"]: c["ID"] for c in client.api.configs(filters=filters)},
+            "secrets": {c["Spec"]["Name"]: c["ID"] for c in client.api.secrets(filters=filters)},
+        }
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"cannot list configs and secrets: {exc.explanation or exc}") from exc
+
+
+def unused_objects(client, stack: str, keep: dict, switching=()) -> dict:
+    """The stack's configs and secrets that no service of the swarm uses and the compose file
+    no longer names (``keep``: ``{"configs": [names], "secrets": [names]}``). The services
+    named in ``switching`` are about to be deployed from the compose file: what they use now
+    does not count (a prediction)."""
+    used = {"configs": set(), "secrets": set()}
+    try:
+        services = client.api.services()
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"cannot list services: {exc.explanation or exc}") from exc
+    for service in services:
+        if (service.get("Spec") or {}).get("Name") in switching:
+            continue
+        container = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec")
+        for ref in (container or {}).get("Configs") or []:
+            used["configs"].add(ref.get("ConfigName"))
+        for ref in (container or {}).get("Secrets") or []:
+            used["secrets"].add(ref.get("SecretName"))
+    objects = stack_objects(client, stack)
+    return {
+        kind: sorted(n for n in objects[kind] if n not in used[kind] and n not in keep[kind])
+        for kind in ("configs", "secrets")
+        if any(n not in used[kind] and n not in keep[kind] for n in objects[kind])
+    }
+
+
+def remove_objects(client, stack: str, names: dict) -> None:
+    objects = stack_objects(client, stack)
+    for kind, remove in (
+        ("configs", client.api.remove_config),
+        ("secrets", client.api.remove_secret),
+    ):
+        for name in names.get(kind) or []:
+            if name in objects[kind]:
+                try:
+                    remove(objects[kind][name])
+                except docker.errors.APIError as exc:
+                    raise ArmswarmError(
+                        f"removing {kind[:-1]} {name} failed: {exc.explanation or exc}"
+                    ) from exc
+
+
+def object_names(compose: dict) -> dict:
+    """The config and secret names a bundled compose file asks for."""
+    return {
+        kind: sorted(
+            (v or {}).get("name")
+            for v in (compose.get(kind) or {}).values()
+            if (v or {}).get("name")
+        )
+        for kind in ("configs", "secrets")
+    }
+
+
+# -- listing and removing stacks -------------------------------------------------------------------
+def _api(action, call, *args, **kwargs):
+    try:
+        return call(*args, **kwargs)
+    except docker.errors.APIError as exc:
+        raise ArmswarmError(f"{action}: {exc.explanation or exc}") from exc
+
+
+def _node_names(client) -> dict:
+    return {
+        n["ID"]: (n.get("Description") or {}).get("Hostname") or n["ID"][:12]
+        for n in _api("cannot list nodes (is this a manager?)", client.api.nodes)
+    }
+
+
+def list_services(client, stack: str | None = None) -> list:
+    """The services (of ``stack``, or all), each with its stack, image, mode, replicas
+    running/wanted and update state."""
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"} if stack else None
+    services = _api("cannot list services", client.api.services, filters=filters)
+    tasks = _api("cannot list tasks", client.api.tasks, filters={"desired-state": "running"})
+    running: dict = {}
+    for task in tasks:
+        if (task.get("Status") or {}).get("State") == "running":
+            running[task.get("ServiceID")] = running.get(task.get("ServiceID"), 0) + 1
+    out = []
+    for service in services:
+        spec = service.get("Spec") or {}
+        mode = spec.get("Mode") or {}
+        out.append(
+            {
+                "name": spec.get("Name"),
+                "stack": (spec.get("Labels") or {}).get(NAMESPACE_LABEL),
+                "image": ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image"),
+                "mode": "replicated" if "Replicated" in mode else "global",
+                "replicas": (mode.get("Replicated") or {}).get("Replicas"),
+                "running": running.get(service.get("ID"), 0),
+                "update": (service.get("UpdateStatus") or {}).get("State"),
+            }
+        )
+    return sorted(out, key=lambda s: s["name"] or "")
+
+
+def list_stacks(client) -> dict:
+    """``{stack: {"services": n, "running": tasks running, "wanted": replicas asked for}}``."""
+    out: dict = {}
+    for service in list_services(client):
+        if not service["stack"]:
+            continue
+        entry = out.setdefault(service["stack"], {"services": 0, "running": 0, "wanted": 0})
+        entry["services"] += 1
+        entry["running"] += service["running"]
+        entry["wanted"] += service["replicas"] or 0
+    return out
+
+
+def list_tasks(client, stack: str | None = None, service: str | None = None) -> list:
+    """The tasks of a service (full name), of a stack, or all: service, slot, node hostname,
+    desired and current state, and the error of the ones that failed or cannot be placed."""
+    services = _api("cannot list services", client.api.services)
+    names = {s["ID"]: (s.get("Spec") or {}).get("Name") for s in services}
+    # A stack's tasks by its services (tasks carry no stack label of their own).
+    wanted = {
+        s["ID"]
+        for s in services
+        if (not stack or ((s.get("Spec") or {}).get("Labels") or {}).get(NAMESPACE_LABEL) == stack)
+        and (not service or names[s["ID"]] == service)
+    }
+    tasks = [t for t in _api("cannot list tasks", client.api.tasks) if t.get("ServiceID") in wanted]
+    nodes = _node_names(client)
+    out = []
+    for task in tasks:
+        status = task.get("Status") or {}
+        out.append(
+            {
+                "service": names.get(task.get("ServiceID"), task.get("ServiceID")),
+                "slot": task.get("Slot"),
+                "node": nodes.get(task.get("NodeID")) if task.get("NodeID") else None,
+                "desired": task.get("DesiredState"),
+                "state": status.get("State"),
+                "error": status.get("Err") or None,
+                "message": status.get("Message"),
+                "since": status.get("Timestamp"),
+            }
+        )
+    return sorted(out, key=lambda t: (t["service"] or "", t["slot"] or 0, t["since"] or ""))
+
+
+def stack_contents(client, stack: str) -> dict:
+    """What ``stack`` has in the swarm: ``{"services", "networks", "configs", "secrets"}``
+    (names), only the non-empty ones."""
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    out = {
+        "services": sorted(
+            s["Spec"]["Name"]
+            for s in _api("cannot list services", client.api.services, filters=filters)
+        ),
+        "networks": sorted(
+            n["Name"] for n in _api("cannot list networks", client.api.networks, filters=filters)
+        ),
+        **{k: sorted(v) for k, v in stack_objects(client, stack).items()},
+    }
+    return {k: v for k, v in out.items() if v}
+
+
+def remove_stack(client, stack: str, timeout: float = 120) -> dict:
+    """Remove every service, network, config and secret of ``stack``: services first, then,
+    once their tasks are gone (a network in use cannot go), the rest. Returns what was
+    removed; raises when the tasks do not go within ``timeout``."""
+    contents = stack_contents(client, stack)
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    for service in _api("cannot list services", client.api.services, filters=filters):
+        _api(
+            f"removing service {service['Spec']['Name']}", client.api.remove_service, service["ID"]
+        )
+    deadline = time.monotonic() + timeout
+    while True:
+        left = [
+            t
+            for t in _api("cannot list tasks", client.api.tasks, filters=filters)
+            if (t.get("Status") or {}).get("State") in ("running", "starting", "preparing")
+        ]
+        if not left:
+            break
+        if time.monotonic() >= deadline:
+            raise ArmswarmError(
+                f"stack {stack}: {len(left)} tasks still running after {timeout:g} s"
+            )
+        time.sleep(1)
+    for network in _api("cannot list networks", client.api.networks, filters=filters):
+        for attempt in range(10):
+            try:
+                client.api.remove_network(network["Id"])
+                break
+            except docker.errors.APIError as exc:
+                # The containers of the removed tasks detach from it a moment later.
+                if attempt == 9 or "in use" not in str(exc.explanation or exc):
+                    raise ArmswarmError(
+                        f"removing network {network['Name']}: {exc.explanation or exc}"
+                    ) from exc
+                time.sleep(2)
+    remove_objects(client, stack, stack_objects(client, stack))
+    return contents

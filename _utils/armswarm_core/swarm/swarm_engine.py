@@ -72,15 +72,40 @@ def join(
     advertise_addr=None,
     listen_addr=DEFAULT_LISTEN,
     timeout: float = 90,
+    availability=None,
+    data_path_addr=None,
 ) -> dict:
-    """Join an existing swarm; the role comes from the token."""
-    try:
-        client.api.join_swarm(
-            remote_addrs=list(remote_addrs),
-            join_token=token,
-            listen_addr=listen_addr,
-            advertise_addr=advertise_addr,
+    """Join an existing swarm; the role comes from the token. ``availability`` (active,
+    pause, drain) is the node's from its first moment: a node drained after joining could
+    already have received a task."""
+    if availability is not None and availability not in AVAILABILITIES:
+        raise ArmswarmError(
+            f"availability must be one of {', '.join(AVAILABILITIES)}, not {availability!r}"
         )
+    try:
+        if availability is None:
+            client.api.join_swarm(
+                remote_addrs=list(remote_addrs),
+                join_token=token,
+                listen_addr=listen_addr,
+                advertise_addr=advertise_addr,
+                data_path_addr=data_path_addr,
+            )
+        else:
+            # The SDK's join_swarm has no availability; the engine's JoinRequest has had it
+            # since API 1.31 (what `docker swarm join --availability` sends).
+            response = client.api._post_json(
+                client.api._url("/swarm/join"),
+                data={
+                    "RemoteAddrs": list(remote_addrs),
+                    "ListenAddr": listen_addr,
+                    "JoinToken": token,
+                    "AdvertiseAddr": advertise_addr,
+                    "Availability": availability,
+                    **({"DataPathAddr": data_path_addr} if data_path_addr else {}),
+                },
+            )
+            client.api._raise_for_status(response)
     except docker.errors.APIError as exc:
         # The engine's message can quote the token: keep only what does not.
         message = str(getattr(exc, "explanation", "") or exc)
@@ -116,7 +141,14 @@ def leave(client, force=False, timeout: float = 60) -> dict:
         if me and others:
             check_demotion(all_nodes, me)
             update_node(client, me["id"], role="worker")
-            _wait_local(client, lambda s: not s["is_manager"], timeout)
+            stepped_down = _wait_local(client, lambda s: not s["is_manager"], timeout)
+            if stepped_down["is_manager"]:
+                # A forced leave now would take a raft member away without the leader's
+                # consent: the managers that stay could lose quorum.
+                raise ArmswarmError(
+                    f"this node was demoted but is still a manager after {timeout:g} s "
+                    "(raft membership not handed over yet): not leaving; re-run later"
+                )
     # The low-level API throughout: ``client.swarm`` inspects the swarm when it is created, which
     # fails on a manager that lost quorum, exactly when a forced leave is needed.
     try:
@@ -160,6 +192,58 @@ def rotate_join_tokens(client, worker=True, manager=False) -> None:
         )
     except docker.errors.APIError as exc:
         raise _api_error("token rotation failed", exc) from exc
+
+
+# Cluster settings from the layout, as ``(spec section, spec key, seconds as nanoseconds)``.
+CLUSTER_SPEC = {
+    "task_history_retention_limit": ("Orchestration", "TaskHistoryRetentionLimit", False),
+    "dispatcher_heartbeat_period": ("Dispatcher", "HeartbeatPeriod", True),
+    "node_cert_expiry": ("CAConfig", "NodeCertExpiry", True),
+}
+# Fixed when the swarm is initialised (the engine cannot change them later).
+INIT_ONLY = {
+    "default_addr_pool": "DefaultAddrPool",
+    "subnet_size": "SubnetSize",
+    "data_path_port": "DataPathPort",
+}
+
+
+def cluster_settings(client) -> dict:
+    """The cluster settings the layout can set (no secrets): the spec's, in seconds, and the
+    ones fixed at init."""
+    attrs = _swarm_attrs(client)
+    spec = attrs.get("Spec") or {}
+    out = {}
+    for key, (section, field, nanos) in CLUSTER_SPEC.items():
+        value = (spec.get(section) or {}).get(field)
+        out[key] = value // 1_000_000_000 if nanos and value is not None else value
+    for key, field in INIT_ONLY.items():
+        out[key] = attrs.get(field)
+    return out
+
+
+def update_cluster(client, settings: dict) -> dict:
+    """Set cluster spec values (``CLUSTER_SPEC`` keys, seconds); return the changes."""
+    unknown = sorted(set(settings) - set(CLUSTER_SPEC))
+    if unknown:
+        raise ArmswarmError(f"not a cluster setting: {', '.join(unknown)}")
+    attrs = _swarm_attrs(client)
+    spec = dict(attrs["Spec"])
+    current = cluster_settings(client)
+    changes = {}
+    for key, value in settings.items():
+        if current.get(key) == value:
+            continue
+        section, field, nanos = CLUSTER_SPEC[key]
+        spec[section] = dict(spec.get(section) or {})
+        spec[section][field] = value * 1_000_000_000 if nanos else value
+        changes[key] = {"old": current.get(key), "new": value}
+    if changes:
+        try:
+            client.api.update_swarm(version=attrs["Version"]["Index"], swarm_spec=spec)
+        except docker.errors.APIError as exc:
+            raise _api_error("updating the cluster settings failed", exc) from exc
+    return changes
 
 
 def set_autolock(client, enabled: bool) -> bool:
@@ -247,18 +331,31 @@ def quorum(managers: int) -> int:
 
 
 def node_changes(
-    current: dict, labels=None, availability=None, role=None, remove_undeclared_labels=False
+    current: dict,
+    labels=None,
+    availability=None,
+    role=None,
+    remove_undeclared_labels=False,
+    managed_label=None,
 ) -> dict:
     """What an update would change: ``{field: {"old": …, "new": …}}``; empty when converged.
 
     Labels are strings in the engine, so declared values are compared as strings. Undeclared
-    labels stay unless ``remove_undeclared_labels`` (another tool may own them).
+    labels stay unless ``remove_undeclared_labels`` (another tool may own them). With
+    ``managed_label``, that label lists the keys declared last time: a key listed there and
+    no longer declared is removed (it was ours), and the label is set to the keys declared now.
     """
     changes = {}
     if labels is not None or remove_undeclared_labels:
         old = dict(current.get("labels") or {})
         new = {} if remove_undeclared_labels else dict(old)
-        new.update({str(k): "" if v is None else str(v) for k, v in (labels or {}).items()})
+        declared = {str(k): "" if v is None else str(v) for k, v in (labels or {}).items()}
+        if managed_label:
+            ours_before = set(filter(None, old.get(managed_label, "").split(",")))
+            for key in ours_before - set(declared):
+                new.pop(key, None)
+            declared[managed_label] = ",".join(sorted(k for k in declared if k != managed_label))
+        new.update(declared)
         if new != old:
             changes["labels"] = {"old": old, "new": new}
     if availability is not None:
@@ -300,10 +397,13 @@ def update_node(
     role=None,
     remove_undeclared_labels=False,
     test=False,
+    managed_label=None,
 ) -> dict:
     """Reconcile one node's labels, availability and role; return the changes (made or not)."""
     node = find_node(client, name)
-    changes = node_changes(node, labels, availability, role, remove_undeclared_labels)
+    changes = node_changes(
+        node, labels, availability, role, remove_undeclared_labels, managed_label=managed_label
+    )
     if not changes or test:
         return changes
     if changes.get("role", {}).get("new") == "worker":
@@ -326,6 +426,61 @@ def update_node(
                 continue
             raise _api_error(f"updating node {name} failed", exc) from exc
     return changes
+
+
+def _wait_nodes(client, done, timeout: float, sleep=time.sleep) -> tuple[bool, list | None]:
+    """``(done, nodes)``: poll the node list until ``done(nodes)`` or ``timeout``. A failed
+    list (a leader election in progress) counts as not done yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            current = nodes(client)
+        except ArmswarmError:
+            current = None
+        if current is not None and done(current):
+            return True, current
+        if time.monotonic() >= deadline:
+            return False, current
+        sleep(1)
+
+
+def _has_leader(all_nodes) -> bool:
+    return any(n["leader"] for n in all_nodes)
+
+
+def set_role(client, name: str, role: str, timeout: float = 60) -> dict:
+    """Promote or demote one node and wait until the raft membership follows: a promoted
+    node is a reachable manager, a demoted one is no manager any more, with a leader either
+    way. A demotion is checked against quorum on the live node list first. Returns
+    ``{"changed", "node", "waited"}``; raises when the wait times out (naming what it saw),
+    so a caller never goes on with a membership change still in flight."""
+    if role not in ROLES:
+        raise ArmswarmError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    started = time.monotonic()
+    node = find_node(client, name)
+    changed = bool(update_node(client, node["id"], role=role))
+
+    def settled(all_nodes):
+        me = next((n for n in all_nodes if n["id"] == node["id"]), None)
+        if me is None or not _has_leader(all_nodes):
+            return False
+        if role == "manager":
+            return me["role"] == "manager" and me["reachability"] == "reachable"
+        return me["role"] == "worker" and me["reachability"] is None
+
+    ok, last = _wait_nodes(client, settled, timeout)
+    if not ok:
+        me = next((n for n in last or [] if n["id"] == node["id"]), None)
+        seen = (
+            f"role {me['role']}, reachability {me['reachability'] or 'none'}"
+            if me
+            else "no node list (no leader?)"
+        )
+        raise ArmswarmError(
+            f"{'promoting' if role == 'manager' else 'demoting'} {node['hostname']}: not "
+            f"settled after {timeout:g} s ({seen}); stopping here"
+        )
+    return {"changed": changed, "node": node["hostname"], "waited": time.monotonic() - started}
 
 
 def remove_node(client, name: str, force=False) -> dict:

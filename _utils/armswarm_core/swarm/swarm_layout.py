@@ -15,8 +15,15 @@ from armswarm_core.swarm import swarm_engine
 
 LABEL_PREFIX = "armswarm."
 DEFAULT_PORT = 2377
+# Seconds a minion has to say what it is before it counts as not answering (a loaded Pi
+# can take longer than a fast board), and a promotion or demotion to settle in raft.
+DEFAULT_ANSWER_TIMEOUT = 20
+DEFAULT_ROLE_TIMEOUT = 60
 # The minion id on each node (set last, never from pillar).
 MINION_LABEL = f"{LABEL_PREFIX}minion"
+# The keys of the labels the orchestration set last time (comma-separated): a label dropped
+# from pillar is removed, a label set by hand is not.
+MANAGED_LABEL = f"{LABEL_PREFIX}labels"
 
 
 @dataclass
@@ -25,6 +32,7 @@ class NodeSettings:
     advertise_interface: str | None = None
     labels: dict = field(default_factory=dict)
     availability: str | None = None
+    data_path_addr: str | None = None
 
 
 @dataclass
@@ -39,6 +47,24 @@ class Layout:
     listen_port: int = DEFAULT_PORT
     force: bool = False
     rotate_join_tokens: bool = False
+    answer_timeout: float = DEFAULT_ANSWER_TIMEOUT
+    role_timeout: float = DEFAULT_ROLE_TIMEOUT
+    # Fixed when the swarm is initialised.
+    default_addr_pool: list | None = None
+    subnet_size: int | None = None
+    data_path_port: int | None = None
+    # Cluster spec (swarm_engine.CLUSTER_SPEC keys, seconds), reconciled on every run.
+    cluster: dict = field(default_factory=dict)
+
+    @property
+    def init_options(self) -> dict:
+        """The init-only settings the layout gives (for ``docker_swarm.init``)."""
+        given = {
+            "default_addr_pool": self.default_addr_pool,
+            "subnet_size": self.subnet_size,
+            "data_path_port": self.data_path_port,
+        }
+        return {k: v for k, v in given.items() if v is not None}
 
     @property
     def members(self) -> list:
@@ -95,6 +121,20 @@ def _port(conf: dict, errors: list) -> int:
     return port
 
 
+def _seconds(conf: dict, key: str, default: float, errors: list) -> float:
+    """A positive number of seconds (a YAML number; never a boolean or a string)."""
+    value = conf.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        errors.append(
+            f"armswarm:swarm:{key}: must be a number of seconds (1 to 3600), "
+            f"not {config.kind(value) if not isinstance(value, int | float) else value}"
+        )
+        return default
+    return value
+
+
 # Every key of the layout; anything else is a typo to name, not to ignore.
 KEYS = (
     "managers",
@@ -107,8 +147,69 @@ KEYS = (
     "listen_port",
     "force",
     "rotate_join_tokens",
+    "answer_timeout",
+    "role_timeout",
+    "default_addr_pool",
+    "subnet_size",
+    "data_path_port",
+    "cluster",
 )
-NODE_KEYS = ("advertise_addr", "advertise_interface", "labels", "availability")
+NODE_KEYS = ("advertise_addr", "advertise_interface", "labels", "availability", "data_path_addr")
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _init_options(conf: dict, errors: list) -> dict:
+    out = {}
+    pool = conf.get("default_addr_pool")
+    if pool is not None:
+        if not isinstance(pool, list) or not pool or not all(isinstance(p, str) for p in pool):
+            errors.append(
+                "armswarm:swarm:default_addr_pool: must be a list of CIDRs, not "
+                f"{config.kind(pool)}"
+            )
+        else:
+            for cidr in pool:
+                try:
+                    ipaddress.ip_network(cidr)
+                except ValueError:
+                    errors.append(f"armswarm:swarm:default_addr_pool: {cidr!r} is not a CIDR")
+            out["default_addr_pool"] = list(pool)
+    for key, low, high in (("subnet_size", 8, 30), ("data_path_port", 1024, 49151)):
+        value = conf.get(key)
+        if value is None:
+            continue
+        if not _whole(value, low, high):
+            errors.append(f"armswarm:swarm:{key}: must be a whole number {low} to {high}")
+        else:
+            out[key] = value
+    return out
+
+
+def _cluster(conf: dict, errors: list) -> dict:
+    given = conf.get("cluster")
+    if given is None:
+        return {}
+    if not isinstance(given, dict):
+        errors.append(f"armswarm:swarm:cluster: must be a mapping, not {config.kind(given)}")
+        return {}
+    _unknown("armswarm:swarm:cluster", given, tuple(swarm_engine.CLUSTER_SPEC), errors)
+    out = {}
+    for key in swarm_engine.CLUSTER_SPEC:
+        value = given.get(key)
+        if value is None:
+            continue
+        low = 0 if key == "task_history_retention_limit" else 1
+        if not _whole(value, low, 10**9):
+            errors.append(
+                f"armswarm:swarm:cluster:{key}: must be a whole number"
+                + (" of seconds" if key != "task_history_retention_limit" else "")
+            )
+        else:
+            out[key] = value
+    return out
 
 
 def _unknown(where: str, given, known: tuple, errors: list) -> None:
@@ -158,6 +259,13 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         if not isinstance(labels, dict):
             errors.append(f"armswarm:swarm:nodes:{minion_id}:labels: must be a mapping")
             labels = {}
+        for reserved in (MANAGED_LABEL,):
+            if reserved in labels:
+                errors.append(
+                    f"armswarm:swarm:nodes:{minion_id}:labels:{reserved}: reserved, "
+                    "armswarm keeps its list of labels there"
+                )
+                labels = {k: v for k, v in labels.items() if k != reserved}
         if MINION_LABEL in labels:
             # Stale entries and prune candidates are told apart by it: pillar must not move it.
             errors.append(
@@ -183,6 +291,15 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
                 f"armswarm:swarm:nodes:{minion_id}:availability: {availability!r} is not one of "
                 f"{', '.join(swarm_engine.AVAILABILITIES)}"
             )
+        data_path_addr = settings.get("data_path_addr")
+        if data_path_addr is not None:
+            try:
+                ipaddress.ip_address(str(data_path_addr))
+            except ValueError:
+                errors.append(
+                    f"armswarm:swarm:nodes:{minion_id}:data_path_addr: {data_path_addr!r} "
+                    "is not an IP address"
+                )
         addr = settings.get("advertise_addr")
         if addr is not None:
             try:
@@ -197,6 +314,7 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
             advertise_interface=settings.get("advertise_interface"),
             labels={str(k): str(v) for k, v in labels.items()},
             availability=availability,
+            data_path_addr=data_path_addr,
         )
     layout = Layout(
         managers=lists["managers"],
@@ -209,6 +327,10 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         listen_port=_port(conf, errors),
         force=_flag(conf, "force", False, errors),
         rotate_join_tokens=_flag(conf, "rotate_join_tokens", False, errors),
+        answer_timeout=_seconds(conf, "answer_timeout", DEFAULT_ANSWER_TIMEOUT, errors),
+        role_timeout=_seconds(conf, "role_timeout", DEFAULT_ROLE_TIMEOUT, errors),
+        **_init_options(conf, errors),
+        cluster=_cluster(conf, errors),
     )
     return layout, errors, targets
 

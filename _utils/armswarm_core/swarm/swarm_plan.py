@@ -22,6 +22,10 @@ class Plan:
     drain: list = field(default_factory=list)  # running nodes outside the layout (prune)
     down: list = field(default_factory=list)  # pillar nodes that did not answer
     addresses: dict = field(default_factory=dict)
+    cluster: dict = field(default_factory=dict)  # cluster spec: key -> {"old", "new"}
+    fixed: dict = field(
+        default_factory=dict
+    )  # init-only settings that differ: key -> (live, layout)
 
     def changes(self) -> dict:
         """The plan as state ``changes`` (what a run makes, what test=True predicts)."""
@@ -42,14 +46,21 @@ class Plan:
             out["drain"] = [n["hostname"] or n["id"] for n in self.drain]
         if self.stale:
             out["remove_stale"] = [f"{n['hostname']} ({n['id'][:12]})" for n in self.stale]
+        if self.cluster:
+            out["cluster"] = dict(self.cluster)
         return out
 
 
 def make_plan(
-    layout: swarm_layout.Layout, facts: dict, swarm_nodes: list | None, force: bool = False
+    layout: swarm_layout.Layout,
+    facts: dict,
+    swarm_nodes: list | None,
+    force: bool = False,
+    cluster_now: dict | None = None,
 ):
     """``(plan, errors)``. ``facts`` holds only the minions that answered; ``swarm_nodes`` is
-    the node list of the cluster the pillar's managers are in (None when there is none)."""
+    the node list of the cluster the pillar's managers are in (None when there is none);
+    ``cluster_now`` that cluster's settings (``docker_swarm.cluster_settings``)."""
     errors = []
     plan = Plan()
     plan.down = [m for m in layout.members if m not in facts]
@@ -66,15 +77,29 @@ def make_plan(
                 "advertise_addr or advertise_interface)"
             )
             continue
+        own = {a for addrs in (facts[minion_id].get("interfaces") or {}).values() for a in addrs}
+        settings = layout.nodes.get(minion_id)
+        if settings and settings.advertise_addr and ":" not in addr and addr not in own:
+            # A typo here on a joining manager leaves a raft without a leader: refuse it
+            # before anything changes (the facts hold the node's IPv4 addresses).
+            listed = ", ".join(
+                f"{iface} {' '.join(addrs)}"
+                for iface, addrs in sorted((facts[minion_id].get("interfaces") or {}).items())
+            )
+            errors.append(
+                f"armswarm:swarm:nodes:{minion_id}:advertise_addr: {addr} is not an address "
+                f"of {minion_id} (its interfaces: {listed or 'none with an IPv4 address'})"
+            )
         plan.addresses[minion_id] = addr
         owners.setdefault(addr, []).append(minion_id)
     for addr, ids in owners.items():
         if len(ids) > 1:
             errors.append(f"armswarm:swarm: {', '.join(ids)} share the advertise address {addr}")
 
-    # Which cluster is ours: the one the pillar's managers are in.
+    # Which cluster is ours: the one the pillar's managers are in (or, when the manager role
+    # moves to nodes that are no managers yet, the one the layout's current managers are in).
     clusters: dict = {}
-    for minion_id in layout.managers:
+    for minion_id in cluster_candidates(layout, facts):
         swarm_state = (facts.get(minion_id) or {}).get("swarm") or {}
         if swarm_state.get("state") == "active" and swarm_state.get("is_manager"):
             if not swarm_state.get("cluster_id"):
@@ -120,6 +145,7 @@ def make_plan(
                 labels=swarm_layout.desired_labels(minion_id, layout, node_facts),
                 availability=settings.availability,
                 remove_undeclared_labels=layout.remove_undeclared_labels,
+                managed_label=swarm_layout.MANAGED_LABEL,
             )
             continue
         if local == "active":
@@ -137,11 +163,18 @@ def make_plan(
                 continue
             plan.leave.append(minion_id)
         settings = layout.nodes.get(minion_id) or swarm_layout.NodeSettings()
-        # A node that joins starts with no labels and availability "active".
+        # A node that joins starts with no labels and its layout availability (it joins with
+        # it, see converge._join); the first manager of a new swarm starts "active".
+        joins_with = (
+            settings.availability
+            if not (plan.cluster_id is None and plan.init is None and want == "manager")
+            else None
+        )
         new = swarm_engine.node_changes(
-            {"labels": {}, "availability": "active"},
+            {"labels": {}, "availability": joins_with or "active"},
             labels=swarm_layout.desired_labels(minion_id, layout, node_facts),
             availability=settings.availability,
+            managed_label=swarm_layout.MANAGED_LABEL,
         )
         if new:
             plan.new_node_settings[minion_id] = new
@@ -175,15 +208,29 @@ def make_plan(
         node_of = {m: by_id[facts[m]["swarm"]["node_id"]] for m in plan.demote}
         plan.demote.sort(key=lambda m: node_of[m]["reachability"] == "reachable")
         staying = [n for n in swarm_nodes if n["role"] == "manager"]
+        # Promotions and manager joins come first and are waited for: those nodes answer, so
+        # they count as reachable managers when the demotions are checked.
+        coming = len(plan.promote) + len(plan.join_managers)
         for minion_id in plan.demote:
             staying = [n for n in staying if n["id"] != node_of[minion_id]["id"]]
-            reachable = sum(1 for n in staying if n["reachability"] == "reachable")
-            if not staying or reachable < swarm_engine.quorum(len(staying)):
+            reachable = coming + sum(1 for n in staying if n["reachability"] == "reachable")
+            total = coming + len(staying)
+            if not total or reachable < swarm_engine.quorum(total):
                 errors.append(
                     f"demoting {minion_id} would leave {reachable} reachable of "
-                    f"{len(staying)} managers, below quorum ({swarm_engine.quorum(len(staying))})"
+                    f"{total} managers, below quorum ({swarm_engine.quorum(total)})"
                 )
                 break
+
+    # Cluster settings: the spec is reconciled; what is fixed at init is only reported.
+    for key, want in layout.cluster.items():
+        have = (cluster_now or {}).get(key) if plan.init is None else None
+        if have != want:
+            plan.cluster[key] = {"old": have, "new": want}
+    if cluster_now and plan.init is None:
+        for key, want in layout.init_options.items():
+            if cluster_now.get(key) is not None and cluster_now.get(key) != want:
+                plan.fixed[key] = (cluster_now.get(key), want)
 
     if layout.prune and swarm_nodes:
         ours = {(facts.get(m) or {}).get("swarm", {}).get("node_id") for m in layout.members}
@@ -204,6 +251,18 @@ def make_plan(
                 # Still running: drain it; it is removed once it left (or went down).
                 plan.drain.append(node)
     return plan, errors
+
+
+def cluster_candidates(layout, facts) -> list:
+    """The members whose cluster is ours: the layout's managers that are active managers;
+    when none is, the layout's workers that are (the manager role moves to new nodes)."""
+
+    def manager_now(minion_id):
+        swarm_state = (facts.get(minion_id) or {}).get("swarm") or {}
+        return swarm_state.get("state") == "active" and swarm_state.get("is_manager")
+
+    found = [m for m in layout.managers if manager_now(m)]
+    return found or [m for m in layout.workers if manager_now(m)]
 
 
 def _layout_entries(layout, facts, swarm_nodes) -> set:
