@@ -79,6 +79,8 @@ def facts():
         # What the engine reports as the node hostname (os.Hostname), not the short "host".
         "hostname": __grains__.get("nodename") or __grains__.get("host"),
         "swarm": state(),
+        # The address its engine rejoins through (see swarm_engine.promotion_needs_live_join_addr).
+        "join_addr": _call(swarm_engine.recorded_join_addr),
         "interfaces": {
             iface: addrs
             for iface, addrs in (__grains__.get("ip4_interfaces") or {}).items()

@@ -215,23 +215,44 @@ def _docker_managers(lab, via) -> dict:
     return {r[0]: r[2] if len(r) > 2 else None for r in rows if r[1] == "manager"}
 
 
+def _host(addr):
+    return addr.rsplit(":", 1)[0] if addr else None
+
+
 def test_moving_the_manager_role_keeps_the_cluster(lab):
-    """node1-3 -> node3-5 and back, each in the check -> apply -> re-apply -> check cycle;
-    the promotions are waited for, so no demotion meets unreachable new managers."""
+    """The manager role moves twice and back, each move in the check -> apply -> re-apply ->
+    check cycle: promotions are waited for, so no demotion meets unreachable new managers.
+    node5 (Debian 12, Docker 20.10) joins through node1 first; when node5 is promoted node1 is a
+    worker, and Docker 20.10 then never makes node5 reachable (moby#47854): it must rejoin as a
+    manager instead, in the same cluster."""
     cluster = _cluster_id(lab, "node3")
+    call(lab, "node5", "docker_swarm.leave")
+    wait_down(lab, ["node5"])
+    assert orch(lab)["result"] is True
+    node1_addr = call(lab, "node1", "docker_swarm.state")["node_addr"]
+    node5 = call(lab, "node5", "docker_swarm.facts")
+    assert _host(node5["join_addr"]) == node1_addr, node5["join_addr"]
+    assert node5["swarm"]["engine_version"].startswith("20.10"), node5["swarm"]
     moves = [
-        (["node3", "node4", "node5"], ["node1", "node2"], ["node4", "node5"], ["node1", "node2"]),
-        (["node1", "node2", "node3"], ["node4", "node5"], ["node1", "node2"], ["node4", "node5"]),
+        (["node2", "node3", "node4"], ["node1", "node5"]),
+        (["node3", "node4", "node5"], ["node1", "node2"]),
+        (["node1", "node2", "node3"], ["node4", "node5"]),
     ]
-    for managers, workers, promoted, demoted in moves:
+    made = []
+    for managers, workers in moves:
+        before = _docker_managers(lab, "node3")
         pillar = json.dumps({"armswarm": {"swarm": {"managers": managers, "workers": workers}}})
         predicted = orch(lab, f"pillar={pillar}", "test=True")
         assert predicted["result"] is None, predicted["comment"]
-        assert predicted["changes"]["promote"] == promoted
-        assert sorted(predicted["changes"]["demote"]) == demoted
+        coming = predicted["changes"].get("promote", []) + predicted["changes"].get(
+            "rejoin_managers", []
+        )
+        assert sorted(coming) == sorted(set(managers) - set(before)), predicted["changes"]
+        assert sorted(predicted["changes"]["demote"]) == sorted(set(before) - set(managers))
         applied = orch(lab, f"pillar={pillar}")
         assert applied["result"] is True, applied["comment"]
         assert applied["changes"] == predicted["changes"]
+        made.append(applied["changes"])
         # Docker's own view: exactly the new managers, all reachable, one cluster.
         assert _docker_managers(lab, managers[-1]) == dict.fromkeys(managers, "reachable")
         # (a worker's engine shows no cluster ID: the managers, old and new, are the witnesses)
@@ -239,7 +260,13 @@ def test_moving_the_manager_role_keeps_the_cluster(lab):
         for extra in ((), ("test=True",)):
             again = orch(lab, f"pillar={pillar}", *extra)
             assert again["result"] is True and again["changes"] == {}, again["comment"]
+    assert made[1].get("rejoin_managers") == ["node5"], made[1]
+    assert "node4" in made[0]["promote"]  # Docker 26.1 (Debian 13): promoted in place
     assert sorted(swarm_nodes(lab, "node1")) == lab.node_names()
+    # Nothing stale is left: one entry per node, all ready.
+    code, out = lab.exec("node1", ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"])
+    rows = sorted(line.strip() for line in out.splitlines() if line.strip())
+    assert rows == [f"{n} Ready" for n in lab.node_names()], out
 
 
 def test_a_node_joins_drained_and_never_gets_a_task(lab):

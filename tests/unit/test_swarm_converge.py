@@ -58,6 +58,8 @@ class Minion:
         self.node_id = None
         self.cluster_id = None  # set for a node in a swarm that is not the simulated one
         self.up = True  # the minion answers
+        self.engine = "20.10.24+dfsg1"  # Debian 12's docker.io
+        self.join_addr = None  # what docker-state.json keeps as RemoteAddr
 
 
 class FakeCluster:
@@ -124,6 +126,7 @@ class FakeCluster:
             "nodes": len(self.nodes) if manager else None,
             "remote_managers": [],
             "error": None,
+            "engine_version": minion.engine,
         }
 
     def view(self):
@@ -181,6 +184,7 @@ class FakeCluster:
             "id": minion.id,
             "hostname": minion.id,
             "swarm": self.swarm_state(minion),
+            "join_addr": minion.join_addr,
             "interfaces": {"eth0": [minion.addr]},
             "default_interface": "eth0",
             "armnode": {"board": minion.board, "arch": "aarch64", "cpus": 4, "big_cores": []},
@@ -248,6 +252,7 @@ class FakeCluster:
         assert advertise_addr == minion.addr and kwargs == {"listen_addr": f"0.0.0.0:{PORT}"}
         (role,) = [r for r, t in self.tokens.items() if t == token]
         self._add_node(minion, role)
+        minion.join_addr = first
         if availability:
             self.nodes[minion.node_id]["availability"] = availability
         # What the node had from its first moment in the swarm.
@@ -261,6 +266,7 @@ class FakeCluster:
         if node is not None:
             node["state"] = "down"
         minion.state, minion.node_id, minion.cluster_id = "inactive", None, None
+        minion.join_addr = None
         return {"changed": True, "state": self.swarm_state(minion)}
 
     def fun_nodes(self, minion):
@@ -282,7 +288,22 @@ class FakeCluster:
             node["reachability"] = "unknown" if manager else node["reachability"]
             node["manager_addr"] = f"{node['addr']}:{PORT}" if manager else None
             self.settling.add(node["id"])
+            if manager and self._stuck_on_join_addr(node):
+                self.never_settles.add(node["hostname"])
         return changes
+
+    def _stuck_on_join_addr(self, node):
+        """moby#47854 (engines before 26.1.4): a promoted node whose join address is no
+        manager any more restarts its swarm node through it, again and again."""
+        minion = self.minions[node["hostname"]]
+        if not minion.join_addr or not swarm_engine.promotion_needs_live_join_addr(minion.engine):
+            return False
+        live = {
+            n["manager_addr"]
+            for n in self.managers()
+            if n["reachability"] == "reachable" and n["state"] == "ready"
+        }
+        return minion.join_addr not in live
 
     def fun_rotate_join_tokens(self, minion, worker=True, manager=False):
         self._require_manager(minion)
@@ -721,6 +742,61 @@ def test_moving_the_manager_role_promotes_waits_then_demotes_in_the_same_cluster
     assert back["changes"]["promote"] == ["m1", "m2"] and back["changes"]["demote"] == ["w1", "w2"]
     assert managers_of(cluster) == MANAGERS and cluster.cluster_id == cluster_id
     assert converge_run(cluster, LAYOUT)["changes"] == {}
+
+
+def test_a_stale_join_address_on_an_old_engine_rejoins_as_manager_instead_of_hanging():
+    cluster = formed()
+    cluster_id = cluster.cluster_id
+    assert converge_run(cluster, MOVED)["result"] is True
+    # m2 joined through m1, which is a worker now: a promotion would never settle on 20.10.
+    assert cluster.minions["m2"].join_addr == f"{cluster.minions['m1'].addr}:{PORT}"
+    moved = {"managers": ["m2", "m3", "w1"], "workers": ["m1", "w2"]}
+    old_id = cluster.minions["m2"].node_id
+    labels = dict(cluster.node_of("m2")["labels"])
+    cluster.calls.clear()
+    predicted = converge_run(cluster, moved, test=True)
+    assert predicted["result"] is None and cluster.changing_calls() == []
+    assert predicted["changes"]["rejoin_managers"] == ["m2"]
+    assert "promote" not in predicted["changes"] and predicted["changes"]["demote"] == ["w2"]
+    ret = converge_run(cluster, moved)
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == predicted["changes"]
+    assert managers_of(cluster) == ["m2", "m3", "w1"] and cluster.cluster_id == cluster_id
+    assert all(n["reachability"] == "reachable" for n in cluster.managers())
+    assert old_id not in cluster.nodes  # the old entry went
+    assert cluster.node_of("m2")["labels"] == labels  # the new one got its labels back
+    # It rejoined through a node that stays a manager, so the next move works too.
+    assert cluster.minions["m2"].join_addr != f"{cluster.minions['w2'].addr}:{PORT}"
+    assert converge_run(cluster, moved)["changes"] == {}
+    assert converge_run(cluster, moved, test=True)["changes"] == {}
+    back = converge_run(cluster, LAYOUT)
+    assert back["result"] is True, back["comment"]
+    assert managers_of(cluster) == MANAGERS and cluster.cluster_id == cluster_id
+
+
+def test_promotions_are_ordered_so_each_joins_through_a_live_manager():
+    cluster = formed()
+    assert converge_run(cluster, MOVED)["result"] is True
+    # Back with m2 listed first: m2 joined through m1, which is promoted before it.
+    back = {"managers": ["m2", "m1", "m3"], "workers": WORKERS}
+    ret = converge_run(cluster, back)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["promote"] == ["m1", "m2"] and "rejoin_managers" not in ret["changes"]
+    assert managers_of(cluster) == MANAGERS
+
+
+def test_a_fixed_engine_is_promoted_in_place_whatever_its_join_address():
+    cluster = formed()
+    for minion in cluster.minions.values():
+        minion.engine = "26.1.5+dfsg1"
+    assert converge_run(cluster, MOVED)["result"] is True
+    moved = {"managers": ["m2", "m3", "w1"], "workers": ["m1", "w2"]}
+    old_id = cluster.minions["m2"].node_id
+    ret = converge_run(cluster, moved)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["promote"] == ["m2"] and "rejoin_managers" not in ret["changes"]
+    assert cluster.minions["m2"].node_id == old_id
 
 
 def test_the_whole_manager_role_moves_to_nodes_that_are_no_managers_yet():

@@ -170,3 +170,60 @@ def test_a_step_down_that_does_not_finish_stops_the_leave():
         swarm_engine.leave(client, force=True, timeout=0)
     assert client.api.spec["Role"] == "worker"  # the demotion was asked for
     assert client.api.left is False  # but no forced leave of a raft member
+
+
+@pytest.mark.parametrize(
+    ("version", "affected"),
+    [
+        ("20.10.24+dfsg1", True),  # Debian 12
+        ("26.1.3", True),
+        ("26.1.4", False),
+        ("26.1.5+dfsg1", False),  # Debian 13
+        ("28.2.2", False),
+        ("", True),
+        (None, True),
+        ("dev", True),
+    ],
+)
+def test_engines_before_26_1_4_need_a_live_join_address_to_be_promoted(version, affected):
+    assert swarm_engine.promotion_needs_live_join_addr(version) is affected
+
+
+@pytest.mark.parametrize(
+    ("addr", "host"),
+    [
+        ("10.0.0.2:2377", "10.0.0.2"),
+        ("10.0.0.2", "10.0.0.2"),
+        ("[fd00::2]:2377", "fd00::2"),
+        ("fd00::2", "fd00::2"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_addr_host(addr, host):
+    assert swarm_engine.addr_host(addr) == host
+
+
+class _Info:
+    def __init__(self, root):
+        self.root = root
+
+    def info(self):
+        return {"DockerRootDir": str(self.root)}
+
+
+def test_the_join_address_is_read_from_the_engines_state_file(tmp_path):
+    (tmp_path / "swarm").mkdir()
+    # As dockerd 20.10 writes it for a node that joined through 10.0.0.11.
+    (tmp_path / "swarm" / "docker-state.json").write_text(
+        '{"LocalAddr":"10.0.0.12","RemoteAddr":"10.0.0.11:2377","ListenAddr":"0.0.0.0:2377",'
+        '"AdvertiseAddr":"10.0.0.12:2377","DataPathAddr":"","DefaultAddressPool":[],'
+        '"SubnetSize":24,"DataPathPort":4789,"JoinInProgress":false}'
+    )
+    assert swarm_engine.recorded_join_addr(_Info(tmp_path)) == "10.0.0.11:2377"
+    # The node that initialised the swarm has none; no swarm, or a damaged file: None.
+    (tmp_path / "swarm" / "docker-state.json").write_text('{"RemoteAddr":""}')
+    assert swarm_engine.recorded_join_addr(_Info(tmp_path)) is None
+    (tmp_path / "swarm" / "docker-state.json").write_text("{not json")
+    assert swarm_engine.recorded_join_addr(_Info(tmp_path)) is None
+    assert swarm_engine.recorded_join_addr(_Info(tmp_path / "nowhere")) is None

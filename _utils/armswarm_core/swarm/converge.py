@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import config, state_results
-from armswarm_core.swarm import swarm_layout, swarm_plan
+from armswarm_core.swarm import swarm_engine, swarm_layout, swarm_plan
 
 # What a role change's call may take beyond its wait (the Salt round trip).
 CALL_MARGIN = 30
@@ -252,10 +252,35 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         _set_role(transport, layout, manager, node_ids[minion_id], "manager")
         done.setdefault("promote", []).append(minion_id)
         transport.progress("promoted", minion=minion_id)
-    if manager in plan.demote and plan.promote:
-        # The node we talk through is about to lose its role: ask a promoted one from now on.
-        manager = plan.promote[0]
     remote = remote_addrs(manager, plan, swarm_nodes, port)
+    remote += [f"{plan.addresses[m]}:{port}" for m in done.get("promote", [])]
+    # A joiner keeps the first address as its join address: one that stays a manager.
+    leaving = {swarm_engine.addr_host(plan.addresses.get(m)) for m in plan.demote}
+    remote = list(dict.fromkeys(sorted(remote, key=lambda a: swarm_engine.addr_host(a) in leaving)))
+    for minion_id in plan.rejoin_managers:
+        # Promoted, its engine would hang on a join address that is no manager any more
+        # (swarm_plan.order_promotions): it leaves as the worker it is and joins as a manager
+        # through live ones; its old entry goes, the new one gets its labels below.
+        old_id = node_ids[minion_id]
+        transport.one(minion_id, "docker_swarm.leave")
+        token = _sealed_tokens(transport, manager, "manager", [minion_id])[minion_id]
+        node_ids[minion_id] = _join(
+            transport,
+            minion_id,
+            token,
+            remote,
+            plan.addresses[minion_id],
+            port,
+            _join_availability(layout, minion_id),
+        )
+        transport.one(manager, "docker_swarm.remove_node", [old_id], {"force": True})
+        # Reachable before any demotion counts on it.
+        _set_role(transport, layout, manager, node_ids[minion_id], "manager")
+        done.setdefault("rejoin_managers", []).append(minion_id)
+        transport.progress("rejoined-as-manager", minion=minion_id)
+    if manager in plan.demote and (plan.promote or plan.rejoin_managers):
+        # The node we talk through is about to lose its role: ask a promoted one from now on.
+        manager = (plan.promote or plan.rejoin_managers)[0]
     # Managers one at a time: each join changes the raft membership.
     for minion_id in plan.join_managers:
         token = _sealed_tokens(transport, manager, "manager", [minion_id])[minion_id]
@@ -304,7 +329,12 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         transport.progress("join-tokens-rotated", roles=done["rotate_join_tokens"])
     if manager in plan.demote:
         manager = next(
-            (m for m in (*plan.promote, *plan.join_managers) if m not in plan.demote), manager
+            (
+                m
+                for m in (*plan.promote, *plan.rejoin_managers, *plan.join_managers)
+                if m not in plan.demote
+            ),
+            manager,
         )
     # One at a time, each checked against quorum on the live node list by the manager and
     # waited for until the node left the raft membership.

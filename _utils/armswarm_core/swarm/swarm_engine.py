@@ -7,7 +7,10 @@ Join tokens and unlock keys are returned only by the functions whose name says s
 logs them.
 """
 
+import json
 import logging
+import os
+import re
 import time
 
 from armswarm_core import ArmswarmError
@@ -44,7 +47,44 @@ def local_state(client) -> dict:
         "nodes": info.get("Nodes"),
         "remote_managers": sorted(m.get("Addr") for m in info.get("RemoteManagers") or []),
         "error": info.get("Error") or None,
+        "engine_version": info.get("ServerVersion") or None,
     }
+
+
+def recorded_join_addr(client) -> str | None:
+    """The manager address this engine joined through, as it keeps it on disk
+    (``<DockerRootDir>/swarm/docker-state.json``, ``RemoteAddr``): the engine has no API for it.
+    None for the node that initialised the swarm, or when it cannot be read."""
+    root = client.info().get("DockerRootDir") or "/var/lib/docker"
+    try:
+        with open(os.path.join(root, "swarm", "docker-state.json"), encoding="utf-8") as fh:
+            return json.load(fh).get("RemoteAddr") or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _version_tuple(version: str | None) -> tuple:
+    """``20.10.24+dfsg1`` -> ``(20, 10, 24)``; ``()`` when it does not start with a version."""
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version or "")
+    return tuple(int(p or 0) for p in match.groups()) if match else ()
+
+
+def promotion_needs_live_join_addr(engine_version: str | None) -> bool:
+    """Whether a promotion on this engine can get stuck on its join address (moby#47854, fixed
+    in 26.1.4): a promoted node restarts its swarm node through the address it once joined
+    through, and when that node is no manager any more it fails, again and again, until it
+    leaves. Unknown versions count as affected (the way round it is only slower)."""
+    version = _version_tuple(engine_version)
+    return not version or version < (26, 1, 4)
+
+
+def addr_host(addr: str | None) -> str | None:
+    """The host of ``host:port`` / ``[v6]:port`` / a bare host."""
+    if not addr:
+        return None
+    if addr.startswith("["):
+        return addr[1:].split("]", 1)[0]
+    return addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
 
 
 def init(client, advertise_addr=None, listen_addr=DEFAULT_LISTEN, **options) -> dict:

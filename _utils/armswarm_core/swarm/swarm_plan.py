@@ -14,6 +14,9 @@ class Plan:
     join_managers: list = field(default_factory=list)
     join_workers: list = field(default_factory=list)
     promote: list = field(default_factory=list)
+    # Workers to make managers by leaving and joining again: promoted, their engine would hang
+    # on a join address that is no manager any more (order_promotions).
+    rejoin_managers: list = field(default_factory=list)
     demote: list = field(default_factory=list)
     updates: dict = field(default_factory=dict)  # minion id -> node_changes() for known nodes
     new_node_settings: dict = field(default_factory=dict)  # joiners: labels/availability to set
@@ -32,7 +35,14 @@ class Plan:
         out = {}
         if self.init:
             out["init"] = self.init
-        for key in ("leave", "join_managers", "join_workers", "promote", "demote"):
+        for key in (
+            "leave",
+            "join_managers",
+            "join_workers",
+            "promote",
+            "rejoin_managers",
+            "demote",
+        ):
             if getattr(self, key):
                 out[key] = list(getattr(self, key))
         node_updates = {k: v for k, v in self.updates.items() if v}
@@ -201,6 +211,23 @@ def make_plan(
     if plan.init is None and plan.cluster_id is None and (plan.join_managers or plan.join_workers):
         errors.append("armswarm:swarm:managers: no manager answers, nothing to form a swarm on")
 
+    if plan.promote:
+        plan.promote, plan.rejoin_managers = order_promotions(
+            plan.promote, facts, swarm_nodes, plan.addresses
+        )
+        for minion_id in plan.rejoin_managers:
+            # It comes back as a new node: no labels, its layout availability from the join.
+            settings = layout.nodes.get(minion_id) or swarm_layout.NodeSettings()
+            plan.updates.pop(minion_id, None)
+            new = swarm_engine.node_changes(
+                {"labels": {}, "availability": settings.availability or "active"},
+                labels=swarm_layout.desired_labels(minion_id, layout, facts[minion_id]),
+                availability=settings.availability,
+                managed_label=swarm_layout.MANAGED_LABEL,
+            )
+            if new:
+                plan.new_node_settings[minion_id] = new
+
     # Demotions go one at a time, unreachable managers first; each step must keep quorum
     # among the managers that stay (swarmkit would refuse otherwise, halfway through).
     if plan.demote and swarm_nodes:
@@ -210,7 +237,7 @@ def make_plan(
         staying = [n for n in swarm_nodes if n["role"] == "manager"]
         # Promotions and manager joins come first and are waited for: those nodes answer, so
         # they count as reachable managers when the demotions are checked.
-        coming = len(plan.promote) + len(plan.join_managers)
+        coming = len(plan.promote) + len(plan.rejoin_managers) + len(plan.join_managers)
         for minion_id in plan.demote:
             staying = [n for n in staying if n["id"] != node_of[minion_id]["id"]]
             reachable = coming + sum(1 for n in staying if n["reachability"] == "reachable")
@@ -251,6 +278,41 @@ def make_plan(
                 # Still running: drain it; it is removed once it left (or went down).
                 plan.drain.append(node)
     return plan, errors
+
+
+def order_promotions(candidates, facts, swarm_nodes, addresses) -> tuple[list, list]:
+    """``(promote, rejoin)``: the promotions in an order that works, and the nodes that must
+    leave and join again as managers instead.
+
+    On engines before 26.1.4 (Debian 12's 20.10) a promoted node that fails its first raft
+    contact retries only through the address it once joined through; when that node is no
+    manager any more, it never becomes reachable (moby#47854). So a node goes when its join
+    address is a reachable manager, or one promoted before it; what is left rejoins."""
+    managers = {
+        swarm_engine.addr_host(n.get("manager_addr") or n.get("addr"))
+        for n in swarm_nodes or []
+        if n["role"] == "manager" and n["reachability"] == "reachable"
+    }
+
+    def can_go(minion_id):
+        node_facts = facts.get(minion_id) or {}
+        engine = (node_facts.get("swarm") or {}).get("engine_version")
+        join_host = swarm_engine.addr_host(node_facts.get("join_addr"))
+        return (
+            not swarm_engine.promotion_needs_live_join_addr(engine)
+            or join_host is None
+            or join_host in managers
+        )
+
+    ordered, waiting = [], list(candidates)
+    while True:
+        ready = [m for m in waiting if can_go(m)]
+        if not ready:
+            return ordered, waiting
+        for minion_id in ready:
+            ordered.append(minion_id)
+            waiting.remove(minion_id)
+            managers.add(swarm_engine.addr_host(addresses.get(minion_id)))
 
 
 def cluster_candidates(layout, facts) -> list:
