@@ -35,7 +35,8 @@ def _api_error(action: str, exc) -> ArmswarmError:
 # -- local node ---------------------------------------------------------------------------------
 def local_state(client) -> dict:
     """This engine's view of the swarm (no secrets)."""
-    info = client.info().get("Swarm") or {}
+    engine = client.info()
+    info = engine.get("Swarm") or {}
     cluster = info.get("Cluster") or {}
     return {
         "state": info.get("LocalNodeState") or "inactive",
@@ -47,7 +48,7 @@ def local_state(client) -> dict:
         "nodes": info.get("Nodes"),
         "remote_managers": sorted(m.get("Addr") for m in info.get("RemoteManagers") or []),
         "error": info.get("Error") or None,
-        "engine_version": info.get("ServerVersion") or None,
+        "engine_version": engine.get("ServerVersion") or None,
     }
 
 
