@@ -105,7 +105,9 @@ def test_half_formed_swarm_prediction_is_what_the_run_does(lab):
     assert predicted["result"] is None
     changes = predicted["changes"]
     assert changes["join_managers"] == ["node3"] and changes["join_workers"] == ["node5"]
-    assert sorted(changes["nodes"]) == ["node3", "node5"]
+    # Each joins with no labels and gets them all back, in one line a node.
+    assert sorted(changes["labels"]) == ["node3", "node5"]
+    assert all(f"armswarm.minion={n}" in changes["labels"][n].split() for n in ("node3", "node5"))
     assert len(changes["remove_stale"]) == 2
     applied = orch(lab)
     assert applied["result"] is True, applied["comment"]
@@ -340,7 +342,11 @@ def test_labels_dropped_from_pillar_go_hand_set_ones_stay(lab):
     for pillar, expected in ((pool, "a"), (None, None)):
         extra = (f"pillar={pillar}",) if pillar else ()
         predicted = orch(lab, *extra, "test=True")
-        assert predicted["result"] is None and list(predicted["changes"]["nodes"]) == ["node4"]
+        assert predicted["result"] is None and list(predicted["changes"]["labels"]) == ["node4"]
+        # Only the keys that change: tier, and armswarm's list of the labels it set.
+        (tier, managed) = predicted["changes"]["labels"]["node4"].split()
+        assert tier == ("tier=a" if pillar else "-tier"), predicted["changes"]
+        assert managed.startswith("armswarm.labels="), predicted["changes"]
         applied = orch(lab, *extra)
         assert applied["result"] is True and applied["changes"] == predicted["changes"]
         for again in (orch(lab, *extra), orch(lab, *extra, "test=True")):
@@ -386,7 +392,7 @@ def test_init_options_and_cluster_spec(lab):
         applied = _cycle(
             lab,
             {"armswarm": {"swarm": layout}},
-            ["cluster", "init", "join_managers", "join_workers", "nodes"],
+            ["cluster", "init", "join_managers", "join_workers", "labels"],
         )
         assert applied["changes"]["cluster"]["dispatcher_heartbeat_period"]["new"] == 7
         cluster = _docker_cluster(lab)

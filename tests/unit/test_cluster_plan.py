@@ -413,3 +413,75 @@ def test_the_label_list_is_reserved():
         "armswarm:swarm:nodes:w1:labels:armswarm.labels: reserved, armswarm keeps its list of "
         "labels there"
     ]
+
+
+def test_the_changes_show_only_the_labels_that_change_one_line_a_node():
+    facts, nodes = converged()
+    nodes[3]["labels"].update({"pool": "a", "rack": "r1"})  # w1: pool from pillar, rack by hand
+    nodes[3]["labels"][swarm_layout.MANAGED_LABEL] += ",pool"
+    conf = layout(nodes={"w1": {"labels": {"disk": "ssd"}, "availability": "drain"}})
+    plan, errors = swarm_plan.make_plan(conf, facts, nodes)
+    assert errors == []
+    managed = nodes[3]["labels"][swarm_layout.MANAGED_LABEL].replace(",pool", "").split(",")
+    assert plan.changes() == {
+        "availability": {"w1": "active -> drain"},
+        "labels": {"w1": f"disk=ssd -pool armswarm.labels={','.join(sorted([*managed, 'disk']))}"},
+    }
+    assert swarm_plan.label_diff({"a": "1", "b": "2", "c": "3"}, {"a": "1", "b": "9", "d": ""}) == {
+        "b": "9",
+        "c": None,
+        "d": "",
+    }
+
+
+@pytest.mark.parametrize(
+    "diff, line",
+    [
+        ({"pool": "db", "gone": None}, "pool=db -gone"),
+        ({"note": "two words", "empty": "", "eq": "a=b"}, 'note="two words" empty="" eq=a=b'),
+        ({"a=b": "x", "-x": None, 'q"': "'"}, '"a=b"=x -"-x" "q\\""="\'"'),
+    ],
+)
+def test_a_label_diff_line_reads_back_exactly(diff, line):
+    assert swarm_plan.format_label_diff(diff) == line
+
+
+def test_the_node_table_leaves_out_the_bookkeeping_labels_and_the_prefix():
+    nodes = [
+        {
+            "id": "abc",
+            "hostname": "w1",
+            "role": "worker",
+            "leader": False,
+            "reachability": None,
+            "availability": "active",
+            "state": "ready",
+            "labels": {
+                "armswarm.board": "sopine",
+                "armswarm.minion": "w1",
+                "armswarm.labels": "armswarm.board,armswarm.minion,pool,armswarm.disk",
+                "armswarm.disk": "ssd",
+                "disk": "hdd",  # set by hand: the short name is taken, the prefix stays
+                "pool": "two words",
+            },
+        },
+        {
+            "id": "def",
+            "hostname": "m1",
+            "role": "manager",
+            "leader": True,
+            "reachability": "reachable",
+            "availability": "active",
+            "state": "ready",
+            "labels": {"armswarm.minion": "m1-old"},  # not its hostname: shown
+        },
+    ]
+    head, m1, w1, note = swarm_plan.node_table(nodes, "m1")
+    assert head.split() == ["hostname", "role", "manager", "avail", "state", "labels"]
+    assert m1.split() == ["m1", "manager", "leader", "active", "ready", "minion=m1-old"]
+    assert w1.endswith(' board=sopine armswarm.disk=ssd disk=hdd pool="two words"')
+    assert note == "(labels shortened; in full: salt m1 docker_swarm.nodes)"
+    assert swarm_plan.node_table([{**nodes[1], "labels": {"pool": "a"}}]) == [
+        head,
+        m1[:-13] + "pool=a",
+    ]

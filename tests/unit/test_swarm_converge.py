@@ -14,7 +14,9 @@ import secrets
 import threading
 
 import pytest
+import salt.config
 import salt.crypt
+import salt.output
 from armswarm_core import ArmswarmError
 from armswarm_core.swarm import converge, join_tokens, swarm_engine
 
@@ -479,7 +481,7 @@ def test_test_mode_predicts_what_a_run_then_does():
     done = converge_run(cluster)
     assert done["result"] is True
     assert predicted["changes"] == done["changes"]
-    assert set(done["changes"]) == {"init", "join_managers", "join_workers", "nodes"}
+    assert set(done["changes"]) == {"init", "join_managers", "join_workers", "labels"}
 
 
 def test_grow_a_new_worker_joins():
@@ -489,8 +491,8 @@ def test_grow_a_new_worker_joins():
     ret = converge_run(cluster, conf)
 
     assert ret["result"] is True, ret["comment"]
-    assert set(ret["changes"]) == {"join_workers", "nodes"}
-    assert ret["changes"]["join_workers"] == ["w3"] and list(ret["changes"]["nodes"]) == ["w3"]
+    assert set(ret["changes"]) == {"join_workers", "labels"}
+    assert ret["changes"]["join_workers"] == ["w3"] and list(ret["changes"]["labels"]) == ["w3"]
     assert cluster.changing_calls() == [
         ("w3", "docker_swarm.join"),
         ("m1", "docker_swarm.update_nodes"),
@@ -557,10 +559,14 @@ def test_layout_change_updates_labels_and_availability_in_one_call():
     ret = converge_run(cluster, conf)
 
     assert ret["result"] is True, ret["comment"]
-    assert list(ret["changes"]) == ["nodes"]
-    change = ret["changes"]["nodes"]["w2"]
-    assert change["availability"] == {"old": "active", "new": "drain"}
-    assert change["labels"]["new"]["pool"] == "db"
+    assert ret["changes"] == {
+        "availability": {"w2": "active -> drain"},
+        # Only what changes: the label and the list of labels armswarm set.
+        "labels": {
+            "w2": "pool=db armswarm.labels=armswarm.arch,armswarm.big-cores,armswarm.board,"
+            "armswarm.cpus,armswarm.minion,pool"
+        },
+    }
     assert cluster.changing_calls() == [("m1", "docker_swarm.update_nodes")]
     assert cluster.node_of("w2")["labels"]["pool"] == "db"
     assert cluster.node_of("w2")["availability"] == "drain"
@@ -834,7 +840,8 @@ def test_a_node_joins_with_its_availability_from_the_first_moment():
     assert ret["result"] is True, ret["comment"]
     assert ret["changes"] == predicted["changes"]
     assert cluster.joined_with == {"m2": "active", "m3": "pause", "w1": "active", "w2": "drain"}
-    assert "availability" not in ret["changes"]["nodes"]["w2"]  # nothing left to change
+    assert "availability" not in ret["changes"]  # joined with it: nothing left to change
+    assert sorted(ret["changes"]["labels"]) == ALL
     assert cluster.node_of("w2")["availability"] == "drain"
     assert converge_run(cluster, conf)["changes"] == {}
 
@@ -845,6 +852,10 @@ def test_a_label_dropped_from_pillar_is_removed_from_the_node_a_hand_set_one_sta
     cluster.node_of("w2")["labels"]["rack"] = "r7"  # set by hand
     ret = converge_run(cluster, LAYOUT)
     assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["labels"] == {
+        "w2": "-pool armswarm.labels=armswarm.arch,armswarm.big-cores,armswarm.board,"
+        "armswarm.cpus,armswarm.minion"
+    }
     labels = cluster.node_of("w2")["labels"]
     assert "pool" not in labels and labels["rack"] == "r7"
     assert converge_run(cluster, LAYOUT)["changes"] == {}
@@ -872,3 +883,56 @@ def test_init_options_go_to_the_first_manager_and_the_cluster_spec_is_reconciled
     ret = converge_run(cluster, conf)
     assert ret["changes"] == {"cluster": {"task_history_retention_limit": {"old": 2, "new": 4}}}
     assert "left as they are: default_addr_pool ['10.201.0.0/16']" in ret["comment"]
+
+
+# -- what a person reads ------------------------------------------------------------------------
+def highstate(ret) -> list[str]:
+    """The state return as `salt-run state.orch` prints it (Salt's highstate outputter)."""
+    opts = salt.config.master_config("/dev/null")
+    opts["color"] = False
+    chunk = {"__run_num__": 0, "duration": 1.0, "start_time": "x", "__id__": "armswarm:swarm"}
+    key = "swarm_cluster_|-armswarm:swarm_|-armswarm:swarm_|-converged"
+    data = {"master_master": {key: {**ret, **chunk, "__sls__": "swarm.init"}}}
+    return salt.output.out_format(data, "highstate", opts).splitlines()
+
+
+def changes_lines(lines, minion_id) -> list[str]:
+    """The lines under ``minion_id:`` in the printed changes."""
+    changes = lines[next(i for i, line in enumerate(lines) if "Changes:" in line) :]
+    return [
+        changes[i + 1].strip() for i, line in enumerate(changes) if line.strip() == f"{minion_id}:"
+    ]
+
+
+def test_the_highstate_outputter_prints_a_formation_in_a_few_readable_lines():
+    cluster = FakeCluster()
+    lines = highstate(converge_run(cluster))
+    assert len(lines) <= 50, "\n".join(lines)
+    for name in ALL:
+        # Each node's labels in one line of the changes, by their full names.
+        (changed,) = changes_lines(lines, name)
+        labels = cluster.node_of(name)["labels"]
+        assert sorted(changed.split()) == sorted(f"{k}={v}" for k, v in labels.items()), changed
+        # The table: one row a node, without the bookkeeping labels and the prefix.
+        (row,) = [line for line in lines if line.split()[:2] == [name, cluster.view()[name][0]]]
+        assert row.endswith(f"board={labels['armswarm.board']} cpus=4"), row
+        assert "armswarm." not in row
+    assert "(labels shortened; in full: salt m1 docker_swarm.nodes)" in lines[12]
+
+    again = highstate(converge_run(cluster))
+    assert len(again) <= 25 and again[-8:] == [
+        "",
+        "Summary for master_master",
+        "------------",
+        "Succeeded: 1",
+        "Failed:    0",
+        "------------",
+        "Total states run:     1",
+        "Total run time:   1.000 ms",
+    ], "\n".join(again)
+
+    conf = {**LAYOUT, "nodes": {"w2": {"labels": {"pool": "db"}, "availability": "drain"}}}
+    lines = highstate(converge_run(cluster, conf))
+    assert len(lines) <= 35, "\n".join(lines)
+    assert changes_lines(lines, "w2")[0] == "active -> drain"
+    assert changes_lines(lines, "w2")[1].startswith("pool=db armswarm.labels=")

@@ -87,7 +87,9 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
         # Nodes that do not answer leave the swarm unconverged whatever else was done.
         ret["result"] = not plan.down
         table = (
-            swarm_plan.node_table(transport.one(manager, "docker_swarm.nodes")) if manager else []
+            swarm_plan.node_table(transport.one(manager, "docker_swarm.nodes"), manager)
+            if manager
+            else []
         )
     except ArmswarmError as exc:
         # What was done before the failure is still a change.
@@ -349,8 +351,7 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         transport.one(manager, "docker_swarm.remove_node", [node["id"]], {"force": True})
         done.setdefault("remove_stale", []).append(f"{node['hostname']} ({node['id'][:12]})")
         transport.progress("stale-removed", node=node["hostname"], id=node["id"])
-    updates = {m: c for m, c in plan.updates.items() if c}
-    updates.update(plan.new_node_settings)
+    updates = plan.node_updates()
     batch = {}
     for minion_id, change in updates.items():
         settings = {"remove_undeclared_labels": layout.remove_undeclared_labels}
@@ -365,7 +366,7 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     if batch:
         # One call for every node: a per-node call would make the run grow with the cluster.
         transport.one(manager, "docker_swarm.update_nodes", [batch])
-        done["nodes"] = updates
+        done.update(swarm_plan.node_report(updates))
         transport.progress("nodes-configured", minions=sorted(updates))
     for node in plan.drain:
         transport.one(manager, "docker_swarm.update_node", [node["id"]], {"availability": "drain"})

@@ -1,6 +1,8 @@
 """What the swarm orchestration changes to reach the layout: joins, role changes, labels,
 removals, checked against quorum before anything changes."""
 
+import json
+import re
 from dataclasses import dataclass, field
 
 from armswarm_core.swarm import swarm_engine, swarm_layout
@@ -45,11 +47,7 @@ class Plan:
         ):
             if getattr(self, key):
                 out[key] = list(getattr(self, key))
-        node_updates = {k: v for k, v in self.updates.items() if v}
-        for minion_id, settings in self.new_node_settings.items():
-            node_updates[minion_id] = settings
-        if node_updates:
-            out["nodes"] = node_updates
+        out.update(node_report(self.node_updates()))
         if self.prune:
             out["prune"] = [n["hostname"] or n["id"] for n in self.prune]
         if self.drain:
@@ -59,6 +57,54 @@ class Plan:
         if self.cluster:
             out["cluster"] = dict(self.cluster)
         return out
+
+    def node_updates(self) -> dict:
+        """Minion id -> ``node_changes()`` of every node whose labels or availability change
+        (known nodes, then joiners)."""
+        updates = {k: v for k, v in self.updates.items() if v}
+        updates.update(self.new_node_settings)
+        return updates
+
+
+def node_report(updates: dict) -> dict:
+    """The node part of the state ``changes``, one line a node in Salt's outputter:
+    ``{"labels": {minion: "key=value -gone"}, "availability": {minion: "active -> drain"}}``
+    (only the nodes and keys that change; see :func:`label_diff`). Both the prediction and
+    the run report through here, so they are the same."""
+    out: dict = {}
+    for minion_id, change in updates.items():
+        if "labels" in change:
+            out.setdefault("labels", {})[minion_id] = format_label_diff(
+                label_diff(change["labels"]["old"], change["labels"]["new"])
+            )
+        if "availability" in change:
+            old, new = change["availability"]["old"], change["availability"]["new"]
+            out.setdefault("availability", {})[minion_id] = f"{old} -> {new}"
+    return out
+
+
+def label_diff(old: dict, new: dict) -> dict:
+    """The labels that change: ``{key: new value}``, None for a label removed; sorted, the
+    bookkeeping labels last."""
+    diff = {k: v for k, v in new.items() if k not in old or old[k] != v}
+    diff.update({k: None for k in old if k not in new})
+    bookkeeping = (swarm_layout.MANAGED_LABEL, swarm_layout.MINION_LABEL)
+    return dict(sorted(diff.items(), key=lambda kv: (kv[0] in bookkeeping, kv[0])))
+
+
+def _quote(text: str, is_key: bool) -> str:
+    plain = re.fullmatch(r"[^\s\"'=]+" if is_key else r"[^\s\"']+", text)
+    return text if plain and not (is_key and text.startswith("-")) else json.dumps(text)
+
+
+def format_label_diff(diff: dict) -> str:
+    """``key=value`` for a label set, ``-key`` for one removed, space-separated; a key or
+    value that is empty or holds a blank or a quote, a key that holds an ``=`` or starts with
+    ``-``, is written as a JSON string, so the line reads back exactly."""
+    return " ".join(
+        f"-{_quote(k, True)}" if v is None else f"{_quote(k, True)}={_quote(v, False)}"
+        for k, v in diff.items()
+    )
 
 
 def make_plan(
@@ -361,14 +407,42 @@ def _earlier_self(node, minion_id, node_facts, plan, kept) -> bool:
     )
 
 
-def node_table(swarm_nodes: list) -> list[str]:
-    """The end-of-run table: hostname, role, leader/reachability, availability, labels."""
+def node_table(swarm_nodes: list, manager: str | None = None) -> list[str]:
+    """The end-of-run table: hostname, role, leader/reachability, availability, labels.
+
+    The labels are shortened to fit a line: the bookkeeping ones (the list of labels armswarm
+    set; the minion id when it is the hostname) are left out and the ``armswarm.`` prefix is
+    dropped (where no other label has that short name); a last line then says so and where
+    to see them all."""
     rows = [f"{'hostname':<12} {'role':<8} {'manager':<12} {'avail':<7} {'state':<6} labels"]
+    shortened = False
     for node in sorted(swarm_nodes, key=lambda n: (n["role"] != "manager", n["hostname"] or "")):
         status = "leader" if node["leader"] else (node["reachability"] or "")
-        labels = ",".join(f"{k}={v}" for k, v in sorted(node["labels"].items()))
+        labels, short = _short_labels(node)
+        shortened = shortened or short
         rows.append(
             f"{node['hostname'] or node['id'][:12]:<12} {node['role']:<8} {status:<12} "
-            f"{node['availability']:<7} {node['state']:<6} {labels}"
+            f"{node['availability']:<7} {node['state']:<6} {labels}".rstrip()
+        )
+    if shortened:
+        rows.append(
+            f"(labels shortened; in full: salt {manager or '<manager>'} docker_swarm.nodes)"
         )
     return rows
+
+
+def _short_labels(node) -> tuple[str, bool]:
+    """``(labels as the table shows them, whether any was left out or shortened)``."""
+    labels = dict(node["labels"])
+    shortened = labels.pop(swarm_layout.MANAGED_LABEL, None) is not None
+    if node["hostname"] and labels.get(swarm_layout.MINION_LABEL) == node["hostname"]:
+        del labels[swarm_layout.MINION_LABEL]
+        shortened = True
+    words = []
+    for key, value in sorted(labels.items()):
+        short = key.removeprefix(swarm_layout.LABEL_PREFIX)
+        if short == key or not short or short in labels:
+            short = key  # no prefix, or another label has that name
+        shortened = shortened or short != key
+        words.append(f"{_quote(short, True)}={_quote(value, False)}")
+    return " ".join(words), shortened
