@@ -679,6 +679,11 @@ def test_a_node_in_another_swarm_is_taken_over_only_with_force():
             "armswarm:swarm:workers: the target 'wx*' (glob) matches no minion, and prune is on",
         ),
         ({**LAYOUT, "workers": ["m3", *WORKERS]}, "m3 listed as manager and as worker"),
+        (
+            {**LAYOUT, "cluster": {"node_cert_expiry": 60}},
+            "armswarm:swarm:cluster:node_cert_expiry: must be a whole number of seconds, "
+            "at least 3600",
+        ),
     ],
 )
 def test_a_bad_layout_is_refused_before_any_minion_call(conf, message):
@@ -779,6 +784,23 @@ def test_a_stale_join_address_on_an_old_engine_rejoins_as_manager_instead_of_han
     back = converge_run(cluster, LAYOUT)
     assert back["result"] is True, back["comment"]
     assert managers_of(cluster) == MANAGERS and cluster.cluster_id == cluster_id
+
+
+def test_a_rejoin_whose_join_fails_says_the_node_left():
+    cluster = formed()
+    assert converge_run(cluster, MOVED)["result"] is True
+    moved = {"managers": ["m2", "m3", "w1"], "workers": ["m1", "w2"]}
+    cluster.fail[("m2", "docker_swarm.join")] = "could not connect"
+    ret = converge_run(cluster, moved)
+    assert ret["result"] is False
+    assert ret["changes"]["left_to_rejoin"] == ["m2"], ret["changes"]
+    assert "could not connect" in ret["comment"]
+    # Nothing after it: no demotion met a missing manager.
+    assert managers_of(cluster) == ["m3", "w1", "w2"]
+    del cluster.fail[("m2", "docker_swarm.join")]
+    again = converge_run(cluster, moved)  # the node is out of the swarm now: it joins
+    assert again["result"] is True, again["comment"]
+    assert managers_of(cluster) == ["m2", "m3", "w1"]
 
 
 def test_promotions_are_ordered_so_each_joins_through_a_live_manager():

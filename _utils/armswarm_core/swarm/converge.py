@@ -264,8 +264,11 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         # (swarm_plan.order_promotions): it leaves as the worker it is and joins as a manager
         # through live ones; its old entry goes, the new one gets its labels below.
         old_id = node_ids[minion_id]
-        transport.one(minion_id, "docker_swarm.leave")
+        # The token first: a failure then leaves the node where it was.
         token = _sealed_tokens(transport, manager, "manager", [minion_id])[minion_id]
+        transport.one(minion_id, "docker_swarm.leave")
+        # Recorded now: a failed join below must not read as "nothing changed".
+        done.setdefault("left_to_rejoin", []).append(minion_id)
         node_ids[minion_id] = _join(
             transport,
             minion_id,
@@ -278,6 +281,9 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         transport.one(manager, "docker_swarm.remove_node", [old_id], {"force": True})
         # Reachable before any demotion counts on it.
         _set_role(transport, layout, manager, node_ids[minion_id], "manager")
+        done["left_to_rejoin"].remove(minion_id)
+        if not done["left_to_rejoin"]:
+            del done["left_to_rejoin"]
         done.setdefault("rejoin_managers", []).append(minion_id)
         transport.progress("rejoined-as-manager", minion=minion_id)
     if manager in plan.demote and (plan.promote or plan.rejoin_managers):

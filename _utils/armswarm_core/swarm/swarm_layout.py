@@ -201,11 +201,13 @@ def _cluster(conf: dict, errors: list) -> dict:
         value = given.get(key)
         if value is None:
             continue
-        low = 0 if key == "task_history_retention_limit" else 1
+        # swarmkit refuses node certificates shorter than an hour (ca.MinNodeCertExpiration).
+        low = {"task_history_retention_limit": 0, "node_cert_expiry": 3600}.get(key, 1)
         if not _whole(value, low, 10**9):
             errors.append(
                 f"armswarm:swarm:cluster:{key}: must be a whole number"
                 + (" of seconds" if key != "task_history_retention_limit" else "")
+                + (f", at least {low}" if low > 1 else "")
             )
         else:
             out[key] = value
