@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from armswarm_core.build import scheduler
 
 PROBE_EVERY = 10.0  # seconds between "is it still running?" probes of one job
-PROBE_TIMEOUT = 10.0  # a probe unanswered this long is a miss
+PROBE_TIMEOUT = 20.0  # a probe unanswered this long is a miss (a board busy building answers late)
 PROBE_MISSES = 2  # misses in a row before a node counts as gone
 RETRY_DELAY = 5.0  # first backoff after a transient failure; doubles per try
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")  # what a build may answer as its image
