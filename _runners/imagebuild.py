@@ -5,6 +5,7 @@
     salt-run imagebuild.plan source=salt://images      # the graph, order, critical path
     salt-run imagebuild.run source=salt://images       # build, push, report
     salt-run imagebuild.prune                          # retention, dry-run by default
+    salt-run imagebuild.adopt web runs=20260101        # a run from before the ledger
 
 Settings are ``armswarm:imagebuild`` and ``armswarm:registry`` (see
 :mod:`armswarm_core.build.build_settings` and :mod:`armswarm_core.registry.registry_settings`):
@@ -325,6 +326,7 @@ def _prune(keep=None, dry_run=True, repositories=None, gc=True):
         repositories=repositories,
         gc=gc,
         registry_node=_registry_node(),
+        state_dir=_state_dir(),
     )
 
 
@@ -404,11 +406,15 @@ def run(
 
 def prune(keep=None, dry_run=True, repositories=None, gc=True):
     """
-    Registry retention: keep the newest ``keep`` dated tags per repository (default
-    ``armswarm:registry:keep``, 7), ``latest`` and every tag that is not dated. A digest that
-    a kept tag also points to is never deleted: its old tag is only untagged. Dry-run unless
-    ``dry_run=False``. After deleting, the registry's garbage collection runs on the registry
-    node (``armswarm:registry:node``, with the registry read-only) unless ``gc=False``.
+    Registry retention: keep the newest ``keep`` runs' dated tags per repository (default
+    ``armswarm:registry:keep``, 7), ``latest`` and every tag that is not dated. Only tags that
+    :func:`run` made are ever deleted (it records them in ``ledger.json`` under the master's
+    cache directory); a tag that only looks dated (pushed by hand, or before the ledger
+    existed) is kept and listed under ``kept_not_made_by_armswarm`` (see :func:`adopt`). A
+    digest that a kept tag also points to is never deleted: its old tag is only untagged.
+    Dry-run unless ``dry_run=False``. After deleting, the registry's garbage collection runs on
+    the registry node (``armswarm:registry:node``, with the registry read-only) unless
+    ``gc=False``.
 
     CLI Example:
 
@@ -419,5 +425,28 @@ def prune(keep=None, dry_run=True, repositories=None, gc=True):
     """
     try:
         return _prune(keep=keep, dry_run=dry_run, repositories=repositories, gc=gc)
+    except ArmswarmError as exc:
+        return _failure(exc)
+
+
+def adopt(repository, runs):
+    """
+    Hand runs that the ledger does not hold over to retention: runs pushed before armswarm
+    recorded the tags it makes, which :func:`prune` otherwise keeps for good. ``runs`` names
+    their run tags (a list, or comma-separated); each must be a dated tag of ``repository``,
+    and its platform tags (``20260101-linux-arm64``) come with it. Nothing is deleted here:
+    run :func:`prune` (dry-run first) afterwards.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run imagebuild.adopt web runs=20260101,20260102
+    """
+    try:
+        conf = _registry_settings()
+        return build_run.adopt(
+            registry_api.Registry(conf), _state_dir(), repository, runs, conf.tag_format
+        )
     except ArmswarmError as exc:
         return _failure(exc)

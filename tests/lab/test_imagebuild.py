@@ -311,7 +311,8 @@ def test_retention_keeps_latest_and_recent_tags(lab, first_run):
     repo = "retention-demo"
     node = "node1"
     tags = ["20260101", "20260102", "20260103", "20260104", "20260105"]
-    for index, tag in enumerate(tags):
+    hand = "20991231"  # someone's own tag that looks dated: never adopted, never deleted
+    for index, tag in enumerate([*tags, hand]):
         ref = f"{lab.registry}/{repo}:{tag}"
         script = (
             f"mkdir -p /tmp/r{index} && echo {index} > /tmp/r{index}/v && "
@@ -333,12 +334,18 @@ def test_retention_keeps_latest_and_recent_tags(lab, first_run):
     shared = _digest(lab, repo, "latest")
     assert shared == _digest(lab, repo, "20260101")
 
+    # pushed by hand: retention keeps them all until the operator adopts them
+    before = lab.salt_json("imagebuild.prune", "keep=2", f"repositories={repo}", tool="salt-run")
+    assert before["repositories"][repo]["deleted"] == before["repositories"][repo]["untagged"] == []
+    assert before["repositories"][repo]["kept_not_made_by_armswarm"] == [*tags, hand]
+    adopted = lab.salt_json("imagebuild.adopt", repo, "runs=" + ",".join(tags), tool="salt-run")
+    assert sorted(adopted["adopted"]) == tags
     dry = lab.salt_json("imagebuild.prune", "keep=2", f"repositories={repo}", tool="salt-run")
     assert dry["dry_run"] is True
     entry = dry["repositories"][repo]
     assert entry["deleted"] == ["20260102", "20260103"]
     assert entry["untagged"] == ["20260101"]
-    assert len(_api(lab, f"{repo}/tags/list").json()["tags"]) == 6  # nothing changed
+    assert len(_api(lab, f"{repo}/tags/list").json()["tags"]) == 7  # nothing changed
 
     done = lab.salt_json(
         "imagebuild.prune", "keep=2", f"repositories={repo}", "dry_run=False", tool="salt-run"
@@ -346,5 +353,6 @@ def test_retention_keeps_latest_and_recent_tags(lab, first_run):
     # The lab's registry runs on the host, not on a node: no collection to run.
     assert done["garbage_collection"].startswith("skipped: armswarm:registry:node is not set")
     left = sorted(_api(lab, f"{repo}/tags/list").json()["tags"] or [])
-    assert left == ["20260104", "20260105", "latest"]
+    assert left == ["20260104", "20260105", hand, "latest"]
+    assert done["repositories"][repo]["kept_not_made_by_armswarm"] == [hand]
     assert _digest(lab, repo, "latest") == shared  # the shared digest survived

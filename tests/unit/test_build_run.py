@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from armswarm_core import ArmswarmError
 from armswarm_core.build import build_run
+from armswarm_core.registry import tag_retention
 
 pytestmark = pytest.mark.unit
 
@@ -249,6 +250,7 @@ THREE_LEVELS = {
     "a1/Dockerfile": "FROM a\nCOPY --from=base /etc/os-release /\n",
     "b1/Dockerfile": "FROM b\n",
 }
+THREE_LEVELS_IMAGES = ["a", "a1", "b", "b1", "base"]
 
 
 @pytest.fixture
@@ -710,46 +712,165 @@ def test_a_context_over_the_limit_is_refused(env, tmp_path):
 
 
 # -- retention ---------------------------------------------------------------------------------
+def made(repos) -> dict:
+    """The ledger entries of every dated tag in ``{repo: {tag: digest}}``, as runs record."""
+    out = {}
+    for repo, tags in repos.items():
+        for tag in tags:
+            if tag_retention.dated_key(tag):
+                out.setdefault(repo, {}).setdefault(tag_retention.run_of(tag), []).append(tag)
+    return out
+
+
+def prune(settings, cluster, registry, keep, **more):
+    return build_run.prune(cluster, registry, keep, state_dir=settings.state_dir, **more)
+
+
 def test_prune_dry_run_then_for_real_then_garbage_collection(env):
-    _, _, cluster, _ = env
+    _, _, cluster, settings = env
     tags = {"20261101": "sha256:1", "20261102": "sha256:2", "20261103": "sha256:3"}
     registry = FakeRegistry({"web": {**tags, "latest": "sha256:1"}, "db": {"20261101": "d"}})
-    dry = build_run.prune(cluster, registry, "1", registry_node="node1")
+    build_run.record(settings.state_dir, made(registry.repos))
+    dry = prune(settings, cluster, registry, "1", registry_node="node1")
     assert dry["repositories"]["web"] == {
         "kept": ["20261103", "latest"],
         "deleted": ["20261102"],
         "untagged": ["20261101"],
         "orphans": [],
+        "kept_not_made_by_armswarm": [],
     }
     assert dry["garbage_collection"] == "skipped"
     assert registry.deleted == registry.untagged == [] and cluster.gc == []
     assert cluster.said == ["web: would remove 2 tags"]
+    assert build_run.ledger(settings.state_dir) == made(registry.repos)  # a dry run keeps it
 
     cluster.gc_answer = {"ret": {"freed_bytes": 123}, "retcode": 0}
-    done = build_run.prune(cluster, registry, 1, dry_run=False, registry_node="node1")
+    done = prune(settings, cluster, registry, 1, dry_run=False, registry_node="node1")
     assert registry.deleted == [("web", "sha256:2")]
     assert registry.untagged == [("web", "20261101")]
     assert registry.repos["web"] == {"20261103": "sha256:3", "latest": "sha256:1"}
     assert cluster.gc == ["node1"] and done["garbage_collection"] == {"freed_bytes": 123}
     assert cluster.said[-1] == "garbage collection on node1: 123 bytes freed"
+    # what was deleted left the ledger
+    assert build_run.ledger(settings.state_dir) == {
+        "web": {"20261103": ["20261103"]},
+        "db": {"20261101": ["20261101"]},
+    }
 
-    again = build_run.prune(cluster, registry, 1, dry_run=False, registry_node="node1")
+    again = prune(settings, cluster, registry, 1, dry_run=False, registry_node="node1")
     assert again["garbage_collection"] == "not needed" and cluster.gc == ["node1"]
 
 
 def test_prune_refuses_bad_keep_and_reports_a_failed_collection(env):
-    _, _, cluster, _ = env
+    _, _, cluster, settings = env
     registry = FakeRegistry({"web": {"20261101": "sha256:1", "20261102": "sha256:2"}})
+    build_run.record(settings.state_dir, made(registry.repos))
+    build_run.record(settings.state_dir, {"web": {"20261103": ["20261103"]}})  # a run to come
     with pytest.raises(ArmswarmError, match="keep must be"):
-        build_run.prune(cluster, registry, 0)
-    unset = build_run.prune(cluster, FakeRegistry(registry.repos), 1, dry_run=False)
+        prune(settings, cluster, registry, 0)
+    with pytest.raises(ArmswarmError, match="dry_run must be true or false, not 'False'"):
+        prune(settings, cluster, registry, 1, dry_run="False")
+    unset = prune(settings, cluster, FakeRegistry(registry.repos), 1, dry_run=False)
     assert unset["garbage_collection"].startswith("skipped: armswarm:registry:node is not set")
     cluster.gc_answer = {"ret": "registry is not read-only", "retcode": 1}
     registry.repos["web"]["20261103"] = "sha256:3"
     with pytest.raises(ArmswarmError, match="garbage collection on node1 failed: registry is"):
-        build_run.prune(
-            cluster, registry, 1, repositories="web", dry_run=False, registry_node="node1"
+        prune(
+            settings, cluster, registry, 1, repositories="web", dry_run=False, registry_node="node1"
         )
+
+
+def test_a_run_records_its_tags_and_prune_deletes_no_tag_it_did_not_make(env):
+    _, registry, cluster, settings = env
+    # before the run: "a" has 20261101 (not recorded: pushed before the ledger, or by hand)
+    registry.repos["a"]["20240101"] = "sha256:hand"  # someone's own tag that looks dated
+    first = run(env)
+    assert first["retcode"] == 0
+    ledger = json.loads((settings.state_dir / build_run.LEDGER).read_text())
+    assert ledger["version"] == build_run.LEDGER_VERSION
+    assert ledger["repositories"] == {name: {TAG: [TAG]} for name in THREE_LEVELS_IMAGES}
+    assert [p.name for p in settings.state_dir.iterdir() if p.name.endswith(".tmp")] == []
+    second = run(env, tag="20261123")
+    assert second["retcode"] == 0
+
+    done = prune(settings, cluster, registry, 1, dry_run=False)
+    entry = done["repositories"]["a"]
+    # the first run's (the second built the same image: its tag is only untagged); 20261101
+    # and 20240101 were not made here
+    assert entry["untagged"] == [TAG] and entry["deleted"] == []
+    assert entry["kept_not_made_by_armswarm"] == ["20240101", "20261101"]
+    assert sorted(registry.repos["a"]) == ["20240101", "20261101", "20261123", "latest"]
+    for name in set(THREE_LEVELS_IMAGES) - {"a"}:
+        assert sorted(registry.repos[name]) == ["20261123", "latest"]
+    assert "a: kept 2 dated-looking tags not made by armswarm: 20240101, 20261101" in cluster.said
+    assert build_run.ledger(settings.state_dir) == {
+        name: {"20261123": ["20261123"]} for name in THREE_LEVELS_IMAGES
+    }
+
+
+def test_a_failed_delete_keeps_the_tags_it_did_not_remove_in_the_ledger(env):
+    _, _, cluster, settings = env
+    repos = {"web": {"20261101": "sha256:1", "20261102": "sha256:2", "20261103": "sha256:3"}}
+    registry = FakeRegistry(repos)
+    build_run.record(settings.state_dir, made(repos))
+    real_delete = registry.delete
+
+    def delete(repo, digest):
+        if digest == "sha256:2":
+            raise ArmswarmError("registry DELETE web/manifests/sha256:2: HTTP 500")
+        real_delete(repo, digest)
+
+    registry.delete = delete
+    with pytest.raises(ArmswarmError, match="HTTP 500"):
+        prune(settings, cluster, registry, 1, dry_run=False)
+    # 20261101 is gone from the registry and from the ledger; 20261102 is still in both
+    assert sorted(registry.repos["web"]) == ["20261102", "20261103"]
+    assert build_run.ledger(settings.state_dir) == {
+        "web": {"20261102": ["20261102"], "20261103": ["20261103"]}
+    }
+    registry.delete = real_delete
+    prune(settings, cluster, registry, 1, dry_run=False)
+    assert build_run.ledger(settings.state_dir) == {"web": {"20261103": ["20261103"]}}
+
+
+def test_an_unreadable_ledger_stops_retention_and_the_run(env):
+    _, registry, cluster, settings = env
+    settings.state_dir.mkdir(parents=True)
+    path = settings.state_dir / build_run.LEDGER
+    for text in ("{not json", '{"version": 1, "repositories": {"a": {"20261101": "20261101"}}}'):
+        path.write_text(text)
+        with pytest.raises(ArmswarmError, match=f"{path}: "):
+            prune(settings, cluster, registry, 1, dry_run=False)
+        with pytest.raises(ArmswarmError, match=f"{path}: "):
+            run(env)
+    assert registry.deleted == registry.untagged == [] and cluster.jobs == {}
+
+
+def test_adopted_runs_are_pruned_like_recorded_ones(env):
+    _, _, cluster, settings = env
+    tags = {
+        "20260101": "sha256:i1",
+        "20260101-linux-arm64": "sha256:m1",
+        "20260102": "sha256:2",
+        "20260103": "sha256:3",
+        "20240101": "sha256:hand",
+    }
+    registry = FakeRegistry({"web": tags})
+    assert prune(settings, cluster, registry, 1)["repositories"]["web"]["deleted"] == []
+    added = build_run.adopt(registry, settings.state_dir, "web", "20260101,20260102")
+    assert added == {
+        "repository": "web",
+        "adopted": {"20260101": ["20260101", "20260101-linux-arm64"], "20260102": ["20260102"]},
+    }
+    build_run.adopt(registry, settings.state_dir, "web", 20260103)  # as salt-run reads it
+    with pytest.raises(ArmswarmError, match=r"runs: 20260104.1 is not a tag name; quote it"):
+        build_run.adopt(registry, settings.state_dir, "web", 20260104.1)
+    with pytest.raises(ArmswarmError, match="repository must be"):
+        build_run.adopt(registry, settings.state_dir, ["web"], "20260101")
+    done = prune(settings, cluster, registry, 1, dry_run=False)["repositories"]["web"]
+    assert sorted(done["deleted"]) == ["20260101", "20260101-linux-arm64", "20260102"]
+    assert done["kept_not_made_by_armswarm"] == ["20240101"]
+    assert sorted(registry.repos["web"]) == ["20240101", "20260103"]
 
 
 def test_aliases_tree_build_args_and_skipped_directories_reach_the_plan_and_the_nodes(
