@@ -34,6 +34,12 @@ end of the run, for each image that was built. Events ``armswarm/imagebuild/<run
 job's start and end; the report (JSON) and a timeline (SVG) are written under the master's cache
 directory.
 
+A job names its build context and the context's SHA-256; the master's file server serves the
+context (``file_roots:armswarm_contexts`` of the master config, see
+:mod:`armswarm_core.build.build_contexts`) to the one node the job is published to, which
+refuses it when the hash differs. Neither the publication (which every minion receives) nor the
+master's job cache holds the context.
+
 This module only reads the settings and talks to Salt; what a plan, a run and retention
 decide is in :mod:`armswarm_core.build.build_run`.
 """
@@ -50,7 +56,7 @@ import salt.loader
 import salt.pillar
 import salt.utils.event
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_run, build_settings, dispatch
+from armswarm_core.build import build_contexts, build_run, build_settings, dispatch
 from armswarm_core.registry import registry_api
 from armswarm_core.swarm import swarm_layout
 from salt.utils.data import traverse_dict_and_list
@@ -91,6 +97,12 @@ def _registry_settings(host=None) -> registry_api.Settings:
 
 def _state_dir() -> Path:
     path = Path(__opts__["cachedir"]) / "armswarm" / "imagebuild"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _context_root() -> Path:
+    path = build_contexts.root(__opts__.get("file_roots"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -184,9 +196,25 @@ class _SaltTransport:
     def say(self, message):
         _say(message)
 
+    def serve(self, run_id, contexts):
+        # file_roots:armswarm_contexts of the master config: the master's file server serves
+        # the contexts from there, each to the node that fetches it
+        return build_contexts.serve(_context_root(), run_id, contexts)
+
+    def withdraw(self, run_id):
+        try:
+            root = build_contexts.root(__opts__.get("file_roots"))
+        except ArmswarmError:
+            return  # nothing was served (serve said why)
+        build_contexts.withdraw(root, run_id)
+
     def garbage_collect(self, node):
         rets = self.local.cmd(
-            node, "docker_registry.garbage_collect", timeout=300, full_return=True
+            [node],
+            "docker_registry.garbage_collect",
+            tgt_type="list",
+            timeout=300,
+            full_return=True,
         )
         return rets.get(node)
 

@@ -147,6 +147,33 @@ def test_example_tree_builds_across_nodes_into_the_registry(lab, first_run):
         assert item["build_seconds"] > 0 and item["push_seconds"] > 0, item
 
 
+def test_jobs_went_to_one_node_each_and_the_job_cache_holds_no_context(lab, first_run):
+    _, report, _ = first_run
+    jobs = lab.salt_json("jobs.list_jobs", "search_function=imagebuild.build", tool="salt-run")
+    tag = report["tag"]
+
+    def kwargs_of(job):
+        return next((a for a in job["Arguments"] if isinstance(a, dict)), {})
+
+    def of_this_run(job):
+        ref = str(kwargs_of(job).get("ref", ""))
+        return ref.endswith(f":{tag}") or f":{tag}-linux-" in ref
+
+    ours = {jid: job for jid, job in jobs.items() if of_this_run(job)}
+    assert len(ours) >= len(report["images"]), sorted(jobs)
+    for jid, job in ours.items():
+        # published to exactly the node that built it, by id
+        assert job["Target-type"] == "list" and len(job["Target"]) == 1, job
+        kwargs = kwargs_of(job)
+        assert "context" not in kwargs, jid
+        assert kwargs["context_source"].startswith("salt://")
+        assert len(kwargs["context_sha256"]) == 64
+        assert len(json.dumps(job["Arguments"])) < 2000, jid  # a name and a hash, no tar
+    # the run's contexts left the master's file server when it ended
+    served = lab.master_root / "cache" / "armswarm" / "imagebuild" / "contexts"
+    assert served.is_dir() and list(served.iterdir()) == []
+
+
 def test_plan_builds_nothing(lab, first_run):
     catalog = _api(lab, "_catalog").json()
     plan = lab.salt_json("imagebuild.plan", "source=salt://imagebuild/images", tool="salt-run")

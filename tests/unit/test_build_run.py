@@ -4,12 +4,15 @@ The image tree, the build contexts, the durations file and the report are real f
 
 import hashlib
 import json
+import os
 import random
+import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_run
+from armswarm_core.build import build_contexts, build_job, build_run
 from armswarm_core.registry import tag_retention
 
 pytestmark = pytest.mark.unit
@@ -131,6 +134,11 @@ class FakeCluster:
         self.gc = []
         self.gc_answer = None
         self.n = 0
+        # the master's file_roots:armswarm_contexts: real files, served by real code
+        self.context_dir = Path(tempfile.mkdtemp(prefix="armswarm-test-contexts-"))
+        self.served = {}  # run → {image: reference} while it is served
+        self.withdrawn = []
+        self.contexts = {}  # jid → the context bytes its node fetched and checked
 
     def _alive(self, node, at):
         return at < self.dies.get(node, float("inf"))
@@ -165,10 +173,26 @@ class FakeCluster:
         self.gc.append(node)
         return self.gc_answer
 
+    def serve(self, run_id, contexts):
+        self.served[run_id] = build_contexts.serve(self.context_dir, run_id, contexts)
+        return self.served[run_id]
+
+    def withdraw(self, run_id):
+        build_contexts.withdraw(self.context_dir, run_id)
+        self.withdrawn.append(run_id)
+
+    def fetch_context(self, kwargs) -> bytes:
+        """What the node does: fetch the named context from the file server, check its hash."""
+        url = urlsplit(kwargs["context_source"])
+        assert url.scheme == "salt" and url.query == f"saltenv={build_contexts.SALTENV}"
+        data = (self.context_dir / url.netloc / url.path.lstrip("/")).read_bytes()
+        return build_job.verified(data, kwargs["context_sha256"])
+
     # -- the dispatcher's side
     def start(self, node, image, kwargs):
         jid = self._jid()
         self.jobs[jid] = (node, image, kwargs)
+        self.contexts[jid] = self.fetch_context(kwargs)
         now = self.clock.now
         due = now + self.seconds.get(image, 1)
         push = None
@@ -678,6 +702,8 @@ def test_an_interrupted_run_still_writes_its_report(env):
     # Nothing of an unfinished run moves latest or counts as a measured duration.
     assert registry.retags == []
     assert not (settings.state_dir / "durations.json").exists()
+    # its contexts are no longer served
+    assert cluster.withdrawn == list(cluster.served) and list(cluster.context_dir.iterdir()) == []
 
 
 def test_a_report_that_cannot_be_written_does_not_hide_the_interruption(env):
@@ -688,6 +714,65 @@ def test_a_report_that_cannot_be_written_does_not_hide_the_interruption(env):
     with pytest.raises(KeyboardInterrupt):
         run(env)
     assert cluster.closed
+
+
+# -- build contexts: served by hash, never in a job's arguments ------------------------------
+def test_a_job_names_its_context_by_hash_and_carries_none_of_its_bytes(env):
+    _, _, cluster, settings = env
+    (Path(settings.source) / "b" / "blob").write_bytes(random.randbytes(4096))
+    report = run(env)
+    assert report["retcode"] == 0 and len(cluster.jobs) == 5
+    (run_id,) = cluster.served
+    for jid, (_, image, kwargs) in cluster.jobs.items():
+        packed = build_job.pack_bytes(Path(settings.source) / image)
+        assert "context" not in kwargs
+        assert kwargs["context_sha256"] == hashlib.sha256(packed).hexdigest()
+        assert kwargs["context_source"] == (
+            f"salt://{run_id}/{kwargs['context_sha256']}.tar.gz?saltenv=armswarm_contexts"
+        )
+        # what Salt publishes to every minion and keeps in the job cache: small, no context
+        text = json.dumps(kwargs)
+        assert len(text) < 1000
+        assert build_job.pack(Path(settings.source) / image)[:64] not in text
+        # the node fetched the image's own directory, checked against the named hash
+        assert cluster.contexts[jid] == packed
+    # served while the run ran, gone once it ended
+    assert cluster.withdrawn == [run_id] and list(cluster.context_dir.iterdir()) == []
+
+
+def test_a_context_that_is_not_the_one_named_is_refused(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    data = build_job.pack_bytes(tmp_path)
+    digest = hashlib.sha256(data).hexdigest()
+    assert build_job.verified(data, digest) == data
+    with pytest.raises(ArmswarmError, match=f"the job names {'0' * 64}: refused"):
+        build_job.verified(data, "0" * 64)
+    for wrong in (digest.upper(), digest[:-1], None, 7, "sha256:" + digest):
+        with pytest.raises(ArmswarmError, match="context_sha256 must be 64 lowercase hex"):
+            build_job.verified(data, wrong)
+
+
+def test_the_master_must_serve_the_contexts_environment(tmp_path):
+    for roots in (None, {}, {"base": ["/srv/salt"]}, {"armswarm_contexts": []}):
+        with pytest.raises(
+            ArmswarmError, match="the master serves no file_roots:armswarm_contexts"
+        ):
+            build_contexts.root(roots)
+    assert build_contexts.root({"armswarm_contexts": [str(tmp_path)]}) == tmp_path
+    served = build_contexts.serve(tmp_path, "r1", {"web": b"one", "db": b"one"})
+    assert served["web"] == served["db"]  # one file per content
+    assert [p.name for p in (tmp_path / "r1").iterdir()] == [
+        hashlib.sha256(b"one").hexdigest() + ".tar.gz"
+    ]
+    with pytest.raises(ArmswarmError, match="not a run id"):
+        build_contexts.serve(tmp_path, "../up", {"web": b"x"})
+    # a directory a killed run left a day ago goes with the next run; a recent one stays
+    build_contexts.serve(tmp_path, "r0", {"web": b"old"})
+    os.utime(tmp_path / "r0", (0, 0))
+    build_contexts.serve(tmp_path, "r2", {"web": b"two"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1", "r2"]
+    build_contexts.withdraw(tmp_path, "r1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r2"]
 
 
 # -- refused before anything is built ---------------------------------------------------------

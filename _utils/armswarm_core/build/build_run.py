@@ -15,6 +15,10 @@ module holds every decision. The transport does what needs Salt:
     a progress line.
 ``start``, ``probe``, ``events``
     the dispatcher's (see :mod:`armswarm_core.build.dispatch`).
+``serve(run_id, {image: bytes}) -> {image: {"source", "sha256"}}``, ``withdraw(run_id)``
+    put the run's build contexts where the nodes fetch them (the master's file server, see
+    :mod:`armswarm_core.build.build_contexts`), and remove them when the run ends: a job names
+    its context and the context's SHA-256, it does not carry it.
 ``garbage_collect(node) -> return``
     the registry's garbage collection on its node (``prune`` only): Salt's full return of
     ``docker_registry.garbage_collect`` on that node, or None when it did not answer.
@@ -453,8 +457,9 @@ def push_tag(job, tag: str) -> str:
     return tag_retention.platform_tag(tag, job.platform) if job.name != job.image_name else tag
 
 
-def job_kwargs(spec, context: str, host: str, tag: str, digests: dict, jobs=None) -> dict:
-    """The arguments of the node's ``imagebuild.build`` for job ``spec``: pinned to the
+def job_kwargs(spec, context: dict, host: str, tag: str, digests: dict, jobs=None) -> dict:
+    """The arguments of the node's ``imagebuild.build`` for job ``spec``: its context by
+    reference (``context``: ``{"source", "sha256"}`` as served, never the bytes), pinned to the
     digests its parents' jobs (of its platform) got in this run (``digests``: parent job →
     digest, its parents' only). A parent whose digest is None is still pushing from this
     node: the child builds on its local tag (``jobs``: the run's jobs, for that tag)."""
@@ -475,7 +480,8 @@ def job_kwargs(spec, context: str, host: str, tag: str, digests: dict, jobs=None
     return {
         "image": spec.image_name,
         "ref": f"{host}/{spec.image_name}:{push_tag(spec, tag)}",
-        "context": context,
+        "context_source": context["source"],
+        "context_sha256": context["sha256"],
         "dockerfile": spec.dockerfile,
         "script": spec.script,
         "pins": pins,
@@ -494,8 +500,8 @@ def _contexts(graph, max_context_mb) -> dict:
     max_bytes = float(max_context_mb) * 2**20
     contexts = {}
     for name in graph.order:
-        contexts[name] = build_job.pack(graph.images[name].path)
-        if len(contexts[name]) * 3 / 4 > max_bytes:  # base64 → bytes
+        contexts[name] = build_job.pack_bytes(graph.images[name].path)
+        if len(contexts[name]) > max_bytes:
             raise ArmswarmError(
                 f"{name}: build context is larger than armswarm:imagebuild:max_context_mb"
             )
@@ -529,6 +535,11 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
 
     run_id = f"{tag}-{uuid.uuid4().hex[:6]}"
     prefix = f"armswarm/imagebuild/{run_id}"
+    try:
+        served = transport.serve(run_id, contexts)
+    except BaseException:
+        transport.withdraw(run_id)  # what was written before the failure
+        raise
     transport.listen()
     started = clock()
 
@@ -561,7 +572,7 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
             sched,
             transport,
             lambda job, node, digests: job_kwargs(
-                jobs.images[job], contexts[jobs.images[job].image_name], host, tag, digests, jobs
+                jobs.images[job], served[jobs.images[job].image_name], host, tag, digests, jobs
             ),
             retries=int(settings.retries),
             progress=progress,
@@ -572,6 +583,7 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
         outcomes = dispatcher.run()
     finally:
         transport.close()
+        transport.withdraw(run_id)  # every job has ended: no node fetches a context any more
         if outcomes is None and dispatcher is not None:
             # interrupted or crashed: keep the report of what was done
             try:
