@@ -6,6 +6,9 @@ hand. Registry credentials come from this minion's pillar (``armswarm:registry:u
 """
 
 import logging
+import os
+import tempfile
+from pathlib import Path
 
 from armswarm_core import ArmswarmError
 from armswarm_core.build import build_job
@@ -35,7 +38,7 @@ def _auth():
 def build(
     image,
     ref,
-    context,
+    context=None,
     dockerfile=None,
     script=None,
     pins=None,
@@ -43,19 +46,25 @@ def build(
     registry_host=None,
     timeout=1800,
     platform=None,
+    context_source=None,
+    context_sha256=None,
     **kwargs,
 ):
     """
-    Build ``image`` from ``context`` (base64 of a gzip tar of its directory), tag it ``ref``
-    (``<registry>/<image>:<tag>``) and push it. ``pins`` maps the repositories of parent images
-    to the exact references this run built (``<registry>/base@sha256:…``): FROM and
-    ``COPY --from`` lines naming them are rewritten, so a child never builds on an older
-    parent. ``script`` builds the image with a script instead of a Dockerfile (it must create
-    ``$ARMSWARM_IMAGE``). ``platform`` (``linux/arm/v7``, ``linux/arm64`` …) is what the image
-    is built for: the engine builds for it, the Dockerfile gets TARGETPLATFORM, TARGETOS,
-    TARGETARCH, TARGETVARIANT and BUILDPLATFORM … as build arguments (those it declares), a
-    script as environment variables, and the built image must say that platform in its config
-    or it is not pushed.
+    Build ``image`` from its context, tag it ``ref`` (``<registry>/<image>:<tag>``) and push
+    it. The runner names the context: ``context_source`` (``salt://…`` on the master's file
+    server, fetched with ``cp.get_file``) and ``context_sha256``; a fetched context whose
+    SHA-256 differs is refused before anything is unpacked. By hand, ``context`` may instead be
+    the base64 of a gzip tar of the image's directory.
+
+    ``pins`` maps the repositories of parent images to the exact references this run built
+    (``<registry>/base@sha256:…``): FROM and ``COPY --from`` lines naming them are rewritten, so
+    a child never builds on an older parent. ``script`` builds the image with a script instead
+    of a Dockerfile (it must create ``$ARMSWARM_IMAGE``). ``platform`` (``linux/arm/v7``,
+    ``linux/arm64`` …) is what the image is built for: the engine builds for it, the Dockerfile
+    gets TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT and BUILDPLATFORM … as build
+    arguments (those it declares), a script as environment variables, and the built image must
+    say that platform in its config or it is not pushed.
 
     Returns ``status`` (``ok``/``failed``), ``digest``, ``error``, ``transient`` (worth
     retrying), timings (``pull_seconds``, ``build_seconds``, ``push_seconds``) and the last
@@ -67,11 +76,25 @@ def build(
     .. code-block:: bash
 
         salt node2 imagebuild.build web reg.lan:5000/web:20261122 "$(tar -C web -cz . | base64 -w0)"
+        salt node2 imagebuild.build web reg.lan:5000/web:20261122 \
+            context_source=salt://web.tar.gz context_sha256="$(sha256sum web.tar.gz | cut -c1-64)"
     """
     # Salt adds its __pub_* keys (the job id among them); anything else is a misspelled argument.
     unknown = sorted(key for key in kwargs if not key.startswith("__pub_"))
     if unknown:
         raise CommandExecutionError(f"imagebuild.build: unknown argument(s): {', '.join(unknown)}")
+    if (context is None) == (context_source is None):
+        raise CommandExecutionError(
+            "imagebuild.build: give context_source and context_sha256 (or, by hand, context)"
+        )
+    if context_source is not None:
+        try:
+            context = _fetch(context_source, context_sha256)
+        except _Unfetched as exc:
+            log.warning("imagebuild: %s: %s", image, exc)
+            answer = build_job.failed(image, ref, str(exc), exc.transient)
+            answer["node"] = __opts__["id"]
+            return answer
     try:
         engine = docker_client.connect(__opts__, __pillar__)
     except ArmswarmError as exc:
@@ -96,6 +119,35 @@ def build(
     if answer["status"] != "ok":
         log.warning("imagebuild: %s failed: %s", image, answer.get("error"))
     return answer
+
+
+class _Unfetched(Exception):
+    def __init__(self, message, transient):
+        super().__init__(message)
+        self.transient = transient
+
+
+def _fetch(source, sha256) -> bytes:
+    """The context ``source`` names, from the master's file server, checked against
+    ``sha256``. Into a private temporary directory (not the minion's file cache): it is
+    read once and gone after the build."""
+    if not isinstance(source, str) or not source.startswith("salt://"):
+        raise _Unfetched(f"context_source must be a salt:// URL, not {source!r}", False)
+    if not build_job.is_sha256(sha256):
+        raise _Unfetched(f"context_sha256 must be 64 lowercase hex digits, not {sha256!r}", False)
+    with tempfile.TemporaryDirectory(prefix="armswarm-context-") as tmp:
+        dest = os.path.join(tmp, "context.tar.gz")
+        try:
+            got = __salt__["cp.get_file"](source, dest)
+        except Exception as exc:  # noqa: BLE001 - the master busy or away: worth another try
+            raise _Unfetched(f"fetching {source} failed: {exc}", True) from exc
+        if not got:
+            raise _Unfetched(f"the master does not serve {source}", False)
+        data = Path(dest).read_bytes()
+    try:
+        return build_job.verified(data, sha256)
+    except ArmswarmError as exc:
+        raise _Unfetched(f"{source}: {exc}", False) from exc
 
 
 def _announcer(jid, image):

@@ -5,6 +5,7 @@
     salt-run imagebuild.plan source=salt://images      # the graph, order, critical path
     salt-run imagebuild.run source=salt://images       # build, push, report
     salt-run imagebuild.prune                          # retention, dry-run by default
+    salt-run imagebuild.adopt web runs=20260101        # a run from before the ledger
 
 Settings are ``armswarm:imagebuild`` and ``armswarm:registry`` (see
 :mod:`armswarm_core.build.build_settings` and :mod:`armswarm_core.registry.registry_settings`):
@@ -33,6 +34,12 @@ end of the run, for each image that was built. Events ``armswarm/imagebuild/<run
 job's start and end; the report (JSON) and a timeline (SVG) are written under the master's cache
 directory.
 
+A job names its build context and the context's SHA-256; the master's file server serves the
+context (``file_roots:armswarm_contexts`` of the master config, see
+:mod:`armswarm_core.build.build_contexts`) to the one node the job is published to, which
+refuses it when the hash differs. Neither the publication (which every minion receives) nor the
+master's job cache holds the context.
+
 This module only reads the settings and talks to Salt; what a plan, a run and retention
 decide is in :mod:`armswarm_core.build.build_run`.
 """
@@ -49,7 +56,7 @@ import salt.loader
 import salt.pillar
 import salt.utils.event
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_run, build_settings, dispatch
+from armswarm_core.build import build_contexts, build_run, build_settings, dispatch
 from armswarm_core.registry import registry_api
 from armswarm_core.swarm import swarm_layout
 from salt.utils.data import traverse_dict_and_list
@@ -90,6 +97,12 @@ def _registry_settings(host=None) -> registry_api.Settings:
 
 def _state_dir() -> Path:
     path = Path(__opts__["cachedir"]) / "armswarm" / "imagebuild"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _context_root() -> Path:
+    path = build_contexts.root(__opts__.get("file_roots"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -183,9 +196,25 @@ class _SaltTransport:
     def say(self, message):
         _say(message)
 
+    def serve(self, run_id, contexts):
+        # file_roots:armswarm_contexts of the master config: the master's file server serves
+        # the contexts from there, each to the node that fetches it
+        return build_contexts.serve(_context_root(), run_id, contexts)
+
+    def withdraw(self, run_id):
+        try:
+            root = build_contexts.root(__opts__.get("file_roots"))
+        except ArmswarmError:
+            return  # nothing was served (serve said why)
+        build_contexts.withdraw(root, run_id)
+
     def garbage_collect(self, node):
         rets = self.local.cmd(
-            node, "docker_registry.garbage_collect", timeout=300, full_return=True
+            [node],
+            "docker_registry.garbage_collect",
+            tgt_type="list",
+            timeout=300,
+            full_return=True,
         )
         return rets.get(node)
 
@@ -325,6 +354,7 @@ def _prune(keep=None, dry_run=True, repositories=None, gc=True):
         repositories=repositories,
         gc=gc,
         registry_node=_registry_node(),
+        state_dir=_state_dir(),
     )
 
 
@@ -404,11 +434,15 @@ def run(
 
 def prune(keep=None, dry_run=True, repositories=None, gc=True):
     """
-    Registry retention: keep the newest ``keep`` dated tags per repository (default
-    ``armswarm:registry:keep``, 7), ``latest`` and every tag that is not dated. A digest that
-    a kept tag also points to is never deleted: its old tag is only untagged. Dry-run unless
-    ``dry_run=False``. After deleting, the registry's garbage collection runs on the registry
-    node (``armswarm:registry:node``, with the registry read-only) unless ``gc=False``.
+    Registry retention: keep the newest ``keep`` runs' dated tags per repository (default
+    ``armswarm:registry:keep``, 7), ``latest`` and every tag that is not dated. Only tags that
+    :func:`run` made are ever deleted (it records them in ``ledger.json`` under the master's
+    cache directory); a tag that only looks dated (pushed by hand, or before the ledger
+    existed) is kept and listed under ``kept_not_made_by_armswarm`` (see :func:`adopt`). A
+    digest that a kept tag also points to is never deleted: its old tag is only untagged.
+    Dry-run unless ``dry_run=False``. After deleting, the registry's garbage collection runs on
+    the registry node (``armswarm:registry:node``, with the registry read-only) unless
+    ``gc=False``.
 
     CLI Example:
 
@@ -419,5 +453,28 @@ def prune(keep=None, dry_run=True, repositories=None, gc=True):
     """
     try:
         return _prune(keep=keep, dry_run=dry_run, repositories=repositories, gc=gc)
+    except ArmswarmError as exc:
+        return _failure(exc)
+
+
+def adopt(repository, runs):
+    """
+    Hand runs that the ledger does not hold over to retention: runs pushed before armswarm
+    recorded the tags it makes, which :func:`prune` otherwise keeps for good. ``runs`` names
+    their run tags (a list, or comma-separated); each must be a dated tag of ``repository``,
+    and its platform tags (``20260101-linux-arm64``) come with it. Nothing is deleted here:
+    run :func:`prune` (dry-run first) afterwards.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run imagebuild.adopt web runs=20260101,20260102
+    """
+    try:
+        conf = _registry_settings()
+        return build_run.adopt(
+            registry_api.Registry(conf), _state_dir(), repository, runs, conf.tag_format
+        )
     except ArmswarmError as exc:
         return _failure(exc)

@@ -388,7 +388,11 @@ class Lab:
             "log_file": str(root / "log" / "master"),
             "key_logfile": str(root / "log" / "key"),
             "log_level_logfile": "info",
-            "file_roots": {"base": self._file_roots(root)},
+            "file_roots": {
+                "base": self._file_roots(root),
+                # imagebuild's contexts, served by hash to the node of each job
+                "armswarm_contexts": [str(root / "cache" / "armswarm" / "imagebuild" / "contexts")],
+            },
             "pillar_roots": {"base": [self.pillar_root or paths.pillar_root()]},
             "worker_threads": 4,
             "timeout": 30,

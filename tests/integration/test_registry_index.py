@@ -124,28 +124,42 @@ class _Quiet:
         pass
 
 
-def test_prune_drops_an_old_run_and_keeps_what_the_kept_index_holds(registry):
+def test_prune_drops_an_old_run_and_keeps_what_the_kept_index_holds(registry, tmp_path):
+    state = tmp_path / "state"
     old_index, old_v7, shared = _run(registry, "web", "20261101", "old", "same")
-    # the next run rebuilt arm64 identically (the same manifest digest), armv7 anew
+    # the next run rebuilt arm64 identically (the same manifest digest), armv7 new
     new_index, new_v7, again = _run(registry, "web", "20261102", "new", "same")
     assert again == shared and new_v7 != old_v7
-    # an index pushed by someone else whose manifests have no tags of their own
+    slugs = ("", "-linux-arm-v7", "-linux-arm64")
+    build_run.record(
+        state, {"web": {run: [run + s for s in slugs] for run in ("20261101", "20261102")}}
+    )
+    # an index from before the ledger, whose manifests have no tags of their own: adopted
     foreign = _push_image(registry, "web", "scratchpad", "arm", "v7", "foreign")
     foreign_index = registry.put_index("web", ["20261001"], {"linux/arm/v7": foreign})
     registry.untag("web", "scratchpad")
+    # someone's own tag that looks dated: never deleted
+    hand = _push_image(registry, "web", "20240101", "arm64", "", "by hand")
     assert old_index != new_index
 
-    result = build_run.prune(_Quiet(), registry, keep=1, repositories="web", dry_run=False)
+    before = build_run.prune(_Quiet(), registry, keep=1, repositories="web", state_dir=state)
+    assert before["repositories"]["web"]["kept_not_made_by_armswarm"] == ["20240101", "20261001"]
+    build_run.adopt(registry, state, "web", "20261001")
+    result = build_run.prune(
+        _Quiet(), registry, keep=1, repositories="web", dry_run=False, state_dir=state
+    )
     entry = result["repositories"]["web"]
     assert sorted(entry["deleted"]) == ["20261001", "20261101", "20261101-linux-arm-v7"]
     assert entry["untagged"] == ["20261101-linux-arm64"]  # its manifest: in the kept index
     assert entry["orphans"] == [foreign]
+    assert entry["kept_not_made_by_armswarm"] == ["20240101"]
     assert registry.tags("web") == sorted(
-        ["20261102", "20261102-linux-arm-v7", "20261102-linux-arm64", "latest"]
+        ["20240101", "20261102", "20261102-linux-arm-v7", "20261102-linux-arm64", "latest"]
     )
     # what the registry now serves: the kept index and everything it references
     assert registry.digest("web", "latest") == new_index
-    for digest in (new_index, new_v7, shared):
+    for digest in (new_index, new_v7, shared, hand):
         assert registry.digest("web", digest) == digest
     for digest in (old_index, old_v7, foreign_index, foreign):
         assert registry.digest("web", digest) is None
+    assert build_run.ledger(state) == {"web": {"20261102": [f"20261102{s}" for s in sorted(slugs)]}}

@@ -147,6 +147,33 @@ def test_example_tree_builds_across_nodes_into_the_registry(lab, first_run):
         assert item["build_seconds"] > 0 and item["push_seconds"] > 0, item
 
 
+def test_jobs_went_to_one_node_each_and_the_job_cache_holds_no_context(lab, first_run):
+    _, report, _ = first_run
+    jobs = lab.salt_json("jobs.list_jobs", "search_function=imagebuild.build", tool="salt-run")
+    tag = report["tag"]
+
+    def kwargs_of(job):
+        return next((a for a in job["Arguments"] if isinstance(a, dict)), {})
+
+    def of_this_run(job):
+        ref = str(kwargs_of(job).get("ref", ""))
+        return ref.endswith(f":{tag}") or f":{tag}-linux-" in ref
+
+    ours = {jid: job for jid, job in jobs.items() if of_this_run(job)}
+    assert len(ours) >= len(report["images"]), sorted(jobs)
+    for jid, job in ours.items():
+        # published to exactly the node that built it, by id
+        assert job["Target-type"] == "list" and len(job["Target"]) == 1, job
+        kwargs = kwargs_of(job)
+        assert "context" not in kwargs, jid
+        assert kwargs["context_source"].startswith("salt://")
+        assert len(kwargs["context_sha256"]) == 64
+        assert len(json.dumps(job["Arguments"])) < 2000, jid  # a name and a hash, no tar
+    # the run's contexts left the master's file server when it ended
+    served = lab.master_root / "cache" / "armswarm" / "imagebuild" / "contexts"
+    assert served.is_dir() and list(served.iterdir()) == []
+
+
 def test_plan_builds_nothing(lab, first_run):
     catalog = _api(lab, "_catalog").json()
     plan = lab.salt_json("imagebuild.plan", "source=salt://imagebuild/images", tool="salt-run")
@@ -311,7 +338,8 @@ def test_retention_keeps_latest_and_recent_tags(lab, first_run):
     repo = "retention-demo"
     node = "node1"
     tags = ["20260101", "20260102", "20260103", "20260104", "20260105"]
-    for index, tag in enumerate(tags):
+    hand = "20991231"  # someone's own tag that looks dated: never adopted, never deleted
+    for index, tag in enumerate([*tags, hand]):
         ref = f"{lab.registry}/{repo}:{tag}"
         script = (
             f"mkdir -p /tmp/r{index} && echo {index} > /tmp/r{index}/v && "
@@ -333,12 +361,18 @@ def test_retention_keeps_latest_and_recent_tags(lab, first_run):
     shared = _digest(lab, repo, "latest")
     assert shared == _digest(lab, repo, "20260101")
 
+    # pushed by hand: retention keeps them all until the operator adopts them
+    before = lab.salt_json("imagebuild.prune", "keep=2", f"repositories={repo}", tool="salt-run")
+    assert before["repositories"][repo]["deleted"] == before["repositories"][repo]["untagged"] == []
+    assert before["repositories"][repo]["kept_not_made_by_armswarm"] == [*tags, hand]
+    adopted = lab.salt_json("imagebuild.adopt", repo, "runs=" + ",".join(tags), tool="salt-run")
+    assert sorted(adopted["adopted"]) == tags
     dry = lab.salt_json("imagebuild.prune", "keep=2", f"repositories={repo}", tool="salt-run")
     assert dry["dry_run"] is True
     entry = dry["repositories"][repo]
     assert entry["deleted"] == ["20260102", "20260103"]
     assert entry["untagged"] == ["20260101"]
-    assert len(_api(lab, f"{repo}/tags/list").json()["tags"]) == 6  # nothing changed
+    assert len(_api(lab, f"{repo}/tags/list").json()["tags"]) == 7  # nothing changed
 
     done = lab.salt_json(
         "imagebuild.prune", "keep=2", f"repositories={repo}", "dry_run=False", tool="salt-run"
@@ -346,5 +380,6 @@ def test_retention_keeps_latest_and_recent_tags(lab, first_run):
     # The lab's registry runs on the host, not on a node: no collection to run.
     assert done["garbage_collection"].startswith("skipped: armswarm:registry:node is not set")
     left = sorted(_api(lab, f"{repo}/tags/list").json()["tags"] or [])
-    assert left == ["20260104", "20260105", "latest"]
+    assert left == ["20260104", "20260105", hand, "latest"]
+    assert done["repositories"][repo]["kept_not_made_by_armswarm"] == [hand]
     assert _digest(lab, repo, "latest") == shared  # the shared digest survived

@@ -4,12 +4,16 @@ The image tree, the build contexts, the durations file and the report are real f
 
 import hashlib
 import json
+import os
 import random
+import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from armswarm_core import ArmswarmError
-from armswarm_core.build import build_run
+from armswarm_core.build import build_contexts, build_job, build_run
+from armswarm_core.registry import tag_retention
 
 pytestmark = pytest.mark.unit
 
@@ -130,6 +134,11 @@ class FakeCluster:
         self.gc = []
         self.gc_answer = None
         self.n = 0
+        # the master's file_roots:armswarm_contexts: real files, served by real code
+        self.context_dir = Path(tempfile.mkdtemp(prefix="armswarm-test-contexts-"))
+        self.served = {}  # run → {image: reference} while it is served
+        self.withdrawn = []
+        self.contexts = {}  # jid → the context bytes its node fetched and checked
 
     def _alive(self, node, at):
         return at < self.dies.get(node, float("inf"))
@@ -164,10 +173,26 @@ class FakeCluster:
         self.gc.append(node)
         return self.gc_answer
 
+    def serve(self, run_id, contexts):
+        self.served[run_id] = build_contexts.serve(self.context_dir, run_id, contexts)
+        return self.served[run_id]
+
+    def withdraw(self, run_id):
+        build_contexts.withdraw(self.context_dir, run_id)
+        self.withdrawn.append(run_id)
+
+    def fetch_context(self, kwargs) -> bytes:
+        """What the node does: fetch the named context from the file server, check its hash."""
+        url = urlsplit(kwargs["context_source"])
+        assert url.scheme == "salt" and url.query == f"saltenv={build_contexts.SALTENV}"
+        data = (self.context_dir / url.netloc / url.path.lstrip("/")).read_bytes()
+        return build_job.verified(data, kwargs["context_sha256"])
+
     # -- the dispatcher's side
     def start(self, node, image, kwargs):
         jid = self._jid()
         self.jobs[jid] = (node, image, kwargs)
+        self.contexts[jid] = self.fetch_context(kwargs)
         now = self.clock.now
         due = now + self.seconds.get(image, 1)
         push = None
@@ -249,6 +274,7 @@ THREE_LEVELS = {
     "a1/Dockerfile": "FROM a\nCOPY --from=base /etc/os-release /\n",
     "b1/Dockerfile": "FROM b\n",
 }
+THREE_LEVELS_IMAGES = ["a", "a1", "b", "b1", "base"]
 
 
 @pytest.fixture
@@ -676,6 +702,8 @@ def test_an_interrupted_run_still_writes_its_report(env):
     # Nothing of an unfinished run moves latest or counts as a measured duration.
     assert registry.retags == []
     assert not (settings.state_dir / "durations.json").exists()
+    # its contexts are no longer served
+    assert cluster.withdrawn == list(cluster.served) and list(cluster.context_dir.iterdir()) == []
 
 
 def test_a_report_that_cannot_be_written_does_not_hide_the_interruption(env):
@@ -686,6 +714,65 @@ def test_a_report_that_cannot_be_written_does_not_hide_the_interruption(env):
     with pytest.raises(KeyboardInterrupt):
         run(env)
     assert cluster.closed
+
+
+# -- build contexts: served by hash, never in a job's arguments ------------------------------
+def test_a_job_names_its_context_by_hash_and_carries_none_of_its_bytes(env):
+    _, _, cluster, settings = env
+    (Path(settings.source) / "b" / "blob").write_bytes(random.randbytes(4096))
+    report = run(env)
+    assert report["retcode"] == 0 and len(cluster.jobs) == 5
+    (run_id,) = cluster.served
+    for jid, (_, image, kwargs) in cluster.jobs.items():
+        packed = build_job.pack_bytes(Path(settings.source) / image)
+        assert "context" not in kwargs
+        assert kwargs["context_sha256"] == hashlib.sha256(packed).hexdigest()
+        assert kwargs["context_source"] == (
+            f"salt://{run_id}/{kwargs['context_sha256']}.tar.gz?saltenv=armswarm_contexts"
+        )
+        # what Salt publishes to every minion and keeps in the job cache: small, no context
+        text = json.dumps(kwargs)
+        assert len(text) < 1000
+        assert build_job.pack(Path(settings.source) / image)[:64] not in text
+        # the node fetched the image's own directory, checked against the named hash
+        assert cluster.contexts[jid] == packed
+    # served while the run ran, gone once it ended
+    assert cluster.withdrawn == [run_id] and list(cluster.context_dir.iterdir()) == []
+
+
+def test_a_context_that_is_not_the_one_named_is_refused(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    data = build_job.pack_bytes(tmp_path)
+    digest = hashlib.sha256(data).hexdigest()
+    assert build_job.verified(data, digest) == data
+    with pytest.raises(ArmswarmError, match=f"the job names {'0' * 64}: refused"):
+        build_job.verified(data, "0" * 64)
+    for wrong in (digest.upper(), digest[:-1], None, 7, "sha256:" + digest):
+        with pytest.raises(ArmswarmError, match="context_sha256 must be 64 lowercase hex"):
+            build_job.verified(data, wrong)
+
+
+def test_the_master_must_serve_the_contexts_environment(tmp_path):
+    for roots in (None, {}, {"base": ["/srv/salt"]}, {"armswarm_contexts": []}):
+        with pytest.raises(
+            ArmswarmError, match="the master serves no file_roots:armswarm_contexts"
+        ):
+            build_contexts.root(roots)
+    assert build_contexts.root({"armswarm_contexts": [str(tmp_path)]}) == tmp_path
+    served = build_contexts.serve(tmp_path, "r1", {"web": b"one", "db": b"one"})
+    assert served["web"] == served["db"]  # one file per content
+    assert [p.name for p in (tmp_path / "r1").iterdir()] == [
+        hashlib.sha256(b"one").hexdigest() + ".tar.gz"
+    ]
+    with pytest.raises(ArmswarmError, match="not a run id"):
+        build_contexts.serve(tmp_path, "../up", {"web": b"x"})
+    # a directory a killed run left a day ago goes with the next run; a recent one stays
+    build_contexts.serve(tmp_path, "r0", {"web": b"old"})
+    os.utime(tmp_path / "r0", (0, 0))
+    build_contexts.serve(tmp_path, "r2", {"web": b"two"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1", "r2"]
+    build_contexts.withdraw(tmp_path, "r1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r2"]
 
 
 # -- refused before anything is built ---------------------------------------------------------
@@ -710,46 +797,165 @@ def test_a_context_over_the_limit_is_refused(env, tmp_path):
 
 
 # -- retention ---------------------------------------------------------------------------------
+def made(repos) -> dict:
+    """The ledger entries of every dated tag in ``{repo: {tag: digest}}``, as runs record."""
+    out = {}
+    for repo, tags in repos.items():
+        for tag in tags:
+            if tag_retention.dated_key(tag):
+                out.setdefault(repo, {}).setdefault(tag_retention.run_of(tag), []).append(tag)
+    return out
+
+
+def prune(settings, cluster, registry, keep, **more):
+    return build_run.prune(cluster, registry, keep, state_dir=settings.state_dir, **more)
+
+
 def test_prune_dry_run_then_for_real_then_garbage_collection(env):
-    _, _, cluster, _ = env
+    _, _, cluster, settings = env
     tags = {"20261101": "sha256:1", "20261102": "sha256:2", "20261103": "sha256:3"}
     registry = FakeRegistry({"web": {**tags, "latest": "sha256:1"}, "db": {"20261101": "d"}})
-    dry = build_run.prune(cluster, registry, "1", registry_node="node1")
+    build_run.record(settings.state_dir, made(registry.repos))
+    dry = prune(settings, cluster, registry, "1", registry_node="node1")
     assert dry["repositories"]["web"] == {
         "kept": ["20261103", "latest"],
         "deleted": ["20261102"],
         "untagged": ["20261101"],
         "orphans": [],
+        "kept_not_made_by_armswarm": [],
     }
     assert dry["garbage_collection"] == "skipped"
     assert registry.deleted == registry.untagged == [] and cluster.gc == []
     assert cluster.said == ["web: would remove 2 tags"]
+    assert build_run.ledger(settings.state_dir) == made(registry.repos)  # a dry run keeps it
 
     cluster.gc_answer = {"ret": {"freed_bytes": 123}, "retcode": 0}
-    done = build_run.prune(cluster, registry, 1, dry_run=False, registry_node="node1")
+    done = prune(settings, cluster, registry, 1, dry_run=False, registry_node="node1")
     assert registry.deleted == [("web", "sha256:2")]
     assert registry.untagged == [("web", "20261101")]
     assert registry.repos["web"] == {"20261103": "sha256:3", "latest": "sha256:1"}
     assert cluster.gc == ["node1"] and done["garbage_collection"] == {"freed_bytes": 123}
     assert cluster.said[-1] == "garbage collection on node1: 123 bytes freed"
+    # what was deleted left the ledger
+    assert build_run.ledger(settings.state_dir) == {
+        "web": {"20261103": ["20261103"]},
+        "db": {"20261101": ["20261101"]},
+    }
 
-    again = build_run.prune(cluster, registry, 1, dry_run=False, registry_node="node1")
+    again = prune(settings, cluster, registry, 1, dry_run=False, registry_node="node1")
     assert again["garbage_collection"] == "not needed" and cluster.gc == ["node1"]
 
 
 def test_prune_refuses_bad_keep_and_reports_a_failed_collection(env):
-    _, _, cluster, _ = env
+    _, _, cluster, settings = env
     registry = FakeRegistry({"web": {"20261101": "sha256:1", "20261102": "sha256:2"}})
+    build_run.record(settings.state_dir, made(registry.repos))
+    build_run.record(settings.state_dir, {"web": {"20261103": ["20261103"]}})  # a run to come
     with pytest.raises(ArmswarmError, match="keep must be"):
-        build_run.prune(cluster, registry, 0)
-    unset = build_run.prune(cluster, FakeRegistry(registry.repos), 1, dry_run=False)
+        prune(settings, cluster, registry, 0)
+    with pytest.raises(ArmswarmError, match="dry_run must be true or false, not 'False'"):
+        prune(settings, cluster, registry, 1, dry_run="False")
+    unset = prune(settings, cluster, FakeRegistry(registry.repos), 1, dry_run=False)
     assert unset["garbage_collection"].startswith("skipped: armswarm:registry:node is not set")
     cluster.gc_answer = {"ret": "registry is not read-only", "retcode": 1}
     registry.repos["web"]["20261103"] = "sha256:3"
     with pytest.raises(ArmswarmError, match="garbage collection on node1 failed: registry is"):
-        build_run.prune(
-            cluster, registry, 1, repositories="web", dry_run=False, registry_node="node1"
+        prune(
+            settings, cluster, registry, 1, repositories="web", dry_run=False, registry_node="node1"
         )
+
+
+def test_a_run_records_its_tags_and_prune_deletes_no_tag_it_did_not_make(env):
+    _, registry, cluster, settings = env
+    # before the run: "a" has 20261101 (not recorded: pushed before the ledger, or by hand)
+    registry.repos["a"]["20240101"] = "sha256:hand"  # someone's own tag that looks dated
+    first = run(env)
+    assert first["retcode"] == 0
+    ledger = json.loads((settings.state_dir / build_run.LEDGER).read_text())
+    assert ledger["version"] == build_run.LEDGER_VERSION
+    assert ledger["repositories"] == {name: {TAG: [TAG]} for name in THREE_LEVELS_IMAGES}
+    assert [p.name for p in settings.state_dir.iterdir() if p.name.endswith(".tmp")] == []
+    second = run(env, tag="20261123")
+    assert second["retcode"] == 0
+
+    done = prune(settings, cluster, registry, 1, dry_run=False)
+    entry = done["repositories"]["a"]
+    # the first run's (the second built the same image: its tag is only untagged); 20261101
+    # and 20240101 were not made here
+    assert entry["untagged"] == [TAG] and entry["deleted"] == []
+    assert entry["kept_not_made_by_armswarm"] == ["20240101", "20261101"]
+    assert sorted(registry.repos["a"]) == ["20240101", "20261101", "20261123", "latest"]
+    for name in set(THREE_LEVELS_IMAGES) - {"a"}:
+        assert sorted(registry.repos[name]) == ["20261123", "latest"]
+    assert "a: kept 2 dated-looking tags not made by armswarm: 20240101, 20261101" in cluster.said
+    assert build_run.ledger(settings.state_dir) == {
+        name: {"20261123": ["20261123"]} for name in THREE_LEVELS_IMAGES
+    }
+
+
+def test_a_failed_delete_keeps_the_tags_it_did_not_remove_in_the_ledger(env):
+    _, _, cluster, settings = env
+    repos = {"web": {"20261101": "sha256:1", "20261102": "sha256:2", "20261103": "sha256:3"}}
+    registry = FakeRegistry(repos)
+    build_run.record(settings.state_dir, made(repos))
+    real_delete = registry.delete
+
+    def delete(repo, digest):
+        if digest == "sha256:2":
+            raise ArmswarmError("registry DELETE web/manifests/sha256:2: HTTP 500")
+        real_delete(repo, digest)
+
+    registry.delete = delete
+    with pytest.raises(ArmswarmError, match="HTTP 500"):
+        prune(settings, cluster, registry, 1, dry_run=False)
+    # 20261101 is gone from the registry and from the ledger; 20261102 is still in both
+    assert sorted(registry.repos["web"]) == ["20261102", "20261103"]
+    assert build_run.ledger(settings.state_dir) == {
+        "web": {"20261102": ["20261102"], "20261103": ["20261103"]}
+    }
+    registry.delete = real_delete
+    prune(settings, cluster, registry, 1, dry_run=False)
+    assert build_run.ledger(settings.state_dir) == {"web": {"20261103": ["20261103"]}}
+
+
+def test_an_unreadable_ledger_stops_retention_and_the_run(env):
+    _, registry, cluster, settings = env
+    settings.state_dir.mkdir(parents=True)
+    path = settings.state_dir / build_run.LEDGER
+    for text in ("{not json", '{"version": 1, "repositories": {"a": {"20261101": "20261101"}}}'):
+        path.write_text(text)
+        with pytest.raises(ArmswarmError, match=f"{path}: "):
+            prune(settings, cluster, registry, 1, dry_run=False)
+        with pytest.raises(ArmswarmError, match=f"{path}: "):
+            run(env)
+    assert registry.deleted == registry.untagged == [] and cluster.jobs == {}
+
+
+def test_adopted_runs_are_pruned_like_recorded_ones(env):
+    _, _, cluster, settings = env
+    tags = {
+        "20260101": "sha256:i1",
+        "20260101-linux-arm64": "sha256:m1",
+        "20260102": "sha256:2",
+        "20260103": "sha256:3",
+        "20240101": "sha256:hand",
+    }
+    registry = FakeRegistry({"web": tags})
+    assert prune(settings, cluster, registry, 1)["repositories"]["web"]["deleted"] == []
+    added = build_run.adopt(registry, settings.state_dir, "web", "20260101,20260102")
+    assert added == {
+        "repository": "web",
+        "adopted": {"20260101": ["20260101", "20260101-linux-arm64"], "20260102": ["20260102"]},
+    }
+    build_run.adopt(registry, settings.state_dir, "web", 20260103)  # as salt-run reads it
+    with pytest.raises(ArmswarmError, match=r"runs: 20260104.1 is not a tag name; quote it"):
+        build_run.adopt(registry, settings.state_dir, "web", 20260104.1)
+    with pytest.raises(ArmswarmError, match="repository must be"):
+        build_run.adopt(registry, settings.state_dir, ["web"], "20260101")
+    done = prune(settings, cluster, registry, 1, dry_run=False)["repositories"]["web"]
+    assert sorted(done["deleted"]) == ["20260101", "20260101-linux-arm64", "20260102"]
+    assert done["kept_not_made_by_armswarm"] == ["20240101"]
+    assert sorted(registry.repos["web"]) == ["20240101", "20260103"]
 
 
 def test_aliases_tree_build_args_and_skipped_directories_reach_the_plan_and_the_nodes(

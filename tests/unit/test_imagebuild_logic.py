@@ -193,6 +193,15 @@ def test_run_tag_never_reuses_a_published_tag():
     assert tag_retention.run_tag([], day, "%Y-%m-%d") == "2026-11-22"
 
 
+def made(tags, fmt=tag_retention.DEFAULT_TAG_FORMAT) -> dict:
+    """A ledger that says the runner made every dated tag of ``tags``."""
+    out = {}
+    for tag in tags:
+        if tag_retention.dated_key(tag, fmt):
+            out.setdefault(tag_retention.run_of(tag), []).append(tag)
+    return out
+
+
 def test_retention_keeps_shared_digests():
     tags = {
         "20261101": "sha256:a",
@@ -203,10 +212,60 @@ def test_retention_keeps_shared_digests():
         "latest": "sha256:b",  # an old dated tag shares latest's digest
         "stable": "sha256:a",
     }
-    plan = tag_retention.retention(tags, keep=2)
+    plan = tag_retention.retention(tags, keep=2, made=made(tags))
     assert plan["keep"] == ["20261103", "20261104", "latest", "stable"]
     assert plan["delete"] == [("20261102.2", "sha256:c")]
     assert plan["untag"] == [("20261101", "sha256:a"), ("20261102", "sha256:b")]
+
+
+def test_retention_deletes_only_the_tags_the_runner_made():
+    tags = {
+        "20261101": "sha256:a",  # armswarm's, and a hand-pushed tag shares its digest
+        "20261102": "sha256:b",
+        "20261102-linux-arm64": "sha256:x",  # pushed by hand into an armswarm run's name
+        "20261103": "sha256:c",
+        "20240101": "sha256:a",  # pushed by hand, looks dated
+        "20301231": "sha256:f",  # pushed by hand, newer than every run: does not count
+        "latest": "sha256:c",
+    }
+    ledger = {
+        "20261101": ["20261101"],
+        "20261102": ["20261102"],
+        "20261103": ["20261103"],
+        "20261001": ["20261001", "20261001-linux-arm64"],  # deleted by hand since
+        "20261201": ["20261201"],  # a run still pushing: newer than what the registry has
+    }
+    plan = tag_retention.retention(tags, keep=1, made=ledger)
+    assert plan["delete"] == [("20261102", "sha256:b")]
+    # the hand-pushed 20240101 holds sha256:a: armswarm's old tag on it is only untagged
+    assert plan["untag"] == [("20261101", "sha256:a")]
+    assert plan["foreign"] == ["20240101", "20261102-linux-arm64", "20301231"]
+    assert plan["keep"] == [
+        "20240101",
+        "20261102-linux-arm64",
+        "20261103",
+        "20301231",
+        "latest",
+    ]
+    assert plan["forget"] == ["20261001"]
+    # no ledger (a registry from before it): nothing is deleted, every dated tag is listed
+    before = tag_retention.retention(tags, keep=1, made={})
+    assert before["delete"] == before["untag"] == before["forget"] == []
+    assert before["keep"] == sorted(tags)
+    assert before["foreign"] == sorted(set(tags) - {"latest"})
+
+
+def test_adopting_runs_takes_their_platform_tags_and_refuses_guesses():
+    tags = ["20260101", "20260101-linux-arm64", "20260102", "v1", "latest"]
+    assert tag_retention.adopt(tags, ["20260101", "20260102"]) == {
+        "20260101": ["20260101", "20260101-linux-arm64"],
+        "20260102": ["20260102"],
+    }
+    with pytest.raises(ArmswarmError, match="20260103: no such tag"):
+        tag_retention.adopt(tags, ["20260103"])
+    for wrong in ("v1", "latest", "20260101-linux-arm64"):
+        with pytest.raises(ArmswarmError, match=f"{wrong}: not a run tag in the format %Y%m%d"):
+            tag_retention.adopt(tags, [wrong])
 
 
 # -- the dispatcher, on a simulated cluster ---------------------------------------------------
@@ -471,6 +530,6 @@ def test_dated_tags_with_a_dotted_format():
     assert tag_retention.dated_key("2026.11.02.3", fmt) == (datetime.datetime(2026, 11, 2), 3)
     assert tag_retention.dated_key("latest", fmt) is None
     tags = {"2026.11.01": "sha256:a", "2026.11.02": "sha256:b", "2026.11.02.2": "sha256:c"}
-    plan = tag_retention.retention(tags, keep=1, fmt=fmt)
+    plan = tag_retention.retention(tags, keep=1, fmt=fmt, made=made(tags, fmt))
     assert plan["keep"] == ["2026.11.02.2"]
     assert sorted(plan["delete"]) == [("2026.11.01", "sha256:a"), ("2026.11.02", "sha256:b")]

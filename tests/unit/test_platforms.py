@@ -319,7 +319,7 @@ def test_retention_keeps_what_kept_indexes_reference_and_counts_runs_not_tags():
         "20261103-linux-arm-v7": "sha256:m3a",
         "20261103-linux-arm64": "sha256:m3b",
         "latest": "sha256:i3",
-        # an index someone else pushed, whose manifests have no tags of their own
+        # an index whose manifests have no tags of their own
         "20261001": "sha256:ix",
     }
     children = {
@@ -328,7 +328,11 @@ def test_retention_keeps_what_kept_indexes_reference_and_counts_runs_not_tags():
         "sha256:i3": ["sha256:m3a", "sha256:m3b"],
         "sha256:ix": ["sha256:mx", "sha256:m3b"],
     }
-    plan = tag_retention.retention(tags, keep=2, children=children)
+    made = {tag_retention.run_of(t): [] for t in tags if t != "latest"}
+    for tag in tags:
+        if tag != "latest":
+            made[tag_retention.run_of(tag)].append(tag)
+    plan = tag_retention.retention(tags, keep=2, children=children, made=made)
     # two runs kept (with their platform tags), not two tags
     assert plan["keep"] == sorted(
         t for t in tags if t[:8] in ("20261102", "20261103") or t == "latest"
@@ -469,6 +473,17 @@ def test_a_run_builds_each_platform_on_its_nodes_and_puts_one_index_per_tag(mixe
     # the timeline names the platform of every job
     timeline = open(report["timeline"]).read()
     assert "web@linux/arm/v7" in timeline and "web@linux/arm64" in timeline
+    # the ledger holds every tag the run made, per repository: what retention may delete
+    both = ["20261201", "20261201-linux-arm-v7", "20261201-linux-arm64"]
+    assert build_run.ledger(settings.state_dir) == {
+        "base": {"20261201": both},
+        "web": {"20261201": both},
+        "tool": {"20261201": ["20261201"]},
+    }
+    for name in ("base", "web", "tool"):
+        assert set(registry.repos[name]) - {"latest"} == set(
+            build_run.ledger(settings.state_dir)[name]["20261201"]
+        )
 
 
 def test_a_failed_platform_skips_its_descendants_on_that_platform_only(mixed):

@@ -1,15 +1,19 @@
 """One image build on one node: unpack the context, pin parents, build, push.
 
-The runner sends the image's directory as a compressed tar; the node builds it with its own
-dockerd, pushes the dated tag and answers with the pushed digest. Errors that another try may
+The runner packs the image's directory as a compressed tar and serves it from the master's
+file server under its SHA-256 (the job names it and its hash, never carries it); the node
+fetches it, refuses it unless its hash is the one named, builds it with its own dockerd, pushes
+the dated tag and answers with the pushed digest. Errors that another try may
 cure (the registry or the network) are marked ``transient`` so the runner retries them.
 """
 
 import base64
+import hashlib
 import io
 import json
 import os
 import platform as host_platform
+import re
 import subprocess
 import tarfile
 import tempfile
@@ -57,16 +61,45 @@ def is_transient(message: str) -> bool:
     return any(marker in lower for marker in TRANSIENT_MARKERS)
 
 
-def pack(directory) -> str:
-    """A build context as base64 of a gzip tar (what the runner sends). A symlink whose target
-    could not be unpacked safely (absolute, or through ``..``) is sent as what it points to
-    when that is inside the context, and left out otherwise (the tree's plan lists it):
-    the node refuses such links."""
+def pack_bytes(directory) -> bytes:
+    """A build context as a gzip tar (what the runner serves). A symlink whose target could not
+    be unpacked safely (absolute, or through ``..``) is sent as what it points to when that is
+    inside the context, and left out otherwise (the tree's plan lists it): the node refuses
+    such links."""
     directory = Path(directory).resolve()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(str(directory), arcname=".", filter=_safe_links(directory))
-    return base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+
+def pack(directory) -> str:
+    """:func:`pack_bytes` as base64 (a context given by hand to ``imagebuild.build``)."""
+    return base64.b64encode(pack_bytes(directory)).decode()
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def is_sha256(value) -> bool:
+    return isinstance(value, str) and bool(_SHA256.match(value))
+
+
+def verified(data: bytes, expected) -> bytes:
+    """``data`` when its SHA-256 is ``expected`` (64 hex digits); else ArmswarmError: a
+    context that is not the one the job names is never unpacked."""
+    if not is_sha256(expected):
+        raise ArmswarmError(f"context_sha256 must be 64 lowercase hex digits, not {expected!r}")
+    got = sha256(data)
+    if got != expected:
+        raise ArmswarmError(
+            f"build context: its sha256 is {got}, the job names {expected}: refused"
+        )
+    return data
 
 
 def _safe_links(directory: Path):
@@ -92,8 +125,9 @@ def _safe_links(directory: Path):
     return check
 
 
-def _unpack(context: str, dest: Path):
-    data = base64.b64decode(context)
+def _unpack(context, dest: Path):
+    """Unpack a context: the gzip tar's bytes, or their base64 (given by hand)."""
+    data = context if isinstance(context, bytes) else base64.b64decode(context)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
         for member in tar.getmembers():
             # Refused: absolute names, "..", devices, and links that are absolute or use "..".
@@ -305,11 +339,29 @@ def build_platform(client) -> str | None:
     return architectures.oci_platform(machine or host_platform.machine())
 
 
+def failed(image: str, ref: str, error: str, transient: bool) -> dict:
+    """The answer of a job that could not start its build (its context was not fetched or
+    not the one named): as :func:`run` answers a failed build."""
+    now = time.time()
+    return {
+        "image": image,
+        "ref": ref,
+        "status": "failed",
+        "transient": transient,
+        "error": error,
+        "started": now,
+        "finished": now,
+        "seconds": 0.0,
+        "push_tries": 0,
+        "log": [],
+    }
+
+
 def run(
     client,
     image: str,
     ref: str,
-    context: str,
+    context,
     dockerfile_name=None,
     script=None,
     pins=None,
@@ -320,7 +372,8 @@ def run(
     on_built=None,
     platform=None,
 ) -> dict:
-    """Build ``image`` as ``ref`` for ``platform`` and push it. Never raises for a failed
+    """Build ``image`` as ``ref`` for ``platform`` from ``context`` (the gzip tar's bytes, or
+    their base64) and push it. Never raises for a failed
     build: the answer says ``status`` (``ok`` or ``failed``), ``error`` and whether it is
     ``transient``. ``on_built()`` is called between the build and the push (the runner may
     then start a child here on the local image); its failure only costs that head start."""

@@ -15,6 +15,10 @@ module holds every decision. The transport does what needs Salt:
     a progress line.
 ``start``, ``probe``, ``events``
     the dispatcher's (see :mod:`armswarm_core.build.dispatch`).
+``serve(run_id, {image: bytes}) -> {image: {"source", "sha256"}}``, ``withdraw(run_id)``
+    put the run's build contexts where the nodes fetch them (the master's file server, see
+    :mod:`armswarm_core.build.build_contexts`), and remove them when the run ends: a job names
+    its context and the context's SHA-256, it does not carry it.
 ``garbage_collect(node) -> return``
     the registry's garbage collection on its node (``prune`` only): Salt's full return of
     ``docker_registry.garbage_collect`` on that node, or None when it did not answer.
@@ -23,7 +27,9 @@ The *registry* is a :class:`armswarm_core.registry.registry_api.Registry` (``tag
 ``retag`` for a run; ``catalog``, ``tag_digests``, ``delete`` and ``untag`` for retention).
 """
 
+import contextlib
 import datetime
+import fcntl
 import json
 import logging
 import math
@@ -451,8 +457,9 @@ def push_tag(job, tag: str) -> str:
     return tag_retention.platform_tag(tag, job.platform) if job.name != job.image_name else tag
 
 
-def job_kwargs(spec, context: str, host: str, tag: str, digests: dict, jobs=None) -> dict:
-    """The arguments of the node's ``imagebuild.build`` for job ``spec``: pinned to the
+def job_kwargs(spec, context: dict, host: str, tag: str, digests: dict, jobs=None) -> dict:
+    """The arguments of the node's ``imagebuild.build`` for job ``spec``: its context by
+    reference (``context``: ``{"source", "sha256"}`` as served, never the bytes), pinned to the
     digests its parents' jobs (of its platform) got in this run (``digests``: parent job →
     digest, its parents' only). A parent whose digest is None is still pushing from this
     node: the child builds on its local tag (``jobs``: the run's jobs, for that tag)."""
@@ -473,7 +480,8 @@ def job_kwargs(spec, context: str, host: str, tag: str, digests: dict, jobs=None
     return {
         "image": spec.image_name,
         "ref": f"{host}/{spec.image_name}:{push_tag(spec, tag)}",
-        "context": context,
+        "context_source": context["source"],
+        "context_sha256": context["sha256"],
         "dockerfile": spec.dockerfile,
         "script": spec.script,
         "pins": pins,
@@ -492,8 +500,8 @@ def _contexts(graph, max_context_mb) -> dict:
     max_bytes = float(max_context_mb) * 2**20
     contexts = {}
     for name in graph.order:
-        contexts[name] = build_job.pack(graph.images[name].path)
-        if len(contexts[name]) * 3 / 4 > max_bytes:  # base64 → bytes
+        contexts[name] = build_job.pack_bytes(graph.images[name].path)
+        if len(contexts[name]) > max_bytes:
             raise ArmswarmError(
                 f"{name}: build context is larger than armswarm:imagebuild:max_context_mb"
             )
@@ -522,9 +530,16 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
     if tag in existing:
         raise ArmswarmError(f"tag {tag} is already published: dated tags are never overwritten")
     contexts = _contexts(graph, settings.max_context_mb)
+    # Before any push: every tag this run may make is the runner's (retention deletes no other).
+    record(settings.state_dir, run_tags(graph, jobs, platforms, tag))
 
     run_id = f"{tag}-{uuid.uuid4().hex[:6]}"
     prefix = f"armswarm/imagebuild/{run_id}"
+    try:
+        served = transport.serve(run_id, contexts)
+    except BaseException:
+        transport.withdraw(run_id)  # what was written before the failure
+        raise
     transport.listen()
     started = clock()
 
@@ -557,7 +572,7 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
             sched,
             transport,
             lambda job, node, digests: job_kwargs(
-                jobs.images[job], contexts[jobs.images[job].image_name], host, tag, digests, jobs
+                jobs.images[job], served[jobs.images[job].image_name], host, tag, digests, jobs
             ),
             retries=int(settings.retries),
             progress=progress,
@@ -568,6 +583,7 @@ def run(settings: Settings, transport, registry, clock=time.time) -> dict:
         outcomes = dispatcher.run()
     finally:
         transport.close()
+        transport.withdraw(run_id)  # every job has ended: no node fetches a context any more
         if outcomes is None and dispatcher is not None:
             # interrupted or crashed: keep the report of what was done
             try:
@@ -759,6 +775,128 @@ def write_report(
 
 
 # -- retention -------------------------------------------------------------------------------
+# The ledger (``ledger.json`` in the state directory): per repository, each run's tag and the
+# tags that run pushed or put (its dated tag, its platform tags). Retention deletes only those:
+# a tag that merely looks dated was not made here and stays.
+LEDGER = "ledger.json"
+LEDGER_VERSION = 1
+
+
+def ledger(state_dir) -> dict:
+    """``{repository: {run tag: [tags]}}`` as recorded; no file yet: empty. A file that cannot
+    be read or is not a ledger is an error (retention then refuses rather than guess)."""
+    path = Path(state_dir) / LEDGER
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ArmswarmError(f"{path}: cannot read the ledger of pushed tags: {exc}") from exc
+    repos = data.get("repositories") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != LEDGER_VERSION
+        or not isinstance(repos, dict)
+        or not all(
+            isinstance(runs, dict)
+            and all(
+                isinstance(tags, list) and all(isinstance(t, str) for t in tags)
+                for tags in runs.values()
+            )
+            for runs in repos.values()
+        )
+    ):
+        raise ArmswarmError(
+            f"{path}: not a ledger of pushed tags (version {LEDGER_VERSION}, "
+            "repositories → run → tags)"
+        )
+    return repos
+
+
+@contextlib.contextmanager
+def _ledger_lock(state_dir):
+    """One writer of the ledger at a time (a run recording while retention removes)."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".ledger.lock", "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _write_ledger(state_dir, repos):
+    data = {"version": LEDGER_VERSION, "repositories": repos}
+    files.write(Path(state_dir) / LEDGER, json.dumps(data, indent=1, sort_keys=True))
+
+
+def record(state_dir, made: dict):
+    """Add ``made`` (``{repository: {run tag: [tags]}}``) to the ledger (atomically: a
+    reader sees the old ledger or the new one)."""
+    with _ledger_lock(state_dir):
+        repos = ledger(state_dir)
+        for repo, runs in made.items():
+            for run_tag, tags in runs.items():
+                known = repos.setdefault(repo, {}).setdefault(run_tag, [])
+                known[:] = sorted(set(known) | set(tags))
+        _write_ledger(state_dir, repos)
+
+
+def _unrecord(state_dir, repo, tags=(), runs=()):
+    """Drop ``tags`` (deleted from ``repo``) and whole ``runs`` from the ledger."""
+    tags, runs = set(tags), set(runs)
+    if not tags and not runs:
+        return
+    with _ledger_lock(state_dir):
+        repos = ledger(state_dir)
+        entry = repos.get(repo) or {}
+        for run_tag in list(entry):
+            entry[run_tag] = [t for t in entry[run_tag] if t not in tags]
+            if run_tag in runs or not entry[run_tag]:
+                del entry[run_tag]
+        if repo in repos and not entry:
+            del repos[repo]
+        _write_ledger(state_dir, repos)
+
+
+def run_tags(graph, jobs, platforms, tag) -> dict:
+    """What a run may push or put, per repository: ``{image: {tag: [tag, platform tags]}}``."""
+    return {
+        name: {
+            tag: sorted(
+                {tag, *(push_tag(jobs.images[j], tag) for j in _jobs_of(name, platforms).values())}
+            )
+        }
+        for name in graph.order
+    }
+
+
+def adopt(registry, state_dir, repository, runs, tag_format=tag_retention.DEFAULT_TAG_FORMAT):
+    """Record runs made before the ledger existed (``runs``: their run tags, named by the
+    operator) as the runner's, with every tag of ``repository`` that belongs to them; retention
+    then treats them like the runs it recorded. Returns what was added."""
+    if not repository or not isinstance(repository, str):
+        raise ArmswarmError("adopt: repository must be the name of one repository")
+    if isinstance(runs, str):
+        runs = [r.strip() for r in runs.split(",") if r.strip()]
+    elif not isinstance(runs, list):
+        runs = [runs]
+    if not runs:
+        raise ArmswarmError("adopt: runs must name the run tags to adopt (runs=20260101,20260102)")
+    # salt-run reads runs=20260101 as a number: a whole number's digits are the tag
+    runs = [str(r) if isinstance(r, int) and not isinstance(r, bool) else r for r in runs]
+    for run_tag in runs:
+        if not isinstance(run_tag, str):
+            # 20261201.10 read as the number 20261201.1 would name another run: refused
+            raise ArmswarmError(
+                f"adopt: runs: {run_tag!r} is not a tag name; quote it (runs='\"20261201.2\"')"
+            )
+    added = tag_retention.adopt(registry.tags(repository), runs, tag_format)
+    record(state_dir, {repository: added})
+    return {"repository": repository, "adopted": added}
+
+
 def prune(
     transport,
     registry,
@@ -768,17 +906,23 @@ def prune(
     repositories=None,
     gc=True,
     registry_node=None,
+    *,
+    state_dir,
 ) -> dict:
-    """Delete all but the newest ``keep`` dated tags (in ``tag_format``) of each repository
-    (every repository of the catalog unless ``repositories``), then collect garbage on
-    ``registry_node``."""
+    """Delete all but the newest ``keep`` runs' dated tags (in ``tag_format``) of each
+    repository (every repository of the catalog unless ``repositories``), counting only the
+    tags the ledger in ``state_dir`` says the runner made, then collect garbage on
+    ``registry_node``. A tag leaves the ledger once the registry has deleted it."""
     keep = int(keep)
     if keep < 1:
         raise ArmswarmError("keep must be ≥ 1")
+    if not isinstance(dry_run, bool):
+        raise ArmswarmError(f"dry_run must be true or false, not {dry_run!r}")
+    made = ledger(state_dir)  # an unreadable ledger stops retention before anything is read
     repos = (
         [repositories] if isinstance(repositories, str) else repositories
     ) or registry.catalog()
-    result = {"dry_run": bool(dry_run), "keep": keep, "repositories": {}}
+    result = {"dry_run": dry_run, "keep": keep, "repositories": {}}
     for repo in repos:
         tags = registry.tag_digests(repo)
         # what each index references: a manifest a kept index holds is never deleted
@@ -786,33 +930,58 @@ def prune(
             d: registry.index_children(repo, d) for d in sorted(set(tags.values()) - {None})
         }
         plan_ = tag_retention.retention(
-            tags, keep, tag_format, children={d: c for d, c in children.items() if c}
+            tags,
+            keep,
+            tag_format,
+            children={d: c for d, c in children.items() if c},
+            made=made.get(repo) or {},
         )
         entry = {
             "kept": plan_["keep"],
             "deleted": [t for t, _ in plan_["delete"]],
             "untagged": [t for t, _ in plan_["untag"]],
             "orphans": plan_["orphans"],
+            # dated-looking tags the ledger does not hold: pushed by hand, or before it existed
+            "kept_not_made_by_armswarm": plan_["foreign"],
         }
         if not dry_run:
-            done = set()
-            for _, digest in plan_["delete"]:
-                if digest not in done:
-                    registry.delete(repo, digest)
-                    done.add(digest)
-            # the manifests only deleted indexes held: after the indexes
-            for digest in plan_["orphans"]:
-                registry.delete(repo, digest)
-            for tag_, _ in plan_["untag"]:
-                registry.untag(repo, tag_)
+            _apply(registry, state_dir, repo, plan_)
         if entry["deleted"] or entry["untagged"]:
             transport.say(
                 f"{repo}: {'would remove' if dry_run else 'removed'} "
                 f"{len(entry['deleted']) + len(entry['untagged'])} tags"
             )
+        if plan_["foreign"]:
+            transport.say(
+                f"{repo}: kept {len(plan_['foreign'])} dated-looking tags not made by "
+                f"armswarm: {', '.join(plan_['foreign'][:10])}"
+                + (" …" if len(plan_["foreign"]) > 10 else "")
+            )
         result["repositories"][repo] = entry
     result["garbage_collection"] = _collect(transport, dry_run, gc, result, registry_node)
     return result
+
+
+def _apply(registry, state_dir, repo, plan_):
+    """Delete and untag as planned; the ledger loses each tag once the registry has removed
+    it (a failure half-way leaves the rest recorded, to be deleted by the next prune)."""
+    removed = []
+    done = set()
+    try:
+        for _, digest in plan_["delete"]:
+            if digest not in done:
+                registry.delete(repo, digest)
+                done.add(digest)
+                removed.extend(t for t, d in plan_["delete"] if d == digest)
+        # the manifests only deleted indexes held: after the indexes
+        for digest in plan_["orphans"]:
+            registry.delete(repo, digest)
+        for tag_, _ in plan_["untag"]:
+            registry.untag(repo, tag_)
+            removed.append(tag_)
+    finally:
+        _unrecord(state_dir, repo, tags=removed)
+    _unrecord(state_dir, repo, runs=plan_["forget"])
 
 
 def _collect(transport, dry_run, gc, result, node):

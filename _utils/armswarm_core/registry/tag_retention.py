@@ -9,6 +9,7 @@ it. A manifest that a kept tag's index references is never deleted."""
 import datetime
 import re
 
+from armswarm_core import ArmswarmError
 from armswarm_core.common import architectures
 
 DEFAULT_TAG_FORMAT = "%Y%m%d"
@@ -68,28 +69,45 @@ def dated_key(tag: str, fmt=DEFAULT_TAG_FORMAT):
     return (day, int(match.group("n") or 1))
 
 
-def retention(tags: dict, keep: int, fmt=DEFAULT_TAG_FORMAT, children=None) -> dict:
+def made_by_us(tag: str, made: dict) -> bool:
+    """Whether ``tag`` is one the runner made (``made``: the ledger of one repository, run tag →
+    the tags that run pushed or put): its run is in the ledger and names it."""
+    return tag in (made.get(run_of(tag)) or ())
+
+
+def retention(tags: dict, keep: int, fmt=DEFAULT_TAG_FORMAT, children=None, *, made: dict) -> dict:
     """What to remove from one repository (``tags``: tag → digest): all but the newest
-    ``keep`` runs' dated tags (a run's platform tags with it). Tags that are not dated, and
-    ``latest``, are always kept. ``children``: index digest → the manifest digests it
+    ``keep`` runs' dated tags (a run's platform tags with it), counting only the tags the
+    runner made (``made``: the repository's ledger, run tag → tags, see :func:`made_by_us`).
+    A tag that only *looks* dated (``20240101`` pushed by hand, or by a run before the ledger
+    existed) is never deleted and does not count towards ``keep``. Tags that are not dated,
+    and ``latest``, are always kept. ``children``: index digest → the manifest digests it
     references.
 
     Returns ``{"keep": [...], "delete": [(tag, digest)], "untag": [(tag, digest)],
-    "orphans": [digest]}``: a digest that a kept tag points to, or that a kept tag's index
-    references, is never deleted (that would delete the kept tag too, or break its index); its
-    old tag is only untagged. ``orphans`` are manifests that only deleted indexes
-    referenced: deleted after them."""
+    "orphans": [digest], "foreign": [...], "forget": [...]}``: a digest that a kept tag points
+    to, or that a kept tag's index references, is never deleted (that would delete the kept
+    tag too, or break its index); its old tag is only untagged. ``orphans`` are manifests that
+    only deleted indexes referenced: deleted after them. ``foreign``: the dated-looking tags
+    kept because the runner did not make them. ``forget``: the ledger's runs none of whose
+    tags is left in the repository, older than its newest run that is (a run still pushing is
+    newer): their entries can go."""
     children = children or {}
-    runs = sorted({run_of(t) for t in tags if dated_key(t, fmt)}, key=lambda t: dated_key(t, fmt))
+
+    def ours(tag):
+        return bool(dated_key(tag, fmt)) and made_by_us(tag, made)
+
+    foreign = sorted(t for t in tags if dated_key(t, fmt) and not made_by_us(t, made))
+    runs = sorted({run_of(t) for t in tags if ours(t)}, key=lambda t: dated_key(t, fmt))
     old_runs = set(runs[: max(len(runs) - keep, 0)])
     old = sorted(
-        (t for t in tags if dated_key(t, fmt) and run_of(t) in old_runs),
+        (t for t in tags if ours(t) and run_of(t) in old_runs),
         key=lambda t: (dated_key(t, fmt), t),
     )
     kept = sorted(set(tags) - set(old))
     protected = {tags[t] for t in kept}
     protected |= {c for d in list(protected) for c in children.get(d, ())}
-    plan = {"keep": kept, "delete": [], "untag": [], "orphans": []}
+    plan = {"keep": kept, "delete": [], "untag": [], "orphans": [], "foreign": foreign}
     deleted = set()
     for tag in old:
         digest = tags[tag]
@@ -104,4 +122,29 @@ def retention(tags: dict, keep: int, fmt=DEFAULT_TAG_FORMAT, children=None) -> d
         for child in children.get(digest, ()):
             if child not in protected and child not in tagged and child not in plan["orphans"]:
                 plan["orphans"].append(child)
+    newest = dated_key(runs[-1], fmt) if runs else None
+    plan["forget"] = sorted(
+        run
+        for run, made_tags in made.items()
+        if newest is not None
+        and dated_key(run, fmt)
+        and dated_key(run, fmt) < newest
+        and not set(made_tags) & set(tags)
+    )
     return plan
+
+
+def adopt(tags, runs, fmt=DEFAULT_TAG_FORMAT) -> dict:
+    """The ledger entries for dated tags the runner did not record (``runs``: run tags the
+    operator names, e.g. those of runs before the ledger existed): each run with the tags of
+    ``tags`` (the repository's) that belong to it. A run that is not dated, or that has no tag
+    in the repository, is refused: adoption never guesses."""
+    out = {}
+    for run in runs:
+        if run_of(run) != run or not dated_key(run, fmt):
+            raise ArmswarmError(f"{run}: not a run tag in the format {fmt}")
+        mine = sorted(t for t in tags if run_of(t) == run)
+        if not mine:
+            raise ArmswarmError(f"{run}: no such tag in the repository")
+        out[run] = mine
+    return out
