@@ -7,6 +7,7 @@ import json
 import os
 import random
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -1034,3 +1035,11 @@ def test_a_failed_push_rebuilds_what_started_on_the_local_image(env):
     # every child's final build started after the try of base it built on had finished building
     for name in ("a", "b"):
         assert items[name]["attempts"][-1]["start"] >= items["base"]["attempts"][1]["start"]
+
+
+def test_a_context_packs_to_the_same_bytes_in_another_second(tmp_path, monkeypatch):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    first = build_job.pack_bytes(tmp_path)
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)  # what gzip stamps by default
+    assert build_job.pack_bytes(tmp_path) == first

@@ -8,6 +8,7 @@ cure (the registry or the network) are marked ``transient`` so the runner retrie
 """
 
 import base64
+import gzip
 import hashlib
 import io
 import json
@@ -68,8 +69,10 @@ def pack_bytes(directory) -> bytes:
     such links."""
     directory = Path(directory).resolve()
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        tar.add(str(directory), arcname=".", filter=_safe_links(directory))
+    # mtime=0: the same tree packs to the same bytes (its hash names it) in any second.
+    with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w") as tar:
+            tar.add(str(directory), arcname=".", filter=_safe_links(directory))
     return buf.getvalue()
 
 
