@@ -319,12 +319,18 @@ def stack_deployed(
     placing tasks by the image's platforms. Run on a manager.
     """
     ret = state_results.new(name)
-    if not isinstance(force, bool):
-        return state_results.failed(ret, f"force: must be true or false, not {force!r}")
     done = {}  # what was made before a failure
     try:
+        # Strictly typed, before anything is asked or run: "false" from a pillar is true.
+        for key, value in (
+            ("prune", prune),
+            ("wait", wait),
+            ("with_registry_auth", with_registry_auth),
+            ("force", force),
+        ):
+            stacks.check_bool(value, key)
+        stacks.check_timeout(timeout)
         stacks.check_resolve_image(resolve_image)
-        text = _compose_text(compose, template, context, saltenv)
         text, base = _compose_text(compose, template, context, saltenv)
         engine = _client()
         bundled, files = stacks.bundle(
@@ -411,6 +417,7 @@ def stack_absent(name, timeout=120):
     """
     ret = state_results.new(name)
     try:
+        stacks.check_timeout(timeout)
         engine = _client()
         contents = stacks.stack_contents(engine, name)
         if not contents:

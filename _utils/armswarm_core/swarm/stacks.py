@@ -40,6 +40,9 @@ except ImportError:  # pragma: no cover - client.missing_dependency() reports it
 
 HASH_LABEL = "io.armswarm.stack.hash"
 NAMESPACE_LABEL = "com.docker.stack.namespace"
+# The CLI's label with the compose file's image (``docker stack deploy`` keeps the live image
+# when it equals this label's value).
+IMAGE_LABEL = "com.docker.stack.image"
 # ``docker stack deploy --resolve-image``: "changed" (the default) does not roll services whose
 # definition is unchanged just because a tag now points at another digest; "never" leaves the
 # tag unresolved, so the swarm does not place tasks by the image's platforms (needed where the
@@ -54,6 +57,24 @@ def check_resolve_image(value, key="resolve_image") -> str:
         raise ArmswarmError(
             f"{key} must be one of {', '.join(RESOLVE_IMAGE)}, not {value!r}"
             f" ({type(value).__name__})"
+        )
+    return value
+
+
+def check_bool(value, key) -> bool:
+    """``value`` when it is a boolean, else ArmswarmError naming ``key`` (``"false"`` from
+    a pillar is no boolean: it would read as true)."""
+    if not isinstance(value, bool):
+        raise ArmswarmError(f"{key}: must be true or false, not {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_timeout(value, key="timeout") -> float:
+    """``value`` when it is a positive number of seconds (a boolean is none), else
+    ArmswarmError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ArmswarmError(
+            f"{key}: must be a positive number of seconds, not {value!r} ({type(value).__name__})"
         )
     return value
 
@@ -305,7 +326,7 @@ def live_fields(spec: dict) -> dict:
     labels = {
         k: v
         for k, v in (spec.get("Labels") or {}).items()
-        if k not in (HASH_LABEL, NAMESPACE_LABEL)
+        if k not in (HASH_LABEL, NAMESPACE_LABEL, IMAGE_LABEL)
     }
     return {
         "image": _image(container.get("Image")),
