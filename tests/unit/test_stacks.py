@@ -326,3 +326,60 @@ def test_a_task_matches_its_template_without_what_the_engine_leaves_out():
     )
     forced = {**template, "ForceUpdate": 1}
     assert stacks._service_state(_Client(forced, tasks, update="completed"), "site", "web")
+
+
+# -- object keys and names ---------------------------------------------------------------------
+def _bundle_only(text, read=None):
+    calls = []
+
+    def read_file(path, where):
+        calls.append(path)
+        return (read or {}).get(path, b"data")
+
+    return stacks.bundle("site", stacks.load(text), read_file, lambda k, w: "v"), calls
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("../../x", r"configs:\.\./\.\./x: the key '\.\./\.\./x' must be made of"),
+        ("a b", "configs:a b: the key 'a b' must be made of"),
+        # site_<key>_<12 hex digits>: a key of 46 makes 64 characters, one of 47 too many.
+        ("k" * 47, "would be 65 characters, the engine takes at most 64"),
+    ],
+)
+def test_a_key_that_names_no_swarm_object_is_refused_before_anything_is_read(key, message):
+    text = f"services: {{}}\nconfigs:\n  ok: {{file: ./b}}\n  '{key}': {{file: ./a}}\n"
+    calls = []
+    with pytest.raises(ArmswarmError, match=message):
+        stacks.bundle("site", stacks.load(text), lambda p, w: calls.append(p) or b"", None)
+    assert calls == []
+    (out, _), _ = _bundle_only(f"services: {{}}\nconfigs:\n  '{'k' * 46}': {{file: ./a}}\n")
+    assert len(out["configs"]["k" * 46]["name"]) == 64
+
+
+def test_bundle_file_names_come_from_the_digest_only():
+    (out, files), _ = _bundle_only(
+        "services: {}\nconfigs:\n  my.page-1: {file: ./a}\nsecrets:\n  tok_en: {x-pillar: k}\n"
+    )
+    assert all("my.page" not in path and "tok_en" not in path for path in files)
+    assert sorted(files) == sorted(
+        f"files/{kind}-{stacks._digest(data)}"
+        for kind, data in (("config", b"data"), ("secret", b"v"))
+    )
+
+
+def test_an_object_with_its_own_name_is_shipped_and_keeps_the_name():
+    text = (
+        "services: {}\nconfigs:\n  page: {name: site-page-v1, file: ./a.conf}\n"
+        "  ext: {external: true}\nsecrets:\n  tok: {name: my_token, x-pillar: k}\n"
+    )
+    (out, files), calls = _bundle_only(text, {"./a.conf": b"conf"})
+    assert calls == ["./a.conf"]
+    page, tok = out["configs"]["page"], out["secrets"]["tok"]
+    assert page["name"] == "site-page-v1" and files[page["file"][2:]] == (b"conf", 0o644)
+    assert tok == {"name": "my_token", "file": tok["file"]} and files[tok["file"][2:]][0] == b"v"
+    assert "x-pillar" not in json.dumps(out)
+    assert out["configs"]["ext"] == {"external": True}
+    with pytest.raises(ArmswarmError, match=r"configs:page:name: '-bad' is no swarm object name"):
+        _bundle_only("services: {}\nconfigs:\n  page: {name: '-bad', file: ./a}\n")

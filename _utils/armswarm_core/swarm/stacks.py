@@ -23,6 +23,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -136,7 +137,7 @@ def stamp(compose: dict) -> tuple[dict, dict]:
 
 # -- files that come along with the compose file ----------------------------------------------
 def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:12]
+    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
 
 
 def _relative_file(path, where: str) -> str:
@@ -145,15 +146,53 @@ def _relative_file(path, where: str) -> str:
     return path
 
 
+# The engine's rule for config and secret names (swarmkit): at most 64 of [A-Za-z0-9_.-],
+# beginning and ending with a letter or digit.
+OBJECT_NAME_MAX = 64
+_OBJECT_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
+DIGEST_CHARS = 12
+
+
+def check_object_name(name, where: str) -> str:
+    """``name`` when the engine takes it as a config or secret name, else ArmswarmError."""
+    if not isinstance(name, str) or len(name) > OBJECT_NAME_MAX or not _OBJECT_NAME.fullmatch(name):
+        raise ArmswarmError(
+            f"{where}: {name!r} is no swarm object name (at most {OBJECT_NAME_MAX} of"
+            " A-Z a-z 0-9 _ . -, beginning and ending with a letter or digit)"
+        )
+    return name
+
+
+def check_object_key(stack: str, key, where: str) -> str:
+    """``key`` (of ``configs:`` or ``secrets:``) when it is made of the characters the engine
+    takes in a name and ``<stack>_<key>_<hash>`` is a name it takes, else ArmswarmError."""
+    if not isinstance(key, str) or not _OBJECT_KEY.fullmatch(key):
+        raise ArmswarmError(
+            f"{where}: the key {key!r} must be made of A-Z a-z 0-9 _ . - (it names a swarm object)"
+        )
+    example = f"{stack}_{key}_{'0' * DIGEST_CHARS}"
+    if len(example) > OBJECT_NAME_MAX:
+        raise ArmswarmError(
+            f"{where}: the object's name {stack}_{key}_<hash> would be {len(example)} characters,"
+            f" the engine takes at most {OBJECT_NAME_MAX}: use a shorter key"
+        )
+    check_object_name(example, f"{where}: the object's name")
+    return key
+
+
 def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dict]:
     """``(compose, files)``: the compose file with its configs, secrets and env files replaced
     by files of a bundle (``files``: relative path -> ``(bytes, mode)``, written beside the
-    compose file by :func:`deploy`), configs and secrets named by their content's hash.
+    compose file by :func:`deploy`, named by their content's digest only), configs and
+    secrets named ``<stack>_<key>_<digest>`` unless they carry their own ``name``.
 
     ``read_file(path, where)`` returns the bytes of a path the compose file names (relative
     to the compose file); ``read_pillar(key, where)`` the string at a pillar key. ``where``
-    names the compose key for errors. Objects that are ``external`` or carry their own
-    ``name`` are left as they are.
+    names the compose key for errors. Every key is checked against the engine's name rule
+    before anything is read. Only ``external`` objects are left as they are; one with its
+    own ``name`` keeps it (a new content under the same name is refused by the engine: a
+    name of one's own is for contents that never change).
     """
     out = copy.deepcopy(compose)
     files: dict = {}
@@ -163,11 +202,21 @@ def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dic
             raise ArmswarmError(f"{kind}: must be a mapping of names to definitions")
         for key, definition in objects.items():
             where = f"{kind}:{key}"
+            check_object_key(stack, key, where)
             if not isinstance(definition, dict):
                 raise ArmswarmError(f"{where}: must be a mapping")
-            if definition.get("external") or definition.get("name"):
+            if "name" in definition:
+                check_object_name(definition["name"], f"{where}:name")
+    for kind in ("configs", "secrets"):
+        for key, definition in (out.get(kind) or {}).items():
+            where = f"{kind}:{key}"
+            if definition.get("external"):
+                if PILLAR_KEY in definition or "file" in definition:
+                    raise ArmswarmError(f"{where}: external takes no file or {PILLAR_KEY}")
                 continue
-            if kind == "secrets" and PILLAR_KEY in definition:
+            if PILLAR_KEY in definition:
+                if kind != "secrets":
+                    raise ArmswarmError(f"{where}:{PILLAR_KEY}: only secrets come from pillar")
                 pillar_key = definition.pop(PILLAR_KEY)
                 if not isinstance(pillar_key, str) or "file" in definition:
                     raise ArmswarmError(
@@ -181,10 +230,11 @@ def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dic
             else:
                 raise ArmswarmError(f"{where}: needs file, {PILLAR_KEY} (secrets) or external")
             digest = _digest(data)
-            name = f"{kind[:-1]}-{key}-{digest}"
-            files[f"{FILES_DIR}/{name}"] = (data, mode)
-            definition["file"] = f"./{FILES_DIR}/{name}"
-            definition["name"] = f"{stack}_{key}_{digest}"
+            # The file's name from the digest only: no key ever reaches a path.
+            relative = f"{FILES_DIR}/{kind[:-1]}-{digest}"
+            files[relative] = (data, mode)
+            definition["file"] = f"./{relative}"
+            definition.setdefault("name", f"{stack}_{key}_{digest}")
     for service_name, service in (out.get("services") or {}).items():
         if not isinstance(service, dict) or "env_file" not in service:
             continue
