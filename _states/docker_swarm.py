@@ -344,16 +344,29 @@ def stack_deployed(
         existing = stacks.current(engine, name)
         changes = stacks.plan(hashes, existing, prune, desired)
         keep = stacks.object_names(bundled)
-        stale = stacks.unused_objects(engine, name, keep, switching={f"{name}_{s}" for s in hashes})
-        if stale:
-            changes["remove_objects"] = stale
         forced = []
         if force:
             # The services the deploy does not roll anyway.
             rolling = set(changes.get("create", [])) | set(changes.get("update", []))
             forced = sorted(s for s in hashes if s in existing and s not in rolling)
-            if forced:
-                changes["force"] = forced
+        deploying = any(changes.get(k) for k in ("create", "update", "remove"))
+        # What each update does to the services' definitions: the CLI updates every service
+        # of the file that exists (its definition before becomes its previous one); a service
+        # updated twice (forced after the deploy) keeps nothing of what it had, nor does one
+        # removed by prune.
+        updating = {f"{name}_{s}" for s in hashes if s in existing} if deploying else set()
+        twice = {f"{name}_{s}" for s in forced} if deploying else set()
+        updating = (updating | {f"{name}_{s}" for s in forced}) - twice
+        replacing = twice | {f"{name}_{s}" for s in changes.get("remove", [])}
+        stale = stacks.unused_objects(engine, name, keep, updating, replacing)
+        # Without wait the rollout still runs when the state returns: only what no service
+        # used before this deploy goes now; what it frees is left for a later run.
+        removable = stale if wait else stacks.unused_objects(engine, name, keep)
+        left_over = stacks.subtract_objects(stale, removable)
+        if removable:
+            changes["remove_objects"] = removable
+        if forced:
+            changes["force"] = forced
         if not changes:
             return state_results.unchanged(
                 ret, f"Stack {name} is up to date ({len(hashes)} services)"
@@ -363,6 +376,10 @@ def stack_deployed(
         note = "".join(
             f"\nChanged by hand, put back: {s} ({', '.join(f)})" for s, f in sorted(drifted.items())
         )
+        if left_over:
+            note += "\nLeft for a later run (the rollout may still need them, wait is false): " + (
+                "; ".join(f"{kind} {', '.join(names)}" for kind, names in left_over.items())
+            )
         if __opts__["test"]:
             return state_results.would_change(ret, f"Stack {name} would be deployed{note}")
         rolled = changes.get("create", []) + changes.get("update", [])
@@ -400,11 +417,17 @@ def stack_deployed(
                 + ", ".join(f"{s} ({state})" for s, state in sorted(pending.items())),
                 changes,
             )
-        if stale:
-            # Only now: the old tasks that used them are gone.
-            left = stacks.unused_objects(engine, name, keep)
-            stacks.remove_objects(engine, name, left)
-            changes["remove_objects"] = left
+        # Only now: the old tasks that used them are gone (with wait), and from what the
+        # swarm shows after the deploy, so that what is removed is what was predicted.
+        unused = stacks.unused_objects(engine, name, keep)
+        if not wait:
+            unused = {k: [n for n in v if n in removable.get(k, [])] for k, v in unused.items()}
+            unused = {k: v for k, v in unused.items() if v}
+        if unused:
+            stacks.remove_objects(engine, name, unused)
+            changes["remove_objects"] = unused
+        else:
+            changes.pop("remove_objects", None)
         return state_results.changed(ret, f"Stack {name} deployed{note}")
     except ArmswarmError as exc:
         return state_results.failed(ret, exc, done)

@@ -355,3 +355,94 @@ def test_the_compose_file_is_read_once(swarm, tmp_path, monkeypatch):
     assert ret["result"] is True and ret["changes"] == {"create": ["web"]}, ret
     assert len(reads) == 1
     assert run("stack_deployed", name="site", compose=path)["changes"] == {}
+
+
+# -- 4, 5: configs and secrets of earlier versions ----------------------------------------------
+PAGE = """
+services:
+  web:
+    image: reg/web:v1
+    configs: [{source: page, target: /www/index.html}]
+configs:
+  page: {file: ./page.html}
+"""
+
+
+def _cycle(run, path, expected, **kwargs):
+    """Predict, apply (the same changes), then nothing left to do."""
+    predicted = run("stack_deployed", test=True, name="site", compose=path, **kwargs)
+    assert predicted["result"] is None and predicted["changes"] == expected, predicted
+    applied = run("stack_deployed", name="site", compose=path, **kwargs)
+    assert applied["result"] is True and applied["changes"] == expected, applied
+    again = run("stack_deployed", name="site", compose=path, **kwargs)
+    assert again["result"] is True and again["changes"] == {}, again
+    return applied
+
+
+def _page(tmp_path, content):
+    (tmp_path / "page.html").write_text(content)
+    return compose_file(tmp_path, PAGE)
+
+
+def test_the_previous_definitions_objects_stay_for_a_rollback(swarm, tmp_path):
+    run, client, _ = swarm
+    _cycle(run, _page(tmp_path, "one"), {"create": ["web"]})
+    (first,) = client.api.object_names("configs")
+    _cycle(run, _page(tmp_path, "two"), {"update": ["web"]})
+    # The service's previous definition (a rollback's) still names the first page.
+    assert first in client.api.object_names("configs")
+    assert len(client.api.object_names("configs")) == 2
+    _cycle(
+        run, _page(tmp_path, "three"), {"update": ["web"], "remove_objects": {"configs": [first]}}
+    )
+    assert len(client.api.object_names("configs")) == 2
+
+
+def test_without_wait_what_the_rollout_frees_is_left_for_a_later_run(swarm, tmp_path):
+    run, client, _ = swarm
+    run("stack_deployed", name="site", compose=_page(tmp_path, "one"))
+    (first,) = client.api.object_names("configs")
+    run("stack_deployed", name="site", compose=_page(tmp_path, "two"))
+    path = _page(tmp_path, "three")
+    predicted = run("stack_deployed", test=True, name="site", compose=path, wait=False)
+    assert predicted["changes"] == {"update": ["web"]}, predicted
+    assert (
+        f"Left for a later run (the rollout may still need them, wait is false): configs {first}"
+        in predicted["comment"]
+    )
+    applied = run("stack_deployed", name="site", compose=path, wait=False)
+    assert applied["changes"] == {"update": ["web"]} and first in applied["comment"], applied
+    assert first in client.api.object_names("configs")
+    # A later run: no service uses it any more, not even to roll back.
+    _cycle(run, path, {"remove_objects": {"configs": [first]}}, wait=False)
+    assert first not in client.api.object_names("configs")
+
+
+TWO = """
+services:
+  web:
+    image: reg/web:v1
+  old:
+    image: reg/old:v1
+    configs: [{source: conf, target: /conf}]
+    secrets: [tok]
+configs:
+  conf: {file: ./conf}
+secrets:
+  tok: {file: ./tok}
+"""
+
+
+def test_objects_of_services_removed_by_prune_go_in_the_same_run(swarm, tmp_path):
+    run, client, _ = swarm
+    path = compose_file(tmp_path, TWO, conf="c", tok="t")
+    _cycle(run, path, {"create": ["old", "web"]}, prune=True)
+    conf, tok = client.api.object_names("configs")[0], client.api.object_names("secrets")[0]
+    path = compose_file(tmp_path, "services:\n  web:\n    image: reg/web:v1\n")
+    _cycle(
+        run,
+        path,
+        {"remove": ["old"], "remove_objects": {"configs": [conf], "secrets": [tok]}},
+        prune=True,
+    )
+    assert client.api.object_names("configs") == client.api.object_names("secrets") == []

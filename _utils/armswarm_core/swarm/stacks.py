@@ -724,30 +724,50 @@ def stack_objects(client, stack: str) -> dict:
         raise ArmswarmError(f"cannot list configs and secrets: {exc.explanation or exc}") from exc
 
 
-def unused_objects(client, stack: str, keep: dict, switching=()) -> dict:
+def _object_refs(spec: dict | None) -> dict:
+    container = ((spec or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    return {
+        "configs": {r.get("ConfigName") for r in container.get("Configs") or []},
+        "secrets": {r.get("SecretName") for r in container.get("Secrets") or []},
+    }
+
+
+def unused_objects(client, stack: str, keep: dict, updating=(), replacing=()) -> dict:
     """The stack's configs and secrets that no service of the swarm uses and the compose file
-    no longer names (``keep``: ``{"configs": [names], "secrets": [names]}``). The services
-    named in ``switching`` are about to be deployed from the compose file: what they use now
-    does not count (a prediction)."""
-    used = {"configs": set(), "secrets": set()}
+    no longer names (``keep``: ``{"configs": [names], "secrets": [names]}``). What a service
+    had before its last update (``PreviousSpec``: what ``failure_action: rollback`` and
+    ``docker service rollback`` return to) counts as use too.
+
+    For a prediction: the services (full names) in ``updating`` are about to be updated
+    (their current definition becomes the previous one, the previous one goes); those in
+    ``replacing`` are about to be removed or updated twice: nothing of theirs counts."""
+    used: dict = {"configs": set(), "secrets": set()}
     try:
         services = client.api.services()
     except docker.errors.APIError as exc:
         raise ArmswarmError(f"cannot list services: {exc.explanation or exc}") from exc
     for service in services:
-        if (service.get("Spec") or {}).get("Name") in switching:
+        name = (service.get("Spec") or {}).get("Name")
+        if name in replacing:
             continue
-        container = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec")
-        for ref in (container or {}).get("Configs") or []:
-            used["configs"].add(ref.get("ConfigName"))
-        for ref in (container or {}).get("Secrets") or []:
-            used["secrets"].add(ref.get("SecretName"))
+        specs = [service.get("Spec")]
+        if name not in updating:
+            specs.append(service.get("PreviousSpec"))
+        for spec in specs:
+            for kind, names in _object_refs(spec).items():
+                used[kind] |= names
     objects = stack_objects(client, stack)
-    return {
+    out = {
         kind: sorted(n for n in objects[kind] if n not in used[kind] and n not in keep[kind])
         for kind in ("configs", "secrets")
-        if any(n not in used[kind] and n not in keep[kind] for n in objects[kind])
     }
+    return {k: v for k, v in out.items() if v}
+
+
+def subtract_objects(names: dict, minus: dict) -> dict:
+    """``names`` (``{kind: [names]}``) without those in ``minus``, only the non-empty kinds."""
+    out = {k: [n for n in v if n not in (minus.get(k) or [])] for k, v in names.items()}
+    return {k: v for k, v in out.items() if v}
 
 
 def remove_objects(client, stack: str, names: dict) -> None:
