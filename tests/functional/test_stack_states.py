@@ -424,7 +424,7 @@ services:
     image: reg/web:v1
   old:
     image: reg/old:v1
-    configs: [{source: conf, target: /conf}]
+    configs: [conf]
     secrets: [tok]
 configs:
   conf: {file: ./conf}
@@ -446,3 +446,31 @@ def test_objects_of_services_removed_by_prune_go_in_the_same_run(swarm, tmp_path
         prune=True,
     )
     assert client.api.object_names("configs") == client.api.object_names("secrets") == []
+
+
+# -- 6: drift that never clears ------------------------------------------------------------------
+DRIFTLESS = """
+services:
+  web:
+    image: reg/web:${TAG:-v1}
+    environment: {RATIO: 1.0, PLAIN: "x"}
+    env_file: ./web.env
+    configs: [page]
+    secrets: [db, legacy, named]
+    deploy:
+      labels: {empty: null, home: "$HOME"}
+configs:
+  page: {file: ./page.html}
+secrets:
+  db: {external: true}
+  legacy: {external: {name: legacy_pw}}
+  named: {external: true, name: named_pw}
+"""
+
+
+def test_a_file_the_cli_reads_its_own_way_is_up_to_date_after_one_run(swarm, tmp_path):
+    run, client, _ = swarm
+    for name in ("db", "legacy_pw", "named_pw"):
+        client.api.add_object("secrets", name)
+    path = compose_file(tmp_path, DRIFTLESS, **{"web.env": "A=1\nBARE\n", "page.html": "p"})
+    _cycle(run, path, {"create": ["web"]})

@@ -124,7 +124,7 @@ secrets:
 """
 
 
-def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=a b\nBARE\n"):
+def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=a b\n"):
     files = {"./page.html": page, "./site.env": env}
     read = []
 
@@ -383,3 +383,57 @@ def test_an_object_with_its_own_name_is_shipped_and_keeps_the_name():
     assert out["configs"]["ext"] == {"external": True}
     with pytest.raises(ArmswarmError, match=r"configs:page:name: '-bad' is no swarm object name"):
         _bundle_only("services: {}\nconfigs:\n  page: {name: '-bad', file: ./a}\n")
+
+
+# -- what the CLI makes of the file, and what cannot be told --------------------------------------
+def _desired(text, files=None):
+    return stacks.desired_fields("site", stacks.load(text), files or {})
+
+
+def test_short_syntax_targets_are_the_source_name_as_the_cli_gives_them():
+    fields = _desired(
+        "services:\n  web:\n    image: a\n    configs: [site]\n    secrets: [{source: tok}]\n"
+        "configs:\n  site: {name: site_site_1}\nsecrets:\n  tok: {name: site_tok_1}\n"
+    )["web"]
+    assert fields["configs"] == [("site_site_1", "site")]
+    assert fields["secrets"] == [("site_tok_1", "tok")]
+
+
+def test_external_objects_are_named_by_name_then_external_name_then_key():
+    text = (
+        "services:\n  web:\n    image: a\n    secrets: [plain, named, old]\n"
+        "secrets:\n  plain: {external: true}\n  named: {external: true, name: db_pw}\n"
+        "  old: {external: {name: legacy_pw}}\n"
+    )
+    assert _desired(text)["web"]["secrets"] == [
+        ("db_pw", "named"),
+        ("legacy_pw", "old"),
+        ("plain", "plain"),
+    ]
+    assert stacks.object_names(stacks.load(text))["secrets"] == ["db_pw", "legacy_pw", "plain"]
+
+
+@pytest.mark.parametrize(
+    "service, field",
+    [
+        ("environment: {RATIO: 1.0}", "env"),
+        ("environment: {A: 'x$HOME'}", "env"),
+        ("environment: ['A=$$x']", "env"),
+        ("env_file: ./e.env", "env"),  # a bare KEY line: the CLI takes it from its environment
+        ("deploy: {labels: {a: '${X}'}}", "labels"),
+        ("deploy: {labels: {a: 1.5}}", "labels"),
+    ],
+)
+def test_what_the_cli_makes_up_by_itself_is_not_compared(service, field):
+    fields = _desired(
+        f"services:\n  web:\n    image: a\n    {service}\n",
+        {"e.env": (b"A=1\nHOME\n", 0o600)},
+    )["web"]
+    assert fields[field] is None
+    image = _desired("services:\n  web:\n    image: reg/web:${TAG}\n")["web"]["image"]
+    assert image is None
+
+
+def test_a_label_without_value_is_empty_as_the_cli_gives_it():
+    fields = _desired("services:\n  web:\n    image: a\n    deploy: {labels: {a: null, b: 2}}\n")
+    assert fields["web"]["labels"] == {"a": "", "b": "2"}

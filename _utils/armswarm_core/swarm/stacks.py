@@ -270,12 +270,13 @@ def parse_env_file(data: bytes) -> dict:
 # -- what the swarm runs compared with what the compose file asks for --------------------------
 def _env_of(service: dict, files: dict) -> dict | None:
     """The environment a service gets: its env files, then ``environment`` over them; None
-    when it cannot be told here (a value taken from the deploying environment or
-    interpolated)."""
+    when it cannot be told here exactly: a value taken from the deploying environment (a bare
+    ``KEY`` in an env file or in ``environment``), interpolated (``$``) or a float (the CLI
+    writes ``1.0`` as ``1``)."""
     env = {}
     for path in service.get("env_file") or []:
         data = (files.get(path[2:] if path.startswith("./") else path) or (None,))[0]
-        if data is None:
+        if data is None or env_file_bare(data):
             return None
         env.update(parse_env_file(data))
     given = service.get("environment") or {}
@@ -284,7 +285,7 @@ def _env_of(service: dict, files: dict) -> dict | None:
     else:
         pairs = list(given.items())
     for key, value in pairs:
-        if value is None:
+        if value is None or not _knowable(value):
             return None
         env[str(key)] = _scalar(value)
     if any("$" in v for v in env.values()):
@@ -292,10 +293,43 @@ def _env_of(service: dict, files: dict) -> dict | None:
     return env
 
 
+def env_file_bare(data: bytes) -> list:
+    """The bare ``KEY`` lines of an env file: the CLI fills them from its own environment."""
+    return [
+        line.strip()
+        for line in (raw.lstrip() for raw in data.decode("utf-8", errors="replace").splitlines())
+        if line and not line.startswith("#") and "=" not in line
+    ]
+
+
+def _knowable(value) -> bool:
+    """Whether the CLI's text for a compose value can be told here: not a float (Go prints
+    ``1.0`` as ``1``, ``1e20`` as ``1e+20``), nothing the CLI interpolates (``$``)."""
+    if isinstance(value, float):
+        return False
+    return not (isinstance(value, str) and "$" in value)
+
+
 def _scalar(value) -> str:
+    if value is None:  # a label without value: the CLI gives ""
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def object_name(stack: str, key: str, definition) -> str:
+    """The name the CLI gives the config or secret ``key``: its ``name``; for an external one
+    the deprecated ``external: {name: …}``, else the key itself; else ``<stack>_<key>``."""
+    definition = definition or {}
+    if definition.get("name"):
+        return definition["name"]
+    external = definition.get("external")
+    if external:
+        if isinstance(external, dict) and external.get("name"):
+            return external["name"]
+        return key
+    return f"{stack}_{key}"
 
 
 def _image(ref: str | None) -> str | None:
@@ -339,9 +373,7 @@ def desired_fields(stack: str, compose: dict, files: dict) -> dict:
     in the swarm (only fields that can be told without the CLI; None means "not compared")."""
     out = {}
     objects = {
-        kind: {
-            k: (v or {}).get("name") or f"{stack}_{k}" for k, v in (compose.get(kind) or {}).items()
-        }
+        kind: {k: object_name(stack, k, v) for k, v in (compose.get(kind) or {}).items()}
         for kind in ("configs", "secrets")
     }
     for name, definition in (compose.get("services") or {}).items():
@@ -350,14 +382,21 @@ def desired_fields(stack: str, compose: dict, files: dict) -> dict:
         mode = deploy_conf.get("mode") or "replicated"
         labels = _labels_dict(deploy_conf.get("labels"))
         labels.pop(HASH_LABEL, None)
+        image = service.get("image")
         out[name] = {
-            "image": _image(service.get("image")),
+            "image": _image(image) if _knowable(image) else None,
             "replicas": (deploy_conf.get("replicas", 1) if mode == "replicated" else "global"),
             "env": _env_of(service, files),
-            "labels": {k: _scalar(v) for k, v in labels.items()},
+            "labels": (
+                {k: _scalar(v) for k, v in labels.items()}
+                if all(_knowable(v) for v in labels.values())
+                else None
+            ),
+            # Without a target the CLI's file name is the source's (convertFileObject), for
+            # configs as for secrets.
             "configs": [
                 (objects["configs"].get(src, src), tgt)
-                for src, tgt in _targets(service.get("configs"), lambda s: f"/{s}")
+                for src, tgt in _targets(service.get("configs"), lambda s: s)
             ],
             "secrets": [
                 (objects["secrets"].get(src, src), tgt)
@@ -790,9 +829,9 @@ def object_names(compose: dict) -> dict:
     """The config and secret names a bundled compose file asks for."""
     return {
         kind: sorted(
-            (v or {}).get("name")
-            for v in (compose.get(kind) or {}).values()
-            if (v or {}).get("name")
+            object_name("", k, v)
+            for k, v in (compose.get(kind) or {}).items()
+            if (v or {}).get("name") or (v or {}).get("external")
         )
         for kind in ("configs", "secrets")
     }
