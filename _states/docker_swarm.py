@@ -436,7 +436,9 @@ def stack_deployed(
 def stack_absent(name, timeout=120):
     """
     Stack ``name`` is not in the swarm: its services are removed, then (once their tasks are
-    gone) its networks, configs and secrets. Run on a manager.
+    gone) its networks, configs and secrets. When services of other stacks use its networks,
+    configs or secrets the state fails naming them, before anything is removed. Run on a
+    manager.
     """
     ret = state_results.new(name)
     try:
@@ -445,6 +447,14 @@ def stack_absent(name, timeout=120):
         contents = stacks.stack_contents(engine, name)
         if not contents:
             return state_results.unchanged(ret, f"Stack {name} is absent")
+        # Checked first: the engine would refuse these only after the services are gone.
+        users = stacks.outside_users(engine, name)
+        if users:
+            return state_results.failed(
+                ret,
+                f"Stack {name} cannot be removed whole, other services use its"
+                f" {stacks.describe_users(users)}: nothing removed",
+            )
         ret["changes"] = {"removed": contents}
         if __opts__["test"]:
             return state_results.would_change(ret, f"Stack {name} would be removed")

@@ -474,3 +474,53 @@ def test_a_file_the_cli_reads_its_own_way_is_up_to_date_after_one_run(swarm, tmp
         client.api.add_object("secrets", name)
     path = compose_file(tmp_path, DRIFTLESS, **{"web.env": "A=1\nBARE\n", "page.html": "p"})
     _cycle(run, path, {"create": ["web"]})
+
+
+# -- 9: stack_absent checks first ------------------------------------------------------------
+def _shared(client):
+    api = client.api
+    api.add_network("site_default", {NS: "site"})
+    conf = api.add_object("configs", "site_conf_1", b"c", {NS: "site"})
+    net = api._networks["site_default"]["Id"]
+
+    def spec(name, stack, configs=()):
+        return {
+            "Name": name,
+            "Labels": {NS: stack},
+            "Mode": {"Replicated": {"Replicas": 1}},
+            "TaskTemplate": {
+                "ContainerSpec": {"Image": "a", "Configs": list(configs)},
+                "Networks": [{"Target": net}],
+            },
+        }
+
+    api.put_service(spec("site_web", "site"))
+    api.put_service(spec("other_web", "other", [{"ConfigID": conf, "ConfigName": "site_conf_1"}]))
+
+
+@pytest.mark.parametrize("test", [True, False])
+def test_a_stack_others_use_is_refused_before_anything_is_removed(swarm, test):
+    run, client, _ = swarm
+    _shared(client)
+    ret = run("stack_absent", test=test, name="site")
+    assert ret["result"] is False and ret["changes"] == {}, ret
+    assert "network site_default by other_web; config site_conf_1 by other_web" in ret["comment"]
+    assert client.api.calls == []
+    assert [s["Spec"]["Name"] for s in client.api.services()] == ["site_web", "other_web"]
+
+
+def test_a_stack_of_its_own_is_removed_whole(swarm):
+    run, client, _ = swarm
+    _shared(client)
+    client.api.remove_service(client.api._services["other_web"]["ID"])
+    client.api.calls.clear()
+    ret = run("stack_absent", name="site")
+    assert ret["result"] is True, ret
+    assert ret["changes"] == {
+        "removed": {
+            "services": ["site_web"],
+            "networks": ["site_default"],
+            "configs": ["site_conf_1"],
+        }
+    }
+    assert client.api.services() == [] and client.api.object_names("configs") == []

@@ -942,11 +942,68 @@ def stack_contents(client, stack: str) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
+def outside_users(client, stack: str) -> dict:
+    """``{"networks" | "configs" | "secrets": {name: [services]}}``: the stack's networks,
+    configs and secrets that services of other stacks (or of none) use, only the non-empty
+    kinds. The engine refuses to remove those, so the stack could not go whole."""
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    nets = {
+        key: n["Name"]
+        for n in _api("cannot list networks", client.api.networks, filters=filters)
+        for key in (n.get("Id"), n.get("Name"))
+        if key
+    }
+    objects = stack_objects(client, stack)
+    ids = {kind: {v: k for k, v in objects[kind].items()} for kind in objects}
+    out: dict = {"networks": {}, "configs": {}, "secrets": {}}
+    for service in _api("cannot list services", client.api.services):
+        spec = service.get("Spec") or {}
+        if (spec.get("Labels") or {}).get(NAMESPACE_LABEL) == stack:
+            continue
+        task = spec.get("TaskTemplate") or {}
+        container = task.get("ContainerSpec") or {}
+        found = {
+            "networks": {
+                nets[n.get("Target")]
+                for n in (task.get("Networks") or []) + (spec.get("Networks") or [])
+                if n.get("Target") in nets
+            },
+            "configs": {
+                ids["configs"].get(r.get("ConfigID")) or r.get("ConfigName")
+                for r in container.get("Configs") or []
+                if r.get("ConfigID") in ids["configs"] or r.get("ConfigName") in objects["configs"]
+            },
+            "secrets": {
+                ids["secrets"].get(r.get("SecretID")) or r.get("SecretName")
+                for r in container.get("Secrets") or []
+                if r.get("SecretID") in ids["secrets"] or r.get("SecretName") in objects["secrets"]
+            },
+        }
+        for kind, names in found.items():
+            for name in names:
+                out[kind].setdefault(name, []).append(spec.get("Name"))
+    return {k: {n: sorted(u) for n, u in sorted(v.items())} for k, v in out.items() if v}
+
+
+def describe_users(users: dict) -> str:
+    return "; ".join(
+        f"{kind[:-1]} {name} by {', '.join(services)}"
+        for kind, named in users.items()
+        for name, services in named.items()
+    )
+
+
 def remove_stack(client, stack: str, timeout: float = 120) -> dict:
     """Remove every service, network, config and secret of ``stack``: services first, then,
     once their tasks are gone (a network in use cannot go), the rest. Returns what was
-    removed; raises when the tasks do not go within ``timeout``."""
+    removed; raises when the tasks do not go within ``timeout``, and before anything is
+    removed when services of other stacks use its networks, configs or secrets."""
     contents = stack_contents(client, stack)
+    users = outside_users(client, stack)
+    if users:
+        raise ArmswarmError(
+            f"stack {stack}: other services use its {describe_users(users)}: nothing removed"
+        )
     filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
     for service in _api("cannot list services", client.api.services, filters=filters):
         _api(
