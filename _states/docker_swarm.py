@@ -316,7 +316,8 @@ def stack_deployed(
     a deploy checks every running task against the service's whole new definition and fails
     on a rollback or a paused update. ``resolve_image`` (``always``, ``changed``,
     ``never``) is ``docker stack deploy --resolve-image``: ``never`` keeps the swarm from
-    placing tasks by the image's platforms. Run on a manager.
+    placing tasks by the image's platforms. An image changed by hand is put back after the
+    deploy (``docker service update --image``: the deploy alone keeps it). Run on a manager.
     """
     ret = state_results.new(name)
     done = {}  # what was made before a failure
@@ -350,12 +351,20 @@ def stack_deployed(
             rolling = set(changes.get("create", [])) | set(changes.get("update", []))
             forced = sorted(s for s in hashes if s in existing and s not in rolling)
         deploying = any(changes.get(k) for k in ("create", "update", "remove"))
+        # An image changed by hand: the deploy keeps it (the file's image equals the service's
+        # com.docker.stack.image label), a service update after it puts it back.
+        images = {
+            s: bundled["services"][s]["image"]
+            for s, fields in sorted((changes.get("drift") or {}).items())
+            if "image" in fields
+        }
         # What each update does to the services' definitions: the CLI updates every service
         # of the file that exists (its definition before becomes its previous one); a service
         # updated twice (forced after the deploy) keeps nothing of what it had, nor does one
         # removed by prune.
         updating = {f"{name}_{s}" for s in hashes if s in existing} if deploying else set()
         twice = {f"{name}_{s}" for s in forced} if deploying else set()
+        twice |= {f"{name}_{s}" for s in images}
         updating = (updating | {f"{name}_{s}" for s in forced}) - twice
         replacing = twice | {f"{name}_{s}" for s in changes.get("remove", [])}
         stale = stacks.unused_objects(engine, name, keep, updating, replacing)
@@ -384,12 +393,12 @@ def stack_deployed(
             return state_results.would_change(ret, f"Stack {name} would be deployed{note}")
         rolled = changes.get("create", []) + changes.get("update", [])
         base_url = docker_client.engine_settings(__opts__, __pillar__)["base_url"]
+        auth = None
+        if registry_auth_pillar:
+            auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
+            if not isinstance(auth, dict):
+                raise ArmswarmError(f"pillar key {registry_auth_pillar} holds no registry auth")
         if rolled or changes.get("remove"):
-            auth = None
-            if registry_auth_pillar:
-                auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
-                if not isinstance(auth, dict):
-                    raise ArmswarmError(f"pillar key {registry_auth_pillar} holds no registry auth")
             stacks.deploy(
                 name,
                 stamped,
@@ -402,6 +411,16 @@ def stack_deployed(
                 resolve_image=resolve_image,
             )
             done = {k: v for k, v in changes.items() if k != "remove_objects"}
+        if images:
+            stacks.set_images(
+                name,
+                images,
+                base_url,
+                with_registry_auth=with_registry_auth,
+                registry_auth=auth,
+                timeout=timeout,
+                resolve_image=resolve_image,
+            )
         if forced:
             stacks.force_update(name, forced, base_url, timeout=timeout)
             rolled = rolled + forced

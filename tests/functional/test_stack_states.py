@@ -286,6 +286,16 @@ def swarm(monkeypatch, tmp_path):
         cli_deploy(client, stack, compose, prune, files or {})
 
     monkeypatch.setattr(stacks, "deploy", deploy)
+
+    def set_images(stack, images, base_url, **kwargs):
+        deploys.append(("set_images", stack, images, kwargs))
+        for svc, image in images.items():
+            old = client.api._services[f"{stack}_{svc}"]["Spec"]
+            new = copy.deepcopy(old)
+            new["TaskTemplate"]["ContainerSpec"]["Image"] = image
+            client.api.put_service(new, previous=copy.deepcopy(old))
+
+    monkeypatch.setattr(stacks, "set_images", set_images, raising=False)
     monkeypatch.setattr(stacks, "wait_converged", lambda *a, **k: {})
 
     def run(state, test=False, pillar=None, **kwargs):
@@ -524,3 +534,26 @@ def test_a_stack_of_its_own_is_removed_whole(swarm):
         }
     }
     assert client.api.services() == [] and client.api.object_names("configs") == []
+
+
+# -- 8: an image changed by hand is really put back ------------------------------------------------
+def test_an_image_changed_by_hand_is_put_back(swarm, tmp_path):
+    run, client, deploys = swarm
+    path = _page(tmp_path, "one")
+    run("stack_deployed", name="site", compose=path, resolve_image="never")
+    spec = client.api._services["site_web"]["Spec"]
+    spec["TaskTemplate"]["ContainerSpec"]["Image"] = "reg/web:hand"
+    deploys.clear()
+    _cycle(
+        run,
+        path,
+        {"update": ["web"], "drift": {"web": ["image"]}},
+        resolve_image="never",
+        with_registry_auth=False,
+    )
+    image = client.api._services["site_web"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
+    assert image == "reg/web:v1"
+    assert [d[0] for d in deploys] == ["deploy", "set_images"]
+    assert deploys[1][2] == {"web": "reg/web:v1"}
+    assert deploys[1][3]["with_registry_auth"] is False
+    assert deploys[1][3]["resolve_image"] == "never"

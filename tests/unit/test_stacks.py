@@ -437,3 +437,35 @@ def test_what_the_cli_makes_up_by_itself_is_not_compared(service, field):
 def test_a_label_without_value_is_empty_as_the_cli_gives_it():
     fields = _desired("services:\n  web:\n    image: a\n    deploy: {labels: {a: null, b: 2}}\n")
     assert fields["web"]["labels"] == {"a": "", "b": "2"}
+
+
+@pytest.mark.parametrize(
+    "auth, resolve, extra",
+    [(True, "changed", ["--with-registry-auth"]), (False, "never", ["--no-resolve-image"])],
+)
+def test_an_image_changed_by_hand_is_put_back_with_a_service_update(
+    tmp_path, monkeypatch, auth, resolve, extra
+):
+    record = tmp_path / "argv"
+    cli = tmp_path / "docker"
+    cli.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {record}\n')
+    cli.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    stacks.set_images(
+        "site",
+        {"web": "reg:5000/web:v1"},
+        None,
+        with_registry_auth=auth,
+        resolve_image=resolve,
+    )
+    argv = record.read_text().splitlines()
+    assert argv == [
+        "service",
+        "update",
+        "--image",
+        "reg:5000/web:v1",
+        "--detach",
+        "--quiet",
+        *extra,
+        "site_web",
+    ]

@@ -19,6 +19,7 @@ come from a pillar key (``x-pillar: armswarm:secrets:db``): only the key's name 
 compose file, the value goes to a 0600 file in a private temporary directory and nowhere else.
 """
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -525,26 +526,7 @@ def deploy(
     other logins still work) through standard input.
     """
     check_resolve_image(resolve_image)
-    cli = shutil.which("docker")
-    if not cli:
-        raise ArmswarmError(
-            "the docker CLI is needed for stack deploys (package docker.io/docker-ce-cli)"
-        )
-    with tempfile.TemporaryDirectory(prefix="armswarm-stack-") as tmp:
-        env = dict(os.environ)
-        host = _cli_host(base_url)
-        if host:
-            env["DOCKER_HOST"] = host
-        if registry_auth:
-            config_dir = os.path.join(tmp, "config")
-            os.makedirs(config_dir, mode=0o700)
-            existing = os.path.join(
-                os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
-            )
-            if os.path.isfile(existing):
-                shutil.copy(existing, os.path.join(config_dir, "config.json"))
-            env["DOCKER_CONFIG"] = config_dir
-            _login(cli, env, registry_auth)
+    with _cli(base_url, registry_auth) as (cli, env, tmp):
         for relative, (data, mode) in (files or {}).items():
             target = os.path.join(tmp, relative)
             os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
@@ -573,6 +555,72 @@ def deploy(
                 f"docker stack deploy {stack} failed: {(proc.stderr or proc.stdout).strip()}"
             )
         return proc.stdout
+
+
+@contextlib.contextmanager
+def _cli(base_url: str | None, registry_auth=None):
+    """``(cli, env, tmp)``: the docker CLI, its environment (the engine's DOCKER_HOST; with
+    registry credentials a throw-away docker config, seeded with root's own so other logins
+    still work, logged in through standard input) and a private temporary directory (0700)
+    removed afterwards."""
+    cli = shutil.which("docker")
+    if not cli:
+        raise ArmswarmError(
+            "the docker CLI is needed for stack deploys (package docker.io/docker-ce-cli)"
+        )
+    with tempfile.TemporaryDirectory(prefix="armswarm-stack-") as tmp:
+        env = dict(os.environ)
+        host = _cli_host(base_url)
+        if host:
+            env["DOCKER_HOST"] = host
+        if registry_auth:
+            config_dir = os.path.join(tmp, "config")
+            os.makedirs(config_dir, mode=0o700)
+            existing = os.path.join(
+                os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
+            )
+            if os.path.isfile(existing):
+                shutil.copy(existing, os.path.join(config_dir, "config.json"))
+            env["DOCKER_CONFIG"] = config_dir
+            _login(cli, env, registry_auth)
+        yield cli, env, tmp
+
+
+def set_images(
+    stack: str,
+    images: dict,
+    base_url: str | None,
+    with_registry_auth=True,
+    registry_auth=None,
+    timeout=300,
+    resolve_image=RESOLVE_IMAGE_DEFAULT,
+) -> None:
+    """Give the named services of ``stack`` (``{service: image}``) the compose file's image
+    again (``docker service update --image``): ``docker stack deploy`` keeps a live image
+    changed by hand as long as the file's image equals its ``com.docker.stack.image`` label,
+    so an image drift is only put back this way."""
+    check_resolve_image(resolve_image)
+    with _cli(base_url, registry_auth) as (cli, env, _):
+        for name, image in sorted(images.items()):
+            argv = [cli, "service", "update", "--image", str(image), "--detach", "--quiet"]
+            if with_registry_auth:
+                argv.append("--with-registry-auth")
+            if resolve_image == "never":
+                argv.append("--no-resolve-image")
+            argv.append(f"{stack}_{name}")
+            try:
+                proc = subprocess.run(
+                    argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise ArmswarmError(
+                    f"putting the image of {stack}_{name} back did not finish in {timeout}s"
+                ) from exc
+            if proc.returncode != 0:
+                raise ArmswarmError(
+                    f"putting the image of {stack}_{name} back failed:"
+                    f" {(proc.stderr or proc.stdout).strip()}"
+                )
 
 
 def force_update(stack: str, services: list, base_url: str | None, timeout=300) -> None:
