@@ -339,6 +339,8 @@ def stack_deployed(
             stacks.load(text),
             lambda path, where: _compose_file(base, path, where, saltenv),
             _pillar_secret,
+            # Made by the first deploy that needs it; test=True only reads it.
+            lambda: stacks.naming_key(engine, create=not __opts__["test"]),
         )
         stamped, hashes = stacks.stamp(bundled)
         desired = stacks.desired_fields(name, bundled, files)

@@ -6,7 +6,9 @@ and a second run that reports nothing."""
 
 import base64
 import copy
+import hashlib
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -557,3 +559,43 @@ def test_an_image_changed_by_hand_is_put_back(swarm, tmp_path):
     assert deploys[1][2] == {"web": "reg/web:v1"}
     assert deploys[1][3]["with_registry_auth"] is False
     assert deploys[1][3]["resolve_image"] == "never"
+
+
+# -- 10: the swarm's naming key -------------------------------------------------------------------
+TOKEN = """
+services:
+  web:
+    image: reg/web:v1
+    secrets: [token]
+secrets:
+  token: {x-pillar: "armswarm:site:token"}
+"""
+PILLAR = {"armswarm": {"site": {"token": "pa55word"}}}
+
+
+def test_the_naming_key_is_made_once_in_the_swarm_and_never_returned(swarm, tmp_path):
+    run, client, _ = swarm
+    path = compose_file(tmp_path, TOKEN)
+    key_name = stacks.NAMING_KEY_CONFIG
+    predicted = run("stack_deployed", test=True, name="site", compose=path, pillar=PILLAR)
+    assert predicted["result"] is None and predicted["changes"] == {"create": ["web"]}
+    assert client.api.object_names("configs") == []  # test=True makes no key
+    applied = run("stack_deployed", name="site", compose=path, pillar=PILLAR)
+    assert applied["result"] is True and applied["changes"] == {"create": ["web"]}, applied
+    assert client.api.object_names("configs") == [key_name]
+    key = base64.b64decode(client.api._configs[key_name]["Spec"]["Data"])
+    assert len(key) == 32
+    (secret,) = client.api.object_names("secrets")
+    assert secret == f"site_token_{stacks._keyed_digest(key, b'pa55word')}"
+    assert hashlib.sha256(b"pa55word").hexdigest()[:12] not in secret
+    said = json.dumps([predicted, applied])
+    for text in (key.hex(), base64.b64encode(key).decode(), "pa55word"):
+        assert text not in said
+    # Read back (by any manager: it is the swarm's): the same name, nothing to do.
+    for test in (True, False):
+        again = run("stack_deployed", test=test, name="site", compose=path, pillar=PILLAR)
+        assert again["result"] is True and again["changes"] == {}, again
+    assert [c for c in client.api.calls if c[0] == "create_config"] == [("create_config", key_name)]
+    # A new value: a new secret, predicted as such.
+    other = {"armswarm": {"site": {"token": "n3w"}}}
+    _cycle(run, path, {"update": ["web"]}, pillar=other)

@@ -1,6 +1,8 @@
 """Stack planning: hash labels per service, predictions, and a compose file that survives the
 round trip to the docker CLI unchanged."""
 
+import hashlib
+import hmac
 import json
 
 import pytest
@@ -124,6 +126,9 @@ secrets:
 """
 
 
+NAMING_KEY = bytes(range(32))
+
+
 def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=a b\n"):
     files = {"./page.html": page, "./site.env": env}
     read = []
@@ -135,7 +140,11 @@ def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=
         return files[path]
 
     out, written = stacks.bundle(
-        "site", stacks.load(SITE), read_file, lambda key, where: {"armswarm:site:token": token}[key]
+        "site",
+        stacks.load(SITE),
+        read_file,
+        lambda key, where: {"armswarm:site:token": token}[key],
+        lambda: NAMING_KEY,
     )
     return out, written, read
 
@@ -336,7 +345,9 @@ def _bundle_only(text, read=None):
         calls.append(path)
         return (read or {}).get(path, b"data")
 
-    return stacks.bundle("site", stacks.load(text), read_file, lambda k, w: "v"), calls
+    return stacks.bundle(
+        "site", stacks.load(text), read_file, lambda k, w: "v", lambda: NAMING_KEY
+    ), calls
 
 
 @pytest.mark.parametrize(
@@ -364,8 +375,10 @@ def test_bundle_file_names_come_from_the_digest_only():
     )
     assert all("my.page" not in path and "tok_en" not in path for path in files)
     assert sorted(files) == sorted(
-        f"files/{kind}-{stacks._digest(data)}"
-        for kind, data in (("config", b"data"), ("secret", b"v"))
+        [
+            f"files/config-{stacks._digest(b'data')}",
+            f"files/secret-{stacks._keyed_digest(NAMING_KEY, b'v')}",
+        ]
     )
 
 
@@ -469,3 +482,45 @@ def test_an_image_changed_by_hand_is_put_back_with_a_service_update(
         *extra,
         "site_web",
     ]
+
+
+# -- pillar secrets named by an HMAC ---------------------------------------------------------------
+def test_a_pillar_secret_is_named_by_an_hmac_with_the_swarms_key():
+    out, files, _ = bundled(token="s3cret")
+    name = out["secrets"]["token"]["name"]
+    digest = hmac.new(NAMING_KEY, b"s3cret", hashlib.sha256).hexdigest()[:12]
+    assert name == f"site_token_{digest}"
+    assert hashlib.sha256(b"s3cret").hexdigest()[:12] not in json.dumps([out, sorted(files)])
+    # Configs and file secrets keep a plain content hash; the key is asked for once, and not
+    # at all without a pillar secret.
+    assert out["configs"]["page"]["name"].endswith(stacks._digest(b"<h1>one</h1>"))
+    asked = []
+    stacks.bundle(
+        "s",
+        stacks.load("services: {}\nsecrets:\n  a: {x-pillar: k}\n  b: {x-pillar: k}\n"),
+        None,
+        lambda k, w: "v",
+        lambda: asked.append(1) or NAMING_KEY,
+    )
+    assert asked == [1]
+    stacks.bundle(
+        "s",
+        stacks.load("services: {}\nconfigs:\n  a: {file: ./a}\n"),
+        lambda p, w: b"x",
+        None,
+        lambda: asked.append(2),
+    )
+    assert asked == [1]
+
+
+def test_before_the_key_exists_a_prediction_names_a_new_object():
+    out, _ = stacks.bundle(
+        "site",
+        stacks.load("services: {}\nsecrets:\n  tok: {x-pillar: k}\n"),
+        None,
+        lambda k, w: "v",
+        lambda: None,
+    )
+    name = out["secrets"]["tok"]["name"]
+    assert name == "site_tok_" + stacks.UNKNOWN_DIGEST
+    assert not set(stacks.UNKNOWN_DIGEST) <= set("0123456789abcdef")  # no digest's suffix

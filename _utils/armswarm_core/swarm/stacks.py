@@ -14,14 +14,18 @@ Files the compose file names relative to itself (``configs: {x: {file: ./site.co
 them from ``salt://`` next to the compose file) and written beside the compose file the CLI
 reads. Configs and secrets get a name with a hash of their content (``<stack>_<key>_<hash>``):
 swarm objects cannot change in place, so a new content is a new object and a rolling update of
-the services that use it; :func:`remove_unused_objects` removes the old ones. A secret can
-come from a pillar key (``x-pillar: armswarm:secrets:db``): only the key's name is in the
-compose file, the value goes to a 0600 file in a private temporary directory and nowhere else.
+the services that use it; :func:`unused_objects` finds the old ones (a service's previous
+definition, what a rollback returns to, still counts). A secret can come from a pillar key
+(``x-pillar: armswarm:secrets:db``): only the key's name is in the compose file, the value
+goes to a 0600 file in a private temporary directory and nowhere else; its name's suffix is
+an HMAC of the value with a key the swarm keeps (:func:`naming_key`), not a hash of it.
 """
 
+import base64
 import contextlib
 import copy
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -182,7 +186,64 @@ def check_object_key(stack: str, key, where: str) -> str:
     return key
 
 
-def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dict]:
+# The key that names the secrets taken from pillar: ``<stack>_<key>_`` + HMAC-SHA256(key,
+# value)[:12], not a plain hash of the value (a short unsalted hash of a password in every
+# name, return and job cache would let anyone try guesses against it). The swarm keeps the key
+# as a config (any manager can read it back; the deploy can run on any of them), created by
+# the first deploy that needs it.
+NAMING_KEY_CONFIG = "armswarm-object-naming-key"
+NAMING_KEY_LABEL = "io.armswarm.object-naming-key"
+# The name suffix a pillar secret gets in a prediction while the key does not exist yet: no
+# digest (those are hex), so no collision with an existing object.
+UNKNOWN_DIGEST = "newnamingkey"
+
+
+def naming_key(client, create: bool) -> bytes | None:
+    """The swarm's key for naming pillar secrets (:data:`NAMING_KEY_CONFIG`), made (32 random
+    bytes) when it does not exist and ``create``; None when it does not exist and not
+    ``create`` (test mode). Never logged or returned by the states."""
+    for attempt in range(2):
+        found = [
+            c
+            for c in _api(
+                "cannot list configs", client.api.configs, filters={"name": NAMING_KEY_CONFIG}
+            )
+            if (c.get("Spec") or {}).get("Name") == NAMING_KEY_CONFIG
+        ]
+        if found:
+            config = _api(
+                f"cannot read config {NAMING_KEY_CONFIG}",
+                client.api.inspect_config,
+                found[0]["ID"],
+            )
+            key = base64.b64decode((config.get("Spec") or {}).get("Data") or "")
+            if len(key) < 32:
+                raise ArmswarmError(f"config {NAMING_KEY_CONFIG} holds no naming key")
+            return key
+        if not create:
+            return None
+        if attempt:
+            break
+        try:
+            client.api.create_config(
+                NAMING_KEY_CONFIG, os.urandom(32), labels={NAMING_KEY_LABEL: "1"}
+            )
+        except docker.errors.APIError as exc:
+            # Another manager made it at the same moment: read that one.
+            if "exists" not in str(exc.explanation or exc):
+                raise ArmswarmError(
+                    f"cannot create config {NAMING_KEY_CONFIG}: {exc.explanation or exc}"
+                ) from exc
+    raise ArmswarmError(f"config {NAMING_KEY_CONFIG} cannot be read back")
+
+
+def _keyed_digest(key: bytes | None, data: bytes) -> str:
+    if key is None:
+        return UNKNOWN_DIGEST
+    return hmac.new(key, data, hashlib.sha256).hexdigest()[:DIGEST_CHARS]
+
+
+def bundle(stack: str, compose: dict, read_file, read_pillar, naming_key=None) -> tuple[dict, dict]:
     """``(compose, files)``: the compose file with its configs, secrets and env files replaced
     by files of a bundle (``files``: relative path -> ``(bytes, mode)``, written beside the
     compose file by :func:`deploy`, named by their content's digest only), configs and
@@ -190,13 +251,18 @@ def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dic
 
     ``read_file(path, where)`` returns the bytes of a path the compose file names (relative
     to the compose file); ``read_pillar(key, where)`` the string at a pillar key. ``where``
-    names the compose key for errors. Every key is checked against the engine's name rule
+    names the compose key for errors. A secret from pillar is named by an HMAC of its value
+    with ``naming_key()`` (:func:`naming_key`; called only when there is such a secret, once;
+    None: a prediction before the key exists, the name ends in :data:`UNKNOWN_DIGEST`);
+    configs and file secrets by a plain hash of their content (that is on ``salt://``
+    anyway). Every key is checked against the engine's name rule
     before anything is read. Only ``external`` objects are left as they are; one with its
     own ``name`` keeps it (a new content under the same name is refused by the engine: a
     name of one's own is for contents that never change).
     """
     out = copy.deepcopy(compose)
     files: dict = {}
+    keys: list = []
     for kind in ("configs", "secrets"):
         objects = out.get(kind) or {}
         if not isinstance(objects, dict):
@@ -225,12 +291,15 @@ def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dic
                     )
                 value = read_pillar(pillar_key, f"{where}:{PILLAR_KEY}")
                 data, mode = value.encode(), 0o600
+                if not keys:
+                    keys.append(naming_key() if naming_key else None)
+                digest = _keyed_digest(keys[0], data)
             elif "file" in definition:
                 path = _relative_file(definition["file"], f"{where}:file")
                 data, mode = read_file(path, f"{where}:file"), 0o600 if kind == "secrets" else 0o644
+                digest = _digest(data)
             else:
                 raise ArmswarmError(f"{where}: needs file, {PILLAR_KEY} (secrets) or external")
-            digest = _digest(data)
             # The file's name from the digest only: no key ever reaches a path.
             relative = f"{FILES_DIR}/{kind[:-1]}-{digest}"
             files[relative] = (data, mode)
