@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from armswarm_core.common import docker_client
 from armswarm_core.swarm import stacks
+from test_armnode_render import _arg, show_sls
 
 pytestmark = pytest.mark.functional
 
@@ -599,3 +600,17 @@ def test_the_naming_key_is_made_once_in_the_swarm_and_never_returned(swarm, tmp_
     # A new value: a new secret, predicted as such.
     other = {"armswarm": {"site": {"token": "n3w"}}}
     _cycle(run, path, {"update": ["web"]}, pillar=other)
+
+
+def test_the_stacks_sls_passes_pillar_types_through_for_the_state_to_check(tmp_path):
+    stack = {"compose": "salt://stacks/web.yml", "timeout": "300", "wait": False}
+    shown = show_sls(
+        tmp_path,
+        {"os_family": "Debian"},
+        pillar={"armswarm": {"stacks": {"web": stack}}},
+        sls="swarm.stacks",
+    )
+    state = shown["armswarm-stack-web"]
+    assert _arg(state, "docker_swarm", "timeout") == "300"  # refused by the state, not 300
+    assert _arg(state, "docker_swarm", "wait") is False
+    assert _arg(state, "docker_swarm", "with_registry_auth") is None
