@@ -367,6 +367,12 @@ def test_a_key_that_names_no_swarm_object_is_refused_before_anything_is_read(key
     assert calls == []
     (out, _), _ = _bundle_only(f"services: {{}}\nconfigs:\n  '{'k' * 46}': {{file: ./a}}\n")
     assert len(out["configs"]["k" * 46]["name"]) == 64
+    # A name of its own (or external): no name is generated from the key, its length is free.
+    (out, _), _ = _bundle_only(
+        f"services: {{}}\nconfigs:\n  '{'k' * 60}': {{name: short, file: ./a}}\n"
+        f"  '{'e' * 60}': {{external: true, name: ext}}\n"
+    )
+    assert out["configs"]["k" * 60]["name"] == "short"
 
 
 def test_bundle_file_names_come_from_the_digest_only():

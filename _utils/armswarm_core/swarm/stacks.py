@@ -169,13 +169,16 @@ def check_object_name(name, where: str) -> str:
     return name
 
 
-def check_object_key(stack: str, key, where: str) -> str:
+def check_object_key(stack: str, key, where: str, generated=True) -> str:
     """``key`` (of ``configs:`` or ``secrets:``) when it is made of the characters the engine
-    takes in a name and ``<stack>_<key>_<hash>`` is a name it takes, else ArmswarmError."""
+    takes in a name and (``generated``: the object gets no name of its own)
+    ``<stack>_<key>_<hash>`` is a name it takes, else ArmswarmError."""
     if not isinstance(key, str) or not _OBJECT_KEY.fullmatch(key):
         raise ArmswarmError(
             f"{where}: the key {key!r} must be made of A-Z a-z 0-9 _ . - (it names a swarm object)"
         )
+    if not generated:
+        return key
     example = f"{stack}_{key}_{'0' * DIGEST_CHARS}"
     if len(example) > OBJECT_NAME_MAX:
         raise ArmswarmError(
@@ -269,9 +272,10 @@ def bundle(stack: str, compose: dict, read_file, read_pillar, naming_key=None) -
             raise ArmswarmError(f"{kind}: must be a mapping of names to definitions")
         for key, definition in objects.items():
             where = f"{kind}:{key}"
-            check_object_key(stack, key, where)
             if not isinstance(definition, dict):
                 raise ArmswarmError(f"{where}: must be a mapping")
+            generated = "name" not in definition and not definition.get("external")
+            check_object_key(stack, key, where, generated)
             if "name" in definition:
                 check_object_name(definition["name"], f"{where}:name")
     for kind in ("configs", "secrets"):
