@@ -316,15 +316,22 @@ def stack_deployed(
     a deploy checks every running task against the service's whole new definition and fails
     on a rollback or a paused update. ``resolve_image`` (``always``, ``changed``,
     ``never``) is ``docker stack deploy --resolve-image``: ``never`` keeps the swarm from
-    placing tasks by the image's platforms. Run on a manager.
+    placing tasks by the image's platforms. An image changed by hand is put back after the
+    deploy (``docker service update --image``: the deploy alone keeps it). Run on a manager.
     """
     ret = state_results.new(name)
-    if not isinstance(force, bool):
-        return state_results.failed(ret, f"force: must be true or false, not {force!r}")
     done = {}  # what was made before a failure
     try:
+        # Strictly typed, before anything is asked or run: "false" from a pillar is true.
+        for key, value in (
+            ("prune", prune),
+            ("wait", wait),
+            ("with_registry_auth", with_registry_auth),
+            ("force", force),
+        ):
+            stacks.check_bool(value, key)
+        stacks.check_timeout(timeout)
         stacks.check_resolve_image(resolve_image)
-        text = _compose_text(compose, template, context, saltenv)
         text, base = _compose_text(compose, template, context, saltenv)
         engine = _client()
         bundled, files = stacks.bundle(
@@ -332,22 +339,45 @@ def stack_deployed(
             stacks.load(text),
             lambda path, where: _compose_file(base, path, where, saltenv),
             _pillar_secret,
+            # Made by the first deploy that needs it; test=True only reads it.
+            lambda: stacks.naming_key(engine, create=not __opts__["test"]),
         )
         stamped, hashes = stacks.stamp(bundled)
         desired = stacks.desired_fields(name, bundled, files)
         existing = stacks.current(engine, name)
         changes = stacks.plan(hashes, existing, prune, desired)
         keep = stacks.object_names(bundled)
-        stale = stacks.unused_objects(engine, name, keep, switching={f"{name}_{s}" for s in hashes})
-        if stale:
-            changes["remove_objects"] = stale
         forced = []
         if force:
             # The services the deploy does not roll anyway.
             rolling = set(changes.get("create", [])) | set(changes.get("update", []))
             forced = sorted(s for s in hashes if s in existing and s not in rolling)
-            if forced:
-                changes["force"] = forced
+        deploying = any(changes.get(k) for k in ("create", "update", "remove"))
+        # An image changed by hand: the deploy keeps it (the file's image equals the service's
+        # com.docker.stack.image label), a service update after it puts it back.
+        images = {
+            s: bundled["services"][s]["image"]
+            for s, fields in sorted((changes.get("drift") or {}).items())
+            if "image" in fields
+        }
+        # What each update does to the services' definitions: the CLI updates every service
+        # of the file that exists (its definition before becomes its previous one); a service
+        # updated twice (forced after the deploy) keeps nothing of what it had, nor does one
+        # removed by prune.
+        updating = {f"{name}_{s}" for s in hashes if s in existing} if deploying else set()
+        twice = {f"{name}_{s}" for s in forced} if deploying else set()
+        twice |= {f"{name}_{s}" for s in images}
+        updating = (updating | {f"{name}_{s}" for s in forced}) - twice
+        replacing = twice | {f"{name}_{s}" for s in changes.get("remove", [])}
+        stale = stacks.unused_objects(engine, name, keep, updating, replacing)
+        # Without wait the rollout still runs when the state returns: only what no service
+        # used before this deploy goes now; what it frees is left for a later run.
+        removable = stale if wait else stacks.unused_objects(engine, name, keep)
+        left_over = stacks.subtract_objects(stale, removable)
+        if removable:
+            changes["remove_objects"] = removable
+        if forced:
+            changes["force"] = forced
         if not changes:
             return state_results.unchanged(
                 ret, f"Stack {name} is up to date ({len(hashes)} services)"
@@ -357,16 +387,20 @@ def stack_deployed(
         note = "".join(
             f"\nChanged by hand, put back: {s} ({', '.join(f)})" for s, f in sorted(drifted.items())
         )
+        if left_over:
+            note += "\nLeft for a later run (the rollout may still need them, wait is false): " + (
+                "; ".join(f"{kind} {', '.join(names)}" for kind, names in left_over.items())
+            )
         if __opts__["test"]:
             return state_results.would_change(ret, f"Stack {name} would be deployed{note}")
         rolled = changes.get("create", []) + changes.get("update", [])
         base_url = docker_client.engine_settings(__opts__, __pillar__)["base_url"]
+        auth = None
+        if registry_auth_pillar:
+            auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
+            if not isinstance(auth, dict):
+                raise ArmswarmError(f"pillar key {registry_auth_pillar} holds no registry auth")
         if rolled or changes.get("remove"):
-            auth = None
-            if registry_auth_pillar:
-                auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
-                if not isinstance(auth, dict):
-                    raise ArmswarmError(f"pillar key {registry_auth_pillar} holds no registry auth")
             stacks.deploy(
                 name,
                 stamped,
@@ -379,6 +413,16 @@ def stack_deployed(
                 resolve_image=resolve_image,
             )
             done = {k: v for k, v in changes.items() if k != "remove_objects"}
+        if images:
+            stacks.set_images(
+                name,
+                images,
+                base_url,
+                with_registry_auth=with_registry_auth,
+                registry_auth=auth,
+                timeout=timeout,
+                resolve_image=resolve_image,
+            )
         if forced:
             stacks.force_update(name, forced, base_url, timeout=timeout)
             rolled = rolled + forced
@@ -394,11 +438,17 @@ def stack_deployed(
                 + ", ".join(f"{s} ({state})" for s, state in sorted(pending.items())),
                 changes,
             )
-        if stale:
-            # Only now: the old tasks that used them are gone.
-            left = stacks.unused_objects(engine, name, keep)
-            stacks.remove_objects(engine, name, left)
-            changes["remove_objects"] = left
+        # Only now: the old tasks that used them are gone (with wait), and from what the
+        # swarm shows after the deploy, so that what is removed is what was predicted.
+        unused = stacks.unused_objects(engine, name, keep)
+        if not wait:
+            unused = {k: [n for n in v if n in removable.get(k, [])] for k, v in unused.items()}
+            unused = {k: v for k, v in unused.items() if v}
+        if unused:
+            stacks.remove_objects(engine, name, unused)
+            changes["remove_objects"] = unused
+        else:
+            changes.pop("remove_objects", None)
         return state_results.changed(ret, f"Stack {name} deployed{note}")
     except ArmswarmError as exc:
         return state_results.failed(ret, exc, done)
@@ -407,14 +457,25 @@ def stack_deployed(
 def stack_absent(name, timeout=120):
     """
     Stack ``name`` is not in the swarm: its services are removed, then (once their tasks are
-    gone) its networks, configs and secrets. Run on a manager.
+    gone) its networks, configs and secrets. When services of other stacks use its networks,
+    configs or secrets the state fails naming them, before anything is removed. Run on a
+    manager.
     """
     ret = state_results.new(name)
     try:
+        stacks.check_timeout(timeout)
         engine = _client()
         contents = stacks.stack_contents(engine, name)
         if not contents:
             return state_results.unchanged(ret, f"Stack {name} is absent")
+        # Checked first: the engine would refuse these only after the services are gone.
+        users = stacks.outside_users(engine, name)
+        if users:
+            return state_results.failed(
+                ret,
+                f"Stack {name} cannot be removed whole, other services use its"
+                f" {stacks.describe_users(users)}: nothing removed",
+            )
         ret["changes"] = {"removed": contents}
         if __opts__["test"]:
             return state_results.would_change(ret, f"Stack {name} would be removed")

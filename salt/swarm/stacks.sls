@@ -8,7 +8,11 @@
         prune: true                         # remove services no longer in the file
         force: false                        # true: roll out again every run (re-pushed tags)
         registry_auth_pillar: armswarm:registry   # username/password for private images
-        resolve_image: never                # always / changed (default) / never #}
+        resolve_image: never                # always / changed (default) / never
+        wait: true                          # false: return while the rollout runs
+        with_registry_auth: true            # pass registry credentials to the nodes
+        timeout: 300                        # seconds (a number: "300" is refused)
+    Booleans must be true/false and timeout a number: the state refuses anything else. #}
 {%- set stacks = salt["pillar.get"]("armswarm:stacks", {}) %}
 {%- set registry = salt["pillar.get"]("armswarm:registry:host", "") %}
 {%- for name, stack in stacks | dictsort %}
@@ -28,7 +32,10 @@ armswarm-stack-{{ name }}:
 {%-   if stack.get("registry_auth_pillar") %}
     - registry_auth_pillar: {{ stack.registry_auth_pillar | json }}
 {%-   endif %}
-    - timeout: {{ stack.get("timeout", 300) }}
+{%-   for key in ("wait", "with_registry_auth") if key in stack %}
+    - {{ key }}: {{ stack[key] | json }}
+{%-   endfor %}
+    - timeout: {{ stack.get("timeout", 300) | json }}
 {%- endfor %}
 {%- if not stacks %}
 armswarm-stacks-none:

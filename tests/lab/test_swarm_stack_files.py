@@ -117,23 +117,28 @@ def test_configs_secrets_env_files_come_along_and_changes_roll_out(lab, image):
     assert set(seen) == {"<h1>page one</h1>\ns3cret-value-1\nblue green"}
 
     # A new config file (the context picks it) and a new secret value: new objects, a rolling
-    # update, the old objects removed once no task uses them.
-    applied = cycle(
+    # update; the old objects stay while the service's previous definition (what a rollback
+    # returns to) names them.
+    cycle(lab, {"update": ["web"]}, page="two", token="s3cret-value-2")
+    configs, secrets = stack_objects(lab, "config"), stack_objects(lab, "secret")
+    assert len(configs) == len(secrets) == 2 and config in configs and secret in secrets
+    (config2,) = set(configs) - {config}
+    (secret2,) = set(secrets) - {secret}
+    seen = inside(lab, "cat /www/index.html /run/secrets/token")
+    assert seen == ["<h1>page two</h1>\ns3cret-value-2"] * 2
+
+    # An environment-only change: every task runs it when the state returns; the first objects
+    # are now in no definition of the service and go.
+    cycle(
         lab,
         {"update": ["web"], "remove_objects": {"configs": [config], "secrets": [secret]}},
         page="two",
         token="s3cret-value-2",
+        color="red",
     )
-    assert "remove_objects" in applied["changes"]
-    (config2,) = stack_objects(lab, "config")
-    (secret2,) = stack_objects(lab, "secret")
-    assert config2 != config and secret2 != secret
-    seen = inside(lab, "cat /www/index.html /run/secrets/token")
-    assert seen == ["<h1>page two</h1>\ns3cret-value-2"] * 2
-
-    # An environment-only change: every task runs it when the state returns.
-    cycle(lab, {"update": ["web"]}, page="two", token="s3cret-value-2", color="red")
     assert inside(lab, "echo $SITE_COLOR") == ["red", "red"]
+    assert stack_objects(lab, "config") == [config2]
+    assert stack_objects(lab, "secret") == [secret2]
 
 
 def test_a_service_changed_or_scaled_by_hand_is_put_back(lab, image):

@@ -1,6 +1,8 @@
 """Stack planning: hash labels per service, predictions, and a compose file that survives the
 round trip to the docker CLI unchanged."""
 
+import hashlib
+import hmac
 import json
 
 import pytest
@@ -124,7 +126,10 @@ secrets:
 """
 
 
-def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=a b\nBARE\n"):
+NAMING_KEY = bytes(range(32))
+
+
+def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=a b\n"):
     files = {"./page.html": page, "./site.env": env}
     read = []
 
@@ -135,7 +140,11 @@ def bundled(page=b"<h1>one</h1>", token="s3cret", env=b"MODE=blue\n# note\nNAME=
         return files[path]
 
     out, written = stacks.bundle(
-        "site", stacks.load(SITE), read_file, lambda key, where: {"armswarm:site:token": token}[key]
+        "site",
+        stacks.load(SITE),
+        read_file,
+        lambda key, where: {"armswarm:site:token": token}[key],
+        lambda: NAMING_KEY,
     )
     return out, written, read
 
@@ -326,3 +335,198 @@ def test_a_task_matches_its_template_without_what_the_engine_leaves_out():
     )
     forced = {**template, "ForceUpdate": 1}
     assert stacks._service_state(_Client(forced, tasks, update="completed"), "site", "web")
+
+
+# -- object keys and names ---------------------------------------------------------------------
+def _bundle_only(text, read=None):
+    calls = []
+
+    def read_file(path, where):
+        calls.append(path)
+        return (read or {}).get(path, b"data")
+
+    return stacks.bundle(
+        "site", stacks.load(text), read_file, lambda k, w: "v", lambda: NAMING_KEY
+    ), calls
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("../../x", r"configs:\.\./\.\./x: the key '\.\./\.\./x' must be made of"),
+        ("a b", "configs:a b: the key 'a b' must be made of"),
+        # site_<key>_<12 hex digits>: a key of 46 makes 64 characters, one of 47 too many.
+        ("k" * 47, "would be 65 characters, the engine takes at most 64"),
+    ],
+)
+def test_a_key_that_names_no_swarm_object_is_refused_before_anything_is_read(key, message):
+    text = f"services: {{}}\nconfigs:\n  ok: {{file: ./b}}\n  '{key}': {{file: ./a}}\n"
+    calls = []
+    with pytest.raises(ArmswarmError, match=message):
+        stacks.bundle("site", stacks.load(text), lambda p, w: calls.append(p) or b"", None)
+    assert calls == []
+    (out, _), _ = _bundle_only(f"services: {{}}\nconfigs:\n  '{'k' * 46}': {{file: ./a}}\n")
+    assert len(out["configs"]["k" * 46]["name"]) == 64
+    # A name of its own (or external): no name is generated from the key, its length is free.
+    (out, _), _ = _bundle_only(
+        f"services: {{}}\nconfigs:\n  '{'k' * 60}': {{name: short, file: ./a}}\n"
+        f"  '{'e' * 60}': {{external: true, name: ext}}\n"
+    )
+    assert out["configs"]["k" * 60]["name"] == "short"
+
+
+def test_bundle_file_names_come_from_the_digest_only():
+    (out, files), _ = _bundle_only(
+        "services: {}\nconfigs:\n  my.page-1: {file: ./a}\nsecrets:\n  tok_en: {x-pillar: k}\n"
+    )
+    assert all("my.page" not in path and "tok_en" not in path for path in files)
+    assert sorted(files) == sorted(
+        [
+            f"files/config-{stacks._digest(b'data')}",
+            f"files/secret-{stacks._keyed_digest(NAMING_KEY, b'v')}",
+        ]
+    )
+
+
+def test_an_object_with_its_own_name_is_shipped_and_keeps_the_name():
+    text = (
+        "services: {}\nconfigs:\n  page: {name: site-page-v1, file: ./a.conf}\n"
+        "  ext: {external: true}\nsecrets:\n  tok: {name: my_token, x-pillar: k}\n"
+    )
+    (out, files), calls = _bundle_only(text, {"./a.conf": b"conf"})
+    assert calls == ["./a.conf"]
+    page, tok = out["configs"]["page"], out["secrets"]["tok"]
+    assert page["name"] == "site-page-v1" and files[page["file"][2:]] == (b"conf", 0o644)
+    assert tok == {"name": "my_token", "file": tok["file"]} and files[tok["file"][2:]][0] == b"v"
+    assert "x-pillar" not in json.dumps(out)
+    assert out["configs"]["ext"] == {"external": True}
+    with pytest.raises(ArmswarmError, match=r"configs:page:name: '-bad' is no swarm object name"):
+        _bundle_only("services: {}\nconfigs:\n  page: {name: '-bad', file: ./a}\n")
+
+
+# -- what the CLI makes of the file, and what cannot be told --------------------------------------
+def _desired(text, files=None):
+    return stacks.desired_fields("site", stacks.load(text), files or {})
+
+
+def test_short_syntax_targets_are_the_source_name_as_the_cli_gives_them():
+    fields = _desired(
+        "services:\n  web:\n    image: a\n    configs: [site]\n    secrets: [{source: tok}]\n"
+        "configs:\n  site: {name: site_site_1}\nsecrets:\n  tok: {name: site_tok_1}\n"
+    )["web"]
+    assert fields["configs"] == [("site_site_1", "site")]
+    assert fields["secrets"] == [("site_tok_1", "tok")]
+
+
+def test_external_objects_are_named_by_name_then_external_name_then_key():
+    text = (
+        "services:\n  web:\n    image: a\n    secrets: [plain, named, old]\n"
+        "secrets:\n  plain: {external: true}\n  named: {external: true, name: db_pw}\n"
+        "  old: {external: {name: legacy_pw}}\n"
+    )
+    assert _desired(text)["web"]["secrets"] == [
+        ("db_pw", "named"),
+        ("legacy_pw", "old"),
+        ("plain", "plain"),
+    ]
+    assert stacks.object_names(stacks.load(text))["secrets"] == ["db_pw", "legacy_pw", "plain"]
+
+
+@pytest.mark.parametrize(
+    "service, field",
+    [
+        ("environment: {RATIO: 1.0}", "env"),
+        ("environment: {A: 'x$HOME'}", "env"),
+        ("environment: ['A=$$x']", "env"),
+        ("env_file: ./e.env", "env"),  # a bare KEY line: the CLI takes it from its environment
+        ("deploy: {labels: {a: '${X}'}}", "labels"),
+        ("deploy: {labels: {a: 1.5}}", "labels"),
+    ],
+)
+def test_what_the_cli_makes_up_by_itself_is_not_compared(service, field):
+    fields = _desired(
+        f"services:\n  web:\n    image: a\n    {service}\n",
+        {"e.env": (b"A=1\nHOME\n", 0o600)},
+    )["web"]
+    assert fields[field] is None
+    image = _desired("services:\n  web:\n    image: reg/web:${TAG}\n")["web"]["image"]
+    assert image is None
+
+
+def test_a_label_without_value_is_empty_as_the_cli_gives_it():
+    fields = _desired("services:\n  web:\n    image: a\n    deploy: {labels: {a: null, b: 2}}\n")
+    assert fields["web"]["labels"] == {"a": "", "b": "2"}
+
+
+@pytest.mark.parametrize(
+    "auth, resolve, extra",
+    [(True, "changed", ["--with-registry-auth"]), (False, "never", ["--no-resolve-image"])],
+)
+def test_an_image_changed_by_hand_is_put_back_with_a_service_update(
+    tmp_path, monkeypatch, auth, resolve, extra
+):
+    record = tmp_path / "argv"
+    cli = tmp_path / "docker"
+    cli.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {record}\n')
+    cli.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    stacks.set_images(
+        "site",
+        {"web": "reg:5000/web:v1"},
+        None,
+        with_registry_auth=auth,
+        resolve_image=resolve,
+    )
+    argv = record.read_text().splitlines()
+    assert argv == [
+        "service",
+        "update",
+        "--image",
+        "reg:5000/web:v1",
+        "--detach",
+        "--quiet",
+        *extra,
+        "site_web",
+    ]
+
+
+# -- pillar secrets named by an HMAC ---------------------------------------------------------------
+def test_a_pillar_secret_is_named_by_an_hmac_with_the_swarms_key():
+    out, files, _ = bundled(token="s3cret")
+    name = out["secrets"]["token"]["name"]
+    digest = hmac.new(NAMING_KEY, b"s3cret", hashlib.sha256).hexdigest()[:12]
+    assert name == f"site_token_{digest}"
+    assert hashlib.sha256(b"s3cret").hexdigest()[:12] not in json.dumps([out, sorted(files)])
+    # Configs and file secrets keep a plain content hash; the key is asked for once, and not
+    # at all without a pillar secret.
+    assert out["configs"]["page"]["name"].endswith(stacks._digest(b"<h1>one</h1>"))
+    asked = []
+    stacks.bundle(
+        "s",
+        stacks.load("services: {}\nsecrets:\n  a: {x-pillar: k}\n  b: {x-pillar: k}\n"),
+        None,
+        lambda k, w: "v",
+        lambda: asked.append(1) or NAMING_KEY,
+    )
+    assert asked == [1]
+    stacks.bundle(
+        "s",
+        stacks.load("services: {}\nconfigs:\n  a: {file: ./a}\n"),
+        lambda p, w: b"x",
+        None,
+        lambda: asked.append(2),
+    )
+    assert asked == [1]
+
+
+def test_before_the_key_exists_a_prediction_names_a_new_object():
+    out, _ = stacks.bundle(
+        "site",
+        stacks.load("services: {}\nsecrets:\n  tok: {x-pillar: k}\n"),
+        None,
+        lambda k, w: "v",
+        lambda: None,
+    )
+    name = out["secrets"]["tok"]["name"]
+    assert name == "site_tok_" + stacks.UNKNOWN_DIGEST
+    assert not set(stacks.UNKNOWN_DIGEST) <= set("0123456789abcdef")  # no digest's suffix

@@ -14,15 +14,21 @@ Files the compose file names relative to itself (``configs: {x: {file: ./site.co
 them from ``salt://`` next to the compose file) and written beside the compose file the CLI
 reads. Configs and secrets get a name with a hash of their content (``<stack>_<key>_<hash>``):
 swarm objects cannot change in place, so a new content is a new object and a rolling update of
-the services that use it; :func:`remove_unused_objects` removes the old ones. A secret can
-come from a pillar key (``x-pillar: armswarm:secrets:db``): only the key's name is in the
-compose file, the value goes to a 0600 file in a private temporary directory and nowhere else.
+the services that use it; :func:`unused_objects` finds the old ones (a service's previous
+definition, what a rollback returns to, still counts). A secret can come from a pillar key
+(``x-pillar: armswarm:secrets:db``): only the key's name is in the compose file, the value
+goes to a 0600 file in a private temporary directory and nowhere else; its name's suffix is
+an HMAC of the value with a key the swarm keeps (:func:`naming_key`), not a hash of it.
 """
 
+import base64
+import contextlib
 import copy
 import hashlib
+import hmac
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -40,6 +46,9 @@ except ImportError:  # pragma: no cover - client.missing_dependency() reports it
 
 HASH_LABEL = "io.armswarm.stack.hash"
 NAMESPACE_LABEL = "com.docker.stack.namespace"
+# The CLI's label with the compose file's image (``docker stack deploy`` keeps the live image
+# when it equals this label's value).
+IMAGE_LABEL = "com.docker.stack.image"
 # ``docker stack deploy --resolve-image``: "changed" (the default) does not roll services whose
 # definition is unchanged just because a tag now points at another digest; "never" leaves the
 # tag unresolved, so the swarm does not place tasks by the image's platforms (needed where the
@@ -54,6 +63,24 @@ def check_resolve_image(value, key="resolve_image") -> str:
         raise ArmswarmError(
             f"{key} must be one of {', '.join(RESOLVE_IMAGE)}, not {value!r}"
             f" ({type(value).__name__})"
+        )
+    return value
+
+
+def check_bool(value, key) -> bool:
+    """``value`` when it is a boolean, else ArmswarmError naming ``key`` (``"false"`` from
+    a pillar is no boolean: it would read as true)."""
+    if not isinstance(value, bool):
+        raise ArmswarmError(f"{key}: must be true or false, not {value!r} ({type(value).__name__})")
+    return value
+
+
+def check_timeout(value, key="timeout") -> float:
+    """``value`` when it is a positive number of seconds (a boolean is none), else
+    ArmswarmError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ArmswarmError(
+            f"{key}: must be a positive number of seconds, not {value!r} ({type(value).__name__})"
         )
     return value
 
@@ -115,7 +142,7 @@ def stamp(compose: dict) -> tuple[dict, dict]:
 
 # -- files that come along with the compose file ----------------------------------------------
 def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:12]
+    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
 
 
 def _relative_file(path, where: str) -> str:
@@ -124,18 +151,121 @@ def _relative_file(path, where: str) -> str:
     return path
 
 
-def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dict]:
+# The engine's rule for config and secret names (swarmkit): at most 64 of [A-Za-z0-9_.-],
+# beginning and ending with a letter or digit.
+OBJECT_NAME_MAX = 64
+_OBJECT_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+_OBJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9])?")
+DIGEST_CHARS = 12
+
+
+def check_object_name(name, where: str) -> str:
+    """``name`` when the engine takes it as a config or secret name, else ArmswarmError."""
+    if not isinstance(name, str) or len(name) > OBJECT_NAME_MAX or not _OBJECT_NAME.fullmatch(name):
+        raise ArmswarmError(
+            f"{where}: {name!r} is no swarm object name (at most {OBJECT_NAME_MAX} of"
+            " A-Z a-z 0-9 _ . -, beginning and ending with a letter or digit)"
+        )
+    return name
+
+
+def check_object_key(stack: str, key, where: str, generated=True) -> str:
+    """``key`` (of ``configs:`` or ``secrets:``) when it is made of the characters the engine
+    takes in a name and (``generated``: the object gets no name of its own)
+    ``<stack>_<key>_<hash>`` is a name it takes, else ArmswarmError."""
+    if not isinstance(key, str) or not _OBJECT_KEY.fullmatch(key):
+        raise ArmswarmError(
+            f"{where}: the key {key!r} must be made of A-Z a-z 0-9 _ . - (it names a swarm object)"
+        )
+    if not generated:
+        return key
+    example = f"{stack}_{key}_{'0' * DIGEST_CHARS}"
+    if len(example) > OBJECT_NAME_MAX:
+        raise ArmswarmError(
+            f"{where}: the object's name {stack}_{key}_<hash> would be {len(example)} characters,"
+            f" the engine takes at most {OBJECT_NAME_MAX}: use a shorter key"
+        )
+    check_object_name(example, f"{where}: the object's name")
+    return key
+
+
+# The key that names the secrets taken from pillar: ``<stack>_<key>_`` + HMAC-SHA256(key,
+# value)[:12], not a plain hash of the value (a short unsalted hash of a password in every
+# name, return and job cache would let anyone try guesses against it). The swarm keeps the key
+# as a config (any manager can read it back; the deploy can run on any of them), created by
+# the first deploy that needs it.
+NAMING_KEY_CONFIG = "armswarm-object-naming-key"
+NAMING_KEY_LABEL = "io.armswarm.object-naming-key"
+# The name suffix a pillar secret gets in a prediction while the key does not exist yet: no
+# digest (those are hex), so no collision with an existing object.
+UNKNOWN_DIGEST = "newnamingkey"
+
+
+def naming_key(client, create: bool) -> bytes | None:
+    """The swarm's key for naming pillar secrets (:data:`NAMING_KEY_CONFIG`), made (32 random
+    bytes) when it does not exist and ``create``; None when it does not exist and not
+    ``create`` (test mode). Never logged or returned by the states."""
+    for attempt in range(2):
+        found = [
+            c
+            for c in _api(
+                "cannot list configs", client.api.configs, filters={"name": NAMING_KEY_CONFIG}
+            )
+            if (c.get("Spec") or {}).get("Name") == NAMING_KEY_CONFIG
+        ]
+        if found:
+            config = _api(
+                f"cannot read config {NAMING_KEY_CONFIG}",
+                client.api.inspect_config,
+                found[0]["ID"],
+            )
+            key = base64.b64decode((config.get("Spec") or {}).get("Data") or "")
+            if len(key) < 32:
+                raise ArmswarmError(f"config {NAMING_KEY_CONFIG} holds no naming key")
+            return key
+        if not create:
+            return None
+        if attempt:
+            break
+        try:
+            client.api.create_config(
+                NAMING_KEY_CONFIG, os.urandom(32), labels={NAMING_KEY_LABEL: "1"}
+            )
+        except docker.errors.APIError as exc:
+            # Another manager made it at the same moment: read that one.
+            if "exists" not in str(exc.explanation or exc):
+                raise ArmswarmError(
+                    f"cannot create config {NAMING_KEY_CONFIG}: {exc.explanation or exc}"
+                ) from exc
+    raise ArmswarmError(f"config {NAMING_KEY_CONFIG} cannot be read back")
+
+
+def _keyed_digest(key: bytes | None, data: bytes) -> str:
+    if key is None:
+        return UNKNOWN_DIGEST
+    return hmac.new(key, data, hashlib.sha256).hexdigest()[:DIGEST_CHARS]
+
+
+def bundle(stack: str, compose: dict, read_file, read_pillar, naming_key=None) -> tuple[dict, dict]:
     """``(compose, files)``: the compose file with its configs, secrets and env files replaced
     by files of a bundle (``files``: relative path -> ``(bytes, mode)``, written beside the
-    compose file by :func:`deploy`), configs and secrets named by their content's hash.
+    compose file by :func:`deploy`, named by their content's digest only), configs and
+    secrets named ``<stack>_<key>_<digest>`` unless they carry their own ``name``.
 
     ``read_file(path, where)`` returns the bytes of a path the compose file names (relative
     to the compose file); ``read_pillar(key, where)`` the string at a pillar key. ``where``
-    names the compose key for errors. Objects that are ``external`` or carry their own
-    ``name`` are left as they are.
+    names the compose key for errors. A secret from pillar is named by an HMAC of its value
+    with ``naming_key()`` (:func:`naming_key`; called only when there is such a secret, once;
+    None: a prediction before the key exists, the name ends in :data:`UNKNOWN_DIGEST`);
+    configs and file secrets by a plain hash of their content (that is on ``salt://``
+    anyway). Every key is checked against the engine's name rule
+    before anything is read. Only ``external`` objects are left as they are; one with its
+    own ``name`` keeps it (a new content under the same name is refused by the engine: a
+    name of one's own is for contents that never change).
     """
     out = copy.deepcopy(compose)
     files: dict = {}
+    keys: list = []
     for kind in ("configs", "secrets"):
         objects = out.get(kind) or {}
         if not isinstance(objects, dict):
@@ -144,9 +274,20 @@ def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dic
             where = f"{kind}:{key}"
             if not isinstance(definition, dict):
                 raise ArmswarmError(f"{where}: must be a mapping")
-            if definition.get("external") or definition.get("name"):
+            generated = "name" not in definition and not definition.get("external")
+            check_object_key(stack, key, where, generated)
+            if "name" in definition:
+                check_object_name(definition["name"], f"{where}:name")
+    for kind in ("configs", "secrets"):
+        for key, definition in (out.get(kind) or {}).items():
+            where = f"{kind}:{key}"
+            if definition.get("external"):
+                if PILLAR_KEY in definition or "file" in definition:
+                    raise ArmswarmError(f"{where}: external takes no file or {PILLAR_KEY}")
                 continue
-            if kind == "secrets" and PILLAR_KEY in definition:
+            if PILLAR_KEY in definition:
+                if kind != "secrets":
+                    raise ArmswarmError(f"{where}:{PILLAR_KEY}: only secrets come from pillar")
                 pillar_key = definition.pop(PILLAR_KEY)
                 if not isinstance(pillar_key, str) or "file" in definition:
                     raise ArmswarmError(
@@ -154,16 +295,20 @@ def bundle(stack: str, compose: dict, read_file, read_pillar) -> tuple[dict, dic
                     )
                 value = read_pillar(pillar_key, f"{where}:{PILLAR_KEY}")
                 data, mode = value.encode(), 0o600
+                if not keys:
+                    keys.append(naming_key() if naming_key else None)
+                digest = _keyed_digest(keys[0], data)
             elif "file" in definition:
                 path = _relative_file(definition["file"], f"{where}:file")
                 data, mode = read_file(path, f"{where}:file"), 0o600 if kind == "secrets" else 0o644
+                digest = _digest(data)
             else:
                 raise ArmswarmError(f"{where}: needs file, {PILLAR_KEY} (secrets) or external")
-            digest = _digest(data)
-            name = f"{kind[:-1]}-{key}-{digest}"
-            files[f"{FILES_DIR}/{name}"] = (data, mode)
-            definition["file"] = f"./{FILES_DIR}/{name}"
-            definition["name"] = f"{stack}_{key}_{digest}"
+            # The file's name from the digest only: no key ever reaches a path.
+            relative = f"{FILES_DIR}/{kind[:-1]}-{digest}"
+            files[relative] = (data, mode)
+            definition["file"] = f"./{relative}"
+            definition.setdefault("name", f"{stack}_{key}_{digest}")
     for service_name, service in (out.get("services") or {}).items():
         if not isinstance(service, dict) or "env_file" not in service:
             continue
@@ -199,12 +344,13 @@ def parse_env_file(data: bytes) -> dict:
 # -- what the swarm runs compared with what the compose file asks for --------------------------
 def _env_of(service: dict, files: dict) -> dict | None:
     """The environment a service gets: its env files, then ``environment`` over them; None
-    when it cannot be told here (a value taken from the deploying environment or
-    interpolated)."""
+    when it cannot be told here exactly: a value taken from the deploying environment (a bare
+    ``KEY`` in an env file or in ``environment``), interpolated (``$``) or a float (the CLI
+    writes ``1.0`` as ``1``)."""
     env = {}
     for path in service.get("env_file") or []:
         data = (files.get(path[2:] if path.startswith("./") else path) or (None,))[0]
-        if data is None:
+        if data is None or env_file_bare(data):
             return None
         env.update(parse_env_file(data))
     given = service.get("environment") or {}
@@ -213,7 +359,7 @@ def _env_of(service: dict, files: dict) -> dict | None:
     else:
         pairs = list(given.items())
     for key, value in pairs:
-        if value is None:
+        if value is None or not _knowable(value):
             return None
         env[str(key)] = _scalar(value)
     if any("$" in v for v in env.values()):
@@ -221,10 +367,43 @@ def _env_of(service: dict, files: dict) -> dict | None:
     return env
 
 
+def env_file_bare(data: bytes) -> list:
+    """The bare ``KEY`` lines of an env file: the CLI fills them from its own environment."""
+    return [
+        line.strip()
+        for line in (raw.lstrip() for raw in data.decode("utf-8", errors="replace").splitlines())
+        if line and not line.startswith("#") and "=" not in line
+    ]
+
+
+def _knowable(value) -> bool:
+    """Whether the CLI's text for a compose value can be told here: not a float (Go prints
+    ``1.0`` as ``1``, ``1e20`` as ``1e+20``), nothing the CLI interpolates (``$``)."""
+    if isinstance(value, float):
+        return False
+    return not (isinstance(value, str) and "$" in value)
+
+
 def _scalar(value) -> str:
+    if value is None:  # a label without value: the CLI gives ""
+        return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def object_name(stack: str, key: str, definition) -> str:
+    """The name the CLI gives the config or secret ``key``: its ``name``; for an external one
+    the deprecated ``external: {name: …}``, else the key itself; else ``<stack>_<key>``."""
+    definition = definition or {}
+    if definition.get("name"):
+        return definition["name"]
+    external = definition.get("external")
+    if external:
+        if isinstance(external, dict) and external.get("name"):
+            return external["name"]
+        return key
+    return f"{stack}_{key}"
 
 
 def _image(ref: str | None) -> str | None:
@@ -268,9 +447,7 @@ def desired_fields(stack: str, compose: dict, files: dict) -> dict:
     in the swarm (only fields that can be told without the CLI; None means "not compared")."""
     out = {}
     objects = {
-        kind: {
-            k: (v or {}).get("name") or f"{stack}_{k}" for k, v in (compose.get(kind) or {}).items()
-        }
+        kind: {k: object_name(stack, k, v) for k, v in (compose.get(kind) or {}).items()}
         for kind in ("configs", "secrets")
     }
     for name, definition in (compose.get("services") or {}).items():
@@ -279,14 +456,21 @@ def desired_fields(stack: str, compose: dict, files: dict) -> dict:
         mode = deploy_conf.get("mode") or "replicated"
         labels = _labels_dict(deploy_conf.get("labels"))
         labels.pop(HASH_LABEL, None)
+        image = service.get("image")
         out[name] = {
-            "image": _image(service.get("image")),
+            "image": _image(image) if _knowable(image) else None,
             "replicas": (deploy_conf.get("replicas", 1) if mode == "replicated" else "global"),
             "env": _env_of(service, files),
-            "labels": {k: _scalar(v) for k, v in labels.items()},
+            "labels": (
+                {k: _scalar(v) for k, v in labels.items()}
+                if all(_knowable(v) for v in labels.values())
+                else None
+            ),
+            # Without a target the CLI's file name is the source's (convertFileObject), for
+            # configs as for secrets.
             "configs": [
                 (objects["configs"].get(src, src), tgt)
-                for src, tgt in _targets(service.get("configs"), lambda s: f"/{s}")
+                for src, tgt in _targets(service.get("configs"), lambda s: s)
             ],
             "secrets": [
                 (objects["secrets"].get(src, src), tgt)
@@ -305,7 +489,7 @@ def live_fields(spec: dict) -> dict:
     labels = {
         k: v
         for k, v in (spec.get("Labels") or {}).items()
-        if k not in (HASH_LABEL, NAMESPACE_LABEL)
+        if k not in (HASH_LABEL, NAMESPACE_LABEL, IMAGE_LABEL)
     }
     return {
         "image": _image(container.get("Image")),
@@ -415,26 +599,7 @@ def deploy(
     other logins still work) through standard input.
     """
     check_resolve_image(resolve_image)
-    cli = shutil.which("docker")
-    if not cli:
-        raise ArmswarmError(
-            "the docker CLI is needed for stack deploys (package docker.io/docker-ce-cli)"
-        )
-    with tempfile.TemporaryDirectory(prefix="armswarm-stack-") as tmp:
-        env = dict(os.environ)
-        host = _cli_host(base_url)
-        if host:
-            env["DOCKER_HOST"] = host
-        if registry_auth:
-            config_dir = os.path.join(tmp, "config")
-            os.makedirs(config_dir, mode=0o700)
-            existing = os.path.join(
-                os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
-            )
-            if os.path.isfile(existing):
-                shutil.copy(existing, os.path.join(config_dir, "config.json"))
-            env["DOCKER_CONFIG"] = config_dir
-            _login(cli, env, registry_auth)
+    with _cli(base_url, registry_auth) as (cli, env, tmp):
         for relative, (data, mode) in (files or {}).items():
             target = os.path.join(tmp, relative)
             os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
@@ -463,6 +628,72 @@ def deploy(
                 f"docker stack deploy {stack} failed: {(proc.stderr or proc.stdout).strip()}"
             )
         return proc.stdout
+
+
+@contextlib.contextmanager
+def _cli(base_url: str | None, registry_auth=None):
+    """``(cli, env, tmp)``: the docker CLI, its environment (the engine's DOCKER_HOST; with
+    registry credentials a throw-away docker config, seeded with root's own so other logins
+    still work, logged in through standard input) and a private temporary directory (0700)
+    removed afterwards."""
+    cli = shutil.which("docker")
+    if not cli:
+        raise ArmswarmError(
+            "the docker CLI is needed for stack deploys (package docker.io/docker-ce-cli)"
+        )
+    with tempfile.TemporaryDirectory(prefix="armswarm-stack-") as tmp:
+        env = dict(os.environ)
+        host = _cli_host(base_url)
+        if host:
+            env["DOCKER_HOST"] = host
+        if registry_auth:
+            config_dir = os.path.join(tmp, "config")
+            os.makedirs(config_dir, mode=0o700)
+            existing = os.path.join(
+                os.environ.get("DOCKER_CONFIG") or os.path.expanduser("~/.docker"), "config.json"
+            )
+            if os.path.isfile(existing):
+                shutil.copy(existing, os.path.join(config_dir, "config.json"))
+            env["DOCKER_CONFIG"] = config_dir
+            _login(cli, env, registry_auth)
+        yield cli, env, tmp
+
+
+def set_images(
+    stack: str,
+    images: dict,
+    base_url: str | None,
+    with_registry_auth=True,
+    registry_auth=None,
+    timeout=300,
+    resolve_image=RESOLVE_IMAGE_DEFAULT,
+) -> None:
+    """Give the named services of ``stack`` (``{service: image}``) the compose file's image
+    again (``docker service update --image``): ``docker stack deploy`` keeps a live image
+    changed by hand as long as the file's image equals its ``com.docker.stack.image`` label,
+    so an image drift is only put back this way."""
+    check_resolve_image(resolve_image)
+    with _cli(base_url, registry_auth) as (cli, env, _):
+        for name, image in sorted(images.items()):
+            argv = [cli, "service", "update", "--image", str(image), "--detach", "--quiet"]
+            if with_registry_auth:
+                argv.append("--with-registry-auth")
+            if resolve_image == "never":
+                argv.append("--no-resolve-image")
+            argv.append(f"{stack}_{name}")
+            try:
+                proc = subprocess.run(
+                    argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise ArmswarmError(
+                    f"putting the image of {stack}_{name} back did not finish in {timeout}s"
+                ) from exc
+            if proc.returncode != 0:
+                raise ArmswarmError(
+                    f"putting the image of {stack}_{name} back failed:"
+                    f" {(proc.stderr or proc.stdout).strip()}"
+                )
 
 
 def force_update(stack: str, services: list, base_url: str | None, timeout=300) -> None:
@@ -653,30 +884,50 @@ def stack_objects(client, stack: str) -> dict:
         raise ArmswarmError(f"cannot list configs and secrets: {exc.explanation or exc}") from exc
 
 
-def unused_objects(client, stack: str, keep: dict, switching=()) -> dict:
+def _object_refs(spec: dict | None) -> dict:
+    container = ((spec or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
+    return {
+        "configs": {r.get("ConfigName") for r in container.get("Configs") or []},
+        "secrets": {r.get("SecretName") for r in container.get("Secrets") or []},
+    }
+
+
+def unused_objects(client, stack: str, keep: dict, updating=(), replacing=()) -> dict:
     """The stack's configs and secrets that no service of the swarm uses and the compose file
-    no longer names (``keep``: ``{"configs": [names], "secrets": [names]}``). The services
-    named in ``switching`` are about to be deployed from the compose file: what they use now
-    does not count (a prediction)."""
-    used = {"configs": set(), "secrets": set()}
+    no longer names (``keep``: ``{"configs": [names], "secrets": [names]}``). What a service
+    had before its last update (``PreviousSpec``: what ``failure_action: rollback`` and
+    ``docker service rollback`` return to) counts as use too.
+
+    For a prediction: the services (full names) in ``updating`` are about to be updated
+    (their current definition becomes the previous one, the previous one goes); those in
+    ``replacing`` are about to be removed or updated twice: nothing of theirs counts."""
+    used: dict = {"configs": set(), "secrets": set()}
     try:
         services = client.api.services()
     except docker.errors.APIError as exc:
         raise ArmswarmError(f"cannot list services: {exc.explanation or exc}") from exc
     for service in services:
-        if (service.get("Spec") or {}).get("Name") in switching:
+        name = (service.get("Spec") or {}).get("Name")
+        if name in replacing:
             continue
-        container = ((service.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec")
-        for ref in (container or {}).get("Configs") or []:
-            used["configs"].add(ref.get("ConfigName"))
-        for ref in (container or {}).get("Secrets") or []:
-            used["secrets"].add(ref.get("SecretName"))
+        specs = [service.get("Spec")]
+        if name not in updating:
+            specs.append(service.get("PreviousSpec"))
+        for spec in specs:
+            for kind, names in _object_refs(spec).items():
+                used[kind] |= names
     objects = stack_objects(client, stack)
-    return {
+    out = {
         kind: sorted(n for n in objects[kind] if n not in used[kind] and n not in keep[kind])
         for kind in ("configs", "secrets")
-        if any(n not in used[kind] and n not in keep[kind] for n in objects[kind])
     }
+    return {k: v for k, v in out.items() if v}
+
+
+def subtract_objects(names: dict, minus: dict) -> dict:
+    """``names`` (``{kind: [names]}``) without those in ``minus``, only the non-empty kinds."""
+    out = {k: [n for n in v if n not in (minus.get(k) or [])] for k, v in names.items()}
+    return {k: v for k, v in out.items() if v}
 
 
 def remove_objects(client, stack: str, names: dict) -> None:
@@ -699,9 +950,9 @@ def object_names(compose: dict) -> dict:
     """The config and secret names a bundled compose file asks for."""
     return {
         kind: sorted(
-            (v or {}).get("name")
-            for v in (compose.get(kind) or {}).values()
-            if (v or {}).get("name")
+            object_name("", k, v)
+            for k, v in (compose.get(kind) or {}).items()
+            if (v or {}).get("name") or (v or {}).get("external")
         )
         for kind in ("configs", "secrets")
     }
@@ -812,11 +1063,68 @@ def stack_contents(client, stack: str) -> dict:
     return {k: v for k, v in out.items() if v}
 
 
+def outside_users(client, stack: str) -> dict:
+    """``{"networks" | "configs" | "secrets": {name: [services]}}``: the stack's networks,
+    configs and secrets that services of other stacks (or of none) use, only the non-empty
+    kinds. The engine refuses to remove those, so the stack could not go whole."""
+    filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
+    nets = {
+        key: n["Name"]
+        for n in _api("cannot list networks", client.api.networks, filters=filters)
+        for key in (n.get("Id"), n.get("Name"))
+        if key
+    }
+    objects = stack_objects(client, stack)
+    ids = {kind: {v: k for k, v in objects[kind].items()} for kind in objects}
+    out: dict = {"networks": {}, "configs": {}, "secrets": {}}
+    for service in _api("cannot list services", client.api.services):
+        spec = service.get("Spec") or {}
+        if (spec.get("Labels") or {}).get(NAMESPACE_LABEL) == stack:
+            continue
+        task = spec.get("TaskTemplate") or {}
+        container = task.get("ContainerSpec") or {}
+        found = {
+            "networks": {
+                nets[n.get("Target")]
+                for n in (task.get("Networks") or []) + (spec.get("Networks") or [])
+                if n.get("Target") in nets
+            },
+            "configs": {
+                ids["configs"].get(r.get("ConfigID")) or r.get("ConfigName")
+                for r in container.get("Configs") or []
+                if r.get("ConfigID") in ids["configs"] or r.get("ConfigName") in objects["configs"]
+            },
+            "secrets": {
+                ids["secrets"].get(r.get("SecretID")) or r.get("SecretName")
+                for r in container.get("Secrets") or []
+                if r.get("SecretID") in ids["secrets"] or r.get("SecretName") in objects["secrets"]
+            },
+        }
+        for kind, names in found.items():
+            for name in names:
+                out[kind].setdefault(name, []).append(spec.get("Name"))
+    return {k: {n: sorted(u) for n, u in sorted(v.items())} for k, v in out.items() if v}
+
+
+def describe_users(users: dict) -> str:
+    return "; ".join(
+        f"{kind[:-1]} {name} by {', '.join(services)}"
+        for kind, named in users.items()
+        for name, services in named.items()
+    )
+
+
 def remove_stack(client, stack: str, timeout: float = 120) -> dict:
     """Remove every service, network, config and secret of ``stack``: services first, then,
     once their tasks are gone (a network in use cannot go), the rest. Returns what was
-    removed; raises when the tasks do not go within ``timeout``."""
+    removed; raises when the tasks do not go within ``timeout``, and before anything is
+    removed when services of other stacks use its networks, configs or secrets."""
     contents = stack_contents(client, stack)
+    users = outside_users(client, stack)
+    if users:
+        raise ArmswarmError(
+            f"stack {stack}: other services use its {describe_users(users)}: nothing removed"
+        )
     filters = {"label": f"{NAMESPACE_LABEL}={stack}"}
     for service in _api("cannot list services", client.api.services, filters=filters):
         _api(
