@@ -185,6 +185,19 @@ def _join(transport, joiner, sealed_token, remote_addrs, addr, port, settings=No
     return ret["state"]["node_id"]
 
 
+def _join_planned(transport, layout, plan, minion_id, token, remote):
+    """A join with the node's planned address and its layout settings; its new node id."""
+    return _join(
+        transport,
+        minion_id,
+        token,
+        remote,
+        plan.addresses[minion_id],
+        layout.listen_port,
+        _join_availability(layout, minion_id),
+    )
+
+
 def _join_availability(layout, minion_id):
     """The node's layout settings a join uses (availability, data path address)."""
     return layout.nodes.get(minion_id)
@@ -269,15 +282,7 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         transport.one(minion_id, "docker_swarm.leave")
         # Recorded now: a failed join below must not read as "nothing changed".
         done.setdefault("left_to_rejoin", []).append(minion_id)
-        node_ids[minion_id] = _join(
-            transport,
-            minion_id,
-            token,
-            remote,
-            plan.addresses[minion_id],
-            port,
-            _join_availability(layout, minion_id),
-        )
+        node_ids[minion_id] = _join_planned(transport, layout, plan, minion_id, token, remote)
         transport.one(manager, "docker_swarm.remove_node", [old_id], {"force": True})
         # Reachable before any demotion counts on it.
         _set_role(transport, layout, manager, node_ids[minion_id], "manager")
@@ -292,15 +297,7 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     # Managers one at a time: each join changes the raft membership.
     for minion_id in plan.join_managers:
         token = _sealed_tokens(transport, manager, "manager", [minion_id])[minion_id]
-        node_ids[minion_id] = _join(
-            transport,
-            minion_id,
-            token,
-            remote,
-            plan.addresses[minion_id],
-            port,
-            _join_availability(layout, minion_id),
-        )
+        node_ids[minion_id] = _join_planned(transport, layout, plan, minion_id, token, remote)
         done.setdefault("join_managers", []).append(minion_id)
         remote.append(f"{plan.addresses[minion_id]}:{port}")
     # Workers in parallel: they do not vote.
@@ -308,16 +305,7 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         tokens = _sealed_tokens(transport, manager, "worker", plan.join_workers)
         with ThreadPoolExecutor(max_workers=min(16, len(plan.join_workers))) as pool:
             futures = {
-                m: pool.submit(
-                    _join,
-                    transport.fork(),
-                    m,
-                    tokens[m],
-                    remote,
-                    plan.addresses[m],
-                    port,
-                    _join_availability(layout, m),
-                )
+                m: pool.submit(_join_planned, transport.fork(), layout, plan, m, tokens[m], remote)
                 for m in plan.join_workers
             }
             failures = []

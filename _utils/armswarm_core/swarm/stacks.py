@@ -615,19 +615,20 @@ def deploy(
         if prune:
             argv.append("--prune")
         argv.append(stack)
-        try:
-            proc = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ArmswarmError(
-                f"docker stack deploy {stack} did not finish in {timeout}s"
-            ) from exc
-        if proc.returncode != 0:
-            raise ArmswarmError(
-                f"docker stack deploy {stack} failed: {(proc.stderr or proc.stdout).strip()}"
-            )
-        return proc.stdout
+        return _run_cli(argv, env, timeout, f"docker stack deploy {stack}")
+
+
+def _run_cli(argv, env, timeout, what: str) -> str:
+    """The docker CLI's output; a clear error saying ``what`` when it fails or hangs."""
+    try:
+        proc = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ArmswarmError(f"{what} did not finish in {timeout}s") from exc
+    if proc.returncode != 0:
+        raise ArmswarmError(f"{what} failed: {(proc.stderr or proc.stdout).strip()}")
+    return proc.stdout
 
 
 @contextlib.contextmanager
@@ -681,19 +682,7 @@ def set_images(
             if resolve_image == "never":
                 argv.append("--no-resolve-image")
             argv.append(f"{stack}_{name}")
-            try:
-                proc = subprocess.run(
-                    argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-                )
-            except subprocess.TimeoutExpired as exc:
-                raise ArmswarmError(
-                    f"putting the image of {stack}_{name} back did not finish in {timeout}s"
-                ) from exc
-            if proc.returncode != 0:
-                raise ArmswarmError(
-                    f"putting the image of {stack}_{name} back failed:"
-                    f" {(proc.stderr or proc.stdout).strip()}"
-                )
+            _run_cli(argv, env, timeout, f"putting the image of {stack}_{name} back")
 
 
 def force_update(stack: str, services: list, base_url: str | None, timeout=300) -> None:
