@@ -208,11 +208,19 @@ def test_boards_differ_in_speed_and_minions_stay_responsive(lab):
     # node2 plays a RockPro64, node4 a SOPINE: the same build step, one node at a time.
     for node in ("node2", "node4"):
         _cpu_probe_image(lab, node)
-    rock = min(_build_step_seconds(lab, "node2") for _ in range(2))
-    sopine = min(_build_step_seconds(lab, "node4") for _ in range(2))
+    # Interleaved rounds, the fastest of each: a burst of load on the 2-core host (another
+    # node's dockerd, a minion's job) slows one round, not one board's every round.
+    times = {"node2": [], "node4": []}
+    for _ in range(3):
+        for node, seconds in times.items():
+            seconds.append(_build_step_seconds(lab, node))
+    rock, sopine = min(times["node2"]), min(times["node4"])
     ratio = sopine / rock
     print(f"CPU-bound build step: RockPro64 {rock:.2f} s, SOPINE {sopine:.2f} s, x{ratio:.2f}")
-    assert 1.6 <= ratio <= 2.6, (rock, sopine)
+    # 2.0 in theory (one thread: a whole CPU against half of one); a capped cgroup gets
+    # somewhat less than its quota on a busy host. No cap would give about 1, a quarter-CPU
+    # cap about 4.
+    assert 1.6 <= ratio <= 3.2, times
     # While node4's builds take all of its share, its minion and dockerd answer at once: they
     # are outside the capped cgroup.
     code, out = lab.exec(
