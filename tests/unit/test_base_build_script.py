@@ -57,6 +57,40 @@ def test_debian_rootfs_per_platform(tmp_path, env, debarch, platform):
     assert cmds[-1].startswith(f"docker build --platform {platform} -t reg:5000/base:20261201 ")
     # no cache directory: nothing is copied into one
     assert not any(c.startswith(("cp ", "mv ")) for c in cmds)
+    # slim by default: dpkg leaves out manuals, translations, documentation but the copyrights
+    for opt in (
+        "--dpkgopt=path-exclude=/usr/share/man/*",
+        "--dpkgopt=path-exclude=/usr/share/locale/*",
+        "--dpkgopt=path-exclude=/usr/share/doc/*",
+        "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+    ):
+        assert opt in mmdebstrap.split(), mmdebstrap
+    # the include comes after its exclude: dpkg's last matching filter wins
+    assert mmdebstrap.index("path-include=/usr/share/doc/*/copyright") > mmdebstrap.index(
+        "path-exclude=/usr/share/doc/*"
+    )
+
+
+def test_merged_usr_comes_from_mmdebstraps_hook_where_it_has_one(tmp_path):
+    # without it, bookworm's init-system-helpers pulls usrmerge, and usrmerge perl (50 MB)
+    hook = "/usr/share/mmdebstrap/hooks/maybe-merged-usr"
+    cmds = commands(render(tmp_path, TARGETPLATFORM="linux/arm64"))
+    mmdebstrap = next(c for c in cmds if c.startswith("mmdebstrap "))
+    assert (f"--hook-dir={hook}" in mmdebstrap.split()) is os.path.isdir(hook), mmdebstrap
+
+
+def test_base_slim_0_keeps_the_documentation_under_another_cache_key(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    slim, full = (
+        commands(
+            render(tmp_path, ARMSWARM_ROOTFS_CACHE=str(cache), TARGETPLATFORM="linux/arm64", **env)
+        )
+        for env in ({}, {"BASE_SLIM": "0"})
+    )
+    mmdebstrap = next(c for c in full if c.startswith("mmdebstrap "))
+    assert "--dpkgopt" not in mmdebstrap and "path-exclude" not in mmdebstrap
+    assert slim[-2].split()[-1] != full[-2].split()[-1]  # the cached roots' names
 
 
 def test_foreign_platform_skips_mmdebstraps_qemu_check_native_does_not(tmp_path):
@@ -121,6 +155,10 @@ def test_arch_linux_arm_boards_get_pacstrap(tmp_path, platform, alarch):
     conf = [line[2:] for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert f"Architecture = {alarch}" in conf
     assert "Server = http://mirror.archlinuxarm.org/$arch/$repo" in conf
+    assert (
+        "NoExtract = usr/share/man/* usr/share/info/* usr/share/doc/* usr/share/locale/*"
+        " !usr/share/locale/locale.alias"
+    ) in conf
     assert not any(c.startswith("mmdebstrap") for c in cmds)
     assert cmds[-1].startswith(f"docker build --platform {platform} ")
 
@@ -132,6 +170,7 @@ def test_arch_linux_arm_boards_get_pacstrap(tmp_path, platform, alarch):
         ({"TARGETPLATFORM": "linux/arm/v7", "BASE_DISTRO": "alpine"}, "BASE_DISTRO must be"),
         ({"TARGETPLATFORM": "linux/amd64", "BASE_DISTRO": "archlinuxarm"}, "Arch Linux ARM has no"),
         ({"ARMSWARM_IMAGE": ""}, "ARMSWARM_IMAGE"),
+        ({"TARGETPLATFORM": "linux/arm64", "BASE_SLIM": "yes"}, "BASE_SLIM must be 1 or 0"),
     ],
 )
 def test_bad_input_is_refused_naming_it(tmp_path, env, message):
