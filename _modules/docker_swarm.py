@@ -12,8 +12,9 @@ only carry ciphertext that just the joiner can open.
 import logging
 import os
 
+import salt.utils.network
 from armswarm_core import ArmswarmError
-from armswarm_core.common import docker_client
+from armswarm_core.common import addresses, docker_client
 from armswarm_core.swarm import join_tokens, stacks, swarm_engine
 from salt.exceptions import CommandExecutionError
 from salt.utils.data import traverse_dict_and_list
@@ -81,16 +82,23 @@ def facts():
         "swarm": state(),
         # The address its engine rejoins through (see swarm_engine.promotion_needs_live_join_addr).
         "join_addr": _call(swarm_engine.recorded_join_addr),
-        "interfaces": {
-            iface: addrs
-            for iface, addrs in (__grains__.get("ip4_interfaces") or {}).items()
-            if addrs and iface != "lo"
-        },
+        "interfaces": _interfaces(),
         "default_interface": default_interface,
         "armnode": __grains__.get("armnode") or {},
         "num_cpus": __grains__.get("num_cpus"),
         "cpuarch": __grains__.get("cpuarch"),
     }
+
+
+def _interfaces() -> dict:
+    """The node's reachable IPv4 addresses per interface, as the kernel has them now (the
+    grain is from the minion's start); the grain where they cannot be read."""
+    try:
+        live = addresses.live_ip4(salt.utils.network.interfaces())
+    except Exception as exc:  # noqa: BLE001 - any failure to list them: the grain instead
+        log.debug("docker_swarm: interfaces from the grain: %s", exc)
+        live = {}
+    return addresses.reachable_ip4(live or __grains__.get("ip4_interfaces"))
 
 
 def init(

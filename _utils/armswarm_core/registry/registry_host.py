@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from armswarm_core import ArmswarmError
-from armswarm_core.common import password_hashes
+from armswarm_core.common import addresses, password_hashes
 from armswarm_core.registry import registry_settings
 
 CONTAINER = "armswarm-registry"
@@ -44,9 +44,6 @@ BINARY = "/bin/registry"
 HASH_LABEL = "io.armswarm.registry.spec"
 PREVIOUS = "-previous"  # suffix of the container kept stopped while its replacement starts
 SERVED_FILES = ("config.yml", "tls.crt", "tls.key", "htpasswd")  # all the container sees
-# Interfaces whose addresses clients on other nodes never use: loopback, docker's bridges
-# (docker0, docker_gwbridge, user networks br-…), container ends and libvirt's bridge.
-_LOCAL_INTERFACES = ("lo", "docker", "br-", "veth", "virbr")
 
 
 def settings(opts=None, pillar=None, name: str = CONTAINER, **overrides) -> dict:
@@ -58,35 +55,17 @@ def settings(opts=None, pillar=None, name: str = CONTAINER, **overrides) -> dict
     return out
 
 
-def node_addresses(ip4_interfaces) -> list:
-    """The node's IPv4 addresses other nodes can reach, from the ``ip4_interfaces`` grain,
-    in interface order: without loopback, docker bridges (``docker0``'s 172.17.0.1 is the
-    same on every node), container ends and link-local addresses."""
-    out = []
-    for iface, addrs in (ip4_interfaces or {}).items():
-        if str(iface).startswith(_LOCAL_INTERFACES):
-            continue
-        for addr in addrs or ():
-            try:
-                ip = ipaddress.ip_address(addr)
-            except ValueError:
-                continue
-            if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified) and addr not in out:
-                out.append(addr)
-    return out
-
-
 def placement(conf: dict, ip4_interfaces) -> dict:
     """``{"host", "listen", "addresses"}``: the name clients use (``host``, default
     ``<first address>:<port>``) and the address the port is published on (``listen``, default
     the address in ``host`` when it is one of this node's, else the first address)."""
-    addresses = node_addresses(ip4_interfaces)
-    host = conf["host"] or (f"{addresses[0]}:{conf['port']}" if addresses else "")
+    reachable = addresses.node_addresses(ip4_interfaces)
+    host = conf["host"] or (f"{reachable[0]}:{conf['port']}" if reachable else "")
     listen = conf["listen"]
     if not listen:
         name = host.rsplit(":", 1)[0].strip("[]")
-        listen = name if name in addresses else (addresses[0] if addresses else "")
-    return {"host": host, "listen": listen, "addresses": addresses}
+        listen = name if name in reachable else (reachable[0] if reachable else "")
+    return {"host": host, "listen": listen, "addresses": reachable}
 
 
 def check_access(conf: dict):
