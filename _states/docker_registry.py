@@ -94,7 +94,9 @@ def running(
         current_users = (
             (config_dir / "htpasswd").read_text() if (config_dir / "htpasswd").is_file() else ""
         )
-        users_text, users_changed = registry_host.htpasswd(conf["users"], current_users)
+        users_text, users_changed = registry_host.htpasswd(
+            conf["users"], current_users, conf["htpasswd_cost"]
+        )
         config_changes = (config_dir / "config.yml").is_file() is False or (
             (config_dir / "config.yml").read_text() != text
         )

@@ -129,9 +129,12 @@ def _bcrypt(password: str) -> str:
     # the nodes do: Python 3.13 has no crypt module)
     from armswarm_core import ArmswarmError  # noqa: PLC0415 - the tree's shared layer
     from armswarm_core.common import password_hashes  # noqa: PLC0415
+    from armswarm_core.registry import registry_settings  # noqa: PLC0415
 
+    # the cost the registry formula uses: the registry checks the hash on every request
+    cost = registry_settings.DEFAULTS["htpasswd_cost"]
     try:
-        hashed = password_hashes.hash_password(password, "bcrypt")
+        hashed = password_hashes.hash_password(password, "bcrypt", rounds=cost)
     except ArmswarmError as exc:
         raise LabError(f"cannot write the registry's htpasswd: {exc}") from exc
     if not hashed or not hashed.startswith("$2"):

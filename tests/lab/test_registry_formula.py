@@ -265,3 +265,35 @@ def test_a_replacement_that_does_not_start_keeps_the_old_registry(lab, deployed)
     # and the pillar it was deployed from is still what runs
     again = _apply(lab, NODE, "registry", pillar)
     assert _changed(again) == {} and all(_results(again).values()), _changed(again)
+
+
+def test_a_changed_hash_cost_rehashes_and_the_registry_takes_it(lab, deployed):
+    host, pillar = deployed
+    code, text = lab.exec(NODE, ["cat", "/etc/armswarm/registry/htpasswd"])
+    # cheap by default: the registry checks it on every request
+    assert code == 0 and text.startswith("builder:$2b$05$"), text
+    dearer = {"armswarm": {"registry": {**pillar["armswarm"]["registry"], "htpasswd_cost": 8}}}
+    check = _apply(lab, NODE, "registry", dearer, test=True)
+    running = next(s for s in check.values() if s["__id__"] == "armswarm-registry-running")
+    assert running["result"] is None and running["changes"]["users"] == ["builder"], running
+    assert lab.exec(NODE, ["cat", "/etc/armswarm/registry/htpasswd"]) == (0, text)
+    try:
+        applied = _apply(lab, NODE, "registry", dearer)
+        assert all(_results(applied).values()), _changed(applied)
+        code, new = lab.exec(NODE, ["cat", "/etc/armswarm/registry/htpasswd"])
+        assert code == 0 and new.startswith("builder:$2b$08$"), new
+        # the running registry reads the new hash: the password still opens it, another not
+        for password, status in ((PASSWORD, 200), (PASSWORD + "x", 401)):
+            response = requests.get(
+                f"https://{host}/v2/", auth=("builder", password), verify=_ca_file(lab), timeout=10
+            )
+            assert response.status_code == status, password == PASSWORD
+        for mode in ("re-apply", "check"):
+            again = _apply(lab, NODE, "registry", dearer, test=mode == "check")
+            assert _changed(again) == {} and all(
+                r is not False for r in _results(again).values()
+            ), _changed(again)
+    finally:
+        _apply(lab, NODE, "registry", pillar)
+    code, back = lab.exec(NODE, ["cat", "/etc/armswarm/registry/htpasswd"])
+    assert code == 0 and back.startswith("builder:$2b$05$"), back

@@ -3,6 +3,7 @@
 import pytest
 import yaml
 from armswarm_core import ArmswarmError
+from armswarm_core.common import password_hashes
 from armswarm_core.registry import registry_host
 
 pytestmark = pytest.mark.unit
@@ -44,6 +45,25 @@ def test_htpasswd_keeps_matching_hashes():
     assert registry_host.htpasswd({"b": "pw1", "a": "pw2"}, text) == (text, [])
     new, changed = registry_host.htpasswd({"b": "other"}, text)
     assert changed == ["b", "a"] and new.count("\n") == 1
+
+
+def test_htpasswd_cost_is_cheap_by_default_and_a_changed_cost_rehashes():
+    text, _ = registry_host.htpasswd({"a": "pw"})
+    (hashed,) = [line.split(":", 1)[1] for line in text.splitlines()]
+    assert hashed.startswith("$2b$05$"), hashed  # as `htpasswd -B`
+    dearer, changed = registry_host.htpasswd({"a": "pw"}, text, cost=10)
+    assert changed == ["a"] and dearer.split(":", 1)[1].startswith("$2b$10$")
+    assert registry_host.htpasswd({"a": "pw"}, dearer, cost=10) == (dearer, [])
+    # the system's own libcrypt agrees the new hash is the password's
+    stored = dearer.split(":", 1)[1].strip()
+    assert password_hashes.libcrypt("pw", stored) == stored
+    assert password_hashes.libcrypt("other", stored) != stored
+
+
+@pytest.mark.parametrize("cost", [3, 32, "five", True, 5.5])
+def test_htpasswd_cost_out_of_range_or_not_an_integer_is_refused(cost):
+    with pytest.raises(ArmswarmError, match="htpasswd_cost"):
+        registry_host.settings(None, _pillar(htpasswd_cost=cost))
 
 
 def test_spec_hash_follows_the_files(tmp_path):

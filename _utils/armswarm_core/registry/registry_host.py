@@ -110,18 +110,28 @@ def render_config(conf: dict, readonly: bool = False) -> str:
 
 
 # -- htpasswd ---------------------------------------------------------------------------------
-def _bcrypt(password: str, salt_from: str | None = None) -> str:
+def _bcrypt(password: str, salt_from: str | None = None, cost: int | None = None) -> str:
     # bcrypt (what the registry's htpasswd accepts) through the system's libcrypt: no extra
     # package on the boards, and no Python ``crypt`` module (Python 3.13 has none).
+    rounds = registry_settings.DEFAULTS["htpasswd_cost"] if cost is None else cost
     try:
-        return password_hashes.hash_password(password, "bcrypt", salt=salt_from, rounds=12)
+        return password_hashes.hash_password(password, "bcrypt", salt=salt_from, rounds=rounds)
     except ArmswarmError as exc:
         raise ArmswarmError(f"cannot write htpasswd: {exc}") from None
 
 
-def htpasswd(users: dict, current: str = "") -> tuple:
-    """``(text, changed user names)``: users whose current hash still matches their password
-    keep it, so re-applying changes nothing; passwords never appear in the result."""
+def _bcrypt_cost(hashed: str) -> int | None:
+    """The cost of a ``$2b$05$…`` hash, None for anything else."""
+    parts = hashed.split("$")
+    return int(parts[2]) if len(parts) > 3 and parts[1][:1] == "2" and parts[2].isdigit() else None
+
+
+def htpasswd(users: dict, current: str = "", cost: int | None = None) -> tuple:
+    """``(text, changed user names)``: users whose current hash still matches their password,
+    at the configured ``cost`` (``armswarm:registry:htpasswd_cost``), keep it, so re-applying
+    changes nothing; a hash of another cost is made again. Passwords never appear in the
+    result."""
+    cost = registry_settings.DEFAULTS["htpasswd_cost"] if cost is None else cost
     existing = {}
     for line in current.splitlines():
         name, sep, hashed = line.partition(":")
@@ -130,10 +140,10 @@ def htpasswd(users: dict, current: str = "") -> tuple:
     lines, changed = [], []
     for name in sorted(users):
         old = existing.get(name)
-        if old and old.startswith("$2") and _bcrypt(users[name], old) == old:
+        if old and _bcrypt_cost(old) == cost and _bcrypt(users[name], old) == old:
             lines.append(f"{name}:{old}")
         else:
-            lines.append(f"{name}:{_bcrypt(users[name])}")
+            lines.append(f"{name}:{_bcrypt(users[name], cost=cost)}")
             changed.append(name)
     changed.extend(sorted(set(existing) - set(users)))
     return ("\n".join(lines) + "\n") if lines else "", changed
