@@ -152,18 +152,26 @@ def test_the_example_base_is_slim_and_keeps_its_filters_for_the_children(lab, fi
     probe = (
         "find /usr/share/doc -type f ! -name copyright | wc -l; "
         "ls /usr/share/man 2>/dev/null | wc -l; "
-        "test -e /usr/bin/perl && echo perl || echo no-perl; "
+        "for p in usrmerge usr-is-merged; do dpkg-query -W -f='${db:Status-Status}\\n' $p; done; "
+        "test -d /usr/share/perl && echo perl-modules || echo no-perl-modules; "
+        "test -L /bin && echo merged-usr || echo split-usr; "
         "ls /usr/share/doc | wc -l; cat /etc/dpkg/dpkg.cfg.d/*"
     )
     for item in first_run[1]["images"]:
         if item["image"] not in ("base", "runtime"):
             continue
         ref = f"{lab.registry}/{item['image']}@{item['digest']}"
-        code, out = lab.exec(item["node"], ["docker", "run", "--rm", ref, "sh", "-c", probe])
+        code, out = lab.exec(
+            item["node"],
+            ["docker", "run", "--rm", "--platform", item["platform"], ref, "sh", "-c", probe],
+        )
         assert code == 0, out
-        docs, manuals, perl, packages, *filters = out.splitlines()
-        # no documentation but the copyrights (one per package), no manuals, no perl
-        assert (docs, manuals, perl) == ("0", "0", "no-perl"), (item["job"], out)
+        docs, manuals, usrmerge, is_merged, perl, merged, packages, *filters = out.splitlines()
+        # no documentation but the copyrights (one per package), no manuals; /usr merged
+        # without the usrmerge package and the perl modules it pulls in
+        assert (docs, manuals) == ("0", "0"), (item["job"], out)
+        assert (usrmerge, is_merged) == ("not-installed", "installed"), out
+        assert (perl, merged) == ("no-perl-modules", "merged-usr"), out
         assert int(packages) > 50, out
         # the filters dpkg keeps applying to what the children install
         assert "path-exclude=/usr/share/doc/*" in filters, out
