@@ -95,8 +95,8 @@ tarball="$ctx/rootfs.tar"
 # the root filesystem's own dpkg (run through binfmt when the node is not that platform).
 links='for a in httpd wget uptime hostname; do [ -e "$1/usr/bin/$a" ] || ln -s /bin/busybox "$1/usr/bin/$a"; done'
 arch_file='chroot "$1" dpkg --print-architecture > "$1/etc/armswarm-base-arch"'
-# What a slim root leaves out, as dpkg path filters (the last matching one wins): a layer every
-# board pushes and pulls, about 60 MB instead of 100-150 on armhf.
+# What a slim root leaves out, as dpkg path filters (the last matching one wins): the layer every
+# board pushes and pulls, 60 MB instead of 145 for armhf, 100 instead of 195 for arm64.
 slim_filters='path-exclude=/usr/share/man/*
 path-exclude=/usr/share/info/*
 path-exclude=/usr/share/locale/*
@@ -147,8 +147,10 @@ debian_rootfs() {
             # there removed as dpkg would have left it out
             run sh -c "printf '%s\n' '$slim_filters' > '$root/etc/dpkg/dpkg.cfg.d/armswarm-slim'"
             run sh -c "cd '$root/usr/share' && rm -rf man/* info/* \
-                && find locale -mindepth 1 -maxdepth 1 ! -name locale.alias -exec rm -rf {} + \
-                && find doc -mindepth 1 ! -type d ! -name copyright -exec rm -f {} +"
+                && { [ ! -d locale ] || find locale -mindepth 1 -maxdepth 1 \
+                    ! -name locale.alias -exec rm -rf {} +; } \
+                && { [ ! -d doc ] || find doc -mindepth 1 ! -type d ! -name copyright \
+                    -exec rm -f {} +; }"
         fi
         run tar -C "$root" -cf "$tarball" .
     fi
