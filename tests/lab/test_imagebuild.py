@@ -234,7 +234,6 @@ def test_plan_builds_nothing(lab, first_run):
         for item in json.loads(report.read_text())["images"]
         if item.get("node")
     }
-    assert {item["node"] for item in first_run[1]["images"]} <= built, sorted(built)
     assert measured <= built, (speeds, sorted(built))
     assert "node1" in measured and len(measured) >= 2, speeds
     assert _api(lab, "_catalog").json() == catalog
