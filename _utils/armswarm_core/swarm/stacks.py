@@ -698,16 +698,7 @@ def force_update(stack: str, services: list, base_url: str | None, timeout=300) 
         env["DOCKER_HOST"] = host
     for name in services:
         argv = [cli, "service", "update", "--force", "--detach", "--quiet", f"{stack}_{name}"]
-        try:
-            proc = subprocess.run(
-                argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise ArmswarmError(f"forcing {stack}_{name} did not finish in {timeout}s") from exc
-        if proc.returncode != 0:
-            raise ArmswarmError(
-                f"forcing {stack}_{name} failed: {(proc.stderr or proc.stdout).strip()}"
-            )
+        _run_cli(argv, env, timeout, f"forcing {stack}_{name}")
 
 
 def _login(cli, env, auth: dict):
