@@ -26,7 +26,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 # Bump when the build steps change in a way the hashed inputs below do not show.
-RECIPE = "5"
+RECIPE = "6"
 # The release of the host's own apt sources (where the Debian mirror is read from) and of the
 # MariaDB test image.
 SUITE = "bookworm"
@@ -269,7 +269,9 @@ def _compile_in_rootfs(rootfs: Path, requirement: str, wheelhouse: Path, python:
             "download",
             "--quiet",
             "--no-deps",
-            "--no-binary=:all:",
+            # Only this package as an sdist: ":all:" would also reach the build environment
+            # pip sets up to read its metadata, and compile Cython from source (minutes).
+            f"--no-binary={requirement}",
             "-d",
             str(sdists),
             requirement,
@@ -347,6 +349,10 @@ def _configure_rootfs(rootfs: Path):
         masked = rootfs / "etc/systemd/system" / unit
         if not masked.is_symlink():
             masked.symlink_to("/dev/null")
+    # dpkg without fsync, as in Docker's own Debian images: a node's disk goes with its
+    # container, and five nodes unpacking at once on a small host spend a fifth of armnode's
+    # apt time in syncs (measured: 13.7 s -> 11.9 s for the mail relay's packages).
+    _write(rootfs, "/etc/dpkg/dpkg.cfg.d/armswarm-lab-unsafe-io", "force-unsafe-io\n")
     # An empty machine-id makes systemd create a fresh one per node at boot.
     (rootfs / "etc/machine-id").write_text("")
     for link_name in ("salt-call", "salt-minion"):
