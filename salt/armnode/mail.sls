@@ -5,6 +5,9 @@
 armnode-mail-packages-installed:
   pkg.installed:
     - pkgs: {{ armnode.mail_packages[mail.relay] | json }}
+    {%- if grains.os_family == "Debian" %}
+    - install_recommends: {{ armnode.install_recommends | json }}
+    {%- endif %}
     - require:
       - armnode: armnode-settings-valid
 

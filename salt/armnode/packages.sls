@@ -41,6 +41,9 @@ armnode-mirrors-managed:
 armnode-packages-installed:
   pkg.installed:
     - pkgs: {{ (armnode.packages + armnode.os_packages + boot_tools) | unique | list | json }}
+    {%- if grains.os_family == "Debian" %}
+    - install_recommends: {{ armnode.install_recommends | json }}
+    {%- endif %}
     - require:
       - armnode: armnode-settings-valid
     {%- if armnode.mail.enabled %}

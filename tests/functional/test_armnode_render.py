@@ -78,6 +78,8 @@ def test_arch_linux_arm_on_an_hc1(tmp_path):
     assert _arg(high["armnode-cron-running"], "service", "name") == "cronie"
     assert _arg(high["armnode-admin-user-present"], "user", "groups") == ["wheel"]
     assert _arg(high["armnode-docker-installed"], "pkg", "name") == "docker"
+    # pacman has no Recommends: nothing passed to it
+    assert _arg(high["armnode-packages-installed"], "pkg", "install_recommends") is None
     mirror = high["armnode-mirrors-managed"]
     assert _arg(mirror, "file", "name") == "/etc/pacman.d/mirrorlist"
     assert "Server = http://mirror.example.org/archlinuxarm/$arch/$repo" in _arg(
@@ -110,6 +112,9 @@ def test_debian_rpi4_renders_apt_and_sudo(tmp_path):
         high["armnode-mirrors-managed"], "file", "contents"
     )
     assert _arg(high["armnode-timesync-installed"], "pkg", "name") == "systemd-timesyncd"
+    # apt's Recommends off by default for the tools and the relay, docker.io keeps its own
+    assert _arg(high["armnode-packages-installed"], "pkg", "install_recommends") is False
+    assert _arg(high["armnode-docker-installed"], "pkg", "install_recommends") is None
 
 
 @pytest.mark.parametrize("virtual", ["container"])

@@ -19,6 +19,11 @@ PILLAR = "armnode"
 # Every key of the formula (salt/armnode/pillar.example documents each one).
 DEFAULTS = {
     "packages": ["lsof", "wget", "curl", "htop", "rsync", "less", "sudo", "ca-certificates"],
+    # apt's Recommends for the packages above and the mail relay's (Debian family; pacman has
+    # none). Off: the same package set on every image whatever its apt config (DietPi turns
+    # them off, Raspberry Pi OS keeps them), and no MIME database, keyring tools or ICU on the
+    # flash for a mail relay. Docker's package keeps its own (AppArmor's parser).
+    "install_recommends": False,
     # Package mirrors; empty: the image's own sources stay.
     "mirrors": {},
     # name: content → /usr/local/sbin/<name> (mode 0755)
