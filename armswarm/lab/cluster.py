@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -837,8 +838,9 @@ class Lab:
         started = time.monotonic()
         # The lab's containers outlive a stopped dockerd (a reboot): start it to remove them.
         self.ensure_host_dockerd()
-        for container in self.containers():
-            container.remove(force=True, v=True)
+        # Side by side: each node's removal waits on its own dockerd data (seconds apiece).
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda c: c.remove(force=True, v=True), self.containers()))
         for volume in self.client.volumes.list(filters={"label": f"{LABEL}={self.name}"}):
             volume.remove(force=True)
         for network in self.client.networks.list(filters={"label": f"{LABEL}={self.name}"}):

@@ -52,7 +52,9 @@ def lab():
     # The swarm exactly as `up`'s main job formed it, read before any test changes it; None
     # for a kept lab (ARMSWARM_LAB_KEEP), where this session's `up` ran no main job.
     lab.swarm_formed_by_up = swarm_table(lab) if fresh else None
-    lab.sync()  # a kept lab runs the modules of this checkout (see Lab.sync)
+    if not fresh:
+        lab.sync()  # a kept lab runs the modules of this checkout (see Lab.sync); a fresh
+        # one's main job synced them already
     yield lab
     if not os.environ.get("ARMSWARM_LAB_KEEP"):
         lab.down()
