@@ -184,37 +184,18 @@ def _url_ok(url) -> bool:
     return parsed.scheme in ("http", "https", "ftp") and bool(parsed.netloc)
 
 
-# Newlines and other control characters: one would add lines to the files these values go
-# into (sources.list, msmtprc, journald, zram, IRQ, boot lines).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Keys whose values are whole files, where newlines belong.
-_MULTILINE = ("scripts", "docker:registry_ca")
-
-
-def _control_characters(value, key: str) -> list[str]:
-    """Every key under ``key`` (colon path) whose name or string value has one."""
-    rel = key.split(":", 1)[1] if ":" in key else ""
-    if rel in _MULTILINE:
-        return []
-    if isinstance(value, str):
-        return [f"{key}: contains a newline or control character"] if _CONTROL.search(value) else []
-    found = []
-    if isinstance(value, Mapping):
-        for sub, item in value.items():
-            if isinstance(sub, str) and _CONTROL.search(sub):
-                found.append(f"{key}: a key contains a newline or control character")
-            else:
-                found += _control_characters(item, f"{key}:{sub}")
-    elif isinstance(value, list | tuple):
-        for item in value:
-            found += _control_characters(item, key)
-    return found
+# Keys whose values are whole files, where newlines belong (any other value with a newline or
+# control character would add lines to the file it goes into: sources.list, msmtprc,
+# journald, zram, IRQ, boot lines).
+_MULTILINE = (f"{PILLAR}:scripts", f"{PILLAR}:docker:registry_ca")
 
 
 def validate(settings: dict, boot_root: str = "/") -> list[str]:
     """Every problem, each naming its pillar key (values that may be secret are not shown)."""
-    errors = _control_characters(
-        {k: v for k, v in settings.items() if k not in ("board", "boot_flavour")}, PILLAR
+    errors = config.control_characters(
+        {k: v for k, v in settings.items() if k not in ("board", "boot_flavour")},
+        PILLAR,
+        _MULTILINE,
     )
     admin = settings.get("admin") or {}
     if not _USER.match(str(admin.get("name", ""))):
