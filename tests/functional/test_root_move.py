@@ -331,3 +331,34 @@ def test_u_boot_menu_output_stays_on_the_old_root(disks):
     other = disks["tmp"] / "bootfs"
     other.mkdir()
     assert root_move._boot_fstab_lines(other, str(disks["tmp"]), str(source), "x") == []
+
+
+@pytest.mark.skipif(
+    not (shutil.which("unshare") and os.path.exists("/usr/sbin/u-boot-update")),
+    reason="needs unshare and u-boot-menu (scripts/setup.sh)",
+)
+def test_u_boot_menu_after_the_move_regenerates_onto_the_old_root(disks, monkeypatch):
+    source = disks["source"]
+    shutil.copytree(BOARDS / "rockpro64-extlinux" / "rootfs", source, dirs_exist_ok=True)
+    report = root_move.run(
+        disks["target"], source=str(source), boot_root=str(source), dry_run=False
+    )
+    assert report["boot_flavour"] == "u-boot-menu" and report["boot_files_on_root"] is True
+    copy = disks["tmp"] / "copy"
+    copy.mkdir()
+    sh("mount", report["partition"], str(copy))
+    disks["mounts"].append(copy)
+    uuid = sh("blkid", "-s", "UUID", "-o", "value", report["partition"]).strip()
+    assert f'U_BOOT_ROOT="root=UUID={uuid}"' in (copy / "etc/default/u-boot").read_text()
+    disks["mounts"].extend(_mount_as_next_boot(copy, (copy / "etc/fstab").read_text()))
+    # A later kernel-argument edit on the moved system runs the real u-boot-update there …
+    monkeypatch.setenv("ARMSWARM_TEST_ROOT", str(copy))
+    monkeypatch.setenv("PATH", f"{Path(__file__).parent / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    boot_files.apply(str(copy), boot_files.plan(str(copy), ["fsck.mode=force"]))
+    # … whose extlinux.conf is on the old root, where U-Boot reads it, booting the new root.
+    conf = (source / "boot/extlinux/extlinux.conf").read_text()
+    labels, default = cmdline.extlinux_labels(conf)
+    (start, end), *_ = labels[default]
+    args = conf[start:end].split()
+    assert "fsck.mode=force" in args
+    assert [a for a in args if a.startswith("root=")] == [f"root=UUID={uuid}"]

@@ -330,6 +330,20 @@ def _assign(text: str, key: str, line: str, commented: bool = False) -> str:
     return text + ("" if not text or text.endswith("\n") else eol) + line + eol
 
 
+def _on_copy(copy: Path, boot_root: str, path: Path, read_dir: Path) -> Path | None:
+    """``path`` (a boot file under ``boot_root``) in the copy, when the copy has it (not on a
+    partition of its own, which the copy does not hold) and it is not among the files U-Boot
+    reads (those stay the old root's, see :func:`_boot_fstab_lines`)."""
+    try:
+        rel = path.resolve().relative_to(Path(boot_root).resolve())
+    except ValueError:
+        return None
+    if path.resolve().is_relative_to(read_dir.resolve()):
+        return None
+    mirrored = copy / rel
+    return mirrored if mirrored.is_file() and not mirrored.is_symlink() else None
+
+
 def boot_change(boot_root: str, ids: dict) -> dict:
     """The boot configuration change that makes the next boot use the new root."""
     flavour, path = boot_files.locate(boot_root)
@@ -410,6 +424,7 @@ def run(
     _run(["mkfs.ext4", "-q", "-F", "-L", "armroot", part])
     ids = _ids(part)
     progress("formatted")
+    change = boot_change(boot_root, ids)
     with tempfile.TemporaryDirectory(prefix="armswarm-newroot-") as mnt:
         _run(["mount", part, mnt])
         try:
@@ -419,9 +434,14 @@ def run(
             _point_fstab(Path(mnt), ids["UUID"], extra)
             if extra:
                 (Path(mnt) / OLD_ROOT.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            # The boot file as the copy has it says the same: u-boot-menu's /etc/default/u-boot
+            # moves with the root, and the next u-boot-update (a kernel update, a kernel
+            # argument) on the new root reads that one.
+            on_copy = _on_copy(Path(mnt), boot_root, Path(change["file"]), read_dir)
+            if on_copy is not None:
+                files.write(on_copy, change["text"])
         finally:
             _run(["umount", mnt])
-    change = boot_change(boot_root, ids)
     files.write(change["file"], change["text"])
     boot_files.regenerate(change["flavour"], Path(change["file"]))
     boot_files.mark_reboot_required(boot_root, f"root moves to {part} (UUID={ids['UUID']})")
