@@ -3,16 +3,21 @@ its own error naming the key, never with another exception, and refuses a newlin
 character in any value (each ends up in a file, a command line, a cron line or a unit)."""
 
 import copy
+from pathlib import Path
 
 import pytest
 from armswarm_core import ArmswarmError
 from armswarm_core.backup import backup_policy
 from armswarm_core.build import build_settings
 from armswarm_core.common import config, docker_client
+from armswarm_core.node import node_settings
 from armswarm_core.registry import registry_settings
 from armswarm_core.swarm import swarm_engine, swarm_layout
 
 pytestmark = pytest.mark.unit
+
+BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
+RPI4 = {"os_family": "Debian", "armnode": {"board": "rpi4", "boot_flavour": "rpi-cmdline"}}
 
 GARBAGE = [None, 7, ["x"], {"x": 1}, "a\nb", b"x"]
 
@@ -34,6 +39,14 @@ def _swarm(conf: dict):
 
 # name: (read a pillar section, its pillar key, the keys and their defaults, free mappings)
 LOADERS = {
+    "armnode": (
+        lambda c: node_settings.settings(
+            pillar={"armnode": c}, grains=RPI4, boot_root=str(BOARDS / "rpi4" / "rootfs")
+        ),
+        node_settings.PILLAR,
+        node_settings._SCHEMA,
+        node_settings._FREE,
+    ),
     "backup": (
         lambda c: backup_policy.settings(pillar=_pillar(backup_policy.PILLAR, c)),
         backup_policy.PILLAR,
@@ -131,6 +144,8 @@ CASES = [
 def test_garbage_of_every_type_is_a_clear_error_naming_the_key(loader, key, value):
     read, pillar, defaults, free = LOADERS[loader]
     default = dict(_keys(defaults, free))[key]
+    if (loader, key) in WHOLE_FILES and isinstance(value, str):
+        pytest.skip("a whole file: newlines belong")
     try:
         got = read(_set(key, value))
     except ArmswarmError as exc:  # anything else fails the test: a traceback
@@ -158,8 +173,19 @@ def _item_cases():
                     )
 
 
-# What a free mapping may hold (the rest of GARBAGE is refused there).
-ITEMS_OK = {"build_args": (7,), "speeds": (7,), "nodes:m1:labels": (7,)}
+# What a free mapping (or a list) may hold (the rest of GARBAGE is refused there).
+ITEMS_OK = {
+    "build_args": (7,),
+    "speeds": (7,),
+    "nodes:m1:labels": (7,),
+    "journald": (7,),  # RuntimeMaxUse: 50M, MaxLevelStore: 6
+    "tuning:irq_affinity:cpus": (7,),
+    "mail_packages": (["x"],),
+    "boot_tools": (["x"],),
+    "docker:daemon": (7, ["x"], {"x": 1}),  # daemon.json: any JSON, checked by dockerd
+}
+# Values that are whole files, where a newline belongs.
+WHOLE_FILES = {("armnode", "docker:registry_ca"), ("armnode", "scripts")}
 
 
 @pytest.mark.parametrize(("loader", "key", "value"), list(_item_cases()))
