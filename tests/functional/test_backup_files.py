@@ -1,16 +1,19 @@
 """Backups on real files, no Docker: modes whatever the umask, the content fingerprint, and
 the copy's time limit against a write that really hangs (a named pipe nobody reads)."""
 
+import gzip
 import os
+import socket as sock
 import stat
 import threading
 import time
+import types
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 from armswarm_core import ArmswarmError
-from armswarm_core.backup import backup_policy, backup_target, volume_backups
+from armswarm_core.backup import backup_policy, backup_target, mysql_dumps, volume_backups
 
 pytestmark = pytest.mark.functional
 
@@ -130,3 +133,70 @@ def test_a_cancelled_publish_leaves_nothing(tmp_path):
     with pytest.raises(backup_target.Cancelled):
         backup_target.publish(tmp_path / "volumes" / "app", bid, produce, {}, cancel)
     assert list((tmp_path / "volumes" / "app").iterdir()) == []
+
+
+class _DumpStandIn:
+    """The Docker API calls a dump makes, answered with a real socket whose far end plays
+    mysqldump: it reads the password line from stdin, then sends ``dump`` as stdout frames.
+    Only the dump stream is a stand-in; the files are written by the real code."""
+
+    def __init__(self, dump: bytes):
+        self.dump, self.stdin = dump, b""
+
+    def containers(self, filters):
+        return [{"Id": "c1", "Names": ["/shop-db"], "Image": "mariadb:11.4", "Labels": {}}]
+
+    def inspect_container(self, cid):
+        return {"Config": {"Env": ["MARIADB_ROOT_PASSWORD=s3cret-pw"]}}
+
+    def exec_create(self, cid, argv, **kwargs):
+        return {"Id": "exec1"}
+
+    def exec_start(self, exec_id, socket=False):
+        ours, theirs = sock.socketpair()
+
+        def mysqldump():
+            while data := theirs.recv(4096):
+                self.stdin += data
+            for start in range(0, len(self.dump), 1000):  # several frames, as dockerd sends
+                chunk = self.dump[start : start + 1000]
+                theirs.sendall(b"\x01\0\0\0" + len(chunk).to_bytes(4, "big") + chunk)
+            theirs.close()
+
+        threading.Thread(target=mysqldump, daemon=True).start()
+        return ours
+
+    def exec_inspect(self, exec_id):
+        return {"Running": False, "ExitCode": 0}
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022])
+def test_a_mysql_dump_is_owner_only_whatever_the_umask(tmp_path, umask):
+    # A mysql/ directory made by an older version with the usual 0755 is narrowed too.
+    (tmp_path / "mysql").mkdir(mode=0o755)
+    (tmp_path / "mysql").chmod(0o755)
+    dump = b"-- MariaDB dump 10.19\nINSERT INTO orders VALUES (1,'card 4111');\n" * 300
+    api = _DumpStandIn(dump)
+    conf = backup_policy.settings(
+        pillar={"armswarm": {"backup": {"target": {"path": str(tmp_path), "require_mount": False}}}}
+    )
+    old = os.umask(umask)
+    try:
+        result = mysql_dumps.mysql_dump(
+            types.SimpleNamespace(api=api), conf, "node1", lambda key, default=None: default
+        )
+    finally:
+        os.umask(old)
+    assert result["errors"] == {} and list(result["dumped"]) == ["shop-db"]
+    assert api.stdin == b"s3cret-pw\n"  # the password went on stdin, nowhere else
+    folder = tmp_path / "mysql" / "shop-db"
+    (backup,) = [p for p in folder.iterdir()]
+    assert backup.name == result["dumped"]["shop-db"]["id"]
+    assert gzip.decompress((backup / backup_policy.DUMP).read_bytes()) == dump
+    assert {p: _mode(p) for p in (tmp_path / "mysql", folder, backup)} == dict.fromkeys(
+        (tmp_path / "mysql", folder, backup), 0o700
+    )
+    names = sorted(p.name for p in backup.iterdir())
+    assert names == ["SHA256SUMS", "dump.sql.gz", "manifest.json"]
+    assert {p.name: _mode(p) for p in backup.iterdir()} == dict.fromkeys(names, 0o600)
+    assert not any(b"s3cret-pw" in p.read_bytes() for p in backup.iterdir())

@@ -13,6 +13,9 @@ from armswarm_core.common import files
 from armswarm_core.node import boot_files, cmdline, root_move
 
 BOARDS = Path(__file__).resolve().parents[2] / "armswarm" / "lab" / "fixtures" / "boards"
+# Boot files of other distributions' images, copied from their repositories (each names its
+# source in a comment).
+BOOT = Path(__file__).resolve().parent / "fixtures" / "boot"
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("losetup") or not shutil.which("rsync"),
@@ -230,17 +233,69 @@ def _mount_as_next_boot(copy: Path, fstab: str):
 
 
 @pytest.mark.parametrize(
-    "board, read_dir",
-    [("odroid-hc1", "boot"), ("rockpro64", "boot"), ("rpi4", "boot/firmware")],
+    "tree, read_dir, crlf",
+    [
+        (BOARDS / "odroid-hc1" / "rootfs", "boot", False),
+        (BOARDS / "rockpro64" / "rootfs", "boot", False),
+        (BOARDS / "rpi4" / "rootfs", "boot/firmware", False),
+        # DietPi: the root in dietpiEnv.txt's rootdev=, its boot.scr reads it.
+        (BOOT / "dietpi-odroid-c4", "boot", False),
+        (BOOT / "dietpi-odroid-c4", "boot", True),
+        # ODROID boot.ini: DietPi sets root= in a variable bootargs use, ALARM in bootargs
+        # itself (with an argument after the closing quote).
+        (BOOT / "dietpi-odroid-xu4", "boot", False),
+        (BOOT / "dietpi-odroid-xu4", "boot", True),
+        (BOOT / "alarm-odroid-c2", "boot", False),
+        # Plain extlinux.conf (no u-boot-menu): root=/dev/… and root=UUID=…, comments inside
+        # the label; U-Boot reads the kernel beside extlinux/, in /boot.
+        (BOOT / "dietpi-quartz64", "boot", False),
+        (BOOT / "armbian-aml-s9xx", "boot", False),
+        (BOOT / "armbian-aml-s9xx", "boot", True),
+    ],
+    ids=lambda v: (
+        (v.parent.name if v.name == "rootfs" else v.name)
+        if isinstance(v, Path)
+        else {True: "crlf", False: "lf"}.get(v)
+    ),
 )
-def test_after_the_move_boot_edits_land_where_u_boot_reads(disks, board, read_dir):
+def test_after_the_move_boot_edits_land_where_u_boot_reads(disks, tree, read_dir, crlf):
     # The boot files on the root itself (no /boot partition): as on an HC1's SD card.
     source = disks["source"]
-    shutil.copytree(BOARDS / board / "rootfs", source, dirs_exist_ok=True)
+    shutil.copytree(tree, source, dirs_exist_ok=True)
+    flavour, before = boot_files.locate(str(source))
+    if crlf:  # saved on another system (the FAT partition of many images)
+        before.write_bytes(before.read_bytes().replace(b"\n", b"\r\n"))
+    old_text = before.read_bytes().decode()
     report = root_move.run(
         disks["target"], source=str(source), boot_root=str(source), dry_run=False
     )
     assert report["boot_files_on_root"] is True
+    # The boot file U-Boot reads names the new root, once, and nothing else changed.
+    moved = before.read_bytes()
+    assert (b"\r\n" in moved) == crlf and moved.count(b"\n") == old_text.count("\n")
+    assert moved.count(b"\r\n") == (moved.count(b"\n") if crlf else 0)
+    changed = [
+        (a, b)
+        for a, b in zip(old_text.splitlines(), moved.decode().splitlines(), strict=True)
+        if a != b
+    ]
+    assert len(changed) == 1, changed
+    new_ids = {
+        "UUID": sh("blkid", "-s", "UUID", "-o", "value", report["partition"]).strip(),
+        "PARTUUID": sh("blkid", "-s", "PARTUUID", "-o", "value", report["partition"]).strip(),
+    }
+    if flavour in ("armbianEnv", "dietpiEnv"):
+        roots = [line for line in moved.decode().splitlines() if line.startswith("rootdev=")]
+        assert roots == [f"rootdev=UUID={new_ids['UUID']}"]
+    else:
+        # What U-Boot will pass, ${variables} of the script expanded where it defines them.
+        found = cmdline.site(flavour, moved.decode(), str(before))
+        text = moved.decode()
+        args = [text[s:e] for s, e in found.tokens] + list(found.fixed)
+        assert [a for a in args if a.startswith("root=")] == [
+            f"root=PARTUUID={new_ids['PARTUUID']}"
+        ]
+        assert "rootwait" in args
     copy = disks["tmp"] / "copy"
     copy.mkdir()
     sh("mount", report["partition"], str(copy))
@@ -276,3 +331,34 @@ def test_u_boot_menu_output_stays_on_the_old_root(disks):
     other = disks["tmp"] / "bootfs"
     other.mkdir()
     assert root_move._boot_fstab_lines(other, str(disks["tmp"]), str(source), "x") == []
+
+
+@pytest.mark.skipif(
+    not (shutil.which("unshare") and os.path.exists("/usr/sbin/u-boot-update")),
+    reason="needs unshare and u-boot-menu (scripts/setup.sh)",
+)
+def test_u_boot_menu_after_the_move_regenerates_onto_the_old_root(disks, monkeypatch):
+    source = disks["source"]
+    shutil.copytree(BOARDS / "rockpro64-extlinux" / "rootfs", source, dirs_exist_ok=True)
+    report = root_move.run(
+        disks["target"], source=str(source), boot_root=str(source), dry_run=False
+    )
+    assert report["boot_flavour"] == "u-boot-menu" and report["boot_files_on_root"] is True
+    copy = disks["tmp"] / "copy"
+    copy.mkdir()
+    sh("mount", report["partition"], str(copy))
+    disks["mounts"].append(copy)
+    uuid = sh("blkid", "-s", "UUID", "-o", "value", report["partition"]).strip()
+    assert f'U_BOOT_ROOT="root=UUID={uuid}"' in (copy / "etc/default/u-boot").read_text()
+    disks["mounts"].extend(_mount_as_next_boot(copy, (copy / "etc/fstab").read_text()))
+    # A later kernel-argument edit on the moved system runs the real u-boot-update there …
+    monkeypatch.setenv("ARMSWARM_TEST_ROOT", str(copy))
+    monkeypatch.setenv("PATH", f"{Path(__file__).parent / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    boot_files.apply(str(copy), boot_files.plan(str(copy), ["fsck.mode=force"]))
+    # … whose extlinux.conf is on the old root, where U-Boot reads it, booting the new root.
+    conf = (source / "boot/extlinux/extlinux.conf").read_text()
+    labels, default = cmdline.extlinux_labels(conf)
+    (start, end), *_ = labels[default]
+    args = conf[start:end].split()
+    assert "fsck.mode=force" in args
+    assert [a for a in args if a.startswith("root=")] == [f"root=UUID={uuid}"]

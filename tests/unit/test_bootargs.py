@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from armswarm_core import ArmswarmError
-from armswarm_core.node import boot_files, cmdline, node_settings
+from armswarm_core.node import boot_files, cmdline, node_settings, root_move
 
 pytestmark = pytest.mark.unit
 
@@ -541,3 +541,38 @@ def test_settings_validation_names_keys_and_hides_secrets():
 def test_settings_kernel_args_must_be_lists():
     errors = node_settings.validate({"kernel_args": {"present": "quiet"}})
     assert any("armnode:kernel_args" in e and "must be a list" in e for e in errors), errors
+
+
+def test_a_created_extraargs_line_keeps_a_crlf_files_line_ending():
+    # dietpiEnv.txt as DietPi ships it (github:MichaIng/DietPi .build/images/U-Boot/
+    # dietpiEnv.txt), without its extraargs= line, saved with CRLF on another system.
+    text = (
+        "rootdev=/dev/mmcblk0p1\r\nrootfstype=ext4\r\n"
+        "consoleargs=console=ttyAML0,115200 console=tty1\r\noverlay_path=amlogic\r\n"
+    )
+    new = cmdline.edit("dietpiEnv", text, ["fsck.mode=force"], path="dietpiEnv.txt")
+    assert new == text + "extraargs=fsck.mode=force\r\n"
+    assert cmdline.edit("dietpiEnv", text.rstrip("\r\n"), ["quiet"]).endswith(
+        "amlogic\r\nextraargs=quiet\r\n"
+    )
+
+
+def test_the_root_move_sets_every_active_root_line_and_a_commented_one_only_when_alone(tmp_path):
+    ids = {"UUID": "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0", "PARTUUID": "1234abcd-01"}
+    env = tmp_path / "env"
+    (env / "boot").mkdir(parents=True)
+    # env import: the last rootdev= counts, so both change.
+    (env / "boot/armbianEnv.txt").write_text("rootdev=/dev/mmcblk0p1\nverbosity=1\nrootdev=x\n")
+    new = root_move.boot_change(str(env), ids)["text"]
+    assert new == f"rootdev=UUID={ids['UUID']}\nverbosity=1\nrootdev=UUID={ids['UUID']}\n"
+    menu = tmp_path / "menu"
+    (menu / "etc/default").mkdir(parents=True)
+    (menu / "boot/extlinux").mkdir(parents=True)
+    (menu / "boot/extlinux/extlinux.conf").write_text("## /boot/extlinux/extlinux.conf\n")
+    line = f'U_BOOT_ROOT="root=UUID={ids["UUID"]}"'
+    # sh: the active line counts, a commented example above it stays a comment.
+    (menu / "etc/default/u-boot").write_text('#U_BOOT_ROOT="root=/dev/sda1"\nU_BOOT_ROOT="x"\n')
+    new = root_move.boot_change(str(menu), ids)["text"]
+    assert new == f'#U_BOOT_ROOT="root=/dev/sda1"\n{line}\n'
+    (menu / "etc/default/u-boot").write_text('U_BOOT_TIMEOUT="50"\n#U_BOOT_ROOT=""\n')
+    assert root_move.boot_change(str(menu), ids)["text"] == f'U_BOOT_TIMEOUT="50"\n{line}\n'

@@ -558,7 +558,7 @@ def test_a_child_built_on_the_wrong_platforms_parent_would_get_another_digest(mi
     [
         ("linux/arm64", "armswarm:imagebuild:platforms: must be a list"),
         (["linux/arm64", "linux/mips"], "'linux/mips' is not a known platform"),
-        ([7], "7 is not a known platform"),
+        ([7], "armswarm:imagebuild:platforms: must be a list of strings"),
     ],
 )
 def test_the_pillars_platforms_are_checked_with_the_settings(value, message):

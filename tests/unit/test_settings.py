@@ -247,7 +247,7 @@ def test_swarm_layout_is_fed_through_the_same_merge():
             lambda: node_settings.resolve(
                 pillar={"armnode": {"kernel_args": {"present": "fsck.mode=force"}}}
             ),
-            "armnode:kernel_args:present: must be a list, not a string",
+            "armnode:kernel_args:present: must be a list of strings, not a string",
         ),
         (
             lambda: node_settings.resolve(

@@ -82,12 +82,25 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _CRON_FIELD = re.compile(r"^[0-9*/,\-]+$")
 
 
-_TYPES = {"cleanup:container_max_age_hours": "number", "pause_timeout_seconds": "number"}
+_TYPES = {
+    "cleanup:container_max_age_hours": "number",
+    "pause_timeout_seconds": "number",
+    "exclude": "strings",
+    "mysql:images": "strings",
+}
+# An absolute path of plain characters: the helper's path is a file name in a state, the cron
+# PATH goes into root's crontab line, where cron's shell would take a space, ``;``, ``$`` or a
+# quote as the start of another command.
+_PLAIN_PATH = r"/[A-Za-z0-9_.+@/-]*"
+_HELPER_PATH = re.compile(rf"^{_PLAIN_PATH}$")
+_CRON_PATH = re.compile(rf"^{_PLAIN_PATH}(:{_PLAIN_PATH})*$")
+_CREDENTIAL_KEYS = ("user", "password_pillar")
 
 
 def _check(conf: Mapping) -> tuple[dict, list[str]]:
     """Strict types against :data:`DEFAULTS`, then the rules types cannot say."""
     clean, problems = config.check(conf, DEFAULTS, PILLAR, types=_TYPES)
+    problems += config.control_characters(clean, PILLAR)
     if not clean["target"]["path"].startswith("/"):
         problems.append(f"{PILLAR}:target:path must be an absolute path")
     if clean["keep_daily"] < 1:
@@ -109,6 +122,22 @@ def _check(conf: Mapping) -> tuple[dict, list[str]]:
                 if isinstance(cred, Mapping)
                 else {}
             )
+            continue
+        for key, value in cred.items():
+            where = f"{PILLAR}:mysql:credentials:{name}:{key}"
+            if key not in _CREDENTIAL_KEYS:
+                problems.append(f"{where}: unknown key (known: {', '.join(_CREDENTIAL_KEYS)})")
+            elif not isinstance(value, str) or not value:
+                problems.append(f"{where}: must be a string, not {config.kind(value)}")
+    if not _HELPER_PATH.fullmatch(clean["helper_path"]):
+        problems.append(
+            f"{PILLAR}:helper_path must be an absolute path of letters, digits and _.+@/-"
+        )
+    if not _CRON_PATH.fullmatch(clean["cron_path"]):
+        problems.append(
+            f"{PILLAR}:cron_path must be absolute directories (letters, digits and _.+@/-) "
+            "separated by ':'"
+        )
     limit = clean["pause_timeout_seconds"]
     if limit <= 0:
         problems.append(f"{PILLAR}:pause_timeout_seconds must be > 0, not {limit!r}")

@@ -34,14 +34,19 @@ BOARD_SPEEDS = {
     "sopine": 0.5,
 }
 # A Salt target may be a list (tgt_type: list).
-_TYPES = {"target": ("str", "list"), "max_context_mb": "number"}
+_TYPES = {
+    "target": ("str", "strings"),
+    "max_context_mb": "number",
+    "registry_aliases": "strings",
+    "platforms": "strings",
+}
 
 
 def settings(opts: Mapping | None = None, pillar: Mapping | None = None) -> dict:
     """The merged, typed settings; ArmswarmError naming every bad key."""
     conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
     conf, more = config.check(conf, DEFAULTS, PILLAR, free=("build_args", "speeds"), types=_TYPES)
-    problems += more
+    problems += more + config.control_characters(conf, PILLAR)
     if conf["strategy"] not in scheduler.STRATEGIES:
         problems.append(f"{PILLAR}:strategy must be one of {', '.join(scheduler.STRATEGIES)}")
     if conf["retries"] < 0:
@@ -49,6 +54,10 @@ def settings(opts: Mapping | None = None, pillar: Mapping | None = None) -> dict
     for key in ("max_context_mb", "probe_every", "probe_timeout"):
         if conf[key] <= 0:
             problems.append(f"{PILLAR}:{key} must be a number > 0")
+    for key, value in conf["build_args"].items():
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            kind = config.kind(value)
+            problems.append(f"{PILLAR}:build_args:{key} must be a string or a number, not {kind}")
     for key, value in (conf.get("speeds") or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             problems.append(f"{PILLAR}:speeds:{key} must be a number > 0, not {value!r}")

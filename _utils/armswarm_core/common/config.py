@@ -17,6 +17,9 @@ by every module of a run).
 boolean, a list never from a scalar, a whole number from a whole number (or a quoted one such
 as ``"5000"``), never from a boolean; an unknown key is named with the closest known
 one. Errors name the full key (``armswarm:registry:users``) and never show a value.
+:func:`control_characters` finds the values (and key names) with a newline or another control
+character: every domain refuses them, as each of its values ends up in a file, a command line,
+a cron line or a unit, where one would add a line.
 """
 
 import copy
@@ -30,6 +33,8 @@ SECRET = "********"  # what a secret looks like in a return
 _NUMBER = (int, float)
 _DIGITS = re.compile(r"^[0-9]+$")
 _DECIMAL = re.compile(r"^[0-9]+\.[0-9]+$")
+# Newlines and other control characters (C0 and DEL).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def merge(*layers) -> dict:
@@ -149,11 +154,13 @@ _WORDS = {
     "str": "a string",
     "list": "a list",
     "mapping": "a mapping",
+    "strings": "a list of strings",
 }
 
 
 def coerce(value, want: str):
-    """``value`` as ``want`` (bool, int, number, str, list, mapping, any), or raise TypeError.
+    """``value`` as ``want`` (bool, int, number, str, list, strings (a list of strings),
+    mapping, any), or raise TypeError.
     Only a quoted number (``"5000"``, ``"1.5"`` for a number) is converted; nothing else is
     guessed."""
     if want == "any":
@@ -163,15 +170,20 @@ def coerce(value, want: str):
     if want in ("int", "number") and not isinstance(value, bool):
         if isinstance(value, int) or (want == "number" and isinstance(value, float)):
             return value
-        text = value.strip() if isinstance(value, str) else ""
-        if _DIGITS.match(text):
+        # Spaces around a quoted number are fine; a newline or tab is garbage, not a number.
+        text = value.strip(" ") if isinstance(value, str) else ""
+        if _DIGITS.fullmatch(text):
             return int(text)
-        if want == "number" and _DECIMAL.match(text):
+        if want == "number" and _DECIMAL.fullmatch(text):
             return float(text)
     if want == "str" and isinstance(value, str):
         return value
     if want == "list" and isinstance(value, list | tuple):
         return list(value)
+    if want == "strings" and isinstance(value, list | tuple):
+        if all(isinstance(item, str) for item in value):
+            return list(value)
+        raise TypeError("must be a list of strings, not a list with other items")
     if want == "mapping" and isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"must be {_WORDS.get(want, want)}, not {kind(value)}")
@@ -213,6 +225,9 @@ def check(
             name = ":".join(sub)
             where = f"{path}:{name}"
             if key not in base and name not in types:
+                if _CONTROL.search(str(key)):  # not shown: it would break the message's line
+                    problems.append(f"{path}: a key contains a newline or control character")
+                    continue
                 close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1)
                 hint = f" (did you mean {close[0]}?)" if close else ""
                 problems.append(f"{where}: unknown key{hint}")
@@ -223,7 +238,10 @@ def check(
             item = _first_fit(given, wants)
             if item is _UNFIT:
                 words = " or ".join(_WORDS.get(w, w) for w in wants)
-                problems.append(f"{where}: must be {words}, not {kind(given)}")
+                what = kind(given)
+                if "strings" in wants and isinstance(given, list | tuple):
+                    what = "a list with other items"
+                problems.append(f"{where}: must be {words}, not {what}")
                 if default is not None:
                     out[key] = copy.deepcopy(default)
                 continue
@@ -233,6 +251,27 @@ def check(
         return out
 
     return walk(conf, defaults, ()), problems
+
+
+def control_characters(value, key: str, multiline: tuple = ()) -> list[str]:
+    """A problem for every key under ``key`` (a colon path, ``armswarm:backup``) whose name or
+    string value has a newline or another control character. ``multiline``: full keys whose
+    values are whole files, where newlines belong."""
+    if key in multiline:
+        return []
+    if isinstance(value, str):
+        return [f"{key}: contains a newline or control character"] if _CONTROL.search(value) else []
+    found = []
+    if isinstance(value, Mapping):
+        for sub, item in value.items():
+            if isinstance(sub, str) and _CONTROL.search(sub):
+                found.append(f"{key}: a key contains a newline or control character")
+            else:
+                found += control_characters(item, f"{key}:{sub}", multiline)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            found += control_characters(item, key, multiline)
+    return found
 
 
 def masked(conf: Mapping, secrets: tuple) -> dict:

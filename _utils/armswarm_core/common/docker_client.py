@@ -46,6 +46,7 @@ def engine_settings(opts=None, pillar=None) -> dict:
     pillar, key by key, typed; ArmswarmError naming a bad key."""
     conf, problems = config.lookup(PILLAR, DEFAULTS, opts, pillar)
     conf, more = config.check(conf, DEFAULTS, PILLAR)
+    more += config.control_characters(conf, PILLAR)
     if conf["timeout"] < 1:
         more.append(f"{PILLAR}:timeout must be a whole number of seconds ≥ 1")
     if problems + more:

@@ -452,8 +452,10 @@ def edit(
     if found.create is not None:
         if not add:
             return text
-        sep = "" if not text or text.endswith("\n") else "\n"
-        return text + sep + found.create.format(" ".join(add))
+        # A file saved with CRLF (a FAT boot partition edited elsewhere) stays CRLF.
+        eol = "\r\n" if "\r\n" in text else "\n"
+        sep = "" if not text or text.endswith("\n") else eol
+        return text + sep + found.create.format(" ".join(add)).replace("\n", eol)
     if not found.tokens:
         new = apply_tokens(text, [], set(), add, insert=found.insert, sep="")
     else:

@@ -7,6 +7,7 @@ Raspberry Pi OS and Ubuntu — when unknown) < :data:`BOARDS` (by the ``armnode:
 ``boot_flavour`` come from the grain. Nothing here changes the pillar it reads.
 """
 
+import json
 import re
 from collections.abc import Mapping
 from urllib.parse import urlparse
@@ -124,6 +125,16 @@ BOARDS = {
 }
 # Mappings whose keys are the user's (checked by validate, where at all).
 _FREE = ("mirrors", "journald", "io_schedulers", "docker:daemon", "mail_packages", "boot_tools")
+# Lists of names (packages, users, keys, registries): each item a string.
+_TYPES = {
+    "packages": "strings",
+    "default_users": "strings",
+    "admin:ssh_keys": "strings",
+    "docker:insecure_registries": "strings",
+    "os_packages": "strings",
+    "kernel_args:present": "strings",
+    "kernel_args:absent": "strings",
+}
 # Every key a layer may set: the defaults and the os_family parameters.
 _SCHEMA = {**DEFAULTS, **OS_FAMILY["Debian"]}
 # Never in a return.
@@ -154,7 +165,7 @@ def resolve(opts=None, pillar=None, grains=None) -> tuple[dict, list[str]]:
             problems.append(f"{PILLAR}:lookup: must be a mapping, not {config.kind(lookup)}")
             lookup = {}
         layers += [lookup, found]
-    conf, more = config.check(config.merge(*layers), _SCHEMA, PILLAR, free=_FREE)
+    conf, more = config.check(config.merge(*layers), _SCHEMA, PILLAR, free=_FREE, types=_TYPES)
     conf["board"] = _grain(grains, "board", "generic")
     conf["boot_flavour"] = _grain(grains, "boot_flavour", "unknown")
     return conf, problems + more
@@ -189,38 +200,31 @@ def _url_ok(url) -> bool:
     return parsed.scheme in ("http", "https", "ftp") and bool(parsed.netloc)
 
 
-# Newlines and other control characters: one would add lines to the files these values go
-# into (sources.list, msmtprc, journald, zram, IRQ, boot lines).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# Keys whose values are whole files, where newlines belong.
-_MULTILINE = ("scripts", "docker:registry_ca")
-
-
-def _control_characters(value, key: str) -> list[str]:
-    """Every key under ``key`` (colon path) whose name or string value has one."""
-    rel = key.split(":", 1)[1] if ":" in key else ""
-    if rel in _MULTILINE:
-        return []
-    if isinstance(value, str):
-        return [f"{key}: contains a newline or control character"] if _CONTROL.search(value) else []
-    found = []
-    if isinstance(value, Mapping):
-        for sub, item in value.items():
-            if isinstance(sub, str) and _CONTROL.search(sub):
-                found.append(f"{key}: a key contains a newline or control character")
-            else:
-                found += _control_characters(item, f"{key}:{sub}")
-    elif isinstance(value, list | tuple):
-        for item in value:
-            found += _control_characters(item, key)
-    return found
+# Keys whose values are whole files, where newlines belong (any other value with a newline or
+# control character would add lines to the file it goes into: sources.list, msmtprc,
+# journald, zram, IRQ, boot lines).
+_MULTILINE = (f"{PILLAR}:scripts", f"{PILLAR}:docker:registry_ca")
 
 
 def validate(settings: dict, boot_root: str = "/") -> list[str]:
     """Every problem, each naming its pillar key (values that may be secret are not shown)."""
-    errors = _control_characters(
-        {k: v for k, v in settings.items() if k not in ("board", "boot_flavour")}, PILLAR
+    errors = config.control_characters(
+        {k: v for k, v in settings.items() if k not in ("board", "boot_flavour")},
+        PILLAR,
+        _MULTILINE,
     )
+    for key, value in (settings.get("journald") or {}).items():
+        # One line of journald.conf each: KEY=value.
+        if not isinstance(value, str | int | float):
+            errors.append(f"armnode:journald:{key}: must be one value, not {config.kind(value)}")
+    try:  # daemon.json: any JSON, nothing else (bytes, dates)
+        json.dumps((settings.get("docker") or {}).get("daemon") or {})
+    except (TypeError, ValueError):
+        errors.append("armnode:docker:daemon: must be JSON (strings, numbers, lists, mappings)")
+    for group in ("mail_packages", "boot_tools"):
+        for key, value in (settings.get(group) or {}).items():
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                errors.append(f"armnode:{group}:{key}: must be a list of package names")
     admin = settings.get("admin") or {}
     if not _USER.match(str(admin.get("name", ""))):
         errors.append(f"armnode:admin:name: {admin.get('name')!r} is not a valid user name")

@@ -259,9 +259,12 @@ OLD_ROOT = "/mnt/armswarm-oldroot"  # where the moved-from root stays mounted (b
 
 def boot_read_dir(boot_root: str, flavour: str, path: Path) -> Path:
     """The directory U-Boot (or the Pi firmware) reads: the boot file's own directory when it
-    is under /boot (boot.txt, armbianEnv.txt, firmware/cmdline.txt), else /boot (u-boot-menu
-    edits /etc and writes /boot/extlinux)."""
+    is under /boot (boot.txt, boot.ini, armbianEnv.txt, firmware/cmdline.txt), else /boot
+    (u-boot-menu edits /etc and writes /boot/extlinux; an extlinux.conf names the kernel and
+    device tree in /boot, which kernel updates write, beside its own directory)."""
     boot = Path(boot_root) / "boot"
+    if flavour == "extlinux":
+        return boot.resolve()
     try:
         path.resolve().relative_to(boot.resolve())
         return path.resolve().parent
@@ -283,24 +286,75 @@ def _boot_fstab_lines(read_dir: Path, boot_root: str, source: str, old_uuid: str
     ]
 
 
+# Where a script's fixed argument comes from: "<path>:<line> (${<name>})" (cmdline._expand).
+_ORIGIN = re.compile(r":(\d+) \(\$\{\w+\}\)$")
+
+
+def _script_root(flavour: str, text: str, path: Path, root: str) -> str:
+    """A u-boot script (boot.txt, boot.ini) with ``root`` as its root: where bootargs set it,
+    or, when they take it from a variable the script defines once (DietPi's and Armbian's
+    ODROID boot.ini: ``setenv bootrootfs "root=/dev/mmcblk0p1 …"``, ``setenv bootargs
+    "${bootrootfs} …"``), in that definition; no other byte changes."""
+    found = cmdline.site(flavour, text, str(path))
+    direct = any(text[s:e].startswith("root=") for s, e in found.tokens)
+    inherited = [arg for arg in found.fixed if arg.startswith("root=")]
+    if direct or not inherited:
+        # Keys repeat on a command line: the old root= goes explicitly.
+        return cmdline.edit(flavour, text, [root, "rootwait"], ["root"], path=str(path))
+    origin = _ORIGIN.search(found.fixed[inherited[0]])
+    if len(inherited) > 1 or not origin:
+        raise ArmswarmError(f"{path}: root= comes from several places; refusing to guess")
+    lines = text.splitlines(keepends=True)  # numbered as cmdline numbers them
+    number = int(origin.group(1))
+    # The word alone (blank or quote on either side), not a longer one it is part of.
+    word = r"(?<![^\s\"'])" + re.escape(inherited[0]) + r"(?![^\s\"'])"
+    line, count = re.subn(word, root, lines[number - 1], count=1)
+    if count != 1:
+        raise ArmswarmError(f"{path}:{number}: cannot find {inherited[0]} to change")
+    lines[number - 1] = line
+    return cmdline.edit(flavour, "".join(lines), ["rootwait"], [], path=str(path))
+
+
+def _assign(text: str, key: str, line: str, commented: bool = False) -> str:
+    """``text`` with every ``key=`` line replaced by ``line`` (the last one counts, in
+    ``env import`` as in sh), else the first ``#key=`` line (``commented``), else ``line``
+    appended; the file's line ending kept (an ``*Env.txt`` or ``/etc/default/u-boot`` saved
+    with CRLF stays CRLF)."""
+    eol = "\r\n" if "\r\n" in text else "\n"
+    active = re.compile(rf"^{key}=[^\r\n]*", re.M)
+    if active.search(text):
+        return active.sub(lambda _: line, text)
+    disabled = re.compile(rf"^#{key}=[^\r\n]*", re.M)
+    if commented and disabled.search(text):
+        return disabled.sub(lambda _: line, text, count=1)
+    return text + ("" if not text or text.endswith("\n") else eol) + line + eol
+
+
+def _on_copy(copy: Path, boot_root: str, path: Path, read_dir: Path) -> Path | None:
+    """``path`` (a boot file under ``boot_root``) in the copy, when the copy has it (not on a
+    partition of its own, which the copy does not hold) and it is not among the files U-Boot
+    reads (those stay the old root's, see :func:`_boot_fstab_lines`)."""
+    try:
+        rel = path.resolve().relative_to(Path(boot_root).resolve())
+    except ValueError:
+        return None
+    if path.resolve().is_relative_to(read_dir.resolve()):
+        return None
+    mirrored = copy / rel
+    return mirrored if mirrored.is_file() and not mirrored.is_symlink() else None
+
+
 def boot_change(boot_root: str, ids: dict) -> dict:
     """The boot configuration change that makes the next boot use the new root."""
     flavour, path = boot_files.locate(boot_root)
-    text = path.read_text()
+    # As it is on disk: read_text() would turn a CRLF file into LF, changing every line.
+    text = path.read_bytes().decode()
     if flavour in ("armbianEnv", "dietpiEnv"):
         line = f"rootdev=UUID={ids['UUID']}"
-        new = (
-            re.sub(r"^rootdev=.*$", line, text, flags=re.M)
-            if re.search(r"^rootdev=", text, re.M)
-            else text + ("" if text.endswith("\n") else "\n") + line + "\n"
-        )
+        new = _assign(text, "rootdev", line)
     elif flavour == "u-boot-menu":
         line = f'U_BOOT_ROOT="root=UUID={ids["UUID"]}"'
-        new = (
-            re.sub(r"^#?U_BOOT_ROOT=.*$", line, text, count=1, flags=re.M)
-            if re.search(r"^#?U_BOOT_ROOT=", text, re.M)
-            else text + line + "\n"
-        )
+        new = _assign(text, "U_BOOT_ROOT", line, commented=True)
     else:
         # u-boot scripts and the Pi firmware read PARTUUID without an initramfs.
         root = (
@@ -308,8 +362,10 @@ def boot_change(boot_root: str, ids: dict) -> dict:
             if ids.get("PARTUUID")
             else f"root=UUID={ids['UUID']}"
         )
-        # Keys repeat on a command line: the old root= goes explicitly.
-        new = cmdline.edit(flavour, text, [root, "rootwait"], ["root"], path=str(path))
+        if flavour in ("boot.txt", "boot.ini"):
+            new = _script_root(flavour, text, path, root)
+        else:
+            new = cmdline.edit(flavour, text, [root, "rootwait"], ["root"], path=str(path))
     return {
         "file": str(path),
         "flavour": flavour,
@@ -368,6 +424,7 @@ def run(
     _run(["mkfs.ext4", "-q", "-F", "-L", "armroot", part])
     ids = _ids(part)
     progress("formatted")
+    change = boot_change(boot_root, ids)
     with tempfile.TemporaryDirectory(prefix="armswarm-newroot-") as mnt:
         _run(["mount", part, mnt])
         try:
@@ -377,9 +434,14 @@ def run(
             _point_fstab(Path(mnt), ids["UUID"], extra)
             if extra:
                 (Path(mnt) / OLD_ROOT.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            # The boot file as the copy has it says the same: u-boot-menu's /etc/default/u-boot
+            # moves with the root, and the next u-boot-update (a kernel update, a kernel
+            # argument) on the new root reads that one.
+            on_copy = _on_copy(Path(mnt), boot_root, Path(change["file"]), read_dir)
+            if on_copy is not None:
+                files.write(on_copy, change["text"])
         finally:
             _run(["umount", mnt])
-    change = boot_change(boot_root, ids)
     files.write(change["file"], change["text"])
     boot_files.regenerate(change["flavour"], Path(change["file"]))
     boot_files.mark_reboot_required(boot_root, f"root moves to {part} (UUID={ids['UUID']})")

@@ -7,6 +7,7 @@ the registry is while pillar holds its users and storage.
 """
 
 import ipaddress
+import re
 from collections.abc import Mapping
 
 from armswarm_core import ArmswarmError
@@ -48,19 +49,47 @@ DEFAULTS = {
 }
 # Never in a return: passwords of the registry's users and the client's own.
 SECRETS = ("users:*", "password")
+_TYPES = {"extra_sans": "strings"}
+# ``host`` is a DNS name or an IP address (IPv6 in brackets) and an optional port: it is the
+# certificate's SAN and a directory name under /etc/docker/certs.d.
+_HOST = re.compile(r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?$")
+_DNS = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
+
+
+def _san_ok(san: str) -> bool:
+    """``DNS:<name>`` or ``IP:<address>``: the SANs are joined with ", " into one
+    subjectAltName value, where a comma in an entry would add another."""
+    kind, _, value = san.partition(":")
+    if kind == "DNS":
+        return bool(_DNS.fullmatch(value))
+    if kind == "IP":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            return False
+        return True
+    return False
 
 
 def _check(conf: Mapping) -> tuple[dict, list[str]]:
-    clean, problems = config.check(conf, DEFAULTS, PILLAR)
+    clean, problems = config.check(conf, DEFAULTS, PILLAR, types=_TYPES)
+    problems += config.control_characters(clean, PILLAR)
+    if clean["host"] and not _HOST.fullmatch(clean["host"]):
+        problems.append(f"{PILLAR}:host must be a DNS name or an IP address and a port")
+    for san in clean["extra_sans"]:
+        if not _san_ok(san):
+            problems.append(f"{PILLAR}:extra_sans: each entry is DNS:<name> or IP:<address>")
+            break
     if not 0 < clean["port"] < 65536:
         problems.append(f"{PILLAR}:port must be a TCP port")
     for key in ("storage", "config_dir"):
         if not clean[key].startswith("/"):
             problems.append(f"{PILLAR}:{key} must be an absolute path")
     if not all(
-        isinstance(k, str) and isinstance(v, str) and ":" not in k
+        isinstance(k, str) and isinstance(v, str) and k and ":" not in k
         for k, v in clean["users"].items()
     ):
+        # A name is the start of an htpasswd line ("name:hash").
         problems.append(f"{PILLAR}:users must map user names (no ':') to passwords")
     if clean["listen"]:
         try:

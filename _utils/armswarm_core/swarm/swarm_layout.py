@@ -238,6 +238,9 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
     if not isinstance(conf, dict):
         return None, ["pillar armswarm:swarm is missing or not a mapping"], {}
     _unknown("armswarm:swarm", conf, KEYS, errors)
+    # Minion ids, targets, labels and interface names go into Salt targets, node labels and
+    # the engine's arguments: none has a line break.
+    errors += config.control_characters(conf, "armswarm:swarm")
     targets = {}
     lists = {}
     for key in ("managers", "workers"):
