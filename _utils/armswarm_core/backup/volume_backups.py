@@ -348,11 +348,17 @@ def _backup_one(engine, conf, share, root, node, vol, force):
     if info["empty"]:
         return "empty"
     marker = read_marker(source)
-    if not force and (
-        why := share.call(
-            f"reading the earlier backups of {name}",
-            lambda: _unchanged(root, name, marker, info),
-            done="given up before its containers were paused",
+    # The share is read (in a child, see _Share) only when the marker may spare the copy.
+    may_skip = bool(marker and marker.get("content") == info["fingerprint"])
+    if (
+        not force
+        and may_skip
+        and (
+            why := share.call(
+                f"reading the earlier backups of {name}",
+                lambda: _unchanged(root, name, marker, info),
+                done="given up before its containers were paused",
+            )
         )
     ):
         return why
