@@ -106,7 +106,8 @@ def run(volumes=None, force=False, target=None):
     empty ones, and ones whose own last backup (their lineage marker) holds exactly their
     current content (``force=True`` backs them up anyway); a newer backup of the same name
     from another node never counts. A target that is missing, not mounted or read-only fails
-    before anything is written or deleted.
+    before anything is written or deleted; one that hangs fails at ``pause_timeout_seconds``
+    (every access to it is under that limit), naming it, with no container left paused.
 
     volumes
         Only these volumes (list or comma-separated).

@@ -1,5 +1,5 @@
 {#- The stacks of pillar armswarm:stacks, deployed from one manager:
-      salt-run state.orch swarm.deploy      (picks the first manager of armswarm:swarm)
+      salt-run state.orch swarm.deploy      (picks the first live manager of armswarm:swarm)
       salt <manager> state.apply swarm.stacks
     armswarm:stacks:
       web:

@@ -200,3 +200,104 @@ def test_a_mysql_dump_is_owner_only_whatever_the_umask(tmp_path, umask):
     assert names == ["SHA256SUMS", "dump.sql.gz", "manifest.json"]
     assert {p.name: _mode(p) for p in backup.iterdir()} == dict.fromkeys(names, 0o600)
     assert not any(b"s3cret-pw" in p.read_bytes() for p in backup.iterdir())
+
+
+class _Engine:
+    """Docker's answers for two volumes, one used by a running container (what a backup run
+    asks the engine); pause and unpause are recorded."""
+
+    def __init__(self, base: Path):
+        self.api, self.paused = self, []
+        self.vols = []
+        for name in ("app", "later"):
+            (base / name / "_data").mkdir(parents=True)
+            (base / name / "_data" / "f").write_bytes(b"pages")
+            self.vols.append(
+                {"Name": name, "Driver": "local", "Mountpoint": f"{base}/{name}/_data"}
+            )
+
+    def volumes(self):
+        return {"Volumes": self.vols}
+
+    def containers(self, all=False):  # noqa: A002 - docker SDK's name
+        mount = {"Type": "volume", "Name": "app"}
+        return [{"Id": "c" * 64, "Names": ["/app"], "State": "running", "Mounts": [mount]}]
+
+    def pause(self, cid):
+        self.paused.append(cid)
+
+    def unpause(self, cid):
+        pass
+
+
+def _run_against(engine, share):
+    conf, problems = backup_policy.resolve(
+        {"armswarm": {"backup": {"pause_timeout_seconds": 1}}},
+        {"armswarm": {"backup": {"target": {"path": str(share), "require_mount": False}}}},
+    )
+    assert problems == []
+    clock = time.monotonic()
+    try:
+        return volume_backups.backup_volumes(engine, conf, "node1"), engine
+    finally:
+        # One limit per run, not one per volume: the second volume is not tried.
+        assert time.monotonic() - clock < 4
+
+
+def test_a_share_whose_probe_hangs_fails_the_run_at_the_limit_naming_it(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    # The write probe's open blocks until a reader comes, like a write to a dead NAS.
+    os.mkfifo(share / backup_target.PROBE)
+    with pytest.raises(ArmswarmError) as err:
+        _run_against(_Engine(tmp_path / "docker"), share)
+    assert f"is the backup target {share} hung?" in str(err.value)
+    assert "pause_timeout_seconds=1" in str(err.value)
+    assert "before any container was paused" in str(err.value)
+    _assert_no_child_left()
+
+
+def test_a_share_whose_listing_hangs_fails_before_the_pause(tmp_path):
+    share = tmp_path / "share"
+    share.mkdir()
+    engine = _Engine(tmp_path / "docker")
+    data = Path(engine.vols[0]["Mountpoint"])
+    bid = backup_policy.backup_id(datetime.now(backup_policy.UTC), "node1")
+    # The volume's marker says its last backup holds this content: the run reads that
+    # backup's SHA256SUMS on the share to check it, and that read blocks.
+    (share / "volumes" / "app" / bid).mkdir(parents=True)
+    os.mkfifo(share / "volumes" / "app" / bid / backup_policy.SUMS)
+    fingerprint = volume_backups.scan(data)["fingerprint"]
+    volume_backups.write_marker(
+        data, {"lineage": "l1", "backup": bid, "sha256": "0" * 64, "content": fingerprint}
+    )
+    ret, engine = _run_against(engine, share)
+    assert engine.paused == []
+    assert ret["backed_up"] == {}
+    assert f"is the backup target {share} hung?" in ret["errors"]["app"]
+    assert "before its containers were paused" in ret["errors"]["app"]
+    assert ret["errors"]["later"] == (
+        f"not tried: the backup target {share} did not answer within the limit"
+    )
+    _assert_no_child_left()
+
+
+def _assert_no_child_left():
+    # Killed (a FIFO's open is interruptible) and reaped: no zombie of a minion-like process.
+    for _ in range(100):
+        if not _zombie_children() and not _children():
+            break
+        time.sleep(0.05)
+    assert _zombie_children() == []
+    assert _children() == []
+
+
+def _children() -> list:
+    return [p.parent.name for p in Path("/proc").glob("[0-9]*/stat") if _ppid(p) == os.getpid()]
+
+
+def _ppid(stat_file: Path):
+    try:
+        return int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

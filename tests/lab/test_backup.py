@@ -592,8 +592,10 @@ HANG = """
 set -e
 [ -e /dev/loop-control ] || mknod /dev/loop-control c 10 237
 for i in $(seq 0 63); do [ -e /dev/loop$i ] || mknod /dev/loop$i b 7 $i; done
+truncate -s 16M /srv/bk-share.img && mkfs.ext4 -q -F /srv/bk-share.img
 truncate -s 64M /srv/bk-hang.img && mkfs.ext4 -q -F /srv/bk-hang.img
-mkdir -p /srv/bk-hung && mount -t tmpfs tmpfs /srv/bk-hung
+# The share is one file system and the volume's directory on it another: each can hang alone.
+mkdir -p /srv/bk-hung && mount -o loop /srv/bk-share.img /srv/bk-hung
 mkdir -p /srv/bk-hung/volumes/bk_hang
 mount -o loop /srv/bk-hang.img /srv/bk-hung/volumes/bk_hang
 docker volume create bk_hang >/dev/null
@@ -606,42 +608,74 @@ fsfreeze -f /srv/bk-hung/volumes/bk_hang
 """
 
 UNHANG = """
-fsfreeze -u /srv/bk-hung/volumes/bk_hang
+fsfreeze -u /srv/bk-hung/volumes/bk_hang; fsfreeze -u /srv/bk-hung
 rm -f /etc/salt/minion.d/zz-bk-hang.conf
 docker unpause bk_hangapp >/dev/null 2>&1
 docker rm -f bk_hangapp >/dev/null 2>&1
 for i in $(seq 30); do umount /srv/bk-hung/volumes/bk_hang 2>/dev/null && break; sleep 1; done
-umount /srv/bk-hung; rm -f /srv/bk-hang.img; docker volume rm bk_hang >/dev/null
+for i in $(seq 30); do umount /srv/bk-hung 2>/dev/null && break; sleep 1; done
+rm -f /srv/bk-hang.img /srv/bk-share.img; docker volume rm bk_hang >/dev/null
 """
+
+RUN_HUNG = "timeout 120 salt-call --out=json backup.run volumes=bk_hang target=/srv/bk-hung"
+
+
+def run_hung(lab, node, failing=False):
+    """The run's JSON return, or (``failing``: the module raised) its error output."""
+    clock = time.monotonic()
+    code, out = lab.exec(node, ["sh", "-c", RUN_HUNG + (" 2>&1" if failing else " 2>/dev/null")])
+    elapsed = time.monotonic() - clock
+    assert code != 124, f"backup.run hung ({elapsed:.0f} s): {out}"
+    # Salt-call's start and the volume scan are in it too: far below the 120 s hang.
+    assert elapsed < 60, elapsed
+    state = sh(lab, node, "docker inspect -f {{.State.Status}} bk_hangapp").strip()
+    assert state == "running", (state, out)
+    if failing:
+        assert code != 0, out
+        return out
+    return json.loads(out)["local"]
+
+
+def no_run_left(lab, node):
+    """Once the share answers, no process of the run is left (a child stuck in the kernel
+    dies then, killed), and none is a zombie."""
+    for _ in range(20):
+        code, out = lab.exec(node, ["sh", "-c", "ps -eo stat=,comm= | grep salt-call"])
+        if code == 1:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"processes of the backup run left: {out}")
 
 
 def test_a_hung_share_unpauses_the_containers_within_the_limit(lab, app_image):
     node = "node4"
     try:
         sh(lab, node, HANG.replace("APP", app_image))
-        clock = time.monotonic()
-        code, out = lab.exec(
-            node,
-            [
-                "sh", "-c",
-                "timeout 120 salt-call --out=json backup.run volumes=bk_hang "
-                "target=/srv/bk-hung 2>/dev/null",
-            ],
-        )  # fmt: skip
-        elapsed = time.monotonic() - clock
-        state = sh(lab, node, "docker inspect -f {{.State.Status}} bk_hangapp").strip()
-        assert state == "running", (state, out)
-        assert code != 124, f"backup.run hung ({elapsed:.0f} s): {out}"
-        ret = json.loads(out)["local"]
+        ret = run_hung(lab, node)
         assert "pause_timeout_seconds=5" in ret["errors"]["bk_hang"], ret
+        assert "the copy did not finish" in ret["errors"]["bk_hang"], ret
         assert "bk_hang" not in ret["backed_up"], ret
-        # Salt-call's start and the volume scan are in it too: far below the 120 s hang.
-        assert elapsed < 60, elapsed
         # Thawed, the share holds no backup that looks complete.
         sh(lab, node, "fsfreeze -u /srv/bk-hung/volumes/bk_hang")
-        time.sleep(2)
+        no_run_left(lab, node)
         listing = sh(lab, node, "ls -1 /srv/bk-hung/volumes/bk_hang").split()
         assert [n for n in listing if n != "lost+found"] == [], listing
+
+        # The whole share frozen: the run's first write (its probe) hangs, before any pause.
+        since = sh(lab, node, "date +%s").strip()
+        sh(lab, node, "fsfreeze -f /srv/bk-hung")
+        ret = run_hung(lab, node, failing=True)
+        assert "is the backup target /srv/bk-hung hung?" in ret, ret
+        assert "pause_timeout_seconds=5" in ret and "before any container was paused" in ret
+        events = sh(
+            lab,
+            node,
+            f"docker events --since {since} --until $(date +%s) --filter container=bk_hangapp "
+            "--filter event=pause --format '{{.Action}}'",
+        )
+        assert events.split() == [], events
+        sh(lab, node, "fsfreeze -u /srv/bk-hung")
+        no_run_left(lab, node)
     finally:
         lab.exec(node, ["sh", "-c", UNHANG])
 

@@ -429,6 +429,51 @@ def test_init_options_and_cluster_spec(lab):
         assert orch(lab)["result"] is True  # the lab's own swarm again
 
 
+def _live_tokens(lab, via="node1") -> dict:
+    """The join tokens as docker on a manager gives them (never printed by a failing assert)."""
+    tokens = {}
+    for role in ("worker", "manager"):
+        code, out = lab.exec(via, ["docker", "swarm", "join-token", "-q", role])
+        assert code == 0, f"docker swarm join-token {role} failed"
+        tokens[role] = out.strip()
+    return tokens
+
+
+def test_join_tokens_rotated_after_a_join(lab, events):
+    """A worker rejoins with rotate_join_tokens (check -> apply -> re-apply -> check): the live
+    worker token changed, the manager token did not (no manager joined), a re-run changes
+    nothing, no token in the returns, the job cache, events or logs."""
+    before = _live_tokens(lab)
+    call(lab, "node5", "docker_swarm.leave")
+    extra = f"pillar={json.dumps({'armswarm': {'swarm': {'rotate_join_tokens': True}}})}"
+    predicted = orch(lab, extra, "test=True")
+    assert predicted["result"] is None, predicted["comment"]
+    assert predicted["changes"]["rotate_join_tokens"] == ["worker"], predicted["changes"]
+    assert _live_tokens(lab) == before  # predicted only
+    proc = lab.run_salt("salt-run", "state.orch", "swarm.init", "--out=json", extra, check=False)
+    ((ret,),) = [states.values() for states in json.loads(proc.stdout)["data"].values()]
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["join_workers"] == ["node5"], ret["changes"]
+    assert ret["changes"] == predicted["changes"], ret["changes"]
+    after = _live_tokens(lab)
+    assert after["worker"] != before["worker"], "the worker token was not rotated"
+    assert after["manager"] == before["manager"], "the manager token changed: nobody joined as one"
+    for token in (*before.values(), *after.values()):
+        assert token not in proc.stdout and token not in proc.stderr, "a join token in the return"
+    for again in (orch(lab, extra), orch(lab, extra, "test=True")):
+        assert again["result"] is True and again["changes"] == {}, again["comment"]
+    assert _live_tokens(lab) == after  # nothing joined: nothing rotated again
+    code, out = lab.exec(
+        "node1",
+        ["docker", "node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"],
+    )
+    assert code == 0 and [ln.split() for ln in out.splitlines() if ln.startswith("node5 ")] == [
+        ["node5", "Ready"]
+    ], out  # one entry (the old one removed), a worker
+    time.sleep(2)  # let the event capture flush
+    assert_no_join_token(lab, events)
+
+
 def test_no_join_token_in_job_cache_events_or_logs(lab, events):
     time.sleep(2)  # let the capture flush
     assert events.stat().st_size > 0

@@ -252,10 +252,12 @@ def listing(conf: dict, kind: str, name: str | None = None) -> dict:
     return out
 
 
-def retain(result: dict, root: Path, kind: str, name: str, keep_daily: int):
-    """Retention after a good backup; a failure there is reported, the backup stays good."""
+def retain(result: dict, root: Path, kind: str, name: str, keep_daily: int, run=None):
+    """Retention after a good backup; a failure there is reported, the backup stays good.
+    ``run(job)``, when given, runs ``job()`` (e.g. in a child process under a time limit)."""
     try:
-        removed = apply_retention(root, kind, name, keep_daily)
+        job = lambda: apply_retention(root, kind, name, keep_daily)  # noqa: E731
+        removed = run(job) if run else job()
     except (ArmswarmError, OSError) as exc:
         result["errors"][name] = f"backup made, but retention failed: {exc}"
         return

@@ -169,8 +169,17 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
     using it paused for the copy (at most ``pause_timeout_seconds``), then retention. A
     volume is skipped (unless ``force``) only when its own last backup, named in its lineage
     marker, holds exactly its current content: a newer backup of the same name made on
-    another node never counts (that is another lineage, see docs/backup.rst)."""
-    root = backup_target.target_root(conf, write=True)
+    another node never counts (that is another lineage, see docs/backup.rst). Every access
+    to the target is under the same limit (:class:`_Share`): a hung share fails the run at
+    the limit, naming the share, and the volumes after it are not tried."""
+    share = _Share(conf)
+    root = Path(
+        share.call(
+            "the check that the target is mounted and writable (a probe file)",
+            lambda: str(backup_target.target_root(conf, write=True)),
+            done="given up before any container was paused",
+        )
+    )
     wanted = set(names) if names else None
     result = {"backed_up": {}, "skipped": {}, "errors": {}, "removed": {}}
     for vol in volume_info(engine):
@@ -183,8 +192,12 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
         if why:
             result["skipped"][name] = why
             continue
+        if share.hung:
+            # Each try would wait the whole limit again: a dead share does not come back.
+            result["errors"][name] = f"not tried: {share.hung}"
+            continue
         try:
-            done = _backup_one(engine, conf, root, node, vol, force)
+            done = _backup_one(engine, conf, share, root, node, vol, force)
         except (ArmswarmError, OSError) as exc:
             result["errors"][name] = str(exc)
             continue
@@ -192,11 +205,46 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
             result["skipped"][name] = done
             continue
         result["backed_up"][name] = done
-        backup_target.retain(result, root, "volumes", name, conf["keep_daily"])
+        backup_target.retain(
+            result,
+            root,
+            "volumes",
+            name,
+            conf["keep_daily"],
+            run=lambda job, name=name: share.call(
+                f"retention of {name}", job, done="given up, the new backup is complete"
+            ),
+        )
     if wanted:
         for name in sorted(wanted - {v["name"] for v in volume_info(engine)}):
             result["errors"][name] = "no such volume on this node"
     return result
+
+
+class ShareHung(ArmswarmError):
+    """An access to the backup target did not finish within its time limit."""
+
+
+class _Share:
+    """The backup target of one run, every access to it in a child process under
+    ``pause_timeout_seconds`` (see :func:`_with_limit`): on a dead NAS a stat, a read or a
+    write blocks in the kernel, not only the copy. Once one access hung, no other is tried."""
+
+    def __init__(self, conf: dict):
+        self.path, self.limit, self.hung = (
+            conf["target"]["path"],
+            conf["pause_timeout_seconds"],
+            None,
+        )
+
+    def call(self, what: str, job, give_up=None, done="given up, nothing published"):
+        if self.hung:
+            raise ArmswarmError(f"not tried: {self.hung}")
+        try:
+            return _with_limit(self.limit, job, give_up, what=what, share=self.path, done=done)
+        except ShareHung:
+            self.hung = f"the backup target {self.path} did not answer within the limit"
+            raise
 
 
 def _unchanged(root, name, marker, info) -> str | None:
@@ -215,9 +263,17 @@ def _unchanged(root, name, marker, info) -> str | None:
     return f"unchanged since its backup {item['id']} (lineage {marker['lineage']})"
 
 
-def _with_limit(seconds, job, give_up=None):
+def _with_limit(
+    seconds,
+    job,
+    give_up=None,
+    what="the copy",
+    share=None,
+    done="given up, containers unpaused, nothing published",
+):
     """``job()`` (its result JSON-serialisable) in a forked child; after ``seconds``
-    ``give_up()`` (if given) runs, the child is killed and ArmswarmError is raised.
+    ``give_up()`` (if given) runs, the child is killed and :class:`ShareHung` is raised,
+    naming ``what`` was given up, the ``share`` and what was ``done`` about it.
 
     A child process, not a thread: a write to a hung share blocks in the kernel,
     uninterruptibly (an NFS hard mount, a frozen file system), and a process with such a
@@ -263,9 +319,10 @@ def _with_limit(seconds, job, give_up=None):
         # a process stuck on a hung share dies only when the share answers: reaped then, by a
         # thread (the minion lives on; an unreaped child would stay a zombie of it)
         threading.Thread(target=_reap, args=(pid,), daemon=True).start()
-        raise ArmswarmError(
-            f"the copy did not finish within pause_timeout_seconds={seconds:g} "
-            "(is the backup target hung?): given up, containers unpaused, nothing published"
+        target = f"the backup target {share}" if share else "the backup target"
+        raise ShareHung(
+            f"{what} did not finish within pause_timeout_seconds={seconds:g} "
+            f"(is {target} hung?): {done}"
         )
     _pid, status = os.waitpid(pid, 0)
     try:
@@ -284,14 +341,26 @@ def _reap(pid: int):
         pass
 
 
-def _backup_one(engine, conf, root, node, vol, force):
+def _backup_one(engine, conf, share, root, node, vol, force):
     name = backup_policy.check_name(vol["name"])
     source = vol["mountpoint"]
     info = scan(source)
     if info["empty"]:
         return "empty"
     marker = read_marker(source)
-    if not force and (why := _unchanged(root, name, marker, info)):
+    # The share is read (in a child, see _Share) only when the marker may spare the copy.
+    may_skip = bool(marker and marker.get("content") == info["fingerprint"])
+    if (
+        not force
+        and may_skip
+        and (
+            why := share.call(
+                f"reading the earlier backups of {name}",
+                lambda: _unchanged(root, name, marker, info),
+                done="given up before its containers were paused",
+            )
+        )
+    ):
         return why
     if marker:
         lineage, origin, parent = marker["lineage"], marker.get("origin"), marker.get("backup")
@@ -302,7 +371,6 @@ def _backup_one(engine, conf, root, node, vol, force):
         origin = parent = None
     paused = []
     started = datetime.now(backup_policy.UTC)
-    limit = conf["pause_timeout_seconds"]
 
     try:
         if conf["pause"]:
@@ -347,7 +415,9 @@ def _backup_one(engine, conf, root, node, vol, force):
             return {"manifest": manifest, "warnings": warnings}
 
         # In a child process (see _with_limit): tar and gzip die with it.
-        copied = _with_limit(limit, copy)
+        copied = share.call(
+            "the copy", copy, done="given up, containers unpaused, nothing published"
+        )
         manifest, warnings = copied["manifest"], copied["warnings"]
         seconds = time.monotonic() - clock
         # Content that changed during the copy (a writer not paused) is in no backup whole.
