@@ -168,6 +168,7 @@ def restart_docker(timeout=120):
             docker_daemon.clear_pending()
             return {
                 "ok": False,
+                "locked": True,
                 "error": "dockerd is back but the swarm is locked (autolock): unlock it with "
                 f"salt-run swarm_keys.unlock {__opts__['id']} <a running manager>",
             }

@@ -237,8 +237,11 @@ def autolock(enabled=True):
 
         salt node1 docker_swarm.autolock enabled=True
     """
-    changed = _call(swarm_engine.set_autolock, bool(enabled))
-    return {"changed": changed, "autolock": bool(enabled)}
+    if not isinstance(enabled, bool):
+        # bool("false") is True: a quoted value would lock the managers.
+        raise CommandExecutionError(f"enabled: must be true or false, not {enabled!r}")
+    changed = _call(swarm_engine.set_autolock, enabled)
+    return {"changed": changed, "autolock": enabled}
 
 
 def unlock_key():
@@ -499,8 +502,9 @@ def tasks(stack=None, service=None):
 def cluster_settings():
     """
     The cluster settings a layout can set: ``task_history_retention_limit``,
-    ``dispatcher_heartbeat_period`` and ``node_cert_expiry`` (seconds), and the ones fixed at
-    init (``default_addr_pool``, ``subnet_size``, ``data_path_port``). Run on a manager.
+    ``dispatcher_heartbeat_period`` and ``node_cert_expiry`` (seconds), ``autolock`` (whether
+    managers lock on restart; never the key), and the ones fixed at init
+    (``default_addr_pool``, ``subnet_size``, ``data_path_port``). Run on a manager.
 
     CLI Example:
 

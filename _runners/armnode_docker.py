@@ -7,11 +7,14 @@ the other managers keep the quorum, each back in the swarm before the next
 """
 
 import logging
+import os
 import sys
 import time
 
 import salt.client
+from armswarm_core import ArmswarmError
 from armswarm_core.node import docker_daemon
+from armswarm_core.swarm import unlock_keys
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,28 @@ class _SaltTransport:
         ).get(minion)
         return answer if isinstance(answer, dict) else {"ok": False, "error": str(answer)}
 
+    def unlock(self, minion):
+        """Unlock a manager that came back locked: another running manager's key (or the one
+        the orchestration keeps on the master), opened here and sealed for ``minion``."""
+        managers = sorted(
+            m for m, s in self._swarm_states().items() if s.get("is_manager") and m != minion
+        )
+
+        def call(target, fun, kwarg):
+            return self.local.cmd(target, fun, kwarg=kwarg, timeout=60).get(target)
+
+        store = unlock_keys.Store(__opts__["cachedir"], __opts__["pki_dir"])
+        try:
+            with open(os.path.join(__opts__["pki_dir"], "minions", minion), "rb") as fh:
+                public = fh.read()
+            answer, source = unlock_keys.unlock(call, store, minion, public, managers)
+        except (OSError, ArmswarmError) as exc:
+            return {"ok": False, "error": f"came back locked and cannot be unlocked: {exc}"}
+        if not isinstance(answer, dict):
+            return {"ok": False, "error": f"came back locked, unlock failed: {answer!r}"[:300]}
+        log.info("armnode_docker: %s unlocked with the key of %s", minion, source)
+        return {"ok": True, "unlocked": True}
+
     def sleep(self, seconds):
         time.sleep(seconds)
 
@@ -74,7 +99,8 @@ def rolling_restart(tgt="*", tgt_type="glob", timeout=180):
     Restart dockerd on the targeted minions whose ``daemon.json`` changed while they were in a
     swarm (``armnode.docker_restart_pending``), one node at a time: workers (and nodes
     outside the swarm) first, then managers, a manager only when the others keep the raft
-    quorum without it, each node back in the swarm (ready, reachable) before the next. Stops
+    quorum without it, each node back in the swarm (ready, reachable) before the next; a manager
+    that comes back locked (autolock) is unlocked with the master-sealed key. Stops
     at the first node that cannot be restarted safely; returns ``restarted``, ``pending``,
     ``error`` and ``retcode`` (1 with an error: salt-run exits 1).
 

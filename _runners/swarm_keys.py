@@ -1,16 +1,17 @@
 """Swarm secrets that pass through the master, opened only on the master.
 
-A manager seals the autolock unlock key for the master (``docker_swarm.unlock_key``); this
-runner opens it with the master's private key and re-seals it for the locked manager, which
-opens it with its own (``docker_swarm.unlock sealed_key=…``). Job returns and the job cache
-hold ciphertext only.
+A manager seals the autolock unlock key for the master (``docker_swarm.unlock_key``); the
+orchestration keeps it so while autolock is on (:mod:`armswarm_core.swarm.unlock_keys`). This
+runner opens a running manager's key, or the kept one, with the master's private key and
+re-seals it for the locked manager, which opens it with its own (``docker_swarm.unlock
+sealed_key=…``). Job returns and the job cache hold ciphertext only.
 """
 
 import os
 
 import salt.client
 from armswarm_core import ArmswarmError
-from armswarm_core.swarm import join_tokens
+from armswarm_core.swarm import unlock_keys
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "swarm_keys"
@@ -28,36 +29,34 @@ def _read(path):
         raise CommandExecutionError(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def unlock(target, manager):
+def unlock(target, manager=None, layout=unlock_keys.DEFAULT_LAYOUT):
     """
     Unlock the locked manager ``target`` (after a restart with autolock on) with the unlock
-    key of the running manager ``manager``: the key travels sealed for the master, then
-    sealed for ``target``; it is never in a return.
+    key of the running manager ``manager``, or, without one (or when it gives none), the key
+    the orchestration keeps on the master for the layout at pillar key ``layout``. The key
+    travels sealed for the master, then sealed for ``target``; it is never in a return.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt-run swarm_keys.unlock node2 node1
+        salt-run swarm_keys.unlock node2
     """
     local = salt.client.get_local_client(__opts__["conf_file"])
-    answer = local.cmd(manager, "docker_swarm.unlock_key", timeout=30).get(manager)
-    if not isinstance(answer, dict) or not answer.get("available"):
-        raise CommandExecutionError(f"{manager} has no unlock key to give: {answer!r}"[:300])
-    pki = __opts__["pki_dir"]
+
+    def call(minion, fun, kwarg):
+        return local.cmd(minion, fun, kwarg=kwarg, timeout=60).get(minion)
+
+    store = unlock_keys.Store(__opts__.get("cachedir", ""), __opts__["pki_dir"])
+    target_pub = _read(os.path.join(__opts__["pki_dir"], "minions", str(target)))
     try:
-        key = join_tokens.unseal(
-            answer["sealed"], _read(os.path.join(pki, "master.pem")), join_tokens.MASTER
-        )
-        sealed = join_tokens.seal(
-            key, _read(os.path.join(pki, "minions", str(target))), str(target)
+        result, source = unlock_keys.unlock(
+            call, store, str(target), target_pub, [manager] if manager else [], layout
         )
     except ArmswarmError as exc:
         raise CommandExecutionError(str(exc)) from exc
-    result = local.cmd(target, "docker_swarm.unlock", kwarg={"sealed_key": sealed}, timeout=60).get(
-        target
-    )
     # the node's swarm state after the unlock, or its error (a string) or no answer at all
     if not isinstance(result, dict):
         raise CommandExecutionError(f"{target} was not unlocked: {result!r}"[:300])
-    return {"target": target, "result": result}
+    return {"target": target, "result": result, "key_from": source}

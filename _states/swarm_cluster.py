@@ -10,12 +10,15 @@
 The layout (pillar ``armswarm:swarm``): ``managers`` and ``workers`` (minion ids, or
 ``{tgt: …, tgt_type: …}``), per-node ``nodes:<id>:advertise_addr|advertise_interface|labels|
 availability``, ``allow_even_managers``, ``prune``, ``remove_undeclared_labels``,
-``grain_labels``, ``force``, ``answer_timeout`` (seconds a minion has to answer before it
+``grain_labels``, ``force``, ``rotate_join_tokens``, ``autolock`` (true/false; unset leaves
+the swarm's as it is), ``answer_timeout`` (seconds a minion has to answer before it
 counts as down), ``role_timeout`` (seconds a promotion or demotion may take to settle).
 Everything is validated before anything changes.
 
 Join tokens go from a manager to each joiner sealed with the joiner's minion key (the master
 holds every accepted minion's public key): returns, the job cache and events carry ciphertext.
+With autolock on, the unlock key is kept on the master sealed for the master's own key, and a
+manager found locked (restarted) is unlocked with it, sealed for that manager's key.
 """
 
 import logging
@@ -27,7 +30,7 @@ import salt.utils.event
 import salt.utils.minions
 from armswarm_core import ArmswarmError
 from armswarm_core.common import state_results
-from armswarm_core.swarm import converge, join_tokens, swarm_layout
+from armswarm_core.swarm import converge, join_tokens, swarm_layout, unlock_keys
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,10 @@ class _Minions:
     def expand(self, tgt, tgt_type) -> list:
         found = salt.utils.minions.CkMinions(self.opts).check_minions(tgt, tgt_type)
         return found.get("minions") or []
+
+    def key_store(self):
+        """The unlock keys kept on this master (``cachedir/armswarm/unlock_keys``)."""
+        return unlock_keys.Store(self.opts["cachedir"], self.opts["pki_dir"])
 
     def progress(self, step, **data):
         """One event per step on the master's bus (``armswarm/swarm/<step>``), and a log line."""

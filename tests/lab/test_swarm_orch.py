@@ -3,11 +3,12 @@ nothing, idempotence, prediction, bad pillar, a node in another swarm, a dead le
 token anywhere."""
 
 import json
+import re
 import subprocess
 import time
 
 import pytest
-from helpers import assert_no_join_token, busybox_rootfs, push_image
+from helpers import assert_no_join_token, assert_not_in_salt_files, busybox_rootfs, push_image
 
 
 def orch(lab, *extra) -> dict:
@@ -384,7 +385,12 @@ def test_init_options_and_cluster_spec(lab):
     layout = {
         "default_addr_pool": ["10.201.0.0/16"],
         "subnet_size": 26,
-        "cluster": {"task_history_retention_limit": 3, "dispatcher_heartbeat_period": 7},
+        "data_path_port": 4790,
+        "cluster": {
+            "task_history_retention_limit": 3,
+            "dispatcher_heartbeat_period": 7,
+            "node_cert_expiry": 7200,
+        },
     }
     for node in reversed(lab.node_names()):
         call(lab, node, "docker_swarm.leave", "force=True")
@@ -399,6 +405,8 @@ def test_init_options_and_cluster_spec(lab):
         assert cluster["DefaultAddrPool"] == ["10.201.0.0/16"] and cluster["SubnetSize"] == 26
         assert cluster["Spec"]["Orchestration"]["TaskHistoryRetentionLimit"] == 3
         assert cluster["Spec"]["Dispatcher"]["HeartbeatPeriod"] == 7_000_000_000
+        assert cluster["Spec"]["CAConfig"]["NodeCertExpiry"] == 7200 * 10**9
+        assert cluster["DataPathPort"] == 4790
         code, out = lab.exec("node1", ["docker", "network", "create", "-d", "overlay", "poolprobe"])
         assert code == 0, out
         code, out = lab.exec(
@@ -472,6 +480,78 @@ def test_join_tokens_rotated_after_a_join(lab, events):
     ], out  # one entry (the old one removed), a worker
     time.sleep(2)  # let the event capture flush
     assert_no_join_token(lab, events)
+
+
+def _swarm_local_state(lab, node):
+    code, out = lab.exec(node, ["docker", "info", "--format", "{{.Swarm.LocalNodeState}}"])
+    assert code == 0, out
+    return out.strip()
+
+
+def _restart_locked(lab, node):
+    """Restart the manager's dockerd; with autolock it comes back locked (docker says so)."""
+    code, out = lab.exec(node, ["systemctl", "restart", "docker"])
+    assert code == 0, out
+    deadline = time.monotonic() + 60
+    while (state := _swarm_local_state(lab, node)) != "locked":
+        assert time.monotonic() < deadline, f"{node} not locked after its restart: {state}"
+        time.sleep(1)
+
+
+def test_autolock_on_a_restarted_manager_is_unlocked_then_off(lab, events):
+    """Autolock from the layout in the check -> apply -> re-apply -> check cycle; a manager
+    restarted comes back locked and the orchestration unlocks it (then the runner, with the
+    key kept on the master only); the key is in no return, log or job cache; off again."""
+    kept = lab.master_root / "cache" / "armswarm" / "unlock_keys" / "armswarm%3Aswarm"
+    on = {"armswarm": {"swarm": {"autolock": True}}}
+    try:
+        applied = _cycle(lab, on, ["autolock", "unlock_key"])
+        assert applied["changes"]["autolock"] == {"old": False, "new": True}
+        assert _docker_cluster(lab)["Spec"]["EncryptionConfig"]["AutoLockManagers"] is True
+        assert kept.stat().st_mode & 0o777 == 0o600
+        code, key = lab.exec("node1", ["docker", "swarm", "unlock-key", "-q"])
+        key = key.strip()
+        assert code == 0 and key.startswith("SWMKEY-1-"), key
+
+        _restart_locked(lab, "node2")
+        extra = f"pillar={json.dumps(on)}"
+        predicted = orch(lab, extra, "test=True")
+        assert predicted["result"] is None and predicted["changes"] == {"unlock": ["node2"]}
+        assert _swarm_local_state(lab, "node2") == "locked"  # the check changed nothing
+        applied = orch(lab, extra)
+        assert applied["result"] is True and applied["changes"] == predicted["changes"], applied
+        assert _swarm_local_state(lab, "node2") == "active"
+        assert _docker_managers(lab, "node2") == dict.fromkeys(
+            ["node1", "node2", "node3"], "reachable"
+        )
+        for again in (orch(lab, extra), orch(lab, extra, "test=True")):
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+
+        # No manager named: the runner unlocks with the key kept on the master.
+        _restart_locked(lab, "node3")
+        proc = lab.run_salt("salt-run", "swarm_keys.unlock", "node3", "--out=json")
+        assert json.loads(proc.stdout)["key_from"] == "kept on the master (armswarm:swarm)"
+        assert _swarm_local_state(lab, "node3") == "active"
+        time.sleep(2)  # let the event capture flush
+        assert_not_in_salt_files(lab, re.escape(key), events)
+    finally:
+        off = f"pillar={json.dumps({'armswarm': {'swarm': {'autolock': False}}})}"
+        predicted = orch(lab, off, "test=True")
+        # (a manager left locked by a failure above is unlocked by this run first)
+        applied = orch(lab, off)
+        assert applied["result"] is True, applied["comment"]
+    assert (
+        predicted["changes"]
+        == applied["changes"]
+        == {
+            "autolock": {"old": True, "new": False},
+            "unlock_key": "dropped from the master",
+        }
+    )
+    assert not kept.exists()
+    assert not _docker_cluster(lab)["Spec"].get("EncryptionConfig", {}).get("AutoLockManagers")
+    for again in (orch(lab, off), orch(lab, off, "test=True")):
+        assert again["result"] is True and again["changes"] == {}, again["comment"]
 
 
 def test_no_join_token_in_job_cache_events_or_logs(lab, events):

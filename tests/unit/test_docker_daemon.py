@@ -206,3 +206,46 @@ def test_workers_that_stay_down_after_a_restart_stop_the_run():
     result = docker_daemon.rolling_restart(swarm, ["node1", "node2"], timeout=0.2)
     assert result["restarted"] == ["node1"] and result["pending"] == ["node2"]
     assert "after the restart of node1" in result["error"] and "node4" in result["error"]
+
+
+class _Autolocked(_Swarm):
+    """Autolock on: a restarted manager comes back locked until the master unlocks it."""
+
+    def __init__(self, roles, unlock_ok=True):
+        super().__init__(roles)
+        self.unlock_ok = unlock_ok
+        self.locked: set = set()
+        self.unlocked: list = []
+
+    def restart(self, minion):
+        answer = super().restart(minion)
+        if self._roles[minion] == "manager":
+            self.locked.add(minion)
+            self.down[minion] = 10**6  # a locked manager stays down in the node list
+            return {"ok": False, "locked": True, "error": "back but locked"}
+        return answer
+
+    def unlock(self, minion):
+        assert minion in self.locked
+        if not self.unlock_ok:
+            return {"ok": False, "error": "came back locked and cannot be unlocked: no key"}
+        self.locked.discard(minion)
+        self.unlocked.append(minion)
+        self.down[minion] = self.back_after
+        return {"ok": True, "unlocked": True}
+
+
+def test_a_manager_back_locked_is_unlocked_and_the_run_goes_on():
+    roles = {"node1": "manager", "node2": "manager", "node3": "manager", "node4": "worker"}
+    swarm = _Autolocked(roles)
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node2", "node4"], timeout=5)
+    assert result == {"restarted": ["node4", "node1", "node2"], "pending": [], "error": None}
+    assert swarm.unlocked == ["node1", "node2"] and not swarm.locked
+
+
+def test_a_manager_that_cannot_be_unlocked_stops_the_run():
+    roles = {"node1": "manager", "node2": "manager", "node3": "manager"}
+    swarm = _Autolocked(roles, unlock_ok=False)
+    result = docker_daemon.rolling_restart(swarm, ["node1", "node2"], timeout=5)
+    assert result["restarted"] == [] and result["pending"] == ["node1", "node2"]
+    assert result["error"] == "node1: came back locked and cannot be unlocked: no key"

@@ -11,14 +11,18 @@ import copy
 import fnmatch
 import hashlib
 import secrets
+import shutil
+import tempfile
 import threading
+import weakref
+from pathlib import Path
 
 import pytest
 import salt.config
 import salt.crypt
 import salt.output
 from armswarm_core import ArmswarmError
-from armswarm_core.swarm import converge, join_tokens, swarm_engine
+from armswarm_core.swarm import converge, join_tokens, swarm_engine, unlock_keys
 
 pytestmark = pytest.mark.unit
 
@@ -37,6 +41,8 @@ CHANGING = {
     "docker_swarm.update_nodes",
     "docker_swarm.set_role",
     "docker_swarm.remove_node",
+    "docker_swarm.autolock",
+    "docker_swarm.unlock",
 }
 BOARDS = {"m1": "hc1", "m2": "rockpro64", "m3": "rockpro64"}
 
@@ -62,6 +68,7 @@ class Minion:
         self.up = True  # the minion answers
         self.engine = "20.10.24+dfsg1"  # Debian 12's docker.io
         self.join_addr = None  # what docker-state.json keeps as RemoteAddr
+        self.locked = False  # restarted with autolock on: waits for the unlock key
 
 
 class FakeCluster:
@@ -91,6 +98,14 @@ class FakeCluster:
         self.never_settles = set()  # hostnames whose role change never settles
         self.serial = 0
         self.lock = threading.RLock()
+        self.autolock = False
+        self.unlock_key = None  # plaintext, as the engine holds it
+        # The master: its own key pair and the directory unlock keys are kept in.
+        self.master_private, self.master_public = minion_keys("salt-master")
+        self.master_dir = Path(tempfile.mkdtemp(prefix="fake-master-"))
+        weakref.finalize(self, shutil.rmtree, self.master_dir, True)
+        (self.master_dir / "pki").mkdir()
+        (self.master_dir / "pki" / "master.pem").write_text(self.master_private)
         for name in names:
             self.add_minion(name)
 
@@ -111,6 +126,20 @@ class FakeCluster:
         return self.nodes.get(minion.node_id) if minion.cluster_id is None else None
 
     def swarm_state(self, minion):
+        if minion.locked:
+            # What docker info says of a locked manager: no node, no cluster.
+            return {
+                "state": "locked",
+                "node_id": None,
+                "node_addr": minion.addr,
+                "is_manager": False,
+                "cluster_id": None,
+                "managers": None,
+                "nodes": None,
+                "remote_managers": [],
+                "error": "swarm is encrypted and needs to be unlocked before it can be used",
+                "engine_version": minion.engine,
+            }
         node = self.entry(minion)
         ours = node is not None and minion.state == "active"
         manager = ours and node["role"] == "manager"
@@ -160,6 +189,17 @@ class FakeCluster:
             if node["role"] == "manager":
                 node["reachability"], node["leader"] = "unreachable", False
 
+    def restart_engine(self, name):
+        """dockerd restarted: with autolock a manager comes back locked (unreachable)."""
+        minion = self.minions[name]
+        node = self.entry(minion)
+        if self.autolock and node and node["role"] == "manager":
+            minion.locked = True
+            node["state"], node["reachability"], node["leader"] = "down", "unreachable", False
+            ready = [n for n in self.managers() if n["state"] == "ready"]
+            if ready and not any(n["leader"] for n in self.managers()):
+                ready[0]["leader"] = True
+
     def changing_calls(self):
         return [(t, f) for t, f, _, _ in self.calls if f in CHANGING]
 
@@ -196,7 +236,38 @@ class FakeCluster:
 
     def fun_cluster_settings(self, minion):
         self._require_manager(minion)
-        return dict(self.cluster_spec)
+        return {**self.cluster_spec, "autolock": self.autolock}
+
+    def fun_state(self, minion):
+        return self.swarm_state(minion)
+
+    def fun_autolock(self, minion, enabled=True):
+        self._require_manager(minion)
+        assert isinstance(enabled, bool)
+        changed = enabled != self.autolock
+        if changed:
+            # As swarmkit: a new key each time autolock goes on, none while it is off.
+            self.autolock = enabled
+            self.unlock_key = f"SWMKEY-1-{secrets.token_hex(16)}" if enabled else None
+        return {"changed": changed, "autolock": enabled}
+
+    def fun_unlock_key(self, minion):
+        self._require_manager(minion)
+        if not self.unlock_key:
+            return {"available": False, "sealed": None}
+        sealed = join_tokens.seal(self.unlock_key, self.master_public, join_tokens.MASTER)
+        return {"available": True, "sealed": sealed}
+
+    def fun_unlock(self, minion, sealed_key=None):
+        assert join_tokens.is_sealed(sealed_key), "an unlock key travelled in plaintext"
+        if not minion.locked:
+            raise ArmswarmError("This node is not part of a swarm or is not locked")
+        if join_tokens.unseal(sealed_key, minion.private, minion.id) != self.unlock_key:
+            raise ArmswarmError("unlocking the swarm failed (wrong key?)")
+        minion.locked = False
+        node = self.entry(minion)
+        node["state"], node["reachability"] = "ready", "reachable"
+        return self.swarm_state(minion)
 
     def fun_update_cluster(self, minion, settings):
         self._require_manager(minion)
@@ -394,6 +465,9 @@ class FakeCluster:
 
     def progress(self, step, **data):
         self.events.append((step, data))
+
+    def key_store(self):
+        return unlock_keys.Store(str(self.master_dir / "cache"), str(self.master_dir / "pki"))
 
 
 def converge_run(cluster, conf=LAYOUT, **kwargs):
@@ -958,3 +1032,148 @@ def test_the_highstate_outputter_prints_a_formation_in_a_few_readable_lines():
     assert len(lines) <= 35, "\n".join(lines)
     assert changes_lines(lines, "w2")[0] == "active -> drain"
     assert changes_lines(lines, "w2")[1].startswith("pool=db armswarm.labels=")
+
+
+# -- autolock ----------------------------------------------------------------------------------
+AUTOLOCK_ON = {**LAYOUT, "autolock": True}
+
+
+def _cycle(cluster, conf, expected):
+    """check -> apply -> re-apply -> check: the prediction is what the run does, then nothing."""
+    cluster.calls.clear()
+    predicted = converge_run(cluster, conf, test=True)
+    assert predicted["result"] is None and predicted["changes"] == expected, predicted
+    assert cluster.changing_calls() == []
+    applied = converge_run(cluster, conf)
+    assert applied["result"] is True and applied["changes"] == expected, applied["comment"]
+    for test in (False, True):
+        again = converge_run(cluster, conf, test=test)
+        assert again["result"] is True and again["changes"] == {}, again
+    return applied
+
+
+def _kept_file(cluster):
+    return Path(cluster.key_store().path("armswarm:swarm"))
+
+
+def _assert_no_plaintext_unlock_key(cluster, *rets):
+    for key in cluster.seen_keys:
+        for where in (rets, cluster.calls, cluster.events, _kept_file(cluster).read_text()):
+            assert key not in repr(where)
+
+
+@pytest.fixture
+def autolocked():
+    cluster = formed()
+    cluster.seen_keys = []
+    applied = _cycle(
+        cluster,
+        AUTOLOCK_ON,
+        {"autolock": {"old": False, "new": True}, "unlock_key": converge.KEY_KEPT},
+    )
+    cluster.seen_keys.append(cluster.unlock_key)
+    cluster.applied = applied
+    return cluster
+
+
+def test_autolock_on_keeps_the_new_key_sealed_for_the_master(autolocked):
+    cluster = autolocked
+    assert cluster.autolock is True
+    kept = _kept_file(cluster)
+    assert kept.stat().st_mode & 0o777 == 0o600 and kept.parent.stat().st_mode & 0o777 == 0o700
+    store = cluster.key_store()
+    record = store.kept("armswarm:swarm")
+    assert record["cluster_id"] == cluster.cluster_id
+    # What is kept opens, with the master's key only, to the engine's own key.
+    assert join_tokens.unseal(record["sealed"], cluster.master_private, "salt-master") == (
+        cluster.unlock_key
+    )
+    _assert_no_plaintext_unlock_key(cluster, cluster.applied)
+
+
+def test_a_kept_key_of_another_cluster_or_a_rotated_key_is_kept_again(autolocked):
+    cluster = autolocked
+    cluster.unlock_key = f"SWMKEY-1-{secrets.token_hex(16)}"  # `docker swarm unlock-key --rotate`
+    cluster.seen_keys.append(cluster.unlock_key)
+    _cycle(cluster, AUTOLOCK_ON, {"unlock_key": converge.KEY_KEPT})
+    record = cluster.key_store().kept("armswarm:swarm")
+    assert join_tokens.unseal(record["sealed"], cluster.master_private, "salt-master") == (
+        cluster.unlock_key
+    )
+    # Left out of the layout: autolock stays as it is, and so does the kept key.
+    for test in (True, False):
+        assert converge_run(cluster, LAYOUT, test=test)["changes"] == {}
+    assert cluster.autolock is True and _kept_file(cluster).exists()
+
+
+def test_a_locked_manager_is_unlocked_with_a_running_managers_key(autolocked):
+    cluster = autolocked
+    cluster.restart_engine("m2")
+    assert cluster.swarm_state(cluster.minions["m2"])["state"] == "locked"
+    applied = _cycle(cluster, AUTOLOCK_ON, {"unlock": ["m2"]})
+    assert cluster.node_of("m2")["reachability"] == "reachable"
+    assert cluster.swarm_state(cluster.minions["m2"])["is_manager"] is True
+    # The key went to m2 sealed for m2 (the fake engine opens it with m2's key only).
+    (unlock,) = [c for c in cluster.calls if c[1] == "docker_swarm.unlock"]
+    assert unlock[0] == "m2" and join_tokens.is_sealed(unlock[3]["sealed_key"])
+    _assert_no_plaintext_unlock_key(cluster, applied)
+
+
+def test_all_managers_locked_are_unlocked_with_the_key_kept_on_the_master(autolocked):
+    """The whole cluster powered up at once: no manager runs to give the key."""
+    cluster = autolocked
+    for name in MANAGERS:
+        cluster.restart_engine(name)
+    applied = _cycle(cluster, AUTOLOCK_ON, {"unlock": MANAGERS})
+    assert all(cluster.node_of(m)["reachability"] == "reachable" for m in MANAGERS)
+    _assert_no_plaintext_unlock_key(cluster, applied)
+
+
+def test_a_locked_manager_without_any_key_is_an_error_naming_the_way_out(autolocked):
+    cluster = autolocked
+    cluster.key_store().drop("armswarm:swarm")
+    for name in MANAGERS:
+        cluster.restart_engine(name)
+    cluster.calls.clear()
+    for test in (True, False):
+        ret = converge_run(cluster, AUTOLOCK_ON, test=test)
+        assert ret["result"] is False and ret["changes"] == {}
+        assert "m1: its swarm is locked (autolock) and no unlock key is at hand" in ret["comment"]
+        assert "salt-run swarm_keys.unlock m1" in ret["comment"]
+    assert cluster.changing_calls() == []
+
+
+def test_autolock_off_drops_the_kept_key(autolocked):
+    cluster = autolocked
+    _cycle(
+        cluster,
+        {**LAYOUT, "autolock": False},
+        {"autolock": {"old": True, "new": False}, "unlock_key": converge.KEY_DROPPED},
+    )
+    assert cluster.autolock is False and not _kept_file(cluster).exists()
+
+
+def test_a_new_swarm_with_autolock_keeps_its_key():
+    cluster = FakeCluster()
+    predicted = converge_run(cluster, AUTOLOCK_ON, test=True)
+    assert predicted["changes"]["autolock"] == {"old": False, "new": True}
+    assert predicted["changes"]["unlock_key"] == converge.KEY_KEPT
+    applied = converge_run(cluster, AUTOLOCK_ON)
+    assert applied["result"] is True and applied["changes"] == predicted["changes"]
+    assert cluster.autolock and cluster.key_store().matches(
+        "armswarm:swarm",
+        cluster.cluster_id,
+        join_tokens.seal(cluster.unlock_key, cluster.master_public, "salt-master"),
+    )
+    assert converge_run(cluster, AUTOLOCK_ON)["changes"] == {}
+
+
+@pytest.mark.parametrize("value", ["true", 1, [True]])
+def test_autolock_must_be_a_boolean(value):
+    cluster = formed()
+    ret = converge_run(cluster, {**LAYOUT, "autolock": value})
+    assert (
+        ret["result"] is False
+        and "armswarm:swarm:autolock: must be true or false" in (ret["comment"])
+    )
+    assert cluster.calls == [] and cluster.autolock is False

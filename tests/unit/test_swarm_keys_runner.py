@@ -5,7 +5,7 @@ import importlib.util
 
 import pytest
 import salt.crypt
-from armswarm_core.swarm import join_tokens
+from armswarm_core.swarm import join_tokens, unlock_keys
 from salt.exceptions import CommandExecutionError
 
 from armswarm import paths
@@ -42,11 +42,17 @@ def runner(tmp_path, monkeypatch):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.__opts__ = {"conf_file": "unused", "pki_dir": str(tmp_path)}
+    module.__opts__ = {
+        "conf_file": "unused",
+        "pki_dir": str(tmp_path),
+        "cachedir": str(tmp_path / "cache"),
+    }
 
     def make(answer):
         local = _Local(master_pub, node_priv, answer)
         monkeypatch.setattr(module.salt.client, "get_local_client", lambda conf: local)
+        local.store = unlock_keys.Store(str(tmp_path / "cache"), str(tmp_path))
+        local.master_pub = master_pub
         return module, local
 
     return make
@@ -55,7 +61,17 @@ def runner(tmp_path, monkeypatch):
 def test_the_locked_manager_gets_the_key_sealed_for_it(runner):
     module, local = runner({"state": "active"})
     result = module.unlock("node2", "node1")
-    assert result == {"target": "node2", "result": {"state": "active"}}
+    assert result == {"target": "node2", "result": {"state": "active"}, "key_from": "node1"}
+    assert local.opened == [KEY] and KEY not in repr(result)
+
+
+def test_without_a_running_manager_the_key_kept_on_the_master_is_used(runner):
+    module, local = runner({"state": "active"})
+    with pytest.raises(CommandExecutionError, match="none is kept on the master"):
+        module.unlock("node2")
+    local.store.keep("armswarm:swarm", "c1", join_tokens.seal(KEY, local.master_pub, "salt-master"))
+    result = module.unlock("node2")
+    assert result["key_from"] == "kept on the master (armswarm:swarm)"
     assert local.opened == [KEY] and KEY not in repr(result)
 
 

@@ -229,7 +229,9 @@ def rolling_restart(transport, pending: list, timeout: float = 180, progress=Non
     swarm; a minion missing there did not answer), ``node_id(minion)``,
     ``nodes(exclude) -> list`` (the swarm as a manager other than ``exclude`` lists it; None
     when none answers), ``restart(minion) -> dict`` (the node restarts its engine and waits for
-    it) and ``sleep(seconds)``. Before each node it waits up to ``timeout`` for the swarm to
+    it; ``locked: True`` when an autolocked manager came back locked), ``unlock(minion) ->
+    dict`` (``ok``/``error``: the master sends it the unlock key, sealed for it) and
+    ``sleep(seconds)``. Before each node it waits up to ``timeout`` for the swarm to
     be safe without it; stops at the first node that cannot be restarted safely or does not
     come back; the rest stay pending."""
     progress = progress or (lambda message: None)
@@ -269,6 +271,10 @@ def rolling_restart(transport, pending: list, timeout: float = 180, progress=Non
                 transport.sleep(2)
         progress(f"restarting dockerd on {minion} ({roles.get(minion) or 'no swarm'})")
         answer = transport.restart(minion) or {}
+        if answer.get("locked"):
+            # An autolocked manager comes back locked: unlocked with the master-sealed key.
+            progress(f"{minion} came back locked (autolock): unlocking it")
+            answer = transport.unlock(minion) or {}
         if not answer.get("ok"):
             result["error"] = f"{minion}: {answer.get('error') or 'no answer'}"
             result["pending"] = order[index:]

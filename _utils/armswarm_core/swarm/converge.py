@@ -21,11 +21,15 @@ unit tests use a fake cluster):
 ``progress(step, **data)``
     report one step (the state fires ``armswarm/swarm/<step>`` on the master's bus); must
     never raise.
+``key_store() -> unlock_keys.Store``
+    the master's kept autolock unlock keys (opened with the master's own key).
 
 Join tokens never pass through here in plaintext: a manager seals each one for its joiner's
-key, and only the joiner opens it.
+key, and only the joiner opens it. The unlock key goes from a manager sealed for the master,
+is kept so, and goes to a locked manager sealed again for that manager's key.
 """
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from armswarm_core import ArmswarmError
@@ -34,6 +38,8 @@ from armswarm_core.swarm import swarm_engine, swarm_layout, swarm_plan
 
 # What a role change's call may take beyond its wait (the Salt round trip).
 CALL_MARGIN = 30
+KEY_KEPT = "kept on the master, sealed"
+KEY_DROPPED = "dropped from the master"
 
 
 def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
@@ -58,18 +64,38 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
 
     facts = gather_facts(parsed, transport)
     manager = live_manager(parsed, facts)
+    store = transport.key_store()
     done: dict = {}
     try:
+        locked = [m for m in parsed.members if _local_state(facts, m) == "locked"]
+        # Autolocked managers back from a restart: unlocked first (with a running manager's
+        # key, else the one kept on the master), then everything is planned on what they say.
+        sealed_key = _key_for_locked(transport, store, name, manager) if locked else None
+        if sealed_key and not test:
+            _unlock(transport, store, parsed, locked, sealed_key, done)
+            facts = gather_facts(parsed, transport)
+            manager = live_manager(parsed, facts)
         swarm_nodes = transport.one(manager, "docker_swarm.nodes") if manager else None
         cluster_now = transport.one(manager, "docker_swarm.cluster_settings") if manager else None
         plan, errors = swarm_plan.make_plan(
-            parsed, facts, swarm_nodes, force=force, cluster_now=cluster_now
+            parsed,
+            facts,
+            swarm_nodes,
+            force=force,
+            cluster_now=cluster_now,
+            unlockable=bool(sealed_key),
         )
         if errors:
             return state_results.failed(
-                ret, "Cannot converge the swarm, nothing changed:\n" + "\n".join(errors)
+                ret,
+                ("Cannot converge the swarm" + (":" if done else ", nothing changed:") + "\n")
+                + "\n".join(errors),
+                done or None,
             )
-        changes = plan.changes()
+        changes = {**done, **plan.changes()}
+        key_change = _key_change(transport, store, name, plan, cluster_now, manager)
+        if key_change:
+            changes["unlock_key"] = key_change
         if parsed.rotate_join_tokens and (plan.join_managers or plan.join_workers):
             changes["rotate_join_tokens"] = [
                 r
@@ -83,6 +109,9 @@ def run(name: str, conf, transport, force=None, test: bool = False) -> dict:
             return state_results.would_change(ret, "The swarm would be changed." + notes, changes)
         else:
             manager = execute(transport, parsed, plan, facts, manager, swarm_nodes, done)
+            if key_change:
+                _keep_key(transport, store, name, manager, key_change)
+                done["unlock_key"] = key_change
             state_results.changed(ret, "The swarm was changed." + notes, changes)
         # Nodes that do not answer leave the swarm unconverged whatever else was done.
         ret["result"] = not plan.down
@@ -156,6 +185,90 @@ def live_manager(layout, facts):
         ):
             return minion_id
     return None
+
+
+def _local_state(facts, minion_id):
+    return ((facts.get(minion_id) or {}).get("swarm") or {}).get("state")
+
+
+def _sealed_key(transport, manager):
+    """The running swarm's unlock key, sealed for the master (None without autolock)."""
+    answer = transport.one(manager, "docker_swarm.unlock_key")
+    return answer.get("sealed") if isinstance(answer, dict) and answer.get("available") else None
+
+
+def _key_for_locked(transport, store, name, manager):
+    """The key for locked managers, sealed for the master: a running manager's (current),
+    else the one kept for this layout (no manager runs: the whole cluster was restarted)."""
+    if manager:
+        sealed = _sealed_key(transport, manager)
+        if sealed:
+            return sealed
+    kept = store.kept(name)
+    return kept["sealed"] if kept else None
+
+
+def _unlock(transport, store, layout, locked, sealed_key, done):
+    """Unlock the managers ``locked``: the key opened on the master and sealed for each
+    minion only; then wait until they are managers of their cluster again (all unlocked
+    first: with every manager locked, none has a leader until a quorum of them is back)."""
+    recipients = transport.public_keys(list(locked))
+    for minion_id in locked:
+        transport.one(
+            minion_id,
+            "docker_swarm.unlock",
+            kwarg={"sealed_key": store.reseal(sealed_key, recipients[minion_id], minion_id)},
+        )
+        done.setdefault("unlock", []).append(minion_id)
+        transport.progress("unlocked", minion=minion_id)
+    deadline = time.monotonic() + layout.role_timeout
+    waiting = list(locked)
+    while waiting:
+        states = {m: transport.one(m, "docker_swarm.state") for m in waiting}
+        waiting = [
+            m
+            for m, state in states.items()
+            if not (state.get("state") == "active" and state.get("is_manager"))
+            or not state.get("cluster_id")
+        ]
+        if waiting and time.monotonic() > deadline:
+            raise ArmswarmError(
+                f"unlocked, but not managers of their swarm after {layout.role_timeout:g} s: "
+                + ", ".join(f"{m} ({states[m].get('state')})" for m in waiting)
+            )
+        if waiting:
+            time.sleep(1)
+
+
+def _key_change(transport, store, name, plan, cluster_now, manager):
+    """What happens to the unlock key kept on the master: it follows the swarm's autolock
+    after this run (kept while on, current and of this cluster; dropped when off)."""
+    if plan.autolock:
+        on = plan.autolock["new"]
+    elif cluster_now is None:
+        return None  # no manager to ask (a new swarm, or all locked): the key stays as it is
+    else:
+        on = bool(cluster_now.get("autolock"))
+    if not on:
+        return KEY_DROPPED if store.kept(name) else None
+    if plan.autolock:
+        return KEY_KEPT  # a new key, made when autolock goes on
+    sealed = _sealed_key(transport, manager) if manager else None
+    if sealed is None or store.matches(name, plan.cluster_id, sealed):
+        return None
+    return KEY_KEPT
+
+
+def _keep_key(transport, store, name, manager, change):
+    if change == KEY_DROPPED:
+        store.drop(name)
+        transport.progress("unlock-key-dropped")
+        return
+    sealed = _sealed_key(transport, manager)
+    if not sealed:
+        raise ArmswarmError(f"{manager}: autolock is on but it gives no unlock key")
+    store.keep(name, transport.one(manager, "docker_swarm.state").get("cluster_id"), sealed)
+    transport.progress("unlock-key-kept")
 
 
 def _notes(plan, changes) -> str:
@@ -260,6 +373,10 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         )
         done["cluster"] = dict(plan.cluster)
         transport.progress("cluster-configured", settings=sorted(plan.cluster))
+    if plan.autolock:
+        transport.one(manager, "docker_swarm.autolock", kwarg={"enabled": plan.autolock["new"]})
+        done["autolock"] = dict(plan.autolock)
+        transport.progress("autolock", enabled=plan.autolock["new"])
     # Promotions first, each waited for until the node is a reachable manager: it then serves
     # joins, and counts for the quorum of the demotions below (fired back to back, the
     # promoted nodes are still unreachable when the first demotion is checked).

@@ -260,6 +260,8 @@ def cluster_settings(client) -> dict:
         out[key] = value // 1_000_000_000 if nanos and value is not None else value
     for key, field in INIT_ONLY.items():
         out[key] = attrs.get(field)
+    # Whether managers lock on restart (the key itself is only in unlock_key()).
+    out["autolock"] = bool((spec.get("EncryptionConfig") or {}).get("AutoLockManagers"))
     return out
 
 

@@ -47,6 +47,8 @@ class Layout:
     listen_port: int = DEFAULT_PORT
     force: bool = False
     rotate_join_tokens: bool = False
+    # Manager autolock: True/False, None leaves the swarm's as it is.
+    autolock: bool | None = None
     answer_timeout: float = DEFAULT_ANSWER_TIMEOUT
     role_timeout: float = DEFAULT_ROLE_TIMEOUT
     # Fixed when the swarm is initialised.
@@ -95,7 +97,7 @@ def _target(value, key: str, errors: list):
     return []
 
 
-def _flag(conf: dict, key: str, default: bool, errors: list) -> bool:
+def _flag(conf: dict, key: str, default: bool | None, errors: list) -> bool | None:
     """A pillar boolean: only a YAML true or false (a quoted "false" would read as true)."""
     value = conf.get(key)
     if value is None:
@@ -147,6 +149,7 @@ KEYS = (
     "listen_port",
     "force",
     "rotate_join_tokens",
+    "autolock",
     "answer_timeout",
     "role_timeout",
     "default_addr_pool",
@@ -332,6 +335,7 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
         listen_port=_port(conf, errors),
         force=_flag(conf, "force", False, errors),
         rotate_join_tokens=_flag(conf, "rotate_join_tokens", False, errors),
+        autolock=_flag(conf, "autolock", None, errors),
         answer_timeout=_seconds(conf, "answer_timeout", DEFAULT_ANSWER_TIMEOUT, errors),
         role_timeout=_seconds(conf, "role_timeout", DEFAULT_ROLE_TIMEOUT, errors),
         **_init_options(conf, errors),

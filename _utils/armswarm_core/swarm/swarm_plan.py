@@ -28,6 +28,8 @@ class Plan:
     down: list = field(default_factory=list)  # pillar nodes that did not answer
     addresses: dict = field(default_factory=dict)
     cluster: dict = field(default_factory=dict)  # cluster spec: key -> {"old", "new"}
+    autolock: dict = field(default_factory=dict)  # {"old", "new"} when it changes
+    unlock: list = field(default_factory=list)  # locked managers to unlock with the kept key
     fixed: dict = field(
         default_factory=dict
     )  # init-only settings that differ: key -> (live, layout)
@@ -35,6 +37,8 @@ class Plan:
     def changes(self) -> dict:
         """The plan as state ``changes`` (what a run makes, what test=True predicts)."""
         out = {}
+        if self.unlock:
+            out["unlock"] = list(self.unlock)
         if self.init:
             out["init"] = self.init
         for key in (
@@ -56,6 +60,8 @@ class Plan:
             out["remove_stale"] = [f"{n['hostname']} ({n['id'][:12]})" for n in self.stale]
         if self.cluster:
             out["cluster"] = dict(self.cluster)
+        if self.autolock:
+            out["autolock"] = dict(self.autolock)
         return out
 
     def node_updates(self) -> dict:
@@ -113,10 +119,13 @@ def make_plan(
     swarm_nodes: list | None,
     force: bool = False,
     cluster_now: dict | None = None,
+    unlockable: bool = False,
 ):
     """``(plan, errors)``. ``facts`` holds only the minions that answered; ``swarm_nodes`` is
     the node list of the cluster the pillar's managers are in (None when there is none);
-    ``cluster_now`` that cluster's settings (``docker_swarm.cluster_settings``)."""
+    ``cluster_now`` that cluster's settings (``docker_swarm.cluster_settings``);
+    ``unlockable``: an unlock key is at hand (a running manager's or the one kept on the
+    master), so a locked manager is planned to be unlocked rather than refused."""
     errors = []
     plan = Plan()
     plan.down = [m for m in layout.members if m not in facts]
@@ -173,6 +182,16 @@ def make_plan(
         errors.append(f"armswarm:swarm:managers: the managers are in different swarms ({detail})")
         return plan, errors
     plan.cluster_id = next(iter(clusters), None)
+    locked = [
+        m
+        for m in layout.members
+        if ((facts.get(m) or {}).get("swarm") or {}).get("state") == "locked"
+    ]
+    if plan.cluster_id is None and locked and unlockable:
+        # Every manager locked (the cluster restarted at once): nothing else can be told
+        # before they are unlocked (the workers' swarm has no manager to list it).
+        plan.unlock = locked
+        return plan, errors
     member_ids = {n["id"]: n for n in swarm_nodes or []}
     kept = _layout_entries(layout, facts, swarm_nodes)
 
@@ -184,11 +203,23 @@ def make_plan(
         local = swarm_state.get("state")
         node_id = swarm_state.get("node_id")
         want = layout.role(minion_id)
-        if local in ("pending", "locked", "error"):
+        if local == "locked" and unlockable:
+            # An autolocked manager after a restart: it is unlocked first, then planned again.
+            plan.unlock.append(minion_id)
+            continue
+        if local == "locked":
+            errors.append(
+                f"{minion_id}: its swarm is locked (autolock) and no unlock key is at hand "
+                "(no running manager gives one, none is kept on the master); unlock it with "
+                f"salt-run swarm_keys.unlock {minion_id} <a running manager>, or "
+                f"salt {minion_id} docker_swarm.unlock key_pillar=…, and re-run"
+            )
+            continue
+        if local in ("pending", "error"):
             errors.append(
                 f"{minion_id}: its swarm state is {local!r}"
                 + (f" ({swarm_state.get('error')})" if swarm_state.get("error") else "")
-                + "; fix it by hand (unlock, or leave) and re-run"
+                + "; fix it by hand (leave, or restart dockerd) and re-run"
             )
             continue
         if local == "active" and node_id in member_ids:
@@ -300,6 +331,11 @@ def make_plan(
         have = (cluster_now or {}).get(key) if plan.init is None else None
         if have != want:
             plan.cluster[key] = {"old": have, "new": want}
+    if layout.autolock is not None:
+        # A new swarm starts without autolock.
+        have = bool((cluster_now or {}).get("autolock")) if plan.init is None else False
+        if have != layout.autolock:
+            plan.autolock = {"old": have, "new": layout.autolock}
     if cluster_now and plan.init is None:
         for key, want in layout.init_options.items():
             if cluster_now.get(key) is not None and cluster_now.get(key) != want:
