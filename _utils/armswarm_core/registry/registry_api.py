@@ -156,8 +156,9 @@ class Registry:
         self.basic = (conf.username, conf.password or "") if conf.username else None
         self._tokens: dict = {}  # scope key -> (token, expires at)
 
-    def _token(self, found: dict) -> str:
-        """A token for the challenge ``found`` from its realm (the registry's token server)."""
+    def _token(self, found: dict) -> tuple[str, float]:
+        """``(token, expires at)`` for the challenge ``found``, from its realm (the token
+        server)."""
         params = {"service": found.get("service", "")}
         if found.get("scope"):
             params["scope"] = found["scope"]
