@@ -1,8 +1,9 @@
 """Build one image of an image tree on this node and push it to the cluster registry.
 
 The ``imagebuild`` runner calls :func:`build` on the node it schedules; users rarely call it by
-hand. Registry credentials come from this minion's pillar (``armswarm:registry:username`` and
-``…:password``) and never travel in the job's arguments or its answer.
+hand. Registry credentials come from this minion's pillar: the push client's
+(``armswarm:registry:clients:push``, else ``armswarm:registry:username`` and ``…:password``);
+they never travel in the job's arguments or its answer.
 """
 
 import logging
@@ -30,8 +31,9 @@ def _auth():
         conf = registry_settings.settings(__opts__, __pillar__)
     except ArmswarmError as exc:  # bad settings are named, not taken for "no credentials"
         raise CommandExecutionError(str(exc)) from exc
-    if conf["host"] and conf["username"]:
-        return {"username": conf["username"], "password": conf["password"]}
+    username, password = registry_settings.credentials(conf, "push")
+    if conf["host"] and username:
+        return {"username": username, "password": password}
     return None  # no registry settings on this minion: push without credentials
 
 

@@ -91,8 +91,9 @@ def _setting(key, value=None):
     return build_settings.settings(__opts__, _pillar())[key]
 
 
-def _registry_settings(host=None) -> registry_api.Settings:
-    return registry_api.settings(__opts__, _pillar(), host=host)
+def _registry_settings(host=None, use="push") -> registry_api.Settings:
+    # the push client moves latest and puts indexes; retention's deletes use the delete client
+    return registry_api.settings(__opts__, _pillar(), use=use, host=host)
 
 
 def _state_dir() -> Path:
@@ -344,7 +345,7 @@ def _registry_node():
 
 
 def _prune(keep=None, dry_run=True, repositories=None, gc=True):
-    conf = _registry_settings()
+    conf = _registry_settings(use="delete")
     return build_run.prune(
         _SaltTransport(),
         registry_api.Registry(conf),
@@ -472,7 +473,7 @@ def adopt(repository, runs):
         salt-run imagebuild.adopt web runs=20260101,20260102
     """
     try:
-        conf = _registry_settings()
+        conf = _registry_settings(use="delete")  # part of retention: its client reads the tags
         return build_run.adopt(
             registry_api.Registry(conf), _state_dir(), repository, runs, conf.tag_format
         )

@@ -26,6 +26,7 @@ import tempfile
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import docker_client, state_results
+from armswarm_core.registry import registry_settings
 from armswarm_core.swarm import join_tokens, networks, stacks, swarm_engine
 from salt.utils.data import traverse_dict_and_list
 
@@ -311,13 +312,15 @@ def stack_deployed(
     service uses any more are removed after the rollout. A secret with ``x-pillar: <key>``
     takes its value from that pillar key of this minion; the value never appears in a return.
     Registry credentials come from the pillar key ``registry_auth_pillar`` (``{registry or
-    host, username, password}``). ``force: true`` rolls every service out again even when
-    nothing changed (a re-pushed tag): it always reports changes (``force``). The wait after
-    a deploy checks every running task against the service's whole new definition and fails
-    on a rollback or a paused update. ``resolve_image`` (``always``, ``changed``,
-    ``never``) is ``docker stack deploy --resolve-image``: ``never`` keeps the swarm from
-    placing tasks by the image's platforms. An image changed by hand is put back after the
-    deploy (``docker service update --image``: the deploy alone keeps it). Run on a manager.
+    host, username, password}``); ``armswarm:registry`` means the registry's pull client
+    (``clients:pull``, else ``username``/``password``, with ``host``; master config merged).
+    ``force: true`` rolls every service out again even when nothing changed (a re-pushed
+    tag): it always reports changes (``force``). The wait after a deploy checks every running
+    task against the service's whole new definition and fails on a rollback or a paused
+    update. ``resolve_image`` (``always``, ``changed``, ``never``) is ``docker stack deploy
+    --resolve-image``: ``never`` keeps the swarm from placing tasks by the image's platforms.
+    An image changed by hand is put back after the deploy (``docker service update
+    --image``: the deploy alone keeps it). Run on a manager.
     """
     ret = state_results.new(name)
     done = {}  # what was made before a failure
@@ -396,7 +399,17 @@ def stack_deployed(
         rolled = changes.get("create", []) + changes.get("update", [])
         base_url = docker_client.engine_settings(__opts__, __pillar__)["base_url"]
         auth = None
-        if registry_auth_pillar:
+        if registry_auth_pillar == registry_settings.PILLAR:
+            # the registry's own settings: its pull client (the nodes only pull)
+            conf = registry_settings.settings(__opts__, __pillar__)
+            username, password = registry_settings.credentials(conf, "pull")
+            if not conf["host"] or not username:
+                raise ArmswarmError(
+                    f"{registry_auth_pillar}: no host or pull credentials (clients:pull, or "
+                    "username/password)"
+                )
+            auth = {"registry": conf["host"], "username": username, "password": password}
+        elif registry_auth_pillar:
             auth = traverse_dict_and_list(__pillar__, registry_auth_pillar, None)
             if not isinstance(auth, dict):
                 raise ArmswarmError(f"pillar key {registry_auth_pillar} holds no registry auth")

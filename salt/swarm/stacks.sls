@@ -7,7 +7,7 @@
         context: {tag: "20261122"}          # rendered with Jinja; registry comes from pillar
         prune: true                         # remove services no longer in the file
         force: false                        # true: roll out again every run (re-pushed tags)
-        registry_auth_pillar: armswarm:registry   # username/password for private images
+        registry_auth_pillar: armswarm:registry   # the registry's pull client (clients:pull)
         resolve_image: never                # always / changed (default) / never
         wait: true                          # false: return while the rollout runs
         with_registry_auth: true            # pass registry credentials to the nodes

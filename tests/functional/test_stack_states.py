@@ -614,3 +614,44 @@ def test_the_stacks_sls_passes_pillar_types_through_for_the_state_to_check(tmp_p
     assert _arg(state, "docker_swarm", "timeout") == "300"  # refused by the state, not 300
     assert _arg(state, "docker_swarm", "wait") is False
     assert _arg(state, "docker_swarm", "with_registry_auth") is None
+
+
+# -- registry_auth_pillar: armswarm:registry is the registry's pull client ------------------------
+def test_stack_deploys_log_in_with_the_registrys_pull_client(swarm, tmp_path):
+    run, _, deploys = swarm
+    pillar = {
+        "armswarm": {
+            "registry": {
+                "host": "reg.lan:5000",
+                "username": "builder",
+                "password": "push-pw",
+                "clients": {"pull": {"username": "puller", "password": "pull-pw"}},
+            }
+        }
+    }
+    ret = run(
+        "stack_deployed",
+        pillar=pillar,
+        name="site",
+        compose=_page(tmp_path, "one"),
+        registry_auth_pillar="armswarm:registry",
+    )
+    assert ret["result"] is True, ret
+    assert deploys[0][3]["registry_auth"] == {
+        "registry": "reg.lan:5000",
+        "username": "puller",
+        "password": "pull-pw",
+    }
+    assert "pull-pw" not in json.dumps(ret)
+    # without a pull client it falls back to username/password, as every use does
+    del pillar["armswarm"]["registry"]["clients"]
+    deploys.clear()
+    ret = run(
+        "stack_deployed",
+        pillar=pillar,
+        name="site2",
+        compose=_page(tmp_path, "one"),
+        registry_auth_pillar="armswarm:registry",
+    )
+    assert ret["result"] is True, ret
+    assert deploys[0][3]["registry_auth"]["username"] == "builder"

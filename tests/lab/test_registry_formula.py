@@ -1,10 +1,14 @@
 """The registry formula on a lab node: x509 CA and certificate made by Salt, the container,
-htpasswd users, the CA through the mine into other nodes' docker trust, garbage collection."""
+htpasswd users, the CA through the mine into other nodes' docker trust, garbage collection,
+and token auth with a right per user."""
 
 import json
+import time
 
 import pytest
 import requests
+from armswarm_core import ArmswarmError
+from armswarm_core.registry import registry_api
 from helpers import load_registry_image
 
 pytestmark = pytest.mark.lab
@@ -14,6 +18,11 @@ PASSWORD = "lab-registry-pw-7f3a"  # only for this test registry
 
 
 def _remove(lab):
+    unit = "armswarm-registry-token.service"
+    lab.exec(
+        NODE, ["sh", "-c", f"systemctl disable --now {unit}; rm -f /etc/systemd/system/{unit}"]
+    )
+    lab.exec(NODE, ["systemctl", "daemon-reload"])
     lab.exec(NODE, ["docker", "rm", "-f", "armswarm-registry"])
     lab.exec(NODE, ["rm", "-rf", "/srv/registry", "/etc/armswarm/registry"])
     lab.run_salt("salt", NODE, "mine.delete", "armswarm_registry_ca", check=False)
@@ -297,3 +306,141 @@ def test_a_changed_hash_cost_rehashes_and_the_registry_takes_it(lab, deployed):
         _apply(lab, NODE, "registry", pillar)
     code, back = lab.exec(NODE, ["cat", "/etc/armswarm/registry/htpasswd"])
     assert code == 0 and back.startswith("builder:$2b$05$"), back
+
+
+TOKEN_USERS = {
+    "puller": {"password": "lab-pull-pw-41c2", "right": "pull"},
+    "builder": {"password": "lab-push-pw-9d0e", "right": "push"},
+    "janitor": {"password": "lab-delete-pw-77ab", "right": "delete"},
+}
+
+
+def _client(host, ca_file, user):
+    conf = registry_api.Settings(
+        host=host,
+        url=f"https://{host}",
+        ca_file=ca_file,
+        username=user,
+        password=TOKEN_USERS[user]["password"],
+    )
+    return registry_api.Registry(conf, retries=1)
+
+
+def _login_push(lab, host, user, ref):
+    password = TOKEN_USERS[user]["password"]
+    script = (
+        f"d=$(mktemp -d); echo {user} > $d/who; tar -C $d -c . | docker import - {ref} && "
+        f"echo {password} | docker login -u {user} --password-stdin {host} && docker push {ref}"
+    )
+    return lab.exec("node2", ["sh", "-c", script])
+
+
+def test_token_auth_gives_each_user_its_right(lab, deployed):
+    started = time.monotonic()
+    host, pillar = deployed
+    token = {"armswarm": {"registry": {**pillar["armswarm"]["registry"], "auth": "token"}}}
+    token["armswarm"]["registry"]["users"] = TOKEN_USERS
+    secrets = [u["password"] for u in TOKEN_USERS.values()]
+
+    def apply(pillar_, test=False):
+        states = _apply(lab, NODE, "registry", pillar_, test=test)
+        out = json.dumps(states)
+        assert not [s for s in secrets if s in out]
+        return states
+
+    try:
+        check = apply(token, test=True)
+        predicted = _changed(check)["armswarm-registry-running"]
+        assert {"users", "token_key", "token_server", "container"} <= set(predicted), predicted
+        assert lab.exec(NODE, ["test", "-e", "/etc/armswarm/registry/token.key"])[0] == 1
+        applied = apply(token)
+        assert all(_results(applied).values()), applied
+        changed = _changed(applied)["armswarm-registry-running"]
+        assert changed["users"] == ["builder", "janitor", "puller"], changed
+        for mode in (False, True):  # re-apply, then check: nothing left to do
+            again = apply(token, test=mode)
+            assert _changed(again) == {} and all(_results(again).values()), _changed(again)
+        code, out = lab.exec(
+            NODE,
+            [
+                "stat",
+                "-c",
+                "%n %a",
+                "/etc/armswarm/registry/token.key",
+                "/etc/armswarm/registry/token-users",
+            ],
+        )
+        assert code == 0 and out.split() == [
+            "/etc/armswarm/registry/token.key",
+            "600",
+            "/etc/armswarm/registry/token-users",
+            "600",
+        ], out
+        # the registry trusts the signer's certificate; its key stays outside the container
+        copy = ["docker", "cp", "armswarm-registry:/etc/docker/registry/{}", "/tmp/registry-{}"]
+        assert lab.exec(NODE, [a.format("token.crt") for a in copy])[0] == 0
+        code, out = lab.exec(NODE, [a.format("token.key") for a in copy])
+        assert code != 0 and "token.key" in out, out
+
+        # docker itself: the pull user's push is refused, the push user's goes through, and
+        # the pull user pulls it
+        ref = f"{host}/rights:1"
+        code, out = _login_push(lab, host, "puller", ref)
+        assert code != 0 and ("denied" in out or "unauthorized" in out), out
+        ca_file = _ca_file(lab)
+        janitor = _client(host, ca_file, "janitor")
+        assert janitor.tags("rights") == []  # the registry has nothing of it
+        code, out = _login_push(lab, host, "builder", ref)
+        assert code == 0, out
+        password = TOKEN_USERS["puller"]["password"]
+        code, out = lab.exec(
+            "node2",
+            [
+                "sh",
+                "-c",
+                f"docker rmi {ref} && echo {password} | docker login -u puller "
+                f"--password-stdin {host} && docker pull {ref}",
+            ],
+        )
+        assert code == 0, out
+        # the API: the push user cannot delete, the delete user can
+        digest = janitor.digest("rights", "1")
+        assert digest and digest.startswith("sha256:")
+        try:
+            _client(host, ca_file, "builder").delete("rights", digest)
+        except ArmswarmError as exc:
+            assert "HTTP 401" in str(exc), exc
+        else:
+            raise AssertionError("the push user deleted a manifest")
+        assert janitor.digest("rights", "1") == digest
+        janitor.delete("rights", digest)
+        assert janitor.digest("rights", "1") is None
+
+        # a new password for one user: the token server restarts, the registry stays
+        code, before = lab.exec(
+            NODE, ["docker", "inspect", "--format", "{{.Id}}", "armswarm-registry"]
+        )
+        moved = json.loads(json.dumps(token))
+        moved["armswarm"]["registry"]["users"]["puller"]["password"] = password + "-2"
+        secrets.append(password + "-2")
+        changed = _changed(apply(moved))["armswarm-registry-running"]
+        assert changed["users"] == ["puller"] and "container" not in changed, changed
+        assert lab.exec(
+            NODE, ["docker", "inspect", "--format", "{{.Id}}", "armswarm-registry"]
+        ) == (
+            0,
+            before,
+        )
+        realm = f"https://{host.rsplit(':', 1)[0]}:5001/token"
+        for pw, status in ((password, 401), (password + "-2", 200)):
+            response = requests.get(realm, auth=("puller", pw), verify=ca_file, timeout=10)
+            assert response.status_code == status
+    finally:
+        lab.exec("node2", ["sh", "-c", f"docker logout {host}; docker rmi -f {host}/rights:1"])
+        # back to the htpasswd registry this module deployed: no token server left
+        back = _apply(lab, NODE, "registry", pillar)
+    assert all(_results(back).values()), _changed(back)
+    assert _changed(back)["armswarm-registry-running"]["token_server"] == "removed"
+    code, _ = lab.exec(NODE, ["test", "-e", "/etc/systemd/system/armswarm-registry-token.service"])
+    assert code == 1
+    assert time.monotonic() - started < 90

@@ -123,7 +123,9 @@ def test_registry_settings_from_opts_and_pillar_key_by_key():
     assert conf["users"] == {"builder": "pw"} and conf["storage"] == "/srv/ssd/reg"
     # The same keys reach the client side.
     assert registry_api.settings(opts, pillar).host == "reg.lan:5000"
-    assert registry_settings.masked(conf)["users"] == {"builder": config.SECRET}
+    # the password hidden, the user's right shown (the short form has every right)
+    masked = registry_settings.masked(conf)["users"]
+    assert masked == {"builder": {"password": config.SECRET, "right": "delete"}}
 
 
 def test_state_arguments_override_pillar_unless_none():

@@ -247,7 +247,7 @@ def test_the_default_cron_path_and_helper_path_pass():
         # A user name starts an htpasswd line: a newline would add a user.
         ("users", {"ci\nevil": "pw"}, "armswarm:registry:users: a key contains a newline"),
         ("users", {"ci": "pw\n"}, "armswarm:registry:users:ci: contains a newline"),
-        ("users", {"": "pw"}, "armswarm:registry:users must map user names"),
+        ("users", {"": "pw"}, "armswarm:registry:users: user names must be strings"),
         ("extra_sans", ["DNS:registry\nIP:1.2.3.4"], "armswarm:registry:extra_sans: contains"),
         # The SANs are joined with ", ": a comma would add another.
         ("extra_sans", ["DNS:registry, IP:6.6.6.6"], "armswarm:registry:extra_sans: each entry"),

@@ -12,6 +12,8 @@
         ca_file: /etc/docker/certs.d/registry.local.lan:5000/ca.crt
         username: builder               # optional basic auth …
         password: …                     # … never shown in returns or logs
+        clients:                        # per use (pull, push, delete), else username/password
+          delete: {username: janitor, password: …}
         tag_format: "%Y%m%d"            # dated tags, UTC
         keep: 7                         # retention: dated tags kept per repository
 """
@@ -87,11 +89,14 @@ class Settings:
         return f"Settings(host={self.host!r}, url={self.url!r}, username={self.username!r})"
 
 
-def settings(opts=None, pillar=None, **overrides) -> Settings:
+def settings(opts=None, pillar=None, use: str = "push", **overrides) -> Settings:
     """The client's view of ``armswarm:registry``
     (:func:`armswarm_core.registry.registry_settings.settings`: defaults < opts < pillar <
-    ``overrides``, key by key, e.g. the host in the master config, the credentials in pillar)."""
+    ``overrides``, key by key, e.g. the host in the master config, the credentials in pillar),
+    with the credentials for ``use``: ``push`` (tag moves, index puts), ``delete``
+    (retention) or ``pull`` (:func:`armswarm_core.registry.registry_settings.credentials`)."""
     conf = registry_settings.settings(opts, pillar, **overrides)
+    username, password = registry_settings.credentials(conf, use)
     host = conf["host"]
     if not host:
         raise ArmswarmError("armswarm:registry:host is not set (e.g. registry.local.lan:5000)")
@@ -99,16 +104,45 @@ def settings(opts=None, pillar=None, **overrides) -> Settings:
         host=host.rstrip("/"),
         url=(conf["url"] or f"https://{host}").rstrip("/"),
         ca_file=conf["ca_file"] or None,
-        username=conf["username"] or None,
-        password=conf["password"] or None,
+        username=username or None,
+        password=password or None,
         tag_format=conf["tag_format"] or tag_retention.DEFAULT_TAG_FORMAT,
         keep=conf["keep"],
     )
 
 
 # -- the API ----------------------------------------------------------------------------------
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+_REPO_PATH = re.compile(r"/v2/(.+?)/(?:manifests|blobs|tags)/")
+
+
+def challenge(header: str) -> dict | None:
+    """``{realm, service, scope, error}`` of a ``WWW-Authenticate: Bearer …`` header, None for
+    another scheme (Basic: an htpasswd registry)."""
+    scheme, _, params = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    found = dict(_CHALLENGE.findall(params))
+    return found if found.get("realm") else None
+
+
+def scope_key(method: str, url: str) -> tuple:
+    """Which token a request needs, before the registry says so: (repository or catalog,
+    read / write / delete). One token per key, so a run asks the token server once per
+    repository and kind of access."""
+    path = url.split("?", 1)[0]
+    if path.endswith("/v2/_catalog"):
+        return ("registry:catalog", "read")
+    found = _REPO_PATH.search(path)
+    kind = {"GET": "read", "HEAD": "read", "DELETE": "delete"}.get(method, "write")
+    return (found.group(1) if found else "", kind)
+
+
 class Registry:
-    """A small registry API v2 client (basic auth, TLS with the cluster CA)."""
+    """A small registry API v2 client (TLS with the cluster CA): basic auth for an htpasswd
+    registry, and for a token one the bearer dance (a ``401`` with a ``Bearer`` challenge:
+    a token for the challenged scope from its realm, with the credentials, then the request
+    again)."""
 
     def __init__(self, conf: Settings, timeout: float = 30, retries: int = 3):
         if not HAS_REQUESTS:
@@ -119,29 +153,86 @@ class Registry:
         self.session = requests.Session()
         # Passed with every request: a session-wide verify loses to REQUESTS_CA_BUNDLE.
         self.verify = conf.ca_file or True
-        if conf.username:
-            self.session.auth = (conf.username, conf.password or "")
+        self.basic = (conf.username, conf.password or "") if conf.username else None
+        self._tokens: dict = {}  # scope key -> (token, expires at)
+
+    def _token(self, found: dict) -> tuple[str, float]:
+        """``(token, expires at)`` for the challenge ``found``, from its realm (the token
+        server)."""
+        params = {"service": found.get("service", "")}
+        if found.get("scope"):
+            params["scope"] = found["scope"]
+        try:
+            response = self.session.get(
+                found["realm"],
+                params=params,
+                auth=self.basic,
+                timeout=self.timeout,
+                verify=self.verify,
+            )
+        except requests.RequestException as exc:
+            raise ArmswarmError(
+                f"registry token server {found['realm']} unreachable: {type(exc).__name__}"
+            ) from None
+        if response.status_code != 200:
+            who = f"user {self.conf.username}" if self.conf.username else "no credentials"
+            raise ArmswarmError(
+                f"registry token server {found['realm']}: HTTP {response.status_code} for "
+                f"{who} (scope {found.get('scope') or '-'})"
+            )
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise ArmswarmError(f"registry token server {found['realm']} sent no token")
+        return token, time.monotonic() + max(int(body.get("expires_in") or 60) - 10, 5)
+
+    def _send(self, method, url, key, **kwargs):
+        held = self._tokens.get(key)
+        if held and held[1] > time.monotonic():
+            # a token, not basic auth: requests' auth= would overwrite this header
+            headers = {**(kwargs.get("headers") or {}), "Authorization": f"Bearer {held[0]}"}
+            rest = {k: v for k, v in kwargs.items() if k != "headers"}
+            return self.session.request(
+                method, url, timeout=self.timeout, verify=self.verify, headers=headers, **rest
+            )
+        return self.session.request(
+            method, url, timeout=self.timeout, verify=self.verify, auth=self.basic, **kwargs
+        )
 
     def _request(self, method, path, ok=(200,), **kwargs):
         url = path if path.startswith("http") else f"{self.conf.url}/v2/{path}"
+        key = scope_key(method, url)
         delay = 1.0
-        for attempt in range(self.retries):
+        bearer_tries = 0
+        attempt = 0
+        while attempt < self.retries:
             try:
-                response = self.session.request(
-                    method, url, timeout=self.timeout, verify=self.verify, **kwargs
+                response = self._send(method, url, key, **kwargs)
+                found = (
+                    challenge(response.headers.get("WWW-Authenticate", ""))
+                    if response.status_code == 401
+                    else None
                 )
+                if found is not None and bearer_tries < 2:
+                    # a token registry: fetch a token for what it asked, then again (a second
+                    # time when a held token lacked the scope, e.g. it expired early)
+                    bearer_tries += 1
+                    self._tokens[key] = self._token(found)
+                    continue
             except requests.RequestException as exc:
                 if attempt + 1 == self.retries:
                     raise ArmswarmError(
                         f"registry {self.conf.url} unreachable after {self.retries} tries: "
                         f"{type(exc).__name__}: {str(exc)[:200]}"
                     ) from None
+                attempt += 1
                 time.sleep(delay)
                 delay *= 2
                 continue
             if response.status_code in ok:
                 return response
             if response.status_code >= 500 and attempt + 1 < self.retries:
+                attempt += 1
                 time.sleep(delay)
                 delay *= 2
                 continue

@@ -35,7 +35,7 @@ import yaml
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import addresses, password_hashes
-from armswarm_core.registry import registry_settings
+from armswarm_core.registry import registry_settings, registry_token
 
 CONTAINER = "armswarm-registry"
 IN_CONTAINER = "/etc/docker/registry"  # where registry images read their configuration
@@ -44,6 +44,14 @@ BINARY = "/bin/registry"
 HASH_LABEL = "io.armswarm.registry.spec"
 PREVIOUS = "-previous"  # suffix of the container kept stopped while its replacement starts
 SERVED_FILES = ("config.yml", "tls.crt", "tls.key", "htpasswd")  # all the container sees
+# In token mode it gets the token signer's certificate instead of the htpasswd (never the
+# signing key: the token server beside it holds that).
+TOKEN_SERVED_FILES = ("config.yml", "tls.crt", "tls.key", "token.crt")
+
+
+def served_files(conf: dict) -> tuple:
+    """The files of ``config_dir`` the container gets (one bind mount each, read-only)."""
+    return TOKEN_SERVED_FILES if conf.get("auth") == "token" else SERVED_FILES
 
 
 def settings(opts=None, pillar=None, name: str = CONTAINER, **overrides) -> dict:
@@ -78,8 +86,8 @@ def check_access(conf: dict):
 
 
 def config_document(conf: dict, readonly: bool = False) -> dict:
-    """The registry's config.yml: filesystem storage, deletes enabled, TLS, htpasswd auth
-    (ArmswarmError without users, unless ``allow_anonymous``)."""
+    """The registry's config.yml: filesystem storage, deletes enabled, TLS, htpasswd or token
+    auth (``auth``; ArmswarmError without users, unless ``allow_anonymous``)."""
     check_access(conf)
     doc = {
         "version": 0.1,
@@ -98,7 +106,16 @@ def config_document(conf: dict, readonly: bool = False) -> dict:
             "headers": {"X-Content-Type-Options": ["nosniff"]},
         },
     }
-    if conf["users"]:
+    if conf["users"] and conf.get("auth") == "token":
+        doc["auth"] = {
+            "token": {
+                "realm": registry_token.realm(conf),
+                "service": registry_token.SERVICE,
+                "issuer": registry_token.ISSUER,
+                "rootcertbundle": f"{IN_CONTAINER}/token.crt",
+            }
+        }
+    elif conf["users"]:
         doc["auth"] = {
             "htpasswd": {"realm": "armswarm-registry", "path": f"{IN_CONTAINER}/htpasswd"}
         }
@@ -160,7 +177,7 @@ def spec_hash(conf: dict, config_dir: Path, pending: dict | None = None) -> str:
             {k: conf.get(k) for k in ("image", "port", "storage", "listen")}, sort_keys=True
         ).encode()
     )
-    for name in SERVED_FILES:
+    for name in served_files(conf):
         path = config_dir / name
         data = pending[name] if name in pending else (path.read_bytes() if path.exists() else None)
         if data is not None:
@@ -177,7 +194,7 @@ def container_kwargs(conf: dict, spec: str, readonly: bool = False) -> dict:
         raise ArmswarmError("no address to publish the registry on (armswarm:registry:listen)")
     # One file at a time, read-only: the CA's private key next to them stays out of reach.
     volumes = {conf["storage"]: {"bind": DATA, "mode": "rw"}}
-    for name in SERVED_FILES:
+    for name in served_files(conf):
         path = Path(conf["config_dir"]) / name
         if path.is_file():
             volumes[str(path)] = {"bind": f"{IN_CONTAINER}/{name}", "mode": "ro"}
@@ -369,3 +386,65 @@ def garbage_collect(client, conf: dict, dry_run: bool = False) -> dict:
         "blobs_eligible": sum("blob eligible for deletion" in line for line in lines),
         "output_tail": lines[-5:],
     }
+
+
+# -- the token server (auth: token) -----------------------------------------------------------
+TOKEN_UNIT = "armswarm-registry-token.service"
+TOKEN_UNIT_DIR = "/etc/systemd/system"
+# The core modules the token server runs: a change in one of them restarts it.
+TOKEN_CODE = (
+    "armswarm_core/__init__.py",
+    "armswarm_core/common/__init__.py",
+    "armswarm_core/common/config.py",
+    "armswarm_core/common/password_hashes.py",
+    "armswarm_core/registry/__init__.py",
+    "armswarm_core/registry/registry_settings.py",
+    "armswarm_core/registry/registry_token.py",
+    "armswarm_core/registry/tag_retention.py",
+)
+
+
+def token_config(conf: dict) -> str:
+    """The token server's config.json (paths and names, no secrets)."""
+    document = registry_token.config_document(conf, conf["config_dir"])
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def token_unit(python: str, code_root: str, config_dir: str) -> str:
+    """The systemd unit that runs the token server with the minion's Python (it has
+    ``cryptography``: Salt needs it) over the core as Salt synced it."""
+    return (
+        "[Unit]\n"
+        "Description=armswarm registry token server (per-user registry rights)\n"
+        "After=network-online.target\n"
+        "Wants=network-online.target\n\n"
+        "[Service]\n"
+        f'Environment="PYTHONPATH={code_root}"\n'
+        f"ExecStart={python} -m armswarm_core.registry.registry_token "
+        f"{config_dir}/token.json\n"
+        "Restart=always\n"
+        "RestartSec=2\n"
+        "UMask=0077\n"
+        "NoNewPrivileges=yes\n\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def token_spec(contents: dict, code_root: str) -> str:
+    """What the running token server was started from: its unit, config, users, keys and
+    certificates (``contents``: name → bytes) and its code. A change means a restart."""
+    digest = hashlib.sha256()
+    for name in sorted(contents):
+        digest.update(name.encode() + b"\0" + (contents[name] or b"") + b"\0")
+    for rel in TOKEN_CODE:
+        path = Path(code_root) / rel
+        digest.update(rel.encode() + (path.read_bytes() if path.is_file() else b""))
+    return digest.hexdigest()[:32]
+
+
+def code_root() -> str:
+    """The directory that holds ``armswarm_core`` (Salt's extmods/utils, or site-packages)."""
+    import armswarm_core  # noqa: PLC0415
+
+    return str(Path(armswarm_core.__file__).resolve().parent.parent)
