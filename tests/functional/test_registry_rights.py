@@ -170,6 +170,24 @@ def test_each_user_gets_its_right_only(registry):
     assert "Bearer" in anonymous.headers["WWW-Authenticate"]
 
 
+def test_a_silent_client_does_not_stop_the_logins(registry):
+    """A connection that never starts TLS (a port scan, a hung node) holds its own thread,
+    not the server's accept loop: the next login still gets its token."""
+    pillar, ca_file, _ = registry
+    realm = registry_token.realm(registry_settings.settings(None, pillar))
+    port = pillar["armswarm"]["registry"]["token_port"]
+    with socket.create_connection(("127.0.0.1", port), 5):
+        time.sleep(0.5)  # accepted by now, and silent
+        answer = requests.get(
+            realm,
+            params={"service": registry_token.SERVICE},
+            auth=("puller", USERS["puller"]["password"]),
+            verify=ca_file,
+            timeout=5,
+        )
+    assert answer.status_code == 200 and answer.json()["token"]
+
+
 def test_credentials_per_use_and_a_wrong_password(registry):
     pillar, ca_file, server = registry
     per_use = {

@@ -257,6 +257,16 @@ def realm(conf: Mapping) -> str:
 class _Handler(BaseHTTPRequestHandler):
     server_version = "armswarm-registry-token"
     protocol_version = "HTTP/1.1"
+    # A client that connects and says nothing (a port scan, a stuck node) gives up its thread
+    # after this, instead of holding it.
+    timeout = 30
+
+    def setup(self):
+        # The TLS handshake here, in this request's thread and under its timeout: done in the
+        # accept loop, one silent client would stop every login.
+        self.request.settimeout(self.timeout)
+        self.request.do_handshake()
+        super().setup()
 
     def _reply(self, status, body):
         data = json.dumps(body).encode()
@@ -326,7 +336,9 @@ def serve(config_path: str, ready: threading.Event | None = None):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(conf["tls_cert"], conf["tls_key"])
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.socket = context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
     log.info(
         "serving tokens on %s:%s for %d users", conf["listen"], conf["port"], len(app["users"])
     )
