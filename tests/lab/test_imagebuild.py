@@ -295,11 +295,33 @@ def test_bad_trees_fail_before_building(lab, first_run, tmp_path):
     assert "dependency cycle" in proc.stdout + proc.stderr
 
 
+SLOW_STEP = "sleep 20 && echo slow"
+# Prints the pids whose command line holds argv[1] (the probe's own excluded).
+_PROCS = (
+    "import os, sys\n"
+    "me = str(os.getpid())\n"
+    "for pid in os.listdir('/proc'):\n"
+    "    if pid.isdigit() and pid != me:\n"
+    "        try:\n"
+    "            line = open(f'/proc/{pid}/cmdline', 'rb').read().replace(b'\\0', b' ')\n"
+    "        except OSError:\n"
+    "            continue\n"
+    "        if sys.argv[1].encode() in line:\n"
+    "            print(pid)\n"
+)
+
+
+def _runs(lab, node, text) -> bool:
+    """Whether a process on ``node`` (its build containers' included) runs ``text``."""
+    code, out = lab.exec(node, ["/opt/salt/bin/python", "-c", _PROCS, text])
+    return code == 0 and bool(out.split())
+
+
 def test_a_node_killed_mid_build_has_its_job_finish_elsewhere(lab, first_run, tmp_path):
     root = _tree(
         tmp_path,
         names={"base", "slow"},
-        edits={"slow/Dockerfile": "FROM base\nRUN sleep 20 && echo slow > /slow\n"},
+        edits={"slow/Dockerfile": f"FROM base\nRUN {SLOW_STEP} > /slow\n"},
     )
     argv = lab.salt_argv(
         "salt-run",
@@ -313,12 +335,12 @@ def test_a_node_killed_mid_build_has_its_job_finish_elsewhere(lab, first_run, tm
     )
     runner = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     victim = None
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while victim is None and time.monotonic() < deadline:
-        for node in ("node4", "node5"):
-            code, out = lab.exec(node, ["sh", "-c", "docker ps -q --filter status=running"])
-            if code == 0 and out.strip():
-                victim = node
+        # The node whose slow RUN step is running (not just any build container: base's
+        # steps run containers too, and a kill then hits base), seen in the node's processes
+        # (BuildKit runs no container that docker ps lists).
+        victim = next((n for n in ("node4", "node5") if _runs(lab, n, SLOW_STEP)), None)
         time.sleep(0.5)
     assert victim, "the slow build never started"
     container = lab.client.containers.get(lab.container_name(lab.node(victim)))
