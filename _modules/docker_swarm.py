@@ -122,7 +122,10 @@ def init(
     listen_addr
         Address for the raft and control traffic (default ``0.0.0.0:2377``).
     force_new_cluster
-        Re-create a single-manager cluster from this node's state (disaster recovery).
+        Disaster recovery when the swarm lost quorum: this surviving manager becomes the
+        single manager of the same cluster, with its state (services, networks, configs,
+        secrets). Refused on a manager that still has a leader and on a worker. Run it on one
+        manager only (docs: operations, "Quorum lost").
 
     CLI Example:
 
@@ -142,6 +145,14 @@ def init(
         raise CommandExecutionError(
             "force_new_cluster is for a manager whose swarm lost quorum; this one has a leader"
         )
+    if force_new_cluster and not (current["state"] == "active" and current["is_manager"]):
+        # The cluster's state comes from a manager's raft log: elsewhere it would be empty.
+        what = (
+            "a worker" if current["state"] == "active" else f"in swarm state {current['state']!r}"
+        )
+        raise CommandExecutionError(
+            f"force_new_cluster runs on a surviving manager of the swarm; this node is {what}"
+        )
     options = {"force_new_cluster": True} if force_new_cluster else {}
     given = {
         "default_addr_pool": default_addr_pool,
@@ -153,6 +164,14 @@ def init(
     new = _call(
         swarm_engine.init, advertise_addr=advertise_addr, listen_addr=listen_addr, **options
     )
+    if force_new_cluster:
+        return {
+            "changed": True,
+            "comment": "this node is now the single manager of the swarm, with its services, "
+            "networks, configs and secrets; managers that come back rejoin by themselves; "
+            "re-run the orchestration (salt-run state.orch swarm.init)",
+            "state": new,
+        }
     return {"changed": True, "comment": "swarm initialised", "state": new}
 
 

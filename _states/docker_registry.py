@@ -236,9 +236,23 @@ def running(
         else:
             changes.update(_token_server_absent(config_dir, __opts__["test"]))
         spec = registry_host.spec_hash(conf, config_dir, pending)
+        # A read-only registry (an interrupted garbage collection, or one whose writable
+        # restart failed) is drift too: it refuses every push.
+        as_configured = bool(
+            before
+            and before["status"] == "running"
+            and before["spec"] == spec
+            and not before.get("readonly")
+        )
         if __opts__["test"]:
-            if before is None or before["status"] != "running" or before["spec"] != spec:
-                changes["container"] = "would be (re)created" if before else "would be created"
+            if not as_configured:
+                changes["container"] = (
+                    "would be made writable (it is read-only)"
+                    if before and before.get("readonly") and before["spec"] == spec
+                    else "would be (re)created"
+                    if before
+                    else "would be created"
+                )
             if changes:
                 return state_results.would_change(ret, "The registry would be updated", changes)
             return state_results.unchanged(ret, "The registry is up to date")
@@ -249,7 +263,7 @@ def running(
             files.write(config_dir / "config.yml", text, 0o644)
         if writes_users and users_text != current_users:
             files.write(config_dir / "htpasswd", users_text, 0o640)
-        if before and before["status"] == "running" and before["spec"] == spec:
+        if as_configured:
             if not changes or set(changes) <= {"users", "token_files", "token_server"}:
                 if changes:  # users or the token server changed: the registry stays as it is
                     return state_results.changed(
@@ -260,7 +274,7 @@ def running(
                 )
         registry_host.replace(engine, conf, spec, restore=restore)
         changes["container"] = {
-            "old": before and {k: before[k] for k in ("id", "status", "spec")},
+            "old": before and {k: before[k] for k in ("id", "status", "spec", "readonly")},
             "new": {
                 "spec": spec,
                 "image": conf["image"],

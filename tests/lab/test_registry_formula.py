@@ -192,6 +192,77 @@ def test_garbage_collection_frees_deleted_images(lab, deployed):
     assert catalog.json()["tags"] == ["1"]
 
 
+READ_ONLY_AS_AN_INTERRUPTED_COLLECTION_LEAVES_IT = """
+import json, sys
+sys.path.insert(0, "/var/cache/salt/minion/extmods/utils")
+import docker
+from armswarm_core.registry import registry_host
+client = docker.from_env()
+conf = registry_host.settings(None, json.loads(sys.argv[1]))
+now = registry_host.current(client, conf)
+conf = {**conf, "image": now["image"], "listen": now["listen"], "port": now["port"]}
+registry_host.replace(client, conf, now["spec"], readonly=True)
+print(json.dumps(registry_host.current(client, conf)))
+"""
+
+
+def _upload_status(host, ca_file) -> int:
+    """What the registry answers to the start of a blob upload (202 when it takes pushes)."""
+    response = requests.post(
+        f"https://{host}/v2/smoke/blobs/uploads/",
+        auth=("builder", PASSWORD),
+        verify=ca_file,
+        timeout=10,
+    )
+    if response.status_code == 202:  # cancel it: nothing is left half-uploaded
+        requests.delete(
+            f"https://{host}{response.headers['Location']}"
+            if response.headers["Location"].startswith("/")
+            else response.headers["Location"],
+            auth=("builder", PASSWORD),
+            verify=ca_file,
+            timeout=10,
+        )
+    return response.status_code
+
+
+def test_a_registry_left_read_only_is_made_writable_by_the_state(lab, deployed):
+    """Garbage collection runs in a read-only registry; when the writable one does not come
+    back (the minion killed mid-collection, or its start failed) the state sees the drift."""
+    host, pillar = deployed
+    ca_file = _ca_file(lab)
+    assert _upload_status(host, ca_file) == 202
+    code, out = lab.exec(
+        NODE,
+        [
+            "/opt/salt/bin/python3",
+            "-c",
+            READ_ONLY_AS_AN_INTERRUPTED_COLLECTION_LEAVES_IT,
+            json.dumps(pillar),
+        ],
+    )
+    assert code == 0, out
+    assert json.loads(out.strip().splitlines()[-1])["readonly"] is True
+    assert _upload_status(host, ca_file) != 202  # the registry itself refuses pushes
+    check = _apply(lab, NODE, "registry", pillar, test=True)
+    predicted = _changed(check)
+    assert predicted == {
+        "armswarm-registry-running": {"container": "would be made writable (it is read-only)"}
+    }, predicted
+    assert _upload_status(host, ca_file) != 202  # the check changed nothing
+    applied = _apply(lab, NODE, "registry", pillar)
+    changed = _changed(applied)
+    assert set(changed) == {"armswarm-registry-running"}, changed
+    assert changed["armswarm-registry-running"]["container"]["old"]["readonly"] is True
+    assert all(_results(applied).values()), applied
+    assert _upload_status(host, ca_file) == 202
+    status = lab.salt_json(NODE, "docker_registry.status")[NODE]
+    assert status["status"] == "running" and status["readonly"] is False
+    for test in (False, True):
+        again = _apply(lab, NODE, "registry", pillar, test=test)
+        assert _changed(again) == {}, _changed(again)
+
+
 BUILD_WITH_LOGIN = """
 import base64, io, json, sys, tarfile
 sys.path.insert(0, "/var/cache/salt/minion/extmods/utils")

@@ -195,6 +195,69 @@ def test_dead_leader_keeps_quorum_and_comes_back(lab):
     assert len(managers) == 3 and all(m["reachability"] == "reachable" for m in managers)
 
 
+def _engine_swarm(lab, node) -> dict:
+    """The ``Swarm`` part of ``docker info`` on ``node``, as docker itself reports it."""
+    code, out = lab.exec(node, ["docker", "info", "--format", "{{json .Swarm}}"])
+    assert code == 0, out
+    return json.loads(out)
+
+
+def test_quorum_lost_then_recovered_with_force_new_cluster(lab):
+    """The runbook "Quorum lost" (docs/operations.rst) as written: two of the three managers'
+    engines stop, the orchestration changes nothing and names the recovery, which keeps the
+    swarm's objects; the two come back as managers of the recovered cluster."""
+    code, out = lab.exec("node1", ["sh", "-c", "printf kept | docker config create quorum-probe -"])
+    assert code == 0, out
+    gone = ["node2", "node3"]
+    try:
+        # With a leader, recovery is refused: it would split the cluster.
+        refused = lab.run_salt(
+            "salt", "node1", "docker_swarm.init", "force_new_cluster=True", check=False
+        )
+        assert "this one has a leader" in refused.stdout, refused.stdout
+        refused = lab.run_salt(
+            "salt", "node4", "docker_swarm.init", "force_new_cluster=True", check=False
+        )
+        assert "runs on a surviving manager" in refused.stdout, refused.stdout
+        cluster = _cluster_id(lab, "node1")
+        for node in gone:
+            code, out = lab.exec(node, ["systemctl", "stop", "docker.socket", "docker"])
+            assert code == 0, out
+        deadline = time.monotonic() + 90
+        while not _engine_swarm(lab, "node1").get("Error"):
+            assert time.monotonic() < deadline, "node1 still sees a leader"
+            time.sleep(2)
+
+        for extra in (("test=True",), ()):
+            ret = orch(lab, *extra)
+            assert ret["result"] is False and ret["changes"] == {}, ret
+            assert "node1: manager of a swarm without a leader (quorum lost?)" in ret["comment"]
+            assert "salt node1 docker_swarm.init force_new_cluster=True" in ret["comment"]
+        assert _engine_swarm(lab, "node1")["Error"]  # nothing changed
+
+        recovered = call(lab, "node1", "docker_swarm.init", "force_new_cluster=True")
+        assert recovered["changed"] is True, recovered
+        engine = _engine_swarm(lab, "node1")
+        assert engine["Managers"] == 1 and engine["Cluster"]["ID"] == cluster, engine
+        code, out = lab.exec("node1", ["docker", "config", "inspect", "quorum-probe"])
+        assert code == 0, out
+        assert json.loads(out)[0]["Spec"]["Data"] == "a2VwdA=="  # b"kept"
+    finally:
+        for node in gone:
+            lab.exec(node, ["systemctl", "start", "docker"])
+    # Their node entries still say manager: back, they rejoin the recovered cluster's raft.
+    deadline = time.monotonic() + 120
+    while _docker_managers(lab, "node1") != dict.fromkeys(["node1", *gone], "reachable"):
+        assert time.monotonic() < deadline, _docker_managers(lab, "node1")
+        time.sleep(3)
+    for node in gone:
+        assert _cluster_id(lab, node) == cluster
+    for extra in (("test=True",), (), ("test=True",)):
+        ret = orch(lab, *extra)
+        assert ret["result"] is True and ret["changes"] == {}, ret["comment"]
+    lab.exec("node1", ["docker", "config", "rm", "quorum-probe"])
+
+
 def _cluster_id(lab, node):
     code, out = lab.exec(node, ["docker", "info", "--format", "{{.Swarm.Cluster.ID}}"])
     assert code == 0, out

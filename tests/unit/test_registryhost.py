@@ -176,3 +176,32 @@ def test_garbage_collection_never_republishes_on_every_interface(host_ip):
     with pytest.raises(ArmswarmError, match="no address to publish on"):
         registry_host.garbage_collect(client, conf)
     assert client.asked == [conf["name"]]  # read, nothing stopped or started
+
+
+class _Exec(_Container):
+    def exec_run(self, argv):
+        self.ran = argv
+        return 0, b"blob eligible for deletion: sha256:ab\n"
+
+
+def test_a_writable_restart_that_fails_after_collection_says_the_registry_stays_read_only(
+    monkeypatch, tmp_path
+):
+    container = _Exec("10.0.0.5")
+    container.labels = {registry_host.HASH_LABEL: "spec1"}
+    made = []
+
+    def replace(client, conf, spec, readonly=False, **_):
+        made.append((spec, readonly))
+        if not readonly:  # the writable start fails: replace() rolled back to the read-only one
+            raise ArmswarmError("the registry does not listen on 10.0.0.5:5000 after 30 s")
+
+    monkeypatch.setattr(registry_host, "replace", replace)
+    conf = registry_host.settings(None, _pillar(storage=str(tmp_path), listen="10.0.0.5"))
+    with pytest.raises(ArmswarmError) as err:
+        registry_host.garbage_collect(_Client(container), conf)
+    text = str(err.value)
+    assert "stays read-only" in text and "does not listen on 10.0.0.5:5000" in text, text
+    assert "apply the registry state" in text
+    assert made == [("spec1", True), ("spec1", False)]
+    assert container.ran[1] == "garbage-collect"

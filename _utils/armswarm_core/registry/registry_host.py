@@ -373,7 +373,16 @@ def garbage_collect(client, conf: dict, dry_run: bool = False) -> dict:
         code, output = client.containers.get(conf["name"]).exec_run(argv)
         text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
     finally:
-        replace(client, conf, spec, readonly=False)
+        try:
+            replace(client, conf, spec, readonly=False)
+        except ArmswarmError as exc:
+            # The rollback of a failed writable start is the read-only container: say so,
+            # the registry state makes it writable again (it treats read-only as drift).
+            raise ArmswarmError(
+                f"the registry {conf['name']} stays read-only (pulls work, pushes are "
+                f"refused): the writable one did not start: {exc}; apply the registry state "
+                "to make it writable again"
+            ) from exc
     if code != 0:
         raise ArmswarmError(f"registry garbage-collect exited {code}: {text[-500:]}")
     after = disk_usage(conf["storage"])

@@ -170,8 +170,10 @@ def make_plan(
             if not swarm_state.get("cluster_id"):
                 errors.append(
                     f"{minion_id}: manager of a swarm without a leader (quorum lost?): "
-                    f"{swarm_state.get('error') or 'no cluster information'}; recover with "
-                    "`docker swarm init --force-new-cluster` on a surviving manager"
+                    f"{swarm_state.get('error') or 'no cluster information'}; if most managers "
+                    "are gone for good, recover on ONE surviving manager: `salt "
+                    f"{minion_id} docker_swarm.init force_new_cluster=True` (docs: operations, "
+                    "Quorum lost)"
                 )
                 continue
             clusters.setdefault(swarm_state.get("cluster_id"), []).append(minion_id)
