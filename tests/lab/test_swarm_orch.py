@@ -231,8 +231,9 @@ def test_quorum_lost_then_recovered_with_force_new_cluster(lab):
         for extra in (("test=True",), ()):
             ret = orch(lab, *extra)
             assert ret["result"] is False and ret["changes"] == {}, ret
-            assert "node1: manager of a swarm without a leader (quorum lost?)" in ret["comment"]
-            assert "salt node1 docker_swarm.init force_new_cluster=True" in ret["comment"]
+            text = ret["comment"]
+            assert "node1: manager of a swarm without a leader (quorum lost?)" in text, text
+            assert "salt node1 docker_swarm.init force_new_cluster=True" in text, text
         assert _engine_swarm(lab, "node1")["Error"]  # nothing changed
 
         recovered = call(lab, "node1", "docker_swarm.init", "force_new_cluster=True")
@@ -246,12 +247,12 @@ def test_quorum_lost_then_recovered_with_force_new_cluster(lab):
         for node in gone:
             lab.exec(node, ["systemctl", "start", "docker"])
     # Their node entries still say manager: back, they rejoin the recovered cluster's raft.
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while _docker_managers(lab, "node1") != dict.fromkeys(["node1", *gone], "reachable"):
         assert time.monotonic() < deadline, _docker_managers(lab, "node1")
         time.sleep(3)
     for node in gone:
-        assert _cluster_id(lab, node) == cluster
+        assert _cluster_id(lab, node) == cluster, node
     for extra in (("test=True",), (), ("test=True",)):
         ret = orch(lab, *extra)
         assert ret["result"] is True and ret["changes"] == {}, ret["comment"]
