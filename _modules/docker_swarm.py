@@ -75,13 +75,15 @@ def facts():
             default_interface = swarm_engine.default_route_interface(fh.read())
     except OSError:
         default_interface = None
+    # One `docker info`: on a manager that just lost quorum each one blocks ~20 s.
+    engine_info = _call(lambda client: client.info())
     return {
         "id": __opts__["id"],
         # What the engine reports as the node hostname (os.Hostname), not the short "host".
         "hostname": __grains__.get("nodename") or __grains__.get("host"),
-        "swarm": state(),
+        "swarm": _call(swarm_engine.local_state, engine_info),
         # The address its engine rejoins through (see swarm_engine.promotion_needs_live_join_addr).
-        "join_addr": _call(swarm_engine.recorded_join_addr),
+        "join_addr": _call(swarm_engine.recorded_join_addr, engine_info),
         "interfaces": _interfaces(),
         "default_interface": default_interface,
         "armnode": __grains__.get("armnode") or {},

@@ -33,9 +33,10 @@ def _api_error(action: str, exc) -> ArmswarmError:
 
 
 # -- local node ---------------------------------------------------------------------------------
-def local_state(client) -> dict:
-    """This engine's view of the swarm (no secrets)."""
-    engine = client.info()
+def local_state(client, engine_info: dict | None = None) -> dict:
+    """This engine's view of the swarm (no secrets); from ``engine_info`` (``client.info()``)
+    when the caller has it."""
+    engine = engine_info if engine_info is not None else client.info()
     info = engine.get("Swarm") or {}
     cluster = info.get("Cluster") or {}
     return {
@@ -52,11 +53,12 @@ def local_state(client) -> dict:
     }
 
 
-def recorded_join_addr(client) -> str | None:
+def recorded_join_addr(client, engine_info: dict | None = None) -> str | None:
     """The manager address this engine joined through, as it keeps it on disk
     (``<DockerRootDir>/swarm/docker-state.json``, ``RemoteAddr``): the engine has no API for it.
     None for the node that initialised the swarm, or when it cannot be read."""
-    root = client.info().get("DockerRootDir") or "/var/lib/docker"
+    engine = engine_info if engine_info is not None else client.info()
+    root = engine.get("DockerRootDir") or "/var/lib/docker"
     try:
         with open(os.path.join(root, "swarm", "docker-state.json"), encoding="utf-8") as fh:
             return json.load(fh).get("RemoteAddr") or None
