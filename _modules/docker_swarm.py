@@ -58,6 +58,16 @@ def state():
     return _call(swarm_engine.local_state)
 
 
+def _engine_facts(client) -> tuple:
+    """The swarm state and the recorded join address from one client and one `docker info`:
+    on a manager that just lost quorum each `docker info` blocks ~20 s."""
+    engine_info = client.info()
+    return (
+        swarm_engine.local_state(client, engine_info),
+        swarm_engine.recorded_join_addr(client, engine_info),
+    )
+
+
 def facts():
     """
     What the swarm orchestration needs to know about this node, in one call (no secrets):
@@ -75,15 +85,14 @@ def facts():
             default_interface = swarm_engine.default_route_interface(fh.read())
     except OSError:
         default_interface = None
-    # One `docker info`: on a manager that just lost quorum each one blocks ~20 s.
-    engine_info = _call(lambda client: client.info())
+    swarm, join_addr = _call(_engine_facts)
     return {
         "id": __opts__["id"],
         # What the engine reports as the node hostname (os.Hostname), not the short "host".
         "hostname": __grains__.get("nodename") or __grains__.get("host"),
-        "swarm": _call(swarm_engine.local_state, engine_info),
+        "swarm": swarm,
         # The address its engine rejoins through (see swarm_engine.promotion_needs_live_join_addr).
-        "join_addr": _call(swarm_engine.recorded_join_addr, engine_info),
+        "join_addr": join_addr,
         "interfaces": _interfaces(),
         "default_interface": default_interface,
         "armnode": __grains__.get("armnode") or {},

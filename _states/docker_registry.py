@@ -238,21 +238,15 @@ def running(
         spec = registry_host.spec_hash(conf, config_dir, pending)
         # A read-only registry (an interrupted garbage collection, or one whose writable
         # restart failed) is drift too: it refuses every push.
-        as_configured = bool(
-            before
-            and before["status"] == "running"
-            and before["spec"] == spec
-            and not before.get("readonly")
-        )
+        serving = bool(before and before["status"] == "running" and before["spec"] == spec)
+        as_configured = serving and not before["readonly"]
         if __opts__["test"]:
-            if not as_configured:
-                changes["container"] = (
-                    "would be made writable (it is read-only)"
-                    if before and before.get("readonly") and before["spec"] == spec
-                    else "would be (re)created"
-                    if before
-                    else "would be created"
-                )
+            if before is None:
+                changes["container"] = "would be created"
+            elif serving and before["readonly"]:
+                changes["container"] = "would be made writable (it is read-only)"
+            elif not as_configured:
+                changes["container"] = "would be (re)created"
             if changes:
                 return state_results.would_change(ret, "The registry would be updated", changes)
             return state_results.unchanged(ret, "The registry is up to date")
