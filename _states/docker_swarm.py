@@ -317,8 +317,12 @@ def stack_deployed(
     ``force: true`` rolls every service out again even when nothing changed (a re-pushed
     tag): it always reports changes (``force``). The wait after a deploy checks every running
     task against the service's whole new definition and fails on a rollback or a paused
-    update. ``resolve_image`` (``always``, ``changed``, ``never``) is ``docker stack deploy
-    --resolve-image``: ``never`` keeps the swarm from placing tasks by the image's platforms.
+    update. A paused update (the engine stopped it half way, its definition is already the
+    new one) fails every later run too, changing nothing, until a run rolls the service out
+    again (a changed file, or ``force: true`` once the cause is fixed). With ``prune`` off,
+    services no longer in the file stay and the comment names them. ``resolve_image``
+    (``always``, ``changed``, ``never``) is ``docker stack deploy --resolve-image``:
+    ``never`` keeps the swarm from placing tasks by the image's platforms.
     An image changed by hand is put back after the deploy (``docker service update
     --image``: the deploy alone keeps it). Run on a manager.
     """
@@ -381,9 +385,22 @@ def stack_deployed(
             changes["remove_objects"] = removable
         if forced:
             changes["force"] = forced
+        rolling = set(changes.get("create", [])) | set(changes.get("update", [])) | set(forced)
+        stuck = stacks.stuck_updates(existing, rolling)
+        stuck_note = (
+            "; ".join(f"{name}_{s}: {why}" for s, why in stuck.items())
+            + ": tasks of both definitions may run, or none; fix what made the new tasks fail,"
+            " then apply again with force: true (or roll back: docker service rollback <service>)"
+            if stuck
+            else ""
+        )
+        kept = [] if prune else sorted(s for s in existing if s not in hashes)
+        kept_note = f"; not in the file, kept (prune is off): {', '.join(kept)}" if kept else ""
         if not changes:
+            if stuck:
+                return state_results.failed(ret, f"Stack {name}: {stuck_note}{kept_note}")
             return state_results.unchanged(
-                ret, f"Stack {name} is up to date ({len(hashes)} services)"
+                ret, f"Stack {name} is up to date ({len(hashes)} services){kept_note}"
             )
         ret["changes"] = changes
         drifted = changes.get("drift") or {}
@@ -394,7 +411,13 @@ def stack_deployed(
             note += "\nLeft for a later run (the rollout may still need them, wait is false): " + (
                 "; ".join(f"{kind} {', '.join(names)}" for kind, names in left_over.items())
             )
+        if kept:
+            note += f"\nNot in the file, kept (prune is off): {', '.join(kept)}"
+        if stuck:
+            note += f"\nStill failing: {stuck_note}"
         if __opts__["test"]:
+            if stuck:
+                return state_results.failed(ret, f"Stack {name} would be deployed{note}", changes)
             return state_results.would_change(ret, f"Stack {name} would be deployed{note}")
         rolled = changes.get("create", []) + changes.get("update", [])
         base_url = docker_client.engine_settings(__opts__, __pillar__)["base_url"]
@@ -462,6 +485,8 @@ def stack_deployed(
             changes["remove_objects"] = unused
         else:
             changes.pop("remove_objects", None)
+        if stuck:
+            return state_results.failed(ret, f"Stack {name} deployed{note}", changes)
         return state_results.changed(ret, f"Stack {name} deployed{note}")
     except ArmswarmError as exc:
         return state_results.failed(ret, exc, done)

@@ -3,8 +3,9 @@
       salt <manager> state.apply swarm.stacks
     armswarm:stacks:
       web:
-        compose: salt://stacks/web.yml      # a compose file (version 3)
+        compose: salt://stacks/web.yml      # a compose file (version 3), or a path on the manager
         context: {tag: "20261122"}          # rendered with Jinja; registry comes from pillar
+        template: jinja                     # the default for salt:// files (local ones: none)
         prune: true                         # remove services no longer in the file
         force: false                        # true: roll out again every run (re-pushed tags)
         registry_auth_pillar: armswarm:registry   # the registry's pull client (clients:pull)
@@ -18,11 +19,13 @@
 {%- for name, stack in stacks | dictsort %}
 {%-   set context = {"registry": registry} %}
 {%-   do context.update(stack.get("context", {})) %}
+{#-   a salt:// file is rendered with Jinja unless template says otherwise; a local one is not #}
+{%-   set default_template = "jinja" if stack.compose is string and stack.compose.startswith("salt://") else none %}
 armswarm-stack-{{ name }}:
   docker_swarm.stack_deployed:
     - name: {{ name | json }}
     - compose: {{ stack.compose | json }}
-    - template: {{ stack.get("template", "jinja") | json }}
+    - template: {{ stack.get("template", default_template) | json }}
     - context: {{ context | json }}
     - prune: {{ stack.get("prune", false) | json }}
 {%-   if "resolve_image" in stack %}

@@ -57,6 +57,22 @@ def test_plan_predicts_create_update_remove():
     assert stacks.plan(hashes, same, prune=True) == {}
 
 
+def test_a_paused_update_is_stuck_unless_this_run_rolls_the_service():
+    paused = {"State": "paused", "Message": "update paused due to failure"}
+    existing = {
+        "web": {"hash": "h", "update": paused},
+        "db": {"hash": "h", "update": {"State": "rollback_paused"}},
+        "api": {"hash": "h", "update": {"State": "rollback_completed", "Message": "rolled"}},
+        "old": {"hash": "h"},
+    }
+    assert stacks.stuck_updates(existing, set()) == {
+        "db": "update rollback_paused",
+        "web": "update paused (update paused due to failure)",
+    }
+    # Rolled out again by this run (changed, or force): the engine starts a new update.
+    assert stacks.stuck_updates(existing, {"web", "db"}) == {}
+
+
 def test_written_file_reads_back_identically_as_yaml():
     # What the CLI parses (YAML) must be what was hashed: strings stay strings.
     stamped, _ = stacks.load_and_stamp(COMPOSE)

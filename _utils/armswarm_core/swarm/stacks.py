@@ -541,7 +541,25 @@ def current(client, stack: str) -> dict:
             "hash": (spec.get("Labels") or {}).get(HASH_LABEL),
             "image": ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Image"),
             "fields": live_fields(spec),
+            "update": dict(service.get("UpdateStatus") or {}),
         }
+    return out
+
+
+# An update the engine stopped half way and left there: the service's definition is already
+# the new one, so a deploy sees nothing to do while tasks of both run (or none).
+STUCK_UPDATES = ("paused", "rollback_paused")
+
+
+def stuck_updates(existing: dict, rolling) -> dict:
+    """``{service: why}`` for the services whose last update is paused and that this run does
+    not roll out again (``rolling``: the services it creates, updates or forces)."""
+    out = {}
+    for name, service in sorted(existing.items()):
+        update = service.get("update") or {}
+        if update.get("State") in STUCK_UPDATES and name not in rolling:
+            message = update.get("Message") or ""
+            out[name] = f"update {update['State']}" + (f" ({message})" if message else "")
     return out
 
 
