@@ -1,7 +1,8 @@
 """A stack with a config, a secret from pillar and an env file, all named relative to the
 compose file on salt:// (salt/swarm/stacks/site/): check -> apply -> re-apply -> check; a new
 config file and a new secret value roll the service out and the old objects go; a service
-changed or scaled by hand is reported and put back; a task that cannot be placed says why.
+changed or scaled by hand (replicas, environment, image, labels, mounts) is reported and put
+back; a task that cannot be placed says why.
 What the containers see is read inside them."""
 
 import base64
@@ -152,6 +153,34 @@ def test_a_service_changed_or_scaled_by_hand_is_put_back(lab, image):
     )
     assert replicas == "2"
     assert inside(lab, "echo $SITE_COLOR") == ["red", "red"]
+
+
+def test_an_image_labels_and_mounts_changed_by_hand_are_put_back(lab, image):
+    now = {"page": "two", "token": "s3cret-value-2", "color": "red"}
+    assert deploy(lab, **now)["changes"] == {}
+    # Another tag of the same image: the tasks start, only the definition differs.
+    docker(lab, "tag", f"{image}:site", f"{image}:site-hand")
+    docker(lab, "push", f"{image}:site-hand")
+    docker(
+        lab,
+        "service",
+        "update",
+        "--detach",
+        "--image",
+        f"{image}:site-hand",
+        "--label-add",
+        "by=hand",
+        "--mount-add",
+        "type=tmpfs,target=/scratch",
+        f"{STACK}_web",
+    )
+    cycle(lab, {"update": ["web"], "drift": {"web": ["image", "labels", "mounts"]}}, **now)
+    spec = json.loads(docker(lab, "service", "inspect", f"{STACK}_web"))[0]["Spec"]
+    container = spec["TaskTemplate"]["ContainerSpec"]
+    assert container["Image"].split("@")[0] == f"{image}:site", container["Image"]
+    assert "by" not in spec.get("Labels", {}) and not container.get("Mounts"), spec
+    seen = inside(lab, "cat /proc/mounts")
+    assert len(seen) == 2 and not any(" /scratch " in mounts for mounts in seen), seen
 
 
 def test_a_task_that_cannot_be_placed_says_why(lab, image):
