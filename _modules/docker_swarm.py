@@ -71,8 +71,9 @@ def _engine_facts(client) -> tuple:
 def facts():
     """
     What the swarm orchestration needs to know about this node, in one call (no secrets):
-    its swarm state, IPv4 addresses per interface and the default-route interface (to pick
-    the advertise address), and the ``armnode`` board facts used for node labels.
+    its swarm state, IPv4 addresses per interface (``interfaces``; IPv6 ones in
+    ``interfaces6``) and the default-route interface (to pick the advertise address and check
+    one from pillar), and the ``armnode`` board facts used for node labels.
 
     CLI Example:
 
@@ -94,6 +95,7 @@ def facts():
         # The address its engine rejoins through (see swarm_engine.promotion_needs_live_join_addr).
         "join_addr": join_addr,
         "interfaces": _interfaces(),
+        "interfaces6": _interfaces6(),
         "default_interface": default_interface,
         "armnode": __grains__.get("armnode") or {},
         "num_cpus": __grains__.get("num_cpus"),
@@ -110,6 +112,16 @@ def _interfaces() -> dict:
         log.debug("docker_swarm: interfaces from the grain: %s", exc)
         live = {}
     return addresses.reachable_ip4(live or __grains__.get("ip4_interfaces"))
+
+
+def _interfaces6() -> dict:
+    """:func:`_interfaces` for IPv6 (global and unique-local addresses)."""
+    try:
+        live = addresses.live_ip6(salt.utils.network.interfaces())
+    except Exception as exc:  # noqa: BLE001 - any failure to list them: the grain instead
+        log.debug("docker_swarm: IPv6 interfaces from the grain: %s", exc)
+        live = {}
+    return addresses.reachable_ip6(live or __grains__.get("ip6_interfaces"))
 
 
 def init(

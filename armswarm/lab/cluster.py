@@ -204,6 +204,16 @@ class Lab:
     def node_address(self, node: NodeSpec) -> str:
         return str(ipaddress.ip_network(self.subnet).network_address + node.host)
 
+    @property
+    def subnet6(self) -> str:
+        """The lab network's IPv6 (unique-local) subnet, made from the IPv4 one so that labs
+        side by side get different ones: 10.77.9.0/24 → fd0a:4d09::/64."""
+        a, b, c, _ = ipaddress.ip_network(self.subnet).network_address.packed
+        return f"fd{a:02x}:{b:02x}{c:02x}::/64"
+
+    def node_address6(self, node: NodeSpec) -> str:
+        return str(ipaddress.ip_network(self.subnet6).network_address + node.host)
+
     def container_name(self, node: NodeSpec) -> str:
         return f"{self.name}-{node.name}"
 
@@ -313,19 +323,30 @@ class Lab:
         existing = self.client.networks.list(names=[self.name], filters={"label": LABEL})
         if existing:
             return existing[0]
-        for route in subprocess.run(
-            ["ip", "-4", "route"], capture_output=True, text=True, check=True
-        ).stdout.splitlines():
-            dest = route.split()[0]
-            if dest != "default" and ipaddress.ip_network(dest, strict=False).overlaps(
-                ipaddress.ip_network(self.subnet)
-            ):
-                raise LabError(f"subnet {self.subnet} overlaps an existing route: {route}")
+        for family, subnet in (("-4", self.subnet), ("-6", self.subnet6)):
+            for route in subprocess.run(
+                ["ip", family, "route"], capture_output=True, text=True, check=True
+            ).stdout.splitlines():
+                try:  # "default", and route types ("unreachable …") are no destination
+                    dest = ipaddress.ip_network(route.split()[0], strict=False)
+                except ValueError:
+                    continue
+                if dest.overlaps(ipaddress.ip_network(subnet)):
+                    raise LabError(f"subnet {subnet} overlaps an existing route: {route}")
+        # IPv6 too: swarms on IPv6 advertise addresses are tested on it.
         ipam = docker.types.IPAMConfig(
-            pool_configs=[docker.types.IPAMPool(subnet=self.subnet, gateway=self.gateway)]
+            pool_configs=[
+                docker.types.IPAMPool(subnet=self.subnet, gateway=self.gateway),
+                docker.types.IPAMPool(subnet=self.subnet6),
+            ]
         )
         return self.client.networks.create(
-            self.name, driver="bridge", ipam=ipam, labels=self._labels(), check_duplicate=True
+            self.name,
+            driver="bridge",
+            ipam=ipam,
+            enable_ipv6=True,
+            labels=self._labels(),
+            check_duplicate=True,
         )
 
     # -- registry -------------------------------------------------------------------------
@@ -538,6 +559,15 @@ class Lab:
             tar.addfile(info, io.BytesIO(data))
         return buf.getvalue()
 
+    def _endpoint_addresses(self, node: NodeSpec) -> dict:
+        """The node's fixed addresses: IPv4, and IPv6 where the lab network has it (one made
+        before the lab had IPv6 is used as it is until the lab goes down)."""
+        addresses = {"ipv4_address": self.node_address(node)}
+        network = self.client.networks.get(self.name)
+        if network.attrs.get("EnableIPv6"):
+            addresses["ipv6_address"] = self.node_address6(node)
+        return addresses
+
     def _create_node(self, node: NodeSpec, tag: str):
         name = self.container_name(node)
         try:
@@ -576,7 +606,7 @@ class Lab:
             stop_signal="SIGRTMIN+3",
             host_config=host_config,
             networking_config=api.create_networking_config(
-                {self.name: api.create_endpoint_config(ipv4_address=self.node_address(node))}
+                {self.name: api.create_endpoint_config(**self._endpoint_addresses(node))}
             ),
         )
         container = self.client.containers.get(created["Id"])

@@ -633,6 +633,66 @@ def test_autolock_on_a_restarted_manager_is_unlocked_then_off(lab, events):
         assert again["result"] is True and again["changes"] == {}, again["comment"]
 
 
+def test_a_swarm_on_ipv6_advertise_addresses(lab):
+    """node4 (Debian 13, Docker 26.1) and node5 (Debian 12, Docker 20.10) leave the lab's
+    swarm and form one of their own from a second layout whose advertise addresses are the
+    nodes' IPv6 ones (written two ways), then go back. Docker is the witness: the addresses
+    it records for the nodes, and the manager address the worker joined through."""
+    v6 = {n: lab.node_address6(lab.node(n)) for n in ("node4", "node5")}
+    layout = {
+        "managers": ["node4"],
+        "workers": ["node5"],
+        "nodes": {
+            "node4": {"advertise_addr": v6["node4"]},
+            "node5": {"advertise_addr": f"[{v6['node5'].upper()}]:2377"},
+        },
+    }
+    pillar = json.dumps(
+        {"swarm_layout": "armswarm:swarms:v6", "armswarm": {"swarms": {"v6": layout}}}
+    )
+    for node in ("node5", "node4"):
+        call(lab, node, "docker_swarm.leave", "force=True")
+    wait_down(lab, ["node4", "node5"])
+    try:
+        predicted = orch(lab, f"pillar={pillar}", "test=True")
+        assert predicted["result"] is None, predicted["comment"]
+        assert predicted["changes"]["init"] == "node4", predicted["changes"]
+        assert predicted["changes"]["join_workers"] == ["node5"], predicted["changes"]
+        applied = orch(lab, f"pillar={pillar}")
+        assert applied["result"] is True, applied["comment"]
+        assert applied["changes"] == predicted["changes"]
+        for extra in ((), ("test=True",)):
+            again = orch(lab, f"pillar={pillar}", *extra)
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+        code, out = lab.exec(
+            "node4",
+            [
+                "sh",
+                "-c",
+                "docker node inspect --format '{{.Description.Hostname}} {{.Status.Addr}} "
+                "{{if .ManagerStatus}}{{.ManagerStatus.Addr}}{{end}}' $(docker node ls -q)",
+            ],
+        )
+        assert code == 0, out
+        rows = sorted(tuple(line.split()) for line in out.splitlines() if line.strip())
+        assert rows == [
+            ("node4", v6["node4"], f"[{v6['node4']}]:2377"),
+            ("node5", v6["node5"]),
+        ], out
+        worker = _engine_swarm(lab, "node5")
+        assert worker["NodeAddr"] == v6["node5"], worker
+        assert [m["Addr"] for m in worker["RemoteManagers"]] == [f"[{v6['node4']}]:2377"], worker
+    finally:
+        for node in ("node5", "node4"):
+            lab.run_salt("salt", node, "docker_swarm.leave", "force=True", check=False)
+    # Back in the lab's swarm, over IPv4 as before.
+    ret = orch(lab)
+    assert ret["result"] is True, ret["comment"]
+    assert sorted(ret["changes"]["join_workers"]) == ["node4", "node5"], ret["changes"]
+    assert orch(lab)["changes"] == {}
+    assert sorted(swarm_nodes(lab, "node1")) == lab.node_names()
+
+
 def test_no_join_token_in_job_cache_events_or_logs(lab, events):
     time.sleep(2)  # let the capture flush
     assert events.stat().st_size > 0

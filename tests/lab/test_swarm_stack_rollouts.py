@@ -112,18 +112,27 @@ def running_commands(lab, stack) -> list:
     """The command of each task the engine reports running, as its own spec says."""
     code, out = lab.exec(
         "node1",
-        [
-            "sh",
-            "-c",
-            f"docker inspect $(docker service ps -q --filter desired-state=running {stack}_app)",
-        ],
+        ["docker", "service", "ps", "-q", "--filter", "desired-state=running", f"{stack}_app"],
     )
+    assert code == 0, out
+    if not out.split():
+        return []
+    code, out = lab.exec("node1", ["docker", "inspect", *out.split()])
     assert code == 0, out
     return [
         t["Spec"]["ContainerSpec"]["Args"][-1]
         for t in json.loads(out)
         if t["Status"]["State"] == "running"
     ]
+
+
+def wait_running(lab, stack, commands, timeout=90):
+    """Until the tasks running are ``commands`` (the engine may report an update or rollback
+    complete before the task it started runs)."""
+    deadline = time.monotonic() + timeout
+    while (seen := running_commands(lab, stack)) != commands:
+        assert time.monotonic() < deadline, seen
+        time.sleep(2)
 
 
 def test_a_service_removed_from_the_file_goes_only_with_prune(lab, image):
@@ -161,7 +170,7 @@ def test_an_update_rolled_back_by_the_engine_fails_the_state(lab, image):
         assert time.monotonic() < deadline, live["UpdateStatus"]
         time.sleep(2)
         live = service(lab, stack)
-    assert running_commands(lab, stack) == [GOOD]
+    wait_running(lab, stack, [GOOD])
     # The bad file is still wanted: a check says the update would be tried again.
     again = deploy(lab, stack, bad, test=True)
     assert again["result"] is None and again["changes"] == {"update": ["app"]}, again

@@ -60,3 +60,32 @@ def test_live_addresses_are_what_the_kernel_lists():
     reachable = addresses.reachable_ip4(live)
     assert "lo" not in reachable and not any(i.startswith("docker") for i in reachable)
     assert all(set(a) <= set(kernel[i]) for i, a in reachable.items())
+
+
+def test_ipv6_addresses_without_link_local_loopback_and_docker_bridges():
+    grain = {
+        "lo": ["::1"],
+        "eth0": ["fe80::ba27:ebff:fe12:3456", "2001:DB8::0011", "2001:db8::11", "192.168.1.21"],
+        "docker0": ["fd00:dead::1"],
+        "wlan0": ["fd12:3456:789a::7", "fe80::1%wlan0"],
+        "eth1": ["::"],
+    }
+    assert addresses.reachable_ip6(grain) == {
+        "eth0": ["2001:db8::11"],  # once, in the form docker lists it
+        "wlan0": ["fd12:3456:789a::7"],
+    }
+    assert addresses.reachable_ip6(None) == {}
+    # and no IPv6 address passes for an IPv4 one
+    assert addresses.reachable_ip4(grain) == {"eth0": ["192.168.1.21"]}
+
+
+def test_live_ipv6_addresses_are_what_the_kernel_lists():
+    out = subprocess.run(
+        ["ip", "-6", "-o", "addr", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    kernel: dict = {}
+    for line in out.splitlines():
+        fields = line.split()
+        kernel.setdefault(fields[1].split("@")[0], []).append(fields[3].split("/")[0])
+    live = addresses.live_ip6(salt.utils.network.interfaces())
+    assert {i: sorted(a) for i, a in live.items() if a} == {i: sorted(a) for i, a in kernel.items()}

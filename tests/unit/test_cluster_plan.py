@@ -146,6 +146,29 @@ def test_an_advertise_addr_that_is_not_the_nodes_is_refused():
     assert swarm_plan.make_plan(conf, facts, None)[1] == []
 
 
+def test_an_ipv6_advertise_addr_is_checked_against_the_nodes_ipv6_addresses():
+    facts = {n: fact(n) for n in ALL}
+    conf = layout(nodes={"m2": {"advertise_addr": "[2001:DB8::0011]:2377"}})
+    facts["m2"]["interfaces6"] = {"eth0": ["2001:db8::12"]}
+    _, errors = swarm_plan.make_plan(conf, facts, None)
+    assert errors == [
+        "armswarm:swarm:nodes:m2:advertise_addr: 2001:db8::11 is not an address of m2 "
+        "(its interfaces: eth0 2001:db8::12)"
+    ]
+    facts["m2"]["interfaces6"] = {}
+    assert (
+        "(its interfaces: none with an IPv6 address)"
+        in swarm_plan.make_plan(conf, facts, None)[1][0]
+    )
+    # The same address, written differently: docker lists it in this canonical form.
+    facts["m2"]["interfaces6"] = {"eth0": ["2001:db8::11"]}
+    plan, errors = swarm_plan.make_plan(conf, facts, None)
+    assert errors == [] and plan.addresses["m2"] == "2001:db8::11"
+    # Facts without interfaces6 (a module from before they were collected): not checked.
+    del facts["m2"]["interfaces6"]
+    assert swarm_plan.make_plan(conf, facts, None)[1] == []
+
+
 def test_node_in_another_swarm_refused_without_force():
     facts = {n: fact(n) for n in ALL}
     facts["w2"] = fact("w2", "active", True, "FOREIGN", "id-x")

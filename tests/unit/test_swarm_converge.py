@@ -59,7 +59,9 @@ def minion_keys(minion_id):
 class Minion:
     def __init__(self, minion_id, number):
         self.id = minion_id
-        self.addr = f"10.0.0.{10 + number}"
+        self.addr = f"10.0.0.{10 + number}"  # what it advertises
+        self.ip4 = self.addr
+        self.ip6 = None
         self.private, self.public = minion_keys(minion_id)
         self.board = BOARDS.get(minion_id, "sopine")
         self.state = "inactive"  # the engine's LocalNodeState
@@ -69,6 +71,16 @@ class Minion:
         self.engine = "20.10.24+dfsg1"  # Debian 12's docker.io
         self.join_addr = None  # what docker-state.json keeps as RemoteAddr
         self.locked = False  # restarted with autolock on: waits for the unlock key
+
+
+def engine_addr(addr):
+    """How the engine writes a manager's address (ManagerStatus.Addr): IPv6 in brackets."""
+    return f"[{addr}]:{PORT}" if ":" in addr else f"{addr}:{PORT}"
+
+
+def listen_on(minion):
+    """What the engine must listen on to take the swarm traffic to its advertised address."""
+    return f"[::]:{PORT}" if ":" in minion.addr else f"0.0.0.0:{PORT}"
 
 
 class FakeCluster:
@@ -227,7 +239,8 @@ class FakeCluster:
             "hostname": minion.id,
             "swarm": self.swarm_state(minion),
             "join_addr": minion.join_addr,
-            "interfaces": {"eth0": [minion.addr]},
+            "interfaces": {"eth0": [minion.ip4]},
+            "interfaces6": {"eth0": [minion.ip6]} if minion.ip6 else {},
             "default_interface": "eth0",
             "armnode": {"board": minion.board, "arch": "aarch64", "cpus": 4, "big_cores": []},
             "num_cpus": 4,
@@ -278,7 +291,7 @@ class FakeCluster:
     def fun_init(self, minion, advertise_addr=None, listen_addr=None, **options):
         if minion.state != "inactive":
             return {"changed": False, "state": self.swarm_state(minion)}
-        assert advertise_addr == minion.addr and listen_addr == f"0.0.0.0:{PORT}"
+        assert advertise_addr == minion.addr and listen_addr == listen_on(minion)
         assert self.cluster_id is None, "a second swarm initialised"
         self.init_options = options
         self.cluster_spec.update(
@@ -303,7 +316,7 @@ class FakeCluster:
             "addr": minion.addr,
             "leader": not self.managers(),
             "reachability": "reachable" if role == "manager" else None,
-            "manager_addr": f"{minion.addr}:{PORT}" if role == "manager" else None,
+            "manager_addr": engine_addr(minion.addr) if role == "manager" else None,
             "engine_labels": {},
             "version": 1,
         }
@@ -322,7 +335,7 @@ class FakeCluster:
         if first not in {n["manager_addr"] for n in self.managers() if n["state"] == "ready"}:
             raise ArmswarmError(f"could not connect to {first}")
         availability = kwargs.pop("availability", None)
-        assert advertise_addr == minion.addr and kwargs == {"listen_addr": f"0.0.0.0:{PORT}"}
+        assert advertise_addr == minion.addr and kwargs == {"listen_addr": listen_on(minion)}
         (role,) = [r for r, t in self.tokens.items() if t == token]
         self._add_node(minion, role)
         minion.join_addr = first
@@ -359,7 +372,7 @@ class FakeCluster:
             # As the engine does: a promoted node joins raft a moment later ("unknown" until
             # then); a demoted one leaves it a moment later.
             node["reachability"] = "unknown" if manager else node["reachability"]
-            node["manager_addr"] = f"{node['addr']}:{PORT}" if manager else None
+            node["manager_addr"] = engine_addr(node["addr"]) if manager else None
             self.settling.add(node["id"])
             if manager and self._stuck_on_join_addr(node):
                 self.never_settles.add(node["hostname"])
@@ -578,6 +591,32 @@ def test_grow_a_new_worker_joins():
     assert cluster.view()["w3"] == ("worker", "ready", "active")
     assert cluster.node_of("w3")["labels"]["armswarm.minion"] == "w3"
     assert_no_plaintext_token(cluster, ret)
+
+
+def test_a_swarm_on_ipv6_addresses_from_pillar_listens_and_joins_on_ipv6():
+    cluster = FakeCluster()
+    for number, minion in enumerate(cluster.minions.values()):
+        minion.ip6 = f"fd00::{10 + number:x}"
+        minion.addr = minion.ip6
+    nodes = {m.id: {"advertise_addr": f"[{m.ip6.upper()}]:2377"} for m in cluster.minions.values()}
+    conf = {**LAYOUT, "nodes": nodes}
+    ret = converge_run(cluster, conf)
+    assert ret["result"] is True, ret["comment"]
+    joins = {c[0]: c[2][0].split(",") for c in cluster.calls if c[1] == "docker_swarm.join"}
+    assert sorted(joins) == ["m2", "m3", "w1", "w2"]
+    # The first join goes through m1, each later one through the managers that joined before.
+    assert joins["m2"] == ["[fd00::a]:2377"]
+    assert joins["w1"][0] == "[fd00::a]:2377" and "[fd00::c]:2377" in joins["w1"]
+    assert {n["hostname"]: n["addr"] for n in cluster.nodes.values()} == {
+        m.id: m.ip6 for m in cluster.minions.values()
+    }
+    assert converge_run(cluster, conf)["changes"] == {}
+    # An IPv6 address the node does not have is refused before anything changes.
+    nodes["w2"] = {"advertise_addr": "fd00::99"}
+    cluster.calls.clear()
+    ret = converge_run(cluster, conf)
+    assert ret["result"] is False and "fd00::99 is not an address of w2" in ret["comment"]
+    assert cluster.changing_calls() == []
 
 
 def test_join_tokens_rotated_after_the_joins_when_asked():

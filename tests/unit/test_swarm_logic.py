@@ -2,8 +2,9 @@
 
 import pytest
 import salt.crypt
+import yaml
 from armswarm_core import ArmswarmError
-from armswarm_core.swarm import join_tokens, swarm_engine
+from armswarm_core.swarm import join_tokens, swarm_engine, swarm_layout
 
 
 def _node(id_, role="worker", reach=None, labels=None, availability="active"):
@@ -204,6 +205,34 @@ def test_addr_host(addr, host):
     assert swarm_engine.addr_host(addr) == host
 
 
+def test_an_ipv6_host_goes_in_brackets_and_listens_on_every_ipv6_address():
+    assert swarm_engine.host_port("10.0.0.2", 2377) == "10.0.0.2:2377"
+    assert swarm_engine.host_port("fd00::2", 2377) == "[fd00::2]:2377"
+    for host in ("fd00::2", "10.0.0.2"):  # what addr_host reads back
+        assert swarm_engine.addr_host(swarm_engine.host_port(host, 2377)) == host
+    assert swarm_engine.listen_addr_for("fd00::2", 2377) == "[::]:2377"
+    assert swarm_engine.listen_addr_for("10.0.0.2", 4000) == "0.0.0.0:4000"
+    assert swarm_engine.listen_addr_for(None, 2377) == swarm_engine.DEFAULT_LISTEN
+
+
+@pytest.mark.parametrize(
+    ("given", "addr"),
+    [
+        ("10.0.0.2:2377", "10.0.0.2"),
+        ("10.0.0.2", "10.0.0.2"),
+        ("[2001:DB8::0011]:2377", "2001:db8::11"),
+        ("[2001:db8::11]", "2001:db8::11"),
+        ("2001:db8::11", "2001:db8::11"),
+    ],
+)
+def test_a_pillar_advertise_addr_is_read_without_port_in_canonical_form(given, addr):
+    layout, errors, _ = swarm_layout.parse_layout(
+        {"managers": ["m1"], "nodes": {"m1": {"advertise_addr": given}}}
+    )
+    assert errors == []
+    assert swarm_layout.advertise_addr("m1", layout, {}) == addr
+
+
 class _Info:
     def __init__(self, root):
         self.root = root
@@ -227,3 +256,11 @@ def test_the_join_address_is_read_from_the_engines_state_file(tmp_path):
     (tmp_path / "swarm" / "docker-state.json").write_text("{not json")
     assert swarm_engine.recorded_join_addr(_Info(tmp_path)) is None
     assert swarm_engine.recorded_join_addr(_Info(tmp_path / "nowhere")) is None
+
+
+def test_an_unquoted_ipv6_address_yaml_read_as_a_number_is_refused_saying_so():
+    conf = yaml.safe_load("managers: [m1]\nnodes: {m1: {advertise_addr: 2001:1:2:3:4:5:6:7}}")
+    assert isinstance(conf["nodes"]["m1"]["advertise_addr"], int)  # YAML 1.1, base 60
+    _, errors, _ = swarm_layout.parse_layout(conf)
+    assert len(errors) == 1 and "armswarm:swarm:nodes:m1:advertise_addr" in errors[0]
+    assert "quote it" in errors[0], errors

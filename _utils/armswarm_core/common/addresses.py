@@ -1,4 +1,4 @@
-"""A node's IPv4 addresses that other nodes can reach, per interface.
+"""A node's IP addresses that other nodes can reach, per interface (IPv4, and IPv6 apart).
 
 One rule for every place that asks "is this address the node's own" or "which address does the
 node offer" (the swarm's advertise address, the registry's listen address): no loopback, no
@@ -15,20 +15,30 @@ def reachable_ip4(ip4_interfaces) -> dict:
     """``{interface: [address, ...]}`` from an ``ip4_interfaces``-shaped mapping, keeping the
     interface and address order, without local interfaces and addresses; interfaces left with
     no address are dropped."""
+    return _reachable(ip4_interfaces, 4)
+
+
+def reachable_ip6(ip6_interfaces) -> dict:
+    """The same for IPv6 (an ``ip6_interfaces``-shaped mapping): link-local ``fe80::`` addresses
+    are left out too, since one needs its interface's zone to be reached."""
+    return _reachable(ip6_interfaces, 6)
+
+
+def _reachable(interfaces, version: int) -> dict:
     out = {}
-    for iface, addrs in (ip4_interfaces or {}).items():
+    for iface, addrs in (interfaces or {}).items():
         if str(iface).startswith(LOCAL_INTERFACES):
             continue
         kept = []
         for addr in addrs or ():
             try:
-                ip = ipaddress.ip_address(addr)
+                ip = ipaddress.ip_address(str(addr).split("%", 1)[0])
             except ValueError:
                 continue
-            if ip.version != 4 or ip.is_loopback or ip.is_link_local or ip.is_unspecified:
+            if ip.version != version or ip.is_loopback or ip.is_link_local or ip.is_unspecified:
                 continue
-            if addr not in kept:
-                kept.append(addr)
+            if str(ip) not in kept:
+                kept.append(str(ip))
         if kept:
             out[str(iface)] = kept
     return out
@@ -39,6 +49,15 @@ def node_addresses(ip4_interfaces) -> list:
     out = []
     for addrs in reachable_ip4(ip4_interfaces).values():
         out.extend(a for a in addrs if a not in out)
+    return out
+
+
+def live_ip6(interfaces) -> dict:
+    """:func:`live_ip4` for the ``inet6`` addresses."""
+    out = {}
+    for iface, listed in (interfaces or {}).items():
+        entries = (listed or {}).get("inet6") or ()
+        out[iface] = [e["address"] for e in entries if isinstance(e, dict) and e.get("address")]
     return out
 
 

@@ -287,7 +287,11 @@ def _notes(plan, changes) -> str:
 
 
 def _join(transport, joiner, sealed_token, remote_addrs, addr, port, settings=None):
-    kwarg = {"sealed_token": sealed_token, "advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}"}
+    kwarg = {
+        "sealed_token": sealed_token,
+        "advertise_addr": addr,
+        "listen_addr": swarm_engine.listen_addr_for(addr, port),
+    }
     if settings and settings.availability:
         # From the first moment: drained after the join, it could already have had a task.
         kwarg["availability"] = settings.availability
@@ -326,10 +330,12 @@ def remote_addrs(manager, plan, swarm_nodes, port) -> list:
     """Where joiners find the swarm: the engine uses the first address only, so it must be a
     manager now (not a node waiting for promotion): the manager we talk to, then the other
     reachable managers."""
-    addrs = [f"{plan.addresses[manager]}:{port}"] if manager in plan.addresses else []
+    addrs = (
+        [swarm_engine.host_port(plan.addresses[manager], port)] if manager in plan.addresses else []
+    )
     for node in swarm_nodes or []:
         if node["role"] == "manager" and node["reachability"] == "reachable":
-            addr = node.get("manager_addr") or f"{node['addr']}:{port}"
+            addr = node.get("manager_addr") or swarm_engine.host_port(node["addr"], port)
             if addr not in addrs:
                 addrs.append(addr)
     return addrs
@@ -356,7 +362,11 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     node_ids = {m: (facts[m].get("swarm") or {}).get("node_id") for m in facts}
     if plan.init:
         addr = plan.addresses[plan.init]
-        kwarg = {"advertise_addr": addr, "listen_addr": f"0.0.0.0:{port}", **layout.init_options}
+        kwarg = {
+            "advertise_addr": addr,
+            "listen_addr": swarm_engine.listen_addr_for(addr, port),
+            **layout.init_options,
+        }
         data_path_addr = (layout.nodes.get(plan.init) or swarm_layout.NodeSettings()).data_path_addr
         if data_path_addr:
             kwarg["data_path_addr"] = data_path_addr
@@ -385,7 +395,7 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         done.setdefault("promote", []).append(minion_id)
         transport.progress("promoted", minion=minion_id)
     remote = remote_addrs(manager, plan, swarm_nodes, port)
-    remote += [f"{plan.addresses[m]}:{port}" for m in done.get("promote", [])]
+    remote += [swarm_engine.host_port(plan.addresses[m], port) for m in done.get("promote", [])]
     # A joiner keeps the first address as its join address: one that stays a manager.
     leaving = {swarm_engine.addr_host(plan.addresses.get(m)) for m in plan.demote}
     remote = list(dict.fromkeys(sorted(remote, key=lambda a: swarm_engine.addr_host(a) in leaving)))
@@ -416,7 +426,7 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
         token = _sealed_tokens(transport, manager, "manager", [minion_id])[minion_id]
         node_ids[minion_id] = _join_planned(transport, layout, plan, minion_id, token, remote)
         done.setdefault("join_managers", []).append(minion_id)
-        remote.append(f"{plan.addresses[minion_id]}:{port}")
+        remote.append(swarm_engine.host_port(plan.addresses[minion_id], port))
     # Workers in parallel: they do not vote.
     if plan.join_workers:
         tokens = _sealed_tokens(transport, manager, "worker", plan.join_workers)

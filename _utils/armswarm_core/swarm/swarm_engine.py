@@ -90,6 +90,17 @@ def addr_host(addr: str | None) -> str | None:
     return addr.rsplit(":", 1)[0] if addr.count(":") == 1 else addr
 
 
+def host_port(host: str, port) -> str:
+    """``host:port``, an IPv6 host in brackets (``[2001:db8::11]:2377``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_addr_for(advertise: str | None, port) -> str:
+    """Where the engine listens for the swarm: every IPv4 address, or every IPv6 one for a
+    node that advertises an IPv6 address (``0.0.0.0`` would not accept it)."""
+    return host_port("::" if advertise and ":" in advertise else "0.0.0.0", port)
+
+
 def init(client, advertise_addr=None, listen_addr=DEFAULT_LISTEN, **options) -> dict:
     """Create a new swarm with this engine as its first manager; return the new local state."""
     try:

@@ -316,6 +316,12 @@ def parse_layout(conf) -> tuple[Layout | None, list, dict]:
                 errors.append(
                     f"armswarm:swarm:nodes:{minion_id}:advertise_addr: {addr!r} "
                     "is not an IP address"
+                    + (
+                        " (a number: YAML reads an unquoted IPv6 address of digits only, such as"
+                        " 2001:1:2:3:4:5:6:7, as one; quote it)"
+                        if isinstance(addr, int) and not isinstance(addr, bool)
+                        else ""
+                    )
                 )
         nodes[minion_id] = NodeSettings(
             advertise_addr=addr,
@@ -375,9 +381,19 @@ def check_counts(layout: Layout) -> list:
 
 
 def _strip_port(addr: str) -> str:
-    """``10.0.0.1:2377`` → ``10.0.0.1`` (IPv6 addresses keep their colons)."""
+    """``10.0.0.1:2377`` → ``10.0.0.1``, ``[2001:db8::11]:2377`` and ``[2001:db8::11]`` →
+    ``2001:db8::11`` (a bare IPv6 address keeps its colons); an IP address in its canonical
+    form (``2001:DB8::0011`` → ``2001:db8::11``, as docker lists it)."""
     host, sep, port = addr.rpartition(":")
-    return host if sep and port.isdigit() and host.count(":") == 0 else addr
+    if addr.startswith("[") and "]" in addr:
+        inside, _, rest = addr[1:].partition("]")
+        host = inside if rest == "" or (rest.startswith(":") and rest[1:].isdigit()) else addr
+    elif not (sep and port.isdigit() and host.count(":") == 0):
+        host = addr
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
 
 
 def advertise_addr(minion_id: str, layout: Layout, facts: dict) -> str | None:

@@ -142,18 +142,21 @@ def make_plan(
                 "advertise_addr or advertise_interface)"
             )
             continue
-        own = {a for addrs in (facts[minion_id].get("interfaces") or {}).values() for a in addrs}
         settings = layout.nodes.get(minion_id)
-        if settings and settings.advertise_addr and ":" not in addr and addr not in own:
+        family, key = ("IPv6", "interfaces6") if ":" in addr else ("IPv4", "interfaces")
+        # (facts from before the IPv6 ones were collected have no interfaces6: unchecked)
+        by_iface = facts[minion_id].get(key) or {}
+        known = key == "interfaces" or key in facts[minion_id]
+        own = {a for addrs in by_iface.values() for a in addrs}
+        if settings and settings.advertise_addr and known and addr not in own:
             # A typo here on a joining manager leaves a raft without a leader: refuse it
-            # before anything changes (the facts hold the node's IPv4 addresses).
+            # before anything changes.
             listed = ", ".join(
-                f"{iface} {' '.join(addrs)}"
-                for iface, addrs in sorted((facts[minion_id].get("interfaces") or {}).items())
+                f"{iface} {' '.join(addrs)}" for iface, addrs in sorted(by_iface.items())
             )
             errors.append(
                 f"armswarm:swarm:nodes:{minion_id}:advertise_addr: {addr} is not an address "
-                f"of {minion_id} (its interfaces: {listed or 'none with an IPv4 address'})"
+                f"of {minion_id} (its interfaces: {listed or f'none with an {family} address'})"
             )
         plan.addresses[minion_id] = addr
         owners.setdefault(addr, []).append(minion_id)
