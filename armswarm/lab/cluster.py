@@ -324,8 +324,9 @@ class Lab:
         if existing:
             return existing[0]
         for family, subnet in (("-4", self.subnet), ("-6", self.subnet6)):
+            # (check only for IPv4: a kernel without IPv6 has no IPv6 routes to list)
             for route in subprocess.run(
-                ["ip", family, "route"], capture_output=True, text=True, check=True
+                ["ip", family, "route"], capture_output=True, text=True, check=family == "-4"
             ).stdout.splitlines():
                 try:  # "default", and route types ("unreachable …") are no destination
                     dest = ipaddress.ip_network(route.split()[0], strict=False)
@@ -333,21 +334,33 @@ class Lab:
                     continue
                 if dest.overlaps(ipaddress.ip_network(subnet)):
                     raise LabError(f"subnet {subnet} overlaps an existing route: {route}")
-        # IPv6 too: swarms on IPv6 advertise addresses are tested on it.
-        ipam = docker.types.IPAMConfig(
-            pool_configs=[
-                docker.types.IPAMPool(subnet=self.subnet, gateway=self.gateway),
-                docker.types.IPAMPool(subnet=self.subnet6),
-            ]
-        )
+        # IPv6 too: swarms on IPv6 advertise addresses are tested on it. A host without IPv6
+        # gets an IPv4-only lab (the IPv6 test then skips, saying why).
+        ipv4 = docker.types.IPAMPool(subnet=self.subnet, gateway=self.gateway)
+        try:
+            return self.client.networks.create(
+                self.name,
+                driver="bridge",
+                ipam=docker.types.IPAMConfig(
+                    pool_configs=[ipv4, docker.types.IPAMPool(subnet=self.subnet6)]
+                ),
+                enable_ipv6=True,
+                labels=self._labels(),
+                check_duplicate=True,
+            )
+        except docker.errors.APIError as exc:
+            self.progress(f"lab network without IPv6 ({exc.explanation or exc})")
         return self.client.networks.create(
             self.name,
             driver="bridge",
-            ipam=ipam,
-            enable_ipv6=True,
+            ipam=docker.types.IPAMConfig(pool_configs=[ipv4]),
             labels=self._labels(),
             check_duplicate=True,
         )
+
+    def has_ipv6(self) -> bool:
+        """The lab network carries IPv6 (see :meth:`_ensure_network`)."""
+        return bool(self.client.networks.get(self.name).attrs.get("EnableIPv6"))
 
     # -- registry -------------------------------------------------------------------------
     def _start_registry(self):
@@ -563,8 +576,7 @@ class Lab:
         """The node's fixed addresses: IPv4, and IPv6 where the lab network has it (one made
         before the lab had IPv6 is used as it is until the lab goes down)."""
         addresses = {"ipv4_address": self.node_address(node)}
-        network = self.client.networks.get(self.name)
-        if network.attrs.get("EnableIPv6"):
+        if self.has_ipv6():
             addresses["ipv6_address"] = self.node_address6(node)
         return addresses
 
