@@ -95,7 +95,7 @@ def facts():
         # The address its engine rejoins through (see swarm_engine.promotion_needs_live_join_addr).
         "join_addr": join_addr,
         "interfaces": _interfaces(),
-        "interfaces6": _interfaces6(),
+        "interfaces6": _interfaces(6),
         "default_interface": default_interface,
         "armnode": __grains__.get("armnode") or {},
         "num_cpus": __grains__.get("num_cpus"),
@@ -103,25 +103,20 @@ def facts():
     }
 
 
-def _interfaces() -> dict:
-    """The node's reachable IPv4 addresses per interface, as the kernel has them now (the
-    grain is from the minion's start); the grain where they cannot be read."""
+def _interfaces(version: int = 4) -> dict:
+    """The node's reachable addresses of one IP version per interface (IPv6: global and
+    unique-local), as the kernel has them now (the grain is from the minion's start); the
+    grain where they cannot be read."""
+    live_of, reachable, grain = {
+        4: (addresses.live_ip4, addresses.reachable_ip4, "ip4_interfaces"),
+        6: (addresses.live_ip6, addresses.reachable_ip6, "ip6_interfaces"),
+    }[version]
     try:
-        live = addresses.live_ip4(salt.utils.network.interfaces())
+        live = live_of(salt.utils.network.interfaces())
     except Exception as exc:  # noqa: BLE001 - any failure to list them: the grain instead
-        log.debug("docker_swarm: interfaces from the grain: %s", exc)
+        log.debug("docker_swarm: IPv%s interfaces from the grain: %s", version, exc)
         live = {}
-    return addresses.reachable_ip4(live or __grains__.get("ip4_interfaces"))
-
-
-def _interfaces6() -> dict:
-    """:func:`_interfaces` for IPv6 (global and unique-local addresses)."""
-    try:
-        live = addresses.live_ip6(salt.utils.network.interfaces())
-    except Exception as exc:  # noqa: BLE001 - any failure to list them: the grain instead
-        log.debug("docker_swarm: IPv6 interfaces from the grain: %s", exc)
-        live = {}
-    return addresses.reachable_ip6(live or __grains__.get("ip6_interfaces"))
+    return reachable(live or __grains__.get(grain))
 
 
 def init(

@@ -8,6 +8,7 @@ everything that goes into it, so a second ``up`` (or a CI run on the same machin
 """
 
 import concurrent.futures
+import fcntl
 import hashlib
 import importlib.metadata
 import io
@@ -450,6 +451,18 @@ def ensure_node_images(client, cache_dir: Path, releases, progress=print) -> dic
     unknown = [r for r in releases if r not in RELEASES]
     if unknown:
         raise ValueError(f"release: {unknown} not among {sorted(RELEASES)}")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Labs brought up side by side (a test run beside another) build each image once.
+    with open(cache_dir / ".node-images.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress("waiting for another lab's node image build")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_node_images(client, cache_dir, releases, progress)
+
+
+def _ensure_node_images(client, cache_dir: Path, releases, progress) -> dict:
     mirror = host_apt_mirror()
     requirements = minion_requirements()
     tags, missing = {}, {}
@@ -462,7 +475,6 @@ def ensure_node_images(client, cache_dir: Path, releases, progress=print) -> dic
             missing[release] = digest
     if not missing:
         return tags
-    cache_dir.mkdir(parents=True, exist_ok=True)
     wheelhouse = build_wheelhouse(cache_dir, requirements)
 
     def build(release):
@@ -574,10 +586,11 @@ def mariadb_context(cache_dir: Path, progress=print) -> tuple[Path, str]:
         _write(rootfs, "/usr/local/bin/armswarm-restore", helper, 0o755)
         inner = Path(tmp) / "rootfs.tar"
         _run(["tar", "-C", str(rootfs), "-cf", str(inner), "."])
-        partial = context.with_suffix(".partial")
+        # Made beside it and renamed: another lab's test may be building the same one.
+        partial = Path(tmp) / context.name
         with tarfile.open(partial, "w") as tar:
             tar.add(inner, arcname="rootfs.tar")
-        partial.rename(context)
+        partial.replace(context)
     progress(f"mariadb image {digest} built")
     return context, digest
 

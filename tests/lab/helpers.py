@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -46,6 +47,24 @@ def push_image(lab, node: str, ref: str, rootfs: bytes):
     for argv in (["docker", "import", "/root/image.tar", ref], ["docker", "push", ref]):
         code, out = lab.exec(node, argv)
         assert code == 0, out
+
+
+def apply_stacks(lab, pillar: dict, test=False, timeout=300, node="node1") -> dict:
+    """The one state of ``salt/swarm/stacks.sls`` (as ``swarm.deploy`` runs it on a manager)
+    applied on ``node`` with ``pillar`` for this run: its state return."""
+    argv = [
+        node,
+        "state.sls",
+        "swarm.stacks",
+        f"pillar={json.dumps(pillar)}",
+        f"--timeout={timeout}",
+    ]
+    if test:
+        argv.append("test=True")
+    ret = lab.salt_json(*argv, check=False)[node]
+    assert isinstance(ret, dict), ret
+    (result,) = ret.values()
+    return result
 
 
 def assert_not_in_salt_files(lab, pattern: str, *extra_paths):
@@ -227,7 +246,7 @@ def arm_busybox(debian_arch: str) -> Path:
         )
         with tarfile.open(out) as tar:
             data = tar.extractfile("./bin/busybox").read()
-        partial = cache / f".{target.name}.partial"
+        partial = cache / f".{target.name}.partial.{os.getpid()}"  # two labs' tests at once
         partial.write_bytes(data)
         partial.chmod(0o755)
         partial.rename(target)  # atomic: a cut-off download is never taken for the binary

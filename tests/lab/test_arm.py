@@ -33,6 +33,8 @@ def test_up_registered_the_arm_handlers_with_fix_binary(lab):
     assert status["qemu-arm"]["enabled"] and status["qemu-aarch64"]["enabled"]
 
 
+# Unregisters a handler for a moment: no other lab may be running ARM code then.
+@pytest.mark.exclusive
 def test_down_removes_only_the_handlers_its_lab_registered(lab, tmp_path, monkeypatch):
     # A second lab on this machine whose state lives apart (no other lab uses its handlers).
     monkeypatch.setattr(cluster, "STATE_ROOT", tmp_path / "labs")
@@ -55,6 +57,8 @@ def test_down_removes_only_the_handlers_its_lab_registered(lab, tmp_path, monkey
     assert _kernel("qemu-aarch64")["enabled"]
 
 
+# Unregisters a handler for a moment: no other lab may be running ARM code then.
+@pytest.mark.exclusive
 def test_down_hands_a_handler_it_registered_to_a_lab_still_using_it(lab):
     # A second lab registers qemu-aarch64 while the session's lab (up, in the same state root)
     # uses it: the second lab's down must not pull it from under the session's nodes.

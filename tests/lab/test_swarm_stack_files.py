@@ -9,7 +9,7 @@ import base64
 import json
 
 import pytest
-from helpers import busybox_rootfs, push_image
+from helpers import apply_stacks, busybox_rootfs, push_image
 
 COMPOSE = "salt://swarm/stacks/site/site.yml"
 STACK = "site"
@@ -48,12 +48,7 @@ def deploy(lab, page="one", color="green", token="s3cret-value-1", test=False, *
             "test_site": {"token": token},
         }
     }
-    argv = ["node1", "state.sls", "swarm.stacks", f"pillar={json.dumps(pillar)}", "--timeout=400"]
-    if test:
-        argv.append("test=True")
-    ret = lab.salt_json(*argv, check=False)["node1"]
-    assert isinstance(ret, dict), ret
-    (result,) = ret.values()
+    result = apply_stacks(lab, pillar, test=test, timeout=400)
     assert token not in json.dumps(result)  # the secret is never in a return
     return result
 

@@ -10,7 +10,7 @@ import json
 import time
 
 import pytest
-from helpers import busybox_rootfs, push_image, tar_bytes
+from helpers import apply_stacks, busybox_rootfs, push_image, tar_bytes
 
 WORK = "/root/rollouts"
 GOOD = "sleep 3600"
@@ -60,13 +60,7 @@ def write_compose(lab, stack, image, command=GOOD, failure_action="rollback", si
 
 def deploy(lab, stack, compose, test=False, **extra):
     pillar = {"armswarm": {"stacks": {stack: {"compose": compose, "timeout": 120, **extra}}}}
-    argv = ["node1", "state.sls", "swarm.stacks", f"pillar={json.dumps(pillar)}", "--timeout=300"]
-    if test:
-        argv.append("test=True")
-    ret = lab.salt_json(*argv, check=False)["node1"]
-    assert isinstance(ret, dict), ret
-    (result,) = ret.values()
-    return result
+    return apply_stacks(lab, pillar, test=test)
 
 
 def cycle(lab, stack, compose, expected_changes, **extra):

@@ -193,9 +193,11 @@ else
     echo "making a $BASE_DISTRO $BASE_SUITE root filesystem for $platform"
     "${BASE_DISTRO}_rootfs" || die "$BASE_DISTRO root filesystem for $platform failed"
     if [ -d "$CACHE" ] && [ -w "$CACHE" ]; then
-        # atomic: another node may be reading or writing the same key
-        run cp "$tarball" "$cached.partial.$$"
-        run mv "$cached.partial.$$" "$cached"
+        # atomic: another node (of this or another lab: same hostnames, maybe the same PIDs)
+        # may be reading or writing the same key
+        partial="$cached.partial.$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
+        run cp "$tarball" "$partial"
+        run mv "$partial" "$cached"
     fi
 fi
 
