@@ -320,9 +320,11 @@ class Lab:
 
     # -- network --------------------------------------------------------------------------
     def _ensure_network(self):
-        existing = self.client.networks.list(names=[self.name], filters={"label": LABEL})
-        if existing:
-            return existing[0]
+        # By label and exact name: docker's name filter matches parts of names, so lab
+        # "armswarm-test" would take lab "armswarm-test-b"'s network for its own.
+        for network in self.client.networks.list(filters={"label": f"{LABEL}={self.name}"}):
+            if network.name == self.name:
+                return network
         for family, subnet in (("-4", self.subnet), ("-6", self.subnet6)):
             # (check only for IPv4: a kernel without IPv6 has no IPv6 routes to list)
             for route in subprocess.run(

@@ -2,9 +2,11 @@
 nothing, idempotence, prediction, bad pillar, a node in another swarm, a dead leader, and no join
 token anywhere."""
 
+import ipaddress
 import json
 import re
 import subprocess
+import threading
 import time
 
 import pytest
@@ -408,6 +410,72 @@ def test_a_node_joins_drained_and_never_gets_a_task(lab):
         lab.exec("node1", ["docker", "service", "rm", "joinprobe"])
 
 
+def _overlay_peers(lab, network, via="node1") -> dict:
+    """``{peer IP: name}`` of an overlay network as docker on ``via`` lists its peers (the
+    nodes with a task on it, each at its data path address)."""
+    code, out = lab.exec(
+        via, ["docker", "network", "inspect", "--verbose", network, "--format", "{{json .Peers}}"]
+    )
+    assert code == 0, out
+    return {p["IP"]: p["Name"] for p in json.loads(out) or []}
+
+
+def test_a_data_path_addr_carries_the_overlay_traffic(lab):
+    """node5 rejoins with a second address of its own as its data path (VXLAN): refused while
+    it does not hold that address, then joined with it in the full cycle, and docker's overlay
+    peers list node5 at that address, not at the one it advertises."""
+    net = ipaddress.ip_network(lab.subnet)
+    data_addr, own = str(net[215]), lab.node_address(lab.node("node5"))
+    pillar = {"armswarm": {"swarm": {"nodes": {"node5": {"data_path_addr": data_addr}}}}}
+    extra = f"pillar={json.dumps(pillar)}"
+    image = f"{lab.registry}/armswarm/busybox:datapath"
+    push_image(lab, "node1", image, busybox_rootfs(("sh", "sleep")))
+    call(lab, "node5", "docker_swarm.leave")
+    wait_down(lab, ["node5"])
+    try:
+        refused = orch(lab, extra, "test=True")
+        assert refused["result"] is False and refused["changes"] == {}, refused
+        assert (
+            f"armswarm:swarm:nodes:node5:data_path_addr: {data_addr} is not an address of node5"
+            in refused["comment"]
+        ), refused["comment"]
+        assert orch(lab, extra)["result"] is False
+        assert "node5" not in swarm_nodes(lab, "node1")  # not joined: nothing changed
+        code, out = lab.exec(
+            "node5", ["ip", "addr", "add", f"{data_addr}/{net.prefixlen}", "dev", "eth0"]
+        )
+        assert code == 0, out
+        predicted = orch(lab, extra, "test=True")
+        assert predicted["result"] is None, predicted["comment"]
+        assert predicted["changes"]["join_workers"] == ["node5"], predicted["changes"]
+        applied = orch(lab, extra)
+        assert applied["result"] is True and applied["changes"] == predicted["changes"]
+        for again in (orch(lab, extra), orch(lab, extra, "test=True")):
+            assert again["result"] is True and again["changes"] == {}, again["comment"]
+        for argv in (
+            ["network", "create", "--driver", "overlay", "dpnet"],
+            ["service", "create", "--detach", "--name", "dpprobe", "--mode", "global"]
+            + ["--network", "dpnet", "--endpoint-mode", "dnsrr", image, "sleep", "3600"],
+        ):
+            code, out = lab.exec("node1", ["docker", *argv])
+            assert code == 0, out
+        deadline = time.monotonic() + 90
+        while data_addr not in (peers := _overlay_peers(lab, "dpnet")):
+            assert time.monotonic() < deadline, f"node5 not among the peers at {data_addr}: {peers}"
+            time.sleep(2)
+        assert own not in peers, peers  # its advertise address carries no overlay traffic
+        assert lab.node_address(lab.node("node1")) in peers, peers
+    finally:
+        lab.exec("node1", ["docker", "service", "rm", "dpprobe"])
+        lab.exec("node1", ["docker", "network", "rm", "dpnet"])
+        lab.run_salt("salt", "node5", "docker_swarm.leave", check=False)
+        lab.exec("node5", ["ip", "addr", "del", f"{data_addr}/{net.prefixlen}", "dev", "eth0"])
+    wait_down(lab, ["node5"])
+    ret = orch(lab)  # back on its one address, without a data path of its own
+    assert ret["result"] is True and ret["changes"]["join_workers"] == ["node5"], ret
+    assert orch(lab)["changes"] == {}
+
+
 def _docker_labels(lab, node):
     code, out = lab.exec(
         "node1", ["docker", "node", "inspect", node, "--format", "{{json .Spec.Labels}}"]
@@ -692,6 +760,47 @@ def test_a_swarm_on_ipv6_advertise_addresses(lab):
     assert ret["result"] is True, ret["comment"]
     assert sorted(ret["changes"]["join_workers"]) == ["node4", "node5"], ret["changes"]
     assert orch(lab)["changes"] == {}
+    assert sorted(swarm_nodes(lab, "node1")) == lab.node_names()
+
+
+def _minion(lab, node, signal):
+    """Send ``signal`` to every process of ``node``'s salt-minion (its dockerd runs on)."""
+    code, out = lab.exec(node, ["systemctl", "kill", f"--signal={signal}", "salt-minion"])
+    assert code == 0, out
+
+
+def _orch_with_a_frozen_minion(lab, node, seconds, *extra):
+    """One orchestration run while ``node``'s minion is stopped for ``seconds`` (as a loaded
+    board that answers late): ``(return, seconds the run took)``."""
+    _minion(lab, node, "SIGSTOP")
+    thaw = threading.Timer(seconds, _minion, (lab, node, "SIGCONT"))
+    thaw.start()
+    begun = time.monotonic()
+    try:
+        ret = orch(lab, *extra)
+    finally:
+        thaw.cancel()
+        _minion(lab, node, "SIGCONT")
+    took = time.monotonic() - begun
+    lab.salt_json(node, "test.ping", "--timeout=60")  # it answers again before anything else
+    return ret, took
+
+
+def test_a_slow_board_is_waited_for_as_long_as_answer_timeout_says(lab):
+    """node5's minion answers only after 50 s: with the default 20 s it counts as not answering
+    (left as it is, the run fails saying so); with ``answer_timeout: 120`` it is waited for."""
+    freeze = 50
+    ret, _ = _orch_with_a_frozen_minion(lab, "node5", freeze, "test=True")
+    assert ret["result"] is False and ret["changes"] == {}, ret
+    assert "Not answering (left as they are): node5" in ret["comment"], ret["comment"]
+    # docker's own view: the board never left the swarm
+    assert swarm_nodes(lab, "node1")["node5"]["state"] == "ready"
+    pillar = f"pillar={json.dumps({'armswarm': {'swarm': {'answer_timeout': 120}}})}"
+    for extra in (("test=True",), ()):
+        ret, took = _orch_with_a_frozen_minion(lab, "node5", freeze, pillar, *extra)
+        assert ret["result"] is True and ret["changes"] == {}, ret["comment"]
+        assert "Not answering" not in ret["comment"], ret["comment"]
+        assert took >= freeze  # it did wait for node5's answer
     assert sorted(swarm_nodes(lab, "node1")) == lab.node_names()
 
 

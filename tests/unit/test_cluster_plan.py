@@ -169,6 +169,27 @@ def test_an_ipv6_advertise_addr_is_checked_against_the_nodes_ipv6_addresses():
     assert swarm_plan.make_plan(conf, facts, None)[1] == []
 
 
+def test_a_data_path_addr_that_is_not_the_nodes_is_refused():
+    facts = {n: fact(n) for n in ALL}
+    conf = layout(nodes={"w1": {"data_path_addr": "192.168.50.7"}})
+    own = facts["w1"]["interfaces"]["eth0"][0]
+    assert swarm_plan.make_plan(conf, facts, None)[1] == [
+        "armswarm:swarm:nodes:w1:data_path_addr: 192.168.50.7 is not an address of w1 "
+        f"(its interfaces: eth0 {own})"
+    ]
+    facts["w1"]["interfaces"]["eth1"] = ["192.168.50.7"]  # a second network for the data path
+    plan, errors = swarm_plan.make_plan(conf, facts, None)
+    assert errors == [] and plan.addresses["w1"] == own  # advertised on eth0 as before
+    conf6 = layout(nodes={"w1": {"data_path_addr": "FD00:0::7"}})
+    facts["w1"]["interfaces6"] = {"eth1": ["fd00::7"]}
+    assert swarm_plan.make_plan(conf6, facts, None)[1] == []
+    facts["w1"]["interfaces6"] = {"eth1": ["fd00::8"]}
+    assert swarm_plan.make_plan(conf6, facts, None)[1] == [
+        "armswarm:swarm:nodes:w1:data_path_addr: fd00::7 is not an address of w1 "
+        "(its interfaces: eth1 fd00::8)"
+    ]
+
+
 def test_node_in_another_swarm_refused_without_force():
     facts = {n: fact(n) for n in ALL}
     facts["w2"] = fact("w2", "active", True, "FOREIGN", "id-x")

@@ -1,6 +1,7 @@
 """What the swarm orchestration changes to reach the layout: joins, role changes, labels,
 removals, checked against quorum before anything changes."""
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field
@@ -113,6 +114,21 @@ def format_label_diff(diff: dict) -> str:
     )
 
 
+def _not_own(minion_id: str, key: str, addr: str, node_facts: dict) -> list:
+    """``[error]`` when ``addr`` (canonical form) is not one of the node's own addresses."""
+    family, facts_key = ("IPv6", "interfaces6") if ":" in addr else ("IPv4", "interfaces")
+    if facts_key not in node_facts and facts_key == "interfaces6":
+        return []  # facts from before the IPv6 ones were collected: unchecked
+    by_iface = node_facts.get(facts_key) or {}
+    if addr in {a for addrs in by_iface.values() for a in addrs}:
+        return []
+    listed = ", ".join(f"{iface} {' '.join(addrs)}" for iface, addrs in sorted(by_iface.items()))
+    return [
+        f"armswarm:swarm:nodes:{minion_id}:{key}: {addr} is not an address of {minion_id} "
+        f"(its interfaces: {listed or f'none with an {family} address'})"
+    ]
+
+
 def make_plan(
     layout: swarm_layout.Layout,
     facts: dict,
@@ -143,21 +159,14 @@ def make_plan(
             )
             continue
         settings = layout.nodes.get(minion_id)
-        family, key = ("IPv6", "interfaces6") if ":" in addr else ("IPv4", "interfaces")
-        # (facts from before the IPv6 ones were collected have no interfaces6: unchecked)
-        by_iface = facts[minion_id].get(key) or {}
-        known = key == "interfaces" or key in facts[minion_id]
-        own = {a for addrs in by_iface.values() for a in addrs}
-        if settings and settings.advertise_addr and known and addr not in own:
+        if settings and settings.advertise_addr:
             # A typo here on a joining manager leaves a raft without a leader: refuse it
             # before anything changes.
-            listed = ", ".join(
-                f"{iface} {' '.join(addrs)}" for iface, addrs in sorted(by_iface.items())
-            )
-            errors.append(
-                f"armswarm:swarm:nodes:{minion_id}:advertise_addr: {addr} is not an address "
-                f"of {minion_id} (its interfaces: {listed or f'none with an {family} address'})"
-            )
+            errors += _not_own(minion_id, "advertise_addr", addr, facts[minion_id])
+        if settings and settings.data_path_addr:
+            # ... and here, a node whose overlay traffic goes nowhere.
+            dp_addr = str(ipaddress.ip_address(str(settings.data_path_addr)))
+            errors += _not_own(minion_id, "data_path_addr", dp_addr, facts[minion_id])
         plan.addresses[minion_id] = addr
         owners.setdefault(addr, []).append(minion_id)
     for addr, ids in owners.items():
