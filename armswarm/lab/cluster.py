@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -292,7 +293,7 @@ class Lab:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, ValueError):
             return None
-        return pid if str(self.state_dir).encode() in cmdline else None
+        return pid if self._mentions_state_dir(cmdline) else None
 
     def _spawn(self, what: str, argv: list[str], logfile: Path):
         logfile.parent.mkdir(parents=True, exist_ok=True)
@@ -896,6 +897,12 @@ class Lab:
             shutil.rmtree(self.state_dir)
         self.progress(f"lab {self.name} down in {time.monotonic() - started:.0f}s")
 
+    def _mentions_state_dir(self, cmdline: bytes) -> bool:
+        """A process command line (NUL-separated) names this lab's state directory or a path
+        under it; lab armswarm-test-b's directory does not count for lab armswarm-test."""
+        path = re.escape(str(self.state_dir).encode())
+        return re.search(path + rb"(?:/|\x00|$)", cmdline) is not None
+
     def leftovers(self) -> dict:
         """What of this lab still exists (empty lists after a clean ``down``)."""
         flt = {"label": f"{LABEL}={self.name}"}
@@ -906,7 +913,7 @@ class Lab:
                     cmdline = (pid_dir / "cmdline").read_bytes()
                 except OSError:
                     continue
-                if str(self.state_dir).encode() in cmdline:
+                if self._mentions_state_dir(cmdline):
                     procs.append(int(pid_dir.name))
         return {
             "containers": [c.name for c in self.client.containers.list(all=True, filters=flt)],

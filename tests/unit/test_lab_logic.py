@@ -159,3 +159,13 @@ def test_binfmt_lines_come_from_qemu_user_static_with_fix_binary(tmp_path):
     (tmp_path / "qemu-aarch64.conf").write_text(":qemu-aarch64:M::x:y:/nonexistent:F\n")
     with pytest.raises(binfmt.BinfmtError, match="/nonexistent does not exist"):
         binfmt.handler_line("qemu-aarch64", tmp_path)
+
+
+def test_a_lab_owns_only_processes_under_its_own_state_dir():
+    # Lab armswarm-test's leftovers are not lab armswarm-test-b's running processes.
+    lab = cluster.Lab(name="armswarm-test", subnet="10.77.9.0/24")
+    state = str(lab.state_dir).encode()
+    assert lab._mentions_state_dir(b"docker-registry\0serve\0" + state + b"/registry/config.yml\0")
+    assert lab._mentions_state_dir(b"salt-master\0-c\0" + state + b"\0")
+    assert not lab._mentions_state_dir(b"docker-registry\0serve\0" + state + b"-b/registry/c.yml\0")
+    assert not lab._mentions_state_dir(b"sleep\x00100\x00")
