@@ -49,22 +49,30 @@ def push_image(lab, node: str, ref: str, rootfs: bytes):
         assert code == 0, out
 
 
+def state_return(lab, node: str, *argv: str, test=False, check=False) -> dict:
+    """The return of the one state a ``salt node <argv>`` job runs (``state.single``, or an SLS
+    holding one state). A failed state makes salt exit non-zero: the return is what is
+    checked, so ``check`` is off unless asked for."""
+    if test:
+        argv = (*argv, "test=True")
+    ret = lab.salt_json(node, *argv, check=check)[node]
+    assert isinstance(ret, dict), ret
+    (result,) = ret.values()
+    return result
+
+
 def apply_stacks(lab, pillar: dict, test=False, timeout=300, node="node1") -> dict:
     """The one state of ``salt/swarm/stacks.sls`` (as ``swarm.deploy`` runs it on a manager)
     applied on ``node`` with ``pillar`` for this run: its state return."""
-    argv = [
+    return state_return(
+        lab,
         node,
         "state.sls",
         "swarm.stacks",
         f"pillar={json.dumps(pillar)}",
         f"--timeout={timeout}",
-    ]
-    if test:
-        argv.append("test=True")
-    ret = lab.salt_json(*argv, check=False)[node]
-    assert isinstance(ret, dict), ret
-    (result,) = ret.values()
-    return result
+        test=test,
+    )
 
 
 def assert_not_in_salt_files(lab, pattern: str, *extra_paths):

@@ -4,7 +4,7 @@ rolling update when an image tag changes. Images come from the lab registry (no 
 import json
 
 import pytest
-from helpers import busybox_rootfs, push_image
+from helpers import busybox_rootfs, push_image, state_return
 
 STACK_SLS = "salt://swarm/stacks/demo.yml"
 APPLETS = ("sh", "httpd", "wget", "sleep", "cat")
@@ -22,13 +22,8 @@ def images(lab):
 
 
 def state_single(lab, fun, *args, test=False, check=True):
-    argv = ["node1", "state.single", fun, *args, "--timeout=400"]
-    if test:
-        argv.append("test=True")
-    ret = lab.salt_json(*argv, check=check)["node1"]
-    assert isinstance(ret, dict), ret
-    (result,) = ret.values()
-    return result
+    argv = ("state.single", fun, *args, "--timeout=400")
+    return state_return(lab, "node1", *argv, test=test, check=check)
 
 
 def deploy(lab, tag, test=False):

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+from helpers import state_return
 
 LEFT = "docker_swarm.left"
 JOINED = "docker_swarm.joined"
@@ -18,14 +19,7 @@ def call(lab, node, *args):
 
 
 def state_single(lab, node, fun, *args, test=False):
-    argv = [node, "state.single", fun, *args, "--timeout=120"]
-    if test:
-        argv.append("test=True")
-    # A failed state makes salt exit non-zero: the return is what is checked.
-    ret = lab.salt_json(*argv, check=False)[node]
-    assert isinstance(ret, dict), ret
-    (result,) = ret.values()
-    return result
+    return state_return(lab, node, "state.single", fun, *args, "--timeout=120", test=test)
 
 
 def cycle(lab, node, fun, *args) -> dict:
