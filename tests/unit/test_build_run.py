@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -106,6 +105,7 @@ class FakeCluster:
         clock,
         registry,
         facts,
+        context_dir,
         tree=None,
         seconds=None,
         fail=(),
@@ -136,7 +136,8 @@ class FakeCluster:
         self.gc_answer = None
         self.n = 0
         # the master's file_roots:armswarm_contexts: real files, served by real code
-        self.context_dir = Path(tempfile.mkdtemp(prefix="armswarm-test-contexts-"))
+        self.context_dir = Path(context_dir)
+        self.context_dir.mkdir(parents=True, exist_ok=True)
         self.served = {}  # run → {image: reference} while it is served
         self.withdrawn = []
         self.contexts = {}  # jid → the context bytes its node fetched and checked
@@ -287,6 +288,7 @@ def env(tmp_path):
         clock,
         registry,
         {"n1": grains(), "n2": grains(), "n3": "Minion did not return. [No response]"},
+        tmp_path / "contexts",
         seconds={"base": 4, "a": 6, "b": 3, "a1": 5, "b1": 2},
     )
     root = tree(tmp_path / "images", THREE_LEVELS)

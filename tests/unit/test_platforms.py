@@ -397,7 +397,7 @@ def mixed(tmp_path):
         "node2": grains("rockpro64", "aarch64"),
         "node3": grains("sopine", "aarch64"),
     }
-    cluster = FakeCluster(clock, registry, facts, seconds={})
+    cluster = FakeCluster(clock, registry, facts, tmp_path / "contexts", seconds={})
     root = tree(
         tmp_path / "images",
         {
