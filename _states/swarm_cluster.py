@@ -23,6 +23,7 @@ manager found locked (restarted) is unlocked with it, sealed for that manager's 
 
 import logging
 import os
+import time
 
 import salt.client
 import salt.key
@@ -68,7 +69,8 @@ class _Minions:
         return salt.client.get_local_client(self.opts["conf_file"])
 
     def many(self, targets, fun, arg=(), kwarg=None, timeout=None) -> dict:
-        """``{minion: return}`` for the minions that answered without an error."""
+        """``{minion: return}`` for the minions that answered; a failed call's return is an
+        ArmswarmError naming the minion. Those that did not answer are left out."""
         rets = self.client.cmd(
             list(targets),
             fun,
@@ -78,18 +80,27 @@ class _Minions:
             timeout=timeout or self.timeout,
             full_return=True,
         )
-        good = {}
+        out = {}
         for minion_id, ret in rets.items():
+            if ret is False or (
+                isinstance(ret, dict)
+                and (ret.get("failed") is True or ret.get("out") == "no_return")
+            ):
+                # No answer: LocalClient.cmd's False, or "Minion did not return. [No response]"
+                # (or "[Not connected]") for one that did not answer its find_job.
+                log.info("swarm_cluster: %s did not answer %s", minion_id, fun)
+                continue
             if isinstance(ret, dict) and ret.get("retcode", 0) == 0:
-                good[minion_id] = ret.get("ret")
+                out[minion_id] = ret.get("ret")
             else:
-                log.warning(
-                    "swarm_cluster: %s failed %s: %s",
-                    minion_id,
-                    fun,
-                    ret.get("ret") if isinstance(ret, dict) else ret,
-                )
-        return good
+                why = ret.get("ret") if isinstance(ret, dict) else ret
+                log.warning("swarm_cluster: %s failed %s: %s", minion_id, fun, why)
+                out[minion_id] = ArmswarmError(f"{minion_id}: {fun} failed: {why}")
+        return out
+
+    @staticmethod
+    def clock() -> float:
+        return time.monotonic()
 
     def one(self, target, fun, arg=(), kwarg=None, timeout=None):
         rets = self.client.cmd(

@@ -45,7 +45,13 @@ class BadDigest(FakeCluster):
 def _env(tmp_path, cls):
     clock = Clock()
     registry = FakeRegistry()
-    cluster = cls(clock, registry, {"n1": grains(), "n2": grains()}, seconds={"base": 4})
+    cluster = cls(
+        clock,
+        registry,
+        {"n1": grains(), "n2": grains()},
+        tmp_path / "contexts",
+        seconds={"base": 4},
+    )
     root = tree(tmp_path / "images", THREE_LEVELS)
     settings = build_run.Settings(
         state_dir=tmp_path / "state", source=str(root), registry_host=HOST, tag="20261122"

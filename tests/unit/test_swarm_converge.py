@@ -68,6 +68,7 @@ class Minion:
         self.node_id = None
         self.cluster_id = None  # set for a node in a swarm that is not the simulated one
         self.up = True  # the minion answers
+        self.lost = 0  # the next asks for facts it runs and loses the return of (stalled)
         self.engine = "20.10.24+dfsg1"  # Debian 12's docker.io
         self.join_addr = None  # what docker-state.json keeps as RemoteAddr
         self.locked = False  # restarted with autolock on: waits for the unlock key
@@ -108,6 +109,7 @@ class FakeCluster:
         }
         self.settling = set()  # node ids whose role change raft has not followed yet
         self.never_settles = set()  # hostnames whose role change never settles
+        self.now = 1000.0  # the transport's clock: an ask that misses a minion waits it out
         self.serial = 0
         self.lock = threading.RLock()
         self.autolock = False
@@ -444,12 +446,22 @@ class FakeCluster:
             self.calls.append(("+".join(targets), fun, list(arg), dict(kwarg or {})))
             out = {}
             for target in targets:
-                if target in self.minions and self.minions[target].up:
-                    try:
-                        out[target] = self._call(target, fun, list(arg), dict(kwarg or {}))
-                    except ArmswarmError:
-                        continue
+                minion = self.minions.get(target)
+                if minion is None or not minion.up:
+                    continue
+                if fun == "docker_swarm.facts" and minion.lost:
+                    minion.lost -= 1
+                    continue
+                try:
+                    out[target] = self._call(target, fun, list(arg), dict(kwarg or {}))
+                except ArmswarmError as exc:
+                    out[target] = exc
+            if set(targets) - set(out):
+                self.now += timeout  # Salt waits the timeout out for the missing
             return out
+
+    def clock(self):
+        return self.now
 
     def one(self, target, fun, arg=(), kwarg=None, timeout=None):
         with self.lock:
@@ -730,6 +742,58 @@ def test_a_minion_not_answering_is_left_alone_and_fails_the_run():
     cluster.minions["w2"].up = True
     again = converge_run(cluster)
     assert again["result"] is True and again["changes"]["join_workers"] == ["w2"]
+
+
+def facts_asks(cluster):
+    return [target for target, fun, _, _ in cluster.calls if fun == "docker_swarm.facts"]
+
+
+def test_a_board_that_lost_the_ask_is_asked_again_within_answer_timeout():
+    # A stalled board runs the job when it wakes but loses the return (its connection to the
+    # master dropped), so only a new ask gets its answer.
+    cluster = FakeCluster()
+    cluster.minions["w2"].lost = 2
+    ret = converge_run(cluster, {**LAYOUT, "answer_timeout": 120})
+
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"]["join_workers"] == ["w1", "w2"]
+    assert facts_asks(cluster)[:3] == ["m1+m2+m3+w1+w2", "w2", "w2"]
+    again = [d for step, d in cluster.events if step == "facts_again"]
+    assert again == [
+        {"missing": ["w2"], "seconds_left": 100},
+        {"missing": ["w2"], "seconds_left": 80},
+    ]
+
+
+def test_with_the_default_answer_timeout_a_board_is_asked_once():
+    cluster = formed()
+    cluster.minions["w2"].lost = 1
+    ret = converge_run(cluster, test=True)
+
+    assert ret["result"] is False
+    assert "\nNot answering (left as they are): w2\n" in ret["comment"]
+    assert facts_asks(cluster) == ["m1+m2+m3+w1+w2"]
+    assert not any(step == "facts_again" for step, _ in cluster.events)
+
+
+def test_a_board_that_never_answers_is_asked_until_answer_timeout_is_spent():
+    cluster = formed()
+    cluster.minions["w2"].up = False
+    begun = cluster.now
+    ret = converge_run(cluster, {**LAYOUT, "answer_timeout": 50}, test=True)
+
+    assert ret["result"] is False and "Not answering (left as they are): w2" in ret["comment"]
+    assert facts_asks(cluster) == ["m1+m2+m3+w1+w2", "w2", "w2"]
+    assert cluster.now - begun == 50  # asks of 20, 20 and the 10 s left
+
+
+def test_a_board_whose_facts_fail_is_not_asked_again():
+    cluster = formed()
+    cluster.fail[("w2", "docker_swarm.facts")] = "Cannot connect to the Docker daemon"
+    ret = converge_run(cluster, {**LAYOUT, "answer_timeout": 120}, test=True)
+
+    assert ret["result"] is False and "Not answering (left as they are): w2" in ret["comment"]
+    assert facts_asks(cluster) == ["m1+m2+m3+w1+w2"]
 
 
 def test_a_manager_not_answering_blocks_a_new_swarm():

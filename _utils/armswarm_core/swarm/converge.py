@@ -5,7 +5,10 @@ It talks to the minions through a *transport* (the state's goes through the Salt
 unit tests use a fake cluster):
 
 ``many(targets, fun, arg=(), kwarg=None, timeout=None) -> {minion: return}``
-    call ``fun`` on many minions at once; only the minions that answered without an error.
+    call ``fun`` on many minions at once; the minions that answered, each with its return
+    or, when its call failed, an :class:`~armswarm_core.ArmswarmError` naming it.
+``clock() -> seconds``
+    a monotonic clock (the time the calls above take passes on it).
 ``one(target, fun, arg=(), kwarg=None, timeout=None) -> return``
     call ``fun`` on one minion (``timeout``: seconds, when longer than the transport's own);
     raises :class:`~armswarm_core.ArmswarmError` naming the minion when it does not answer or
@@ -38,6 +41,9 @@ from armswarm_core.swarm import swarm_engine, swarm_layout, swarm_plan
 
 # What a role change's call may take beyond its wait (the Salt round trip).
 CALL_MARGIN = 30
+# Seconds one ask for facts waits before the minions that did not answer are asked again
+# (the default answer_timeout: with it there is one ask, as before).
+ASK_EVERY = swarm_layout.DEFAULT_ANSWER_TIMEOUT
 KEY_KEPT = "kept on the master, sealed"
 KEY_DROPPED = "dropped from the master"
 
@@ -157,14 +163,24 @@ def resolve_layout(conf, transport):
 
 
 def gather_facts(layout, transport) -> dict:
-    """``docker_swarm.facts`` of the layout's minions that answered with a swarm state."""
-    facts = {
-        m: f
-        for m, f in transport.many(
-            layout.members, "docker_swarm.facts", timeout=layout.answer_timeout
-        ).items()
-        if isinstance(f, dict) and "swarm" in f
-    }
+    """``docker_swarm.facts`` of the layout's minions that answered with a swarm state.
+
+    A minion that has not answered is asked again, for at most ``answer_timeout`` in all:
+    a board stalled while the job came in (swapping, a hung SD card) drops its connection
+    to the master when it wakes, runs the job and loses the return, so waiting longer for
+    that one job would never see it. A minion that answered with an error is not asked
+    again: it is there, and its answer will not change within the wait."""
+    deadline = transport.clock() + layout.answer_timeout
+    answers, pending = {}, list(layout.members)
+    while True:
+        wait = min(ASK_EVERY, deadline - transport.clock())
+        answers.update(transport.many(pending, "docker_swarm.facts", timeout=max(wait, 1)))
+        pending = [m for m in layout.members if m not in answers]
+        left = deadline - transport.clock()
+        if not pending or left < 1:
+            break
+        transport.progress("facts_again", missing=sorted(pending), seconds_left=round(left))
+    facts = {m: f for m, f in answers.items() if isinstance(f, dict) and "swarm" in f}
     transport.progress(
         "facts", answered=sorted(facts), missing=sorted(set(layout.members) - set(facts))
     )
