@@ -314,17 +314,19 @@ def stack_deployed(
     Registry credentials come from the pillar key ``registry_auth_pillar`` (``{registry or
     host, username, password}``); ``armswarm:registry`` means the registry's pull client
     (``clients:pull``, else ``username``/``password``, with ``host``; master config merged).
-    ``force: true`` rolls every service out again even when nothing changed (a re-pushed
-    tag): it always reports changes (``force``). The wait after a deploy checks every running
-    task against the service's whole new definition and fails on a rollback or a paused
-    update. A paused update (the engine stopped it half way, its definition is already the
-    new one) fails every later run too, changing nothing, until a run rolls the service out
-    again (a changed file, or ``force: true`` once the cause is fixed). With ``prune`` off,
-    services no longer in the file stay and the comment names them. ``resolve_image``
-    (``always``, ``changed``, ``never``) is ``docker stack deploy --resolve-image``:
-    ``never`` keeps the swarm from placing tasks by the image's platforms.
-    An image changed by hand is put back after the deploy (``docker service update
-    --image``: the deploy alone keeps it). Run on a manager.
+    ``force: true`` rolls every service out again even when nothing changed (a re-pushed tag):
+    it always reports changes (``force``). The wait after a deploy checks every running task
+    against the service's whole new definition and fails on a rollback or a paused update. A
+    file that matches a service whose rollout is still under way (the engine rolling back to it
+    after a failed update, or an update of a run without ``wait``) changes nothing; with
+    ``wait`` the run waits for that rollout to finish. A paused update (the engine stopped it
+    half way, its definition is already the new one) fails every later run too, changing
+    nothing, until a run rolls the service out again (a changed file, or ``force: true`` once
+    the cause is fixed). With ``prune`` off, services no longer in the file stay and the comment
+    names them. ``resolve_image`` (``always``, ``changed``, ``never``) is ``docker stack deploy
+    --resolve-image``: ``never`` keeps the swarm from placing tasks by the image's platforms. An
+    image changed by hand is put back after the deploy (``docker service update --image``: the
+    deploy alone keeps it). Run on a manager.
     """
     ret = state_results.new(name)
     done = {}  # what was made before a failure
@@ -399,8 +401,35 @@ def stack_deployed(
         if not changes:
             if stuck:
                 return state_results.failed(ret, f"Stack {name}: {stuck_note}{kept_note}")
+            under_way = stacks.rolling_updates(existing, rolling)
+            waited = bool(under_way) and wait and not __opts__["test"]
+            if waited:
+                # The file is what the engine rolls to (a rollback to it, say): done when
+                # the rollout is, not before.
+                pending = stacks.wait_converged(
+                    engine,
+                    name,
+                    sorted(under_way),
+                    timeout=timeout,
+                    rolling_back=[s for s, st in under_way.items() if st == "rollback_started"],
+                )
+                if pending:
+                    return state_results.failed(
+                        ret,
+                        f"Stack {name} matches the file, but its rollout under way did not"
+                        f" finish in {timeout}s: "
+                        + ", ".join(f"{s} ({state})" for s, state in sorted(pending.items())),
+                    )
+            rollout = ""
+            if under_way:
+                what = ", ".join(f"{name}_{s} ({state})" for s, state in under_way.items())
+                rollout = (
+                    f"; waited for the rollout under way: {what}"
+                    if waited
+                    else f"; rollout under way: {what}"
+                )
             return state_results.unchanged(
-                ret, f"Stack {name} is up to date ({len(hashes)} services){kept_note}"
+                ret, f"Stack {name} is up to date ({len(hashes)} services){kept_note}{rollout}"
             )
         ret["changes"] = changes
         drifted = changes.get("drift") or {}

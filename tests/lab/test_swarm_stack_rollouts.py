@@ -27,6 +27,8 @@ services:
         failure_action: {failure_action}
         monitor: 5s
         order: stop-first
+      rollback_config:
+        monitor: {rollback_monitor}
 {side}"""
 
 SIDE = """  side:
@@ -44,12 +46,15 @@ def image(lab):
         lab.exec("node1", ["docker", "stack", "rm", stack])
 
 
-def write_compose(lab, stack, image, command=GOOD, failure_action="rollback", side=False):
+def write_compose(
+    lab, stack, image, command=GOOD, failure_action="rollback", side=False, rollback_monitor="5s"
+):
     """The compose file of ``stack`` on node1; returns its path there."""
     text = COMPOSE.format(
         image=image,
         command=command,
         failure_action=failure_action,
+        rollback_monitor=rollback_monitor,
         side=SIDE.format(image=image) if side else "",
     )
     container = lab.client.containers.get(lab.container_name(lab.node("node1")))
@@ -148,31 +153,40 @@ def test_a_service_removed_from_the_file_goes_only_with_prune(lab, image):
 
 def test_an_update_rolled_back_by_the_engine_fails_the_state(lab, image):
     stack = "rolledback"
-    cycle(lab, stack, write_compose(lab, stack, image), {"create": ["app"]})
-    bad = write_compose(lab, stack, image, command=BAD)
+    # The rollback watches its task for 30 s: long enough to put the file right meanwhile.
+    slow = {"rollback_monitor": "30s"}
+    cycle(lab, stack, write_compose(lab, stack, image, **slow), {"create": ["app"]})
+    bad = write_compose(lab, stack, image, command=BAD, **slow)
     predicted = deploy(lab, stack, bad, test=True)
     assert predicted["result"] is None and predicted["changes"] == {"update": ["app"]}, predicted
     ret = deploy(lab, stack, bad)
     assert ret["result"] is False and ret["changes"] == {"update": ["app"]}, ret
     assert "update rollback" in ret["comment"], ret["comment"]
     live = service(lab, stack)
-    assert live["UpdateStatus"]["State"].startswith("rollback"), live["UpdateStatus"]
+    assert live["UpdateStatus"]["State"] == "rollback_started", live["UpdateStatus"]
     assert command(live) == GOOD  # the engine put the definition before back
-    # The state fails as the rollback starts; the engine then replaces the failing task.
-    deadline = time.monotonic() + 90
-    while live["UpdateStatus"]["State"] != "rollback_completed":
-        assert time.monotonic() < deadline, live["UpdateStatus"]
-        time.sleep(2)
-        live = service(lab, stack)
-    wait_running(lab, stack, [GOOD])
-    # The bad file is still wanted: a check says the update would be tried again.
+    # The file put right at once is what the engine rolls back to: nothing to change, and the
+    # run is done when the rollback is (the failed update's task may still be there).
+    good = write_compose(lab, stack, image, **slow)
+    checked = deploy(lab, stack, good, test=True)
+    assert checked["result"] is True and checked["changes"] == {}, checked
+    assert "rollout under way: rolledback_app (rollback_started)" in checked["comment"], checked
+    ret = deploy(lab, stack, good)
+    assert ret["result"] is True and ret["changes"] == {}, ret
+    assert "waited for the rollout under way: rolledback_app" in ret["comment"], ret["comment"]
+    live = service(lab, stack)
+    assert live["UpdateStatus"]["State"] == "rollback_completed", live["UpdateStatus"]
+    assert running_commands(lab, stack) == [GOOD]
+    # The bad file (one path per stack: written again) would be tried again, says a check.
+    bad = write_compose(lab, stack, image, command=BAD, **slow)
     again = deploy(lab, stack, bad, test=True)
     assert again["result"] is None and again["changes"] == {"update": ["app"]}, again
-    # The file put right is what runs already: nothing to do.
-    good = write_compose(lab, stack, image)
+    # The file put right is what runs already: nothing to do, nothing under way.
+    good = write_compose(lab, stack, image, **slow)
     for test in (True, False):
         ret = deploy(lab, stack, good, test=test)
         assert ret["result"] is True and ret["changes"] == {}, ret
+        assert "under way" not in ret["comment"], ret["comment"]
     assert running_commands(lab, stack) == [GOOD]
 
 

@@ -310,6 +310,40 @@ def test_tasks_that_cannot_be_placed_say_why_and_a_rollback_fails():
         stacks._service_state(_Client(NEW, tasks, update="rollback_completed"), "site", "web")
 
 
+def test_a_rollback_to_the_definition_wanted_is_waited_for_not_failed():
+    # The file put right while the engine rolls back to it: the rollback is the rollout.
+    rolling = [_task(OLD, "running"), _task(NEW, "running")]
+    client = _Client(OLD, rolling, update="rollback_started")
+    assert stacks._service_state(client, "site", "web", rollback_ok=True) == "rolling back"
+    with pytest.raises(ArmswarmError, match="update rollback_started"):
+        stacks._service_state(client, "site", "web")
+    # Done, but one task of the failed update still runs: not yet.
+    done = _Client(OLD, rolling, update="rollback_completed")
+    assert "1 still on the old one" in stacks._service_state(done, "site", "web", rollback_ok=True)
+    finished = [_task(OLD, "running"), _task(OLD, "running"), _task(NEW, "shutdown", "shutdown")]
+    finished_client = _Client(OLD, finished, update="rollback_completed")
+    assert stacks._service_state(finished_client, "site", "web", rollback_ok=True) is None
+    # A paused rollback is stuck, wanted definition or not.
+    with pytest.raises(ArmswarmError, match="update rollback_paused"):
+        stacks._service_state(
+            _Client(OLD, rolling, update="rollback_paused"), "site", "web", rollback_ok=True
+        )
+
+
+def test_rollouts_under_way_are_those_this_run_does_not_start():
+    existing = {
+        "web": {"hash": "h", "update": {"State": "rollback_started"}},
+        "db": {"hash": "h", "update": {"State": "updating"}},
+        "api": {"hash": "h", "update": {"State": "rollback_completed"}},
+        "old": {"hash": "h"},
+    }
+    assert stacks.rolling_updates(existing, set()) == {
+        "db": "updating",
+        "web": "rollback_started",
+    }
+    assert stacks.rolling_updates(existing, {"web"}) == {"db": "updating"}
+
+
 def test_network_settings_read_back_with_mtu_and_ipv6():
     raw = {
         "Driver": "overlay",

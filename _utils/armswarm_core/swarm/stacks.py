@@ -563,6 +563,22 @@ def stuck_updates(existing: dict, rolling) -> dict:
     return out
 
 
+# A rollout the engine is still carrying out: the service's definition is already the one it
+# goes to (for a rollback, the one before the failed update).
+ROLLING_UPDATES = ("updating", "rollback_started")
+
+
+def rolling_updates(existing: dict, rolling) -> dict:
+    """``{service: state}`` for the services whose rollout is still under way and that this
+    run does not roll out itself (``rolling``): a file put right while the engine rolls back
+    to it matches at once, but the failed update's tasks may still run."""
+    return {
+        name: (service.get("update") or {})["State"]
+        for name, service in sorted(existing.items())
+        if (service.get("update") or {}).get("State") in ROLLING_UPDATES and name not in rolling
+    }
+
+
 def plan(hashes: dict, existing: dict, prune: bool, desired: dict | None = None) -> dict:
     """What a deploy does: ``{"create": [...], "update": [...], "remove": [...], "drift":
     {service: [fields]}}`` (only the non-empty keys). A service whose hash label matches but
@@ -777,7 +793,7 @@ def _task_reason(task) -> str:
     return status.get("Err") or status.get("Message") or status.get("State") or "?"
 
 
-def _service_state(client, stack: str, name: str) -> str | None:
+def _service_state(client, stack: str, name: str, rollback_ok: bool = False) -> str | None:
     """None when the service runs its current definition on all replicas, else why not.
 
     Right after a deploy the engine resets the update status and the old tasks still run, so
@@ -792,7 +808,9 @@ def _service_state(client, stack: str, name: str) -> str | None:
         return "missing"
     service = matches[0]
     update = (service.get("UpdateStatus") or {}).get("State")
-    if update in FAILED_UPDATES:
+    if rollback_ok and update == "rollback_started":
+        return "rolling back"  # to the definition wanted: wait for it to finish
+    if update in FAILED_UPDATES and not (rollback_ok and update == "rollback_completed"):
         raise ArmswarmError(
             f"service {full}: update {update}: "
             f"{(service.get('UpdateStatus') or {}).get('Message', '')}"
@@ -844,10 +862,14 @@ def _service_state(client, stack: str, name: str) -> str | None:
     return detail
 
 
-def wait_converged(client, stack: str, services: list, timeout: float = 300, progress=None) -> dict:
+def wait_converged(
+    client, stack: str, services: list, timeout: float = 300, progress=None, rolling_back=()
+) -> dict:
     """Wait until the named services run their current definition on every replica; return
-    ``{service: state}`` for the ones that did not (a rolled-back or paused update raises).
-    ``progress(pending)`` hears each change of what is still pending."""
+    ``{service: state}`` for the ones that did not (a rolled-back or paused update raises,
+    except that the rollback of those in ``rolling_back``, already rolling back to the
+    definition wanted, is waited for). ``progress(pending)`` hears each change of what is
+    still pending."""
     deadline = time.monotonic() + timeout
     pending: dict = {}
     said = None
@@ -855,7 +877,7 @@ def wait_converged(client, stack: str, services: list, timeout: float = 300, pro
         while time.monotonic() < deadline:
             pending = {}
             for name in services:
-                state = _service_state(client, stack, name)
+                state = _service_state(client, stack, name, name in rolling_back)
                 if state:
                     pending[name] = state
             if not pending:
