@@ -1,12 +1,15 @@
 """States for board-level settings (see the ``armnode`` formula for the whole node)."""
 
 import os
+import re
 import shutil
 import subprocess
 
+import salt.utils.pkg
 from armswarm_core import ArmswarmError
 from armswarm_core.common import files, state_results
 from armswarm_core.node import (
+    apt_sources,
     boot_files,
     docker_daemon,
     io_schedulers,
@@ -134,6 +137,96 @@ def io_scheduler(name="io-schedulers", schedulers=None):
                 )
         io_schedulers.apply_live(sysfs, live)
         return state_results.changed(ret, "I/O schedulers set")
+    except (ArmswarmError, OSError) as exc:
+        return state_results.failed(ret, exc)
+
+
+# apt reads only these names in sources.list.d (others it skips with a notice).
+_APT_PART = re.compile(r"^[A-Za-z0-9_.-]+\.(list|sources)$")
+
+
+def apt_mirror(
+    name="/etc/apt",
+    debian=None,
+    security=None,
+    components="main contrib non-free-firmware",
+    codename=None,
+    managed="sources.list",
+):
+    """
+    apt takes Debian's packages from the mirror ``debian`` (and the security suite from
+    ``security`` when given), whichever format the image lists Debian's archive in: the
+    managed file ``managed`` (in ``name``, the apt directory) gets the mirror's entries, and
+    every other active entry for the same suites is switched off where it stands (deb822
+    ``Enabled: no``, a one-line entry commented out ``# armnode mirror:``), so apt no longer
+    asks Debian's own servers. Other archives (the board vendor's, Docker's) stay as they
+    are; entries the managed file held for them are kept in it. ``codename`` defaults to
+    the ``oscodename`` grain; backports come from the mirror when the image had them.
+    Without ``security`` the image's security source stays. A node whose packages come from
+    Raspbian or Ubuntu is refused: a Debian mirror there breaks every later install. After a
+    change the next ``pkg`` state refreshes the package lists.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' state.single armnode.apt_mirror /etc/apt debian=http://mirror.lan/debian
+    """
+    ret = state_results.new(name)
+    try:
+        for key, value in (("debian", debian), ("security", security)):
+            if (key == "debian" or value is not None) and not isinstance(value, str):
+                raise ArmswarmError(f"apt_mirror: {key} must be one URL, not {value!r}")
+        if not isinstance(components, str | list | tuple) or not all(
+            isinstance(c, str)
+            for c in ([components] if isinstance(components, str) else components)
+        ):
+            raise ArmswarmError(
+                f"apt_mirror: components must be a string or list, not {components!r}"
+            )
+        codename = codename or __grains__.get("oscodename") or ""
+        managed_path = os.path.normpath(os.path.join(name, managed))
+        parts = os.path.join(name, "sources.list.d")
+        if os.path.dirname(managed_path) not in (os.path.normpath(name), parts) or not (
+            managed_path.endswith(".list")
+        ):
+            raise ArmswarmError(
+                f"apt_mirror: the managed file {managed_path} must be {name}/sources.list or a"
+                f" .list file in {parts} (apt reads no other)"
+            )
+        texts = {}
+        paths = [managed_path]
+        if os.path.isdir(parts):
+            paths += [
+                os.path.join(parts, f) for f in sorted(os.listdir(parts)) if _APT_PART.match(f)
+            ]
+        paths = list(dict.fromkeys(paths))
+        for path in paths:
+            text = _read(path)
+            if text is not None:
+                texts[path] = text
+        plan = apt_sources.plan(texts, managed_path, debian, security, codename, components)
+        if not plan["write"]:
+            return state_results.unchanged(ret, f"apt takes Debian ({codename}) from {debian}")
+        changes = {"file": managed_path}
+        if plan["disabled"]:
+            changes["switched off"] = plan["disabled"]
+        if plan["kept"]:
+            changes["kept"] = plan["kept"]
+        ret["changes"] = changes
+        off = sorted(p for p in plan["write"] if p != managed_path)
+        note = f"; switched off Debian's entries in {', '.join(off)}" if off else ""
+        if __opts__["test"]:
+            return state_results.would_change(
+                ret, f"{managed_path} would take Debian ({codename}) from {debian}{note}"
+            )
+        # The mirror first: stopped half way, apt has both sources rather than none.
+        for path in sorted(plan["write"], key=lambda p: p != managed_path):
+            files.write(path, plan["write"][path], None if os.path.exists(path) else 0o644)
+        salt.utils.pkg.write_rtag(__opts__)  # the next pkg state refreshes its lists
+        return state_results.changed(
+            ret, f"{managed_path} takes Debian ({codename}) from {debian}{note}"
+        )
     except (ArmswarmError, OSError) as exc:
         return state_results.failed(ret, exc)
 

@@ -2,17 +2,14 @@
 {%- set boot_tools = armnode.boot_tools.get(armnode.boot_flavour, []) %}
 {%- set mirrors = armnode.mirrors %}
 {%- if grains.os_family == "Debian" and mirrors.get("debian") %}
-{%- set components = mirrors.get("components", "main contrib non-free-firmware") %}
 armnode-mirrors-managed:
-  file.managed:
-    - name: {{ armnode.mirror_file }}
-    - contents: |
-        # Managed by Salt (armnode)
-        deb {{ mirrors.debian }} {{ grains.oscodename }} {{ components }}
-        deb {{ mirrors.debian }} {{ grains.oscodename }}-updates {{ components }}
-        {%- if mirrors.get("security") %}
-        deb {{ mirrors.security }} {{ grains.oscodename }}-security {{ components }}
-        {%- endif %}
+  armnode.apt_mirror:
+    - name: /etc/apt
+    - managed: {{ armnode.mirror_file | json }}
+    - debian: {{ mirrors.debian | json }}
+    - security: {{ mirrors.get("security") | json }}
+    - components: {{ mirrors.get("components", "main contrib non-free-firmware") | json }}
+    - codename: {{ grains.oscodename | json }}
     - require:
       - armnode: armnode-settings-valid
     - require_in:

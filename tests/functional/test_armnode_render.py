@@ -108,9 +108,11 @@ def test_debian_rpi4_renders_apt_and_sudo(tmp_path):
     packages = _arg(high["armnode-packages-installed"], "pkg", "pkgs")
     assert {"cron", "logrotate"} <= set(packages) and "u-boot-tools" not in packages
     assert _arg(high["armnode-admin-user-present"], "user", "groups") == ["sudo"]
-    assert "deb http://mirror.example.org/debian bookworm main" in _arg(
-        high["armnode-mirrors-managed"], "file", "contents"
-    )
+    mirror = high["armnode-mirrors-managed"]
+    assert _arg(mirror, "armnode", "debian") == "http://mirror.example.org/debian"
+    assert _arg(mirror, "armnode", "codename") == "bookworm"
+    assert _arg(mirror, "armnode", "managed") == "/etc/apt/sources.list"
+    assert _arg(mirror, "armnode", "security") is None
     assert _arg(high["armnode-timesync-installed"], "pkg", "name") == "systemd-timesyncd"
     # apt's Recommends off by default for the tools and the relay, docker.io keeps its own
     assert _arg(high["armnode-packages-installed"], "pkg", "install_recommends") is False

@@ -391,3 +391,36 @@ def test_ssh_login_on_the_node():
     settings = {"admin": {"name": "admin", "password_hash": "", "ssh_keys": []}}
     assert "admin:password_hash" in ns.ssh_lockout(settings, False, 0)
     assert ns.ssh_lockout(settings, True, 0) == "" and ns.ssh_lockout(settings, False, 1) == ""
+
+
+@pytest.mark.parametrize(
+    ("mirrors", "message"),
+    [
+        ({"debian": ["http://a/debian"]}, "armnode:mirrors:debian: must be one URL, not a list"),
+        ({"debian": "http://a/debian", "security": 1}, "armnode:mirrors:security: must be one URL"),
+        ({"arch": "http://a/arm"}, "armnode:mirrors:arch: must be a list of URLs"),
+        ({"debian": "http://a/debian", "components": {"main": 1}}, "armnode:mirrors:components"),
+        ({"debian": "http://a/debian", "component": "main"}, "armnode:mirrors:component: unknown"),
+        ({"security": "http://a/debian-security"}, "only with armnode:mirrors:debian"),
+    ],
+)
+def test_mirror_settings_are_typed_strictly(mirrors, message):
+    conf, _ = node_settings.resolve(pillar={"armnode": {"mirrors": mirrors}})
+    errors = node_settings.validate(conf)
+    assert any(message in e for e in errors), errors
+
+
+def test_good_mirror_settings_pass():
+    conf, _ = node_settings.resolve(
+        pillar={
+            "armnode": {
+                "mirrors": {
+                    "debian": "http://a/debian",
+                    "security": "http://a/debian-security",
+                    "components": ["main", "contrib"],
+                    "arch": ["http://a/arm"],
+                }
+            }
+        }
+    )
+    assert not [e for e in node_settings.validate(conf) if "mirrors" in e]

@@ -203,6 +203,9 @@ def _url_ok(url) -> bool:
 # Keys whose values are whole files, where newlines belong (any other value with a newline or
 # control character would add lines to the file it goes into: sources.list, msmtprc,
 # journald, zram, IRQ, boot lines).
+# armnode:mirrors: Debian's archive and its security suite (one URL each), the components,
+# Arch Linux ARM's mirrors (a list, in order).
+_MIRROR_KEYS = ("debian", "security", "components", "arch")
 _MULTILINE = (f"{PILLAR}:scripts", f"{PILLAR}:docker:registry_ca")
 
 
@@ -235,8 +238,30 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
             "password?); refusing it. Make one with: mkpasswd -m sha-512"
         )
     mirrors = settings.get("mirrors") or {}
+    if mirrors.get("security") and not mirrors.get("debian"):
+        errors.append("armnode:mirrors:security: is used only with armnode:mirrors:debian")
     for key, value in mirrors.items():
+        if key not in _MIRROR_KEYS:
+            errors.append(f"armnode:mirrors:{key}: unknown key (known: {', '.join(_MIRROR_KEYS)})")
+            continue
         if key == "components":
+            if (
+                not (
+                    isinstance(value, str)
+                    or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+                )
+                or not str(value).strip()
+            ):
+                errors.append(
+                    "armnode:mirrors:components: must be a string (main contrib) or a list of"
+                    f" strings, not {config.kind(value)}"
+                )
+            continue
+        if key == "arch" and not isinstance(value, list):
+            errors.append(f"armnode:mirrors:arch: must be a list of URLs, not {config.kind(value)}")
+            continue
+        if key != "arch" and not isinstance(value, str):
+            errors.append(f"armnode:mirrors:{key}: must be one URL, not {config.kind(value)}")
             continue
         for url in value if isinstance(value, list) else [value]:
             if not _url_ok(url):
