@@ -3,8 +3,10 @@ the copy's time limit against a write that really hangs (a named pipe nobody rea
 
 import gzip
 import os
+import select
 import socket as sock
 import stat
+import tempfile
 import threading
 import time
 import types
@@ -69,7 +71,7 @@ def test_a_copy_that_hangs_is_given_up_within_its_limit(tmp_path):
     clock = time.monotonic()
     with pytest.raises(ArmswarmError, match="pause_timeout_seconds=1"):
         # Opening a FIFO for writing blocks in the kernel until a reader comes: nobody does.
-        volume_backups._with_limit(1, lambda: open(fifo, "wb"), gave_up.set)
+        backup_target.with_limit(1, lambda: open(fifo, "wb"), gave_up.set)
     assert gave_up.is_set()
     assert time.monotonic() - clock < 5
     # The copy ran in a child process, killed: soon nobody holds the pipe for writing (a
@@ -107,7 +109,7 @@ def _zombie_children() -> list:
 
 
 def test_a_copy_in_time_returns_its_result_or_its_error(tmp_path):
-    assert volume_backups._with_limit(10, lambda: {"manifest": {"size": 3}}) == {
+    assert backup_target.with_limit(10, lambda: {"manifest": {"size": 3}}) == {
         "manifest": {"size": 3}
     }
 
@@ -115,9 +117,9 @@ def test_a_copy_in_time_returns_its_result_or_its_error(tmp_path):
         raise ArmswarmError("backup target is not writable (read-only)")
 
     with pytest.raises(ArmswarmError, match="read-only"):
-        volume_backups._with_limit(10, fails)
+        backup_target.with_limit(10, fails)
     # Its standard streams are /dev/null: a stuck copy never holds the caller's output.
-    assert volume_backups._with_limit(10, lambda: os.readlink("/proc/self/fd/1")) == "/dev/null"
+    assert backup_target.with_limit(10, lambda: os.readlink("/proc/self/fd/1")) == "/dev/null"
 
 
 def test_a_cancelled_publish_leaves_nothing(tmp_path):
@@ -136,12 +138,28 @@ def test_a_cancelled_publish_leaves_nothing(tmp_path):
 
 
 class _DumpStandIn:
-    """The Docker API calls a dump makes, answered with a real socket whose far end plays
-    mysqldump: it reads the password line from stdin, then sends ``dump`` as stdout frames.
-    Only the dump stream is a stand-in; the files are written by the real code."""
+    """The Docker API calls a dump makes, answered with a real socket whose far end, in a
+    process of its own (as dockerd is), plays the dump's shell command: it reads the password
+    line from stdin, sends ``dump`` as stdout frames, then ``err`` and the exit status line as
+    stderr (``DUMP_CMD`` prints it), or with ``stuck`` sends a first frame and then nothing,
+    as a dump blocked on a lock. Only the dump stream is a stand-in; the files are written by
+    the real code."""
 
-    def __init__(self, dump: bytes):
-        self.dump, self.stdin = dump, b""
+    def __init__(self, dump: bytes, code=0, err=b"", stuck=False, scratch=None):
+        self.dump, self.code, self.err, self.stuck = dump, code, err, stuck
+        self.scratch = Path(tempfile.mkdtemp(dir=scratch))
+
+    @property
+    def stdin(self) -> bytes:
+        return (self.scratch / "stdin").read_bytes()
+
+    def closed(self, seconds=5) -> bool:
+        """The far end saw the connection close (the dump would end)."""
+        for _ in range(int(seconds * 20)):
+            if (self.scratch / "closed").exists():
+                return True
+            time.sleep(0.05)
+        return False
 
     def containers(self, filters):
         return [{"Id": "c1", "Names": ["/shop-db"], "Image": "mariadb:11.4", "Labels": {}}]
@@ -154,17 +172,37 @@ class _DumpStandIn:
 
     def exec_start(self, exec_id, socket=False):
         ours, theirs = sock.socketpair()
-
-        def mysqldump():
-            while data := theirs.recv(4096):
-                self.stdin += data
-            for start in range(0, len(self.dump), 1000):  # several frames, as dockerd sends
-                chunk = self.dump[start : start + 1000]
-                theirs.sendall(b"\x01\0\0\0" + len(chunk).to_bytes(4, "big") + chunk)
-            theirs.close()
-
-        threading.Thread(target=mysqldump, daemon=True).start()
+        pid = os.fork()
+        if pid == 0:  # the far end; nobody else holds its socket
+            try:
+                ours.close()
+                self._far_end(theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        threading.Thread(target=os.waitpid, args=(pid, 0), daemon=True).start()
         return ours
+
+    def _far_end(self, theirs):
+        def frame(stream, chunk):
+            theirs.sendall(bytes([stream, 0, 0, 0]) + len(chunk).to_bytes(4, "big") + chunk)
+
+        stdin = b""
+        while data := theirs.recv(4096):
+            stdin += data
+        (self.scratch / "stdin").write_bytes(stdin)
+        for start in range(0, len(self.dump), 1000):  # several frames, as dockerd sends
+            frame(1, self.dump[start : start + 1000])
+            if self.stuck:
+                # The reader shut its writing half at once; a hang-up is its whole end closed.
+                poll = select.poll()
+                poll.register(theirs, select.POLLHUP)
+                if poll.poll(30_000):
+                    (self.scratch / "closed").touch()
+                return
+        status = b"\n" + mysql_dumps.EXIT_MARK + str(self.code).encode() + b"\n"
+        frame(2, self.err + status)
+        theirs.close()
 
     def exec_inspect(self, exec_id):
         return {"Running": False, "ExitCode": 0}
@@ -176,7 +214,7 @@ def test_a_mysql_dump_is_owner_only_whatever_the_umask(tmp_path, umask):
     (tmp_path / "mysql").mkdir(mode=0o755)
     (tmp_path / "mysql").chmod(0o755)
     dump = b"-- MariaDB dump 10.19\nINSERT INTO orders VALUES (1,'card 4111');\n" * 300
-    api = _DumpStandIn(dump)
+    api = _DumpStandIn(dump, scratch=tmp_path)
     conf = backup_policy.settings(
         pillar={"armswarm": {"backup": {"target": {"path": str(tmp_path), "require_mount": False}}}}
     )
@@ -200,6 +238,59 @@ def test_a_mysql_dump_is_owner_only_whatever_the_umask(tmp_path, umask):
     assert names == ["SHA256SUMS", "dump.sql.gz", "manifest.json"]
     assert {p.name: _mode(p) for p in backup.iterdir()} == dict.fromkeys(names, 0o600)
     assert not any(b"s3cret-pw" in p.read_bytes() for p in backup.iterdir())
+
+
+def _dump_conf(tmp_path, **mysql):
+    conf, problems = backup_policy.resolve(
+        {"armswarm": {"backup": {"mysql": mysql}}} if mysql else {},
+        {"armswarm": {"backup": {"target": {"path": str(tmp_path), "require_mount": False}}}},
+    )
+    assert problems == []
+    return conf
+
+
+def test_a_failed_dump_publishes_nothing_and_says_why_without_the_password(tmp_path):
+    api = _DumpStandIn(
+        b"-- partial\n", code=2, err=b"mysqldump: Got error: 1045 s3cret-pw", scratch=tmp_path
+    )
+    result = mysql_dumps.mysql_dump(
+        types.SimpleNamespace(api=api), _dump_conf(tmp_path), "node1", lambda k, d=None: d
+    )
+    assert result["dumped"] == {}
+    assert "failed (exit 2): mysqldump: Got error: 1045 ***" in result["errors"]["shop-db"]
+    assert "s3cret-pw" not in str(result)
+    assert list((tmp_path / "mysql" / "shop-db").iterdir()) == []
+
+
+def test_a_dump_that_does_not_finish_is_given_up_at_its_limit(tmp_path):
+    api = _DumpStandIn(b"-- MariaDB dump\n" * 100, stuck=True, scratch=tmp_path)
+    clock = time.monotonic()
+    result = mysql_dumps.mysql_dump(
+        types.SimpleNamespace(api=api),
+        _dump_conf(tmp_path, timeout_seconds=1),
+        "node1",
+        lambda k, d=None: d,
+    )
+    assert time.monotonic() - clock < 5
+    error = result["errors"]["shop-db"]
+    assert "the dump of shop-db did not finish within mysql:timeout_seconds=1" in error
+    assert "the dump stopped, nothing published" in error and result["dumped"] == {}
+    assert api.closed()  # the dump's connection was closed: the dump ends
+    _assert_no_child_left()
+    # Its half-written partial copy goes once the killed child is gone.
+    for _ in range(100):
+        if not list((tmp_path / "mysql" / "shop-db").iterdir()):
+            break
+        time.sleep(0.05)
+    assert list((tmp_path / "mysql" / "shop-db").iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [0, -1, "soon", True, [60]])
+def test_the_dump_limit_is_typed(value):
+    _, problems = backup_policy.resolve(
+        {}, {"armswarm": {"backup": {"mysql": {"timeout_seconds": value}}}}
+    )
+    assert any("armswarm:backup:mysql:timeout_seconds" in p for p in problems), problems
 
 
 class _Engine:

@@ -680,6 +680,78 @@ def test_a_hung_share_unpauses_the_containers_within_the_limit(lab, app_image):
         lab.exec(node, ["sh", "-c", UNHANG])
 
 
+DUMP_HANG = """
+set -e
+[ -e /dev/loop-control ] || mknod /dev/loop-control c 10 237
+for i in $(seq 0 63); do [ -e /dev/loop$i ] || mknod /dev/loop$i b 7 $i; done
+truncate -s 16M /srv/bk-dshare.img && mkfs.ext4 -q -F /srv/bk-dshare.img
+truncate -s 16M /srv/bk-dhang.img && mkfs.ext4 -q -F /srv/bk-dhang.img
+# The dump set's directory on the share is a file system of its own, frozen: every write
+# there blocks in the kernel until thawed.
+mkdir -p /srv/bk-dhung && mount -o loop /srv/bk-dshare.img /srv/bk-dhung
+mkdir -p /srv/bk-dhung/mysql/bkdb && mount -o loop /srv/bk-dhang.img /srv/bk-dhung/mysql/bkdb
+printf 'armswarm:\\n  backup:\\n    mysql:\\n      timeout_seconds: 5\\n' \\
+    > /etc/salt/minion.d/zz-bk-dhang.conf
+fsfreeze -f /srv/bk-dhung/mysql/bkdb
+"""
+
+DUMP_UNHANG = """
+fsfreeze -u /srv/bk-dhung/mysql/bkdb
+rm -f /etc/salt/minion.d/zz-bk-dhang.conf
+for i in $(seq 30); do umount /srv/bk-dhung/mysql/bkdb 2>/dev/null && break; sleep 1; done
+for i in $(seq 30); do umount /srv/bk-dhung 2>/dev/null && break; sleep 1; done
+rm -f /srv/bk-dshare.img /srv/bk-dhang.img
+docker rm -f bkdb >/dev/null 2>&1; docker volume rm bkdb_data >/dev/null 2>&1
+"""
+
+
+def test_a_dump_to_a_hung_share_is_given_up_at_its_limit(lab, mariadb_image):
+    node = "node2"
+    start_mariadb(lab, node, mariadb_image)
+    try:
+        sh(lab, node, DUMP_HANG)
+        clock = time.monotonic()
+        code, out = lab.exec(
+            node,
+            [
+                "sh",
+                "-c",
+                "timeout 120 salt-call --out=json backup.mysql_dump target=/srv/bk-dhung "
+                "2>/dev/null",
+            ],
+        )
+        elapsed = time.monotonic() - clock
+        assert code != 124, f"backup.mysql_dump hung ({elapsed:.0f} s): {out}"
+        assert elapsed < 60, elapsed  # the 5 s limit, salt-call's start and the probe
+        ret = json.loads(out)["local"]
+        error = ret["errors"]["bkdb"]
+        assert "the dump of bkdb did not finish within mysql:timeout_seconds=5" in error, ret
+        assert "is the backup target /srv/bk-dhung hung?" in error, ret
+        assert ret["dumped"] == {}, ret
+        assert SECRET not in out
+        # The database runs on and answers; the dump it was asked for is not left running.
+        assert "alive" in sh(
+            lab, node, f"docker exec -e MYSQL_PWD={SECRET} bkdb mariadb-admin ping"
+        )
+        for _ in range(20):
+            if "mariadb-dump" not in sh(lab, node, "docker top bkdb -eo args"):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(sh(lab, node, "docker top bkdb -eo args"))
+        # Thawed: no process of the run is left, and the share holds no dump.
+        sh(lab, node, "fsfreeze -u /srv/bk-dhung/mysql/bkdb")
+        no_run_left(lab, node)
+        for _ in range(20):
+            listing = sh(lab, node, "ls -A /srv/bk-dhung/mysql/bkdb").split()
+            if [n for n in listing if n != "lost+found"] == []:
+                break
+            time.sleep(0.5)
+        assert [n for n in listing if n != "lost+found"] == [], listing
+    finally:
+        lab.exec(node, ["sh", "-c", DUMP_UNHANG])
+
+
 def test_forced_restore_is_refused_in_use_and_two_at_once_leave_one_copy(lab, app_image):
     node, vol = "node3", "bk_tx"
     d = mountpoint(vol)

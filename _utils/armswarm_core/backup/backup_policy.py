@@ -56,6 +56,9 @@ DEFAULTS = {
         "images": ["mysql", "mariadb"],
         # <service or container name>: {user: root, password_pillar: <pillar key>}
         "credentials": {},
+        # The longest one dump may take, its writes to the share included: a hung share or
+        # a dump stuck on a lock is given up after this many seconds, nothing published.
+        "timeout_seconds": 3600,
     },
     "cleanup": {
         "enabled": True,
@@ -87,6 +90,7 @@ _TYPES = {
     "pause_timeout_seconds": "number",
     "exclude": "strings",
     "mysql:images": "strings",
+    "mysql:timeout_seconds": "number",
 }
 # An absolute path of plain characters: the helper's path is a file name in a state, the cron
 # PATH goes into root's crontab line, where cron's shell would take a space, ``;``, ``$`` or a
@@ -138,9 +142,12 @@ def _check(conf: Mapping) -> tuple[dict, list[str]]:
             f"{PILLAR}:cron_path must be absolute directories (letters, digits and _.+@/-) "
             "separated by ':'"
         )
-    limit = clean["pause_timeout_seconds"]
-    if limit <= 0:
-        problems.append(f"{PILLAR}:pause_timeout_seconds must be > 0, not {limit!r}")
+    for key, limit in (
+        ("pause_timeout_seconds", clean["pause_timeout_seconds"]),
+        ("mysql:timeout_seconds", clean["mysql"]["timeout_seconds"]),
+    ):
+        if limit <= 0:
+            problems.append(f"{PILLAR}:{key} must be > 0, not {limit!r}")
     age = clean["cleanup"]["container_max_age_hours"]
     if age < 0:
         problems.append(f"{PILLAR}:cleanup:container_max_age_hours must be >= 0, not {age!r}")

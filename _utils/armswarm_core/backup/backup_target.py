@@ -7,7 +7,10 @@ Decisions are in :mod:`armswarm_core.backup.backup_policy`.
 import hashlib
 import json
 import os
+import select
 import shutil
+import signal
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -263,3 +266,135 @@ def retain(result: dict, root: Path, kind: str, name: str, keep_daily: int, run=
         return
     if removed:
         result["removed"][name] = removed
+
+
+class ShareHung(ArmswarmError):
+    """An access to the backup target did not finish within its time limit."""
+
+
+class Share:
+    """The backup target of one run, every access to it in a child process under
+    ``pause_timeout_seconds`` (see :func:`with_limit`): on a dead NAS a stat, a read or a
+    write blocks in the kernel, not only the copy. Once one access hung, no other is tried."""
+
+    def __init__(self, conf: dict):
+        self.path, self.limit, self.hung = (
+            conf["target"]["path"],
+            conf["pause_timeout_seconds"],
+            None,
+        )
+
+    def call(
+        self,
+        what: str,
+        job,
+        give_up=None,
+        done="given up, nothing published",
+        limit=None,
+        setting="pause_timeout_seconds",
+        after=None,
+    ):
+        """``job()`` under the share's limit (or ``limit``, the setting named ``setting``);
+        ``after`` as in :func:`with_limit`."""
+        if self.hung:
+            raise ArmswarmError(f"not tried: {self.hung}")
+        try:
+            return with_limit(
+                self.limit if limit is None else limit,
+                job,
+                give_up,
+                what=what,
+                share=self.path,
+                done=done,
+                setting=setting,
+                after=after,
+            )
+        except ShareHung:
+            self.hung = f"the backup target {self.path} did not answer within the limit"
+            raise
+
+
+def with_limit(
+    seconds,
+    job,
+    give_up=None,
+    what="the copy",
+    share=None,
+    done="given up, containers unpaused, nothing published",
+    setting="pause_timeout_seconds",
+    after=None,
+):
+    """``job()`` (its result JSON-serialisable) in a forked child; after ``seconds``
+    ``give_up()`` (if given) runs, the child is killed and :class:`ShareHung` is raised,
+    naming ``what`` was given up, the ``share``, the limit's ``setting`` and what was ``done``
+    about it. ``after()`` (if given) runs once the killed child is gone (when the share
+    answers again): it removes what the child left half written.
+
+    A child process, not a thread: a write to a hung share blocks in the kernel,
+    uninterruptibly (an NFS hard mount, a frozen file system), and a process with such a
+    thread cannot exit. The child has /dev/null as its standard streams, so a stuck child
+    holds neither the caller's output (cron, ``salt-call``) nor its exit; it dies, killed,
+    the moment the kernel lets it go, before it can rename anything into place."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            os.close(read_fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            try:
+                answer = {"value": job()}
+            except BaseException as exc:  # noqa: BLE001 - handed to the parent
+                answer = {"error": str(exc) or type(exc).__name__}
+            data = json.dumps(answer).encode()
+            while data:
+                data = data[os.write(write_fd, data) :]
+        except BaseException:  # noqa: BLE001 - nothing to report to: the exit code says it
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    deadline, chunks, finished = time.monotonic() + seconds, [], False
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if select.select([read_fd], [], [], left)[0]:
+                chunk = os.read(read_fd, 1 << 16)
+                if not chunk:
+                    finished = True
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+    if not finished:
+        if give_up is not None:
+            give_up()
+        os.kill(pid, signal.SIGKILL)
+        # a process stuck on a hung share dies only when the share answers: reaped then, by a
+        # thread (the minion lives on; an unreaped child would stay a zombie of it)
+        threading.Thread(target=_reap, args=(pid, after), daemon=True).start()
+        target = f"the backup target {share}" if share else "the backup target"
+        raise ShareHung(
+            f"{what} did not finish within {setting}={seconds:g} (is {target} hung?): {done}"
+        )
+    _pid, status = os.waitpid(pid, 0)
+    try:
+        answer = json.loads(b"".join(chunks))
+    except ValueError:
+        raise ArmswarmError(f"the copy's process failed (status {status})") from None
+    if "error" in answer:
+        raise ArmswarmError(answer["error"])
+    return answer["value"]
+
+
+def _reap(pid: int, after=None):
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    if after is not None:
+        try:
+            after()
+        except Exception:  # noqa: BLE001 - a leftover is retention's, after a day
+            pass

@@ -7,6 +7,7 @@ creates the exec, which dockerd writes to its log with ``debug: true``.
 
 import gzip
 import hashlib
+import shutil
 import socket
 import time
 from datetime import datetime
@@ -16,9 +17,13 @@ from armswarm_core import ArmswarmError
 from armswarm_core.backup import backup_policy, backup_target
 
 # -- MySQL / MariaDB -----------------------------------------------------------------------
+# The dump's exit status comes last on its stderr: the process that writes the dump to the
+# share (a child, under a time limit) learns it there, before anything is published.
+EXIT_MARK = b"armswarm-dump-exit:"
 DUMP_CMD = (
-    'exec "$(command -v mariadb-dump || command -v mysqldump)" --all-databases '
-    '--single-transaction --routines --events --triggers --user="$ARMSWARM_DB_USER"'
+    '"$(command -v mariadb-dump || command -v mysqldump)" --all-databases '
+    '--single-transaction --routines --events --triggers --user="$ARMSWARM_DB_USER"; '
+    f'code=$?; printf "\\n{EXIT_MARK.decode()}%s\\n" "$code" >&2; exit "$code"'
 )
 
 
@@ -104,8 +109,21 @@ def _scrub(text: str, secret: str) -> str:
 
 def mysql_dump(engine, conf: dict, node: str, pillar_get, only=None) -> dict:
     """``mysqldump --single-transaction`` of every detected MySQL/MariaDB container (or the
-    ones named in ``only``), gzip-compressed, with manifest and checksums, then retention."""
-    root = backup_target.target_root(conf, write=True)
+    ones named in ``only``), gzip-compressed, with manifest and checksums, then retention.
+
+    Every access to the target is in a child process under a time limit
+    (:class:`backup_target.Share`): the probe and retention under ``pause_timeout_seconds``,
+    each dump under ``mysql:timeout_seconds``. A hung share fails the run at the limit, the
+    dump stops (its connection closes), nothing is published, and the dumps after it are not
+    tried."""
+    share = backup_target.Share(conf)
+    root = Path(
+        share.call(
+            "the check that the target is mounted and writable (a probe file)",
+            lambda: str(backup_target.target_root(conf, write=True)),
+            done="given up before any dump",
+        )
+    )
     result = {"dumped": {}, "skipped": {}, "errors": {}, "removed": {}}
     if not conf["mysql"]["enabled"]:
         result["skipped"]["*"] = "mysql dumps are disabled (armswarm:backup:mysql:enabled)"
@@ -113,72 +131,101 @@ def mysql_dump(engine, conf: dict, node: str, pillar_get, only=None) -> dict:
     for c in mysql_containers(engine, conf):
         if only and c["name"] not in only and c["set"] not in only:
             continue
+        if share.hung:
+            result["errors"][c["set"]] = f"not tried: {share.hung}"
+            continue
         try:
             backup_policy.check_name(c["set"], "dump set")
             creds = credentials(engine, conf, c, pillar_get)
             if creds is None:
                 result["skipped"][c["set"]] = "no credentials (pillar or container environment)"
                 continue
-            result["dumped"][c["set"]] = _dump_one(engine, conf, root, node, c, creds)
+            result["dumped"][c["set"]] = _dump_one(engine, conf, share, root, node, c, creds)
         except (ArmswarmError, OSError) as exc:
             result["errors"][c["set"]] = str(exc)
             continue
-        backup_target.retain(result, root, "mysql", c["set"], conf["keep_daily"])
+        backup_target.retain(
+            result,
+            root,
+            "mysql",
+            c["set"],
+            conf["keep_daily"],
+            run=lambda job, name=c["set"]: share.call(
+                f"retention of {name}", job, done="given up, the new dump is complete"
+            ),
+        )
     return result
 
 
-def _dump_one(engine, conf, root, node, c, creds):
+def _dump_one(engine, conf, share, root, node, c, creds):
     user, password = creds
     api = engine.api
     started = datetime.now(backup_policy.UTC)
     clock = time.monotonic()
-    exec_ids = []
-
     line = _password_line(password)
+    bid = backup_policy.backup_id(started, node)
+    exec_id = api.exec_create(
+        c["id"],
+        ["sh", "-c", READ_PASSWORD + DUMP_CMD],
+        stdin=True,
+        environment={"ARMSWARM_DB_USER": user},
+    )["Id"]
+    sock = api.exec_start(exec_id, socket=True)
+    raw = getattr(sock, "_sock", sock)
 
     def produce(writer):
-        exec_id = api.exec_create(
-            c["id"],
-            ["sh", "-c", READ_PASSWORD + DUMP_CMD],
-            stdin=True,
-            environment={"ARMSWARM_DB_USER": user},
-        )["Id"]
-        exec_ids.append(exec_id)
         errors = bytearray()
-        sock = api.exec_start(exec_id, socket=True)
-        raw = getattr(sock, "_sock", sock)
-        try:
-            raw.sendall(line)
-            raw.shutdown(socket.SHUT_WR)
-            with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as gz:
-                for stream, payload in _frames(raw):
-                    if stream == 1:
-                        gz.write(payload)
-                    elif len(errors) < 4096:
-                        errors += payload
-        finally:
-            sock.close()
-        code = _exit_code(api, exec_id)
-        if code != 0:
-            message = _scrub(errors.decode(errors="replace").strip(), password)
+        with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as gz:
+            for stream, payload in _frames(raw):
+                if stream == 1:
+                    gz.write(payload)
+                else:
+                    errors = (errors + payload)[-8192:]  # the exit status comes last
+        text, mark, status = bytes(errors).rpartition(EXIT_MARK)
+        message = _scrub((text if mark else status).decode(errors="replace").strip(), password)
+        if not mark:
+            raise ArmswarmError(
+                f"dump of {c['name']} ended without its exit status: {message[-500:]}"
+            )
+        if status.strip() != b"0":
+            code = status.strip().decode(errors="replace")
             raise ArmswarmError(f"dump of {c['name']} failed (exit {code}): {message[-500:]}")
         return backup_policy.DUMP
 
-    manifest = backup_target.publish(
-        root / "mysql" / c["set"],
-        backup_policy.backup_id(started, node),
-        produce,
-        {
-            "kind": "mysql",
-            "name": c["set"],
-            "node": node,
-            "started": started,
-            "container": c["name"],
-            "compression": "gzip",
-        },
-    )
+    def job():
+        # In the child: the exec's socket, the gzip and the share's writes die with it.
+        raw.sendall(line)
+        raw.shutdown(socket.SHUT_WR)
+        manifest = backup_target.publish(
+            root / "mysql" / c["set"],
+            bid,
+            produce,
+            {
+                "kind": "mysql",
+                "name": c["set"],
+                "node": node,
+                "started": started,
+                "container": c["name"],
+                "compression": "gzip",
+            },
+        )
+        return {"size": manifest["size"], "sha256": manifest["sha256"]}
+
+    try:
+        manifest = share.call(
+            f"the dump of {c['name']}",
+            job,
+            done="given up, the dump stopped, nothing published",
+            limit=conf["mysql"]["timeout_seconds"],
+            setting="mysql:timeout_seconds",
+            after=lambda: shutil.rmtree(
+                root / "mysql" / c["set"] / backup_policy.partial_name(bid), ignore_errors=True
+            ),
+        )
+    finally:
+        sock.close()  # the child's copy died with it: the dump ends on a closed pipe
     return {
-        "id": backup_policy.backup_id(started, node),
+        "id": bid,
         "container": c["name"],
         "archive_bytes": manifest["size"],
         "sha256": manifest["sha256"],

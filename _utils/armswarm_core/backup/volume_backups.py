@@ -10,12 +10,9 @@ import hashlib
 import json
 import logging
 import os
-import select
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -170,9 +167,9 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
     volume is skipped (unless ``force``) only when its own last backup, named in its lineage
     marker, holds exactly its current content: a newer backup of the same name made on
     another node never counts (that is another lineage, see docs/backup.rst). Every access
-    to the target is under the same limit (:class:`_Share`): a hung share fails the run at
-    the limit, naming the share, and the volumes after it are not tried."""
-    share = _Share(conf)
+    to the target is under the same limit (:class:`backup_target.Share`): a hung share fails
+    the run at the limit, naming the share, and the volumes after it are not tried."""
+    share = backup_target.Share(conf)
     root = Path(
         share.call(
             "the check that the target is mounted and writable (a probe file)",
@@ -221,32 +218,6 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
     return result
 
 
-class ShareHung(ArmswarmError):
-    """An access to the backup target did not finish within its time limit."""
-
-
-class _Share:
-    """The backup target of one run, every access to it in a child process under
-    ``pause_timeout_seconds`` (see :func:`_with_limit`): on a dead NAS a stat, a read or a
-    write blocks in the kernel, not only the copy. Once one access hung, no other is tried."""
-
-    def __init__(self, conf: dict):
-        self.path, self.limit, self.hung = (
-            conf["target"]["path"],
-            conf["pause_timeout_seconds"],
-            None,
-        )
-
-    def call(self, what: str, job, give_up=None, done="given up, nothing published"):
-        if self.hung:
-            raise ArmswarmError(f"not tried: {self.hung}")
-        try:
-            return _with_limit(self.limit, job, give_up, what=what, share=self.path, done=done)
-        except ShareHung:
-            self.hung = f"the backup target {self.path} did not answer within the limit"
-            raise
-
-
 def _unchanged(root, name, marker, info) -> str | None:
     """Why a backup is not needed (its own last backup holds this content), else None."""
     if not marker or not marker.get("content") or marker["content"] != info["fingerprint"]:
@@ -263,84 +234,6 @@ def _unchanged(root, name, marker, info) -> str | None:
     return f"unchanged since its backup {item['id']} (lineage {marker['lineage']})"
 
 
-def _with_limit(
-    seconds,
-    job,
-    give_up=None,
-    what="the copy",
-    share=None,
-    done="given up, containers unpaused, nothing published",
-):
-    """``job()`` (its result JSON-serialisable) in a forked child; after ``seconds``
-    ``give_up()`` (if given) runs, the child is killed and :class:`ShareHung` is raised,
-    naming ``what`` was given up, the ``share`` and what was ``done`` about it.
-
-    A child process, not a thread: a write to a hung share blocks in the kernel,
-    uninterruptibly (an NFS hard mount, a frozen file system), and a process with such a
-    thread cannot exit. The child has /dev/null as its standard streams, so a stuck child
-    holds neither the caller's output (cron, ``salt-call``) nor its exit; it dies, killed,
-    the moment the kernel lets it go, before it can rename anything into place."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns
-        code = 0
-        try:
-            os.close(read_fd)
-            null = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(null, fd)
-            try:
-                answer = {"value": job()}
-            except BaseException as exc:  # noqa: BLE001 - handed to the parent
-                answer = {"error": str(exc) or type(exc).__name__}
-            data = json.dumps(answer).encode()
-            while data:
-                data = data[os.write(write_fd, data) :]
-        except BaseException:  # noqa: BLE001 - nothing to report to: the exit code says it
-            code = 1
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    deadline, chunks, finished = time.monotonic() + seconds, [], False
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            if select.select([read_fd], [], [], left)[0]:
-                chunk = os.read(read_fd, 1 << 16)
-                if not chunk:
-                    finished = True
-                    break
-                chunks.append(chunk)
-    finally:
-        os.close(read_fd)
-    if not finished:
-        if give_up is not None:
-            give_up()
-        os.kill(pid, signal.SIGKILL)
-        # a process stuck on a hung share dies only when the share answers: reaped then, by a
-        # thread (the minion lives on; an unreaped child would stay a zombie of it)
-        threading.Thread(target=_reap, args=(pid,), daemon=True).start()
-        target = f"the backup target {share}" if share else "the backup target"
-        raise ShareHung(
-            f"{what} did not finish within pause_timeout_seconds={seconds:g} "
-            f"(is {target} hung?): {done}"
-        )
-    _pid, status = os.waitpid(pid, 0)
-    try:
-        answer = json.loads(b"".join(chunks))
-    except ValueError:
-        raise ArmswarmError(f"the copy's process failed (status {status})") from None
-    if "error" in answer:
-        raise ArmswarmError(answer["error"])
-    return answer["value"]
-
-
-def _reap(pid: int):
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
 def _backup_one(engine, conf, share, root, node, vol, force):
     name = backup_policy.check_name(vol["name"])
     source = vol["mountpoint"]
@@ -348,7 +241,7 @@ def _backup_one(engine, conf, share, root, node, vol, force):
     if info["empty"]:
         return "empty"
     marker = read_marker(source)
-    # The share is read (in a child, see _Share) only when the marker may spare the copy.
+    # The share is read (in a child, backup_target.Share) only when the marker may spare it.
     may_skip = bool(marker and marker.get("content") == info["fingerprint"])
     if (
         not force
@@ -414,7 +307,7 @@ def _backup_one(engine, conf, share, root, node, vol, force):
             manifest = backup_target.publish(folder, bid, produce, fields)
             return {"manifest": manifest, "warnings": warnings}
 
-        # In a child process (see _with_limit): tar and gzip die with it.
+        # In a child process (see backup_target.with_limit): tar and gzip die with it.
         copied = share.call(
             "the copy", copy, done="given up, containers unpaused, nothing published"
         )
