@@ -1,11 +1,13 @@
 """Backups on real files, no Docker: modes whatever the umask, the content fingerprint, and
 the copy's time limit against a write that really hangs (a named pipe nobody reads)."""
 
+import ctypes
 import gzip
 import os
 import select
 import socket as sock
 import stat
+import subprocess
 import tempfile
 import threading
 import time
@@ -283,6 +285,53 @@ def test_a_dump_that_does_not_finish_is_given_up_at_its_limit(tmp_path):
             break
         time.sleep(0.05)
     assert list((tmp_path / "mysql" / "shop-db").iterdir()) == []
+
+
+def _shell(script):
+    proc = subprocess.Popen(["sh", "-c", script])
+    for _ in range(100):  # the shell has started what it runs
+        kids = mysql_dumps._descendants(proc.pid)
+        if kids:
+            return proc, kids
+        time.sleep(0.05)
+    raise AssertionError(f"{script} started nothing")
+
+
+def test_a_dump_given_up_is_stopped_and_its_shell_reaps_it():
+    # In a process of its own that adopts orphans and never reaps them, as a database server
+    # that is a container's PID 1: a dump orphaned by its shell would stay a zombie there.
+    pid = os.fork()
+    if pid == 0:
+        code = 3
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+            mark = mysql_dumps.EXIT_MARK.decode()
+            # A dump stuck writing (sleep) under the dump command's shell, which, as DUMP_CMD
+            # does, prints the exit mark once the dump ends.
+            proc, (dump,) = _shell(f'sleep 600; code=$?; echo "{mark}$code" >/dev/null; sleep 600')
+            api = types.SimpleNamespace(exec_inspect=lambda exec_id: {"Pid": proc.pid})
+            mysql_dumps._stop_exec(api, "exec1")
+            stopped = proc.wait(timeout=10) != 0
+            time.sleep(0.2)
+            code = 0 if stopped and not Path(f"/proc/{dump}").exists() else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    # 0: the shell was stopped after it reaped the dump, no zombie handed to anyone
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_pid_that_is_not_a_dump_shell_is_left_alone():
+    proc, (child,) = _shell("sleep 600; echo not a dump")
+    try:
+        for pid in (proc.pid, 0, None):
+            api = types.SimpleNamespace(exec_inspect=lambda exec_id, pid=pid: {"Pid": pid})
+            mysql_dumps._stop_exec(api, "exec1")
+        time.sleep(0.3)
+        assert proc.poll() is None and Path(f"/proc/{child}/cmdline").read_bytes()
+    finally:
+        os.kill(child, 9)
+        proc.wait(timeout=10)
 
 
 @pytest.mark.parametrize("value", [0, -1, "soon", True, [60]])

@@ -7,7 +7,9 @@ creates the exec, which dockerd writes to its log with ``debug: true``.
 
 import gzip
 import hashlib
+import os
 import shutil
+import signal
 import socket
 import time
 from datetime import datetime
@@ -215,6 +217,7 @@ def _dump_one(engine, conf, share, root, node, c, creds):
         manifest = share.call(
             f"the dump of {c['name']}",
             job,
+            give_up=lambda: _stop_exec(api, exec_id),
             done="given up, the dump stopped, nothing published",
             limit=conf["mysql"]["timeout_seconds"],
             setting="mysql:timeout_seconds",
@@ -223,7 +226,7 @@ def _dump_one(engine, conf, share, root, node, c, creds):
             ),
         )
     finally:
-        sock.close()  # the child's copy died with it: the dump ends on a closed pipe
+        sock.close()
     return {
         "id": bid,
         "container": c["name"],
@@ -231,6 +234,61 @@ def _dump_one(engine, conf, share, root, node, c, creds):
         "sha256": manifest["sha256"],
         "seconds": round(time.monotonic() - clock, 3),
     }
+
+
+def _stop_exec(api, exec_id):
+    """End the dump of an exec given up: its connection stays open while the child that
+    reads it is stuck on a hung share (a killed process holds its files until the kernel lets
+    it go), so the dump would run on. The exec's shell and what it started get SIGTERM, by
+    the host PID dockerd reports, once ``/proc`` confirms that PID runs our command (a minion
+    in another PID namespace kills nothing)."""
+    try:
+        pid = int(api.exec_inspect(exec_id).get("Pid") or 0)
+    except Exception:  # noqa: BLE001 - the dump is given up either way
+        return
+    if not _runs_dump_shell(pid):
+        return
+    # The dump first, then its shell once the shell has reaped it: a shell killed first
+    # leaves the dump to the container's PID 1, and a database server there reaps no one.
+    dumps = _descendants(pid)
+    for target in dumps:
+        _terminate(target)
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{d}") for d in dumps) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _runs_dump_shell(pid):  # not a new process on a reused PID
+        _terminate(pid)
+
+
+def _runs_dump_shell(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return pid > 0 and EXIT_MARK in fh.read()
+    except OSError:
+        return False
+
+
+def _terminate(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def _exit_code(api, exec_id, timeout=30):
