@@ -284,6 +284,17 @@ class Share:
             None,
         )
 
+    def probed_root(self, conf: dict, done: str) -> Path:
+        """The target's root, once a probe file shows it mounted and writable (under the
+        limit: ``done`` says what a hang there leaves undone)."""
+        return Path(
+            self.call(
+                "the check that the target is mounted and writable (a probe file)",
+                lambda: str(target_root(conf, write=True)),
+                done=done,
+            )
+        )
+
     def call(
         self,
         what: str,

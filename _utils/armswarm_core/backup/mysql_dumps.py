@@ -35,6 +35,19 @@ CLIENT_CMD = 'exec "$(command -v mariadb || command -v mysql)" --user="$ARMSWARM
 READ_PASSWORD = "IFS= read -r MYSQL_PWD || exit 97; export MYSQL_PWD; "
 
 
+def _exec(api, container: str, command: str, user: str):
+    """``(exec_id, socket, raw socket)`` of ``command`` in the container, started, reading the
+    password as stdin's first line (never in the exec's env or argv: dockerd logs those)."""
+    exec_id = api.exec_create(
+        container,
+        ["sh", "-c", READ_PASSWORD + command],
+        stdin=True,
+        environment={"ARMSWARM_DB_USER": user},
+    )["Id"]
+    sock = api.exec_start(exec_id, socket=True)
+    return exec_id, sock, getattr(sock, "_sock", sock)
+
+
 def _password_line(password: str) -> bytes:
     if "\n" in password or "\r" in password or "\0" in password:
         raise ArmswarmError("a database password with a line break cannot be passed on")
@@ -119,13 +132,7 @@ def mysql_dump(engine, conf: dict, node: str, pillar_get, only=None) -> dict:
     dump stops (its connection closes), nothing is published, and the dumps after it are not
     tried."""
     share = backup_target.Share(conf)
-    root = Path(
-        share.call(
-            "the check that the target is mounted and writable (a probe file)",
-            lambda: str(backup_target.target_root(conf, write=True)),
-            done="given up before any dump",
-        )
-    )
+    root = share.probed_root(conf, done="given up before any dump")
     result = {"dumped": {}, "skipped": {}, "errors": {}, "removed": {}}
     if not conf["mysql"]["enabled"]:
         result["skipped"]["*"] = "mysql dumps are disabled (armswarm:backup:mysql:enabled)"
@@ -166,14 +173,7 @@ def _dump_one(engine, conf, share, root, node, c, creds):
     clock = time.monotonic()
     line = _password_line(password)
     bid = backup_policy.backup_id(started, node)
-    exec_id = api.exec_create(
-        c["id"],
-        ["sh", "-c", READ_PASSWORD + DUMP_CMD],
-        stdin=True,
-        environment={"ARMSWARM_DB_USER": user},
-    )["Id"]
-    sock = api.exec_start(exec_id, socket=True)
-    raw = getattr(sock, "_sock", sock)
+    exec_id, sock, raw = _exec(api, c["id"], DUMP_CMD, user)
 
     def produce(writer):
         errors = bytearray()
@@ -328,14 +328,7 @@ def mysql_restore(engine, conf, name, container, pillar_get, bid=None) -> dict:
     api = engine.api
     clock = time.monotonic()
     line = _password_line(password)
-    exec_id = api.exec_create(
-        target["id"],
-        ["sh", "-c", READ_PASSWORD + CLIENT_CMD],
-        stdin=True,
-        environment={"ARMSWARM_DB_USER": user},
-    )["Id"]
-    sock = api.exec_start(exec_id, socket=True)
-    raw = getattr(sock, "_sock", sock)
+    exec_id, sock, raw = _exec(api, target["id"], CLIENT_CMD, user)
     try:
         raw.sendall(line)
         with gzip.open(path, "rb") as dump:

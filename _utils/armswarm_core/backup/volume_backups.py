@@ -170,13 +170,7 @@ def backup_volumes(engine, conf: dict, node: str, names=None, force=False) -> di
     to the target is under the same limit (:class:`backup_target.Share`): a hung share fails
     the run at the limit, naming the share, and the volumes after it are not tried."""
     share = backup_target.Share(conf)
-    root = Path(
-        share.call(
-            "the check that the target is mounted and writable (a probe file)",
-            lambda: str(backup_target.target_root(conf, write=True)),
-            done="given up before any container was paused",
-        )
-    )
+    root = share.probed_root(conf, done="given up before any container was paused")
     wanted = set(names) if names else None
     result = {"backed_up": {}, "skipped": {}, "errors": {}, "removed": {}}
     for vol in volume_info(engine):
