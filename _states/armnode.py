@@ -206,8 +206,9 @@ def apt_mirror(
             if text is not None:
                 texts[path] = text
         plan = apt_sources.plan(texts, managed_path, debian, security, codename, components)
+        mirror = apt_sources.shown(debian)
         if not plan["write"]:
-            return state_results.unchanged(ret, f"apt takes Debian ({codename}) from {debian}")
+            return state_results.unchanged(ret, f"apt takes Debian ({codename}) from {mirror}")
         changes = {"file": managed_path}
         if plan["disabled"]:
             changes["switched off"] = plan["disabled"]
@@ -218,14 +219,14 @@ def apt_mirror(
         note = f"; switched off Debian's entries in {', '.join(off)}" if off else ""
         if __opts__["test"]:
             return state_results.would_change(
-                ret, f"{managed_path} would take Debian ({codename}) from {debian}{note}"
+                ret, f"{managed_path} would take Debian ({codename}) from {mirror}{note}"
             )
         # The mirror first: stopped half way, apt has both sources rather than none.
         for path in sorted(plan["write"], key=lambda p: p != managed_path):
             files.write(path, plan["write"][path], None if os.path.exists(path) else 0o644)
         salt.utils.pkg.write_rtag(__opts__)  # the next pkg state refreshes its lists
         return state_results.changed(
-            ret, f"{managed_path} takes Debian ({codename}) from {debian}{note}"
+            ret, f"{managed_path} takes Debian ({codename}) from {mirror}{note}"
         )
     except (ArmswarmError, OSError) as exc:
         return state_results.failed(ret, exc)

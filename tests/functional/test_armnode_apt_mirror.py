@@ -164,6 +164,8 @@ def test_bad_arguments_change_nothing(node):
         ({"debian": MIRROR, "components": {"main": 1}}, "components"),
         ({"debian": MIRROR, "managed": "/etc/apt/mirror.txt"}, "managed"),
         ({"debian": MIRROR, "codename": "Bookworm 12"}, "codename"),
+        ({"debian": MIRROR + " bookworm main"}, "debian"),
+        ({"debian": MIRROR, "components": ["main contrib"]}, "components"),
     ):
         ret = states["armnode.apt_mirror"](name=str(root / "etc/apt"), **kwargs)
         assert ret["result"] is False and word in ret["comment"], (kwargs, ret)

@@ -146,3 +146,38 @@ def test_backports_and_deb_src_follow_the_image():
 def test_a_bad_codename_is_refused(codename):
     with pytest.raises(ArmswarmError, match="codename"):
         apt_sources.plan({}, MANAGED, MIRROR, None, codename, COMPONENTS)
+
+
+@pytest.mark.parametrize(
+    ("mirror", "security", "components", "word"),
+    [
+        ("http://mirror.lan/deb ian", None, COMPONENTS, "debian"),
+        ("[trusted=yes] http://mirror.lan/debian", None, COMPONENTS, "debian"),
+        (MIRROR, "http://mirror.lan/debian-security#x", COMPONENTS, "security"),
+        (MIRROR, None, ["main contrib"], "components"),
+        (MIRROR, None, "", "components"),
+    ],
+)
+def test_a_mirror_or_component_an_apt_line_cannot_hold_is_refused(
+    mirror, security, components, word
+):
+    with pytest.raises(ArmswarmError, match=word):
+        apt_sources.plan({}, MANAGED, mirror, security, "bookworm", components)
+
+
+def test_an_ipv6_mirror_is_written_as_given():
+    mirror = "http://[fd00::1]:3142/debian"
+    out = apt_sources.plan({}, MANAGED, mirror, None, "bookworm", COMPONENTS)
+    assert f"deb {mirror} bookworm " in out["write"][MANAGED]
+
+
+@pytest.mark.parametrize(
+    ("uri", "want"),
+    [
+        ("http://u:Pw-9x@mirror.lan/debian", "http://…@mirror.lan/debian"),
+        ("http://mirror.lan/debian", "http://mirror.lan/debian"),
+        ("http://[fd00::1]:3142/debian", "http://[fd00::1]:3142/debian"),
+    ],
+)
+def test_a_password_in_a_mirror_url_is_not_shown(uri, want):
+    assert apt_sources.shown(uri) == want

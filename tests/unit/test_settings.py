@@ -402,6 +402,14 @@ def test_ssh_login_on_the_node():
         ({"debian": "http://a/debian", "components": {"main": 1}}, "armnode:mirrors:components"),
         ({"debian": "http://a/debian", "component": "main"}, "armnode:mirrors:component: unknown"),
         ({"security": "http://a/debian-security"}, "only with armnode:mirrors:debian"),
+        # What an apt line would split on, read as options or cut off as a comment.
+        ({"debian": "http://a/deb ian"}, "armnode:mirrors:debian: not a URL apt can use"),
+        ({"debian": "[trusted=yes] http://a/debian"}, "armnode:mirrors:debian:"),
+        ({"debian": "http://a/debian#lan"}, "armnode:mirrors:debian:"),
+        ({"debian": "http://a/debian", "security": "http://a/s x"}, "armnode:mirrors:security:"),
+        ({"arch": ["http://a/arm x"]}, "armnode:mirrors:arch:"),
+        ({"debian": "http://a/debian", "components": ["main contrib"]}, "not component names"),
+        ({"debian": "http://a/debian", "components": "main [x]"}, "['[x]']"),
     ],
 )
 def test_mirror_settings_are_typed_strictly(mirrors, message):
@@ -410,14 +418,24 @@ def test_mirror_settings_are_typed_strictly(mirrors, message):
     assert any(message in e for e in errors), errors
 
 
+def test_a_mirror_url_is_never_shown_in_its_error():
+    # A mirror may take a password in its URL (http://user:pw@host/debian).
+    conf, _ = node_settings.resolve(
+        pillar={"armnode": {"mirrors": {"debian": "http://u:Pw-9x@a/deb ian"}}}
+    )
+    errors = node_settings.validate(conf)
+    assert any("armnode:mirrors:debian" in e for e in errors), errors
+    assert not any("Pw-9x" in e for e in errors), errors
+
+
 def test_good_mirror_settings_pass():
     conf, _ = node_settings.resolve(
         pillar={
             "armnode": {
                 "mirrors": {
-                    "debian": "http://a/debian",
+                    "debian": "http://[fd00::1]:3142/debian",
                     "security": "http://a/debian-security",
-                    "components": ["main", "contrib"],
+                    "components": ["main", "contrib", "main/debian-installer"],
                     "arch": ["http://a/arm"],
                 }
             }

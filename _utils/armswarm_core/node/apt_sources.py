@@ -16,7 +16,7 @@ Pure functions over file texts; :func:`plan` decides, the state writes.
 """
 
 import re
-from urllib.parse import urlsplit
+from urllib.parse import urlparse, urlsplit
 
 from armswarm_core import ArmswarmError
 
@@ -149,6 +149,34 @@ def _enabled(fields: dict) -> bool:
 # -- the plan ----------------------------------------------------------------------------------
 
 
+def uri_ok(uri) -> bool:
+    """One URL apt reads from a sources line: a scheme apt has a method for, a host (or a
+    path for file:), and nothing that would split the line, end it in a comment or start an
+    option: brackets only round an IPv6 host (``http://[fd00::1]:3142/debian``)."""
+    if not isinstance(uri, str) or re.search(r"[\s\x00-\x1f\x7f#]", uri):
+        return False
+    parsed = urlparse(uri)
+    if re.search(r"[\[\]]", uri.replace(f"//{parsed.netloc}", "", 1)):
+        return False
+    if parsed.scheme == "file":
+        return bool(parsed.path)
+    return parsed.scheme in ("http", "https", "ftp") and bool(parsed.netloc)
+
+
+def shown(uri: str) -> str:
+    """The URL as a message may show it: a password in it (``user:pw@``) is left out."""
+    parsed = urlparse(uri)
+    if "@" not in parsed.netloc:
+        return uri
+    return parsed._replace(netloc="…@" + parsed.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def component_ok(name) -> bool:
+    """A component as archives name them: ``main``, ``non-free-firmware``,
+    ``main/debian-installer``."""
+    return isinstance(name, str) and bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+/-]*", name))
+
+
 def plan(files: dict, managed: str, mirror: str, security, codename: str, components) -> dict:
     """What pointing apt at the mirror means for ``files`` (``{path: text}``, every file of
     ``sources.list`` and ``sources.list.d/*.list|*.sources`` as the node has them; the managed
@@ -161,7 +189,14 @@ def plan(files: dict, managed: str, mirror: str, security, codename: str, compon
     """
     if not codename or not re.fullmatch(r"[a-z][a-z0-9-]*", codename):
         raise ArmswarmError(f"the release codename {codename!r} is not a Debian codename")
+    for label, uri in (("debian", mirror), ("security", security)):
+        if uri is not None and not uri_ok(uri):
+            # not shown: a mirror URL may carry a password
+            raise ArmswarmError(f"mirror {label}: not one URL an apt line can hold")
     components = components.split() if isinstance(components, str) else list(components)
+    bad = [c for c in components if not component_ok(c)]
+    if bad or not components:
+        raise ArmswarmError(f"components {bad or components!r}: not apt component names")
     mirrors = [mirror] + ([security] if security else [])
     replaced = replaced_suites(codename, bool(security))
     write, disabled, kept = {}, {}, []

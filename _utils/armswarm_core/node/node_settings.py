@@ -10,11 +10,10 @@ Raspberry Pi OS and Ubuntu — when unknown) < :data:`BOARDS` (by the ``armnode:
 import json
 import re
 from collections.abc import Mapping
-from urllib.parse import urlparse
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import config
-from armswarm_core.node import boot_files, cmdline, io_schedulers, mail
+from armswarm_core.node import apt_sources, boot_files, cmdline, io_schedulers, mail
 
 PILLAR = "armnode"
 # Every key of the formula (salt/armnode/pillar.example documents each one).
@@ -193,13 +192,6 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
-def _url_ok(url) -> bool:
-    parsed = urlparse(str(url))
-    if parsed.scheme == "file":
-        return bool(parsed.path)
-    return parsed.scheme in ("http", "https", "ftp") and bool(parsed.netloc)
-
-
 # Keys whose values are whole files, where newlines belong (any other value with a newline or
 # control character would add lines to the file it goes into: sources.list, msmtprc,
 # journald, zram, IRQ, boot lines).
@@ -256,6 +248,15 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
                     "armnode:mirrors:components: must be a string (main contrib) or a list of"
                     f" strings, not {config.kind(value)}"
                 )
+            elif bad := [
+                c
+                for c in (value.split() if isinstance(value, str) else value)
+                if not apt_sources.component_ok(c)
+            ]:
+                errors.append(
+                    f"armnode:mirrors:components: {bad!r} are not component names (main,"
+                    " contrib, non-free-firmware, …: one word each)"
+                )
             continue
         if key == "arch" and not isinstance(value, list):
             errors.append(f"armnode:mirrors:arch: must be a list of URLs, not {config.kind(value)}")
@@ -264,10 +265,10 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
             errors.append(f"armnode:mirrors:{key}: must be one URL, not {config.kind(value)}")
             continue
         for url in value if isinstance(value, list) else [value]:
-            if not _url_ok(url):
+            if not apt_sources.uri_ok(url):
                 errors.append(
-                    f"armnode:mirrors:{key}: {url!r} is not a URL "
-                    "(http://, https://, ftp:// or file://)"
+                    f"armnode:mirrors:{key}: not a URL apt can use (http://, https://, ftp:// "
+                    "or file://; no space or #, brackets only round an IPv6 host)"
                 )
     try:
         io_schedulers.validate(settings.get("io_schedulers") or {})
