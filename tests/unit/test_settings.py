@@ -2,6 +2,8 @@
 and each domain's settings function."""
 
 import copy
+import re
+from pathlib import Path
 
 import pytest
 from armswarm_core import ArmswarmError
@@ -442,3 +444,23 @@ def test_good_mirror_settings_pass():
         }
     )
     assert not [e for e in node_settings.validate(conf) if "mirrors" in e]
+
+
+def test_journald_keys_are_the_ones_journald_ships():
+    # The real file systemd installs lists every [Journal] setting, commented out.
+    shipped = Path("/etc/systemd/journald.conf")
+    if not shipped.is_file():
+        pytest.skip("no systemd journald.conf on this machine")
+    keys = set(re.findall(r"^#?([A-Z][A-Za-z]+)=", shipped.read_text(), re.M))
+    assert len(keys) > 20, keys
+    assert keys <= set(node_settings.JOURNALD_KEYS), keys - set(node_settings.JOURNALD_KEYS)
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [("Storag", " (did you mean Storage?)"), ("storage", " (did you mean Storage?)"), ("Zzz", "")],
+)
+def test_an_unknown_journald_setting_is_named_with_the_closest(key, hint):
+    conf, _ = node_settings.resolve(pillar={"armnode": {"journald": {key: "volatile"}}})
+    errors = node_settings.validate(conf)
+    assert f"armnode:journald:{key}: not a journald.conf [Journal] setting{hint}" in errors

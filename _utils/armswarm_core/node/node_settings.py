@@ -7,6 +7,7 @@ Raspberry Pi OS and Ubuntu — when unknown) < :data:`BOARDS` (by the ``armnode:
 ``boot_flavour`` come from the grain. Nothing here changes the pillar it reads.
 """
 
+import difflib
 import json
 import re
 from collections.abc import Mapping
@@ -192,12 +193,23 @@ _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 
-# Keys whose values are whole files, where newlines belong (any other value with a newline or
-# control character would add lines to the file it goes into: sources.list, msmtprc,
-# journald, zram, IRQ, boot lines).
+# journald.conf's [Journal] settings (systemd 252, Debian 12; the last two came with 256,
+# in Debian 13's 257: an older journald warns and ignores them).
+JOURNALD_KEYS = (
+    "Storage", "Compress", "Seal", "SplitMode", "SyncIntervalSec", "RateLimitIntervalSec",
+    "RateLimitBurst", "SystemMaxUse", "SystemKeepFree", "SystemMaxFileSize", "SystemMaxFiles",
+    "RuntimeMaxUse", "RuntimeKeepFree", "RuntimeMaxFileSize", "RuntimeMaxFiles",
+    "MaxRetentionSec", "MaxFileSec", "ForwardToSyslog", "ForwardToKMsg", "ForwardToConsole",
+    "ForwardToWall", "TTYPath", "MaxLevelStore", "MaxLevelSyslog", "MaxLevelKMsg",
+    "MaxLevelConsole", "MaxLevelWall", "LineMax", "ReadKMsg", "Audit",
+    "ForwardToSocket", "MaxLevelSocket",
+)  # fmt: skip
 # armnode:mirrors: Debian's archive and its security suite (one URL each), the components,
 # Arch Linux ARM's mirrors (a list, in order).
 _MIRROR_KEYS = ("debian", "security", "components", "arch")
+# Keys whose values are whole files, where newlines belong (any other value with a newline or
+# control character would add lines to the file it goes into: sources.list, msmtprc,
+# journald, zram, IRQ, boot lines).
 _MULTILINE = (f"{PILLAR}:scripts", f"{PILLAR}:docker:registry_ca")
 
 
@@ -209,8 +221,13 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
         _MULTILINE,
     )
     for key, value in (settings.get("journald") or {}).items():
-        # One line of journald.conf each: KEY=value.
-        if not isinstance(value, str | int | float):
+        # One line of journald.conf each: KEY=value; journald only warns on a key it does
+        # not know (or a key in the wrong case) and keeps its default.
+        if key not in JOURNALD_KEYS:
+            close = difflib.get_close_matches(str(key), JOURNALD_KEYS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            errors.append(f"armnode:journald:{key}: not a journald.conf [Journal] setting{hint}")
+        elif not isinstance(value, str | int | float):
             errors.append(f"armnode:journald:{key}: must be one value, not {config.kind(value)}")
     try:  # daemon.json: any JSON, nothing else (bytes, dates)
         json.dumps((settings.get("docker") or {}).get("daemon") or {})
