@@ -464,3 +464,27 @@ def test_an_unknown_journald_setting_is_named_with_the_closest(key, hint):
     conf, _ = node_settings.resolve(pillar={"armnode": {"journald": {key: "volatile"}}})
     errors = node_settings.validate(conf)
     assert f"armnode:journald:{key}: not a journald.conf [Journal] setting{hint}" in errors
+
+
+@pytest.mark.parametrize(
+    ("mail", "message"),
+    [
+        ({"host": "smtp example.org"}, "armnode:mail:host: 'smtp example.org' is not a host"),
+        ({"host": "-smtp.example.org"}, "armnode:mail:host:"),
+        ({"host": ["smtp.example.org"]}, "armnode:mail:host:"),
+        ({"host": "smtp.example.org", "port": 0}, "armnode:mail:port: 0 is not a port"),
+        ({"host": "smtp.example.org", "port": 65536}, "armnode:mail:port: 65536 is not a port"),
+    ],
+)
+def test_a_mail_relay_msmtp_would_misread_is_refused(mail, message):
+    conf, _ = node_settings.resolve(pillar={"armnode": {"mail": {"enabled": True, **mail}}})
+    errors = node_settings.validate(conf)
+    assert any(message in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "host", ["smtp.example.org", "smtp.example.org.", "relay_1.lan", "10.77.9.1", "fd00::25"]
+)
+def test_relay_hosts_as_people_write_them_pass(host):
+    conf, _ = node_settings.resolve(pillar={"armnode": {"mail": {"enabled": True, "host": host}}})
+    assert not [e for e in node_settings.validate(conf) if "armnode:mail" in e]

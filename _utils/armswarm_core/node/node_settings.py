@@ -191,6 +191,9 @@ def masked(conf: Mapping) -> dict:
 _HASH = re.compile(r"^\$(1|2[abxy]?|5|6|y|gy|7)\$[^\s:]+$")
 _USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+# A DNS name (underscores as internal DNS has them, a final dot), an IPv4 or a bare IPv6
+# address: what msmtp and ssmtp hand to the resolver.
+_HOST = re.compile(r"^([0-9A-Fa-f.]*:[0-9A-Fa-f:.]*|[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_.])?)$")
 
 
 # journald.conf's [Journal] settings (systemd 252, Debian 12; the last two came with 256,
@@ -307,9 +310,15 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
                 f"armnode:mail:relay: {mail_conf.get('relay')!r} is not one of "
                 f"{', '.join(mail.RELAYS)}"
             )
-        if not mail_conf.get("host"):
+        host = mail_conf.get("host")
+        if not host:
             errors.append("armnode:mail:host: the relay host is required")
-        if not str(mail_conf.get("port", "")).isdigit():
+        elif not isinstance(host, str) or not _HOST.match(host):
+            # msmtp and ssmtp take the rest of the line as the host: a space is no error
+            # there, just mail that never leaves
+            errors.append(f"armnode:mail:host: {host!r} is not a host name or address")
+        port = str(mail_conf.get("port", ""))
+        if not port.isdigit() or not 0 < int(port) < 65536:
             errors.append(f"armnode:mail:port: {mail_conf.get('port')!r} is not a port")
         for key in ("from", "root_alias"):
             if mail_conf.get(key) and not _EMAIL.match(str(mail_conf[key])):
