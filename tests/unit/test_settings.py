@@ -405,7 +405,7 @@ def test_ssh_login_on_the_node():
         ({"debian": "http://a/debian", "component": "main"}, "armnode:mirrors:component: unknown"),
         ({"security": "http://a/debian-security"}, "only with armnode:mirrors:debian"),
         # What an apt line would split on, read as options or cut off as a comment.
-        ({"debian": "http://a/deb ian"}, "armnode:mirrors:debian: not a URL apt can use"),
+        ({"debian": "http://a/deb ian"}, "armnode:mirrors:debian: not a mirror URL"),
         ({"debian": "[trusted=yes] http://a/debian"}, "armnode:mirrors:debian:"),
         ({"debian": "http://a/debian#lan"}, "armnode:mirrors:debian:"),
         ({"debian": "http://a/debian", "security": "http://a/s x"}, "armnode:mirrors:security:"),

@@ -287,7 +287,7 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
         for url in value if isinstance(value, list) else [value]:
             if not apt_sources.uri_ok(url):
                 errors.append(
-                    f"armnode:mirrors:{key}: not a URL apt can use (http://, https://, ftp:// "
+                    f"armnode:mirrors:{key}: not a mirror URL (http://, https://, ftp:// "
                     "or file://; no space or #, brackets only round an IPv6 host)"
                 )
     try:
