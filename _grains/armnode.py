@@ -11,6 +11,9 @@ Minion config options (the lab points them at a board fixture to impersonate it)
 ``armnode.boot_root``    root the boot files are looked up under, default ``/``
 ``armnode.mounts``       mount table file, default ``/proc/self/mounts``
 ``armnode.machine``      ``uname -m`` to report, default ``platform.machine()``
+
+The arch is ``uname -m``'s but for a 32-bit userland on a 64-bit kernel (ELF class of
+``<boot_root>/usr/bin/dockerd`` or ``/bin/sh``): that runs armv7 binaries.
 """
 
 import logging
@@ -73,6 +76,9 @@ def armnode():
             root_dir=_option("armnode.boot_root"),
             machine=machine,
             cpuinfo_text=_read("/proc/cpuinfo"),
+            # Raspberry Pi OS armhf boots the 64-bit kernel on a Pi 4/5: uname -m is not
+            # the userland's architecture, its binaries are.
+            userland_bits=boards.userland_bits(_option("armnode.boot_root")),
         )
     except Exception as exc:  # noqa: BLE001 - a grain must never break the minion
         log.exception("armnode grain: board detection failed")

@@ -109,3 +109,68 @@ def test_legacy_kernel_gets_the_single_queue_names(tmp_path):
     # bfq has no single-queue twin: refused, nothing changed.
     ret = _run(env, False, schedulers={"mmc": "bfq"})
     assert ret["result"] is False and "does not offer 'bfq'" in ret["comment"]
+
+
+def _legacy_env(tmp_path, disks):
+    sysfs = tmp_path / "sys"
+    for name, line in disks.items():
+        _disk(sysfs, name, line)
+    rules = tmp_path / "rules.d"
+    states = load_states(
+        tmp_path, **{"armnode.sysfs": str(sysfs), "armnode.udev_rules_dir": str(rules)}
+    )
+    return (states, sysfs, rules)
+
+
+def test_legacy_kernel_with_zram_and_loop_devices(tmp_path):
+    # A real 4.14 /sys/block holds more than the disks: a bio-based zram swap (Armbian,
+    # DietPi) prints a bare "none" and loop devices, blk-mq since Linux 4.0, offer the mq
+    # schedulers (4.14 block/elevator.c elv_iosched_show). Neither says what the MMC and
+    # SCSI disks, still single-queue there, accept.
+    env = _legacy_env(
+        tmp_path,
+        {
+            "mmcblk0": "noop deadline [cfq]",
+            "mmcblk0boot0": "noop deadline [cfq]",  # eMMC boot partition: not a disk we manage
+            "sda": "noop [deadline] cfq",
+            "zram0": "none",
+            "loop0": "[mq-deadline] kyber none",
+        },
+    )
+    wanted = {"mmc": "mq-deadline", "ssd": "none"}
+    applied = _run(env, False, schedulers=wanted)
+    assert applied["result"] is True, applied
+    text = (env[2] / io_schedulers.RULE_FILE).read_text()
+    assert 'ATTR{queue/scheduler}="deadline"' in text and 'ATTR{queue/scheduler}="noop"' in text
+    assert "mq-deadline" not in text
+    assert (env[1] / "block/zram0/queue/scheduler").read_text().strip() == "none"
+    assert (env[1] / "block/loop0/queue/scheduler").read_text().strip() == (
+        "[mq-deadline] kyber none"
+    )
+
+
+def test_single_queue_mmc_beside_blk_mq_scsi(tmp_path):
+    # 4.14 with scsi_mod.use_blk_mq=1 (or CONFIG_SCSI_MQ_DEFAULT): SCSI disks are blk-mq
+    # while MMC stays single-queue until 4.16. Each class's rule uses its driver's names.
+    env = _legacy_env(
+        tmp_path, {"mmcblk0": "noop deadline [cfq]", "sda": "[mq-deadline] kyber none"}
+    )
+    ret = _run(env, False, schedulers={"mmc": "mq-deadline", "ssd": "mq-deadline"})
+    assert ret["result"] is True, ret
+    lines = (env[2] / io_schedulers.RULE_FILE).read_text().splitlines()
+    mmc = [line for line in lines if "mmcblk" in line]
+    ssd = [line for line in lines if 'rotational}=="0"' in line]
+    assert mmc and mmc[0].endswith('ATTR{queue/scheduler}="deadline"')
+    assert ssd and ssd[0].endswith('ATTR{queue/scheduler}="mq-deadline"')
+
+
+def test_blk_mq_kernel_with_a_bio_based_device(tmp_path):
+    # 6.x: zram still prints a bare "none"; the disks are blk-mq: nothing is legacy.
+    sysfs = tmp_path / "sys"
+    _disk(sysfs, "mmcblk0", "[mq-deadline] kyber bfq none")
+    _disk(sysfs, "zram0", "none")
+    assert not io_schedulers.legacy_kernel(str(sysfs))
+    rules = io_schedulers.render_rules(
+        {"mmc": "mq-deadline"}, io_schedulers.legacy_kernel(str(sysfs))
+    )
+    assert 'ATTR{queue/scheduler}="mq-deadline"' in rules

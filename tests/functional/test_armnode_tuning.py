@@ -4,7 +4,7 @@ sysfs) and root mount options in fstab, each check → apply → re-apply → ch
 import subprocess
 
 import pytest
-from armswarm_core.node import boot_files, tuning
+from armswarm_core.node import boot_files, irqs, tuning
 from loaders import load_states
 
 FSTAB = """# /etc/fstab: static file system information.
@@ -230,3 +230,27 @@ def test_mail_relay_password_with_a_newline_is_refused_unshown(tmp_path):
         and ret["comment"] == "mail_relay: password must be a string on one line"
     )
     assert "s3cret" not in repr(ret)
+
+
+def test_irq_descriptions_starting_with_digits():
+    # gpio-brcmstb names its irq chip after its device (the Pi 5's BCM2712 GPIO block is
+    # 107d508500.gpio), so a description can start with digits; only as many count columns
+    # as the header has CPUs (online ones only) precede it.
+    text = (
+        "           CPU0       CPU1       CPU2       CPU3\n"
+        "  9:          0          0          0          0     GICv2  25 Level     vgic\n"
+        " 36:          0          0          0          0  107d508500.gpio  20 Edge  pwr_button\n"
+        "105:     123456          0          0          0  GICv2 189 Level     eth0\n"
+        "IPI0:      2000       2100       1900       2000       Rescheduling interrupts\n"
+    )
+    assert irqs.matching(text, r"^107d508500\.gpio ") == {36: "107d508500.gpio 20 Edge pwr_button"}
+    assert irqs.matching(text, r"Level eth0$") == {105: "GICv2 189 Level eth0"}
+    assert irqs.matching(text, "Rescheduling") == {}
+
+
+def test_fstab_mount_point_with_an_escaped_space():
+    # fstab(5): a blank in a mount point is written \040, as in /proc/mounts.
+    text = "UUID=abcd\t/\text4\tdefaults\t0\t1\nLABEL=usb /mnt/usb\\040disk ext4 defaults 0 2\n"
+    out = tuning.fstab_with_options(text, "/mnt/usb disk", ["noatime"])
+    assert out.splitlines()[1] == "LABEL=usb\t/mnt/usb\\040disk\text4\tdefaults,noatime\t0\t2"
+    assert out.splitlines()[0] == "UUID=abcd\t/\text4\tdefaults\t0\t1"

@@ -75,3 +75,28 @@ def test_armnode_grain_unknown_hardware_is_generic(base_opts, tmp_path):
     assert node["boot_flavour"] == "unknown"
     assert node["root_kind"] == "other"
     assert node["root_device"] == "overlay"
+
+
+def test_armnode_grain_armhf_userland_on_the_64bit_pi_kernel(base_opts, tmp_path):
+    # Raspberry Pi OS 32-bit on a Pi 4 boots kernel8 (uname -m aarch64, dpkg armhf):
+    # procount/pinn#760. The userland's /bin/sh is an ELF32 ARM binary.
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    (root / "bin" / "sh").write_bytes(b"\x7fELF\x01\x01\x01" + b"\0" * 9 + b"\x02\x00\x28\x00")
+    opts = copy.deepcopy(base_opts)
+    (tmp_path / "mounts").write_text("/dev/mmcblk0p2 / ext4 rw 0 0\n")
+    opts.update(
+        {
+            "grains_dirs": [str(REPO / "_grains")],
+            "utils_dirs": [str(REPO / "_utils")],
+            "grains_cache": False,
+            "cachedir": str(tmp_path / "cache"),
+            "armnode.device_tree": str(FIXTURES / "rpi4" / "device-tree"),
+            "armnode.sysfs": str(tmp_path / "sys"),
+            "armnode.boot_root": str(root),
+            "armnode.mounts": str(tmp_path / "mounts"),
+            "armnode.machine": "aarch64",
+        }
+    )
+    node = salt.loader.grains(opts, force_refresh=True)["armnode"]
+    assert (node["board"], node["machine"], node["arch"]) == ("rpi4", "aarch64", "armv7")

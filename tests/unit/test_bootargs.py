@@ -576,3 +576,165 @@ def test_the_root_move_sets_every_active_root_line_and_a_commented_one_only_when
     assert new == f'#U_BOOT_ROOT="root=/dev/sda1"\n{line}\n'
     (menu / "etc/default/u-boot").write_text('U_BOOT_TIMEOUT="50"\n#U_BOOT_ROOT=""\n')
     assert root_move.boot_change(str(menu), ids)["text"] == f'U_BOOT_TIMEOUT="50"\n{line}\n'
+
+
+# -- real constructs found in the distributions' boot files -----------------------------------
+FIXTURES = Path(__file__).resolve().parents[1] / "functional" / "fixtures" / "boot"
+REAL_FILES = {
+    # (flavour, file under tests/functional/fixtures/boot); sources in each file's header.
+    "dietpi odroid-xu4 boot.ini": ("boot.ini", "dietpi-odroid-xu4/boot/boot.ini"),
+    "alarm odroid-c2 boot.ini": ("boot.ini", "alarm-odroid-c2/boot/boot.ini"),
+    "dietpi odroid-c4 dietpiEnv": ("dietpiEnv", "dietpi-odroid-c4/boot/dietpiEnv.txt"),
+    "dietpi quartz64 extlinux": ("extlinux", "dietpi-quartz64/boot/extlinux/extlinux.conf"),
+    "armbian aml-s9xx extlinux": ("extlinux", "armbian-aml-s9xx/boot/extlinux/extlinux.conf"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_FILES))
+def test_real_boot_files_edit_one_line_and_come_back(name):
+    flavour, rel = REAL_FILES[name]
+    text = (FIXTURES / rel).read_text()
+    edited = cmdline.edit(flavour, text, ["fsck.mode=force"])
+    assert len(_changed_lines(text, edited)) == 2
+    assert cmdline.read(flavour, edited)[-1] == "fsck.mode=force"
+    assert cmdline.edit(flavour, edited, absent=["fsck.mode=force"]) == text
+
+
+# armbian/build config/bootscripts/boot-meson64.cmd: the legacy and the mainline kernel get
+# their bootargs in the two branches of a multi-line if (here with the mainline branch gone,
+# as a user trimming it leaves it): the one setter only runs for a legacy kernel.
+MESON64_LEGACY_ONLY = """if test -e ${devtype} ${devnum} ${prefix}zImage; then
+	echo "Booting legacy kernel..."
+	setenv bootargs "root=${rootdev} rootwait rootfstype=${rootfstype} ${consoleargs} consoleblank=0"
+	booti ${loadaddr} ${initrd_loadaddr} ${dtb_loadaddr}
+fi
+"""
+
+
+def test_a_setter_inside_a_multi_line_if_block_is_conditional():
+    with pytest.raises(ArmswarmError, match=r"boot.cmd:3: bootargs is only set conditionally"):
+        cmdline.edit("boot.txt", MESON64_LEGACY_ONLY, ["quiet"], path="boot.cmd")
+    # while/until blocks too, and the block ends at fi/done: a setter after it counts.
+    after = MESON64_LEGACY_ONLY.replace("\tsetenv bootargs", "\tsetenv legacyargs") + (
+        'setenv bootargs "root=${rootdev} rootwait"\n'
+    )
+    assert cmdline.edit("boot.txt", after, ["quiet"]).endswith('rootwait quiet"\n')
+    loop = "while itest ${i} < 2; do\n  setenv bootargs root=/dev/sda1 rootwait\ndone\n"
+    with pytest.raises(ArmswarmError, match="only set conditionally"):
+        cmdline.edit("boot.txt", loop, ["quiet"])
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        # DietPi's OdroidXU4 boot.ini chains loads with ||: a setter there runs only sometimes.
+        ('load mmc 0:1 0x44000000 /boot/x || setenv bootargs "root=/dev/mmcblk0p1 rootwait"\n',
+         "only set conditionally"),
+        ('test -n "${rescue}" && setenv bootargs "root=/dev/mmcblk0p1 rootwait single"\n',
+         "only set conditionally"),
+        # ... and beside an unconditional one it is a second setter, not something to ignore.
+        ('setenv bootargs "root=/dev/mmcblk0p1 rootwait"\n'
+         'test -e mmc 0:1 /boot/.next || setenv bootargs "root=/dev/mmcblk0p2 rootwait"\n',
+         r"several lines set bootargs \(1, 2\)"),
+    ],
+)  # fmt: skip
+def test_setters_after_and_or_are_conditional(script, message):
+    with pytest.raises(ArmswarmError, match=message):
+        cmdline.edit("boot.txt", script, ["quiet"])
+
+
+def test_a_setter_followed_by_or_still_counts():
+    script = 'setenv bootargs "root=/dev/mmcblk0p1 rootwait" || echo "cannot set bootargs"\n'
+    assert cmdline.edit("boot.txt", script, ["quiet"]) == script.replace(
+        "rootwait", "rootwait quiet"
+    )
+
+
+# archlinuxarm/PKGBUILDs alarm/uboot-raspberrypi/boot.txt.v3 (Arch Linux ARM AArch64 on the
+# Raspberry Pi 3/4 with U-Boot): the MAC address quoted inside the last argument.
+ALARM_RPI_V3 = """part uuid ${devtype} ${devnum}:2 uuid
+
+setenv bootargs console=ttyS1,115200 console=tty0 root=PARTUUID=${uuid} rw rootwait smsc95xx.macaddr="${usbethaddr}"
+
+if load ${devtype} ${devnum}:${bootpart} ${kernel_addr_r} /Image; then
+  booti ${kernel_addr_r} - ${fdt_addr_r};
+fi
+"""
+
+
+def test_a_quote_inside_one_argument_is_that_argument():
+    assert cmdline.read("boot.txt", ALARM_RPI_V3)[-1] == "smsc95xx.macaddr=${usbethaddr}"
+    edited = cmdline.edit("boot.txt", ALARM_RPI_V3, ["cgroup_enable=memory"])
+    assert 'rootwait smsc95xx.macaddr="${usbethaddr}" cgroup_enable=memory\n' in edited
+    assert cmdline.edit("boot.txt", edited, absent=["cgroup_enable"]) == ALARM_RPI_V3
+    # It goes as a whole word, quotes and all.
+    gone = cmdline.edit("boot.txt", ALARM_RPI_V3, absent=["smsc95xx.macaddr"])
+    assert (
+        "setenv bootargs console=ttyS1,115200 console=tty0 root=PARTUUID=${uuid} rw rootwait\n"
+        in gone
+    )
+
+
+def test_env_files_root_and_rootwait_come_from_the_boot_script():
+    # Armbian appends rootdev=UUID=… to armbianEnv.txt (lib/functions/image/partitioning.sh);
+    # its boot.cmd and DietPi's boot.cmd set root=${rootdev} rootwait: never in extraargs.
+    armbian = (BOARDS / "rockpro64/rootfs/boot/armbianEnv.txt").read_text()
+    for absent in (["rootwait"], ["root"], ["root=UUID=7f3c9a52-1d4e-4b8a-9c61-2e5f0d8a3b17"]):
+        with pytest.raises(ArmswarmError, match="cannot remove root"):
+            cmdline.edit("armbianEnv", armbian, absent=absent, path="/boot/armbianEnv.txt")
+    assert cmdline.edit("armbianEnv", armbian, ["rootwait"]) == armbian
+    with pytest.raises(ArmswarmError, match="rootdev="):
+        cmdline.edit("armbianEnv", armbian, ["root=/dev/sda1"])
+    with pytest.raises(ArmswarmError, match="cannot remove rootwait"):
+        cmdline.edit("dietpiEnv", DIETPI_ENV, absent=["rootwait"])
+
+
+def test_a_created_extraargs_line_goes_again_from_a_crlf_file():
+    # armbianEnv.txt saved with CRLF (edited on Windows), without an extraargs= line.
+    original = "verbosity=1\r\nconsole=serial\r\nrootdev=UUID=7f3c\r\n"
+    edited = cmdline.edit("armbianEnv", original, ["quiet"])
+    assert edited == original + "extraargs=quiet\r\n"
+    assert cmdline.edit("armbianEnv", edited, absent=["quiet"], original=original) == original
+    # Without a final line ending (an editor that leaves none): it comes back without one.
+    bare = original.rstrip("\r\n")
+    edited = cmdline.edit("armbianEnv", bare, ["quiet"])
+    assert edited == bare + "\r\nextraargs=quiet\r\n"
+    assert cmdline.edit("armbianEnv", edited, absent=["quiet"], original=bare) == bare
+
+
+# -- boot files on disk -------------------------------------------------------------------------
+def test_a_crlf_boot_ini_with_latin1_bytes_stays_as_it_is_but_the_one_line(tmp_path):
+    # Hardkernel's boot.ini is on the FAT partition and gets edited on Windows: CRLF, and a
+    # comment in the PC's code page (a byte that is not UTF-8).
+    text = (FIXTURES / "dietpi-odroid-xu4/boot/boot.ini").read_text()
+    data = text.replace("\n", "\r\n").encode().replace(b"# U-Boot parameters", b"# R\xe9glages")
+    ini = tmp_path / "boot/boot.ini"
+    ini.parent.mkdir()
+    ini.write_bytes(data)
+    change = boot_files.plan(str(tmp_path), ["fsck.mode=force"])
+    assert change["new"][-1] == "fsck.mode=force"
+    boot_files.apply(str(tmp_path), change)
+    new = ini.read_bytes()
+    assert new == data.replace(b'${hid_quirks}"', b'${hid_quirks} fsck.mode=force"')
+    assert (tmp_path / "boot/boot.ini.armswarm-orig").read_bytes() == data
+    back = boot_files.plan(str(tmp_path), absent=["fsck.mode=force"])
+    boot_files.apply(str(tmp_path), back)
+    assert ini.read_bytes() == data
+
+
+def test_env_file_the_boot_script_ignores_is_refused(tmp_path):
+    # armbian/build config/bootscripts/boot-mt7623.cmd (BananaPi R2) imports armbianEnv.txt
+    # but builds bootargs without ${extraargs}: an edit would not reach the kernel.
+    boot = tmp_path / "boot"
+    boot.mkdir()
+    (boot / "armbianEnv.txt").write_text("verbosity=1\nrootdev=UUID=7f3c\nextraargs=\n")
+    (boot / "boot.cmd").write_text(
+        "env import -t ${loadaddr} ${filesize}\n"
+        'setenv bootargs "console=ttyS2,115200n1 root=${rootdev} rw rootfstype=${rootfs} '
+        'rootwait audit=0 loglevel=${verbosity}"\n'
+    )
+    with pytest.raises(ArmswarmError, match=r"armbianEnv.txt: the boot script .*boot.cmd"):
+        boot_files.plan(str(tmp_path), ["quiet"])
+    # Armbian's usual script puts ${extraargs} last: editable.
+    (boot / "boot.cmd").write_text(ARMBIAN_CMD)
+    assert boot_files.plan(str(tmp_path), ["quiet"])["new"] == ["quiet"]

@@ -90,23 +90,41 @@ _BY_COMPATIBLE = {compat: board for board, info in BOARDS.items() for compat in 
 
 
 # /proc/cpuinfo "CPU part" → relative core performance, used only for boards not in BOARDS
-# that expose no cpu_capacity (ARM Ltd. parts; higher is faster).
+# that expose no cpu_capacity (higher is faster). Part numbers are the implementer's own: these
+# are ARM Ltd's ("CPU implementer : 0x41"); another implementer's parts are not ranked.
+_ARM_IMPLEMENTER = "0x41"
 _CPU_PART_RANK = {
+    "0xb76": 5,  # ARM1176 (Raspberry Pi 1/Zero)
+    "0xc05": 8,  # Cortex-A5
     "0xc07": 10,  # Cortex-A7
+    "0xc08": 12,  # Cortex-A8
     "0xc09": 20,  # Cortex-A9
     "0xc0d": 30,  # Cortex-A12
     "0xc0e": 30,  # Cortex-A17
     "0xc0f": 40,  # Cortex-A15
+    "0xd01": 14,  # Cortex-A32
+    "0xd02": 14,  # Cortex-A34
     "0xd04": 15,  # Cortex-A35
     "0xd03": 20,  # Cortex-A53
     "0xd05": 25,  # Cortex-A55
+    "0xd46": 27,  # Cortex-A510
+    "0xd80": 28,  # Cortex-A520
+    "0xd06": 35,  # Cortex-A65
     "0xd07": 45,  # Cortex-A57
     "0xd08": 50,  # Cortex-A72
     "0xd09": 55,  # Cortex-A73
     "0xd0a": 60,  # Cortex-A75
-    "0xd0b": 65,  # Cortex-A76
+    "0xd0b": 65,  # Cortex-A76 (BCM2712, RK3588)
+    "0xd0c": 65,  # Neoverse-N1
     "0xd0d": 70,  # Cortex-A77
     "0xd41": 75,  # Cortex-A78
+    "0xd4b": 75,  # Cortex-A78C
+    "0xd47": 78,  # Cortex-A710
+    "0xd4d": 80,  # Cortex-A715
+    "0xd81": 82,  # Cortex-A720
+    "0xd44": 85,  # Cortex-X1
+    "0xd48": 88,  # Cortex-X2
+    "0xd4e": 90,  # Cortex-X3
 }
 
 
@@ -264,28 +282,67 @@ def split_by_rank(ranks: dict[int, int]) -> tuple[list[int], list[int]]:
 
 def cpuinfo_parts(cpuinfo_text: str) -> dict[int, str]:
     """``{cpu: "CPU part"}`` from /proc/cpuinfo text (ARM kernels only print it)."""
-    parts, current = {}, None
+    return {cpu: part for cpu, (_, part) in cpuinfo_cores(cpuinfo_text).items()}
+
+
+def cpuinfo_cores(cpuinfo_text: str) -> dict[int, tuple[str, str]]:
+    """``{cpu: ("CPU implementer", "CPU part")}`` from /proc/cpuinfo text.
+
+    Only online CPUs have a block. Kernels before 3.8 printed one implementer/part block for
+    all processors (after a "Processor : ARMv7 …" header): it names only the last CPU then.
+    """
+    cores, current, implementer = {}, None, ""
     for line in (cpuinfo_text or "").splitlines():
         key, _, value = line.partition(":")
-        key, value = key.strip().lower(), value.strip()
+        key, value = key.strip().lower(), value.strip().lower()
         if key == "processor":
+            implementer = ""
             try:
                 current = int(value)
             except ValueError:
                 current = None
+        elif key == "cpu implementer":
+            implementer = value
         elif key == "cpu part" and current is not None:
-            parts[current] = value.lower()
-    return parts
+            cores[current] = (implementer, value)
+    return cores
+
+
+def sysfs_online(sysfs_root) -> list[int] | None:
+    """Online CPU ids (``cpu/online``, e.g. ``0-3,6-7``), None when unreadable."""
+    text = _read_text(os.path.join(sysfs_root, "devices", "system", "cpu", "online"))
+    try:
+        return parse_cpu_list(text) if text and text.strip() else None
+    except ValueError:
+        return None
+
+
+def _split_seen(ranks: dict[int, int], cpus: list[int]) -> tuple[list[int], list[int]] | None:
+    """``(big, little)`` over ``cpus`` from the ranks of the CPUs that could be read.
+
+    All read → the split as it is. Some unread (offline: since Linux 6.2 an offline CPU has
+    no cpu_capacity and /proc/cpuinfo lists online CPUs only) → the read CPUs that rank
+    highest are big when the read ones differ, the unread ones stay among the little ("not
+    known to be big"); alike read ones prove nothing about the others: None (unknown).
+    """
+    if not ranks or not set(ranks) <= set(cpus):
+        return None
+    big, little = split_by_rank(ranks)
+    unread = sorted(set(cpus) - set(ranks))
+    if unread and not big:
+        return None
+    return big, sorted(little + unread)
 
 
 def cpu_topology(sysfs_root, board=GENERIC, cpuinfo_text=None) -> dict:
     """Return ``{"cpus", "big_cores", "little_cores"}``.
 
-    ``big_cores`` are the fastest cluster of a big.LITTLE SoC and empty on homogeneous SoCs,
-    ``little_cores`` are all other CPUs (so together they list every CPU).
-    Sources, first usable wins: sysfs ``cpu_capacity`` (unless it shows no big cores where
-    the table has some); for a known board, the board table; for an unknown one,
-    /proc/cpuinfo "CPU part", else the sysfs CPU list as one cluster.
+    ``big_cores`` are the fastest cluster of a big.LITTLE SoC and empty on homogeneous SoCs
+    or where the split cannot be read, ``little_cores`` are all other CPUs (so together they
+    list every CPU). Sources, first usable wins: sysfs ``cpu_capacity`` (unless it shows no
+    big cores where the table has some); for a known board, the board table; for an unknown
+    one, the capacities of the online CPUs, /proc/cpuinfo "CPU implementer"/"CPU part" (ARM
+    Ltd's parts only), else the sysfs CPU list as one cluster.
     """
     info = BOARDS.get(board)
     cpus = sysfs_cpus(sysfs_root)
@@ -305,12 +362,38 @@ def cpu_topology(sysfs_root, board=GENERIC, cpuinfo_text=None) -> dict:
             "big_cores": list(info["big_cores"]),
             "little_cores": list(info["little_cores"]),
         }
-    parts = cpuinfo_parts(cpuinfo_text)
-    if parts and (not cpus or set(parts) == set(cpus)):
-        ranks = {cpu: _CPU_PART_RANK.get(part, 0) for cpu, part in parts.items()}
-        big, little = split_by_rank(ranks)
-        return {"cpus": len(parts), "big_cores": big, "little_cores": little}
+    if cpus:
+        online = sysfs_online(sysfs_root)
+        if online and set(online) < set(cpus):
+            capacities = sysfs_capacities(sysfs_root, online)
+            split = _split_seen(capacities, cpus) if capacities else None
+            if split:
+                return {"cpus": len(cpus), "big_cores": split[0], "little_cores": split[1]}
+    cores = cpuinfo_cores(cpuinfo_text)
+    if cores and (not cpus or set(cores) <= set(cpus)):
+        ranks = _cpuinfo_ranks(cores)
+        if ranks is not None:
+            split = _split_seen(ranks, cpus or sorted(cores))
+            if split:
+                total = len(cpus) if cpus else len(cores)
+                return {"cpus": total, "big_cores": split[0], "little_cores": split[1]}
+    if not cpus and cores:
+        cpus = sorted(cores)  # no sysfs: the CPUs cpuinfo lists, their split unknown
     return {"cpus": len(cpus), "big_cores": [], "little_cores": list(cpus)}
+
+
+def _cpuinfo_ranks(cores: dict[int, tuple[str, str]]) -> dict[int, int] | None:
+    """Ranks of cpuinfo cores; identical cores rank alike whatever they are; None when they
+    differ and one of them is not an ARM Ltd part we know (its speed cannot be read)."""
+    if len(set(cores.values())) == 1:
+        return {cpu: 0 for cpu in cores}
+    ranks = {}
+    for cpu, (implementer, part) in cores.items():
+        rank = _CPU_PART_RANK.get(part) if implementer == _ARM_IMPLEMENTER else None
+        if rank is None:
+            return None
+        ranks[cpu] = rank
+    return ranks
 
 
 def _unescape_mount_field(field: str) -> str:
@@ -318,14 +401,38 @@ def _unescape_mount_field(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def root_source(mounts_text: str) -> str:
-    """Source of the ``/`` mount in mount-table text; the last entry wins (it shadows others)."""
-    source = ""
+def _root_entry(mounts_text: str) -> tuple[str, str]:
+    """``(source, fstype)`` of the ``/`` mount; the last entry wins (it shadows others)."""
+    entry = ("", "")
     for line in (mounts_text or "").splitlines():
         fields = line.split()
         if len(fields) >= 2 and _unescape_mount_field(fields[1]) == "/":
-            source = _unescape_mount_field(fields[0])
-    return source
+            entry = (_unescape_mount_field(fields[0]), fields[2] if len(fields) > 2 else "")
+    return entry
+
+
+def root_source(mounts_text: str) -> str:
+    """Source of the ``/`` mount in mount-table text; the last entry wins (it shadows others)."""
+    return _root_entry(mounts_text)[0]
+
+
+def _btrfs_only_device(sysfs_root) -> str:
+    """The device of the only btrfs filesystem (``<sysfs>/fs/btrfs/<fsid>/devices/``) when
+    there is one with one device; ``""`` otherwise (which one is ``/`` cannot be told)."""
+    base = os.path.join(sysfs_root, "fs", "btrfs")
+    try:
+        filesystems = [
+            name for name in os.listdir(base) if os.path.isdir(os.path.join(base, name, "devices"))
+        ]
+    except OSError:
+        return ""
+    if len(filesystems) != 1:
+        return ""
+    try:
+        devices = os.listdir(os.path.join(base, filesystems[0], "devices"))
+    except OSError:
+        return ""
+    return devices[0] if len(devices) == 1 else ""
 
 
 def _device_of_path(path, sysfs_root) -> str:
@@ -379,8 +486,11 @@ def root_device(mounts_text: str, sysfs_root="/sys", root_dir="/") -> dict:
 
     For kind ``other`` (overlay, tmpfs, virtio …) ``root_device`` is the raw mount source.
     """
-    source = root_source(mounts_text)
+    source, fstype = _root_entry(mounts_text)
     name = resolve_block_name(source, sysfs_root, root_dir)
+    if not name and source == "/dev/root" and fstype == "btrfs":
+        # A btrfs file's st_dev is an anonymous device (major 0), not the partition.
+        name = _btrfs_only_device(sysfs_root)
     kind, disk = classify_block_device(name, sysfs_root) if name else ("other", "")
     if kind == "other":
         return {"root_device": source, "root_kind": "other", "root_disk": ""}
@@ -405,15 +515,17 @@ def boot_flavour(root_dir="/") -> tuple[str, str]:
     The order settles images carrying several: Armbian and DietPi ship a boot.scr or boot.ini
     that reads their ``*Env.txt``, and an u-boot script overrides whatever a Raspberry Pi
     firmware cmdline.txt says. ``boot.ini`` is Hardkernel's u-boot's plain-text script (ODROID
-    images; Hardkernel's Ubuntu keeps it on the FAT partition mounted at /media/boot).
+    images; Hardkernel's Ubuntu keeps it on the FAT partition mounted at /media/boot). That
+    u-boot (hardkernel/u-boot odroidxu4-v2017.05 cmd/cfgload.c) tries ``/boot.ini`` before
+    ``/boot/boot.ini``, partition 1 before 2: a /media/boot/boot.ini wins over /boot/boot.ini.
     """
     join = os.path.join
     for flavour, relative in (
         ("armbianEnv", "boot/armbianEnv.txt"),
         ("dietpiEnv", "boot/dietpiEnv.txt"),
         ("boot.txt", "boot/boot.txt"),
-        ("boot.ini", "boot/boot.ini"),
         ("boot.ini", "media/boot/boot.ini"),
+        ("boot.ini", "boot/boot.ini"),
     ):
         if _is_file(root_dir, relative):
             return flavour, join(root_dir, relative)
@@ -457,6 +569,37 @@ def empty_result(machine: str = "", error: str = "") -> dict:
     return result
 
 
+# The binaries whose ELF class tells the userland's width: the Docker engine's (its Go
+# architecture decides which image variant it pulls), else the system shell's.
+_USERLAND_PROBES = ("usr/bin/dockerd", "bin/sh", "usr/bin/sh")
+
+
+def userland_bits(root_dir="/") -> int | None:
+    """32 or 64 from the ELF class (EI_CLASS) of the userland's binaries, None if unreadable.
+
+    ``uname -m`` names the kernel, and the interpreter running Salt may not be the system's
+    (a 64-bit onedir on an armhf Raspberry Pi OS): the system's own binaries tell.
+    """
+    for relative in _USERLAND_PROBES:
+        try:
+            with open(os.path.join(root_dir, relative), "rb") as handle:
+                header = handle.read(5)
+        except OSError:
+            continue
+        if header[:4] == b"\x7fELF" and header[4:5] in (b"\x01", b"\x02"):
+            return 32 if header[4:5] == b"\x01" else 64
+    return None
+
+
+def _userland_arch(machine, userland_bits) -> str:
+    # uname -m first: a Pi 4 on a 32-bit kernel says armv7l and runs armv7 binaries; on the
+    # 64-bit kernel with a 32-bit userland it says aarch64, and only the userland tells.
+    arch = architectures.canonical(machine)
+    if arch == "aarch64" and userland_bits == 32:
+        return "armv7"
+    return arch
+
+
 def detect(
     devicetree_root="/proc/device-tree",
     sysfs_root="/sys",
@@ -465,10 +608,15 @@ def detect(
     machine="",
     *,
     cpuinfo_text=None,
+    userland_bits=None,
 ) -> dict:
     """Describe the node: board, SoC, CPU clusters, root device and boot flavour.
 
     Unknown hardware is never an error: it is board ``generic`` with what could be read.
+    ``userland_bits`` is the width of the userland's pointers (32 or 64, None unknown):
+    a 32-bit userland on a 64-bit kernel (Raspberry Pi OS armhf on a Pi 4/5, whose firmware
+    boots the 64-bit kernel by default) runs armv7 binaries although ``uname -m`` says
+    ``aarch64``.
     """
     model, compatible = read_device_tree(devicetree_root)
     board = match_board(compatible)
@@ -479,8 +627,7 @@ def detect(
         model=model,
         compatible=compatible,
         soc=info.get("soc") or soc_from_compatible(compatible),
-        # uname -m first: a Pi 4 on 32-bit Raspberry Pi OS runs armv7 binaries (armv7l).
-        arch=architectures.canonical(machine) or info.get("arch", ""),
+        arch=_userland_arch(machine, userland_bits) or info.get("arch", ""),
     )
     result.update(cpu_topology(sysfs_root, board, cpuinfo_text))
     result.update(root_device(mounts_text, sysfs_root, root_dir))

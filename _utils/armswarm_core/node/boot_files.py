@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from struct import error as struct_error
 
 from armswarm_core import ArmswarmError
 from armswarm_core.common import files
@@ -52,10 +53,40 @@ def locate(boot_root: str = "/") -> tuple[str, Path]:
 
 
 def _read(path: Path):
+    """``path``'s text exactly as on disk: no newline translation (a CRLF boot.ini stays CRLF
+    when written back) and bytes that are not UTF-8 (a Latin-1 comment) kept as they are."""
     try:
-        return path.read_text()
+        return path.read_bytes().decode("utf-8", "surrogateescape")
     except FileNotFoundError:
         return None
+
+
+def _encode(text):
+    """What :func:`_read` decoded, as the same bytes again."""
+    return text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text
+
+
+def _check_env_is_read(flavour: str, path: Path):
+    """An ``*Env.txt``'s ``extraargs`` only matters when the boot script puts it on the command
+    line: Armbian's boot-mt7623.cmd and boot-macchiatobin-doubleshot.cmd import armbianEnv.txt
+    but build bootargs without ``${extraargs}``; an edit there would change nothing."""
+    if flavour not in ("armbianEnv", "dietpiEnv"):
+        return
+    scripts = {}
+    scr = path.with_name("boot.scr")
+    try:
+        scripts[scr] = cmdline.decode_script_image(scr.read_bytes())
+    except (OSError, ArmswarmError, UnicodeDecodeError, struct_error):
+        pass
+    for name in ("boot.ini", "boot.cmd"):
+        text = _read(path.with_name(name))
+        if text is not None:
+            scripts[path.with_name(name)] = text
+    if scripts and not any("extraargs" in text for text in scripts.values()):
+        raise ArmswarmError(
+            f"{path}: the boot script ({', '.join(str(p) for p in scripts)}) does not put "
+            "extraargs on the kernel command line; refusing to edit it"
+        )
 
 
 def _original(path: Path):
@@ -92,7 +123,7 @@ def current(boot_root: str = "/") -> dict:
     if flavour == "u-boot-menu":
         args = cmdline.u_boot_menu_effective(_u_boot_menu_files(boot_root)).args
     else:
-        args = cmdline.read(flavour, path.read_text(), str(path))
+        args = cmdline.read(flavour, _read(path), str(path))
     return {"flavour": flavour, "file": str(path), "args": args}
 
 
@@ -117,7 +148,8 @@ def plan(boot_root: str, present=(), absent=()) -> dict:
         stale = (generated := _extlinux_args(boot_root)) is not None and generated != old
         reason = "extlinux.conf is out of date" if stale and not writes else ""
     else:
-        text = path.read_text()
+        _check_env_is_read(flavour, path)
+        text = _read(path)
         new_text = cmdline.edit(
             flavour, text, present, absent, path=str(path), original=_original(path)
         )
@@ -148,7 +180,7 @@ def plan(boot_root: str, present=(), absent=()) -> dict:
 def _script_stale(path: Path) -> bool:
     scr = path.with_name("boot.scr")
     try:
-        return cmdline.decode_script_image(scr.read_bytes()) != path.read_text()
+        return cmdline.decode_script_image(scr.read_bytes()) != _read(path)
     except (OSError, ArmswarmError, UnicodeDecodeError):
         return False  # no boot.scr, or not one armswarm can read: nothing to say
 
@@ -223,7 +255,7 @@ def _mkimage(source: Path, target: Path, cwd: Path):
 def regenerate(flavour: str, path: Path):
     """What the flavour needs after its file changed (in place; see :func:`apply`)."""
     if flavour == "boot.txt":
-        _script_swap(path, path.read_text())
+        _script_swap(path, _read(path))
     elif flavour == "u-boot-menu":
         _run(["u-boot-update"])
 
@@ -233,7 +265,7 @@ def _script_swap(path: Path, text: str):
     # A link (into the boot partition) is followed: its target is what U-Boot reads.
     scr = Path(os.path.realpath(path.with_name("boot.scr")))
     path = Path(os.path.realpath(path))
-    txt_tmp = _temp_beside(path, text.encode(), path.stat().st_mode & 0o7777)
+    txt_tmp = _temp_beside(path, _encode(text), path.stat().st_mode & 0o7777)
     fd, scr_tmp = tempfile.mkstemp(dir=scr.parent, prefix=".boot.scr.")
     os.close(fd)
     try:
@@ -269,13 +301,13 @@ def apply(boot_root: str, change: dict):
     if flavour == "boot.txt":
         keep_original(path)
         keep_original(path.with_name("boot.scr"))
-        _script_swap(path, writes.get(path, path.read_text()))
+        _script_swap(path, writes.get(path, _read(path)))
     elif flavour == "u-boot-menu":
         _apply_u_boot_menu(boot_root, writes, change["new"])
     else:
         for target, text in writes.items():
             keep_original(target)
-            _write_atomic(target, text)
+            _write_atomic(target, _encode(text))
     mark_reboot_required(boot_root, f"kernel command line changed in {path}")
 
 
@@ -286,7 +318,7 @@ def _apply_u_boot_menu(boot_root: str, writes: dict, expected: list):
         keep_original(target)
     try:
         for target, text in writes.items():
-            _write_atomic(target, text)
+            _write_atomic(target, _encode(text))
         _run(["u-boot-update"])
         generated = _extlinux_args(boot_root)
         if generated != expected:

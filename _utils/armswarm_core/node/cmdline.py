@@ -84,6 +84,11 @@ class Site:
     # Arguments only added sometimes (``setenv bootargs "${bootargs} …"`` under an ``if``):
     # removing them is beyond this editor.
     maybe: dict = field(default_factory=dict)
+    # The arguments the tokens stand for, when that is not their text (quotes removed).
+    words: list | None = None
+
+    def args(self, text: str) -> list[str]:
+        return self.words if self.words is not None else [text[s:e] for s, e in self.tokens]
 
 
 def _words(text: str, start: int, end: int) -> list:
@@ -112,15 +117,23 @@ def _rpi_site(text: str, path: str) -> Site:
 
 
 def _env_site(text: str, path: str, flavour: str) -> Site:
-    """Armbian/DietPi ``*Env.txt`` (u-boot ``env import -t``): only ``extraargs`` is ours."""
-    found, fixed = [], {}
+    """Armbian/DietPi ``*Env.txt`` (u-boot ``env import -t``): only ``extraargs`` is ours.
+
+    The boot script that imports it (Armbian's boot.cmd/boot.ini, DietPi's boot.cmd) sets
+    ``root=${rootdev} rootwait`` itself: those are in effect, but not in ``extraargs``."""
+    found, fixed, rootdev = [], {}, None
     for start, end in _lines(text):
         line = text[start:end]
         if line.startswith("extraargs="):
             found.append((start + len("extraargs="), end))
+        elif line.startswith("rootdev="):
+            rootdev = line[len("rootdev=") :].strip()  # env import: the last one counts
         elif flavour == "dietpiEnv" and line.startswith("consoleargs="):
             for arg in line[len("consoleargs=") :].split():
                 fixed[arg] = f"{path}: consoleargs="
+    script = f"the boot script that imports {path}"
+    fixed[f"root={rootdev}" if rootdev else "root=${rootdev}"] = f"{path}: rootdev= ({script})"
+    fixed["rootwait"] = script
     if len(found) > 1:
         raise ArmswarmError(f"{path}: several extraargs= lines; refusing to guess which counts")
     if not found:
@@ -137,10 +150,13 @@ _VAR = re.compile(r"\$\{?(\w+)\}?")
 
 
 def _hush_commands(text: str, path: str):
-    """Yield ``(line_no, words, spans, cmd_end)`` per command; quotes group words."""
+    """Yield ``(line_no, words, spans, cmd_end, chained)`` per command; quotes group words.
+
+    A command ends at ``;``, an unquoted ``&&`` or ``||`` word, a comment or the line end;
+    ``chained`` says it follows ``&&``/``||`` (it only runs depending on the one before)."""
     for line_no, (start, end) in enumerate(_lines(text), 1):
-        words, spans, quote, word, wstart = [], [], None, None, None
-        cmd_end = end
+        words, spans, quote, word, wstart, quoted = [], [], None, None, None, False
+        cmd_end, chained = end, False
         for i in range(start, end + 1):
             c = text[i] if i < end else "\n"
             if quote and c != "\n":
@@ -150,18 +166,22 @@ def _hush_commands(text: str, path: str):
                     word += c
                 continue
             if c in "\"'":
-                quote = c
+                quote, quoted = c, True
                 if word is None:
                     word, wstart = "", i
                 continue
             if c in " \t;\n" or (c == "#" and word is None):
                 if word is not None:
-                    words.append(word)
-                    spans.append((wstart, i))
-                    word = None
+                    if word in ("&&", "||") and not quoted:
+                        yield line_no, words, spans, wstart, chained
+                        words, spans, chained = [], [], True
+                    else:
+                        words.append(word)
+                        spans.append((wstart, i))
+                    word, quoted = None, False
                 if c == ";":
-                    yield line_no, words, spans, i
-                    words, spans = [], []
+                    yield line_no, words, spans, i, chained
+                    words, spans, chained = [], [], False
                 elif c == "#":
                     cmd_end = i
                     break
@@ -173,17 +193,20 @@ def _hush_commands(text: str, path: str):
             word += c
         if quote:
             raise ArmswarmError(f"{path}:{line_no}: unterminated quote")
-        yield line_no, words, spans, cmd_end
+        yield line_no, words, spans, cmd_end, chained
 
 
 def _script_site(text: str, path: str) -> Site:
     """u-boot script (Arch ``boot.txt``, Hardkernel/Armbian/DietPi ``boot.ini``)."""
     depth, setters, defs, maybe = 0, [], {}, {}
-    for line_no, words, spans, cmd_end in _hush_commands(text, path):
+    for line_no, words, spans, cmd_end, chained in _hush_commands(text, path):
         lead = 0
-        conditional = depth > 0
+        conditional = depth > 0 or chained
         while lead < len(words) and words[lead] in _PREFIXES:
             conditional = True
+            # ``if``/``while``/``until`` open a block (``fi``/``done`` close it) even as the
+            # condition's prefix: what follows up to the closing word runs only sometimes.
+            depth += _OPENERS.get(words[lead], 0)
             lead += 1
         if lead < len(words):
             depth = max(0, depth + _OPENERS.get(words[lead], 0))
@@ -224,22 +247,59 @@ def _script_site(text: str, path: str) -> Site:
         raise ArmswarmError(f"{path}:{line_no}: bootargs is only set conditionally; refusing")
     if not vspans:
         raise ArmswarmError(f"{path}:{line_no}: bootargs is set empty; refusing to edit it")
-    tokens = []
+    tokens, values = [], []
     for start, end in vspans:
-        # A quote inside a word (a"b c") is something the editor will not touch.
-        if any(text[p] in "\"'" for p in range(start + 1, end - 1)):
-            raise ArmswarmError(f"{path}:{line_no}: quotes inside an argument; refusing")
-        tokens += [
-            (start + m.start(), start + m.end()) for m in re.finditer(r"[^\s\"']+", text[start:end])
-        ]
+        for span, value in _hush_word_args(text, start, end, f"{path}:{line_no}"):
+            tokens.append(span)
+            values.append(value)
     if not tokens:
         raise ArmswarmError(f"{path}:{line_no}: bootargs is set empty; refusing to edit it")
     fixed = {}
-    for s, e in tokens:
-        whole = _VAR.fullmatch(text[s:e])
+    for value in values:
+        whole = _VAR.fullmatch(value)
         if whole:
             _expand(whole.group(1), defs, fixed, path, seen=set())
-    return Site(tokens=tokens, insert=tokens[-1][1], fixed=fixed, maybe=maybe)
+    return Site(tokens=tokens, insert=tokens[-1][1], fixed=fixed, maybe=maybe, words=values)
+
+
+def _hush_word_args(text: str, start: int, end: int, where: str):
+    """The kernel arguments one hush word ``text[start:end]`` gives, as ``(span, value)``.
+
+    ``"a b c"`` gives three arguments, each spanning its own text inside the quotes. A word
+    that quotes part of one argument (Arch Linux ARM's Raspberry Pi boot.txt:
+    ``smsc95xx.macaddr="${usbethaddr}"``) is one argument spanning the whole word, its value
+    without the quotes. Quotes inside a word that splits into several arguments
+    (``"root=/a x"y``) are beyond this editor."""
+    chars, quote = [], None
+    for i in range(start, end):
+        c = text[i]
+        if quote:
+            if c == quote:
+                quote = None
+            else:
+                chars.append((c, i))
+        elif c in "\"'":
+            quote = c
+        else:
+            chars.append((c, i))
+    args, current = [], []
+    for c, i in [*chars, (" ", end)]:
+        if c.isspace():
+            if current:
+                args.append(current)
+            current = []
+        else:
+            current.append((c, i))
+    spans = [(arg[0][1], arg[-1][1] + 1) for arg in args]
+    values = ["".join(c for c, _ in arg) for arg in args]
+    quoted_inside = [
+        n for n, (s, e) in enumerate(spans) if any(text[p] in "\"'" for p in range(s, e))
+    ]
+    if quoted_inside and len(args) == 1:
+        return [((start, end), values[0])]
+    if quoted_inside:
+        raise ArmswarmError(f"{where}: quotes inside an argument; refusing")
+    return list(zip(spans, values, strict=True))
 
 
 def _expand(name, defs, fixed, path, seen):
@@ -347,8 +407,7 @@ def site(flavour: str, text: str, path: str = "the boot file") -> Site:
 
 def read(flavour: str, text: str, path: str = "the boot file") -> list[str]:
     """The arguments written in ``text`` (``${var}`` words as they are)."""
-    found = site(flavour, text, path)
-    return [text[s:e] for s, e in found.tokens]
+    return site(flavour, text, path).args(text)
 
 
 # -- editing ------------------------------------------------------------------------------------
@@ -444,8 +503,13 @@ def edit(
     """
     validate(present, absent)
     present, absent = list(present), list(absent)
+    if flavour in ("armbianEnv", "dietpiEnv") and any(_key(a) == "root" for a in present):
+        raise ArmswarmError(
+            f"{path}: the boot script takes root= from rootdev=, not from extraargs: set "
+            "rootdev= (armswarm's root move does)"
+        )
     found = site(flavour, text, path)
-    words = [text[s:e] for s, e in found.tokens]
+    words = found.args(text)
     drop, add = plan_tokens(words, found.fixed, present, absent, path, found.maybe)
     if not drop and not add:
         return text
@@ -464,9 +528,12 @@ def edit(
         flavour in ("armbianEnv", "dietpiEnv")
         and original is not None
         and not re.search(r"^extraargs=", original, re.M)
-        and re.search(r"^extraargs=[ \t]*$", new, re.M)
+        and re.search(r"^extraargs=[ \t]*\r?$", new, re.M)
     ):
-        new = re.sub(r"^extraargs=[ \t]*(\n|\Z)", "", new, count=1, flags=re.M)
+        new = re.sub(r"^extraargs=[ \t]*(\r?\n|\Z)", "", new, count=1, flags=re.M)
+        # The line ending put before the line, when the file had no final one, goes too.
+        if new in (original + "\n", original + "\r\n") and not original.endswith("\n"):
+            new = original
     return new
 
 
@@ -793,4 +860,5 @@ def decode_script_image(data: bytes) -> str:
     while struct.unpack(">I", body[offset : offset + 4])[0] != 0:
         offset += 4
     offset += 4
-    return body[offset : offset + first_len].decode()
+    # As boot_files reads boot.txt: bytes that are not UTF-8 compare equal, not as an error.
+    return body[offset : offset + first_len].decode("utf-8", "surrogateescape")

@@ -57,13 +57,19 @@ def validate(schedulers: dict) -> dict:
     return out
 
 
-def render_rules(schedulers: dict, legacy_kernel: bool = False) -> str:
-    """The udev rules; on a legacy kernel with the names that kernel knows."""
+def render_rules(schedulers: dict, legacy_kernel=False) -> str:
+    """The udev rules; on a legacy kernel with the names that kernel knows.
+
+    ``legacy_kernel`` is what :func:`legacy_kernel` returns (the classes whose disks are
+    single-queue), or True for every class.
+    """
     lines = ["# Managed by Salt (armnode): I/O scheduler per device class."]
     for device_class in CLASSES:
         if device_class in schedulers:
             name = schedulers[device_class]
-            if legacy_kernel:
+            if legacy_kernel is True or (
+                not isinstance(legacy_kernel, bool) and device_class in legacy_kernel
+            ):
                 name = LEGACY_NAME.get(name, name)
             lines.append(
                 f'ACTION=="add|change", {_MATCHES[device_class]}, ATTR{{queue/scheduler}}="{name}"'
@@ -71,23 +77,45 @@ def render_rules(schedulers: dict, legacy_kernel: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def legacy_kernel(sysfs_root: str) -> bool:
-    """Whether the block devices offer only single-queue schedulers (a pre-5.0 kernel)."""
-    offered = set()
-    for path in _scheduler_files(sysfs_root):
-        text = sysfs.read(path)
-        if text is not None:
-            offered.update(_parse_scheduler_file(text)[1])
-    return bool(offered) and not offered & set(SCHEDULERS) and bool(offered & set(LEGACY))
+# The block driver behind each class: its disks share one queue type. SCSI (sd) is blk-mq or
+# not as scsi_mod.use_blk_mq says (default on from 5.0), MMC went blk-mq in 4.16, NVMe
+# always was; zram, loop, dm … say nothing about them (a bio-based zram prints a bare
+# "none", loop is blk-mq since 4.0) and are not looked at.
+_DRIVER = {"mmc": "mmc", "nvme": "nvme", "ssd": "sd", "hdd": "sd", "usb": "sd"}
 
 
-def _scheduler_files(sysfs_root: str):
+def _single_queue(names) -> bool:
+    return bool(set(names) & set(LEGACY)) and not set(names) & set(SCHEDULERS)
+
+
+def legacy_kernel(sysfs_root: str) -> frozenset:
+    """The device classes whose disks offer only single-queue schedulers (a pre-5.0 kernel);
+    empty, so false, on a blk-mq kernel.
+
+    Judged per driver from the whole disks present; a class none of whose disks is present
+    (a USB disk not plugged yet) goes with the other disks when they agree, and is taken as
+    blk-mq when nothing is known.
+    """
+    offered = {}
     block = os.path.join(sysfs_root, "block")
     try:
         devices = sorted(os.listdir(block))
     except OSError:
-        return []
-    return [os.path.join(block, d, "queue", "scheduler") for d in devices]
+        return frozenset()
+    for device in devices:
+        kind, disk = boards.classify_block_device(device, sysfs_root)
+        if disk != device or kind not in _DRIVER:
+            continue
+        text = sysfs.read(os.path.join(block, device, "queue", "scheduler"))
+        if text is not None:
+            offered.setdefault(_DRIVER[kind], set()).update(_parse_scheduler_file(text)[1])
+    verdicts = {driver: _single_queue(names) for driver, names in offered.items() if names}
+    absent = bool(verdicts) and all(verdicts.values())
+    return frozenset(
+        device_class
+        for device_class, driver in _DRIVER.items()
+        if driver != "nvme" and verdicts.get(driver, absent)
+    )
 
 
 def _parse_scheduler_file(text: str) -> tuple[str | None, list[str]]:

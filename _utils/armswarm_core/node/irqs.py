@@ -22,7 +22,14 @@ conf=/etc/armswarm/irq-affinity.conf
 [ -r "$conf" ] || exit 0
 grep -v '^#' "$conf" | while read -r cpus pattern; do
     [ -n "$pattern" ] || continue
-    sed -n 's/^ *\\([0-9][0-9]*\\):[ 0-9]*\\(.*\\)$/\\1 \\2/p' /proc/interrupts |
+    # "<irq> <description>": the description follows one count per CPU of the header line
+    # (it may start with digits: gpio-brcmstb names its chip 107d508500.gpio).
+    awk 'NR == 1 { n = NF; next }
+        $1 ~ /^[0-9]+:$/ {
+            d = ""
+            for (i = n + 2; i <= NF; i++) d = d (d == "" ? "" : " ") $i
+            print substr($1, 1, length($1) - 1), d
+        }' /proc/interrupts |
     while read -r irq desc; do
         if echo "$desc" | grep -Eq "$pattern"; then
             echo "$cpus" > "/proc/irq/$irq/smp_affinity_list" 2>/dev/null || true
@@ -46,7 +53,7 @@ WantedBy=multi-user.target
 """
 
 
-_LINE = re.compile(r"^\s*(\d+):[\s\d]*(.*)$")
+_IRQ = re.compile(r"^(\d+):$")
 
 
 def check(pattern, cpus) -> None:
@@ -74,16 +81,27 @@ def cpu_list(cpus) -> str:
 
 
 def matching(interrupts_text: str, pattern: str) -> dict:
-    """``{irq: description}`` of the interrupts whose description matches ``pattern``."""
+    """``{irq: description}`` of the interrupts whose description matches ``pattern``.
+
+    The description is what follows the per-CPU counts, one per CPU of the header line
+    (online CPUs only), with its blanks collapsed to single spaces (as the boot script
+    reads it); it may start with digits (gpio-brcmstb's chip is named after its device).
+    """
     try:
         regex = re.compile(pattern)
     except re.error as exc:
         raise ArmswarmError(f"IRQ pattern {pattern!r} is not a regular expression: {exc}") from exc
+    lines = interrupts_text.splitlines()
+    columns = len(lines[0].split()) if lines else 0
     out = {}
-    for line in interrupts_text.splitlines()[1:]:
-        match = _LINE.match(line)
-        if match and regex.search(match.group(2)):
-            out[int(match.group(1))] = match.group(2).strip()
+    for line in lines[1:]:
+        fields = line.split()
+        match = _IRQ.match(fields[0]) if fields else None
+        if not match:
+            continue  # IPI0:, Err:, NMI: … are per-CPU counters, not IRQs
+        description = " ".join(fields[columns + 1 :])
+        if regex.search(description):
+            out[int(match.group(1))] = description
     return out
 
 

@@ -70,13 +70,22 @@ def check_mount_options(options) -> list:
     return list(options)
 
 
+def _unescape(field: str) -> str:
+    # fstab(5) writes blanks (and backslashes) in a path as octal escapes: \040 is a space.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def fstab_with_options(text: str, mount_point: str, options: list[str]) -> str:
     """``text`` with ``options`` added to the entry of ``mount_point`` (others untouched).
     ``atime``-family options replace each other (noatime wins over relatime)."""
     out, found = [], False
     for line in text.splitlines(keepends=True):
         fields = line.split()
-        if len(fields) >= 4 and not line.lstrip().startswith("#") and fields[1] == mount_point:
+        if (
+            len(fields) >= 4
+            and not line.lstrip().startswith("#")
+            and mount_point in (fields[1], _unescape(fields[1]))
+        ):
             found = True
             original = fields[3].split(",")
             kept = original
