@@ -56,9 +56,9 @@ def test_tabs_lower_case_and_continuations():
         "# a comment inside the instruction\n"
         "\n"
         "    curl\n"
-        "COPY --from=build /x /y\n"
         "RUN echo \\\\\n"  # an escaped escape does not continue
         "FROM  \t  final\n"
+        "COPY --from=build /x /y\n"  # an earlier stage, in any case
     )
     parsed = dockerfile.parse(text)
     assert [(r.kind, r.value) for r in parsed.references] == [
@@ -68,7 +68,7 @@ def test_tabs_lower_case_and_continuations():
         ("from", "final"),
     ]
     assert parsed.stages == [None, "build", None]
-    assert parsed.references[3].lines == (9, 9)
+    assert parsed.references[3].lines == (8, 8)
 
 
 def test_parser_directives_only_at_the_very_top():
@@ -107,7 +107,7 @@ def test_heredoc_bodies_are_not_instructions():
         FROM body-b
         b.txt
         RUN ["sh", "-c", "cat <<X"]
-        RUN cat << NOTAHEREDOC
+        RUN cat <<< NOTAHEREDOC
         FROM tools
         """
     )
@@ -134,17 +134,18 @@ def test_quotes_and_variables_like_jupyter_docker_stacks():
         ARG EMPTY=
         ARG UNSET
         FROM "$BASE_IMAGE"
-        FROM ${UNSET-unset}:${EMPTY-empty-is-set}
-        FROM ${EMPTY:-x}/${NOPE:-${OWNER}}/'$literal'
+        FROM ${UNSET-unset}:${EMPTY-empty-is-set}1
+        FROM ${EMPTY:-x}/${NOPE:-${OWNER}}/'literal'
         FROM ${OWNER:+yes}
         """
     )
     assert [v for _, v in refs(text)] == [
         "quay.io/jupyter/base-notebook",
-        "unset:",
-        "x/jupyter/$literal",
+        "unset:1",
+        "x/jupyter/literal",
         "yes",
     ]
+    assert dockerfile.expand("'$literal'\"$OWNER\"", {"OWNER": "o"}) == "$literalo"
     args = {"REGISTRY": REG, "OWNER": "jupyter"}
     assert refs(text, args)[0] == ("from", f"{REG}/jupyter/base-notebook")
     with pytest.raises(ArmswarmError, match="UNSET: needed"):

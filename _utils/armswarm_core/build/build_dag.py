@@ -620,7 +620,13 @@ def _images_of(directory, name, root, tree_args, errors, skipped):
             errors.append(f"{where}: dockerfile {docker_name} is outside the build context")
         else:
             image.dockerfile = file.relative_to(context).as_posix()
-            image.refs = _refs(file, image.build_args, f"{where}/{docker_name}", errors)
+            image.refs = _refs(
+                file,
+                image.build_args,
+                f"{where}/{docker_name}",
+                errors,
+                _candidate_platforms(image),
+            )
             built.add(file)
         image.parents = sorted(set(depends))
     out = [image]
@@ -668,7 +674,13 @@ def _images_of(directory, name, root, tree_args, errors, skipped):
                 build_args=args,
                 timeout=image.timeout,
                 expected_seconds=image.expected_seconds,
-                refs=_refs(file, args, f"{vname} ({spec['dockerfile']})", errors),
+                refs=_refs(
+                    file,
+                    args,
+                    f"{vname} ({spec['dockerfile']})",
+                    errors,
+                    _candidate_platforms(image),
+                ),
                 directory=directory,
                 variant_of=name,
             )
@@ -680,13 +692,28 @@ def _images_of(directory, name, root, tree_args, errors, skipped):
     return out
 
 
-def _refs(file: Path, build_args: dict, where: str, errors: list) -> list:
+def _refs(file: Path, build_args: dict, where: str, errors: list, platforms=()) -> list:
+    """The image references of ``file``. One whose global ARGs declare a platform argument no
+    build argument sets (``ARG TARGETARCH`` … ``FROM target-${TARGETARCH}``) is read once per
+    platform it may be built for (``platforms``): the node passes that platform's values."""
     try:
         # bytes, not text mode: the pinned copy keeps CRLF line ends
-        parsed = dockerfile.parse(file.read_bytes().decode("utf-8"), build_args)
+        text = file.read_bytes().decode("utf-8")
+        varying = dockerfile.global_arg_names(text) & set(architectures.PLATFORM_ARGS)
     except (ArmswarmError, UnicodeDecodeError) as exc:
         errors.append(f"{where}: {exc}")
         return []
+    runs = [(None, build_args)]
+    if varying - set(build_args) and platforms:
+        runs = [(p, {**architectures.build_args(p), **build_args}) for p in platforms]
+    refs: list = []
+    for platform, args in runs:
+        try:
+            parsed = dockerfile.parse(text, args)
+        except ArmswarmError as exc:
+            errors.append(f"{where}: {exc}" + (f" (building for {platform})" if platform else ""))
+            return []
+        refs += [r.value for r in parsed.references if r.value not in refs]
     if parsed.buildkit:
         heredoc = any("heredoc" in item for item in parsed.buildkit)
         flags = any("heredoc" not in item for item in parsed.buildkit)
@@ -697,7 +724,16 @@ def _refs(file: Path, build_args: dict, where: str, errors: list) -> list:
             f"{where}: {', '.join(parsed.buildkit)}: needs BuildKit, but build jobs use "
             f"dockerd's classic builder (the Engine API): {why}, {CLASSIC_WAY_OUT}"
         )
-    return [r.value for r in parsed.references]
+    return refs
+
+
+def _candidate_platforms(image) -> list:
+    """The platforms an image may be built for, before the nodes are known: its own list, or
+    those of its ``arch:``, or every platform."""
+    if image.platforms:
+        return list(image.platforms)
+    wanted = {architectures.canonical(a) for a in image.arch}
+    return [p for a, p in architectures.PLATFORMS.items() if not wanted or a in wanted]
 
 
 def _unbuilt(directory, name, root, built, skipped):

@@ -3,11 +3,17 @@
 The reading follows BuildKit's Dockerfile frontend wherever it decides build order: parser
 directives (``# syntax=``, ``# escape=``, ``# check=``, only at the very top), the escape
 character, line continuations (with comments and empty lines inside), instructions in any
-case separated by any whitespace, heredocs (``RUN <<EOF`` … ``EOF``: their bodies are not
-instructions), shell-style words (quotes, ``$VAR``, ``${VAR:-default}``), ``ARG`` defaults
-(global ones feed ``FROM``), ``FROM [--platform=…] ref [AS stage]``, ``COPY|ADD --from=ref``
-and ``RUN --mount=…,from=ref``. A reference that names an earlier stage (by name or index) is
-not an image, nor is ``scratch``.
+case separated by any whitespace, heredocs (``RUN <<EOF`` and, since dockerfile 1.16,
+``cat << EOF`` … ``EOF``: their bodies are not instructions), shell-style words (quotes,
+``$VAR``, ``${VAR:-default}``), ``ARG`` defaults (global ones feed ``FROM``),
+``FROM [--platform=…] ref [AS stage]``, ``COPY --from=ref`` and ``RUN --mount=…,from=ref``
+(both literal: no variables). A reference that names an earlier stage (``FROM`` by name,
+``COPY --from`` by name or index) is not an image, nor is ``scratch``.
+
+What both builders refuse is refused here, naming the line, rather than guessed at: unknown
+instructions, lines over 64 KiB, stage names BuildKit rejects or used twice, ``--from`` naming
+the instruction's own stage or a later one, and references that are no image reference once
+expanded (an unset ``ARG``: the hint names it).
 
 Pinning rewrites only the characters of each reference: line endings (CRLF), continuation
 layout and the final newline stay as they were.
@@ -18,20 +24,40 @@ import re
 from dataclasses import dataclass, field
 
 from armswarm_core import ArmswarmError
+from armswarm_core.common.architectures import PLATFORM_ARGS
 
 DIRECTIVES = ("syntax", "escape", "check")
 _DIRECTIVE = re.compile(r"^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _HEREDOC = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
 _SPACE = " \t\v\f\r"  # what separates an instruction from its arguments
 _NAME = re.compile(r"[A-Za-z0-9_]+")
+_VARIABLE = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+# BuildKit's rule for ``AS <name>`` (not expanded, compared in lower case)
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")
+_INDEX = re.compile(r"^[+-]?[0-9]+$")
+# Docker's reference grammar (distribution/reference); a digest's length is left to docker.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
+_PATH = rf"{_COMPONENT}(?:/{_COMPONENT})*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]+"
+_REFERENCE = re.compile(rf"^(?:({_DOMAIN})/)?({_PATH})(?::{_TAG})?(?:@{_DIGEST})?$")
+# bufio.Scanner's limit in the Dockerfile parser of BuildKit and dockerd
+MAX_LINE = 65535
 # Instruction options that dockerd's classic builder (the Engine API without BuildKit, which
-# the build jobs use) refuses.
+# the build jobs use) refuses or ignores; it refuses every RUN option.
 BUILDKIT_FLAGS = {
-    "RUN": ("mount", "network", "security"),
-    "COPY": ("link", "parents", "exclude"),
-    "ADD": ("link", "parents", "exclude", "checksum", "keep-git-dir"),
+    "COPY": ("link", "parents", "exclude", "chmod"),
+    "ADD": ("link", "parents", "exclude", "checksum", "keep-git-dir", "chmod", "unpack"),
 }
 HEREDOC_INSTRUCTIONS = ("RUN", "COPY", "ADD")
+# Both builders refuse any other word as an instruction.
+INSTRUCTIONS = (
+    *("ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK"),
+    *("LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME"),
+    "WORKDIR",
+)
 # Docker Hub's names: a reference spelled with one of them names Docker Hub, not a local registry.
 DOCKER_HUB = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
@@ -84,6 +110,14 @@ class _Instruction:
 def _physical(text: str) -> list:
     """Lines without their ``\\n``; a CR stays (it is part of no instruction's words)."""
     return text.split("\n")
+
+
+def _check_length(lines: list):
+    for number, line in enumerate(lines):
+        if len(line) > MAX_LINE // 4 and len(line.encode("utf-8")) > MAX_LINE:
+            raise ArmswarmError(
+                f"line {number + 1}: longer than {MAX_LINE} bytes, which docker cannot read"
+            )
 
 
 def _content(lines: list, number: int) -> tuple:
@@ -194,7 +228,34 @@ def _expand(word, index, args, escape, stop):
         index += 1
     if stop:
         raise ArmswarmError(f"{word}: missing '}}'")
+    if quote:
+        raise ArmswarmError(f"{word}: unterminated {quote} quote")
     return "".join(out), index
+
+
+def _unquote(word: str, escape: str = "\\") -> str:
+    """``word`` without its quotes and escapes, ``$`` kept: how BuildKit reads a heredoc's
+    name and an option's value, neither of which is expanded."""
+    out, quote, index = [], None, 0
+    while index < len(word):
+        char = word[index]
+        if quote == "'" and char != "'":
+            out.append(char)
+        elif char == escape and index + 1 < len(word):
+            nxt = word[index + 1]
+            if quote == '"' and nxt not in ('"', "$", escape):
+                out.append(char)
+            else:
+                out.append(nxt)
+                index += 1
+        elif char in "'\"" and quote in (None, char):
+            quote = None if quote else char
+        else:
+            out.append(char)
+        index += 1
+    if quote:
+        raise ArmswarmError(f"{word}: unterminated {quote} quote")
+    return "".join(out)
 
 
 def _dollar(word, index, args, escape):
@@ -255,17 +316,59 @@ def _is_json(text: str) -> bool:
     return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
-def _heredocs(text: str, escape: str) -> list:
+def _heredoc_words(text: str) -> list:
+    """The words of an instruction as BuildKit's lexer splits them to find heredocs: quotes
+    and escapes (always ``\\``) kept, and the blanks after ``<<`` joined to the word after
+    them (dockerfile 1.16, "allow whitespace in heredocs": ``cat << EOF`` opens one)."""
+    words, word, quote, index = [], "", None, 0
+    while index < len(text):
+        char = text[index]
+        if quote:
+            word += char
+            if char == "\\" and quote == '"' and index + 1 < len(text):
+                index += 1
+                word += text[index]
+            elif char == quote:
+                quote = None
+        elif char == "\\":
+            word += text[index : index + 2]
+            index += 1
+        elif char in "'\"":
+            quote = char
+            word += char
+        elif text.startswith("<<", index):
+            word += "<<"
+            index += 2
+            while index < len(text) and text[index] in " \t\r":
+                word += text[index]
+                index += 1
+            continue
+        elif char.isspace():
+            if word:
+                words.append(word)
+            word = ""
+        else:
+            word += char
+        index += 1
+    if quote:
+        # BuildKit's lexer fails and then sees no heredoc, so the body would be read as
+        # instructions: where this instruction ends cannot be told.
+        raise ArmswarmError(
+            "an unterminated quote on a line with <<: cannot tell whether a heredoc starts here"
+        )
+    return [*words, word] if word else words
+
+
+def _heredocs(text: str) -> list:
     """``(terminator, chomp)`` of every heredoc opened on an instruction line."""
     found = []
-    for raw, _, _ in _split_words(text, "\\"):
+    for raw in _heredoc_words(text):
         match = _HEREDOC.match(raw)
         if not match or not match.group(3):
             continue
-        words = _split_words(match.group(3), "\\")
-        if len(words) != 1:
+        if len(_split_words(match.group(3), "\\")) != 1:
             continue
-        found.append((expand(match.group(3), {}, "\\"), match.group(2) == "-"))
+        found.append((_unquote(match.group(3)), match.group(2) == "-"))
     return found
 
 
@@ -301,7 +404,11 @@ def _instructions(lines: list, escape: str, result: Dockerfile):
         if keyword in HEREDOC_INSTRUCTIONS and "<<" in text:
             _, rest = _flags(_split_words(args, escape))
             if not (rest and _is_json(args[rest[0][1] :].strip())):
-                for terminator, chomp in _heredocs(text, escape):
+                try:
+                    heredocs = _heredocs(text)
+                except ArmswarmError as exc:
+                    raise ArmswarmError(f"line {first + 1}: {exc}") from None
+                for terminator, chomp in heredocs:
                     start = number
                     while number < len(lines):
                         line = lines[number].rstrip("\r")
@@ -328,78 +435,161 @@ def parse(text: str, build_args: dict | None = None) -> Dockerfile:
     """Parse ``text``; ``build_args`` override ``ARG`` defaults (as ``--build-arg`` does)."""
     build_args = dict(build_args or {})
     lines = _physical(text)
+    _check_length(lines)
     result = Dockerfile(text=text)
     result.directives = _directives(lines)
     escape = result.escape = result.directives.get("escape", "\\")
     global_args: dict = {}
-    stage_args: dict = {}
+    stage_lines: dict = {}  # stage name → the line of its FROM
+    options: list = []  # (reference, label): checked once every stage name is known
     for ins in _instructions(lines, escape, result):
         keyword, rest = _keyword(ins.text)
         at = f"line {ins.first + 1}"
         base = len(ins.text.rstrip(_SPACE)) - len(rest)  # where the arguments start
         words = [(raw, base + s, base + e) for raw, s, e in _split_words(rest, escape)]
+        inner = _keyword(rest)[0] if keyword == "ONBUILD" else keyword
+        if keyword not in INSTRUCTIONS or inner not in INSTRUCTIONS:
+            raise ArmswarmError(
+                f"{at}: unknown instruction {inner} (a heredoc's body, or a line that lost "
+                "its continuation?)"
+            )
         if keyword == "ARG":
-            scope = global_args if not result.stages else stage_args
             for raw, _, _ in words:
                 name, eq, default = raw.partition("=")
                 result.declared.add(name)
+                if result.stages:
+                    continue  # a stage's ARG reaches no image reference (--from is literal)
                 if name in build_args:
-                    scope[name] = build_args[name]
+                    global_args[name] = build_args[name]
                 elif eq:
-                    scope[name] = expand(default, {**global_args, **stage_args}, escape)
-                elif not result.stages:
-                    scope.setdefault(name, None)
+                    global_args[name] = _at(at, expand, default, global_args, escape)
                 else:
-                    # ARG without a value inside a stage re-imports the global one.
-                    scope[name] = global_args.get(name)
+                    global_args.setdefault(name, None)
         elif keyword == "FROM":
             _, plain = _flags(words)
             if len(plain) not in (1, 3) or (len(plain) == 3 and plain[1][0].upper() != "AS"):
-                raise ArmswarmError(f"{at}: FROM takes an image and optionally AS <name>")
+                comment = any(raw.startswith("#") for raw, _, _ in plain)
+                raise ArmswarmError(
+                    f"{at}: FROM takes an image and optionally AS <name>"
+                    + (" (a # after an instruction starts no comment)" if comment else "")
+                )
             raw, start, end = plain[0]
-            value = expand(raw, global_args, escape)
+            value = _at(at, expand, raw, global_args, escape)
             if not value:
-                raise ArmswarmError(f"{at}: FROM {raw} expands to nothing")
-            stage = len(result.stages)
+                raise ArmswarmError(
+                    f"{at}: FROM {raw} expands to nothing{_hints(raw, global_args)}"
+                )
             result.from_scratch = result.from_scratch or value == "scratch"
-            if not _is_stage(value, result.stages) and value != "scratch":
+            # FROM names a stage by name only (an index is an image's name there)
+            if value != "scratch" and value.lower() not in stage_lines:
+                _check_reference(value, f"{at}: FROM {raw}", _hints(raw, global_args))
                 where = ins.locate(start, end)
                 result.references.append(
-                    Reference("from", raw, value, (ins.first, ins.last), stage, where)
+                    Reference("from", raw, value, (ins.first, ins.last), len(result.stages), where)
                 )
-            name = expand(plain[2][0], global_args, escape) if len(plain) == 3 else None
-            result.stages.append(name.lower() if name else None)
-            stage_args = {}
+            name = None
+            if len(plain) == 3:
+                name = plain[2][0].lower()  # BuildKit neither expands nor unquotes it
+                if not _STAGE_NAME.match(name):
+                    raise ArmswarmError(
+                        f"{at}: invalid stage name {plain[2][0]}: a letter, then letters, "
+                        "digits, - _ or . (no variables)"
+                    )
+                if name in stage_lines:
+                    raise ArmswarmError(
+                        f"{at}: stage name {name} is used twice (lines {stage_lines[name]} "
+                        f"and {ins.first + 1})"
+                    )
+                stage_lines[name] = ins.first + 1
+            result.stages.append(name)
         elif keyword in ("COPY", "ADD", "RUN"):
             if not result.stages:
                 raise ArmswarmError(f"{at}: {keyword} before the first FROM")
             flags, _ = _flags(words)
             for flag, _, _ in flags:
                 option = flag[2:].split("=", 1)[0].lower()
-                if option in BUILDKIT_FLAGS.get(keyword, ()):
+                if keyword == "RUN" or option in BUILDKIT_FLAGS.get(keyword, ()):
                     result.buildkit.append(f"{at}: {keyword} --{option}")
-            for kind, raw, start, end in _option_refs(keyword, flags):
-                value = expand(raw, {**global_args, **stage_args}, escape)
-                if not _is_stage(value, result.stages):
-                    where = ins.locate(start, end)
-                    ref = Reference(
-                        kind, raw, value, (ins.first, ins.last), len(result.stages) - 1, where
+            current = len(result.stages) - 1
+            for kind, option, raw, start, end in _option_refs(keyword, flags, at):
+                value = _at(f"{at}: {option}={raw}", _unquote, raw, escape)
+                if not value:
+                    continue  # --from= copies from the build context
+                label = f"{at}: {option}={value}"
+                if "$" in value:
+                    raise ArmswarmError(
+                        f"{label}: variables are not expanded there (BuildKit refuses them, "
+                        "the classic builder would look for an image of that name): name the "
+                        "image in a FROM … AS <stage> (global ARGs work there) and use the stage"
                     )
-                    result.references.append(ref)
+                if kind == "copy" and _INDEX.match(value):
+                    if int(value) == current:
+                        raise ArmswarmError(f"{label}: that is its own stage")
+                    if not 0 <= int(value) < current:
+                        raise ArmswarmError(f"{label}: there is no stage {value} before it")
+                    continue
+                if value.lower() == result.stages[current]:
+                    raise ArmswarmError(f"{label}: that is its own stage")
+                if value.lower() in result.stages[:current]:
+                    continue
+                where = ins.locate(start, end)
+                ref = Reference(kind, raw, value, (ins.first, ins.last), current, where)
+                result.references.append(ref)
+                options.append((ref, label))
     for line, keyword, terminator in result.heredocs:
         result.buildkit.append(f"line {line}: {keyword} <<{terminator} (a heredoc)")
     if not result.stages:
         raise ArmswarmError("no FROM instruction")
+    for ref, label in options:
+        if ref.value.lower() in stage_lines:
+            raise ArmswarmError(
+                f"{label}: a stage defined later (line {stage_lines[ref.value.lower()]}): "
+                "an instruction can only use the stages before its own"
+            )
+        _check_reference(ref.value, label, "")
     return result
 
 
-def _option_refs(keyword: str, flags: list):
-    """``(kind, raw, start, end)`` of the image references in an instruction's options."""
+def global_arg_names(text: str) -> set:
+    """The names the ``ARG`` instructions before the first ``FROM`` declare (those that may
+    reach an image reference), nothing else evaluated."""
+    lines = _physical(text)
+    escape = _directives(lines).get("escape", "\\")
+    names: set = set()
+    for ins in _instructions(lines, escape, Dockerfile()):
+        keyword, rest = _keyword(ins.text)
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            names |= {raw.partition("=")[0] for raw, _, _ in _split_words(rest, escape)}
+    return names
+
+
+def _at(at: str, function, *args):
+    """``function(*args)``, its ArmswarmError prefixed with where it happened."""
+    try:
+        return function(*args)
+    except ArmswarmError as exc:
+        raise ArmswarmError(f"{at}: {exc}") from None
+
+
+def _option_refs(keyword: str, flags: list, at: str):
+    """``(kind, option, raw, start, end)`` of the image references in an instruction's
+    options; refuses the ``--from`` spellings both builders refuse."""
+    seen = False
     for word, start, end in flags:
-        name, _, value = word.partition("=")
-        name = name.lower()
-        if keyword in ("COPY", "ADD") and name == "--from" and value:
-            yield "copy", value, start + len(name) + 1, end
+        name, eq, value = word.partition("=")
+        if keyword in ("COPY", "ADD") and name.lower() == "--from":
+            if keyword == "ADD":
+                raise ArmswarmError(f"{at}: ADD has no --from option (COPY --from=… has)")
+            if name != "--from":
+                raise ArmswarmError(f"{at}: unknown option {name} (options are lower case)")
+            if not eq:
+                raise ArmswarmError(f"{at}: COPY --from needs a value: --from=<stage or image>")
+            if seen:
+                raise ArmswarmError(f"{at}: COPY --from given twice")
+            seen = True
+            yield "copy", "COPY --from", value, start + len(name) + 1, end
         elif keyword == "RUN" and name == "--mount" and value:
             offset = start + len(name) + 1
             if len(value) > 1 and value[0] in "\"'" and value.endswith(value[0]):
@@ -407,15 +597,35 @@ def _option_refs(keyword: str, flags: list):
             for item in value.split(","):
                 key, eq, item_value = item.partition("=")
                 if eq and key.strip().lower() == "from" and item_value:
-                    at = offset + len(key) + 1
-                    yield "mount", item_value, at, at + len(item_value)
+                    where = offset + len(key) + 1
+                    yield "mount", "RUN --mount from", item_value, where, where + len(item_value)
                 offset += len(item) + 1
 
 
-def _is_stage(value: str, stages: list) -> bool:
-    if value.lower() in [s for s in stages if s]:
-        return True
-    return value.isdigit() and int(value) < len(stages)
+def _check_reference(value: str, label: str, hints: str):
+    """Refuse what Docker would not take as an image reference (a misread or unset ARG)."""
+    if _REFERENCE.match(value) and len(repository(value)) <= 255:
+        return
+    raise ArmswarmError(f"{label}: {value!r} is not an image reference{hints}")
+
+
+def _hints(raw: str, args: dict) -> str:
+    """Why the variables of ``raw`` may have expanded to something unexpected."""
+    out = []
+    for name in dict.fromkeys(_VARIABLE.findall(raw)):
+        if name not in args:
+            hint = f"{name} is not declared by an ARG before the first FROM"
+            if name in PLATFORM_ARGS:
+                hint += (
+                    f" (BuildKit sets {name} by itself; the classic builder the build jobs "
+                    f"use only when declared: add ARG {name} before the first FROM)"
+                )
+            out.append(hint)
+        elif args[name] is None:
+            out.append(f"{name} has no default and no build argument sets it")
+        elif args[name] == "":
+            out.append(f"{name} is empty")
+    return "; " + "; ".join(out) if out else ""
 
 
 # -- names -----------------------------------------------------------------------------------
