@@ -187,8 +187,9 @@ class FakeClient:
 
 def _env_file(data: bytes) -> list:
     out = []
-    for raw in data.decode().splitlines():
-        line = raw.lstrip()
+    # As the CLI reads it: a BOM first and a CR before each newline dropped.
+    for raw in data.decode("utf-8-sig").split("\n"):
+        line = raw.removesuffix("\r").lstrip()
         if line and not line.startswith("#") and "=" in line:
             out.append(line)
     return out
@@ -225,9 +226,20 @@ def cli_deploy(client, stack, compose, prune, files):
         env = []
         for path in definition.get("env_file") or []:
             env += _env_file(files[path[2:]][0])
-        for key, value in (definition.get("environment") or {}).items():
+        given = definition.get("environment") or {}
+        if isinstance(given, list):
+            given = dict(item.split("=", 1) for item in given)
+        for key, value in given.items():
             env.append(f"{key}={'' if value is None else value}")
         labels = {k: "" if v is None else str(v) for k, v in (deploy.get("labels") or {}).items()}
+        container_labels = definition.get("labels") or {}
+        if isinstance(container_labels, list):
+            container_labels = dict(item.split("=", 1) for item in container_labels)
+        container_labels[NS] = stack
+        mounts = [
+            {"Target": v.split(":")[1] if isinstance(v, str) else v["target"]}
+            for v in definition.get("volumes") or []
+        ]
         labels.update({NS: stack, IMAGE_LABEL: definition["image"]})
         refs = {}
         for kind, id_key, name_key in (
@@ -254,6 +266,8 @@ def cli_deploy(client, stack, compose, prune, files):
                 "ContainerSpec": {
                     "Image": image,
                     "Env": env,
+                    "Labels": container_labels,
+                    "Mounts": mounts,
                     "Configs": refs["configs"],
                     "Secrets": refs["secrets"],
                 }
@@ -285,7 +299,7 @@ def swarm(monkeypatch, tmp_path):
     monkeypatch.setattr(docker_client, "engine_settings", lambda *a, **k: {"base_url": None})
 
     def deploy(stack, compose, base_url, prune=False, files=None, **kwargs):
-        deploys.append(("deploy", stack, prune, kwargs))
+        deploys.append(("deploy", stack, prune, kwargs, copy.deepcopy(compose)))
         cli_deploy(client, stack, compose, prune, files or {})
 
     monkeypatch.setattr(stacks, "deploy", deploy)
@@ -487,6 +501,58 @@ def test_a_file_the_cli_reads_its_own_way_is_up_to_date_after_one_run(swarm, tmp
         client.api.add_object("secrets", name)
     path = compose_file(tmp_path, DRIFTLESS, **{"web.env": "A=1\nBARE\n", "page.html": "p"})
     _cycle(run, path, {"create": ["web"]})
+
+
+# A stack as real ones are written (stefanprodan/swarmprom: version "3.3", configs from files,
+# absolute binds; dockersamples/example-voting-app: unquoted "8080:80" ports): the CLI's 3.3
+# schema takes no config name, YAML 1.1 reads 22:22 as 1342; an env file saved on Windows.
+REAL = """
+version: "3.3"
+x-env: &env
+  - TZ=UTC
+services:
+  web:
+    image: reg/web:v1
+    ports: [22:22, 8080:80]
+    environment: *env
+    env_file: ./web.env
+    labels: [tier=web]
+    configs: [{source: caddy, target: /etc/caddy/Caddyfile, mode: 0o440}]
+    volumes: [/var/run/docker.sock:/var/run/docker.sock:ro, data:/data]
+    deploy:
+      replicas: "${WEB_REPLICAS:-2}"
+      labels: {zip: "08", mode: on}
+configs:
+  caddy: {file: ./Caddyfile}
+volumes:
+  data: {}
+"""
+
+
+def test_a_real_world_stack_is_written_as_the_cli_reads_it_and_settles(swarm, tmp_path):
+    run, client, deploys = swarm
+    path = compose_file(
+        tmp_path, REAL, **{"web.env": b'\xef\xbb\xbfA=1\r\nB="q"\r\n', "Caddyfile": "c"}
+    )
+    _cycle(run, path, {"create": ["web"]})
+    written = deploys[0][4]
+    assert written["version"] == "3.5"
+    web = written["services"]["web"]
+    assert web["ports"] == ["22:22", "8080:80"] and web["configs"][0]["mode"] == 0o440
+    assert web["deploy"]["labels"]["mode"] == "on"
+    env = client.api._services["site_web"]["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+    assert sorted(env) == ["A=1", 'B="q"', "TZ=UTC"]
+
+
+def test_what_the_cli_would_refuse_is_refused_before_anything_runs(swarm, tmp_path):
+    run, client, deploys = swarm
+    path = compose_file(tmp_path, SIMPLE.replace("deploy:", "env_file: ./e.env\n    deploy:"))
+    (tmp_path / "e.env").write_text("export A=1\n")
+    for test in (True, False):
+        ret = run("stack_deployed", test=test, name="site", compose=path)
+        assert ret["result"] is False, ret
+        assert "services:web:env_file:0: ./e.env: line 1: the variable 'export A'" in ret["comment"]
+    assert deploys == [] and client.api.services() == []
 
 
 # -- 9: stack_absent checks first ------------------------------------------------------------

@@ -125,12 +125,14 @@ def test_bad_resolve_image_runs_no_cli(tmp_path, monkeypatch):
     assert not record.exists()
 
 
+# "false" quoted: docker stack deploy's schema takes no boolean in environment (see
+# test_a_boolean_in_environment_or_labels_is_refused_naming_the_key).
 SITE = """
 services:
   web:
     image: reg:5000/web:v1
     env_file: ./site.env
-    environment: {COLOR: green, DEBUG: false}
+    environment: {COLOR: green, DEBUG: "false"}
     configs: [{source: page, target: /www/index.html}]
     secrets: [token]
     deploy: {replicas: 2}
@@ -487,7 +489,8 @@ def test_external_objects_are_named_by_name_then_external_name_then_key():
     [
         ("environment: {RATIO: 1.0}", "env"),
         ("environment: {A: 'x$HOME'}", "env"),
-        ("environment: ['A=$$x']", "env"),
+        ("environment: ['A=$x']", "env"),
+        ("environment: ['A=${X:-$$}']", "env"),
         ("env_file: ./e.env", "env"),  # a bare KEY line: the CLI takes it from its environment
         ("deploy: {labels: {a: '${X}'}}", "labels"),
         ("deploy: {labels: {a: 1.5}}", "labels"),
@@ -580,3 +583,289 @@ def test_before_the_key_exists_a_prediction_names_a_new_object():
     name = out["secrets"]["tok"]["name"]
     assert name == "site_tok_" + stacks.UNKNOWN_DIGEST
     assert not set(stacks.UNKNOWN_DIGEST) <= set("0123456789abcdef")  # no digest's suffix
+
+
+# -- compose files as the docker CLI reads them ------------------------------------------------
+# Checked against docker CLI 28.2.2 (`docker stack config`, which needs no engine) and its
+# sources: cli/compose/loader (go-yaml v3, kvfile for env files, interpolate.go's casts),
+# cli/compose/schema/data/config_schema_v3.*.json, cli/compose/convert, internal/volumespec.
+def test_plain_scalars_resolve_as_go_yaml_v3_not_yaml_1_1():
+    # YAML 1.1 (PyYAML) reads 22:22 as 1342 (base 60), 08 and 1e3 as strings, yes/NO as
+    # booleans, 0o440 as a string, a lone = as an error; the CLI: "22:22", 8, 1000, "yes",
+    # a key "NO", 288, "=". The JSON the CLI gets carries what was read here.
+    compose = stacks.load(
+        "services:\n  web:\n    image: a\n    ports: [22:22, 8080:80]\n"
+        "    environment: {ZIP: 08, R: 1e3, Y: yes, NO: 1, EQ: =, T: 1:30, O: 0o17, H: 0x1F}\n"
+        "    secrets: [{source: s, mode: 0o440}, {source: t, mode: 0440}]\n"
+        "    x-when: 2024-01-01\n"
+    )
+    web = compose["services"]["web"]
+    assert web["ports"] == ["22:22", "8080:80"]
+    assert web["environment"] == {
+        "ZIP": 8.0,
+        "R": 1000.0,
+        "Y": "yes",
+        "NO": 1,
+        "EQ": "=",
+        "T": "1:30",
+        "O": 15,
+        "H": 31,
+    }
+    assert [s["mode"] for s in web["secrets"]] == [0o440, 0o440]
+    assert web["x-when"] == "2024-01-01"  # a timestamp: kept as written
+    assert yaml.safe_load(json.dumps(compose)) == compose
+    # What the CLI prints of them: not told here (floats), the rest exactly.
+    env = stacks.desired_fields("s", compose, {})["web"]["env"]
+    assert env is None
+    fields = _desired("services:\n  web:\n    image: a\n    environment: {Y: yes, O: 0o17}\n")
+    assert fields["web"]["env"] == {"Y": "yes", "O": "15"}
+
+
+def test_anchors_merge_keys_and_extension_fields_are_read_and_a_key_twice_is_refused():
+    # x- fields with anchors and <<: merge keys (compose specification, "Fragments" and
+    # "Extension"); go-yaml v3 refuses a key given twice in one mapping, as the CLI does.
+    text = (
+        "x-defaults: &defaults\n  image: reg/web:v1\n  environment: {A: '1'}\n"
+        "services:\n  web:\n    <<: *defaults\n    image: reg/web:v2\n"
+        "  api: {<<: [*defaults]}\n"
+    )
+    compose = stacks.load(text)
+    assert compose["services"]["web"] == {"image": "reg/web:v2", "environment": {"A": "1"}}
+    assert compose["services"]["api"]["image"] == "reg/web:v1"
+    with pytest.raises(ArmswarmError, match="mapping key 'image' already defined at line 3"):
+        stacks.load("services:\n  web:\n    image: a\n    image: b\n")
+    with pytest.raises(ArmswarmError, match="services:web:environment: the key 1 is no string"):
+        stacks.load("services:\n  web:\n    image: a\n    environment: {1: x}\n")
+    with pytest.raises(ArmswarmError, match="services:web:x-r: inf is no number"):
+        stacks.load("services:\n  web:\n    image: a\n    x-r: .inf\n")
+
+
+def _bundle_text(text, files=None, stack="site"):
+    files = files or {}
+    return stacks.bundle(
+        stack,
+        stacks.load(text),
+        lambda path, where: files[path],
+        lambda key, where: "v",
+        lambda: NAMING_KEY,
+    )
+
+
+@pytest.mark.parametrize(
+    "service, message",
+    [
+        ("environment: {DEBUG: false}", "services:web:environment:DEBUG: false is a boolean"),
+        ("labels: {traefik.enable: true}", "services:web:labels:traefik.enable: true is a"),
+        ("deploy: {labels: {a: TRUE}}", "services:web:deploy:labels:a: true is a boolean"),
+        ("environment: [A=1, 2]", "services:web:environment:1: must be a string"),
+    ],
+)
+def test_a_boolean_in_environment_or_labels_is_refused_naming_the_key(service, message):
+    # config_schema_v3.x.json, list_or_dict: "string", "number" or "null" (the CLI: "must be
+    # a string, number or null"); yes/on are strings to the CLI and stay so.
+    with pytest.raises(ArmswarmError, match=message):
+        _bundle_text(f"services:\n  web:\n    image: a\n    {service}\n")
+    out, _ = _bundle_text("services:\n  web:\n    image: a\n    labels: {x: yes}\n")
+    assert out["services"]["web"]["labels"] == {"x": "yes"}
+
+
+def test_a_service_without_image_is_refused():
+    # docker stack deploy ignores build: ("Ignoring unsupported options: build").
+    with pytest.raises(ArmswarmError, match="services:web: needs an image .*build is ignored"):
+        _bundle_text("services:\n  web:\n    build: .\n")
+
+
+def test_an_old_version_is_raised_to_the_first_that_takes_object_names():
+    # stefanprodan/swarmprom: version "3.3" with configs from files. The CLI's 3.3 schema
+    # refuses the name given here ("configs.x Additional property name is not allowed").
+    text = (
+        "version: '{v}'\nservices:\n  web: {{image: a, configs: [c]}}\n"
+        "configs:\n  c: {{file: ./c}}\n"
+    )
+    for given, written in [("3.3", "3.5"), ("3.1", "3.5"), ("3.8", "3.8"), ("3", "3")]:
+        out, _ = _bundle_text(text.format(v=given), {"./c": b"x"})
+        assert out["version"] == written
+    out, _ = _bundle_text("services:\n  web: {image: a}\n")
+    assert "version" not in out
+
+
+ENV_FILE = "services:\n  web:\n    image: a\n    env_file: {env_file}\n"
+
+
+@pytest.mark.parametrize(
+    "data, env",
+    [
+        # Windows editors: a BOM and CRLF (the CLI drops both).
+        (b"\xef\xbb\xbfA=1\r\nB=2\r\n", {"A": "1", "B": "2"}),
+        # Quotes, # and $ are the value's (kvfile: "no interpolation, substitution or
+        # escaping"); trailing blanks stay; leading ones go.
+        (
+            b'A="x y" # no comment\n  B=${HOME}\nC=x \n',
+            {"A": '"x y" # no comment', "B": "${HOME}", "C": "x "},
+        ),
+        # Only \n ends a line (Python's splitlines also splits at \f, \x1c, \u2028).
+        (b"A=x\x0cy\nB=1\xe2\x80\xa82\n", {"A": "x\x0cy", "B": "1\u20282"}),
+        (b"A=1\nA=2\n", {"A": "2"}),
+    ],
+)
+def test_env_files_read_by_the_clis_rules(data, env):
+    out, files = _bundle_text(ENV_FILE.format(env_file="./e.env"), {"./e.env": data})
+    assert stacks.desired_fields("site", out, files)["web"]["env"] == env
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"export A=1\n", "line 1: the variable 'export A' contains blanks"),
+        (b"A=1\nB = 2\n", "line 2: the variable 'B ' contains blanks"),
+        (b"=x\n", "line 1 has no variable name"),
+        (b"A=\xff\n", "line 1 is no valid UTF-8"),
+        # compose-go's multi-line quoted value (a PEM key): the CLI reads line by line.
+        (b'KEY="-----BEGIN KEY-----\nMIIB\n-----END KEY-----"\n', "line 1: the value of KEY opens"),
+        # A line without =: its text is no name, and may be a value's: not shown.
+        (b"pass word hunter2\n", "line 1: a line without = that contains blanks"),
+    ],
+)
+def test_an_env_file_the_cli_refuses_is_refused_naming_service_and_file(data, message):
+    with pytest.raises(ArmswarmError, match=rf"services:web:env_file:0: \./e\.env: {message}"):
+        _bundle_text(ENV_FILE.format(env_file="./e.env"), {"./e.env": data})
+
+
+def test_an_env_file_error_shows_no_value():
+    with pytest.raises(ArmswarmError) as err:
+        _bundle_text(ENV_FILE.format(env_file="./e.env"), {"./e.env": b"A=1\nmy hunter2\n"})
+    assert "hunter2" not in str(err.value)
+    with pytest.raises(ArmswarmError) as err:
+        _bundle_text("services:\n  web:\n    image: a\n    environment: {A: [hunter2]}\n")
+    assert "hunter2" not in str(err.value)
+
+
+def test_the_long_env_file_syntax_is_refused():
+    # docker compose's "- path: …, required: false"; the CLI: "env_file.0 must be a string".
+    with pytest.raises(ArmswarmError, match="services:web:env_file:0: docker stack deploy takes"):
+        _bundle_text(ENV_FILE.format(env_file="[{path: ./e.env, required: false}]"))
+    with pytest.raises(ArmswarmError, match="a path with a variable"):
+        _bundle_text(ENV_FILE.format(env_file="./${STAGE}.env"))
+
+
+def test_an_empty_value_the_clis_environment_fills_is_not_compared(monkeypatch):
+    # updateEnvironment: an empty value takes the CLI's own variable when it has one.
+    monkeypatch.setenv("ARMSWARM_TEST_FILLED", "from-minion")
+    monkeypatch.delenv("ARMSWARM_TEST_EMPTY", raising=False)
+    text = "services:\n  web:\n    image: a\n    environment: [ARMSWARM_TEST_{}=]\n"
+    assert _desired(text.format("FILLED"))["web"]["env"] is None
+    assert _desired(text.format("EMPTY"))["web"]["env"] == {"ARMSWARM_TEST_EMPTY": ""}
+
+
+def test_dollar_dollar_is_a_dollar_and_compared():
+    # The CLI's interpolation: $$ is a literal $ (template.go).
+    fields = _desired(
+        "services:\n  web:\n    image: a\n    environment: ['A=x$$y']\n"
+        "    deploy: {labels: {l: 'a$$b'}}\n"
+    )["web"]
+    assert fields["env"] == {"A": "x$y"} and fields["labels"] == {"l": "a$b"}
+
+
+@pytest.mark.parametrize(
+    "deploy, replicas",
+    [
+        ("{replicas: '${WEB_REPLICAS:-2}'}", None),  # cast by the CLI after interpolation
+        ("{replicas: '3'}", 3),  # interpolate.go: deploy.replicas cast with strconv.Atoi
+        ("{}", 1),
+        ("{mode: global}", "global"),
+        ("{mode: '${MODE}'}", None),
+    ],
+)
+def test_replicas_as_the_cli_casts_them(deploy, replicas):
+    assert (
+        _desired(f"services:\n  web:\n    image: a\n    deploy: {deploy}\n")["web"]["replicas"]
+        == replicas
+    )
+
+
+@pytest.mark.parametrize(
+    "volumes, mounts",
+    [
+        # stefanprodan/swarmprom: absolute binds with options, named volumes
+        (
+            "['/var/run/docker.sock:/var/run/docker.sock:ro', 'grafana:/var/lib/grafana']",
+            ["/var/lib/grafana", "/var/run/docker.sock"],
+        ),
+        ("['/cache']", ["/cache"]),  # anonymous volume
+        ("['C:\\data:/data']", ["/data"]),  # volumespec: a Windows drive's colon
+        (
+            "[{type: bind, source: /srv, target: /srv}, {type: tmpfs, target: /tmp}]",
+            ["/srv", "/tmp"],
+        ),
+        # ${VAR:-default} holds a colon: a split at every colon read "-./data}" as the target
+        ("['${DATA_DIR:-/srv/data}:/var/lib/data']", None),
+    ],
+)
+def test_mount_targets_as_the_cli_splits_volumes(volumes, mounts):
+    text = f"services:\n  web:\n    image: a\n    volumes: {volumes}\n"
+    assert _desired(text)["web"]["mounts"] == mounts
+
+
+@pytest.mark.parametrize(
+    "volume", ["./data:/data", "'../shared:/shared:ro'", "{type: bind, source: ./d, target: /d}"]
+)
+def test_a_relative_bind_mount_is_refused(volume):
+    # The CLI makes it absolute against the compose file's directory: a temporary one here.
+    with pytest.raises(ArmswarmError, match="services:web:volumes:0: the bind mount source"):
+        _bundle_text(f"services:\n  web:\n    image: a\n    volumes: [{volume}]\n")
+
+
+def test_a_pinned_digest_changed_by_hand_is_drift_a_resolved_one_is_not():
+    def spec(image):
+        return {
+            "TaskTemplate": {"ContainerSpec": {"Image": image}},
+            "Mode": {"Replicated": {"Replicas": 1}},
+        }
+
+    pinned = "nginx@sha256:" + "a" * 64
+    want = _desired(f"services:\n  web:\n    image: {pinned}\n")["web"]
+    assert stacks.drift(want, stacks.live_fields(spec(pinned))) == []
+    other = stacks.live_fields(spec("nginx@sha256:" + "b" * 64))
+    assert stacks.drift(want, other) == ["image"]
+    # A tag: the digest the engine resolved it to (resolve_image) is no drift.
+    tag = _desired("services:\n  web:\n    image: docker.io/library/nginx\n")["web"]
+    resolved = stacks.live_fields(spec("nginx:latest@sha256:" + "c" * 64))
+    assert stacks.drift(tag, resolved) == []
+
+
+def test_container_labels_changed_by_hand_are_drift():
+    # Service labels: (container labels, ContainerSpec.Labels, with the stack's namespace
+    # label the CLI adds) as opposed to deploy.labels (the service's).
+    want = _desired("services:\n  web:\n    image: a\n    labels: [tier=web, bare]\n")["web"]
+    assert want["container_labels"] == {"tier": "web", "bare": ""}
+    spec = {
+        "Labels": {stacks.NAMESPACE_LABEL: "site"},
+        "Mode": {"Replicated": {"Replicas": 1}},
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": "a",
+                "Labels": {stacks.NAMESPACE_LABEL: "site", "tier": "web", "bare": ""},
+            }
+        },
+    }
+    assert stacks.drift(want, stacks.live_fields(spec)) == []
+    spec["TaskTemplate"]["ContainerSpec"]["Labels"]["tier"] = "db"
+    assert stacks.drift(want, stacks.live_fields(spec)) == ["container_labels"]
+
+
+def test_external_as_the_cli_casts_it_and_a_name_from_its_environment():
+    # interpolate.go casts secrets.*.external with toBoolean ("yes", "false"…); the compose
+    # specification's external config named "${HTTP_CONFIG_KEY}".
+    text = (
+        "services:\n  web:\n    image: a\n    secrets: [ext, own]\n    configs: [http]\n"
+        "secrets:\n  ext: {external: 'yes'}\n  own: {external: 'false', file: ./own}\n"
+        "configs:\n  http: {external: true, name: '${HTTP_CONFIG_KEY}'}\n"
+    )
+    out, files = _bundle_text(text, {"./own": b"o"})
+    assert out["secrets"]["ext"] == {"external": "yes"}
+    assert out["secrets"]["own"]["name"].startswith("site_own_")
+    fields = stacks.desired_fields("site", out, files)["web"]
+    assert fields["secrets"] == [("ext", "ext"), (out["secrets"]["own"]["name"], "own")]
+    assert fields["configs"] is None  # named from the CLI's environment
+    with pytest.raises(ArmswarmError, match="secrets:ext:external: must be true or false"):
+        _bundle_text(text.replace("'yes'", "'${EXT}'"), {"./own": b"o"})

@@ -6,8 +6,10 @@ service whose label already carries that hash is unchanged. ``test=True`` theref
 exactly which services a deploy creates, updates or (with prune) removes.
 
 The live services are compared with the compose file as well (image, replicas, environment,
-labels, configs, secrets, mounts): a service changed or scaled by hand is reported as drift
-and put back by the deploy.
+labels, container labels, configs, secrets, mounts): a service changed or scaled by hand is
+reported as drift and put back by the deploy. The compose file is read as the CLI reads it
+(YAML 1.2 scalars as go-yaml v3 resolves them, env files by its ``kvfile`` rules); what the
+CLI would refuse or run otherwise than the file says is refused before anything runs.
 
 Files the compose file names relative to itself (``configs: {x: {file: ./site.conf}}``,
 ``secrets: {y: {file: …}}``, ``env_file:``) are read through a callback (the state fetches
@@ -27,6 +29,7 @@ import copy
 import hashlib
 import hmac
 import json
+import math
 import os
 import re
 import shutil
@@ -90,13 +93,138 @@ FILES_DIR = "files"
 PILLAR_KEY = "x-pillar"
 
 
+# -- reading the compose file as the docker CLI does ------------------------------------------
+# The CLI (``docker stack deploy``) reads YAML with go-yaml v3: plain scalars resolve by YAML 1.2
+# rules, not PyYAML's 1.1 ones. Read by 1.1, ``22:22`` (a port) is the number 1342, ``08`` and
+# ``1e3`` strings (the CLI: 8 and 1000), ``yes``/``on``/``no`` booleans (the CLI: strings,
+# ``NO:`` a key ``false``), ``0o440`` a string (the CLI: 288), a lone ``=`` an error; the JSON
+# written for the CLI would carry the misreading. This loader resolves as go-yaml v3 does.
+_YAML_BOOL = {
+    **dict.fromkeys(("true", "True", "TRUE"), True),
+    **dict.fromkeys(("false", "False", "FALSE"), False),
+}
+_YAML_NULL = ("", "~", "null", "Null", "NULL")
+_YAML_SPECIAL_FLOAT = ".nan .NaN .NAN .inf .Inf .INF +.inf +.Inf +.INF -.inf -.Inf -.INF".split()
+_GO_INT = re.compile(r"[-+]?(?:0[bB][01]+|0[oO][0-7]+|0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_YAML_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?")
+_GO_DOT_FLOAT = re.compile(r"\.[0-9]+(?:[eE][-+]?[0-9]+)?")
+# Timestamps (``2024-01-01``) are strings here, kept as written: go-yaml makes a time of them
+# that the CLI would print the Go way (``2024-01-01 00:00:00 +0000 UTC``).
+_INT_TAG = "tag:yaml.org,2002:int"
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+
+
+def _go_yaml_scalar(text: str):
+    """``(tag, value)`` of a plain scalar as go-yaml v3 resolves it."""
+    if text in _YAML_BOOL:
+        return "tag:yaml.org,2002:bool", _YAML_BOOL[text]
+    if text in _YAML_NULL:
+        return "tag:yaml.org,2002:null", None
+    if text == "<<":
+        return "tag:yaml.org,2002:merge", text
+    if text in _YAML_SPECIAL_FLOAT:
+        return _FLOAT_TAG, float(text.replace(".", "", 1))
+    first = text[0]
+    if first == "." and _GO_DOT_FLOAT.fullmatch(text):
+        return _FLOAT_TAG, float(text)
+    if first in "+-0123456789":
+        plain = text.replace("_", "")
+        if _GO_INT.fullmatch(plain):
+            sign, digits = (-1, plain[1:]) if plain[0] == "-" else (1, plain.lstrip("+"))
+            if digits[:2].lower() in ("0b", "0o", "0x"):
+                value = sign * int(digits, 0)
+            elif digits.startswith("0") and len(digits) > 1:
+                value = sign * int(digits, 8)
+            else:
+                value = sign * int(digits)
+            if -(2**63) <= value < 2**64:  # Go's int64, then uint64
+                return _INT_TAG, value
+        if _YAML_FLOAT.fullmatch(plain):
+            value = float(plain)
+            if value not in (float("inf"), float("-inf")):  # Go: out of range, a string
+                return _FLOAT_TAG, value
+    return "tag:yaml.org,2002:str", text
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with go-yaml v3's scalars, and its refusal of a key given twice
+    in one mapping (merged keys ``<<`` may be overridden)."""
+
+    def resolve(self, kind, value, implicit):
+        if kind is yaml.ScalarNode and implicit[0]:
+            return _go_yaml_scalar(value)[0]
+        return super().resolve(kind, value, implicit)
+
+    def construct_document(self, node):
+        _unique_keys(node, set())
+        return super().construct_document(node)
+
+
+def _construct_number(loader, node):
+    value = loader.construct_scalar(node)
+    tag, number = _go_yaml_scalar(value)
+    if tag != node.tag:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"{value!r} is no {node.tag.rsplit(':', 1)[-1]}", node.start_mark
+        )
+    return number
+
+
+_ComposeLoader.add_constructor(_INT_TAG, _construct_number)
+_ComposeLoader.add_constructor(_FLOAT_TAG, _construct_number)
+
+
+def _unique_keys(node, seen: set) -> None:
+    """go-yaml v3 refuses a mapping that names a key twice (a typo the CLI stops at; PyYAML
+    would silently take the last one)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        keys: dict = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in keys:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"mapping key {key.value!r} already defined at line {keys[key.value]}",
+                        key.start_mark,
+                    )
+                keys[key.value] = key.start_mark.line + 1
+            _unique_keys(key, seen)
+            _unique_keys(value, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _unique_keys(item, seen)
+
+
+def _check_tree(value, path: str) -> None:
+    """What the CLI cannot take, named by where it is: a key that is no string (go-yaml makes
+    a mapping the CLI cannot read of it), a number that is no finite one."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ArmswarmError(
+                    f"{path or 'the compose file'}: the key {key!r} is no string"
+                    " (docker stack deploy refuses it): quote it"
+                )
+            _check_tree(item, f"{path}:{key}" if path else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_tree(item, f"{path}:{index}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ArmswarmError(f"{path}: {value} is no number docker stack deploy takes")
+
+
 def load(text: str) -> dict:
     try:
-        compose = yaml.safe_load(text)
+        compose = yaml.load(text, Loader=_ComposeLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise ArmswarmError(f"the compose file is not valid YAML: {exc}") from exc
     if not isinstance(compose, dict) or not isinstance(compose.get("services"), dict):
         raise ArmswarmError("the compose file has no services")
+    _check_tree(compose, "")
     return compose
 
 
@@ -148,7 +276,48 @@ def _digest(data: bytes) -> str:
 def _relative_file(path, where: str) -> str:
     if not isinstance(path, str) or not path.strip():
         raise ArmswarmError(f"{where}: must be a file path, not {path!r}")
+    if "$" in path:
+        # The CLI would interpolate it, from its own environment, after the file was fetched.
+        raise ArmswarmError(
+            f"{where}: {path}: a path with a variable cannot be fetched from the file server"
+            " (render the compose file with template: jinja instead)"
+        )
     return path
+
+
+# ``docker stack deploy`` (compose file format 3.x) knows ``name`` on configs and secrets from
+# 3.5 on: an older ``version`` would make it refuse the names given here.
+NAMES_VERSION = (3, 5)
+
+
+def _raise_version(compose: dict) -> None:
+    """A ``version`` 3.0 to 3.4 raised to 3.5 (each 3.x takes all that the earlier ones take)
+    when configs or secrets have a ``name``; no version, ``3`` or a later one are the CLI's
+    latest 3.x already, and any other the CLI refuses by itself."""
+    if "version" not in compose or not any(
+        isinstance(d, dict) and "name" in d
+        for kind in ("configs", "secrets")
+        for d in (compose.get(kind) or {}).values()
+    ):
+        return
+    match = re.fullmatch(r"3\.([0-9]+)", str(compose["version"]))
+    if match and (3, int(match.group(1))) < NAMES_VERSION:
+        compose["version"] = ".".join(map(str, NAMES_VERSION))
+
+
+_TRUE = ("y", "yes", "true", "on")
+_FALSE = ("n", "no", "false", "off")
+
+
+def external(definition, where: str = "") -> bool:
+    """Whether a config or secret is external, as the CLI reads ``external`` (``true``, a
+    mapping with a ``name``, or a string it casts: ``"yes"``, ``"false"``…)."""
+    value = (definition or {}).get("external")
+    if value is None or isinstance(value, (bool, dict)):
+        return bool(value) or isinstance(value, dict)
+    if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+        return value.lower() in _TRUE
+    raise ArmswarmError(f"{where}:external: must be true or false, not {value!r}")
 
 
 # The engine's rule for config and secret names (swarmkit): at most 64 of [A-Za-z0-9_.-],
@@ -274,14 +443,19 @@ def bundle(stack: str, compose: dict, read_file, read_pillar, naming_key=None) -
             where = f"{kind}:{key}"
             if not isinstance(definition, dict):
                 raise ArmswarmError(f"{where}: must be a mapping")
-            generated = "name" not in definition and not definition.get("external")
+            is_external = external(definition, where)
+            generated = "name" not in definition and not is_external
             check_object_key(stack, key, where, generated)
-            if "name" in definition:
-                check_object_name(definition["name"], f"{where}:name")
+            name = definition.get("name")
+            # An external object's name may come from the CLI's environment (``${VAR}``, as
+            # the compose specification shows): nothing of it is made here.
+            if "name" in definition and not (is_external and "$" in str(name)):
+                check_object_name(name, f"{where}:name")
+    _check_services(out)
     for kind in ("configs", "secrets"):
         for key, definition in (out.get(kind) or {}).items():
             where = f"{kind}:{key}"
-            if definition.get("external"):
+            if external(definition, where):
                 if PILLAR_KEY in definition or "file" in definition:
                     raise ArmswarmError(f"{where}: external takes no file or {PILLAR_KEY}")
                 continue
@@ -303,7 +477,14 @@ def bundle(stack: str, compose: dict, read_file, read_pillar, naming_key=None) -
                 data, mode = read_file(path, f"{where}:file"), 0o600 if kind == "secrets" else 0o644
                 digest = _digest(data)
             else:
-                raise ArmswarmError(f"{where}: needs file, {PILLAR_KEY} (secrets) or external")
+                raise ArmswarmError(
+                    f"{where}: needs file, {PILLAR_KEY} (secrets) or external"
+                    + (
+                        f" (docker stack deploy takes no {', '.join(sorted(other))})"
+                        if (other := {"content", "environment", "driver"} & set(definition))
+                        else ""
+                    )
+                )
             # The file's name from the digest only: no key ever reaches a path.
             relative = f"{FILES_DIR}/{kind[:-1]}-{digest}"
             files[relative] = (data, mode)
@@ -319,61 +500,229 @@ def bundle(stack: str, compose: dict, read_file, read_pillar, naming_key=None) -
             raise ArmswarmError(f"{where}: must be a path or a list of paths")
         written = []
         for index, path in enumerate(paths):
+            if isinstance(path, dict):
+                # docker compose's long syntax; the CLI's 3.x schema takes paths only.
+                raise ArmswarmError(
+                    f"{where}:{index}: docker stack deploy takes env files as paths only,"
+                    f" not {sorted(path)} (docker compose's path/required form)"
+                )
             data = read_file(_relative_file(path, f"{where}:{index}"), f"{where}:{index}")
+            try:
+                _env_entries(data)  # refused here, as the CLI would refuse it
+            except ArmswarmError as exc:
+                raise ArmswarmError(f"{where}:{index}: {path}: {exc}") from exc
             name = f"env-{_digest(data)}"
             files[f"{FILES_DIR}/{name}"] = (data, 0o600)
             written.append(f"./{FILES_DIR}/{name}")
         service["env_file"] = written
+    _raise_version(out)
     return out, files
 
 
-def parse_env_file(data: bytes) -> dict:
-    """The variables of an env file as the docker CLI reads it: ``KEY=value`` lines (the value
-    as written, quotes included), ``#`` comments; a bare ``KEY`` (taken from the deploying
-    environment) is left out."""
-    env = {}
-    for raw in data.decode("utf-8", errors="replace").splitlines():
-        line = raw.lstrip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        env[key.strip()] = value
-    return env
+def _check_services(compose: dict) -> None:
+    """What ``docker stack deploy`` would refuse, or run otherwise than the file says, refused
+    before anything runs, naming the service and key."""
+    for name, service in (compose.get("services") or {}).items():
+        where = f"services:{name}"
+        if not isinstance(service, dict):
+            raise ArmswarmError(f"{where}: must be a mapping")
+        image = service.get("image")
+        if not isinstance(image, str) or not image.strip():
+            raise ArmswarmError(
+                f"{where}: needs an image"
+                + (
+                    " (docker stack deploy builds nothing: build is ignored)"
+                    if "build" in service
+                    else ""
+                )
+            )
+        deploy_conf = service.get("deploy") or {}
+        for key, given in (
+            ("environment", service.get("environment")),
+            ("labels", service.get("labels")),
+            ("deploy:labels", deploy_conf.get("labels") if isinstance(deploy_conf, dict) else None),
+        ):
+            _check_pairs(given, f"{where}:{key}")
+        for index, volume in enumerate(service.get("volumes") or []):
+            if isinstance(volume, str):
+                source = _volume_spec(volume)[0] if "$" not in volume else None
+            elif isinstance(volume, dict) and volume.get("type") == "bind":
+                source = volume.get("source")
+            else:
+                continue
+            if isinstance(source, str) and source.startswith("."):
+                # The CLI makes it absolute against the compose file's directory: here a
+                # temporary one, gone after the deploy.
+                raise ArmswarmError(
+                    f"{where}:volumes:{index}: the bind mount source {source} is relative to"
+                    " the compose file, which the deploy writes to a temporary directory:"
+                    " give an absolute path on the nodes"
+                )
 
 
-# -- what the swarm runs compared with what the compose file asks for --------------------------
-def _env_of(service: dict, files: dict) -> dict | None:
-    """The environment a service gets: its env files, then ``environment`` over them; None
-    when it cannot be told here exactly: a value taken from the deploying environment (a bare
-    ``KEY`` in an env file or in ``environment``), interpolated (``$``) or a float (the CLI
-    writes ``1.0`` as ``1``)."""
-    env = {}
-    for path in service.get("env_file") or []:
-        data = (files.get(path[2:] if path.startswith("./") else path) or (None,))[0]
-        if data is None or env_file_bare(data):
-            return None
-        env.update(parse_env_file(data))
-    given = service.get("environment") or {}
+def _check_pairs(given, where: str) -> None:
+    """``environment`` and ``labels``: a mapping of strings, numbers or nothing, or a list of
+    strings (the CLI's schema: it refuses a boolean, which YAML makes of ``true``)."""
+    if given is None:
+        return
     if isinstance(given, list):
-        pairs = [item.split("=", 1) if "=" in item else (item, None) for item in given]
-    else:
-        pairs = list(given.items())
-    for key, value in pairs:
-        if value is None or not _knowable(value):
-            return None
-        env[str(key)] = _scalar(value)
-    if any("$" in v for v in env.values()):
-        return None
-    return env
+        for index, item in enumerate(given):
+            if not isinstance(item, str):
+                raise ArmswarmError(
+                    f"{where}:{index}: must be a string, not a {type(item).__name__}: quote it"
+                )
+        return
+    if not isinstance(given, dict):
+        raise ArmswarmError(f"{where}: must be a mapping or a list of KEY=value")
+    for key, value in given.items():
+        if isinstance(value, bool):
+            raise ArmswarmError(
+                f"{where}:{key}: {str(value).lower()} is a boolean, which docker stack deploy"
+                f' refuses here: quote it ("{str(value).lower()}")'
+            )
+        if value is not None and not isinstance(value, (str, int, float)):
+            raise ArmswarmError(
+                f"{where}:{key}: must be a string or a number, not a {type(value).__name__}"
+            )
+
+
+def parse_env_file(data: bytes) -> dict:
+    """The variables of an env file as the docker CLI reads it (its ``kvfile``): ``KEY=value``
+    lines, the value as written (quotes, ``#`` and ``$`` included: no quoting, comment or
+    interpolation in a value), ``#`` comment lines; a bare ``KEY`` (taken from the deploying
+    environment) is left out. What the CLI refuses (no valid UTF-8, a key with a blank, as in
+    ``export KEY=…``, or none) raises ArmswarmError."""
+    return {key: value for key, value in _env_entries(data) if value is not None}
 
 
 def env_file_bare(data: bytes) -> list:
     """The bare ``KEY`` lines of an env file: the CLI fills them from its own environment."""
-    return [
-        line.strip()
-        for line in (raw.lstrip() for raw in data.decode("utf-8", errors="replace").splitlines())
-        if line and not line.startswith("#") and "=" not in line
-    ]
+    return [key for key, value in _env_entries(data) if value is None]
+
+
+# Go's unicode.IsSpace: what the CLI strips from the start of an env file's line.
+_GO_SPACE = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+_GO_SPACE += "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+# bufio.Scanner's limit on a line (the CLI's "token too long").
+_ENV_LINE_MAX = 64 * 1024 - 1
+
+
+def _env_entries(data: bytes) -> list:
+    """``[(key, value or None)]`` of an env file, by the CLI's rules: lines end at ``\\n``
+    (a ``\\r`` before it dropped), a BOM at the start dropped, leading blanks stripped."""
+    out = []
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    for number, scanned in enumerate(lines, 1):
+        raw = scanned[:-1] if scanned.endswith(b"\r") else scanned
+        if len(raw) > _ENV_LINE_MAX:
+            raise ArmswarmError(f"line {number} is longer than the CLI reads ({_ENV_LINE_MAX})")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ArmswarmError(f"line {number} is no valid UTF-8") from None
+        if number == 1 and text.startswith("\ufeff"):
+            text = text[1:]
+        line = text.lstrip(_GO_SPACE)
+        if not line or line.startswith("#"):
+            continue
+        key, has_value, value = line.partition("=")
+        if not key:
+            raise ArmswarmError(f"line {number} has no variable name")
+        if " " in key or "\t" in key:
+            # Only a name is shown, never a line without = (it may be a value's).
+            what = f"the variable {key!r}" if has_value else "a line without = that"
+            raise ArmswarmError(
+                f"line {number}: {what} contains blanks (the CLI refuses it;"
+                " it reads no shell: no export, no spaces around =)"
+            )
+        if has_value and value[:1] in ("'", '"') and value[0] not in value[1:]:
+            # docker compose's value over several lines: the CLI reads each line by itself
+            # (the rest would become variables of their own).
+            raise ArmswarmError(
+                f"line {number}: the value of {key} opens a quote it does not close: the CLI"
+                " reads no value over several lines (and keeps quotes as part of a value)"
+            )
+        out.append((key, value if has_value else None))
+    return out
+
+
+# -- what the swarm runs compared with what the compose file asks for --------------------------
+def _cli_env_has(key: str) -> bool:
+    """Whether the CLI's environment (this process's, with the engine's address and a docker
+    config of its own) may have ``key``: the CLI gives an empty value that variable's."""
+    return key in os.environ or key in ("DOCKER_HOST", "DOCKER_CONFIG")
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _env_of(service: dict, files: dict) -> dict | None:
+    """The environment a service gets: its env files, then ``environment`` over them; None
+    when it cannot be told here exactly: a value taken from the deploying environment (a bare
+    ``KEY`` in an env file or in ``environment``, an empty value of a variable the CLI's
+    environment has), interpolated (``$``, not ``$$``: in ``environment``; an env file's
+    values are taken as written) or a float (the CLI writes ``1.0`` as ``1``)."""
+    env = {}
+    for path in _as_list(service.get("env_file")):
+        if not isinstance(path, str):
+            return None
+        data = (files.get(path[2:] if path.startswith("./") else path) or (None,))[0]
+        if data is None:
+            return None
+        try:
+            entries = _env_entries(data)
+        except ArmswarmError:
+            return None
+        for key, value in entries:
+            if value is None:
+                return None
+            env[key] = value
+    given = service.get("environment") or {}
+    if isinstance(given, list):
+        pairs = []
+        for item in given:
+            text = _cli_text(item)
+            if text is None:
+                return None
+            pairs.append(text.split("=", 1) if "=" in text else (text, None))
+    else:
+        pairs = [(key, _cli_text(value)) for key, value in given.items()]
+    for key, value in pairs:
+        if value is None:
+            return None
+        env[str(key)] = value
+    if any(value == "" and _cli_env_has(key) for key, value in env.items()):
+        return None
+    return env
+
+
+def _uninterpolated(text: str) -> str | None:
+    """``text`` as the CLI's interpolation leaves it when it names no variable (``$$`` is a
+    ``$``), else None."""
+    if "$" not in text:
+        return text
+    if re.fullmatch(r"(?:[^$]|\$\$)*", text):
+        return text.replace("$$", "$")
+    return None
+
+
+def _cli_text(value, empty=None) -> str | None:
+    """The CLI's text of a compose value in ``environment`` or ``labels`` (``empty`` for
+    none); None when it cannot be told here (interpolated, a float)."""
+    if value is None:
+        return empty
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _uninterpolated(value)
+    return None
 
 
 def _knowable(value) -> bool:
@@ -392,54 +741,122 @@ def _scalar(value) -> str:
     return str(value)
 
 
+def _labels_of(given) -> dict | None:
+    """The labels the CLI makes of ``labels`` or ``deploy.labels`` (a mapping or a list of
+    ``KEY=value``, a bare ``KEY`` or no value an empty one), None when it cannot be told."""
+    if isinstance(given, list):
+        out = {}
+        for item in given:
+            text = _cli_text(item)
+            if text is None:
+                return None
+            key, _, value = text.partition("=")
+            out[key] = value
+        return out
+    out = {}
+    for key, value in (given or {}).items():
+        text = _cli_text(value, empty="")
+        if text is None:
+            return None
+        out[str(key)] = text
+    return out
+
+
 def object_name(stack: str, key: str, definition) -> str:
     """The name the CLI gives the config or secret ``key``: its ``name``; for an external one
     the deprecated ``external: {name: …}``, else the key itself; else ``<stack>_<key>``."""
     definition = definition or {}
     if definition.get("name"):
         return definition["name"]
-    external = definition.get("external")
-    if external:
-        if isinstance(external, dict) and external.get("name"):
-            return external["name"]
+    ext = definition.get("external")
+    if external(definition, key):
+        if isinstance(ext, dict) and ext.get("name"):
+            return ext["name"]
         return key
     return f"{stack}_{key}"
 
 
-def _image(ref: str | None) -> str | None:
-    """An image reference without digest, with the tag docker adds (``:latest``)."""
+def _image(ref: str | None, digest=False) -> str | None:
+    """An image reference with the tag docker adds (``:latest``), without the prefix it
+    leaves out (``docker.io/library/``), without digest unless ``digest``."""
     if not ref:
         return ref
-    ref = ref.split("@", 1)[0]
+    ref, _, pinned = ref.partition("@")
     for prefix in ("docker.io/library/", "docker.io/"):
         if ref.startswith(prefix):
             ref = ref[len(prefix) :]
     if ":" not in ref.rsplit("/", 1)[-1]:
         ref += ":latest"
-    return ref
+    return f"{ref}@{pinned}" if digest and pinned else ref
 
 
-def _targets(items, default_target) -> list:
-    """The (source, target) pairs of a service's configs or secrets."""
+def _targets(items, default_target) -> list | None:
+    """The (source, target) pairs of a service's configs or secrets; None when a target is
+    interpolated."""
     out = []
     for item in items or []:
         if isinstance(item, str):
             out.append((item, default_target(item)))
         elif isinstance(item, dict):
             source = item.get("source")
-            out.append((source, item.get("target") or default_target(source)))
+            target = item.get("target") or default_target(source)
+            if "$" in str(source) + str(target):
+                return None
+            out.append((source, target))
     return sorted(out)
 
 
-def _mount_targets(volumes) -> list:
+def _is_windows_drive(buffer: str, char: str) -> bool:
+    return char == ":" and len(buffer) == 1 and buffer.isalpha()
+
+
+def _volume_spec(spec: str) -> tuple:
+    """``(source, target)`` of a volume's short syntax, as the CLI splits it (volumespec:
+    ``[source:]target[:options]``, a Windows drive's colon not a separator)."""
+    if len(spec) <= 2:
+        return "", spec
+    fields, buffer = [], ""
+    for char in spec + "\0":
+        if _is_windows_drive(buffer, char):
+            buffer += char
+        elif char in (":", "\0"):
+            fields.append(buffer)
+            buffer = ""
+        else:
+            buffer += char
+    if len(fields) == 1:
+        return "", fields[0]
+    return fields[0], fields[1]
+
+
+def _mount_targets(volumes) -> list | None:
+    """The targets of a service's mounts; None when one is interpolated."""
     targets = []
     for volume in volumes or []:
         if isinstance(volume, str):
-            parts = volume.split(":")
-            targets.append(parts[1] if len(parts) > 1 else parts[0])
+            if "$" in volume:
+                return None
+            targets.append(_volume_spec(volume)[1])
         elif isinstance(volume, dict):
+            if "$" in str(volume.get("target")):
+                return None
             targets.append(volume.get("target"))
     return sorted(t for t in targets if t)
+
+
+def _replicas(deploy_conf: dict):
+    """``deploy.replicas`` as the CLI makes it (a string cast to a number, missing: 1),
+    ``"global"`` for the other modes; None when interpolated."""
+    mode = deploy_conf.get("mode") or "replicated"
+    if not isinstance(mode, str) or "$" in mode:
+        return None
+    if mode != "replicated":
+        return "global"
+    replicas = deploy_conf.get("replicas", 1)
+    if isinstance(replicas, str):
+        # interpolated, or a number in quotes (the CLI casts it, as strconv.Atoi)
+        return int(replicas) if re.fullmatch(r"[-+]?[0-9]+", replicas) else None
+    return replicas
 
 
 def desired_fields(stack: str, compose: dict, files: dict) -> dict:
@@ -453,31 +870,27 @@ def desired_fields(stack: str, compose: dict, files: dict) -> dict:
     for name, definition in (compose.get("services") or {}).items():
         service = definition or {}
         deploy_conf = service.get("deploy") or {}
-        mode = deploy_conf.get("mode") or "replicated"
-        labels = _labels_dict(deploy_conf.get("labels"))
-        labels.pop(HASH_LABEL, None)
+        labels = _labels_of(deploy_conf.get("labels"))
+        if labels is not None:
+            labels.pop(HASH_LABEL, None)
         image = service.get("image")
-        out[name] = {
-            "image": _image(image) if _knowable(image) else None,
-            "replicas": (deploy_conf.get("replicas", 1) if mode == "replicated" else "global"),
+        fields = {
+            "image": _image(image, digest=True) if _knowable(image) else None,
+            "replicas": _replicas(deploy_conf),
             "env": _env_of(service, files),
-            "labels": (
-                {k: _scalar(v) for k, v in labels.items()}
-                if all(_knowable(v) for v in labels.values())
-                else None
-            ),
-            # Without a target the CLI's file name is the source's (convertFileObject), for
-            # configs as for secrets.
-            "configs": [
-                (objects["configs"].get(src, src), tgt)
-                for src, tgt in _targets(service.get("configs"), lambda s: s)
-            ],
-            "secrets": [
-                (objects["secrets"].get(src, src), tgt)
-                for src, tgt in _targets(service.get("secrets"), lambda s: s)
-            ],
+            "labels": labels,
+            "container_labels": _labels_of(service.get("labels")),
             "mounts": _mount_targets(service.get("volumes")),
         }
+        # Without a target the CLI's file name is the source's (convertFileObject), for
+        # configs as for secrets.
+        for kind in ("configs", "secrets"):
+            pairs = _targets(service.get(kind), lambda s: s)
+            names = [(objects[kind].get(src, src), tgt) for src, tgt in pairs or []]
+            # An external object named from the CLI's environment: not told here.
+            unknown = pairs is None or any("$" in str(n) for n, _ in names)
+            fields[kind] = None if unknown else names
+        out[name] = fields
     return out
 
 
@@ -492,15 +905,20 @@ def live_fields(spec: dict) -> dict:
         if k not in (HASH_LABEL, NAMESPACE_LABEL, IMAGE_LABEL)
     }
     return {
-        "image": _image(container.get("Image")),
+        "image": _image(container.get("Image"), digest=True),
         "replicas": (
             (mode.get("Replicated") or {}).get("Replicas") if "Replicated" in mode else "global"
         ),
         "env": dict(e.split("=", 1) if "=" in e else (e, "") for e in container.get("Env") or []),
         "labels": labels,
+        # The CLI gives the containers the stack's label too.
+        "container_labels": {
+            k: v for k, v in (container.get("Labels") or {}).items() if k != NAMESPACE_LABEL
+        },
         "configs": sorted(
             (c.get("ConfigName"), (c.get("File") or {}).get("Name"))
             for c in container.get("Configs") or []
+            if c.get("File")  # not a credential spec's runtime config
         ),
         "secrets": sorted(
             (c.get("SecretName"), (c.get("File") or {}).get("Name"))
@@ -519,6 +937,9 @@ def drift(desired: dict, live: dict) -> list:
         want, have = wanted, live.get(field)
         if field in ("configs", "secrets"):
             want, have = sorted(wanted), sorted(have or [])
+        if field == "image" and have and "@" not in want:
+            # The digest the engine pinned (resolve_image) is no drift of a tag.
+            have = have.split("@", 1)[0]
         if want != have:
             differ.append(field)
     return differ
@@ -972,7 +1393,7 @@ def object_names(compose: dict) -> dict:
         kind: sorted(
             object_name("", k, v)
             for k, v in (compose.get(kind) or {}).items()
-            if (v or {}).get("name") or (v or {}).get("external")
+            if (v or {}).get("name") or external(v, f"{kind}:{k}")
         )
         for kind in ("configs", "secrets")
     }
