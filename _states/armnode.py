@@ -283,7 +283,12 @@ def docker_daemon_config(name=docker_daemon.PATH, daemon=None, restart=True):
     """
     dockerd's ``daemon.json`` holds ``daemon``, checked before it is written: ``dockerd
     --validate --config-file`` where the engine has it (Docker 23+), else JSON, known keys and
-    their types. A bad key fails the state, naming it, and the file stays as it was.
+    their types, and no key the docker unit already gives dockerd as a flag (``-H fd://``:
+    ``hosts``). A bad key fails the state, naming it, and the file stays as it was.
+
+    ``daemon`` is merged into the file: keys another installer wrote and we never set
+    (DietPi's ``data-root``) stay; a key we set before and ``daemon`` no longer has goes. A
+    file dockerd could not read (comments, a trailing comma) fails the state, naming it.
 
     A change restarts dockerd at once only on a node outside a swarm. In a swarm, restarting
     every node of a ``state.apply`` at once would lose the managers' quorum: the node is
@@ -295,11 +300,23 @@ def docker_daemon_config(name=docker_daemon.PATH, daemon=None, restart=True):
     if not isinstance(restart, bool):
         return state_results.failed(ret, "restart: must be true or false; nothing changed")
     try:
-        how = docker_daemon.validate(daemon)
+        if not isinstance(daemon, dict):
+            docker_daemon.validate(daemon)  # names the problem
+        # Merged into the file as it is: another installer's keys (DietPi's data-root) stay.
+        on_disk = docker_daemon.read(name)
+        merged, kept = docker_daemon.merge(on_disk, daemon, docker_daemon.read_managed(name))
+        moved = docker_daemon.data_root_problem(on_disk, merged, name)
+        if moved:
+            raise ArmswarmError(moved)
+        how = docker_daemon.validate(
+            merged, kept=kept, path=name, argv=docker_daemon.service_argv()
+        )
     except ArmswarmError as exc:
         return state_results.failed(ret, f"{exc}; {name} is unchanged")
-    text = docker_daemon.render(daemon)
+    text = docker_daemon.render(merged)
     current = _read(name)
+    if not __opts__["test"] and docker_daemon.read_managed(name) != set(daemon):
+        docker_daemon.write_managed(daemon, name)
     pending = docker_daemon.is_pending()
     info = docker_daemon.swarm_info() if restart else None
     # None: no dockerd answers

@@ -362,3 +362,149 @@ def test_u_boot_menu_after_the_move_regenerates_onto_the_old_root(disks, monkeyp
     args = conf[start:end].split()
     assert "fsck.mode=force" in args
     assert [a for a in args if a.startswith("root=")] == [f"root=UUID={uuid}"]
+
+
+# -- fstab as images ship it -------------------------------------------------------------------
+# Armbian (build/lib/functions/image/partitioning.sh writes the root line, tmpfs /tmp)
+ARMBIAN = (
+    "UUID=0d9c2f7a-4a4e-4c43-9a39-6a3e4f8a1b2c / ext4 defaults,noatime,commit=600,"
+    "errors=remount-ro 0 1\ntmpfs /tmp tmpfs defaults,nosuid 0 0\n"
+)
+# Raspberry Pi OS (pi-gen stage1/01-sys-tweaks/files/fstab, BOOTDEV/ROOTDEV filled in)
+PIOS = (
+    "proc            /proc           proc    defaults          0       0\n"
+    "PARTUUID=6c586e13-01  /boot/firmware  vfat    defaults          0       2\n"
+    "PARTUUID=6c586e13-02  /               ext4    defaults,noatime  0       1\n"
+)
+# DietPi (dietpi-drive_manager: Get_Fstab_Entry, its tmpfs lines, a drive it mounted)
+DIETPI = """# You can use "dietpi-drive_manager" to setup mounts.
+# NB: It overwrites and re-creates physical drive mount entries on use.
+#----------------------------------------------------------------
+# NETWORK
+#----------------------------------------------------------------
+
+
+#----------------------------------------------------------------
+# TMPFS
+#----------------------------------------------------------------
+tmpfs /tmp tmpfs noatime,lazytime,nodev,nosuid,mode=1777
+tmpfs /var/log tmpfs size=50M,noatime,lazytime,nodev,nosuid
+
+#----------------------------------------------------------------
+# MISC: ecryptfs, vboxsf (VirtualBox shared folder), gluster, bind mounts
+#----------------------------------------------------------------
+
+#----------------------------------------------------------------
+# SWAP SPACE
+#----------------------------------------------------------------
+/var/swap none swap sw
+
+#----------------------------------------------------------------
+# PHYSICAL DRIVES
+#----------------------------------------------------------------
+UUID=5d3bb6f4-8f8e-4c1a-a1d8-2f0b3c6f3e11 / ext4 noatime,lazytime,rw 0 1
+UUID=8a0f-1c2d /boot vfat noatime,lazytime,rw 0 2
+UUID=2b7e3c1d-aaaa-4bbb-8ccc-0123456789ab /mnt/ssd ext4 noatime,lazytime,rw,nofail
+"""
+# Arch Linux ARM: the root comes from the kernel command line
+ALARM = (
+    "# Static information about the filesystems.\n# See fstab(5) for details.\n\n"
+    "# <file system> <dir> <type> <options> <dump> <pass>\n"
+)
+
+
+def _root_lines(text):
+    return [ln for ln in text.splitlines() if ln.split()[1:2] == ["/"] and ln[0] != "#"]
+
+
+@pytest.mark.parametrize("text", [ARMBIAN, PIOS, DIETPI], ids=["armbian", "pios", "dietpi"])
+def test_the_copys_fstab_changes_the_root_line_only(text):
+    new = root_move.fstab_for_copy(text, "1111-new")
+    old_lines, new_lines = text.splitlines(), new.splitlines()
+    changed = [(a, b) for a, b in zip(old_lines, new_lines, strict=True) if a != b]
+    assert len(changed) == 1, changed
+    old, line = changed[0]
+    # only the device: the separators (pi-gen's aligned columns) and options stay
+    assert line == old.replace(old.split()[0], "UUID=1111-new")
+    assert new.endswith("\n")
+
+
+def test_fstab_variants():
+    # Arch Linux ARM: no / line: one is added, the comments stay
+    new = root_move.fstab_for_copy(ALARM, "u1")
+    assert new.startswith(ALARM) and _root_lines(new) == [
+        "UUID=u1\t/\text4\tdefaults,noatime\t0\t1"
+    ]
+    # tabs, LABEL=, a swap file, \040 in a mount point, no final newline
+    text = (
+        "LABEL=rootfs\t/\text4\tdefaults\t0\t1\n/swapfile none swap sw 0 0\n"
+        "/dev/sdb1 /mnt/my\\040disk ext4 nofail 0 2"
+    )
+    new = root_move.fstab_for_copy(text, "u2")
+    assert new.splitlines() == ["UUID=u2\t/\text4\tdefaults\t0\t1", *text.splitlines()[1:]]
+    assert new.endswith("\n")
+    # CRLF stays CRLF
+    assert root_move.fstab_for_copy(ARMBIAN.replace("\n", "\r\n"), "u3").count("\r\n") == 2
+    # a btrfs root: the copy is ext4, btrfs options would fail its mount
+    btrfs = "UUID=abc / btrfs defaults,noatime,compress=lzo,subvol=@ 0 1\n"
+    assert root_move.fstab_for_copy(btrfs, "u4") == "UUID=u4 / ext4 defaults,noatime 0 1\n"
+    # two lines for /: which one counts is a guess
+    with pytest.raises(ArmswarmError, match=r"/x/etc/fstab: lines 1 and 5 both mount /"):
+        root_move.fstab_for_copy(ARMBIAN + PIOS, "u5", path="/x/etc/fstab")
+    # a line for the erased disk (DietPi mounted the SSD before) is commented out
+    erased = ["UUID=2b7e3c1d-aaaa-4bbb-8ccc-0123456789ab", "/dev/sda", "/dev/sda1"]
+    new = root_move.fstab_for_copy(DIETPI, "u6", erased=erased)
+    assert "\n# erased by the armswarm root move (its device is gone): UUID=2b7e3c1d" in new
+    assert "/var/swap none swap sw\n" in new and "UUID=8a0f-1c2d /boot vfat" in new
+    # /proc/mounts escapes
+    assert root_move._mounts("/dev/sda1 /mnt/my\\040disk\\011x ext4 rw 0 0\n") == [
+        ("/dev/sda1", "/mnt/my disk\tx")
+    ]
+
+
+def test_fstab_refusals_come_before_the_target_is_touched(disks):
+    source, target = disks["source"], disks["target"]
+    boot = boot_root(disks, "odroid-hc1")
+    (source / "etc/fstab").write_text(ARMBIAN + PIOS)
+    for dry_run in (True, False):
+        with pytest.raises(ArmswarmError, match="both mount /"):
+            root_move.run(target, source=str(source), boot_root=boot, dry_run=dry_run)
+    assert sh("blkid", "-p", "-o", "export", target, check_ok=False) == ""
+
+
+def test_a_boot_file_naming_another_root_type_is_refused(disks):
+    boot = boot_root(disks, "rpi4")
+    flavour, path = boot_files.locate(boot)
+    text = path.read_text()
+    assert "rootfstype=ext4" in text
+    path.write_text(text.replace("rootfstype=ext4", "rootfstype=btrfs"))
+    with pytest.raises(ArmswarmError, match=r"rootfstype=btrfs: the kernel would mount"):
+        root_move.run(disks["target"], source=str(disks["source"]), boot_root=boot)
+    # armbianEnv.txt says it in a line of its own: that line follows
+    shutil.rmtree(boot)
+    boot = boot_root(disks, "rockpro64")
+    env = Path(boot, "boot/armbianEnv.txt")
+    env.write_text(env.read_text().replace("rootfstype=ext4", "rootfstype=btrfs"))
+    change = root_move.boot_change(boot, {"UUID": "u7", "PARTUUID": "p7"})
+    assert change["flavour"] == "armbianEnv"
+    assert "rootfstype=ext4" in change["text"].splitlines()
+    assert "rootdev=UUID=u7" in change["text"].splitlines()
+
+
+def test_wiped_disks_fstab_line_is_commented_out_in_the_copy(disks):
+    source, target = disks["source"], disks["target"]
+    sh("mkfs.ext4", "-q", "-F", target)
+    uuid = sh("blkid", "-s", "UUID", "-o", "value", target).strip()
+    (source / "etc/fstab").write_text(
+        f"/dev/mmcblk0p1 / ext4 defaults 0 1\nUUID={uuid} /mnt/ssd ext4 defaults 0 2\n"
+    )
+    boot = boot_root(disks, "odroid-hc1")
+    report = root_move.run(target, source=str(source), boot_root=boot, wipe=True, dry_run=False)
+    copy = disks["tmp"] / "copy"
+    copy.mkdir()
+    sh("mount", report["partition"], str(copy))
+    disks["mounts"].append(copy)
+    fstab = (copy / "etc/fstab").read_text().splitlines()
+    assert fstab[0] == f"UUID={report['uuid']} / ext4 defaults 0 1"
+    gone = "# erased by the armswarm root move (its device is gone): "
+    assert fstab[1] == f"{gone}UUID={uuid} /mnt/ssd ext4 defaults 0 2"

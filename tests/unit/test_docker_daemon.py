@@ -249,3 +249,137 @@ def test_a_manager_that_cannot_be_unlocked_stops_the_run():
     result = docker_daemon.rolling_restart(swarm, ["node1", "node2"], timeout=5)
     assert result["restarted"] == [] and result["pending"] == ["node1", "node2"]
     assert result["error"] == "node1: came back locked and cannot be unlocked: no key"
+
+
+# -- daemon.json as real installs leave it ---------------------------------------------------
+# dietpi/dietpi-software (MichaIng/DietPi), Docker install: the file it writes when none is
+# there, and what its G_CONFIG_INJECT after the "{" line makes of an existing "{\n}".
+DIETPI = """{
+    "data-root": "/mnt/dietpi_userdata/docker-data",
+    "log-driver": "journald",
+    "log-level": "warn",
+    "debug": false
+}
+"""
+DIETPI_INJECTED = '{\n    "debug": false,\n    "log-level": "warn",\n}\n'
+OURS = {
+    "storage-driver": "overlay2",
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "3"},
+}
+
+
+def test_the_file_as_dockerd_reads_it():
+    path = "/etc/docker/daemon.json"
+    assert docker_daemon.parse(None) == {}
+    # 0 bytes or blanks (dockerd 23+ takes it, 20.10 stops at EOF) and null: no setting
+    for empty in (b"", b"\n  \n", b"null\n", "\ufeff{}".encode()):
+        assert docker_daemon.parse(empty) == {}
+    # a byte order mark (Windows editors) is skipped
+    assert docker_daemon.parse(b"\xef\xbb\xbf" + DIETPI.encode())["log-level"] == "warn"
+    # dockerd (Go) keeps the last of duplicated keys: so do we
+    assert docker_daemon.parse(b'{"debug": true, "debug": false}') == {"debug": False}
+    refused = {
+        DIETPI_INJECTED: "line 4 column 1 (a trailing comma?)",
+        '{\n  // mirrors\n  "debug": true\n}': "line 2 column 3 (a comment? JSON has none)",
+        '{\n  # mirrors\n  "debug": true\n}': "(a comment? JSON has none)",
+        '{"mtu": NaN}': "NaN is not JSON",
+        '{"debug": true': "line 1 column 15",
+        '["debug"]': "the top level is list, not an object",
+        '"debug"': "the top level is str",
+    }
+    for text, message in refused.items():
+        with pytest.raises(ArmswarmError) as exc:
+            docker_daemon.parse(text.encode(), path)
+        assert str(exc.value).startswith(f"{path}: ") and message in str(exc.value), exc.value
+        assert "nothing changed" in str(exc.value)
+    with pytest.raises(ArmswarmError, match="not UTF-8"):
+        docker_daemon.parse(b'{"labels": ["\xff"]}', path)
+
+
+def test_another_installers_keys_stay_ours_go_when_dropped():
+    dietpi = docker_daemon.parse(DIETPI.encode())
+    merged, kept = docker_daemon.merge(dietpi, OURS)
+    # the node's images, volumes and swarm state are under DietPi's data-root: it stays
+    assert merged["data-root"] == "/mnt/dietpi_userdata/docker-data"
+    assert merged["log-driver"] == "json-file" and merged["log-level"] == "warn"
+    assert kept == {"data-root", "log-level", "debug"}
+    assert docker_daemon.check(merged, kept) == []
+    # a key we set before and no longer set goes; the others' stay
+    again, kept = docker_daemon.merge(merged | {"labels": ["a=b"]}, OURS, {*OURS, "labels"})
+    assert "labels" not in again and again["data-root"] == dietpi["data-root"]
+    # a key of the file this list does not know (a newer engine's) is left to dockerd ...
+    assert docker_daemon.check({"min-api-version": "1.24"}, {"min-api-version"}) == []
+    # ... but a bad value there is named with the file, as dockerd would stop at it
+    problems = docker_daemon.check({"log-opts": {"max-file": 3}}, {"log-opts"}, "/x.json")
+    assert problems == ['/x.json: log-opts: every value must be a string ("10m", "3")']
+
+
+def test_values_dockerd_or_swarm_mode_refuse():
+    assert docker_daemon.check({"live-restore": False, "features": {"buildkit": True}}) == []
+    assert docker_daemon.check({"proxies": {"http-proxy": "http://proxy.lan:3128"}}) == []
+    pools = {"default-address-pools": [{"base": "10.10.0.0/16", "size": 24}]}
+    assert docker_daemon.check(pools) == []
+    bad = {
+        "live-restore": True,  # "incompatible with swarm mode": dockerd does not start
+        "cluster-store": "consul://x:8500",
+        "features": {"buildkit": "true"},
+        "default-address-pools": [{"base": "10.10.0.0/16", "size": "24"}],
+        "registry-mirrors": ["mirror.lan:5000"],
+        "cgroup-parent": 1,
+    }
+    problems = "\n".join(docker_daemon.check(bad))
+    for key in bad:
+        assert f"armnode:docker:daemon:{key}:" in problems, key
+    assert "swarm mode refuses live-restore" in problems
+    # journald (DietPi's driver) takes no max-size: dockerd would not start
+    journald = {"log-driver": "journald", "log-opts": {"max-size": "10m", "tag": "x"}}
+    assert "max-size is no option of the journald log driver" in "".join(
+        docker_daemon.check(journald)
+    )
+    assert docker_daemon.check({"log-driver": "local", "log-opts": {"max-size": "10m"}}) == []
+    nft = {"firewall-backend": "nftables"}
+    assert "swarm mode refuses nftables" in "".join(docker_daemon.check(nft))
+    assert docker_daemon.check({**nft, "iptables": False}) == []
+
+
+def test_a_setting_the_unit_gives_as_a_flag_is_refused(tmp_path):
+    # docker-ce's docker.service; Debian's docker.io: -H fd:// $DOCKER_OPTS
+    docker_ce = ["/usr/bin/dockerd", "-H", "fd://", "--containerd=/run/containerd/containerd.sock"]
+    both = {"hosts": ["tcp://0.0.0.0:2375"], "containerd": "/run/c.sock", "debug": True}
+    problems = docker_daemon.flag_conflicts(both, docker_ce)
+    assert [p.split(":")[3] for p in problems] == ["hosts", "containerd"]
+    assert "as -H on dockerd's command line" in problems[0]
+    assert docker_daemon.flag_conflicts({"debug": True, "runtimes": {}}, docker_ce) == []
+    assert docker_daemon.flag_keys(["dockerd", "-D", "--log-level=warn", "-g", "/srv"]) == {
+        "debug": "-D",
+        "log-level": "--log-level",
+        "data-root": "-g",
+    }
+    with pytest.raises(ArmswarmError, match="hosts: docker.service already gives it"):
+        docker_daemon.validate(both, dockerd=str(tmp_path / "none"), argv=docker_ce)
+    default = tmp_path / "default-docker"
+    default.write_text('# Debian\n#DOCKER_OPTS="--dns 8.8.8.8"\nDOCKER_OPTS="--dns 9.9.9.9"\n')
+    assert docker_daemon._environ_value(str(default), "DOCKER_OPTS") == ["--dns", "9.9.9.9"]
+
+
+def test_a_data_root_move_away_from_the_data_is_refused(tmp_path):
+    old, new = tmp_path / "dietpi-docker", tmp_path / "ssd-docker"
+    (old / "swarm" / "raft").mkdir(parents=True)  # a swarm node's state
+    (old / "volumes").mkdir()
+    new.mkdir()
+    current = {"data-root": str(old)}
+    problem = docker_daemon.data_root_problem(current, {"data-root": str(new)}, "/d.json")
+    assert problem.startswith(f"/d.json: data-root would change from {old} to {new}")
+    assert docker_daemon.data_root_problem(current, current) == ""
+    # moved by hand first: fine
+    (new / "swarm").mkdir()
+    (new / "swarm" / "state.json").write_text("{}")
+    assert docker_daemon.data_root_problem(current, {"data-root": str(new)}) == ""
+    # a fresh engine's skeleton is no data
+    fresh = tmp_path / "fresh"
+    for sub in ("swarm", "containers", "image/overlay2/imagedb/content/sha256"):
+        (fresh / sub).mkdir(parents=True)
+    (fresh / "volumes").mkdir()
+    (fresh / "volumes" / "metadata.db").write_bytes(b"")
+    assert docker_daemon.data_root_problem({"data-root": str(fresh)}, {"data-root": "/x"}) == ""

@@ -34,12 +34,18 @@ def _run(argv, **kwargs) -> str:
     return proc.stdout
 
 
+def _unescape(field: str) -> str:
+    """A field of /proc/mounts or fstab: ``\\040`` (blank), ``\\011`` (tab), ``\\012``,
+    ``\\134`` (backslash) as the kernel and libmount write them."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
 def _mounts(mounts_text: str) -> list[tuple[str, str]]:
     out = []
     for line in mounts_text.splitlines():
         fields = line.split()
         if len(fields) >= 2:
-            out.append((fields[0], fields[1].replace("\\040", " ")))
+            out.append((_unescape(fields[0]), _unescape(fields[1])))
     return out
 
 
@@ -137,6 +143,25 @@ def _signatures(dev: str) -> str:
     return ", ".join(found)
 
 
+def _identities(dev: str) -> set:
+    """How an fstab line can name ``dev`` (``UUID=``, ``PARTUUID=``, ``LABEL=``,
+    ``PARTLABEL=``), from ``blkid -p``: after a wipe none of them exists any more."""
+    try:
+        proc = subprocess.run(
+            ["blkid", "-p", "-o", "export", dev],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except FileNotFoundError:
+        return set()
+    found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    names = {"UUID": "UUID", "LABEL": "LABEL", "PART_ENTRY_UUID": "PARTUUID"}
+    names["PART_ENTRY_NAME"] = "PARTLABEL"
+    return {f"{spec}={found[key]}" for key, spec in names.items() if found.get(key)}
+
+
 def check(
     target: str,
     source: str = "/",
@@ -190,7 +215,11 @@ def check(
                 f"{target} is in use: /dev/{name} is held by {', '.join(holders)} "
                 "(LVM, md RAID or dm-crypt); take it out of that first"
             )
-    if not wipe:
+    erased = set()
+    if wipe:
+        for dev in [target, *partitions]:
+            erased |= _identities(dev)
+    else:
         found = [f"{dev}: {sig}" for dev in [target, *partitions] if (sig := _signatures(dev))]
         if partitions or found:
             what = "; ".join(found) or f"partitions {', '.join(partitions)}"
@@ -213,6 +242,8 @@ def check(
         "source": source,
         "source_device": source_dev if source_dev != "/dev/root" else f"/dev/{source_name}",
         "wipe": bool(wipe),
+        # fstab names of what is erased, and its device paths
+        "erases": sorted(erased | {target, *partitions}),
     }
 
 
@@ -234,24 +265,74 @@ def _ids(dev: str) -> dict:
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def _point_fstab(clone: Path, uuid: str, extra=()):
+def _names_erased(spec: str, erased) -> bool:
+    """Whether fstab's first field ``spec`` names a device in ``erased`` (fstab names or
+    device paths, as :func:`check` lists them)."""
+    spec = _unescape(spec)
+    if spec in erased:
+        return True
+    if spec.startswith("/dev/"):
+        paths = [e for e in erased if e.startswith("/dev/")]
+        return _real(spec) in {_real(e) for e in paths}
+    key, _, value = spec.partition("=")
+    return key in ("UUID", "PARTUUID") and f"{key}={value.lower()}" in {e.lower() for e in erased}
+
+
+def fstab_for_copy(text: str, uuid: str, extra=(), erased=(), path="etc/fstab") -> str:
+    """The copy's fstab: its ``/`` line names the new file system (``UUID=``; an ext4 one:
+    another type's options go), a line for a device the move erases is commented out (the
+    boot would wait for it, then stop in emergency mode), ``extra`` lines appended; every
+    other byte stays. No ``/`` line (Arch Linux ARM: the root comes from the kernel command
+    line) gets one; two are refused (which one counts is a guess)."""
+    eol = "\r\n" if "\r\n" in text else "\n"
+    lines = text.splitlines()
+    field = re.compile(r"\S+")
+    roots = []
+    for number, line in enumerate(lines):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        if len(fields) >= 2 and _unescape(fields[1]).rstrip("/") == "":
+            roots.append(number)
+        elif _names_erased(fields[0], erased):
+            lines[number] = f"# erased by the armswarm root move (its device is gone): {line}"
+    if len(roots) > 1:
+        shown = " and ".join(str(n + 1) for n in roots)
+        raise ArmswarmError(
+            f"{path}: lines {shown} both mount /; refusing to guess which one the board uses: "
+            "leave one, nothing changed"
+        )
+    if roots:
+        line = lines[roots[0]]
+        spans = [m.span() for m in field.finditer(line)]
+        fields = [line[a:b] for a, b in spans]
+        fields[0] = f"UUID={uuid}"
+        if len(fields) >= 3 and fields[2] != "ext4":
+            fields[2] = "ext4"
+            if len(fields) >= 4:
+                fields[3] = "defaults,noatime"
+        if len(fields) == 2:
+            fields.append("ext4")
+        rebuilt, last = "", 0
+        for (a, b), new in zip(spans, fields, strict=False):
+            rebuilt += line[last:a] + new
+            last = b
+        rebuilt += line[last:] + "".join("\t" + f for f in fields[len(spans) :])
+        lines[roots[0]] = rebuilt
+    else:
+        lines.append(f"UUID={uuid}\t/\text4\tdefaults,noatime\t0\t1")
+    lines.extend(extra)
+    return eol.join(lines) + eol
+
+
+def _point_fstab(clone: Path, uuid: str, extra=(), erased=()):
     fstab = clone / "etc/fstab"
     if not fstab.exists():
         files.write(fstab, "\n".join([f"UUID={uuid} / ext4 defaults,noatime 0 1", *extra]) + "\n")
         return
-    lines, found = [], False
-    for line in fstab.read_text().splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and not line.lstrip().startswith("#") and fields[1] == "/":
-            fields[0] = f"UUID={uuid}"
-            lines.append("\t".join(fields))
-            found = True
-        else:
-            lines.append(line)
-    if not found:
-        lines.append(f"UUID={uuid}\t/\text4\tdefaults,noatime\t0\t1")
-    lines.extend(extra)
-    files.write(fstab, "\n".join(lines) + "\n")
+    text = fstab.read_bytes().decode("utf-8", errors="surrogateescape")
+    new = fstab_for_copy(text, uuid, extra, erased, str(fstab))
+    files.write(fstab, new.encode("utf-8", errors="surrogateescape"))
 
 
 OLD_ROOT = "/mnt/armswarm-oldroot"  # where the moved-from root stays mounted (boot files)
@@ -272,7 +353,9 @@ def boot_read_dir(boot_root: str, flavour: str, path: Path) -> Path:
         return boot
 
 
-def _boot_fstab_lines(read_dir: Path, boot_root: str, source: str, old_uuid: str) -> list:
+def _boot_fstab_lines(
+    read_dir: Path, boot_root: str, source: str, old_uuid: str, fstype: str = "ext4"
+) -> list:
     """fstab lines for the new root so that the boot files stay those U-Boot reads: when they
     are on the old root itself (not a partition of their own), the old root is mounted at
     :data:`OLD_ROOT` and their directory bound over the copy's."""
@@ -281,7 +364,7 @@ def _boot_fstab_lines(read_dir: Path, boot_root: str, source: str, old_uuid: str
     rel = read_dir.resolve().relative_to(Path(boot_root).resolve())
     return [
         "# the boot files U-Boot reads stay on the old root (armswarm root move)",
-        f"UUID={old_uuid}\t{OLD_ROOT}\text4\tdefaults,noatime\t0\t2",
+        f"UUID={old_uuid}\t{OLD_ROOT}\t{fstype}\tdefaults,noatime\t0\t2",
         f"{OLD_ROOT}/{rel}\t/{rel}\tnone\tbind,x-systemd.requires-mounts-for={OLD_ROOT}\t0\t0",
     ]
 
@@ -349,6 +432,24 @@ def boot_change(boot_root: str, ids: dict) -> dict:
     flavour, path = boot_files.locate(boot_root)
     # As it is on disk: read_text() would turn a CRLF file into LF, changing every line.
     text = path.read_bytes().decode()
+    # The new root is ext4: a boot file that names another type (a btrfs root) would have
+    # the kernel mount it as that, and the board would not boot.
+    if flavour in ("armbianEnv", "dietpiEnv", "u-boot-menu"):
+        fstypes = re.findall(r"(?:^|[\s\"'])rootfstype=([^\s\"']*)", text, re.M)
+    else:
+        found = cmdline.site(flavour, text, str(path))
+        args = [text[s:e] for s, e in found.tokens] + list(found.fixed)
+        fstypes = [a.split("=", 1)[1] for a in args if a.startswith("rootfstype=")]
+    if any(t != "ext4" for t in fstypes):
+        if flavour in ("armbianEnv", "dietpiEnv") and re.search(r"^rootfstype=", text, re.M):
+            text = _assign(text, "rootfstype", "rootfstype=ext4")
+        else:
+            other = ",".join(t for t in fstypes if t != "ext4")
+            raise ArmswarmError(
+                f"{path}: rootfstype={other}: the kernel would mount the new root (ext4) as "
+                f"{other} and the board would not boot; refusing to guess where to change "
+                "it, nothing changed"
+            )
     if flavour in ("armbianEnv", "dietpiEnv"):
         line = f"rootdev=UUID={ids['UUID']}"
         new = _assign(text, "rootdev", line)
@@ -386,6 +487,17 @@ def run(
     """Check, then (unless ``dry_run``) move. Returns what was (or would be) done. ``wipe``
     allows a target with partitions or signatures (it is erased)."""
     report = check(target, source, mounts_text, wipe=wipe)
+    erased = report.pop("erases")
+    # What cannot be edited safely is refused before anything changes (a dry run says it).
+    fstab = Path(source) / "etc/fstab"
+    if fstab.is_file():
+        fstab_for_copy(
+            fstab.read_bytes().decode("utf-8", errors="surrogateescape"),
+            "0" * 8,
+            erased=erased,
+            path=str(fstab),
+        )
+    boot_change(boot_root, {"UUID": "0" * 8, "PARTUUID": "0" * 8})
     flavour, path = boot_files.locate(boot_root)
     tool = boot_files.TOOLS.get(flavour)
     read_dir = boot_read_dir(boot_root, flavour, path)
@@ -412,13 +524,16 @@ def run(
     extra = []
     if boot_on_root:
         old = _name_of_devno(os.stat(source).st_dev)
-        old_uuid = _ids(f"/dev/{old}").get("UUID") if old else None
+        old_ids = _ids(f"/dev/{old}") if old else {}
+        old_uuid = old_ids.get("UUID")
         if not old_uuid:
             raise ArmswarmError(
                 f"the boot files in {read_dir} are on the root, whose UUID is unknown: after "
                 "the move later boot edits could not reach them; nothing changed"
             )
-        extra = _boot_fstab_lines(read_dir, boot_root, source, old_uuid)
+        extra = _boot_fstab_lines(
+            read_dir, boot_root, source, old_uuid, old_ids.get("TYPE") or "ext4"
+        )
     part = _partition(target) if report["whole_disk"] else target
     progress("partitioned")
     _run(["mkfs.ext4", "-q", "-F", "-L", "armroot", part])
@@ -431,7 +546,7 @@ def run(
             # -x: stay on the root file system (no /proc, /sys, /run, other mounts).
             _run(["rsync", "-aHAXx", "--numeric-ids", f"{source.rstrip('/')}/", f"{mnt}/"])
             progress("copied")
-            _point_fstab(Path(mnt), ids["UUID"], extra)
+            _point_fstab(Path(mnt), ids["UUID"], extra, erased)
             if extra:
                 (Path(mnt) / OLD_ROOT.lstrip("/")).mkdir(parents=True, exist_ok=True)
             # The boot file as the copy has it says the same: u-boot-menu's /etc/default/u-boot
