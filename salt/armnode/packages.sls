@@ -24,7 +24,9 @@ armnode-mirrors-managed:
     - contents: |
         # Managed by Salt (armnode)
         {%- for url in mirrors.arch %}
-        Server = {{ url }}/$arch/$repo
+        {#- pacman fills in $arch and $repo: a whole Server URL (one with $repo, as
+            Arch Linux ARM's mirrorlist writes them) stays, a base URL gets /$arch/$repo #}
+        Server = {{ url if "$repo" in url else url.rstrip("/") ~ "/$arch/$repo" }}
         {%- endfor %}
     - require:
       - armnode: armnode-settings-valid

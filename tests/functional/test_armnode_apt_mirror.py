@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from loaders import load_states
+from test_armnode_render import ARCH, _arg, show_sls
 
 FIXTURES = Path(__file__).parent / "fixtures" / "apt"
 MIRROR = "http://mirror.lan/debian"
@@ -92,6 +93,9 @@ TUNA = "http://mirrors.tuna.tsinghua.edu.cn/debian"
         ("dietpi-bookworm", None, {HTTPS, HTTPS + "-security"}),
         ("debian-trixie-modernized", SECURITY, {DEB, SEC + "/debian-security"}),
         ("debian-bookworm-docker", None, {DEB}),
+        ("dietpi-trixie-rpi", SECURITY, {HTTPS, HTTPS + "-security"}),
+        # apt modernize-sources before the first update: moved-from-main.sources
+        ("debian-trixie-moved", SECURITY, {TUNA, TUNA + "-security"}),
     ],
 )
 def test_apt_takes_debian_from_the_mirror(node, image, security, archives):
@@ -170,3 +174,22 @@ def test_bad_arguments_change_nothing(node):
         ret = states["armnode.apt_mirror"](name=str(root / "etc/apt"), **kwargs)
         assert ret["result"] is False and word in ret["comment"], (kwargs, ret)
     assert tree(root) == files
+
+
+def test_arch_linux_arm_mirrorlist_keeps_pacman_s_placeholders(tmp_path):
+    # /etc/pacman.d/mirrorlist as Arch Linux ARM ships it: Server = http://mirror.archlinuxarm
+    # .org/$arch/$repo; $arch and $repo stay literal for pacman. A URL copied from there is
+    # used whole, a base URL (with or without its final /) gets /$arch/$repo once.
+    urls = [
+        "http://mirror.lan/archlinuxarm/",
+        "http://de.mirror.archlinuxarm.org/$arch/$repo",
+        "http://mirror.lan/alarm",
+    ]
+    high = show_sls(tmp_path, ARCH, pillar={"armnode": {"mirrors": {"arch": urls}}})
+    contents = _arg(high["armnode-mirrors-managed"], "file", "contents")
+    assert contents.splitlines() == [
+        "# Managed by Salt (armnode)",
+        "Server = http://mirror.lan/archlinuxarm/$arch/$repo",
+        "Server = http://de.mirror.archlinuxarm.org/$arch/$repo",
+        "Server = http://mirror.lan/alarm/$arch/$repo",
+    ]

@@ -181,3 +181,178 @@ def test_an_ipv6_mirror_is_written_as_given():
 )
 def test_a_password_in_a_mirror_url_is_not_shown(uri, want):
     assert apt_sources.shown(uri) == want
+
+
+# -- files as apt reads them (apt's sourcelist.cc, tagfile.cc, strutl.cc StringToBool) --------
+
+DEBIAN_SOURCES = "/etc/apt/sources.list.d/debian.sources"
+KEY = (
+    "Signed-By:\n -----BEGIN PGP PUBLIC KEY BLOCK-----\n .\n mQINBGPL0BUBEADmW5NdOOHwPIJl\n"
+    " =zMvY\n -----END PGP PUBLIC KEY BLOCK-----\n"
+)
+
+
+def test_an_embedded_debian_key_is_refused_naming_the_file_and_the_field():
+    # sources(5): Signed-By may hold the key block itself (deb822 only); a one-line
+    # [signed-by=] cannot, and a guess at another keyring could let unsigned packages in.
+    files = {
+        DEBIAN_SOURCES: "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: trixie\n"
+        "Components: main\n" + KEY
+    }
+    with pytest.raises(ArmswarmError, match=r"debian.sources: the paragraph at line 1.*Signed-By"):
+        applied(files, codename="trixie")
+
+
+def test_an_embedded_key_in_another_archive_is_left_as_it_is():
+    other = (
+        "Types: deb\nURIs: https://repo.jellyfin.org/debian\nSuites: trixie\nComponents: main\n"
+        + KEY
+    )
+    files = {MANAGED: "deb http://deb.debian.org/debian trixie main\n", "/x/jf.sources": other}
+    out, plan = applied(files, codename="trixie")
+    assert out["/x/jf.sources"] == other and "signed-by" not in out[MANAGED]
+    assert plan["kept"] == []
+
+
+def test_several_keyrings_in_signed_by_become_one_comma_list():
+    # deb822 separates them by blanks, a one-line option by commas: a blank there is
+    # "Malformed entry ... ([option] not assignment)" for apt.
+    files = {
+        DEBIAN_SOURCES: "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        "  /etc/apt/keyrings/local.gpg\n"
+    }
+    out, _ = applied(files)
+    assert (
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg,"
+        f"/etc/apt/keyrings/local.gpg] {MIRROR} bookworm " in out[MANAGED]
+    )
+
+
+@pytest.mark.parametrize("value", ["off", "No", "disable", "without", "0", "FALSE"])
+def test_a_paragraph_apt_reads_as_off_is_left_alone(value):
+    text = (
+        f"Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n"
+        f"Enabled: {value}\n"
+    )
+    out, plan = applied({DEBIAN_SOURCES: text})
+    assert out[DEBIAN_SOURCES] == text and plan["disabled"] == {}
+
+
+def test_a_line_of_blanks_does_not_end_a_paragraph():
+    # apt ends a paragraph at an empty line only: here it reads ONE paragraph, the second
+    # URIs and Suites winning. The file does not say what it looks like: refused, by line.
+    files = {
+        DEBIAN_SOURCES: "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+        "Components: main\n  \nTypes: deb\nURIs: http://deb.debian.org/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n"
+    }
+    with pytest.raises(ArmswarmError, match=r"debian.sources.*line 5 holds only blanks"):
+        applied(files, security="http://mirror.lan/debian-security")
+    # Blanks after the last field, or before a paragraph, change nothing.
+    tail = {
+        DEBIAN_SOURCES: "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+        "Components: main\n \t\n\n  \nTypes: deb\nURIs: http://apt.example/x\nSuites: x\n"
+        "Components: main\n"
+    }
+    out, plan = applied(tail)
+    assert plan["disabled"] == {DEBIAN_SOURCES: ["http://deb.debian.org/debian bookworm"]}
+    assert out[DEBIAN_SOURCES].count("Enabled: no") == 1
+    assert out[DEBIAN_SOURCES].index("Enabled: no") < out[DEBIAN_SOURCES].index("apt.example")
+
+
+def test_an_indented_hash_is_part_of_the_value_not_a_comment():
+    files = {
+        DEBIAN_SOURCES: "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+        "  # bookworm-updates\nComponents: main\n"
+    }
+    with pytest.raises(ArmswarmError, match=r"line 4 is indented.*Suites"):
+        applied(files)
+
+
+def test_suites_continued_after_a_comment_line_are_all_rewritten():
+    # apt drops the comment line first: bookworm-updates is still a suite of the field.
+    files = {
+        DEBIAN_SOURCES: "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\n"
+        "# the updates\n bookworm-updates\n bookworm-security\nComponents: main\n"
+    }
+    out, _ = applied(files)
+    fields = apt_sources.stanzas(out[DEBIAN_SOURCES])[0]["fields"]
+    assert fields["suites"].split() == ["bookworm-security"]
+
+
+def test_field_names_are_case_insensitive():
+    files = {
+        DEBIAN_SOURCES: "types: deb deb-src\nuris: http://deb.debian.org/debian\n"
+        "SUITES: bookworm bookworm-security\ncomponents: main\nenabled: yes\n"
+    }
+    out, plan = applied(files)
+    assert "Suites: bookworm-security\n" in out[DEBIAN_SOURCES]
+    assert f"deb-src {MIRROR} bookworm " in out[MANAGED]
+
+
+def test_modernize_sources_before_the_first_update_writes_moved_from_main():
+    # apt modernize-sources names the file after the archive's Origin; with no lists yet
+    # there is none: moved-from-main.sources, an empty Signed-By (apt's private-sources.cc).
+    moved = "/etc/apt/sources.list.d/moved-from-main.sources"
+    text = (
+        "# Modernized from /etc/apt/sources.list\nTypes: deb\n"
+        "URIs: http://mirrors.tuna.tsinghua.edu.cn/debian/\nSuites: bookworm\n"
+        "Components: main non-free-firmware\nSigned-By: \n"
+    )
+    out, plan = applied({MANAGED: "", moved: text})
+    assert plan["disabled"] == {moved: ["http://mirrors.tuna.tsinghua.edu.cn/debian/ bookworm"]}
+    assert "signed-by" not in out[MANAGED]
+
+
+def test_a_password_in_an_image_s_source_is_not_shown():
+    files = {
+        MANAGED: "deb https://u:s3cret@repo.example/private bookworm main\n",
+        "/etc/apt/sources.list.d/ubuntu.sources": (
+            "Types: deb\nURIs: https://me:t0ken@ports.ubuntu.com/ubuntu-ports\n"
+            "Suites: bookworm\nComponents: main\n"
+        ),
+    }
+    with pytest.raises(ArmswarmError) as info:
+        applied(files)
+    assert "t0ken" not in str(info.value) and "ports.ubuntu.com" in str(info.value)
+    del files["/etc/apt/sources.list.d/ubuntu.sources"]
+    out, plan = applied(files)
+    assert "s3cret" not in repr(plan["kept"]) and "s3cret" in out[MANAGED]  # the file keeps it
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://u:pa/ss@mirror.lan/debian", "http://u:p?w@mirror.lan/debian"]
+)
+def test_a_password_apt_would_misread_is_not_shown_either(uri):
+    assert "…@mirror.lan/debian" == apt_sources.shown(uri).split("//", 1)[1]
+
+
+def test_a_broken_url_in_an_image_s_file_is_no_crash():
+    files = {MANAGED: "deb http://[fd00::1/debian bookworm main\n"}
+    _, plan = applied(files)
+    assert plan["kept"] == ["deb http://[fd00::1/debian bookworm main"]
+
+
+def test_a_relative_file_url_is_no_mirror():
+    assert apt_sources.uri_ok("file:///srv/mirror/debian")
+    assert not apt_sources.uri_ok("file:srv/mirror/debian")
+
+
+def test_comment_lines_inside_a_paragraph_as_debian_s_container_images_have_them():
+    # debuerreotype's debian.sources: the snapshot URL as a comment between the fields.
+    text = (
+        "Types: deb\n# http://snapshot.debian.org/archive/debian/20240513T000000Z\n"
+        "URIs: http://deb.debian.org/debian\nSuites: bookworm bookworm-updates\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n\n"
+        "Types: deb\n# http://snapshot.debian.org/archive/debian-security/20240513T000000Z\n"
+        "URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n"
+        "Components: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    out, plan = applied({DEBIAN_SOURCES: text})
+    assert plan["disabled"] == {
+        DEBIAN_SOURCES: ["http://deb.debian.org/debian bookworm bookworm-updates"]
+    }
+    paragraphs = apt_sources.stanzas(out[DEBIAN_SOURCES])
+    assert [p["fields"].get("enabled") for p in paragraphs] == ["no", None]
+    assert "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]" in out[MANAGED]

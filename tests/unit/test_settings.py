@@ -410,6 +410,11 @@ def test_ssh_login_on_the_node():
         ({"debian": "http://a/debian#lan"}, "armnode:mirrors:debian:"),
         ({"debian": "http://a/debian", "security": "http://a/s x"}, "armnode:mirrors:security:"),
         ({"arch": ["http://a/arm x"]}, "armnode:mirrors:arch:"),
+        # pacman fills in $arch and $repo only; $arch alone serves every repo from one dir
+        ({"arch": ["http://a/$arch"]}, "armnode:mirrors:arch: pacman fills in only"),
+        ({"arch": ["http://a/$architecture/$repo"]}, "armnode:mirrors:arch: pacman"),
+        ({"arch": ["http://a/$ARCH/$repo"]}, "armnode:mirrors:arch: pacman"),
+        ({"arch": ["file:srv/alarm"]}, "armnode:mirrors:arch: not a mirror URL"),
         ({"debian": "http://a/debian", "components": ["main contrib"]}, "not component names"),
         ({"debian": "http://a/debian", "components": "main [x]"}, "['[x]']"),
     ],
@@ -428,6 +433,19 @@ def test_a_mirror_url_is_never_shown_in_its_error():
     errors = node_settings.validate(conf)
     assert any("armnode:mirrors:debian" in e for e in errors), errors
     assert not any("Pw-9x" in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://mirror.archlinuxarm.org/$arch/$repo",  # as the image's mirrorlist has it
+        "http://de.mirror.archlinuxarm.org/",
+        "file:///srv/alarm",
+    ],
+)
+def test_an_arch_mirror_may_be_a_base_or_a_whole_server_url(url):
+    conf, _ = node_settings.resolve(pillar={"armnode": {"mirrors": {"arch": [url]}}})
+    assert not [e for e in node_settings.validate(conf) if "mirrors" in e]
 
 
 def test_good_mirror_settings_pass():

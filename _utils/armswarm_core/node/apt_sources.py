@@ -43,10 +43,19 @@ def _host(uri: str) -> str:
         return ""
 
 
+def _last(uri: str) -> str:
+    """The last part of ``uri``'s path, lower case (``debian`` for ``http://h/debian/``)."""
+    try:
+        path = urlsplit(uri.strip()).path
+    except ValueError:  # a broken IPv6 host in an image's file: no name to go by
+        return ""
+    return path.rstrip("/").rsplit("/", 1)[-1].lower()
+
+
 def foreign_archive(uri: str) -> str | None:
     """The name of the non-Debian distribution whose archive ``uri`` is, else None."""
     host = _host(uri)
-    path = urlsplit(uri.strip()).path.rstrip("/").rsplit("/", 1)[-1].lower()
+    path = _last(uri)
     for part, what in _FOREIGN:
         if part in host:
             return what
@@ -57,6 +66,8 @@ def foreign_archive(uri: str) -> str | None:
     return None
 
 
+# Files an image lists Debian's archive in, in sources.list.d (besides the managed file).
+_IMAGE_FILES = ("debian.sources", "debian.list", "moved-from-main.sources")
 # Debian's own components: another archive under a path named "debian" has its own
 # (Docker's "stable", say).
 _COMPONENTS = {"main", "contrib", "non-free", "non-free-firmware"}
@@ -72,7 +83,7 @@ def is_debian_archive(uri: str, mirrors=(), image_file: bool = False, components
         return True
     if _norm(uri) in {_norm(m) for m in mirrors if m}:
         return True
-    last = urlsplit(uri.strip()).path.rstrip("/").rsplit("/", 1)[-1].lower()
+    last = _last(uri)
     vendor = any(host == v or host.endswith("." + v) for v in _VENDORS)
     ours = bool(components) and set(components) <= _COMPONENTS
     return image_file and ours and last in ("debian", "debian-security") and not vendor
@@ -115,35 +126,86 @@ def _signed_by(options: str) -> str | None:
 
 
 def stanzas(text: str) -> list:
-    """deb822 paragraphs: ``{"start", "end", "fields": {lower name: value}}``, lines
-    ``start..end-1``. Comment lines are kept out of the fields; continuation lines (a leading
-    blank) join their field's value."""
+    """deb822 paragraphs as apt reads them: ``{"start", "end", "fields": {lower name: value},
+    "problems": [...]}``, lines ``start..end-1``.
+
+    As apt's parser does (apt 2.6 and 3.0): a comment is a line *starting* with ``#``; a
+    paragraph ends at an empty line only, so a line of spaces or tabs continues the field
+    before it; continuation lines (a leading blank) join their field's value. Where that
+    reading differs from the file's look, ``problems`` says so (an indented ``#`` line is part
+    of a value, a field set twice across a line of spaces: apt takes the later value), so that
+    such a paragraph is never edited by guess."""
     lines = text.splitlines()
     out, current, last = [], None, None
     for index, line in enumerate(lines + [""]):
-        if not line.strip():
+        if line == "":
             if current:
                 current["end"] = index
                 out.append(current)
             current, last = None, None
             continue
         if current is None:
-            current = {"start": index, "fields": {}}
-        if line.lstrip().startswith("#"):
+            if not line.strip():
+                continue  # blanks before a paragraph: apt skips them
+            current = {"start": index, "fields": {}, "names": {}, "problems": [], "blank": None}
+        if line.startswith("#"):
             continue
-        if line[0] in " \t" and last:
-            current["fields"][last] += " " + line.strip()
+        if line[0] in " \t":
+            value = line.strip()
+            if not value:
+                current["blank"] = current["blank"] or index + 1
+                continue
+            if last is None:
+                raise ArmswarmError(f"line {index + 1} continues no field: {value!r}")
+            if value.startswith("#"):
+                current["problems"].append(
+                    f"line {index + 1} is indented, so apt reads {value!r} as part of "
+                    f"{current['names'][last]}, not as a comment (a comment starts the line)"
+                )
+            current["fields"][last] += " " + value
             continue
         name, sep, value = line.partition(":")
-        if not sep:
+        if not sep or not name.strip():
             raise ArmswarmError(f"line {index + 1} is not a deb822 field: {line.strip()!r}")
         last = name.strip().lower()
+        if last in current["fields"]:
+            blank = current["blank"]
+            why = (
+                f" (line {blank} holds only blanks: to apt that does not end a paragraph, an"
+                " empty line does)"
+                if blank
+                else ""
+            )
+            current["problems"].append(
+                f"{name.strip()} is set twice in one paragraph{why}; apt takes the value on "
+                f"line {index + 1}"
+            )
+        current["names"][last] = name.strip()
         current["fields"][last] = value.strip()
     return out
 
 
 def _enabled(fields: dict) -> bool:
-    return fields.get("enabled", "yes").strip().lower() not in ("no", "false", "0")
+    """``Enabled`` as apt reads it (StringToBool): off for no, false, without, off, disable
+    (any case) and 0; anything else, or no field, is on."""
+    value = fields.get("enabled", "").strip().lower()
+    return not (
+        value in ("no", "false", "without", "off", "disable")
+        or re.fullmatch(r"[+-]?(0x)?0+", value)
+    )
+
+
+_KEY_BLOCK = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+
+
+def _deb822_signed_by(fields: dict) -> str | None:
+    """A paragraph's ``Signed-By`` as a one-line ``signed-by=`` value: its keyrings and
+    fingerprints (separated by blanks or commas in deb822) joined by commas; None when
+    empty. An embedded key (a whole OpenPGP block) has no one-line form: ``""``."""
+    value = fields.get("signed-by", "")
+    if _KEY_BLOCK in value:
+        return ""
+    return ",".join(p for p in re.split(r"[\s,]+", value) if p) or None
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -159,16 +221,18 @@ def uri_ok(uri) -> bool:
     if re.search(r"[\[\]]", uri.replace(f"//{parsed.netloc}", "", 1)):
         return False
     if parsed.scheme == "file":
-        return bool(parsed.path)
+        return parsed.path.startswith("/")  # apt and pacman read an absolute path only
     return parsed.scheme in ("http", "https", "ftp") and bool(parsed.netloc)
 
 
 def shown(uri: str) -> str:
-    """The URL as a message may show it: a password in it (``user:pw@``) is left out."""
-    parsed = urlparse(uri)
-    if "@" not in parsed.netloc:
-        return uri
-    return parsed._replace(netloc="…@" + parsed.netloc.rsplit("@", 1)[1]).geturl()
+    """The URL as a message may show it: a user and password in it (``user:pw@``) are left
+    out, however they are spelled (a ``/``, ``?`` or ``@`` a password should have encoded
+    still hides all up to the last ``@``)."""
+    scheme, sep, rest = str(uri).partition("://")
+    if not sep or "@" not in rest:
+        return str(uri)
+    return f"{scheme}://…@{rest.rsplit('@', 1)[1]}"
 
 
 def component_ok(name) -> bool:
@@ -199,11 +263,13 @@ def plan(files: dict, managed: str, mirror: str, security, codename: str, compon
         raise ArmswarmError(f"components {bad or components!r}: not apt component names")
     mirrors = [mirror] + ([security] if security else [])
     replaced = replaced_suites(codename, bool(security))
-    write, disabled, kept = {}, {}, []
+    write, disabled, kept, kept_lines = {}, {}, [], []
     types, signed_by, backports = {"deb"}, None, False
 
     def debian(path, uri, parts):
-        image_file = path == managed or path.endswith("/debian.sources")
+        # The image's Debian file: apt's modernize-sources names it debian.sources (or
+        # moved-from-main.sources before the first update, when it has no origin yet).
+        image_file = path == managed or path.rsplit("/", 1)[-1] in _IMAGE_FILES
         return is_debian_archive(uri, mirrors, image_file, parts)
 
     def refuse_foreign(path, uri, suites):
@@ -211,7 +277,8 @@ def plan(files: dict, managed: str, mirror: str, security, codename: str, compon
         what = foreign_archive(uri)
         if what and set(suites) & replaced:
             raise ArmswarmError(
-                f"{path} installs packages from {what} ({uri}): a Debian mirror in its place "
+                f"{path} installs packages from {what} ({shown(uri)}): a Debian mirror in its "
+                "place "
                 "would break every later install. Set no armnode:mirrors:debian for this node."
             )
 
@@ -237,17 +304,31 @@ def plan(files: dict, managed: str, mirror: str, security, codename: str, compon
                 hit = [s for s in suites if s in replaced]
                 if not ours or not hit:
                     continue
+                where = f"{path}: the paragraph at line {stanza['start'] + 1}"
                 if len(ours) != len(uris):
                     raise ArmswarmError(
-                        f"{path}: the paragraph at line {stanza['start'] + 1} lists Debian's "
-                        f"archive with others in one URIs field ({' '.join(uris)}): split it, "
-                        "then the mirror can replace the Debian part"
+                        f"{where} lists Debian's archive with others in one URIs field "
+                        f"({' '.join(map(shown, uris))}): split it, then the mirror can replace "
+                        "the Debian part"
+                    )
+                if stanza["problems"]:
+                    raise ArmswarmError(
+                        f"{where} does not read as it looks: {'; '.join(stanza['problems'])}."
+                        " Not edited by guess: correct it, then the mirror can replace it"
+                    )
+                key = _deb822_signed_by(fields)
+                if key == "":
+                    raise ArmswarmError(
+                        f"{where} holds Debian's key itself in Signed-By (an embedded OpenPGP "
+                        f"key block): a one-line entry in {managed} cannot carry it. Save the "
+                        "block to a file (say /etc/apt/keyrings/debian.asc) and name that "
+                        "file in Signed-By, then the mirror can replace the paragraph"
                     )
                 types |= set(fields.get("types", "deb").split())
-                signed_by = signed_by or fields.get("signed-by")
+                signed_by = signed_by or key
                 backports = backports or f"{codename}-backports" in hit
                 rest = [s for s in suites if s not in replaced]
-                what = f"{' '.join(uris)} {' '.join(hit)}"
+                what = f"{' '.join(map(shown, uris))} {' '.join(hit)}"
                 edits.append((stanza, rest))
                 disabled.setdefault(path, []).append(what)
             for stanza, rest in reversed(edits):
@@ -277,9 +358,10 @@ def plan(files: dict, managed: str, mirror: str, security, codename: str, compon
                 backports = backports or suite == f"{codename}-backports"
                 off.append(index)
                 if path != managed:
-                    disabled.setdefault(path, []).append(f"{uri} {suite}")
+                    disabled.setdefault(path, []).append(f"{shown(uri)} {suite}")
             elif path == managed:
-                kept.append(lines[index].strip())
+                kept_lines.append(lines[index].strip())
+                kept.append(kept_lines[-1].replace(uri, shown(uri), 1))
         if off and path != managed:
             for index in off:
                 lines[index] = MARK + lines[index]
@@ -296,8 +378,8 @@ def plan(files: dict, managed: str, mirror: str, security, codename: str, compon
         for kind in sorted(types)
         for uri, suite in wanted
     ]
-    if kept:
-        body += ["# Other archives this file held:"] + kept
+    if kept_lines:
+        body += ["# Other archives this file held:"] + kept_lines
     new = HEADER + "\n".join(body) + "\n"
     if files.get(managed) != new:
         write[managed] = new
@@ -311,12 +393,17 @@ def _field(line: str) -> str | None:
 
 
 def _join_suites(block: list) -> list:
-    """``block`` with a ``Suites`` field's continuation lines folded into it."""
-    out, in_suites = [], False
+    """``block`` with a ``Suites`` field's continuation lines folded into it (across comment
+    lines, which apt drops before it reads the field, and lines of blanks)."""
+    out, suites_at = [], None
     for line in block:
-        if in_suites and line[:1] in (" ", "\t") and line.strip():
-            out[-1] += " " + line.strip()
+        if suites_at is not None and line[:1] in (" ", "\t"):
+            if line.strip():
+                out[suites_at] += " " + line.strip()
             continue
-        in_suites = _field(line) == "suites"
+        if suites_at is not None and line.startswith("#"):
+            out.append(line)
+            continue
+        suites_at = len(out) if _field(line) == "suites" else None
         out.append(line)
     return out

@@ -216,6 +216,17 @@ _MIRROR_KEYS = ("debian", "security", "components", "arch")
 _MULTILINE = (f"{PILLAR}:scripts", f"{PILLAR}:docker:registry_ca")
 
 
+def pacman_server_ok(url: str) -> bool:
+    """An Arch Linux ARM mirror as ``armnode:mirrors:arch`` takes it: a base URL (the
+    formula adds ``/$arch/$repo``) or a whole ``Server`` URL with pacman's ``$repo`` (and
+    ``$arch``) in it, as the image's /etc/pacman.d/mirrorlist has them; no other ``$``
+    (pacman would fetch it literally), no ``$arch`` without ``$repo`` (every repository from
+    one directory)."""
+    return "$" not in re.sub(r"\$(arch|repo)(?![A-Za-z0-9_])", "", url) and (
+        "$repo" in url or "$arch" not in url
+    )
+
+
 def validate(settings: dict, boot_root: str = "/") -> list[str]:
     """Every problem, each naming its pillar key (values that may be secret are not shown)."""
     errors = config.control_characters(
@@ -288,7 +299,13 @@ def validate(settings: dict, boot_root: str = "/") -> list[str]:
             if not apt_sources.uri_ok(url):
                 errors.append(
                     f"armnode:mirrors:{key}: not a mirror URL (http://, https://, ftp:// "
-                    "or file://; no space or #, brackets only round an IPv6 host)"
+                    "or file:///; no space or #, brackets only round an IPv6 host)"
+                )
+            elif key == "arch" and not pacman_server_ok(url):
+                errors.append(
+                    "armnode:mirrors:arch: pacman fills in only $arch and $repo: give the "
+                    "mirror's base URL (http://host/archlinuxarm) or a whole Server URL with "
+                    "$repo (http://host/archlinuxarm/$arch/$repo)"
                 )
     try:
         io_schedulers.validate(settings.get("io_schedulers") or {})
