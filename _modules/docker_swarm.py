@@ -384,20 +384,27 @@ def join(
     }
 
 
-def leave(force=False):
+def leave(force=False, timeout=60):
     """
-    Leave the swarm. A manager needs ``force=True`` (it may cost the cluster its quorum).
+    Leave the swarm. A manager needs ``force=True`` (it may cost the cluster its quorum): it
+    steps down first and leaves once it is no manager any more, waiting up to ``timeout``
+    seconds for that; when the wait runs out it stays in the swarm and the call fails.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt node5 docker_swarm.leave
+        salt node3 docker_swarm.leave force=True timeout=120
     """
+    if not isinstance(force, bool):
+        raise CommandExecutionError(f"force: must be true or false, not {force!r}")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+        raise CommandExecutionError(f"timeout: must be a number of seconds, not {timeout!r}")
     current = state()
     if current["state"] == "inactive":
         return {"changed": False, "comment": "not in a swarm", "state": current}
-    new = _call(swarm_engine.leave, force=force)
+    new = _call(swarm_engine.leave, force=force, timeout=timeout)
     return {"changed": True, "comment": "left the swarm", "state": new}
 
 

@@ -1,5 +1,6 @@
 """docker_swarm execution module on the lab: init, sealed join tokens, node updates, leave."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +80,36 @@ def test_init_join_label_leave(swarm):
         lab, "node1", "docker_swarm.update_node", "node4", "availability=paused", check=False
     )
     assert "availability must be one of" in str(refused)
+
+
+def _wait_node(lab, name, done, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = {n["hostname"]: n for n in _one(lab, "node1", "docker_swarm.nodes")}
+        if done(listed.get(name)) or time.monotonic() > deadline:
+            return listed.get(name)
+        time.sleep(1)
+
+
+def test_a_manager_leaves_as_a_worker(swarm):
+    # After test_init_join_label_leave: node1 leads, node2 is the other manager. Leaving, node2
+    # steps down first and goes only once it is no raft member: the leader then lists it as a
+    # worker that is down, never as a manager gone unreachable (a voter lost).
+    lab = swarm
+    # Bad input is refused before anything is asked of the engine.
+    bad = _one(lab, "node2", "docker_swarm.leave", "force=1", check=False)
+    assert "force: must be true or false" in str(bad), bad
+    bad = _one(lab, "node2", "docker_swarm.leave", "force=True", "timeout=-1", check=False)
+    assert "timeout: must be a number of seconds" in str(bad), bad
+    code, out = lab.exec("node2", ["docker", "info", "--format", "{{.Swarm.ControlAvailable}}"])
+    assert (code, out.strip()) == (0, "true"), out
+    left = _one(lab, "node2", "docker_swarm.leave", "force=True", "timeout=120")
+    assert left["changed"] is True and left["state"]["state"] == "inactive", left
+    node2 = _wait_node(lab, "node2", lambda n: n and n["state"] == "down")
+    assert node2 and (node2["role"], node2["state"]) == ("worker", "down"), node2
+    assert node2["reachability"] is None, node2
+    managers = [n for n in _one(lab, "node1", "docker_swarm.nodes") if n["role"] == "manager"]
+    assert [(m["hostname"], m["leader"]) for m in managers] == [("node1", True)], managers
 
 
 def test_no_join_token_anywhere_on_the_master(swarm):

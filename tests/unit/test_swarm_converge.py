@@ -347,7 +347,7 @@ class FakeCluster:
         self.joined_with[minion.id] = self.nodes[minion.node_id]["availability"]
         return {"changed": True, "state": self.swarm_state(minion)}
 
-    def fun_leave(self, minion, force=False):
+    def fun_leave(self, minion, force=False, timeout=60):
         if minion.state == "inactive":
             return {"changed": False}
         node = self.entry(minion)

@@ -372,7 +372,13 @@ def execute(transport, layout, plan, facts, manager, swarm_nodes, done):
     a step fails); return the manager to ask for the final node list."""
     port = layout.listen_port
     for minion_id in plan.leave:
-        transport.one(minion_id, "docker_swarm.leave", kwarg={"force": True})
+        # A manager of another swarm steps down there first: its wait is the role change's.
+        transport.one(
+            minion_id,
+            "docker_swarm.leave",
+            kwarg={"force": True, "timeout": layout.role_timeout},
+            timeout=layout.role_timeout + CALL_MARGIN,
+        )
         done.setdefault("leave", []).append(minion_id)
         transport.progress("left", minion=minion_id)
     node_ids = {m: (facts[m].get("swarm") or {}).get("node_id") for m in facts}
