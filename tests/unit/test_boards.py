@@ -651,3 +651,95 @@ def test_hardkernel_fat_boot_ini_wins_over_one_in_boot(tmp_path):
     _write(tmp_path / "boot" / "boot.ini", "ODROIDXU-UBOOT-CONFIG\n")
     fat = _write(tmp_path / "media" / "boot" / "boot.ini", "ODROIDXU-UBOOT-CONFIG\n")
     assert boards.boot_flavour(str(tmp_path)) == ("boot.ini", str(fat))
+
+
+# Boards beyond the lab's, with the model and compatible of their kernels' device trees
+# (mainline arch/arm*/boot/dts and the Raspberry Pi kernel's bcm27xx trees).
+@pytest.mark.parametrize(
+    ("model", "compatible", "machine", "board", "soc"),
+    [
+        (
+            "Pine64 PINE A64+",
+            ["pine64,pine64-plus", "allwinner,sun50i-a64"],
+            "aarch64",
+            "pine64",
+            "a64",
+        ),
+        # sun50i-a64-pine64-lts.dts includes the SOPINE baseboard's tree: it is no SOPINE
+        (
+            "Pine64 PINE A64 LTS",
+            ["pine64,pine64-lts", "allwinner,sun50i-r18", "allwinner,sun50i-a64"],
+            "aarch64",
+            "pine64",
+            "a64",
+        ),
+        ("Pine64 Rock64", ["pine64,rock64", "rockchip,rk3328"], "aarch64", "rock64", "rk3328"),
+        (
+            "Raspberry Pi 2 Model B Rev 1.1",
+            ["raspberrypi,2-model-b", "brcm,bcm2836"],
+            "armv7l",
+            "rpi2",
+            "bcm2836",
+        ),
+        # v1.2: the same board string on a BCM2837 (bcm2710-rpi-2-b.dts)
+        (
+            "Raspberry Pi 2 Model B Rev 1.2",
+            ["raspberrypi,2-model-b", "brcm,bcm2837"],
+            "armv7l",
+            "rpi2",
+            "bcm2837",
+        ),
+        (
+            "Raspberry Pi 3 Model B Rev 1.2",
+            ["raspberrypi,3-model-b", "brcm,bcm2837"],
+            "aarch64",
+            "rpi3",
+            "bcm2837",
+        ),
+        (
+            "Raspberry Pi 3 Model B Plus Rev 1.3",
+            ["raspberrypi,3-model-b-plus", "brcm,bcm2837"],
+            "armv7l",
+            "rpi3",
+            "bcm2837",
+        ),
+        (
+            "Raspberry Pi Zero 2 W Rev 1.0",
+            ["raspberrypi,model-zero-2-w", "brcm,bcm2837"],
+            "aarch64",
+            "rpi-zero-2w",
+            "bcm2837",
+        ),
+        (
+            "Raspberry Pi Compute Module 3 Plus Rev 1.0",
+            ["raspberrypi,3-compute-module", "brcm,bcm2837"],
+            "aarch64",
+            "rpi-cm3",
+            "bcm2837",
+        ),
+        (
+            "Raspberry Pi 400 Rev 1.0",
+            ["raspberrypi,400", "brcm,bcm2711"],
+            "aarch64",
+            "rpi400",
+            "bcm2711",
+        ),
+        (
+            "Raspberry Pi Compute Module 4 Rev 1.1",
+            ["raspberrypi,4-compute-module", "brcm,bcm2711"],
+            "aarch64",
+            "rpi-cm4",
+            "bcm2711",
+        ),
+    ],
+)
+def test_more_boards_of_the_families(tmp_path, model, compatible, machine, board, soc):
+    dt = tmp_path / "dt"
+    _write(dt / "model", model.encode() + b"\0")
+    _write(dt / "compatible", b"\0".join(c.encode() for c in compatible) + b"\0")
+    sys = tmp_path / "sys"
+    _write(sys / "devices/system/cpu/present", "0-3\n")
+    result = boards.detect(str(dt), str(sys), "", str(tmp_path / "root"), machine)
+    assert (result["board"], result["soc"], result["model"]) == (board, soc, model)
+    assert result["arch"] == ("armv7" if machine == "armv7l" else "aarch64")
+    assert (result["cpus"], result["big_cores"]) == (4, [])

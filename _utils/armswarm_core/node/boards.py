@@ -58,6 +58,78 @@ BOARDS = {
         "little_cores": [0, 1, 2, 3],  # 4 x Cortex-A53
         "big_cores": [],
     },
+    "pine64": {
+        # sun50i-a64-pine64{,-plus,-lts}.dts; the LTS includes the SOPINE baseboard's tree but
+        # names itself (and an R18, the A64 in another package) first.
+        "compatible": ("pine64,pine64", "pine64,pine64-plus", "pine64,pine64-lts"),
+        "soc": "a64",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],  # 4 x Cortex-A53
+        "big_cores": [],
+    },
+    "rock64": {
+        "compatible": ("pine64,rock64",),  # rk3328-rock64.dts
+        "soc": "rk3328",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],  # 4 x Cortex-A53
+        "big_cores": [],
+    },
+    # Raspberry Pi: the compatible strings of the mainline and Raspberry Pi kernels' trees.
+    "rpi2": {
+        # v1.1 is a BCM2836 (Cortex-A7), v1.2 a BCM2837 (Cortex-A53) with the same board
+        # string: the SoC comes from the tree's own SoC entry.
+        "compatible": ("raspberrypi,2-model-b",),
+        "arch": "armv7",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],
+        "big_cores": [],
+    },
+    "rpi3": {
+        "compatible": (
+            "raspberrypi,3-model-b",
+            "raspberrypi,3-model-b-plus",
+            "raspberrypi,3-model-a-plus",
+        ),
+        "soc": "bcm2837",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],  # 4 x Cortex-A53
+        "big_cores": [],
+    },
+    "rpi-zero-2w": {
+        "compatible": ("raspberrypi,model-zero-2-w",),  # its RP3A0 is a BCM2837
+        "soc": "bcm2837",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],
+        "big_cores": [],
+    },
+    "rpi-cm3": {
+        "compatible": ("raspberrypi,3-compute-module", "raspberrypi,3-compute-module-lite"),
+        "soc": "bcm2837",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],
+        "big_cores": [],
+    },
+    "rpi400": {
+        "compatible": ("raspberrypi,400",),
+        "soc": "bcm2711",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],  # 4 x Cortex-A72
+        "big_cores": [],
+    },
+    "rpi-cm4": {
+        "compatible": ("raspberrypi,4-compute-module", "raspberrypi,4-compute-module-s"),
+        "soc": "bcm2711",
+        "arch": "aarch64",
+        "cpus": 4,
+        "little_cores": [0, 1, 2, 3],
+        "big_cores": [],
+    },
     "rpi4": {
         "compatible": ("raspberrypi,4-model-b",),
         "soc": "bcm2711",
