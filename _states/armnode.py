@@ -1,5 +1,6 @@
 """States for board-level settings (see the ``armnode`` formula for the whole node)."""
 
+import json
 import os
 import re
 import shutil
@@ -504,8 +505,10 @@ def irq_affinity(name="irq-affinity", pattern="eth|xhci|ehci|ahci|dwc", cpus=Non
         os.path.join(root, irqs.SCRIPT.lstrip("/")): (irqs.BOOT_SCRIPT, 0o755),
         os.path.join(root, irqs.UNIT.lstrip("/")): (irqs.UNIT_TEXT, 0o644),
     }
+    refused_file = os.path.join(root, irqs.REFUSED.lstrip("/"))
     try:
-        live = irqs.plan(procfs, pattern, cpus)
+        refused = irqs.read_refused(refused_file)
+        live = irqs.plan(procfs, pattern, cpus, refused)
         stale = [path for path, (content, _) in wanted.items() if _read(path) != content]
         if stale:
             ret["changes"]["files"] = stale
@@ -521,7 +524,22 @@ def irq_affinity(name="irq-affinity", pattern="eth|xhci|ehci|ahci|dwc", cpus=Non
         for path in stale:
             content, mode = wanted[path]
             files.write(path, content, mode)
-        irqs.apply(procfs, live)
+        kept = irqs.apply(procfs, live)
+        if kept:
+            # Recorded, so the next run does not try again (and reports no change).
+            refused.update({str(irq): device for irq, device in kept.items()})
+            files.write(refused_file, json.dumps(refused, sort_keys=True) + "\n", 0o644)
+            for irq in kept:
+                ret["changes"]["irqs"].pop(irq)
+            if not ret["changes"]["irqs"]:
+                del ret["changes"]["irqs"]
+            done += (
+                "; the kernel cannot move "
+                + ", ".join(f"IRQ {irq} ({device})" for irq, device in sorted(kept.items()))
+                + ": left where it keeps them"
+            )
+        if not ret["changes"]:
+            return state_results.unchanged(ret, done)
         return state_results.changed(ret, done)
     except (ArmswarmError, OSError) as exc:
         return state_results.failed(ret, exc)

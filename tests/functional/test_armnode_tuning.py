@@ -1,6 +1,7 @@
 """Optional tuning states through Salt's real state loader: the CPU governor (udev rule + live
 sysfs) and root mount options in fstab, each check → apply → re-apply → check."""
 
+import errno
 import subprocess
 
 import pytest
@@ -112,6 +113,45 @@ def test_irq_affinity_cycle(env, tmp_path):
     script = tmp / "usr/local/sbin/armswarm-irq-affinity"
     assert script.stat().st_mode & 0o111
     subprocess.run(["sh", "-n", str(script)], check=True)
+
+
+def test_an_irq_the_kernel_cannot_move_is_left_and_not_tried_again(env, tmp_path, monkeypatch):
+    # The kernel answers EIO (a chip without set_affinity: chained, per-CPU) or EPERM (an
+    # affinity it manages itself; this machine's IRQ 36 does) to a write it will not do.
+    # A regular file cannot answer that: the one write is the kernel's stand-in.
+    states, tmp = env
+    procfs = tmp / "proc"
+    procfs.mkdir()
+    (procfs / "interrupts").write_text(INTERRUPTS)
+    for number in (25, 26, 30):
+        (procfs / "irq" / str(number)).mkdir(parents=True)
+        (procfs / "irq" / str(number) / "smp_affinity_list").write_text("0-5\n")
+    states.opts["armnode.procfs"] = str(procfs)
+    real_open = open
+
+    def kernel_open(path, mode="r", *args, **kwargs):
+        if str(path).endswith("irq/30/smp_affinity_list") and "w" in mode:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(irqs, "open", kernel_open, raising=False)
+    results = []
+    for test in (True, False, False, True):
+        states.opts["test"] = test
+        results.append(states["armnode.irq_affinity"](pattern="eth|xhci|timer", cpus=[4, 5]))
+    predicted, applied, again, check = results
+    assert predicted["result"] is None and sorted(predicted["changes"]["irqs"]) == [25, 26, 30]
+    assert applied["result"] is True and sorted(applied["changes"]["irqs"]) == [25, 26], applied
+    assert "cannot move IRQ 30 (GICv3 30 Level arch_timer)" in applied["comment"], applied
+    for ret in (again, check):
+        assert ret["result"] is True and ret["changes"] == {}, ret
+    assert (procfs / "irq/26/smp_affinity_list").read_text() == "4-5"
+    assert (procfs / "irq/30/smp_affinity_list").read_text() == "0-5\n"
+    # After a reboot IRQ 30 may be another device: that one is tried.
+    (procfs / "interrupts").write_text(INTERRUPTS.replace("arch_timer", "eth1"))
+    states.opts["test"] = True
+    ret = states["armnode.irq_affinity"](pattern="eth|xhci|timer", cpus=[4, 5])
+    assert sorted(ret["changes"]["irqs"]) == [30], ret
 
 
 def _grain_env(tmp, big_cores):

@@ -6,14 +6,20 @@ live through ``<procfs>/irq/<n>/smp_affinity_list`` and kept for the next boots 
 unit that reads the same patterns from ``CONF``.
 """
 
+import errno
+import json
 import os
 import re
 
 from armswarm_core import ArmswarmError
-from armswarm_core.common import sysfs
 from armswarm_core.node import boards
 
 CONF = "/etc/armswarm/irq-affinity.conf"
+# IRQs the kernel would not move (``{irq: description}``), so a re-run does not try again.
+REFUSED = "/var/lib/armswarm/irq-affinity-refused.json"
+# What the kernel answers for an interrupt whose affinity cannot be set: EIO for a chip
+# without set_affinity (chained, per-CPU), EPERM for one whose affinity it manages itself.
+_CANNOT_MOVE = (errno.EIO, errno.EPERM)
 SCRIPT = "/usr/local/sbin/armswarm-irq-affinity"
 UNIT = "/etc/systemd/system/armswarm-irq-affinity.service"
 BOOT_SCRIPT = """#!/bin/sh
@@ -105,8 +111,23 @@ def matching(interrupts_text: str, pattern: str) -> dict:
     return out
 
 
-def plan(procfs_root: str, pattern: str, cpus) -> dict:
-    """``{irq: {"device", "old", "new"}}`` for matching IRQs not yet on ``cpus``."""
+def read_refused(path: str) -> dict:
+    """``{irq: description}`` recorded in ``path`` ({} when none or unreadable)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, str)}
+
+
+def plan(procfs_root: str, pattern: str, cpus, refused=None) -> dict:
+    """``{irq: {"device", "old", "new"}}`` for matching IRQs not yet on ``cpus``, but the ones
+    the kernel refused to move before (``refused``, while their description is the same: an
+    IRQ number may name another device after a reboot)."""
+    refused = refused or {}
     wanted = cpu_list(cpus)
     try:
         with open(os.path.join(procfs_root, "interrupts"), encoding="ascii") as fh:
@@ -121,15 +142,28 @@ def plan(procfs_root: str, pattern: str, cpus) -> dict:
                 current = fh.read().strip()
         except OSError:
             continue  # per-CPU or chained interrupts have no affinity to set
+        if refused.get(str(irq)) == description:
+            continue
         if boards.parse_cpu_list(current) != boards.parse_cpu_list(wanted):
             changes[irq] = {"device": description, "old": current, "new": wanted}
     return changes
 
 
-def apply(procfs_root: str, changes: dict):
+def apply(procfs_root: str, changes: dict) -> dict:
+    """Move the IRQs of ``changes``; return ``{irq: description}`` of those the kernel cannot
+    move (left where they are). Any other refusal (no online CPU in the list) is an error."""
+    refused = {}
     for irq, change in changes.items():
         path = os.path.join(procfs_root, "irq", str(irq), "smp_affinity_list")
-        sysfs.write(path, change["new"], f"the affinity of IRQ {irq}")
+        try:
+            with open(path, "w", encoding="ascii") as fh:
+                fh.write(change["new"])
+        except OSError as exc:
+            if exc.errno in _CANNOT_MOVE:
+                refused[irq] = change["device"]
+                continue
+            raise ArmswarmError(f"cannot set the affinity of IRQ {irq}: {exc}") from exc
+    return refused
 
 
 def conf_text(pattern: str, cpus) -> str:
