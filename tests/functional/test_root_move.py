@@ -249,8 +249,10 @@ def _mount_as_next_boot(copy: Path, fstab: str):
         # Plain extlinux.conf (no u-boot-menu): root=/dev/… and root=UUID=…, comments inside
         # the label; U-Boot reads the kernel beside extlinux/, in /boot.
         (BOOT / "dietpi-quartz64", "boot", False),
+        # CRLF: U-Boot's parser keeps reading the label (a CR-only blank line would end it,
+        # so Armbian's aml-s9xx file saved with CRLF is refused: test_bootargs).
+        (BOOT / "dietpi-quartz64", "boot", True),
         (BOOT / "armbian-aml-s9xx", "boot", False),
-        (BOOT / "armbian-aml-s9xx", "boot", True),
     ],
     ids=lambda v: (
         (v.parent.name if v.name == "rootfs" else v.name)

@@ -738,3 +738,212 @@ def test_env_file_the_boot_script_ignores_is_refused(tmp_path):
     # Armbian's usual script puts ${extraargs} last: editable.
     (boot / "boot.cmd").write_text(ARMBIAN_CMD)
     assert boot_files.plan(str(tmp_path), ["quiet"])["new"] == ["quiet"]
+
+
+# -- extlinux.conf as U-Boot's parser reads it (boot/pxe_utils.c) ------------------------------
+# Armbian's aml-s9xx-box extlinux.conf has blank lines inside its one label, and lives on a FAT
+# partition its users edit on a PC: saved with CRLF, a blank line is "\r\n". U-Boot's lexer eats
+# only blanks (space, tab) before a keyword, so "\r" reads as an empty unknown keyword: the label
+# ends there, and the fdt/append lines after it are ignored top-level commands.
+AML_CRLF = (
+    "label Armbian\r\n  kernel /Image\r\n  initrd /uInitrd\r\n\r\n"
+    "  fdt /dtb/amlogic/meson-gxl-s905w-tx3-mini.dtb\r\n"
+    "  append root=UUID=5ba3 rootflags=data=writeback console=ttyAML0,115200n8 rw\r\n"
+)
+
+
+def test_extlinux_a_crlf_blank_line_ends_the_label():
+    with pytest.raises(ArmswarmError, match="0 APPEND lines"):
+        cmdline.edit("extlinux", AML_CRLF, ["quiet"])
+    # Without the blank line a CRLF file is edited before the CR, and comes back.
+    text = AML_CRLF.replace("\r\n\r\n", "\r\n")
+    edited = cmdline.edit("extlinux", text, ["quiet"])
+    assert edited.endswith(" rw quiet\r\n")
+    assert cmdline.edit("extlinux", edited, absent=["quiet"]) == text
+
+
+def test_the_root_move_refuses_a_crlf_aml_s9xx_file_whose_append_u_boot_ignores(tmp_path):
+    conf = FIXTURES / "armbian-aml-s9xx/boot/extlinux/extlinux.conf"
+    (tmp_path / "boot/extlinux").mkdir(parents=True)
+    (tmp_path / EXTLINUX_REL).write_bytes(conf.read_bytes().replace(b"\n", b"\r\n"))
+    with pytest.raises(ArmswarmError, match="0 APPEND lines"):
+        root_move.boot_change(str(tmp_path), {"UUID": "0b1c", "PARTUUID": "1234-01"})
+
+
+EXTLINUX_REL = "boot/extlinux/extlinux.conf"
+
+
+def test_extlinux_names_keep_their_cr_like_u_boot():
+    # A "default" line added with CRLF to an LF file (Windows editor on the FAT partition): U-Boot
+    # keeps the CR in the name, which then matches no label: it boots the first one.
+    conf = "default two\r\nlabel one\n\tappend root=/dev/a\nlabel two\n\tappend root=/dev/b\n"
+    assert "append root=/dev/a quiet\n" in cmdline.edit("extlinux", conf, ["quiet"])
+    crlf = conf.replace("\n", "\r\n").replace("\r\r", "\r")
+    assert "append root=/dev/b quiet\r\n" in cmdline.edit("extlinux", crlf, ["quiet"])
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        # A box's second FDT line uncommented (Armbian aml-s9xx's template lists examples): U-Boot
+        # takes the first, leaves the second unread, and that ends the label.
+        "label a\n  fdt /dtb/one.dtb\n  fdt /dtb/two.dtb\n  append root=/dev/a\n",
+        # kaslrseed takes no value: a word after it is an unknown keyword.
+        "label a\n  kaslrseed yes\n  append root=/dev/a\n",
+    ],
+)
+def test_extlinux_a_line_u_boot_does_not_take_ends_the_label(conf):
+    with pytest.raises(ArmswarmError, match=r"0 APPEND lines|2 APPEND lines"):
+        cmdline.edit("extlinux", conf, ["quiet"])
+
+
+def test_extlinux_an_initrd_line_after_append_initrd_ends_the_label():
+    # Manjaro/Fedora put initrd= on APPEND; an INITRD line after it is not read (the initrd is
+    # set), so the label ends there and the second APPEND is an ignored top-level command.
+    conf = "label a\n  append initrd=/i.img root=/dev/a\n  initrd /i.img\n  append root=/dev/b\n"
+    assert "append initrd=/i.img root=/dev/a quiet\n" in cmdline.edit("extlinux", conf, ["quiet"])
+
+
+def test_extlinux_devicetree_overlay_is_a_label_keyword():
+    # "devicetree-overlay" (U-Boot's alias of fdtoverlays, since 2022.10) inside the label.
+    conf = "label a\n  linux /Image\n  devicetree-overlay /o.dtbo\n  append root=/dev/a\n"
+    assert cmdline.edit("extlinux", conf, ["quiet"]).endswith("append root=/dev/a quiet\n")
+
+
+@pytest.mark.parametrize(
+    ("conf", "absent", "message"),
+    [
+        # An empty APPEND is a parse error: U-Boot would boot no label of the file at all.
+        ("label a\n  append quiet\n", ["quiet"], r"extlinux.conf:2: .*empty APPEND"),
+        # "#" first on the value is a comment to U-Boot: the same parse error.
+        ("label a\n  append quiet #x root=/dev/a\n", ["quiet"], r"extlinux.conf:2: .*'#'"),
+        # pxe_utils.c reads an APPEND's initrd= up to the next space (strchr): none there is
+        # a wild length. Manjaro-style APPEND initrd=… with the words after it removed.
+        (
+            "label a\n  append root=/dev/a initrd=/initramfs-linux.img quiet\n",
+            ["quiet"],
+            r"extlinux.conf:2: .*initrd=",
+        ),
+    ],
+)
+def test_extlinux_edits_u_boot_could_not_parse_are_refused(conf, absent, message):
+    with pytest.raises(ArmswarmError, match=message):
+        cmdline.edit("extlinux", conf, absent=absent, path="/boot/extlinux/extlinux.conf")
+
+
+def test_extlinux_initrd_line_before_append_makes_initrd_words_harmless():
+    conf = "label a\n  initrd /i.img\n  append root=/dev/a initrd=/x quiet\n"
+    assert cmdline.edit("extlinux", conf, absent=["quiet"]).endswith("initrd=/x\n")
+
+
+# -- u-boot-menu as u-boot-update 4.2.2 (Debian 12) evaluates it --------------------------------
+def test_u_boot_menu_blank_parameters_are_not_the_defaults():
+    # ${U_BOOT_PARAMETERS:-ro quiet} only replaces an empty value: " " stays (no parameters).
+    files = {cmdline.U_BOOT_DEFAULT: 'U_BOOT_PARAMETERS=" "\n', "etc/fstab": FSTAB}
+    assert cmdline.u_boot_menu_effective(files).args == ["root=UUID=9d1e"]
+
+
+def test_u_boot_menu_a_semicolon_ends_the_assignment():
+    files = {cmdline.U_BOOT_DEFAULT: 'U_BOOT_PARAMETERS="ro quiet";\n', "etc/fstab": FSTAB}
+    assert cmdline.u_boot_menu_effective(files).args == ["root=UUID=9d1e", "ro", "quiet"]
+    change = cmdline.u_boot_menu(files, ["rootwait"])
+    assert change["files"][cmdline.U_BOOT_DEFAULT] == 'U_BOOT_PARAMETERS="ro quiet rootwait";\n'
+    files[cmdline.U_BOOT_DEFAULT] = 'U_BOOT_PARAMETERS="ro" && U_BOOT_ROOT=x\n'
+    with pytest.raises(ArmswarmError, match="u-boot:1: "):
+        cmdline.u_boot_menu_effective(files)
+
+
+def test_u_boot_menu_multi_line_kernel_cmdline_is_refused():
+    # u-boot-update's $(cat | sed) keeps the inner newline: the second line would be a line of
+    # its own in extlinux.conf, not part of append.
+    files = {cmdline.KERNEL_CMDLINE: "root=/dev/a rw\nquiet\n"}
+    with pytest.raises(ArmswarmError, match=r"/etc/kernel/cmdline:2: "):
+        cmdline.u_boot_menu(files, ["rootwait"])
+
+
+def _generated(labels):
+    """An extlinux.conf in u-boot-update 4.2.2's layout (header, default, l0/l0r labels)."""
+    head, default = (
+        "## /boot/extlinux/extlinux.conf\n##\n## Do not edit this file manually, use: u-boot-update\n\n",
+        labels[0][0],
+    )
+    out = head + f"default {default}\nmenu title U-Boot menu\nprompt 0\ntimeout 50\n"
+    for name, append in labels[1:]:
+        out += f"\n\nlabel {name}\n\tmenu label Debian 6.1\n\tlinux /vmlinuz-6.1\n\t\n\tappend {append}"
+    return out + "\n"
+
+
+def _menu_root(tmp_path, fragment, extlinux):
+    (tmp_path / "etc/default").mkdir(parents=True)
+    (tmp_path / "etc/default/u-boot").write_text(STOCK)
+    (tmp_path / "etc/fstab").write_text(FSTAB)
+    conf = tmp_path / "usr/share/u-boot-menu/conf.d"
+    conf.mkdir(parents=True)
+    (conf / "board.conf").write_text(fragment)
+    (tmp_path / "boot/extlinux").mkdir(parents=True)
+    (tmp_path / boot_files.EXTLINUX).write_text(extlinux)
+
+
+@pytest.mark.parametrize(
+    ("fragment", "labels"),
+    [
+        # u-boot-menu's README.Debian: a device package's fragment may set U_BOOT_DEFAULT=l0r;
+        # the rescue entry drops " quiet" (sed 's| quiet||') and adds single.
+        (
+            'U_BOOT_DEFAULT="l0r"\nU_BOOT_PARAMETERS="rw quiet rootwait"\n',
+            [
+                ("l0r",),
+                ("l0", "root=UUID=9d1e rw quiet rootwait"),
+                ("l0r", "root=UUID=9d1e rw rootwait single"),
+            ],
+        ),
+        # Only rescue entries: "default l0" names none, U-Boot boots the first label.
+        (
+            'U_BOOT_ALTERNATIVES="recovery"\nU_BOOT_PARAMETERS="rw quiet rootwait"\n',
+            [("l0",), ("l0r", "root=UUID=9d1e rw rootwait single")],
+        ),
+    ],
+)
+def test_u_boot_menu_default_entry_as_configured(tmp_path, fragment, labels, monkeypatch):
+    _menu_root(tmp_path, fragment, _generated(labels))
+    # extlinux.conf is what u-boot-update makes of the configuration: nothing to do.
+    assert boot_files.plan(str(tmp_path)) == {}
+    change = boot_files.plan(str(tmp_path), ["fsck.mode=force"])
+    assert change["new"][-1] == "fsck.mode=force"
+
+    def u_boot_update(argv, cwd=None):
+        new = [
+            (
+                n,
+                a + " fsck.mode=force"
+                if n == "l0"
+                else a.replace(" single", " fsck.mode=force single"),
+            )
+            for n, *a in labels[1:]
+            for a in a
+        ]
+        (tmp_path / boot_files.EXTLINUX).write_text(_generated([labels[0], *new]))
+
+    monkeypatch.setattr(boot_files, "_run", u_boot_update)
+    monkeypatch.setattr(boot_files.shutil, "which", lambda tool: "/usr/sbin/" + tool)
+    boot_files._apply_u_boot_menu(
+        str(tmp_path), {Path(p): t for p, t in change["writes"].items()}, change["new"]
+    )
+    assert "fsck.mode=force single" in (tmp_path / boot_files.EXTLINUX).read_text()
+
+
+def test_u_boot_menu_no_entry_at_all_is_refused():
+    files = {cmdline.U_BOOT_DEFAULT: 'U_BOOT_ALTERNATIVES="none"\n', "etc/fstab": FSTAB}
+    with pytest.raises(ArmswarmError, match="U_BOOT_ALTERNATIVES"):
+        cmdline.u_boot_menu(files, ["quiet"])
+
+
+def test_u_boot_menu_hidden_fragments_are_not_sourced(tmp_path):
+    # sh's * skips dot files (an editor's or a package manager's leftovers); pathlib's does not.
+    _menu_root(
+        tmp_path, 'U_BOOT_PARAMETERS="rw"\n', _generated([("l0",), ("l0", "root=UUID=9d1e rw")])
+    )
+    mine = tmp_path / "etc/u-boot-menu/conf.d"
+    mine.mkdir(parents=True)
+    (mine / ".old.conf").write_text('U_BOOT_PARAMETERS="x"\n')
+    assert boot_files.current(str(tmp_path))["args"] == ["root=UUID=9d1e", "rw"]

@@ -100,22 +100,38 @@ def _u_boot_menu_files(boot_root: str) -> dict:
         rels.append("proc/cmdline")
     for directory in cmdline.U_BOOT_FRAGMENT_DIRS:
         if (root / directory).is_dir():
-            rels += [f"{directory}/{p.name}" for p in (root / directory).glob("*.conf")]
+            # sh's * skips dot files; pathlib's does not.
+            rels += [
+                f"{directory}/{p.name}"
+                for p in (root / directory).glob("*.conf")
+                if not p.name.startswith(".")
+            ]
     texts = {rel: _read(root / rel) for rel in rels}
     return {rel: text for rel, text in texts.items() if text is not None}
 
 
 def _extlinux_args(boot_root: str):
-    """The default label's arguments in the generated extlinux.conf (None: no label)."""
+    """``(label, arguments)`` of the label U-Boot boots in the generated extlinux.conf (None:
+    no such label with one append line)."""
     path = Path(boot_root) / EXTLINUX
     text = _read(path)
     if text is None:
         return None
-    labels, default = cmdline.extlinux_labels(text, str(path))
+    try:
+        labels, default = cmdline.extlinux_labels(text, str(path))
+    except ArmswarmError:
+        return None  # not the file u-boot-update writes: it is due
     if default is None or len(labels[default]) != 1:
         return None
     start, end = labels[default][0]
-    return text[start:end].split()
+    return default, text[start:end].split()
+
+
+def _generated_matches(boot_root: str, eff) -> bool:
+    """Whether extlinux.conf's booted label is what u-boot-update makes of ``eff`` (the label
+    U_BOOT_DEFAULT names, or the first when it names none, may be a rescue entry)."""
+    generated = _extlinux_args(boot_root)
+    return generated is not None and generated[1] == eff.label_args(generated[0])
 
 
 def current(boot_root: str = "/") -> dict:
@@ -145,7 +161,10 @@ def plan(boot_root: str, present=(), absent=()) -> dict:
         writes = {str(root / rel): text for rel, text in change["files"].items()}
         old, new = change["old"], change["new"]
         # extlinux.conf not (yet) generated from what is configured: u-boot-update is due.
-        stale = (generated := _extlinux_args(boot_root)) is not None and generated != old
+        # (No label at all: no kernel installed yet, nothing u-boot-update would change.)
+        stale = _extlinux_args(boot_root) is not None and not _generated_matches(
+            boot_root, cmdline.u_boot_menu_effective(menu_files)
+        )
         reason = "extlinux.conf is out of date" if stale and not writes else ""
     else:
         _check_env_is_read(flavour, path)
@@ -320,12 +339,18 @@ def _apply_u_boot_menu(boot_root: str, writes: dict, expected: list):
         for target, text in writes.items():
             _write_atomic(target, _encode(text))
         _run(["u-boot-update"])
+        eff = cmdline.u_boot_menu_effective(_u_boot_menu_files(boot_root))
         generated = _extlinux_args(boot_root)
-        if generated != expected:
+        if eff.args != expected or not _generated_matches(boot_root, eff):
+            said = (
+                f"label {generated[0]!r} says {' '.join(generated[1])!r}"
+                if generated
+                else "no label with one append line is booted"
+            )
+            want = eff.label_args(generated[0]) if generated else None
             raise ArmswarmError(
-                f"{extlinux}: after u-boot-update the default label says "
-                f"{' '.join(generated) if generated is not None else '(no entry)'!r}, not "
-                f"{' '.join(expected)!r}; all files put back"
+                f"{extlinux}: after u-boot-update {said}, not "
+                f"{' '.join(want or expected)!r}; all files put back"
             )
     except BaseException:
         for target, data in before.items():

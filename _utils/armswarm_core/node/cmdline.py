@@ -319,6 +319,7 @@ def _expand(name, defs, fixed, path, seen):
             fixed.setdefault(word, f"{path}:{line_no} (${{{name}}})")
 
 
+# U-Boot's pxe parser (boot/pxe_utils.c: parse_label): the keywords a label goes on with.
 _LABEL_KEYWORDS = {
     "menu",
     "kernel",
@@ -330,31 +331,82 @@ _LABEL_KEYWORDS = {
     "fdtdir",
     "devicetreedir",
     "fdtoverlays",
+    "devicetree-overlay",
     "localboot",
     "ipappend",
     "kaslrseed",
 }
+# Read once per label: a second one's value is not consumed, so it is read as an (unknown)
+# keyword, which ends the label. An APPEND's initrd= sets the initrd too.
+_ONCE = {
+    "initrd": "initrd",
+    "fdt": "fdt",
+    "devicetree": "fdt",
+    "fdtdir": "fdtdir",
+    "devicetreedir": "fdtdir",
+    "fdtoverlays": "fdtoverlays",
+    "devicetree-overlay": "fdtoverlays",
+}
+_KEYWORDS = _LABEL_KEYWORDS | {"label", "default", "ontimeout", "timeout", "prompt", "include"}
+_KEYWORDS |= {"title", "background", "fallback"}
+# U-Boot's isspace() ends a keyword; only isblank() (space, tab) is skipped before a token.
+_C_SPACE = " \t\n\v\f\r"
 
 
-def extlinux_labels(text: str, path: str = "extlinux.conf"):
-    """``(labels, default)`` the way U-Boot's pxe parser reads them: keywords in any case,
-    ``default``/``ontimeout`` (last wins) or a label's ``menu default`` (first wins), labels
-    ending at the first line that is no label keyword. ``labels`` maps each name to the
-    ``(start, end)`` value spans of its ``append`` lines; ``default`` is the label U-Boot boots:
-    the named one if it exists, else the first."""
-    labels, order, default, current = {}, [], None, None
-    for start, end in _lines(text):
+def _conf_lines(text: str):
+    """``(start, end)`` of each line as U-Boot splits them: at ``\n`` only, end before it."""
+    pos = 0
+    while pos < len(text):
+        nl = text.find("\n", pos)
+        end = len(text) if nl < 0 else nl
+        yield pos, end
+        pos = end + 1
+
+
+@dataclass
+class _Label:
+    appends: list = field(default_factory=list)  # (start, end, line_no) of each APPEND value
+    initrd_before: bool = False  # an initrd was set before the last APPEND line
+
+
+def _extlinux_parse(text: str, path: str):
+    """``(labels, default)``: :class:`_Label` by name, and the label U-Boot boots."""
+    labels, order, default, current, seen = {}, [], None, None, set()
+    for line_no, (start, end) in enumerate(_conf_lines(text), 1):
         line = text[start:end]
-        m = re.match(r"\s*(\S+)(\s*)(.*)", line)
-        if not m or m.group(1).startswith("#"):
-            continue
-        keyword, rest = m.group(1).lower(), m.group(3)
-        value_start = start + m.start(3)
+        i = len(line) - len(line.lstrip(" \t"))
+        if i == len(line) or line[i] == "#":
+            continue  # an empty token or a comment: the label goes on
+        k = i
+        while k < len(line) and line[k] not in _C_SPACE:
+            k += 1
+        keyword = line[i:k].lower()
+        v = k + len(line[k:]) - len(line[k:].lstrip(" \t"))
+        # A literal runs to the newline: trailing blanks and a CR are part of a name.
+        rest = line[v:]
+        where = f"{path}:{line_no}"
         if keyword == "include" or (keyword == "menu" and rest.lower().startswith("include")):
-            raise ArmswarmError(f"{path}: includes another file; refusing to edit")
+            raise ArmswarmError(f"{where}: includes another file; refusing to edit")
         if current is not None and keyword in _LABEL_KEYWORDS:
+            once = _ONCE.get(keyword)
+            after = rest.lstrip(" \t\r")
+            if (once in seen or keyword == "kaslrseed") and after and after[0] != "#":
+                # Not consumed: the value is read as the next keyword, which ends the label.
+                if after.split()[0].lower() in _KEYWORDS:
+                    raise ArmswarmError(
+                        f"{where}: U-Boot would read {after.split()[0]!r} here as a keyword; "
+                        "refusing to guess"
+                    )
+                current = None
+                continue
+            if once:
+                seen.add(once)
             if keyword == "append":
-                labels[current].append((value_start, end))
+                value_end = end - 1 if line.endswith("\r") and end - 1 >= start + v else end
+                labels[current].appends.append((start + v, value_end, line_no))
+                labels[current].initrd_before = "initrd" in seen
+                if "initrd=" in rest:
+                    seen.add("initrd")
             elif keyword == "menu" and rest.lower().split()[:1] == ["default"]:
                 default = default or current
             continue
@@ -362,9 +414,10 @@ def extlinux_labels(text: str, path: str = "extlinux.conf"):
         if keyword == "label":
             current = rest
             if current in labels:
-                raise ArmswarmError(f"{path}: label {current!r} appears twice; refusing")
-            labels[current] = []
+                raise ArmswarmError(f"{where}: label {current!r} appears twice; refusing")
+            labels[current] = _Label()
             order.append(current)
+            seen = set()
         elif keyword in ("default", "ontimeout"):
             default = rest
     if not order:
@@ -372,21 +425,74 @@ def extlinux_labels(text: str, path: str = "extlinux.conf"):
     return labels, default if default in labels else order[0]
 
 
+def extlinux_labels(text: str, path: str = "extlinux.conf"):
+    """``(labels, default)`` the way U-Boot's pxe parser (boot/pxe_utils.c) reads them:
+    keywords in any case, ``default``/``ontimeout`` (last wins) or a label's ``menu default``
+    (first wins); lines split at ``\n`` only, a name is the rest of its line (a CR included); a
+    label ends at the first line that is no label keyword, at a CR-only line, and at a second
+    initrd/fdt/fdtdir/fdtoverlays (not read: its value reads as a keyword). ``labels`` maps
+    each name to the ``(start, end)`` value spans of its ``append`` lines (a final CR outside);
+    ``default`` is the label U-Boot boots: the named one if it exists, else the first."""
+    labels, default = _extlinux_parse(text, path)
+    return {name: [(s, e) for s, e, _ in lab.appends] for name, lab in labels.items()}, default
+
+
 def _extlinux_site(text: str, path: str) -> Site:
-    labels, default = extlinux_labels(text, path)
+    labels, default = _extlinux_parse(text, path)
     if default is None:
         raise ArmswarmError(f"{path}: no label, so no kernel command line found")
-    appends = labels[default]
+    appends = labels[default].appends
     if len(appends) != 1:
+        lines = ", ".join(str(n) for *_, n in appends)
         raise ArmswarmError(
-            f"{path}: the default label {default!r} has {len(appends)} APPEND lines; "
-            "refusing to guess"
+            f"{path}: the default label {default!r} has {len(appends)} APPEND lines"
+            f"{f' (lines {lines}; U-Boot uses the last)' if appends else ''}; refusing to guess"
         )
-    start, end = appends[0]
+    start, end, _ = appends[0]
     tokens = _words(text, start, end)
     if not tokens:
         raise ArmswarmError(f"{path}: the default label {default!r} has an empty APPEND line")
     return Site(tokens=tokens, insert=tokens[-1][1])
+
+
+def _initrd_unbounded(label: _Label, value: str) -> bool:
+    # parse_label: an APPEND's initrd= is read up to strchr(' '); without a space after it the
+    # length is garbage. Only when no initrd was set before that APPEND line.
+    pos = value.find("initrd=")
+    return not label.initrd_before and pos >= 0 and " " not in value[pos + 7 :]
+
+
+def _extlinux_check(old: str, new: str, path: str):
+    """Refuse an edit that leaves an APPEND line U-Boot cannot parse or misreads."""
+    labels, default = _extlinux_parse(new, path)
+    old_labels, old_default = _extlinux_parse(old, path)
+    label = labels.get(default)
+    if default != old_default or label is None or len(label.appends) != 1:
+        raise ArmswarmError(f"{path}: the edit would change which label boots; refusing")
+    start, _, line_no = label.appends[0]
+    nl = new.find("\n", start)
+    value = new[start : len(new) if nl < 0 else nl]
+    where = f"{path}:{line_no}"
+    if not value.strip(" \t\r"):
+        raise ArmswarmError(
+            f"{where}: the edit would leave label {default!r} an empty APPEND line, which "
+            "U-Boot cannot parse (it would boot no label of the file); refusing"
+        )
+    if value.startswith("#"):
+        raise ArmswarmError(
+            f"{where}: the edit would make label {default!r}'s APPEND value begin with '#', "
+            "a comment to U-Boot, which then cannot parse the file; refusing"
+        )
+    o_start, _, _ = old_labels[old_default].appends[0]
+    o_nl = old.find("\n", o_start)
+    old_value = old[o_start : len(old) if o_nl < 0 else o_nl]
+    if _initrd_unbounded(label, value) and not _initrd_unbounded(
+        old_labels[old_default], old_value
+    ):
+        raise ArmswarmError(
+            f"{where}: the edit would leave initrd= the last word of label {default!r}'s "
+            "APPEND line; U-Boot reads its file name up to the next space; refusing"
+        )
 
 
 def site(flavour: str, text: str, path: str = "the boot file") -> Site:
@@ -534,6 +640,8 @@ def edit(
         # The line ending put before the line, when the file had no final one, goes too.
         if new in (original + "\n", original + "\r\n") and not original.endswith("\n"):
             new = original
+    if flavour == "extlinux":
+        _extlinux_check(text, new, path)
     return new
 
 
@@ -580,14 +688,18 @@ def _sh_value(text, pos, end, env, where, rel):
                 out.append((c, (rel, i)))
         elif c in "\"'":
             quote = c
-        elif c in " \t":
+        elif c in " \t;":
+            # A blank or ";" ends the assignment ("VAR=x;" sets x).
             break
+        elif c in "&|<>()":
+            raise ArmswarmError(f"{where}: a shell operator ({c}); cannot evaluate it")
         else:
             out.append((c, (rel, i)))
         i += 1
     if quote:
         raise ArmswarmError(f"{where}: unterminated quote")
     rest = text[i:end].strip()
+    rest = rest[1:].strip() if rest.startswith(";") else rest
     if rest and not rest.startswith("#"):
         raise ArmswarmError(f"{where}: more than one assignment on a line; cannot evaluate it")
     return out, i
@@ -602,10 +714,25 @@ class UBootMenu:
     source: str  # "assignment", "kernel-cmdline" or "default"
     winner: tuple | None  # (rel, value_start, value_end, quoted_end) of the last assignment
     update_disabled: bool = False
+    value: str = "ro quiet"  # U_BOOT_PARAMETERS as u-boot-update ends up with it
+    alternatives: str = "default recovery"  # U_BOOT_ALTERNATIVES
 
     @property
     def args(self) -> list[str]:
         return [*self.root.split(), *(w for w, *_ in self.params)]
+
+    def label_args(self, name: str):
+        """What u-boot-update writes on the ``append`` line of its label ``name`` (``l<n>``
+        for a kernel, ``l<n>r`` its rescue entry: `` quiet`` cut once, ``single`` added);
+        None when it writes no such label."""
+        m = re.fullmatch(r"l[0-9]+(r?)", name)
+        if not m:
+            return None
+        if m.group(1):
+            if "recovery" not in self.alternatives:
+                return None
+            return [*self.root.split(), *self.value.replace(" quiet", "", 1).split(), "single"]
+        return self.args if "default" in self.alternatives else None
 
 
 def _tokens_with_origin(chars):
@@ -671,15 +798,23 @@ def u_boot_menu_effective(files: dict) -> UBootMenu:
     root = value("U_BOOT_ROOT")
     source = "assignment"
     cmdline_text = files.get(KERNEL_CMDLINE)
-    if not value("U_BOOT_PARAMETERS") and cmdline_text is not None:
+    params_value = value("U_BOOT_PARAMETERS")
+    if not params_value and cmdline_text is not None:
         source = "kernel-cmdline"
         body = cmdline_text.rstrip("\n")
+        if "\n" in body:
+            # $(cat | sed) keeps the inner newline: a line of its own in extlinux.conf.
+            raise ArmswarmError(
+                f"/{KERNEL_CMDLINE}:2: more than one line; u-boot-update would break the "
+                "append line in two; refusing"
+            )
         # sed -e 's/root=[^[:space:]]*//' (first match, anywhere) -e 's/^[[:space:]]*//'
         m = re.search(r"root=\S*", body)
         chars = [(c, (KERNEL_CMDLINE, i)) for i, c in enumerate(body)]
         if m:
             chars = chars[: m.start()] + chars[m.end() :]
         params = _tokens_with_origin(chars)
+        params_value = "".join(c for c, _ in chars).lstrip()
         if m and m.start() > 0 and not body[m.start() - 1].isspace():
             # root= cut out of a longer word (nfsroot=…): what is left is not ours to edit.
             params = [(w, None, 0, 0) if e == m.start() else (w, r, s, e) for w, r, s, e in params]
@@ -687,8 +822,9 @@ def u_boot_menu_effective(files: dict) -> UBootMenu:
             # sed -re 's/.*(root=[^[:space:]]*).*/\1/': the last root=, else the whole line.
             found = re.findall(r"root=\S*", body)
             root = found[-1] if found else body
-    if not params:
-        source = "default"
+    if not params_value:
+        # ${U_BOOT_PARAMETERS:-ro quiet}: only an empty value (blanks are kept).
+        source, params_value = "default", "ro quiet"
         params = [("ro", None, 0, 0), ("quiet", None, 0, 0)]
     if not root:
         root = _fstab_root(files.get("etc/fstab") or "") or _proc_root(files.get("proc/cmdline"))
@@ -698,6 +834,8 @@ def u_boot_menu_effective(files: dict) -> UBootMenu:
         source=source,
         winner=winner if source == "assignment" else None,
         update_disabled=disabled,
+        value=params_value,
+        alternatives=value("U_BOOT_ALTERNATIVES") or "default recovery",
     )
 
 
@@ -735,6 +873,11 @@ def u_boot_menu(files: dict, present=(), absent=(), originals=None) -> dict:
     eff = u_boot_menu_effective(files)
     if eff.update_disabled:
         raise ArmswarmError("U_BOOT_UPDATE is not true: u-boot-update would not apply a change")
+    if not any(kind in eff.alternatives for kind in ("default", "recovery")):
+        raise ArmswarmError(
+            f"U_BOOT_ALTERNATIVES={eff.alternatives!r} names neither default nor recovery: "
+            "u-boot-update would write no label"
+        )
     editable = [i for i, (_, rel, *_) in enumerate(eff.params) if rel and _editable(rel)]
     fixed = {eff.root: "U_BOOT_ROOT"} if eff.root else {}
     for i, (word, rel, *_) in enumerate(eff.params):
