@@ -316,14 +316,23 @@ def docker_daemon_config(name=docker_daemon.PATH, daemon=None, restart=True):
         return state_results.failed(ret, f"{exc}; {name} is unchanged")
     text = docker_daemon.render(merged)
     current = _read(name)
-    if not __opts__["test"] and docker_daemon.read_managed(name) != set(daemon):
-        docker_daemon.write_managed(daemon, name)
+
+    def record_ours():
+        # After the file: a record ahead of a failed write would disown a key still in it.
+        if docker_daemon.read_managed(name) != set(daemon):
+            docker_daemon.write_managed(daemon, name)
+
     pending = docker_daemon.is_pending()
     info = docker_daemon.swarm_info() if restart else None
     # None: no dockerd answers
     swarm = None if info is None else info.get("LocalNodeState") or ""
     in_swarm = swarm in ("active", "locked", "pending")
     if current == text:
+        if not __opts__["test"]:
+            try:
+                record_ours()
+            except OSError as exc:
+                return state_results.failed(ret, f"cannot record the keys armswarm sets: {exc}")
         if pending:
             return state_results.unchanged(
                 ret,
@@ -335,7 +344,11 @@ def docker_daemon_config(name=docker_daemon.PATH, daemon=None, restart=True):
     changes["restart"] = "rolling (pending)" if in_swarm else ("now" if swarm else "none")
     if __opts__["test"]:
         return state_results.would_change(ret, f"{name} would be written", changes)
-    files.write(name, text, 0o644)
+    try:
+        files.write(name, text, 0o644)
+        record_ours()
+    except OSError as exc:
+        return state_results.failed(ret, f"cannot write {name}: {exc}")
     if in_swarm:
         docker_daemon.mark_pending()
         return state_results.changed(

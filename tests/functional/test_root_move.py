@@ -493,6 +493,21 @@ def test_a_boot_file_naming_another_root_type_is_refused(disks):
     assert "rootdev=UUID=u7" in change["text"].splitlines()
 
 
+def test_a_boot_file_with_the_old_roots_mount_options_is_refused(disks):
+    # A btrfs root's rootflags=subvol=@ on the kernel command line: ext4 refuses subvol=, so
+    # the new root would not mount. Refused before the target is touched.
+    boot = boot_root(disks, "rpi4")
+    flavour, path = boot_files.locate(boot)
+    path.write_text(path.read_text().replace("rootwait", "rootwait rootflags=subvol=@"))
+    with pytest.raises(ArmswarmError, match=r"rootflags=subvol=@: the new root is ext4"):
+        root_move.run(disks["target"], source=str(disks["source"]), boot_root=boot)
+    assert sh("blkid", "-p", "-o", "export", disks["target"], check_ok=False) == ""
+    # ext4's own options are the new root's too: they stay (the change is planned)
+    path.write_text(path.read_text().replace("rootflags=subvol=@", "rootflags=data=writeback"))
+    change = root_move.boot_change(boot, {"UUID": "u7", "PARTUUID": "p7"})
+    assert "rootflags=data=writeback" in change["text"]
+
+
 def test_wiped_disks_fstab_line_is_commented_out_in_the_copy(disks):
     source, target = disks["source"], disks["target"]
     sh("mkfs.ext4", "-q", "-F", target)

@@ -229,7 +229,7 @@ def test_several_keyrings_in_signed_by_become_one_comma_list():
     )
 
 
-@pytest.mark.parametrize("value", ["off", "No", "disable", "without", "0", "FALSE"])
+@pytest.mark.parametrize("value", ["off", "No", "disable", "without", "0", "FALSE", ""])
 def test_a_paragraph_apt_reads_as_off_is_left_alone(value):
     text = (
         f"Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n"

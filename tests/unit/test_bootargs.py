@@ -947,3 +947,16 @@ def test_u_boot_menu_hidden_fragments_are_not_sourced(tmp_path):
     mine.mkdir(parents=True)
     (mine / ".old.conf").write_text('U_BOOT_PARAMETERS="x"\n')
     assert boot_files.current(str(tmp_path))["args"] == ["root=UUID=9d1e", "rw"]
+
+
+def test_u_boot_menu_hand_edited_extlinux_conf_is_due(tmp_path):
+    # extlinux.conf edited by hand into something u-boot-update never writes (a label twice):
+    # it is not "up to date", the run regenerates it (u-boot-update rewrites it anyway).
+    fragment = 'U_BOOT_PARAMETERS="rw quiet rootwait"\n'
+    generated = _generated([("l0",), ("l0", "root=UUID=9d1e rw quiet rootwait")])
+    _menu_root(tmp_path, fragment, generated)
+    assert boot_files.plan(str(tmp_path)) == {}
+    doubled = generated + "\nlabel l0\n\tlinux /vmlinuz-old\n\tappend root=/dev/sda1\n"
+    (tmp_path / boot_files.EXTLINUX).write_text(doubled)
+    change = boot_files.plan(str(tmp_path))
+    assert change and change.get("reason") == "extlinux.conf is out of date", change

@@ -214,3 +214,18 @@ def test_references_that_depend_on_the_platform(tmp_path):
     graph = build_dag.load(tmp_path, "registry.lan:5000", resolve=lambda name: set())
     assert graph.images["app"].parents == ["tools-arm", "tools-arm64"]
     assert graph.images["bare"].parents == []  # FROM arm64, FROM arm … (Docker Hub names)
+
+
+def test_platform_references_of_an_image_without_a_list_are_the_boards(tmp_path):
+    # No platforms: or arch:: the references are read for the ARM platforms only. Read for
+    # amd64, 386, riscv64 … as well, they named parents (base-amd64 …) no ARM tree has.
+    files = {
+        "base-arm64/Dockerfile": "FROM scratch\n",
+        "base-arm/Dockerfile": "FROM scratch\n",
+        "app/Dockerfile": "ARG TARGETARCH\nFROM registry.lan:5000/base-${TARGETARCH}\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    graph = build_dag.load(tmp_path, "registry.lan:5000", resolve=lambda name: set())
+    assert graph.images["app"].parents == ["base-arm", "base-arm64"]

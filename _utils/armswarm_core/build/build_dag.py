@@ -727,13 +727,20 @@ def _refs(file: Path, build_args: dict, where: str, errors: list, platforms=()) 
     return refs
 
 
+# An image without platforms: or arch: is built for the boards' platforms: its references are
+# read for those (reading them for amd64 or s390x would ask for parents no ARM tree has).
+GUESSED_PLATFORMS = tuple(p for p in architectures.PLATFORMS.values() if p.startswith("linux/arm"))
+
+
 def _candidate_platforms(image) -> list:
     """The platforms an image may be built for, before the nodes are known: its own list, or
-    those of its ``arch:``, or every platform."""
+    those of its ``arch:``, or the ARM ones."""
     if image.platforms:
         return list(image.platforms)
     wanted = {architectures.canonical(a) for a in image.arch}
-    return [p for a, p in architectures.PLATFORMS.items() if not wanted or a in wanted]
+    if not wanted:
+        return list(GUESSED_PLATFORMS)
+    return [p for a, p in architectures.PLATFORMS.items() if a in wanted]
 
 
 def _unbuilt(directory, name, root, built, skipped):

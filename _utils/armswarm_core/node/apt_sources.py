@@ -187,10 +187,13 @@ def stanzas(text: str) -> list:
 
 def _enabled(fields: dict) -> bool:
     """``Enabled`` as apt reads it (StringToBool): off for no, false, without, off, disable
-    (any case) and 0; anything else, or no field, is on."""
-    value = fields.get("enabled", "").strip().lower()
+    (any case), 0 and an empty value (strtol takes all of ""); anything else, or no field, is
+    on."""
+    if fields.get("enabled") is None:
+        return True
+    value = fields["enabled"].strip().lower()
     return not (
-        value in ("no", "false", "without", "off", "disable")
+        value in ("", "no", "false", "without", "off", "disable")
         or re.fullmatch(r"[+-]?(0x)?0+", value)
     )
 

@@ -117,10 +117,7 @@ def _extlinux_args(boot_root: str):
     text = _read(path)
     if text is None:
         return None
-    try:
-        labels, default = cmdline.extlinux_labels(text, str(path))
-    except ArmswarmError:
-        return None  # not the file u-boot-update writes: it is due
+    labels, default = cmdline.extlinux_labels(text, str(path))  # ArmswarmError: unreadable
     if default is None or len(labels[default]) != 1:
         return None
     start, end = labels[default][0]
@@ -130,8 +127,22 @@ def _extlinux_args(boot_root: str):
 def _generated_matches(boot_root: str, eff) -> bool:
     """Whether extlinux.conf's booted label is what u-boot-update makes of ``eff`` (the label
     U_BOOT_DEFAULT names, or the first when it names none, may be a rescue entry)."""
-    generated = _extlinux_args(boot_root)
+    try:
+        generated = _extlinux_args(boot_root)
+    except ArmswarmError:
+        return False  # not a file u-boot-update wrote (an include, a label twice)
     return generated is not None and generated[1] == eff.label_args(generated[0])
+
+
+def _extlinux_due(boot_root: str, eff) -> bool:
+    """Whether u-boot-update would change extlinux.conf: it says other arguments, or it is no
+    file u-boot-update wrote. No label at all (no kernel installed yet): nothing to do."""
+    try:
+        if _extlinux_args(boot_root) is None:
+            return False
+    except ArmswarmError:
+        return True
+    return not _generated_matches(boot_root, eff)
 
 
 def current(boot_root: str = "/") -> dict:
@@ -162,9 +173,7 @@ def plan(boot_root: str, present=(), absent=()) -> dict:
         old, new = change["old"], change["new"]
         # extlinux.conf not (yet) generated from what is configured: u-boot-update is due.
         # (No label at all: no kernel installed yet, nothing u-boot-update would change.)
-        stale = _extlinux_args(boot_root) is not None and not _generated_matches(
-            boot_root, cmdline.u_boot_menu_effective(menu_files)
-        )
+        stale = _extlinux_due(boot_root, cmdline.u_boot_menu_effective(menu_files))
         reason = "extlinux.conf is out of date" if stale and not writes else ""
     else:
         _check_env_is_read(flavour, path)

@@ -427,6 +427,20 @@ def _on_copy(copy: Path, boot_root: str, path: Path, read_dir: Path) -> Path | N
     return mirrored if mirrored.is_file() and not mirrored.is_symlink() else None
 
 
+# Mount options of btrfs, f2fs and xfs (the other roots these boards run) that ext4 refuses.
+_NOT_EXT4 = {
+    *("subvol", "subvolid", "compress", "compress-force", "space_cache", "ssd", "nossd"),
+    *("ssd_spread", "autodefrag", "nodatacow", "nodatasum", "degraded", "device"),
+    *("flushoncommit", "background_gc", "inline_xattr", "inline_data"),
+    *("compress_algorithm", "compress_extension", "atgc", "gc_merge", "checkpoint_merge"),
+    *("logbsize", "logbufs", "inode64", "allocsize", "largeio", "swalloc"),
+}
+
+
+def _option_name(option: str) -> str:
+    return option.split("=", 1)[0].strip().lower()
+
+
 def boot_change(boot_root: str, ids: dict) -> dict:
     """The boot configuration change that makes the next boot use the new root."""
     flavour, path = boot_files.locate(boot_root)
@@ -436,10 +450,27 @@ def boot_change(boot_root: str, ids: dict) -> dict:
     # the kernel mount it as that, and the board would not boot.
     if flavour in ("armbianEnv", "dietpiEnv", "u-boot-menu"):
         fstypes = re.findall(r"(?:^|[\s\"'])rootfstype=([^\s\"']*)", text, re.M)
+        rootflags = re.findall(r"(?:^|[\s\"'])rootflags=([^\s\"']*)", text, re.M)
     else:
         found = cmdline.site(flavour, text, str(path))
         args = [text[s:e] for s, e in found.tokens] + list(found.fixed)
         fstypes = [a.split("=", 1)[1] for a in args if a.startswith("rootfstype=")]
+        rootflags = [a.split("=", 1)[1] for a in args if a.startswith("rootflags=")]
+    # Mount options of the old root's type (btrfs subvol=@, compress=): ext4 refuses what it
+    # does not know, and the kernel could not mount the new root. Options of ext4 itself stay
+    # (Armbian's aml-s9xx extlinux.conf has rootflags=data=writeback).
+    other_type = any(t not in ("ext4", "ext3", "ext2", "") for t in fstypes)
+    flags = ",".join(
+        f
+        for f in rootflags
+        if f and (other_type or any(_option_name(o) in _NOT_EXT4 for o in f.split(",")))
+    )
+    if flags:
+        raise ArmswarmError(
+            f"{path}: rootflags={flags}: the new root is ext4, which may refuse these mount "
+            "options and leave the board without a root; remove rootflags= first, nothing "
+            "changed"
+        )
     if any(t != "ext4" for t in fstypes):
         if flavour in ("armbianEnv", "dietpiEnv") and re.search(r"^rootfstype=", text, re.M):
             text = _assign(text, "rootfstype", "rootfstype=ext4")
