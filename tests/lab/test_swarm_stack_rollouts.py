@@ -163,17 +163,23 @@ def test_an_update_rolled_back_by_the_engine_fails_the_state(lab, image):
     assert ret["result"] is False and ret["changes"] == {"update": ["app"]}, ret
     assert "update rollback" in ret["comment"], ret["comment"]
     live = service(lab, stack)
-    assert live["UpdateStatus"]["State"] == "rollback_started", live["UpdateStatus"]
+    # Mostly the rollback still runs here; on a loaded machine the engine has been seen to
+    # finish it sooner than its 30 s monitor (CI: completed 14 s after it started).
+    rolling = live["UpdateStatus"]["State"] == "rollback_started"
+    assert rolling or live["UpdateStatus"]["State"] == "rollback_completed", live["UpdateStatus"]
     assert command(live) == GOOD  # the engine put the definition before back
     # The file put right at once is what the engine rolls back to: nothing to change, and the
     # run is done when the rollback is (the failed update's task may still be there).
     good = write_compose(lab, stack, image, **slow)
     checked = deploy(lab, stack, good, test=True)
     assert checked["result"] is True and checked["changes"] == {}, checked
-    assert "rollout under way: rolledback_app (rollback_started)" in checked["comment"], checked
-    ret = deploy(lab, stack, good)
-    assert ret["result"] is True and ret["changes"] == {}, ret
-    assert "waited for the rollout under way: rolledback_app" in ret["comment"], ret["comment"]
+    if rolling and "under way" in checked["comment"]:
+        assert "rollout under way: rolledback_app (rollback_started)" in checked["comment"]
+        ret = deploy(lab, stack, good)
+        assert ret["result"] is True and ret["changes"] == {}, ret
+        assert "waited for the rollout under way: rolledback_app" in ret["comment"], ret
+    else:  # the rollback is over: nothing under way to report
+        assert "under way" not in checked["comment"], checked["comment"]
     live = service(lab, stack)
     assert live["UpdateStatus"]["State"] == "rollback_completed", live["UpdateStatus"]
     assert running_commands(lab, stack) == [GOOD]
