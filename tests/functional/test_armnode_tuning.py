@@ -95,14 +95,20 @@ IPI0:   1000   1000   1000   1000   1000   1000  Rescheduling interrupts
 """
 
 
-def test_irq_affinity_cycle(env, tmp_path):
-    states, tmp = env
+def _procfs(tmp):
+    """A /proc with INTERRUPTS and IRQs 25, 26 and 30 on CPUs 0-5."""
     procfs = tmp / "proc"
     procfs.mkdir()
     (procfs / "interrupts").write_text(INTERRUPTS)
     for number in (25, 26, 30):
         (procfs / "irq" / str(number)).mkdir(parents=True)
         (procfs / "irq" / str(number) / "smp_affinity_list").write_text("0-5\n")
+    return procfs
+
+
+def test_irq_affinity_cycle(env, tmp_path):
+    states, tmp = env
+    procfs = _procfs(tmp)
     states.opts["armnode.procfs"] = str(procfs)
     applied = cycle(states, "armnode.irq_affinity", pattern="eth|xhci", cpus=[4, 5])
     assert sorted(applied["changes"]["irqs"]) == [25, 26]
@@ -120,12 +126,7 @@ def test_an_irq_the_kernel_cannot_move_is_left_and_not_tried_again(env, tmp_path
     # affinity it manages itself; this machine's IRQ 36 does) to a write it will not do.
     # A regular file cannot answer that: the one write is the kernel's stand-in.
     states, tmp = env
-    procfs = tmp / "proc"
-    procfs.mkdir()
-    (procfs / "interrupts").write_text(INTERRUPTS)
-    for number in (25, 26, 30):
-        (procfs / "irq" / str(number)).mkdir(parents=True)
-        (procfs / "irq" / str(number) / "smp_affinity_list").write_text("0-5\n")
+    procfs = _procfs(tmp)
     states.opts["armnode.procfs"] = str(procfs)
     real_open = open
 
@@ -157,12 +158,7 @@ def test_an_irq_the_kernel_cannot_move_is_left_and_not_tried_again(env, tmp_path
 def _grain_env(tmp, big_cores):
     """A loader whose ``armnode`` grain lists ``big_cores`` (grains are packed into the
     modules when the loader is built: setting ``opts["grains"]`` later changes nothing)."""
-    procfs = tmp / "proc"
-    procfs.mkdir()
-    (procfs / "interrupts").write_text(INTERRUPTS)
-    for number in (25, 26, 30):
-        (procfs / "irq" / str(number)).mkdir(parents=True)
-        (procfs / "irq" / str(number) / "smp_affinity_list").write_text("0-5\n")
+    procfs = _procfs(tmp)
     states = load_states(
         tmp,
         grains={"kernel": "Linux", "armnode": {"big_cores": big_cores}},

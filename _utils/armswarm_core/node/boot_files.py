@@ -124,25 +124,21 @@ def _extlinux_args(boot_root: str):
     return default, text[start:end].split()
 
 
-def _generated_matches(boot_root: str, eff) -> bool:
-    """Whether extlinux.conf's booted label is what u-boot-update makes of ``eff`` (the label
-    U_BOOT_DEFAULT names, or the first when it names none, may be a rescue entry)."""
-    try:
-        generated = _extlinux_args(boot_root)
-    except ArmswarmError:
-        return False  # not a file u-boot-update wrote (an include, a label twice)
+def _generated_matches(generated, eff) -> bool:
+    """Whether ``generated`` (:func:`_extlinux_args`) is what u-boot-update makes of ``eff``
+    (the label U_BOOT_DEFAULT names, or the first when it names none, may be a rescue entry)."""
     return generated is not None and generated[1] == eff.label_args(generated[0])
 
 
 def _extlinux_due(boot_root: str, eff) -> bool:
     """Whether u-boot-update would change extlinux.conf: it says other arguments, or it is no
-    file u-boot-update wrote. No label at all (no kernel installed yet): nothing to do."""
+    file u-boot-update wrote (an include, a label twice). No label at all (no kernel installed
+    yet): nothing to do."""
     try:
-        if _extlinux_args(boot_root) is None:
-            return False
+        generated = _extlinux_args(boot_root)
     except ArmswarmError:
         return True
-    return not _generated_matches(boot_root, eff)
+    return generated is not None and not _generated_matches(generated, eff)
 
 
 def current(boot_root: str = "/") -> dict:
@@ -350,7 +346,7 @@ def _apply_u_boot_menu(boot_root: str, writes: dict, expected: list):
         _run(["u-boot-update"])
         eff = cmdline.u_boot_menu_effective(_u_boot_menu_files(boot_root))
         generated = _extlinux_args(boot_root)
-        if eff.args != expected or not _generated_matches(boot_root, eff):
+        if eff.args != expected or not _generated_matches(generated, eff):
             said = (
                 f"label {generated[0]!r} says {' '.join(generated[1])!r}"
                 if generated

@@ -124,9 +124,8 @@ def _swaps(swaps_text: str) -> list[str]:
     return [line.split()[0] for line in swaps_text.splitlines()[1:] if line.split()]
 
 
-def _signatures(dev: str) -> str:
-    """What ``blkid -p`` finds on ``dev`` (a file system, RAID or LVM member, partition
-    table), as ``TYPE=ext4`` / ``PTTYPE=gpt``; empty when nothing."""
+def _blkid(dev: str) -> dict:
+    """What ``blkid -p -o export`` probes on ``dev`` (``{"TYPE": "ext4", "UUID": …}``)."""
     try:
         proc = subprocess.run(
             ["blkid", "-p", "-o", "export", dev],
@@ -137,26 +136,20 @@ def _signatures(dev: str) -> str:
         )
     except FileNotFoundError as exc:
         raise ArmswarmError("blkid is not installed") from exc
-    found = [
-        line for line in proc.stdout.splitlines() if line.split("=", 1)[0] in ("TYPE", "PTTYPE")
-    ]
-    return ", ".join(found)
+    return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+
+def _signatures(dev: str) -> str:
+    """What ``blkid -p`` finds on ``dev`` (a file system, RAID or LVM member, partition
+    table), as ``TYPE=ext4`` / ``PTTYPE=gpt``; empty when nothing."""
+    found = _blkid(dev)
+    return ", ".join(f"{key}={found[key]}" for key in ("TYPE", "PTTYPE") if key in found)
 
 
 def _identities(dev: str) -> set:
     """How an fstab line can name ``dev`` (``UUID=``, ``PARTUUID=``, ``LABEL=``,
     ``PARTLABEL=``), from ``blkid -p``: after a wipe none of them exists any more."""
-    try:
-        proc = subprocess.run(
-            ["blkid", "-p", "-o", "export", dev],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-    except FileNotFoundError:
-        return set()
-    found = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    found = _blkid(dev)
     names = {"UUID": "UUID", "LABEL": "LABEL", "PART_ENTRY_UUID": "PARTUUID"}
     names["PART_ENTRY_NAME"] = "PARTLABEL"
     return {f"{spec}={found[key]}" for key, spec in names.items() if found.get(key)}
