@@ -17,16 +17,28 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
+# What apt and pip print (warnings about the machine's own pip configuration among it) goes to
+# a log; it is shown when a step fails.
+SETUP_LOG=${ARMSWARM_SETUP_LOG:-/var/log/armswarm-setup.log}
+quietly() {
+    if ! "$@" >>"$SETUP_LOG" 2>&1; then
+        echo "armswarm: failed: $*" >&2
+        tail -n 40 "$SETUP_LOG" >&2
+        echo "armswarm: the whole output is in $SETUP_LOG" >&2
+        return 1
+    fi
+}
+
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
         || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    echo "armswarm: installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
+    echo "armswarm: installing Debian packages: ${missing[*]} (output in $SETUP_LOG)"
+    quietly apt-get update -qq
+    quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}"
 fi
 
 # Re-install the venv only when the package metadata changed.
@@ -36,9 +48,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "armswarm: installing the Python venv at $VENV (salt is built from its sdist: ~2 min cold)"
-    "$VENV/bin/pip" install --quiet --upgrade pip 2>/dev/null || true
-    "$VENV/bin/pip" install --quiet -e "$REPO[tests,docs]"
+    echo "armswarm: installing the Python venv at $VENV (salt is built from its sdist: ~1 min cold)"
+    "$VENV/bin/pip" install --quiet --upgrade pip >>"$SETUP_LOG" 2>&1 || true
+    quietly "$VENV/bin/pip" install --quiet -e "$REPO[tests,docs]"
     echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
