@@ -793,8 +793,11 @@ class Lab:
         had_core = [
             n for n in self.node_names() if self.exec(n, ["test", "-e", SYNCED_CORE])[0] == 0
         ]
-        synced = self.salt_json("*", "saltutil.sync_all", "--timeout=60")
-        self.run_salt("salt-run", "saltutil.sync_all")
+        # The master's own sync (runners, orchestration) runs beside the minions' (~1 s).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            master = pool.submit(self.run_salt, "salt-run", "saltutil.sync_all")
+            synced = self.salt_json("*", "saltutil.sync_all", "--timeout=60")
+            master.result()
         stale = [n for n in had_core if (synced.get(n) or {}).get("utils")]
         if stale:
             self.progress(f"restarting minions with a changed armswarm_core: {', '.join(stale)}")
@@ -1000,8 +1003,25 @@ class Lab:
         registry's images with tags and platforms, the build report, the backups."""
         returns = getattr(self, "main_job_returns", {}) or {}
         applied = returns.get("state.apply armnode") or {}
-        grains = self.salt_json("*", "grains.item", "armnode", "--timeout=15", check=False)
-        by_name = {n["name"]: n for n in self.status()["nodes"]}
+        # The salt calls and the registry's HTTP run in threads (each ~0.7 s, mostly waiting)
+        # while this thread reads the nodes through the docker client, which stays in one thread.
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            grains_call = pool.submit(
+                self.salt_json, "*", "grains.item", "armnode", "--timeout=15", check=False
+            )
+            backups_call = pool.submit(
+                self.salt_json,
+                self.nodes[0].name,
+                "backup.list_backups",
+                "--timeout=15",
+                check=False,
+            )
+            registry_call = pool.submit(self.registry_listing)
+            by_name = {n["name"]: n for n in self.status()["nodes"]}
+            swarm = self.swarm_table()
+            grains = grains_call.result()
+            listing = backups_call.result()
+            registry_lines = registry_call.result()
         rows = []
         for node in self.nodes:
             info = (grains.get(node.name) or {}).get("armnode") or {}
@@ -1021,16 +1041,13 @@ class Lab:
         lines = [f"lab {self.name}: master {self.gateway}, registry https://{self.registry}"]
         lines.extend(report.node_table(rows))
         lines.append("swarm:")
-        lines.extend("  " + line for line in self.swarm_table())
+        lines.extend("  " + line for line in swarm)
         lines.append("registry:")
-        lines.extend("  " + line for line in self.registry_listing())
+        lines.extend("  " + line for line in registry_lines)
         if "imagebuild.run" in returns:
             lines.append("build:")
             lines.extend("  " + line for line in report.build_lines(returns["imagebuild.run"]))
         lines.append("backups:")
-        listing = self.salt_json(
-            self.nodes[0].name, "backup.list_backups", "--timeout=15", check=False
-        )
         lines.extend(
             "  " + line for line in report.backup_lines(listing.get(self.nodes[0].name, listing))
         )
