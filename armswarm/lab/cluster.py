@@ -1004,7 +1004,7 @@ class Lab:
         returns = getattr(self, "main_job_returns", {}) or {}
         applied = returns.get("state.apply armnode") or {}
         # The salt calls and the registry's HTTP run in threads (each ~0.7 s, mostly waiting)
-        # while this thread reads the nodes through the docker client, which stays in one thread.
+        # while this thread reads the nodes (docker execs, ~1 s together).
         with ThreadPoolExecutor(max_workers=3) as pool:
             grains_call = pool.submit(
                 self.salt_json, "*", "grains.item", "armnode", "--timeout=15", check=False
