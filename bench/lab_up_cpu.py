@@ -8,8 +8,9 @@ in the same run), and who spent them: the nodes' salt-minions, their dockerds, t
 nodes (apt and dpkg of the package installs, systemd), the build containers in the nodes'
 board-speed cgroup, and the host side (salt-master and the salt CLIs, the registry, the host's
 dockerd, this process). A step near 100 % busy gets shorter only by doing less work, not by
-overlapping more. The node images must be cached (`bash scripts/lab up` once); nothing is
-asserted.
+overlapping more. Step boundaries fall on the last 0.5 s sample before them, so a step of a
+few seconds is a rough figure. The node images must be cached (`bash scripts/lab up` once);
+nothing is asserted.
 """
 
 import os
@@ -24,11 +25,12 @@ from armswarm.lab.cluster import LABEL, NODE_LABEL, Lab
 
 HZ = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
-# Where dockerd puts a container's cgroup v2: hybrid hierarchy, cgroupfs or systemd driver.
+# Where dockerd puts a container's cgroup v2 (hybrid hierarchy, cgroupfs, systemd driver):
+# the parent directory and the child's name around the container id.
 CGROUP_DIRS = (
-    "/sys/fs/cgroup/unified/docker/{id}",
-    "/sys/fs/cgroup/docker/{id}",
-    "/sys/fs/cgroup/system.slice/docker-{id}.scope",
+    (Path("/sys/fs/cgroup/unified/docker"), re.compile(r"([0-9a-f]{64})")),
+    (Path("/sys/fs/cgroup/docker"), re.compile(r"([0-9a-f]{64})")),
+    (Path("/sys/fs/cgroup/system.slice"), re.compile(r"docker-([0-9a-f]{64})\.scope")),
 )
 NODE_PARTS = {
     "minion": "system.slice/salt-minion.service",
@@ -55,14 +57,6 @@ def cgroup_seconds(path: Path) -> float:
     return 0.0
 
 
-def container_cgroup(container_id: str) -> Path | None:
-    for pattern in CGROUP_DIRS:
-        path = Path(pattern.format(id=container_id))
-        if (path / "cpu.stat").exists():
-            return path
-    return None
-
-
 class Sampler(threading.Thread):
     """Samples the machine and every lab node's cgroups every ``interval`` seconds."""
 
@@ -71,23 +65,18 @@ class Sampler(threading.Thread):
         self.lab, self.interval = lab, interval
         self.samples = []
         self.stopped = threading.Event()
-        self.cgroups = {}  # container id -> cgroup path (None: not found)
+        self.cgroups = {}  # cgroup path -> whether it is one of this lab's nodes
 
     def node_cgroups(self) -> dict:
         """The cgroups of this lab's node containers (another lab's are not counted)."""
-        found = []
-        for root in (Path("/sys/fs/cgroup/unified/docker"), Path("/sys/fs/cgroup/docker")):
-            if root.is_dir():
-                found += [d.name for d in root.iterdir() if len(d.name) == 64]
-        scopes = Path("/sys/fs/cgroup/system.slice")
-        if scopes.is_dir():
-            found += [d.name[7:-6] for d in scopes.glob("docker-*.scope")]
-        for container_id in found:
-            if container_id not in self.cgroups:
-                self.cgroups[container_id] = (
-                    container_cgroup(container_id) if self.is_lab_node(container_id) else None
-                )
-        return {cid: path for cid, path in self.cgroups.items() if path is not None}
+        for parent, name in CGROUP_DIRS:
+            if not parent.is_dir():
+                continue
+            for path in parent.iterdir():
+                found = name.fullmatch(path.name)
+                if found and path not in self.cgroups:
+                    self.cgroups[path] = self.is_lab_node(found.group(1))
+        return [path for path, ours in self.cgroups.items() if ours]
 
     def is_lab_node(self, container_id: str) -> bool:
         try:
@@ -98,10 +87,10 @@ class Sampler(threading.Thread):
 
     def sample(self) -> dict:
         out = {"t": time.monotonic(), "busy": machine_busy()}
-        for container_id, path in self.node_cgroups().items():
-            out[f"{container_id}:total"] = cgroup_seconds(path)
+        for path in self.node_cgroups():
+            out[f"{path}:total"] = cgroup_seconds(path)
             for part, sub in NODE_PARTS.items():
-                out[f"{container_id}:{part}"] = cgroup_seconds(path / sub)
+                out[f"{path}:{part}"] = cgroup_seconds(path / sub)
         return out
 
     def run(self):
@@ -118,7 +107,7 @@ def spent(first: dict, last: dict) -> dict:
     for key, value in last.items():
         if ":" not in key:
             continue
-        part = key.split(":", 1)[1]
+        part = key.rsplit(":", 1)[1]
         delta = value - first.get(key, 0.0)
         parts["nodes" if part == "total" else part] += delta
     parts["nodes-rest"] = parts["nodes"] - sum(parts[p] for p in NODE_PARTS)
